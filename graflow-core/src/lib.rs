@@ -1,0 +1,84 @@
+//! Runtime of graflow: tasks, workflow graphs, the scheduler, contexts and execution handlers.
+//!
+//! Users depend on the facade crate `graflow`, which re-exports this crate's public API together
+//! with the `#[task]` and `workflow!` macros. The layout is one file per concept:
+//!
+//! | file | concept |
+//! |---|---|
+//! | `task.rs` | a task's static definition and its node in a workflow |
+//! | `workflow.rs` | the graph, its runtime builder and its compiled form |
+//! | `scheduler.rs` | the ready-queue loop that runs a graph |
+//! | `context.rs` | what handlers and task bodies see of a run |
+//! | `channel.rs` | the run's typed key/value store |
+//! | `value.rs` | type-erased task data |
+//! | `handler.rs` | the handler trait and link-time registration |
+//! | `handlers/` | one file per built-in handler |
+//! | `engine.rs` | handler registry, validation, running |
+//! | `report.rs` | the report of a run |
+//! | `retry.rs`, `config.rs`, `error.rs` | retry policy, handler configuration, errors |
+
+mod channel;
+mod config;
+mod context;
+mod engine;
+mod error;
+mod handler;
+pub mod handlers;
+mod report;
+mod retry;
+mod scheduler;
+mod task;
+mod value;
+mod workflow;
+
+pub use channel::Channel;
+pub use config::{ConfigValue, HandlerConfig};
+pub use context::{ExecutionContext, TaskContext};
+pub use engine::WorkflowEngine;
+pub use error::{BoxError, Chain, Error, Result};
+pub use handler::TaskHandler;
+pub use handlers::DirectHandler;
+pub use report::{RunReport, TaskRecord, TaskStatus};
+pub use retry::RetryPolicy;
+pub use task::{BoxFuture, Param, Task, TaskDef, TaskFn, TypeInfo, task_named, tasks};
+pub use value::{Data, Value};
+pub use workflow::{NodeRef, Workflow, WorkflowBuilder};
+
+/// What generated code (`#[task]`, `workflow!`, `register_handler!`) reaches through, so that a
+/// user's `Cargo.toml` needs only `graflow` and `serde`. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use std::borrow::Cow;
+    pub use std::boxed::Box;
+    pub use std::string::String;
+    pub use std::sync::Arc;
+    pub use std::time::Duration;
+    pub use std::vec;
+
+    pub use inventory;
+    pub use serde;
+
+    pub use crate::config::{ConfigValue, HandlerConfig};
+    pub use crate::handler::HandlerRegistration;
+    pub use crate::retry::RetryPolicy;
+    pub use crate::task::{Body, BodyStats, Param, TaskDef, TaskFn, TaskRegistration, TypeInfo};
+    pub use crate::value::spec::{ViaClone, ViaSerde, Wrap};
+
+    use crate::error::{BoxError, Error};
+
+    /// `T` or `Result<T, E>` as returned by a task function.
+    pub trait TaskReturn {
+        type Output;
+        fn into_task_result(self, task: &str) -> Result<Self::Output, Error>;
+    }
+
+    impl<T, E: Into<BoxError>> TaskReturn for Result<T, E> {
+        type Output = T;
+        fn into_task_result(self, task: &str) -> Result<T, Error> {
+            self.map_err(|e| Error::Task {
+                task: task.to_owned(),
+                source: e.into(),
+            })
+        }
+    }
+}

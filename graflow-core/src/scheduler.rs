@@ -1,0 +1,243 @@
+//! The scheduler: runs every node once, after all its predecessors succeeded, as many at once as
+//! the concurrency limit allows.
+//!
+//! The hot path is one loop over a ready queue, inside the future the caller awaits: no task is
+//! spawned per node and no lock is held while a body runs. A node whose future completes on its
+//! first poll (a short synchronous body on the direct handler) never leaves the loop; one that
+//! waits (I/O, a timer, a body sent to the blocking pool) joins a `FuturesUnordered` and is
+//! polled from the same loop. Per node that is O(1): decrement the in-degree of its successors.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, Stream};
+
+use crate::context::{ExecutionContext, RunShared};
+use crate::error::{Chain, Error, Result, panic_message};
+use crate::handler::TaskHandler;
+use crate::report::{Record, TaskStatus};
+use crate::task::{BoxFuture, Task};
+
+/// How many nodes the loop handles before it yields to the runtime once.
+const BUDGET: u32 = 256;
+
+/// The end of one node, after its retries.
+struct NodeDone {
+    node: u32,
+    attempts: u32,
+    start: Instant,
+    end: Instant,
+    result: Result<()>,
+}
+
+/// The first failure of a run.
+pub(crate) struct Failure {
+    pub node: u32,
+    pub attempts: u32,
+    pub error: Error,
+}
+
+struct Scheduler {
+    shared: Arc<RunShared>,
+    indegree: Vec<u32>,
+    ready: VecDeque<u32>,
+    inflight: FuturesUnordered<BoxFuture<'static, NodeDone>>,
+    records: Vec<Record>,
+    failure: Option<Failure>,
+    max_concurrency: usize,
+    run_start: Instant,
+}
+
+/// Runs the workflow of `shared` to completion or first failure.
+pub(crate) async fn run(
+    shared: Arc<RunShared>,
+    max_concurrency: usize,
+    run_start: Instant,
+) -> (Vec<Record>, Option<Failure>) {
+    let graph = shared.graph.clone();
+    let n = graph.len();
+    let mut scheduler = Scheduler {
+        indegree: (0..n as u32).map(|i| graph.preds(i).len() as u32).collect(),
+        ready: graph.roots.iter().copied().collect(),
+        inflight: FuturesUnordered::new(),
+        records: vec![Record::SKIPPED; n],
+        failure: None,
+        max_concurrency: max_concurrency.max(1),
+        run_start,
+        shared,
+    };
+    std::future::poll_fn(|cx| scheduler.poll(cx)).await;
+    // Whatever is still in flight is cancelled by dropping it.
+    drop(std::mem::take(&mut scheduler.inflight));
+    (scheduler.records, scheduler.failure)
+}
+
+impl Scheduler {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut budget = BUDGET;
+        loop {
+            while self.failure.is_none() && self.inflight.len() < self.max_concurrency {
+                let Some(node) = self.ready.pop_front() else {
+                    break;
+                };
+                self.records[node as usize].status = TaskStatus::Cancelled;
+                let mut future: BoxFuture<'static, NodeDone> =
+                    Box::pin(run_node(self.shared.clone(), node));
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(done) => self.complete(done),
+                    Poll::Pending => self.inflight.push(future),
+                }
+                budget -= 1;
+                if budget == 0 {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+            if self.failure.is_some() {
+                return Poll::Ready(());
+            }
+            match Pin::new(&mut self.inflight).poll_next(cx) {
+                Poll::Ready(Some(done)) => {
+                    self.complete(done);
+                    budget -= 1;
+                    if budget == 0 {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+                Poll::Ready(None) if self.ready.is_empty() => return Poll::Ready(()),
+                Poll::Ready(None) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn complete(&mut self, done: NodeDone) {
+        let node = done.node;
+        let record = &mut self.records[node as usize];
+        record.attempts = done.attempts;
+        record.start = Some(done.start.saturating_duration_since(self.run_start));
+        record.duration = Some(done.end.saturating_duration_since(done.start));
+        match done.result {
+            Ok(()) => {
+                record.status = TaskStatus::Succeeded;
+                let graph = &self.shared.graph;
+                for &next in graph.succs(node) {
+                    let pending = &mut self.indegree[next as usize];
+                    *pending -= 1;
+                    if *pending == 0 {
+                        self.ready.push_back(next);
+                    }
+                }
+            }
+            Err(error) => {
+                record.status = TaskStatus::Failed;
+                record.error = Some(Chain(&error).to_string().into_boxed_str());
+                if self.failure.is_none() {
+                    tracing::error!(
+                        target: "graflow::engine",
+                        task = %self.shared.task(node).id(),
+                        attempts = done.attempts,
+                        error = %Chain(&error),
+                        "task failed; stopping the run"
+                    );
+                    self.failure = Some(Failure {
+                        node,
+                        attempts: done.attempts,
+                        error,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs every attempt of one node, with backoff between them.
+async fn run_node(shared: Arc<RunShared>, node: u32) -> NodeDone {
+    let task = shared.task(node);
+    let handler = &shared.handlers[shared.graph.node_handler[node as usize] as usize];
+    let policy = task.retry;
+    let start = Instant::now();
+    let mut attempt = 1;
+    let result = loop {
+        let ctx = ExecutionContext::new(shared.clone(), node, attempt);
+        let attempt_start = Instant::now();
+        let result = attempt_once(handler.as_ref(), task, &ctx).await;
+        tracing::debug!(
+            target: "graflow::handlers",
+            task = %task.id(),
+            handler = %task.handler(),
+            attempt,
+            elapsed_us = attempt_start.elapsed().as_micros() as u64,
+            ok = result.is_ok(),
+            "attempt finished"
+        );
+        match result {
+            Ok(()) => break Ok(()),
+            Err(error) if attempt < policy.max_attempts() && error.is_retryable() => {
+                let delay = policy.delay_after(attempt);
+                tracing::warn!(
+                    target: "graflow::engine",
+                    task = %task.id(),
+                    handler = %task.handler(),
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %Chain(&error),
+                    "attempt failed; retrying"
+                );
+                shared.clear_result(node);
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    NodeDone {
+        node,
+        attempts: attempt,
+        start,
+        end: Instant::now(),
+        result,
+    }
+}
+
+/// One attempt: the handler, under the task's timeout, with panics caught, and the check that
+/// the handler stored a result.
+async fn attempt_once(
+    handler: &dyn TaskHandler,
+    task: &Task,
+    ctx: &ExecutionContext,
+) -> Result<()> {
+    let execution = AssertUnwindSafe(handler.execute_task(task, ctx)).catch_unwind();
+    let outcome = match task.timeout {
+        Some(limit) => match tokio::time::timeout(limit, execution).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(Error::TimedOut {
+                    task: task.id().to_owned(),
+                    handler: task.handler().to_owned(),
+                    timeout: limit,
+                });
+            }
+        },
+        None => execution.await,
+    };
+    match outcome {
+        Ok(Ok(())) if ctx.has_own_result() => Ok(()),
+        Ok(Ok(())) => Err(Error::NoResult {
+            task: task.id().to_owned(),
+            handler: task.handler().to_owned(),
+        }),
+        Ok(Err(error)) => Err(error),
+        Err(payload) => Err(Error::handler(
+            task.id(),
+            task.handler(),
+            format!("the handler panicked: {}", panic_message(&*payload)),
+        )),
+    }
+}

@@ -1,0 +1,263 @@
+//! `workflow! { name: "etl"; a >> (b | c) >> d; a >> e; }`: parsed into sequences and parallel
+//! groups, lowered to nodes and edges, and emitted as calls to the runtime `WorkflowBuilder`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Expr, Path, Token, parenthesized};
+
+enum Flow {
+    Task(Path),
+    Sequence(Vec<Flow>),
+    Parallel(Vec<Flow>),
+}
+
+struct Input {
+    name: Option<Expr>,
+    statements: Vec<Flow>,
+}
+
+impl Parse for Input {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut name = None;
+        if input.peek(syn::Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+            let key: syn::Ident = input.parse()?;
+            if key != "name" {
+                return Err(syn::Error::new(
+                    key.span(),
+                    "the only setting is `name: \"...\";`",
+                ));
+            }
+            input.parse::<Token![:]>()?;
+            name = Some(input.parse()?);
+            input.parse::<Token![;]>()?;
+        }
+        let mut statements = Vec::new();
+        while !input.is_empty() {
+            statements.push(parse_sequence(input)?);
+            if input.is_empty() {
+                break;
+            }
+            if input.peek(Token![|]) {
+                return Err(input.error("a parallel group needs parentheses: `(a | b)`"));
+            }
+            input.parse::<Token![;]>()?;
+        }
+        Ok(Input { name, statements })
+    }
+}
+
+fn parse_sequence(input: ParseStream) -> syn::Result<Flow> {
+    let mut steps = vec![parse_term(input)?];
+    while input.peek(Token![>>]) {
+        input.parse::<Token![>>]>()?;
+        steps.push(parse_term(input)?);
+    }
+    Ok(if steps.len() == 1 {
+        steps.remove(0)
+    } else {
+        Flow::Sequence(steps)
+    })
+}
+
+fn parse_term(input: ParseStream) -> syn::Result<Flow> {
+    if input.peek(syn::token::Paren) {
+        let inner;
+        parenthesized!(inner in input);
+        let mut branches = vec![parse_sequence(&inner)?];
+        while inner.peek(Token![|]) {
+            inner.parse::<Token![|]>()?;
+            branches.push(parse_sequence(&inner)?);
+        }
+        if !inner.is_empty() {
+            return Err(inner.error("expected `|`, `>>` or `)`"));
+        }
+        return Ok(if branches.len() == 1 {
+            branches.remove(0)
+        } else {
+            Flow::Parallel(branches)
+        });
+    }
+    if !(input.peek(syn::Ident)
+        || input.peek(Token![::])
+        || input.peek(Token![crate])
+        || input.peek(Token![self])
+        || input.peek(Token![super]))
+    {
+        return Err(input.error("expected the name of a #[task] function or `(`"));
+    }
+    let path = Path::parse_mod_style(input)?;
+    if input.peek(syn::token::Paren) {
+        return Err(syn::Error::new(
+            path.span(),
+            "name the task without calling it: parameters are resolved by the engine",
+        ));
+    }
+    Ok(Flow::Task(path))
+}
+
+#[derive(Default)]
+struct Graph {
+    nodes: Vec<Path>,
+    by_key: HashMap<String, usize>,
+    edges: BTreeSet<(usize, usize)>,
+}
+
+impl Graph {
+    fn node(&mut self, path: &Path) -> usize {
+        let key = quote!(#path).to_string().replace(' ', "");
+        if let Some(&index) = self.by_key.get(&key) {
+            return index;
+        }
+        self.nodes.push(path.clone());
+        self.by_key.insert(key, self.nodes.len() - 1);
+        self.nodes.len() - 1
+    }
+
+    /// Returns the (entries, exits) of `flow`.
+    fn lower(&mut self, flow: &Flow) -> (Vec<usize>, Vec<usize>) {
+        match flow {
+            Flow::Task(path) => {
+                let n = self.node(path);
+                (vec![n], vec![n])
+            }
+            Flow::Sequence(steps) => {
+                let mut entries = Vec::new();
+                let mut exits: Vec<usize> = Vec::new();
+                for (i, step) in steps.iter().enumerate() {
+                    let (step_entries, step_exits) = self.lower(step);
+                    if i == 0 {
+                        entries = step_entries;
+                    } else {
+                        for &from in &exits {
+                            for &to in &step_entries {
+                                self.edges.insert((from, to));
+                            }
+                        }
+                    }
+                    exits = step_exits;
+                }
+                (entries, exits)
+            }
+            Flow::Parallel(branches) => {
+                let mut entries = Vec::new();
+                let mut exits = Vec::new();
+                for branch in branches {
+                    let (e, x) = self.lower(branch);
+                    entries.extend(e);
+                    exits.extend(x);
+                }
+                (entries, exits)
+            }
+        }
+    }
+
+    /// A cycle among the written paths, if any (ids may still collide at run time).
+    fn cycle(&self) -> Option<Vec<usize>> {
+        let n = self.nodes.len();
+        let mut succ = vec![Vec::new(); n];
+        for &(a, b) in &self.edges {
+            succ[a].push(b);
+        }
+        // 0 = unvisited, 1 = on the stack, 2 = done
+        let mut state = vec![0u8; n];
+        let mut stack: Vec<usize> = Vec::new();
+        fn visit(
+            v: usize,
+            succ: &[Vec<usize>],
+            state: &mut [u8],
+            stack: &mut Vec<usize>,
+        ) -> Option<Vec<usize>> {
+            state[v] = 1;
+            stack.push(v);
+            for &w in &succ[v] {
+                if state[w] == 1 {
+                    let at = stack.iter().position(|&x| x == w).unwrap_or(0);
+                    let mut cycle = stack[at..].to_vec();
+                    cycle.push(w);
+                    return Some(cycle);
+                }
+                if state[w] == 0
+                    && let Some(cycle) = visit(w, succ, state, stack)
+                {
+                    return Some(cycle);
+                }
+            }
+            stack.pop();
+            state[v] = 2;
+            None
+        }
+        (0..n).find_map(|v| {
+            if state[v] == 0 {
+                visit(v, &succ, &mut state, &mut stack)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+pub fn expand(input: TokenStream) -> TokenStream {
+    let input: Input = match syn::parse2(input) {
+        Ok(input) => input,
+        Err(error) => return error.to_compile_error(),
+    };
+    if input.statements.is_empty() {
+        return syn::Error::new(
+            Span::call_site(),
+            "workflow! needs at least one task, e.g. `workflow! { fetch >> report; }`",
+        )
+        .to_compile_error();
+    }
+    let mut graph = Graph::default();
+    for statement in &input.statements {
+        graph.lower(statement);
+    }
+    if let Some(cycle) = graph.cycle() {
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&i| {
+                let path = &graph.nodes[i];
+                quote!(#path).to_string().replace(' ', "")
+            })
+            .collect();
+        let first = &graph.nodes[cycle[0]];
+        return syn::Error::new(
+            first.span(),
+            format!(
+                "cycle in workflow!: {}; remove one of these edges",
+                names.join(" >> ")
+            ),
+        )
+        .to_compile_error();
+    }
+
+    let name = match &input.name {
+        Some(expr) => quote!(#expr),
+        None => quote!("workflow"),
+    };
+    let builder = format_ident!("__graflow_builder");
+    let vars: Vec<_> = (0..graph.nodes.len())
+        .map(|i| format_ident!("__graflow_n{}", i))
+        .collect();
+    let adds = graph.nodes.iter().zip(&vars).map(|(path, var)| {
+        // Spanned on the path: "not a graflow task" / "cannot find type" lands on the name.
+        let task = quote_spanned!(path.span()=> <#path as ::graflow::__private::TaskFn>::task());
+        quote!(let #var = #builder.add(#task);)
+    });
+    let edges = graph.edges.iter().map(|&(a, b)| {
+        let (a, b) = (&vars[a], &vars[b]);
+        quote!(#builder.edge(#a, #b);)
+    });
+    quote! {
+        {
+            let mut #builder = ::graflow::Workflow::builder(#name);
+            #(#adds)*
+            #(#edges)*
+            #builder.build()
+        }
+    }
+}

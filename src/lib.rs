@@ -1,0 +1,78 @@
+//! # Graflow for Rust
+//!
+//! Workflows whose tasks are plain Rust functions, composed into DAGs and executed through
+//! pluggable execution handlers: in-process ("direct"), or any handler you register.
+//!
+//! ```
+//! use graflow::prelude::*;
+//!
+//! #[task]
+//! fn numbers() -> Vec<u64> {
+//!     (1..=10).collect()
+//! }
+//!
+//! #[task]
+//! fn total(numbers: Vec<u64>) -> u64 {
+//!     numbers.iter().sum()
+//! }
+//!
+//! let wf = workflow! { name: "doc"; numbers >> total; };
+//! let report = WorkflowEngine::new().run(&wf).unwrap();
+//! assert_eq!(report.result::<u64>("total").unwrap(), 55);
+//! ```
+//!
+//! ## `#[task]`
+//! On a sync or `async fn`. Options: `id = "..."` (default: the function's name), `handler =
+//! EXPR` (default `"direct"`; a literal or any expression, evaluated when the workflow is
+//! built), `retries = N`, `retry_delay = "1s"`, `retry_backoff = 2.0`, `retry_max_delay =
+//! "60s"`, `retry_jitter = true`, `timeout = "30s"`, `writes = ["key"]` (channel keys the task
+//! writes), `blocking = true` (never run the body inline on the scheduler). Any other `key =
+//! value` (literals, arrays of literals) is the task's handler configuration, read and
+//! validated by its handler.
+//!
+//! A parameter of type `&TaskContext` receives the context. Every other parameter is resolved
+//! by name: an input bound with [`Task::with_input`], else the result of the upstream task with
+//! that id, else the channel value with that key. Inputs and outputs must be
+//! `Serialize + DeserializeOwned + Send + 'static`, so that any task can move out of process;
+//! anything else is a compile error on the offending type. The function stays callable as a
+//! plain function, and `my_fn::task()` gives a [`Task`] node for the runtime
+//! [`WorkflowBuilder`].
+//!
+//! ## `workflow!`
+//! `workflow! { name: "etl"; fetch >> clean >> (train | evaluate) >> report; fetch >> audit; }`:
+//! `>>` is a sequence, `( a | b )` a parallel group, and several statements make any DAG.
+//!
+//! ## Handlers
+//! Implement [`TaskHandler`] and register it with [`WorkflowEngine::register_handler`] or, at
+//! link time, [`register_handler!`].
+
+pub use graflow_core::{
+    BoxError, BoxFuture, Chain, Channel, ConfigValue, Data, DirectHandler, Error, ExecutionContext,
+    HandlerConfig, NodeRef, Param, Result, RetryPolicy, RunReport, Task, TaskContext, TaskDef,
+    TaskFn, TaskHandler, TaskRecord, TaskStatus, TypeInfo, Value, Workflow, WorkflowBuilder,
+    WorkflowEngine, register_handler, task_named, tasks,
+};
+
+pub use graflow_macros::{task, workflow};
+
+/// `#[graflow::async_trait]` for implementing [`TaskHandler`] (its generated code needs no
+/// dependency of yours).
+pub use async_trait::async_trait;
+
+/// The built-in handlers.
+pub mod handlers {
+    pub use graflow_core::handlers::*;
+}
+
+/// What most programs need: `use graflow::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Channel, Error, ExecutionContext, RunReport, Task, TaskContext, TaskHandler, Value,
+        Workflow, WorkflowEngine, async_trait, register_handler, task, workflow,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use graflow_core::__private::*;
+}
