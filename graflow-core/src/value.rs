@@ -195,21 +195,43 @@ mod tests {
         assert!(err.contains("alloc::vec::Vec<u8>"), "{err}");
     }
 
+    /// Clone, but its serde impls always fail: only a copy by `Clone` succeeds.
+    #[derive(Clone, Debug, PartialEq)]
+    struct CloneOnly(u8);
+
+    impl serde::Serialize for CloneOnly {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("not serializable"))
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for CloneOnly {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            Err(serde::de::Error::custom("not deserializable"))
+        }
+    }
+
     #[test]
+    #[allow(clippy::needless_borrow)]
     fn specialisation_picks_clone_when_available() {
         use spec::{ViaClone as _, ViaSerde as _, Wrap};
-        let by_clone = (&Wrap::<u64>::NEW).value_ctor();
-        let by_serde = (&Wrap::<NotClone>::NEW).value_ctor();
-        assert_eq!(by_clone(5).get::<u64>().unwrap(), 5);
+        let by_clone = (&Wrap::<CloneOnly>::NEW).value_ctor();
         assert_eq!(
-            by_serde(NotClone {
-                a: 1,
-                b: String::new()
-            })
-            .get::<NotClone>()
-            .unwrap()
-            .a,
-            1
+            by_clone(CloneOnly(5)).get::<CloneOnly>().unwrap(),
+            CloneOnly(5)
         );
+        // The same type through the serde path fails: so the line above did pick Clone.
+        let err = Value::from_data(CloneOnly(5))
+            .get::<CloneOnly>()
+            .unwrap_err();
+        assert!(err.to_string().contains("not serializable"), "{err}");
+        let by_serde = (&Wrap::<NotClone>::NEW).value_ctor();
+        let copy = by_serde(NotClone {
+            a: 1,
+            b: String::new(),
+        })
+        .get::<NotClone>()
+        .unwrap();
+        assert_eq!(copy.a, 1);
     }
 }

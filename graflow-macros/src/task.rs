@@ -182,8 +182,12 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         .map(|input| &input.ty)
         .chain(std::iter::once(&shape.output))
         .map(|ty| {
+            // Paths written out here (not interpolated) so that they carry the type's span too.
             quote_spanned! {ty.span()=>
-                #ty: #p::serde::Serialize + #p::serde::de::DeserializeOwned + ::core::marker::Send + 'static,
+                #ty: ::graflow::__private::serde::Serialize
+                    + ::graflow::__private::serde::de::DeserializeOwned
+                    + ::core::marker::Send
+                    + 'static,
             }
         });
 
@@ -208,13 +212,16 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         quote!(let __graflow_out = #p::TaskReturn::into_task_result(__graflow_out, #ctx.task_id())?;)
     });
     let output = &shape.output;
+    let wrap = quote_spanned! {output.span()=>
+        (&::graflow::__private::Wrap::<#output>::NEW).value_ctor()
+    };
     let body_steps = quote! {
         #(#bindings)*
         let __graflow_out = #call;
         #into_result
         #[allow(unused_imports)]
         use #p::{ViaClone as _, ViaSerde as _};
-        ::core::result::Result::Ok((&#p::Wrap::<#output>::NEW).value_ctor()(__graflow_out))
+        ::core::result::Result::Ok(#wrap(__graflow_out))
     };
     let (body_fn, body_variant) = if is_async {
         (

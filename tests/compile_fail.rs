@@ -1,0 +1,8 @@
+//! Misuse of `#[task]` and `workflow!` is a compile error spanned on the offending token.
+//! Expected messages are in `tests/ui/*.stderr` (regenerate with `TRYBUILD=overwrite`).
+
+#[test]
+fn macro_misuse_is_a_spanned_compile_error() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("tests/ui/*.rs");
+}

@@ -1,0 +1,250 @@
+//! Failure: an error, a panic or a timeout, after retries, fails the run; nothing new starts;
+//! the error names the task, its handler, the attempt count and the cause chain.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use graflow::prelude::*;
+use graflow::{Error, TaskStatus};
+
+#[derive(Debug)]
+struct DiskFull;
+
+impl std::fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("disk full")
+    }
+}
+
+impl std::error::Error for DiskFull {}
+
+#[derive(Debug)]
+struct SaveFailed(DiskFull);
+
+impl std::fmt::Display for SaveFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("could not save the model")
+    }
+}
+
+impl std::error::Error for SaveFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+static AFTER_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[task]
+fn prepare() -> u32 {
+    1
+}
+
+#[task]
+fn save(prepare: u32) -> Result<u32, SaveFailed> {
+    let _ = prepare;
+    Err(SaveFailed(DiskFull))
+}
+
+#[task]
+fn after_save(save: u32) -> u32 {
+    AFTER_RUNS.fetch_add(1, Ordering::SeqCst);
+    save
+}
+
+#[test]
+fn an_error_stops_successors_and_names_task_handler_attempts_and_chain() {
+    let wf = workflow! { name: "fails"; prepare >> save >> after_save; };
+    let err = WorkflowEngine::new().run(&wf).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(
+        msg,
+        "task 'save' failed on handler 'direct' after 1 attempt(s): task 'save' returned an error: could not save the model: disk full"
+    );
+    assert_eq!(AFTER_RUNS.load(Ordering::SeqCst), 0);
+    let report = err.report().expect("a failed run carries its report");
+    assert_eq!(
+        report.task("prepare").unwrap().status,
+        TaskStatus::Succeeded
+    );
+    assert_eq!(report.task("save").unwrap().status, TaskStatus::Failed);
+    assert_eq!(
+        report.task("after_save").unwrap().status,
+        TaskStatus::Skipped
+    );
+    assert_eq!(report.task("after_save").unwrap().attempts, 0);
+    // Results of what did run are not lost.
+    assert_eq!(report.result::<u32>("prepare").unwrap(), 1);
+    assert!(!report.succeeded());
+    let table = report.to_string();
+    assert!(
+        table.contains("save: task 'save' returned an error: could not save the model: disk full"),
+        "{table}"
+    );
+    // The cause keeps its typed source chain.
+    let cause = err.cause().unwrap();
+    assert!(matches!(cause, Error::Task { .. }));
+    let source = std::error::Error::source(cause).unwrap();
+    assert_eq!(source.to_string(), "could not save the model");
+}
+
+#[task]
+fn explode() -> u8 {
+    panic!("boom at row 17")
+}
+
+#[task]
+async fn explode_async() -> u8 {
+    tokio::task::yield_now().await;
+    panic!("async boom")
+}
+
+#[test]
+fn a_panic_is_caught_and_reported() {
+    let err = WorkflowEngine::new()
+        .run(&workflow! { explode; })
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "task 'explode' failed on handler 'direct' after 1 attempt(s): task 'explode' panicked: boom at row 17"
+    );
+    let err = WorkflowEngine::new()
+        .run(&workflow! { explode_async; })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("task 'explode_async' panicked: async boom"),
+        "{err}"
+    );
+    // The process is alive and the engine still works.
+    let report = WorkflowEngine::new().run(&workflow! { prepare; }).unwrap();
+    assert_eq!(report.result::<u32>("prepare").unwrap(), 1);
+}
+
+static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[task(retries = 3, retry_delay = "40ms", retry_backoff = 2.0)]
+fn flaky(ctx: &TaskContext) -> Result<u32, String> {
+    FLAKY_CALLS.fetch_add(1, Ordering::SeqCst);
+    if ctx.attempt() < 3 {
+        Err(format!("attempt {} failed", ctx.attempt()))
+    } else {
+        Ok(ctx.attempt())
+    }
+}
+
+#[test]
+fn retries_are_counted_and_back_off_exponentially() {
+    let started = Instant::now();
+    let report = WorkflowEngine::new().run(&workflow! { flaky; }).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.result::<u32>("flaky").unwrap(), 3);
+    assert_eq!(report.task("flaky").unwrap().attempts, 3);
+    assert_eq!(FLAKY_CALLS.load(Ordering::SeqCst), 3);
+    // Two waits: 40 ms then 80 ms (a lower bound; the machine may be slower, never faster).
+    assert!(elapsed >= Duration::from_millis(120), "{elapsed:?}");
+    assert!(report.task("flaky").unwrap().duration.unwrap() >= Duration::from_millis(120));
+}
+
+#[task(retries = 2, retry_delay = "1ms")]
+fn always_fails(ctx: &TaskContext) -> Result<(), String> {
+    Err(format!("nope #{}", ctx.attempt()))
+}
+
+#[test]
+fn spent_retries_report_the_attempt_count_and_last_error() {
+    let err = WorkflowEngine::new()
+        .run(&workflow! { always_fails; })
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "task 'always_fails' failed on handler 'direct' after 3 attempt(s): task 'always_fails' returned an error: nope #3"
+    );
+    assert_eq!(
+        err.report().unwrap().task("always_fails").unwrap().attempts,
+        3
+    );
+}
+
+#[task(timeout = "100ms")]
+async fn sleepy_async() -> u8 {
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    0
+}
+
+#[task(timeout = "100ms")]
+fn sleepy_sync() -> u8 {
+    std::thread::sleep(Duration::from_millis(1_500));
+    0
+}
+
+#[test]
+fn a_timeout_fails_the_task() {
+    for (wf, id) in [
+        (workflow! { sleepy_async; }, "sleepy_async"),
+        (workflow! { sleepy_sync; }, "sleepy_sync"),
+    ] {
+        let started = Instant::now();
+        let err = WorkflowEngine::new().run(&wf).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "task '{id}' timed out after 100ms on handler 'direct'; raise `timeout` in #[task(...)]"
+            )),
+            "{err}"
+        );
+    }
+}
+
+static SLOW_FINISHED: AtomicU32 = AtomicU32::new(0);
+
+#[task]
+async fn slow_sibling() -> u8 {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    SLOW_FINISHED.fetch_add(1, Ordering::SeqCst);
+    0
+}
+
+#[task]
+async fn quick_failure() -> Result<u8, String> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Err("bad input".to_owned())
+}
+
+#[task]
+fn after_both(slow_sibling: u8, quick_failure: u8) -> u8 {
+    slow_sibling + quick_failure
+}
+
+#[tokio::test]
+async fn a_failure_cancels_running_tasks_and_starts_nothing_new() {
+    let started = Instant::now();
+    let wf = workflow! { (slow_sibling | quick_failure) >> after_both; };
+    let err = WorkflowEngine::new().execute(&wf).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let report = err.report().unwrap();
+    assert_eq!(
+        report.task("quick_failure").unwrap().status,
+        TaskStatus::Failed
+    );
+    assert_eq!(
+        report.task("slow_sibling").unwrap().status,
+        TaskStatus::Cancelled
+    );
+    assert_eq!(
+        report.task("after_both").unwrap().status,
+        TaskStatus::Skipped
+    );
+    assert_eq!(report.counts(), (0, 1, 1, 1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(SLOW_FINISHED.load(Ordering::SeqCst), 0);
+}

@@ -1,0 +1,8 @@
+use graflow::prelude::*;
+
+#[task]
+fn identity<T: serde::Serialize>(value: T) -> T {
+    value
+}
+
+fn main() {}
