@@ -1,24 +1,23 @@
 use graflow::prelude::*;
 
 #[task]
-fn fetch() -> Vec<u64> {
+fn numbers() -> Vec<u64> {
     (1..=10).collect()
 }
 
-#[task]
-fn double(fetch: Vec<u64>) -> Vec<u64> {
-    fetch.iter().map(|x| x * 2).collect()
+#[task(retries = 2, timeout = "5s")]
+async fn total(numbers: Vec<u64>) -> u64 {
+    numbers.iter().sum()
 }
 
 #[task]
-async fn total(double: Vec<u64>) -> u64 {
-    double.iter().sum()
+fn largest(numbers: Vec<u64>) -> Option<u64> {
+    numbers.iter().copied().max()
 }
 
 fn main() -> graflow::Result<()> {
-    let wf = workflow! { name: "quickstart"; fetch >> double >> total; };
+    let wf = workflow! { name: "quickstart"; numbers >> (total | largest); };
     let report = WorkflowEngine::new().run(&wf)?;
-    println!("{report}");
-    println!("total = {}", report.result::<u64>("total")?);
+    println!("{report}total = {}", report.result::<u64>("total")?);
     Ok(())
 }

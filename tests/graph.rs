@@ -363,3 +363,13 @@ fn the_binary_lists_its_tasks() {
     // The task stays a plain function.
     assert_eq!(member(1, 2), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_can_be_spawned_and_its_error_converts_to_anyhow() -> anyhow::Result<()> {
+    let engine = WorkflowEngine::new();
+    let wf = workflow! { a >> (b | c) >> d; };
+    // The run's future is Send: it can move to any worker.
+    let report = tokio::spawn(async move { engine.execute(&wf).await }).await??;
+    assert_eq!(report.result::<u32>("d")?, 112);
+    Ok(())
+}

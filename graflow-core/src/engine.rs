@@ -187,7 +187,7 @@ impl WorkflowEngine {
             let outcome = scheduler::run(shared.clone(), self.max_concurrency, run_start).await;
             tracing::info!(
                 target: "graflow::engine",
-                elapsed_ms = run_start.elapsed().as_secs_f64() * 1e3,
+                elapsed_us = run_start.elapsed().as_micros() as u64,
                 failed = outcome.1.is_some(),
                 "run finished"
             );

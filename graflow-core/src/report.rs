@@ -249,14 +249,16 @@ impl fmt::Display for RunReport {
             }
         }
         let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| -> fmt::Result {
+            let mut text = String::new();
             for (i, cell) in cells.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "  " };
                 if i < 3 {
-                    write!(f, "{cell:<w$}  ", w = widths[i])?;
+                    text += &format!("{sep}{cell:<w$}", w = widths[i]);
                 } else {
-                    write!(f, "{cell:>w$}  ", w = widths[i])?;
+                    text += &format!("{sep}{cell:>w$}", w = widths[i]);
                 }
             }
-            writeln!(f)
+            writeln!(f, "{}", text.trim_end())
         };
         line(f, header)?;
         for row in &rows {
