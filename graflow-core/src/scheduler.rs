@@ -85,6 +85,8 @@ impl Scheduler {
                 let Some(node) = self.ready.pop_front() else {
                     break;
                 };
+                // Provisional: a node still marked so when the run stops was running, and is
+                // reported as cancelled; `complete` overwrites it.
                 self.records[node as usize].status = TaskStatus::Cancelled;
                 let mut future: BoxFuture<'static, NodeDone> =
                     Box::pin(run_node(self.shared.clone(), node));

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -86,7 +86,6 @@ pub struct BodyStats {
     offloaded_runs: AtomicU32,
     slow_inline_runs: AtomicU32,
     slow: AtomicBool,
-    max_ns: AtomicU64,
 }
 
 impl BodyStats {
@@ -99,7 +98,6 @@ impl BodyStats {
         offloaded_runs: AtomicU32::new(0),
         slow_inline_runs: AtomicU32::new(0),
         slow: AtomicBool::new(false),
-        max_ns: AtomicU64::new(0),
     };
 
     fn inline_ok(&self) -> bool {
@@ -107,10 +105,6 @@ impl BodyStats {
     }
 
     fn record(&self, elapsed: Duration, inline: bool) {
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        if ns > self.max_ns.load(Ordering::Relaxed) {
-            self.max_ns.fetch_max(ns, Ordering::Relaxed);
-        }
         let slow = elapsed > Self::INLINE_LIMIT;
         if inline {
             if slow && self.slow_inline_runs.fetch_add(1, Ordering::Relaxed) >= 1 {
@@ -122,11 +116,6 @@ impl BodyStats {
             }
             self.offloaded_runs.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// The longest run seen, in nanoseconds.
-    pub fn max_ns(&self) -> u64 {
-        self.max_ns.load(Ordering::Relaxed)
     }
 }
 

@@ -300,7 +300,7 @@ impl Graph {
     }
 
     pub fn len(&self) -> usize {
-        self.node_handler.len()
+        self.succ_offsets.len() - 1
     }
 
     pub fn succs(&self, node: u32) -> &[u32] {
@@ -325,7 +325,7 @@ impl Graph {
     /// Kahn's algorithm; when some node is never freed, walk predecessors among those nodes
     /// until one repeats: that is a cycle.
     fn find_cycle(&self, tasks: &[Task]) -> Option<Vec<String>> {
-        let n = self.len_nodes();
+        let n = self.len();
         let mut indegree: Vec<u32> = (0..n as u32).map(|i| self.preds(i).len() as u32).collect();
         let mut queue: VecDeque<u32> = self.roots.iter().copied().collect();
         let mut seen = 0usize;
@@ -364,13 +364,9 @@ impl Graph {
         }
     }
 
-    fn len_nodes(&self) -> usize {
-        self.succ_offsets.len() - 1
-    }
-
     /// Nodes reachable from `starts` (the starts included).
     fn descendants(&self, starts: impl IntoIterator<Item = u32>) -> Vec<bool> {
-        let mut seen = vec![false; self.len_nodes()];
+        let mut seen = vec![false; self.len()];
         let mut stack: Vec<u32> = starts.into_iter().collect();
         while let Some(node) = stack.pop() {
             if !std::mem::replace(&mut seen[node as usize], true) {
