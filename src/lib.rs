@@ -47,13 +47,17 @@
 //! link time, [`register_handler!`].
 
 pub use graflow_core::{
-    BoxError, BoxFuture, Chain, Channel, ConfigValue, Data, DirectHandler, Error, ExecutionContext,
-    HandlerConfig, NodeRef, Param, Result, RetryPolicy, RunReport, Task, TaskContext, TaskDef,
-    TaskFn, TaskHandler, TaskRecord, TaskStatus, TypeInfo, Value, Workflow, WorkflowBuilder,
-    WorkflowEngine, register_handler, task_named, tasks,
+    BoxError, BoxFuture, Chain, Channel, ConfigValue, Data, DirectHandler, EncodedValue, Error,
+    ExecutionContext, HandlerConfig, NodeRef, Param, ProcessHandler, Result, RetryPolicy,
+    RunReport, Task, TaskContext, TaskDef, TaskFn, TaskHandler, TaskRecord, TaskStatus, TypeInfo,
+    Value, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner, init, is_runner,
+    register_handler, runner_command, task_named, tasks,
 };
 
-pub use graflow_macros::{task, workflow};
+/// The runner protocol, for handlers that run tasks out of process.
+pub use graflow_core::protocol;
+
+pub use graflow_macros::{main, task, workflow};
 
 /// `#[graflow::async_trait]` for implementing [`TaskHandler`] (its generated code needs no
 /// dependency of yours).

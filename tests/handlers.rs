@@ -91,7 +91,7 @@ fn an_unknown_handler_is_reported_before_any_task_runs() {
     let err = WorkflowEngine::new().run(&wf).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("Unknown handler type: my_handler. Registered: direct, dup, linked. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')"),
+        msg.contains("Unknown handler type: my_handler. Registered: direct, dup, linked, process. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')"),
         "{msg}"
     );
     assert!(matches!(&err.problems()[0], Error::UnknownHandler { .. }));

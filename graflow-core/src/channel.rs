@@ -41,14 +41,14 @@ impl Channel {
     }
 
     /// A copy of the value at `key`; an error if it is missing or of another type.
-    pub fn get<T: 'static>(&self, key: &str) -> Result<T> {
+    pub fn get<T: Data>(&self, key: &str) -> Result<T> {
         self.try_get(key)?.ok_or_else(|| Error::ChannelKeyMissing {
             key: key.to_owned(),
         })
     }
 
     /// A copy of the value at `key`, or `None` if it is missing; an error if it has another type.
-    pub fn try_get<T: 'static>(&self, key: &str) -> Result<Option<T>> {
+    pub fn try_get<T: Data>(&self, key: &str) -> Result<Option<T>> {
         match self.value(key) {
             Some(value) => value.copy_as(|| format!("channel key '{key}'")).map(Some),
             None => Ok(None),
@@ -75,6 +75,17 @@ impl Channel {
         let mut keys: Vec<String> = self.read().keys().cloned().collect();
         keys.sort_unstable();
         keys
+    }
+
+    /// Every key and its value, sorted by key.
+    pub fn entries(&self) -> Vec<(String, Value)> {
+        let mut entries: Vec<(String, Value)> = self
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries
     }
 
     /// The number of keys.

@@ -7,7 +7,7 @@ use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::handler::TaskHandler;
 use crate::task::Task;
-use crate::value::Value;
+use crate::value::{Data, Value};
 use crate::workflow::{Graph, Source, Workflow};
 
 /// The state one run shares between its tasks.
@@ -53,7 +53,7 @@ impl RunShared {
         })
     }
 
-    fn copy_result<T: 'static>(&self, node: u32) -> Result<T> {
+    fn copy_result<T: Data>(&self, node: u32) -> Result<T> {
         let id = self.task(node).id();
         match self.result_value(node) {
             Some(value) => value.copy_as(|| format!("the result of task '{id}'")),
@@ -114,14 +114,14 @@ impl ExecutionContext {
         };
         let task = self.run.task(node);
         let expected = task.def.output;
-        if value.type_id() != expected.id() {
+        if !value.matches(expected) {
             return Err(Error::TypeMismatch {
                 what: format!(
                     "the result set by handler '{}' for task '{id}'",
                     own.handler()
                 ),
                 expected: expected.name(),
-                found: value.type_name(),
+                found: value.type_name().to_owned(),
             });
         }
         *self.run.slot(node) = Some(value);
@@ -129,7 +129,7 @@ impl ExecutionContext {
     }
 
     /// A copy of the result of task `id`.
-    pub fn get_result<T: 'static>(&self, id: &str) -> Result<T> {
+    pub fn get_result<T: Data>(&self, id: &str) -> Result<T> {
         let node = self.run.node_of(id)?;
         self.run.copy_result(node)
     }
@@ -145,6 +145,31 @@ impl ExecutionContext {
     /// Whether the task being executed has a stored result.
     pub(crate) fn has_own_result(&self) -> bool {
         self.run.has_result(self.node)
+    }
+
+    /// The value of input parameter `index` of `task` (the task this context executes): its
+    /// bound input, the result of the upstream task of that name, or the channel key.
+    pub(crate) fn input_value(&self, task: &Task, index: usize) -> Result<Value> {
+        let run = &self.run;
+        let param = &task.def.params[index];
+        let missing = |hint: String| Error::MissingInput {
+            task: task.id().to_owned(),
+            param: param.name.to_owned(),
+            type_name: param.ty.name(),
+            hint,
+        };
+        match run.graph.sources(self.node)[index] {
+            Source::Bound(i) => Ok(task.inputs[i as usize].1.clone()),
+            Source::Result(producer) => run.result_value(producer).ok_or_else(|| {
+                missing(format!("upstream task '{}' stored no result", param.name))
+            }),
+            Source::Channel => run.channel.value(param.name).ok_or_else(|| {
+                missing(format!(
+                    "channel key '{}' is not set: no upstream task wrote it, and the run's initial channel does not have it",
+                    param.name
+                ))
+            }),
+        }
     }
 
     /// The context the task body sees; `task` must be the task this context executes.
@@ -191,7 +216,7 @@ impl TaskContext {
     }
 
     /// A copy of the result of task `id` (an upstream task, to be sure it exists).
-    pub fn result<T: 'static>(&self, id: &str) -> Result<T> {
+    pub fn result<T: Data>(&self, id: &str) -> Result<T> {
         self.exec.get_result(id)
     }
 
@@ -206,7 +231,7 @@ impl TaskContext {
 
     /// Copies of the results of all direct upstream tasks, in the order of
     /// [`TaskContext::upstream_ids`] (e.g. a sink summing a parallel group).
-    pub fn upstream<T: 'static>(&self) -> Result<Vec<T>> {
+    pub fn upstream<T: Data>(&self) -> Result<Vec<T>> {
         let run = &self.exec.run;
         run.graph
             .preds(self.exec.node)
@@ -217,29 +242,10 @@ impl TaskContext {
 
     /// Resolves input parameter `index` of this task (generated code calls this).
     #[doc(hidden)]
-    pub fn __input<T: 'static>(&self, index: usize) -> Result<T> {
-        let run = &self.exec.run;
-        let node = self.exec.node;
-        let task = run.task(node);
+    pub fn __input<T: Data>(&self, index: usize) -> Result<T> {
+        let task = self.exec.run.task(self.exec.node);
+        let value = self.exec.input_value(task, index)?;
         let param = &task.def.params[index];
-        let missing = |hint: String| Error::MissingInput {
-            task: task.id().to_owned(),
-            param: param.name.to_owned(),
-            type_name: param.ty.name(),
-            hint,
-        };
-        let value = match run.graph.sources(node)[index] {
-            Source::Bound(i) => task.inputs[i as usize].1.clone(),
-            Source::Result(producer) => run.result_value(producer).ok_or_else(|| {
-                missing(format!("upstream task '{}' stored no result", param.name))
-            })?,
-            Source::Channel => run.channel.value(param.name).ok_or_else(|| {
-                missing(format!(
-                    "channel key '{}' is not set: no upstream task wrote it, and the run's initial channel does not have it",
-                    param.name
-                ))
-            })?,
-        };
         value.copy_as(|| {
             format!(
                 "the value of parameter `{}` of task '{}'",

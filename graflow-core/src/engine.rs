@@ -14,7 +14,7 @@ use crate::channel::Channel;
 use crate::context::RunShared;
 use crate::error::{Error, Result, panic_message};
 use crate::handler::{HandlerRegistration, TaskHandler};
-use crate::handlers::DirectHandler;
+use crate::handlers::{DirectHandler, ProcessHandler};
 use crate::report::RunReport;
 use crate::scheduler;
 use crate::workflow::{Graph, Workflow};
@@ -57,6 +57,10 @@ impl WorkflowEngine {
         handlers.insert(
             "direct".to_owned(),
             Registered::Handler(Arc::new(DirectHandler)),
+        );
+        handlers.insert(
+            "process".to_owned(),
+            Registered::Handler(Arc::new(ProcessHandler::new())),
         );
         let mut by_name: BTreeMap<&'static str, Vec<&'static HandlerRegistration>> =
             BTreeMap::new();
@@ -263,6 +267,7 @@ impl WorkflowEngine {
     /// tasks' configuration, and the parameters the initial channel must provide. Every
     /// problem is collected.
     fn prepare(&self, workflow: &Workflow, channel: &Channel) -> Result<Prepared> {
+        crate::runner::check_initialised()?;
         let invalid = |problems| Error::Invalid {
             workflow: workflow.name().to_owned(),
             problems,
@@ -338,11 +343,11 @@ impl WorkflowEngine {
                         param.name
                     ),
                 }),
-                Some(value) if value.type_id() != param.ty.id() => problems.push(Error::InputType {
+                Some(value) if !value.matches(param.ty) => problems.push(Error::InputType {
                     task: task.id().to_owned(),
                     param: param.name.to_owned(),
                     expected: param.ty.name(),
-                    found: value.type_name(),
+                    found: value.type_name().to_owned(),
                     source_desc: format!("key '{}' of the run's initial channel", param.name),
                 }),
                 Some(_) => {}

@@ -137,7 +137,7 @@ pub enum Error {
         /// The parameter's type.
         expected: &'static str,
         /// The type of the value found.
-        found: &'static str,
+        found: String,
         /// Where the value came from ("the result of task 'x'", "channel key 'k'", ...).
         source_desc: String,
     },
@@ -237,7 +237,7 @@ pub enum Error {
         /// The type asked for.
         expected: &'static str,
         /// The type stored.
-        found: &'static str,
+        found: String,
     },
 
     /// A channel key is not set.
@@ -253,12 +253,19 @@ pub enum Error {
     #[error("cannot copy a value of type `{type_name}` through serde: {message}")]
     Codec {
         /// The value's type.
-        type_name: &'static str,
+        type_name: String,
         /// The codec's message.
         message: String,
     },
 
     // ----- the engine -----
+    /// A process started as a task runner ran a workflow: its program did not call `init()`.
+    #[error(
+        "this process was started as a graflow task runner ({} is set) but its program did not call graflow::init(): call graflow::init() at the start of main or use #[graflow::main] (in an integration test file: graflow::enable_test_runner!())",
+        crate::protocol::RUNNER_ENV
+    )]
+    RunnerNotInitialised,
+
     /// `engine.run()` was called where a Tokio runtime is already running.
     #[error(
         "engine.run() was called inside a Tokio runtime, which cannot block; use engine.execute(&workflow).await there"

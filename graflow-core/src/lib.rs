@@ -12,6 +12,8 @@
 //! | `channel.rs` | the run's typed key/value store |
 //! | `value.rs` | type-erased task data |
 //! | `handler.rs` | the handler trait and link-time registration |
+//! | `protocol.rs` | the runner protocol: invocation and outcome frames, build id |
+//! | `runner.rs` | the runner side: `init()`, serving one invocation |
 //! | `handlers/` | one file per built-in handler |
 //! | `engine.rs` | handler registry, validation, running |
 //! | `report.rs` | the report of a run |
@@ -24,8 +26,10 @@ mod engine;
 mod error;
 mod handler;
 pub mod handlers;
+pub mod protocol;
 mod report;
 mod retry;
+mod runner;
 mod scheduler;
 mod task;
 mod value;
@@ -37,11 +41,12 @@ pub use context::{ExecutionContext, TaskContext};
 pub use engine::WorkflowEngine;
 pub use error::{BoxError, Chain, Error, Result};
 pub use handler::TaskHandler;
-pub use handlers::DirectHandler;
+pub use handlers::{DirectHandler, ProcessHandler};
 pub use report::{RunReport, TaskRecord, TaskStatus};
 pub use retry::RetryPolicy;
+pub use runner::{init, is_runner, runner_command};
 pub use task::{BoxFuture, Param, Task, TaskDef, TaskFn, TypeInfo, task_named, tasks};
-pub use value::{Data, Value};
+pub use value::{Data, EncodedValue, Value};
 pub use workflow::{NodeRef, Workflow, WorkflowBuilder};
 
 /// What generated code (`#[task]`, `workflow!`, `register_handler!`) reaches through, so that a
@@ -61,8 +66,11 @@ pub mod __private {
     pub use crate::config::{ConfigValue, HandlerConfig};
     pub use crate::handler::HandlerRegistration;
     pub use crate::retry::RetryPolicy;
+    pub use crate::runner::TestRunnerEntry;
     pub use crate::task::{Body, BodyStats, Param, TaskDef, TaskFn, TaskRegistration, TypeInfo};
+    pub use crate::value::decode;
     pub use crate::value::spec::{ViaClone, ViaSerde, Wrap};
+    pub use tokio;
 
     use crate::error::{BoxError, Error};
 

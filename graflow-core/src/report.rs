@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::channel::Channel;
 use crate::error::{Error, Result};
-use crate::value::Value;
+use crate::value::{Data, Value};
 use crate::workflow::{Graph, Workflow};
 
 /// How a task's part in a run ended.
@@ -136,7 +136,7 @@ impl RunReport {
     }
 
     /// A copy of the result of task `id`.
-    pub fn result<T: 'static>(&self, id: &str) -> Result<T> {
+    pub fn result<T: Data>(&self, id: &str) -> Result<T> {
         let value = self.result_value(id).ok_or_else(|| Error::NoSuchResult {
             task: id.to_owned(),
             reason: match self.graph.index_of(id) {

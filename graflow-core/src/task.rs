@@ -135,6 +135,8 @@ pub struct TaskDef {
     pub writes: &'static [&'static str],
     pub params: &'static [Param],
     pub output: TypeInfo,
+    /// Decodes an output received in wire form (from a runner) into a value.
+    pub decode: fn(&[u8]) -> Result<Value, String>,
     pub is_async: bool,
     pub body: Body,
     pub stats: BodyStats,

@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 
 /// What a task may take as input or return as output: anything that can later move out of
 /// process. `#[task]` checks it at compile time, spanned on the offending type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be task data: it must be Serialize + DeserializeOwned + Send + 'static",
+    label = "task inputs and outputs must be able to cross a process boundary",
+    note = "derive serde's Serialize and Deserialize, or pass a serializable description instead (a path, a connection string)"
+)]
 pub trait Data: Serialize + DeserializeOwned + Send + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Data for T {}
@@ -18,15 +23,32 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Data for T {}
 /// A type-erased, cheaply clonable task value (a result, a channel value, a bound input).
 ///
 /// Reading it with [`Value::get`] hands out an owned copy: through `Clone` when the type has it,
-/// else through a serde round trip (so non-`Clone` data still works).
+/// else through a serde round trip (so non-`Clone` data still works). A value that crossed a
+/// process boundary stays encoded until it is read as a type (checked by name).
 #[derive(Clone)]
-pub struct Value(Arc<dyn Erased>);
+pub struct Value(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Live(Arc<dyn Erased>),
+    Encoded(Arc<EncodedValue>),
+}
+
+/// A value in its wire form: the type's name and its bincode (serde) encoding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EncodedValue {
+    /// `std::any::type_name` of the encoded type (the same binary on both sides).
+    pub type_name: String,
+    /// The bincode (standard configuration) encoding.
+    pub bytes: Vec<u8>,
+}
 
 trait Erased: Send + Sync {
     fn stored_type_id(&self) -> TypeId;
     fn stored_type_name(&self) -> &'static str;
     /// Writes a copy into `out`, which must be an `Option<T>` of the stored type.
     fn copy_into(&self, out: &mut dyn Any) -> Result<(), String>;
+    fn encode(&self) -> Result<Vec<u8>, String>;
 }
 
 struct Holder<T> {
@@ -34,7 +56,7 @@ struct Holder<T> {
     copy: fn(&T) -> Result<T, String>,
 }
 
-impl<T: Send + 'static> Erased for Holder<T> {
+impl<T: Data> Erased for Holder<T> {
     fn stored_type_id(&self) -> TypeId {
         TypeId::of::<T>()
     }
@@ -51,6 +73,31 @@ impl<T: Send + 'static> Erased for Holder<T> {
         *slot = Some((self.copy)(&guard)?);
         Ok(())
     }
+
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        let guard = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        encode(&*guard)
+    }
+}
+
+/// The wire encoding of task data: bincode 2, standard configuration, through serde.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
+}
+
+/// Decodes what [`encode`] produced; trailing bytes are an error.
+#[doc(hidden)]
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, read) =
+        bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())
+            .map_err(|e| e.to_string())?;
+    if read != bytes.len() {
+        return Err(format!(
+            "{} trailing byte(s) after the value",
+            bytes.len() - read
+        ));
+    }
+    Ok(value)
 }
 
 fn copy_by_clone<T: Clone>(value: &T) -> Result<T, String> {
@@ -58,70 +105,107 @@ fn copy_by_clone<T: Clone>(value: &T) -> Result<T, String> {
 }
 
 fn copy_by_serde<T: Data>(value: &T) -> Result<T, String> {
-    let config = bincode::config::standard();
-    let bytes = bincode::serde::encode_to_vec(value, config).map_err(|e| e.to_string())?;
-    let (copy, _) =
-        bincode::serde::decode_from_slice::<T, _>(&bytes, config).map_err(|e| e.to_string())?;
-    Ok(copy)
+    decode(&encode(value)?)
 }
 
 impl Value {
     /// Wraps a clonable value; copies are made with `Clone`.
     pub fn new<T: Data + Clone>(value: T) -> Self {
-        Value(Arc::new(Holder {
+        Value(Repr::Live(Arc::new(Holder {
             value: Mutex::new(value),
             copy: copy_by_clone::<T>,
-        }))
+        })))
     }
 
     /// Wraps a value that is not `Clone`; copies are made by a serde (bincode) round trip.
     pub fn from_data<T: Data>(value: T) -> Self {
-        Value(Arc::new(Holder {
+        Value(Repr::Live(Arc::new(Holder {
             value: Mutex::new(value),
             copy: copy_by_serde::<T>,
-        }))
+        })))
     }
 
-    /// The stored type's `TypeId`.
-    pub fn type_id(&self) -> TypeId {
-        self.0.stored_type_id()
+    /// A value received in wire form; it is decoded when read as a type of that name.
+    pub fn from_encoded(encoded: EncodedValue) -> Self {
+        Value(Repr::Encoded(Arc::new(encoded)))
+    }
+
+    /// The value in wire form.
+    pub fn encode(&self) -> Result<EncodedValue> {
+        match &self.0 {
+            Repr::Live(live) => Ok(EncodedValue {
+                type_name: live.stored_type_name().to_owned(),
+                bytes: live.encode().map_err(|message| Error::Codec {
+                    type_name: live.stored_type_name().to_owned(),
+                    message,
+                })?,
+            }),
+            Repr::Encoded(encoded) => Ok((**encoded).clone()),
+        }
+    }
+
+    /// Whether both are the same stored value (not merely equal ones).
+    pub(crate) fn same(&self, other: &Value) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Live(a), Repr::Live(b)) => Arc::ptr_eq(a, b),
+            (Repr::Encoded(a), Repr::Encoded(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The stored type's `TypeId`; `None` for a value still in wire form.
+    pub fn type_id(&self) -> Option<TypeId> {
+        match &self.0 {
+            Repr::Live(live) => Some(live.stored_type_id()),
+            Repr::Encoded(_) => None,
+        }
     }
 
     /// The stored type's name.
-    pub fn type_name(&self) -> &'static str {
-        self.0.stored_type_name()
+    pub fn type_name(&self) -> &str {
+        match &self.0 {
+            Repr::Live(live) => live.stored_type_name(),
+            Repr::Encoded(encoded) => &encoded.type_name,
+        }
     }
 
     /// Whether the stored value is a `T`.
     pub fn is<T: 'static>(&self) -> bool {
-        self.type_id() == TypeId::of::<T>()
+        self.matches(crate::task::TypeInfo::of::<T>())
+    }
+
+    /// Whether the stored value has type `ty` (by `TypeId`, or by name for a value in wire form).
+    pub fn matches(&self, ty: crate::task::TypeInfo) -> bool {
+        match &self.0 {
+            Repr::Live(live) => live.stored_type_id() == ty.id(),
+            Repr::Encoded(encoded) => encoded.type_name == ty.name(),
+        }
     }
 
     /// An owned copy of the value as a `T`; `what` names the value in errors
     /// ("the result of task 'x'", "channel key 'k'").
-    pub(crate) fn copy_as<T: 'static>(&self, what: impl FnOnce() -> String) -> Result<T> {
+    pub(crate) fn copy_as<T: Data>(&self, what: impl FnOnce() -> String) -> Result<T> {
         if !self.is::<T>() {
             return Err(Error::TypeMismatch {
                 what: what(),
                 expected: std::any::type_name::<T>(),
-                found: self.type_name(),
+                found: self.type_name().to_owned(),
             });
         }
+        let codec_error = |message| Error::Codec {
+            type_name: self.type_name().to_owned(),
+            message,
+        };
         let mut slot: Option<T> = None;
-        self.0
-            .copy_into(&mut slot)
-            .map_err(|message| Error::Codec {
-                type_name: self.type_name(),
-                message,
-            })?;
-        slot.ok_or_else(|| Error::Codec {
-            type_name: self.type_name(),
-            message: "the copy produced no value".to_owned(),
-        })
+        match &self.0 {
+            Repr::Live(live) => live.copy_into(&mut slot).map_err(codec_error)?,
+            Repr::Encoded(encoded) => slot = Some(decode(&encoded.bytes).map_err(codec_error)?),
+        }
+        slot.ok_or_else(|| codec_error("the copy produced no value".to_owned()))
     }
 
     /// An owned copy of the value as a `T`.
-    pub fn get<T: 'static>(&self) -> Result<T> {
+    pub fn get<T: Data>(&self) -> Result<T> {
         self.copy_as(|| "this value".to_owned())
     }
 }

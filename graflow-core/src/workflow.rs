@@ -401,12 +401,12 @@ impl Graph {
                     task.inputs.iter().position(|(k, _)| k == param.name)
                 {
                     let value = &task.inputs[bound].1;
-                    if value.type_id() != param.ty.id() {
+                    if !value.matches(param.ty) {
                         problems.push(Error::InputType {
                             task: task.id().to_owned(),
                             param: param.name.to_owned(),
                             expected: param.ty.name(),
-                            found: value.type_name(),
+                            found: value.type_name().to_owned(),
                             source_desc: "the input bound with Task::with_input".to_owned(),
                         });
                     }
@@ -437,7 +437,7 @@ impl Graph {
                                 task: task.id().to_owned(),
                                 param: param.name.to_owned(),
                                 expected: param.ty.name(),
-                                found: output.name(),
+                                found: output.name().to_owned(),
                                 source_desc: format!("the result of task '{}'", param.name),
                             });
                         }

@@ -3,6 +3,7 @@
 //!
 //! Use them through the `graflow` crate: `#[graflow::task]` and `graflow::workflow!`.
 
+mod entry;
 mod options;
 mod task;
 mod workflow;
@@ -112,6 +113,21 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn workflow(input: TokenStream) -> TokenStream {
     workflow::expand(input.into()).into()
+}
+
+/// Wraps `main` so that it starts with `graflow::init()`: a process started by the "process"
+/// or "docker" handler then runs its one task and exits instead of running `main`. On an
+/// `async fn main` it also starts a multi-threaded Tokio runtime.
+///
+/// ```
+/// #[graflow::main]
+/// async fn main() -> graflow::Result<()> {
+///     Ok(())
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry::expand(attr.into(), item.into()).into()
 }
 
 /// Collects errors so that all of them are reported together, as serde_derive does.

@@ -194,7 +194,8 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
     let ctx = format_ident!("__graflow_ctx");
     let bindings = shape.inputs.iter().enumerate().map(|(index, input)| {
         let Input { name, ty } = input;
-        quote!(let #name: #ty = #ctx.__input::<#ty>(#index)?;)
+        let read = quote_spanned!(ty.span()=> __graflow_ctx.__input::<#ty>(#index));
+        quote!(let #name: #ty = #read?;)
     });
     let call_args = shape.args.iter().map(|arg| match arg {
         Arg::Input(index) => {
@@ -215,6 +216,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
     let wrap = quote_spanned! {output.span()=>
         (&::graflow::__private::Wrap::<#output>::NEW).value_ctor()
     };
+    let decode = quote_spanned!(output.span()=> ::graflow::__private::decode::<#output>(bytes));
     let body_steps = quote! {
         #(#bindings)*
         let __graflow_out = #call;
@@ -293,6 +295,13 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
             #[allow(clippy::unnecessary_wraps, clippy::needless_question_mark)]
             #body_fn
 
+            fn __graflow_decode(bytes: &[u8]) -> ::core::result::Result<#gf::Value, #p::String> {
+                #[allow(unused_imports)]
+                use #p::{ViaClone as _, ViaSerde as _};
+                let value: #output = #decode?;
+                ::core::result::Result::Ok(#wrap(value))
+            }
+
             fn __graflow_handler() -> #p::Cow<'static, str> {
                 #handler
             }
@@ -323,6 +332,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 writes: &[#(#writes),*],
                 params: &[#(#params),*],
                 output: #p::TypeInfo::of::<#output>(),
+                decode: __graflow_decode,
                 is_async: #is_async,
                 body: #body_variant,
                 stats: #p::BodyStats::NEW,

@@ -1,0 +1,275 @@
+//! The "process" handler: a task runs in a child process of this test binary; crashes, exits
+//! and timeouts fail only that task; results, errors, panics and channel writes cross back.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use graflow::prelude::*;
+use graflow::{Error, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+graflow::enable_test_runner!();
+
+/// Captures this process's log lines (to check the child's output reaches them).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("graflow=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Measurement {
+    sensor: String,
+    values: Vec<f64>,
+    pid: u32,
+}
+
+#[task]
+fn measure(sensor: String) -> Measurement {
+    Measurement {
+        sensor,
+        values: vec![1.5, 2.5],
+        pid: std::process::id(),
+    }
+}
+
+#[task(handler = "process", writes = ["calibrated"])]
+fn calibrate(measure: Measurement, ctx: &TaskContext) -> Result<Measurement, String> {
+    println!("calibrating {} on stdout", measure.sensor);
+    eprintln!("calibration warning on stderr");
+    ctx.channel().set("calibrated", true);
+    ctx.channel().delete("scratch");
+    Ok(Measurement {
+        values: measure.values.iter().map(|v| v * 2.0).collect(),
+        pid: std::process::id(),
+        ..measure
+    })
+}
+
+#[task]
+fn check(calibrate: Measurement, calibrated: bool) -> f64 {
+    assert!(calibrated);
+    calibrate.values.iter().sum()
+}
+
+#[tokio::test]
+async fn a_typed_struct_and_channel_writes_cross_the_process_boundary() {
+    let logs = logs();
+    let wf = workflow! { measure >> calibrate >> check; };
+    let channel = Channel::new()
+        .with("sensor", "t-1".to_owned())
+        .with("scratch", 1u8);
+    let report = WorkflowEngine::new()
+        .execute_with(&wf, channel)
+        .await
+        .unwrap();
+    let calibrated: Measurement = report.result("calibrate").unwrap();
+    assert_eq!(calibrated.values, vec![3.0, 5.0]);
+    assert_eq!(calibrated.sensor, "t-1");
+    // It really ran elsewhere.
+    assert_ne!(calibrated.pid, std::process::id());
+    assert_eq!(
+        report.result::<Measurement>("measure").unwrap().pid,
+        std::process::id()
+    );
+    assert_eq!(report.result::<f64>("check").unwrap(), 8.0);
+    assert!(report.channel().get::<bool>("calibrated").unwrap());
+    assert!(
+        !report.channel().contains("scratch"),
+        "the child's delete is merged back"
+    );
+    assert_eq!(report.task("calibrate").unwrap().handler, "process");
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(
+        text.contains("[calibrate] calibrating t-1 on stdout"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[calibrate] calibration warning on stderr"),
+        "{text}"
+    );
+}
+
+#[task(handler = "process")]
+fn segfault() -> u8 {
+    // SAFETY: none; the point is to crash this (child) process.
+    unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+    0
+}
+
+#[task(handler = "process")]
+fn abort() -> u8 {
+    std::process::abort()
+}
+
+#[task(handler = "process")]
+fn exit_three() -> u8 {
+    eprintln!("giving up");
+    std::process::exit(3)
+}
+
+#[task(handler = "process")]
+fn fails() -> Result<u8, std::io::Error> {
+    Err(std::io::Error::other("sensor offline"))
+}
+
+#[task(handler = "process")]
+fn panics() -> u8 {
+    panic!("bad calibration table")
+}
+
+#[test]
+fn a_crash_fails_only_that_task_and_names_the_signal_or_exit_code() {
+    let engine = WorkflowEngine::new();
+    let cases = [
+        (workflow! { segfault; }, "signal 11 (SIGSEGV)"),
+        (workflow! { abort; }, "signal 6 (SIGABRT)"),
+        (workflow! { exit_three; }, "exit code 3"),
+    ];
+    for (wf, expected) in cases {
+        let err = engine.run(&wf).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("failed on handler 'process'"), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "the task's process died ({expected}) before reporting a result"
+            )),
+            "{msg}"
+        );
+    }
+    let err = engine.run(&workflow! { exit_three; }).unwrap_err();
+    assert!(
+        err.to_string().contains("giving up"),
+        "the last output lines are in the error: {err}"
+    );
+    // This process is fine and keeps running tasks.
+    let report = engine
+        .run_with(
+            &workflow! { measure; },
+            Channel::new().with("sensor", "s".to_owned()),
+        )
+        .unwrap();
+    assert_eq!(
+        report.result::<Measurement>("measure").unwrap().pid,
+        std::process::id()
+    );
+}
+
+#[test]
+fn errors_and_panics_cross_the_boundary() {
+    let engine = WorkflowEngine::new();
+    let err = engine.run(&workflow! { fails; }).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "task 'fails' failed on handler 'process' after 1 attempt(s): task 'fails' returned an error: sensor offline"
+    );
+    let err = engine.run(&workflow! { panics; }).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "task 'panics' failed on handler 'process' after 1 attempt(s): task 'panics' panicked: bad calibration table"
+    );
+}
+
+#[task(handler = "process", timeout = "500ms")]
+fn hangs(pid_file: String) -> u8 {
+    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie (state Z) is dead, waiting to be reaped.
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn a_timeout_kills_the_child() {
+    let pid_file = std::env::temp_dir().join(format!("graflow-hangs-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let started = Instant::now();
+    let err = WorkflowEngine::new()
+        .run_with(
+            &workflow! { hangs; },
+            Channel::new().with("pid_file", pid_file.display().to_string()),
+        )
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "child {pid} still runs after the timeout");
+    let _ = std::fs::remove_file(&pid_file);
+}
+
+#[task(handler = "process")]
+fn big() -> Vec<u8> {
+    (0..50 * 1024 * 1024).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn a_fifty_megabyte_result_arrives_intact() {
+    let report = WorkflowEngine::new().run(&workflow! { big; }).unwrap();
+    let bytes: Vec<u8> = report.result("big").unwrap();
+    assert_eq!(bytes.len(), 50 * 1024 * 1024);
+    assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+}
+
+#[task(handler = "process")]
+async fn async_in_child(n: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    n * 3
+}
+
+#[test]
+fn parallel_process_tasks_run_in_separate_children() {
+    let mut wf = Workflow::builder("many");
+    for i in 0..4u64 {
+        wf.add(
+            async_in_child::task()
+                .with_id(format!("child_{i}"))
+                .with_input("n", i),
+        );
+    }
+    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    for i in 0..4u64 {
+        assert_eq!(report.result::<u64>(&format!("child_{i}")).unwrap(), i * 3);
+    }
+    assert!(report.tasks().all(|t| t.status == TaskStatus::Succeeded));
+}
