@@ -66,7 +66,15 @@ pub use async_trait::async_trait;
 /// The built-in handlers.
 pub mod handlers {
     pub use graflow_core::handlers::*;
+
+    /// The "docker" handler (feature `docker`, on by default).
+    #[cfg(feature = "docker")]
+    pub use graflow_docker::DockerHandler;
 }
+
+/// The "docker" handler's crate: options, labels (feature `docker`, on by default).
+#[cfg(feature = "docker")]
+pub use graflow_docker as docker;
 
 /// What most programs need: `use graflow::prelude::*;`.
 pub mod prelude {
@@ -79,4 +87,12 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use graflow_core::__private::*;
+
+    /// Referenced by every task definition: keeps the enabled handler crates, and so their
+    /// link-time registrations, in the program (the linker drops objects nothing references).
+    #[inline(never)]
+    pub fn link_handlers() {
+        #[cfg(feature = "docker")]
+        std::hint::black_box(graflow_docker::__link());
+    }
 }

@@ -122,7 +122,10 @@ fn serve() -> i32 {
         return 71;
     }
     let outcome = match read_frame::<Invocation>(&mut std::io::stdin().lock(), b"GFINVOK1") {
-        Ok(invocation) => run(invocation),
+        Ok(invocation) => {
+            exit_when_orphaned();
+            run(invocation)
+        }
         Err(reason) => Outcome::rejected(format!("unreadable invocation: {reason}")),
     };
     let frame = outcome
@@ -133,6 +136,31 @@ fn serve() -> i32 {
         _ => 71,
     }
 }
+
+/// The handler that started this runner keeps its stdin open until it has the outcome; when
+/// stdin closes first, that handler is gone (its process died, its future was dropped), and
+/// nobody will read the outcome: stop the task instead of running on as an orphan.
+fn exit_when_orphaned() {
+    let watcher = std::thread::Builder::new()
+        .name("graflow-runner-stdin".to_owned())
+        .spawn(|| {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = writeln!(
+                std::io::stderr(),
+                "graflow runner: the handler closed stdin before the task finished; stopping"
+            );
+            std::process::exit(ORPHANED_EXIT_CODE);
+        });
+    if let Err(e) = watcher {
+        let _ = writeln!(std::io::stderr(), "graflow runner: cannot watch stdin: {e}");
+    }
+}
+
+/// Exit code of a runner whose handler went away.
+pub const ORPHANED_EXIT_CODE: i32 = 75;
 
 /// Runs the invoked task in this process, as a one-node workflow whose inputs are bound.
 fn run(invocation: Invocation) -> Outcome {

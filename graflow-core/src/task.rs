@@ -140,6 +140,9 @@ pub struct TaskDef {
     pub is_async: bool,
     pub body: Body,
     pub stats: BodyStats,
+    /// Points at the facade's `link_handlers`, so that every program with a task links the
+    /// handler crates whose link-time registrations it enables.
+    pub link: fn(),
 }
 
 impl TaskDef {

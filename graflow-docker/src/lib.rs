@@ -1,6 +1,190 @@
-//! The "docker" execution handler of graflow.
+//! The "docker" execution handler of graflow: runs a task inside a container of the image it
+//! names, as Graflow's DockerTaskHandler does for Python functions, but without pickling: the
+//! container runs this same program (bind-mounted read-only at `/graflow/runner`), which
+//! finds the task in its link-time registry by name and speaks the runner protocol
+//! (`graflow::protocol`) over the container's stdin and stdout.
 //!
-//! This crate is linked by the facade's default `docker` feature. The handler itself (bollard,
-//! the runner protocol, cleanup) is not written yet: until it is, a task whose handler is
-//! "docker" fails validation with the list of registered handlers, and a developer can run it
-//! locally with `engine.register_handler("docker", graflow::DirectHandler)`.
+//! Linking this crate registers the handler as "docker" (the `graflow` facade does so with its
+//! default `docker` feature). Layout, one module per area:
+//!
+//! | module | what |
+//! |---|---|
+//! | `options` | the task options (`image`, `volumes`, `env`, `sandbox`, ...), parsed and validated |
+//! | `image` | the pull policy |
+//! | `container` | one task in one container: create, attach, start, stream, outcome |
+//! | `cleanup` | labels, removal however a task ends, the sweep of dead runs' leftovers |
+//!
+//! The daemon is the one `DOCKER_HOST` names, else `unix:///var/run/docker.sock`. The binary is
+//! bind-mounted, so a remote daemon needs this executable at the same path on its host (a
+//! shared filesystem) and the image must be able to run it: same architecture, and a C library
+//! at least as new as the build machine's, or a static build
+//! (`RUSTFLAGS="-C target-feature=+crt-static" cargo build --target x86_64-unknown-linux-gnu`).
+
+mod cleanup;
+mod container;
+mod image;
+pub mod options;
+
+use std::time::Duration;
+
+use bollard::Docker;
+use graflow_core::{Error, ExecutionContext, Result, Task, TaskHandler};
+use tokio::sync::OnceCell;
+
+pub use options::{DockerOptions, EnvVar, Gpus, Pull, Volume};
+
+/// Labels every container of the handler carries: `graflow.managed=true`, `graflow.run=<run
+/// id>`, `graflow.task=<task id>`, `graflow.owner=<host:pid:start>`.
+pub mod labels {
+    pub use crate::cleanup::{KEEP, MANAGED, OWNER, RUN, TASK};
+}
+
+/// Runs tasks in Docker containers. See the crate documentation.
+///
+/// Options come from the task's handler configuration (`#[task(handler = "docker", image =
+/// "python:3.11-slim", memory = "512m")]`) over the defaults given here; a task's option wins.
+pub struct DockerHandler {
+    defaults: DockerOptions,
+    host: Option<String>,
+    startup_timeout: Duration,
+    client: OnceCell<Docker>,
+    images: image::KnownImages,
+}
+
+impl Default for DockerHandler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DockerHandler {
+    /// A handler for the daemon of `DOCKER_HOST` (or the local socket), with no defaults.
+    pub fn new() -> Self {
+        DockerHandler {
+            defaults: DockerOptions::default(),
+            host: None,
+            startup_timeout: Duration::from_secs(60),
+            client: OnceCell::new(),
+            images: image::KnownImages::default(),
+        }
+    }
+
+    /// Talks to the daemon at `host` (`unix:///path`, `tcp://host:port`) instead.
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// Defaults for every task this handler runs.
+    pub fn with_defaults(mut self, defaults: DockerOptions) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// The default image.
+    pub fn with_image(mut self, image: impl Into<String>) -> Self {
+        self.defaults.image = Some(image.into());
+        self
+    }
+
+    /// How long a container may take to start answering as a runner (default 60 s).
+    pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    fn daemon(&self) -> String {
+        self.host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+    }
+
+    /// The connected client; the first connection negotiates the API version and sweeps the
+    /// leftovers of dead runs.
+    async fn client(&self, task: &Task) -> Result<&Docker> {
+        self.client
+            .get_or_try_init(|| async {
+                let daemon = self.daemon();
+                let unreachable = |e: &dyn std::fmt::Display| {
+                    Error::handler(
+                        task.id(),
+                        task.handler(),
+                        format!(
+                            "the Docker daemon at {daemon} is unreachable ({e}); start it (`dockerd`, `systemctl start docker`) or set DOCKER_HOST to a running daemon"
+                        ),
+                    )
+                };
+                let docker = Docker::connect_with_host(&daemon).map_err(|e| unreachable(&e))?;
+                let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+                match cleanup::sweep(&docker).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(target: "graflow::docker", removed = n, "swept leftover containers of dead runs"),
+                    Err(e) => tracing::warn!(target: "graflow::docker", "could not sweep leftover containers: {e}"),
+                }
+                Ok(docker)
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskHandler for DockerHandler {
+    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> Result<()> {
+        let options = self
+            .defaults
+            .merged(task.handler_config())
+            .map_err(|problems| {
+                Error::invalid_config(task.id(), task.handler(), problems.join("; "))
+            })?;
+        let image = options.image.clone().unwrap_or_default();
+        let docker = self.client(task).await?;
+        image::ensure(docker, &image, options.pull, &self.images)
+            .await
+            .map_err(|message| Error::handler(task.id(), task.handler(), message))?;
+        let launch = container::Launch {
+            docker,
+            options: &options,
+            image: &image,
+            task,
+            ctx,
+            startup_timeout: self.startup_timeout,
+        };
+        match options.timeout {
+            None => container::run(launch).await,
+            Some(limit) => match tokio::time::timeout(limit, container::run(launch)).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::handler(
+                    task.id(),
+                    task.handler(),
+                    format!(
+                        "the container ran longer than its `timeout` of {limit:?} and was removed"
+                    ),
+                )),
+            },
+        }
+    }
+
+    fn validate_task(&self, task: &Task) -> Result<()> {
+        let options = self
+            .defaults
+            .merged(task.handler_config())
+            .map_err(|problems| {
+                Error::invalid_config(task.id(), task.handler(), problems.join("; "))
+            })?;
+        options
+            .resolved_env()
+            .map(drop)
+            .map_err(|problem| Error::invalid_config(task.id(), task.handler(), problem))
+    }
+}
+
+graflow_core::register_handler!("docker", DockerHandler::new);
+
+/// Referenced by the `graflow` facade so that the linker keeps this crate's object, and with it
+/// the registration above, in every program that uses graflow (it drops unreferenced objects).
+#[doc(hidden)]
+#[inline(never)]
+pub fn __link() -> &'static str {
+    "docker"
+}

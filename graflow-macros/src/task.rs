@@ -336,6 +336,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 is_async: #is_async,
                 body: #body_variant,
                 stats: #p::BodyStats::NEW,
+                link: #p::link_handlers,
             };
 
             impl #p::TaskFn for #name {

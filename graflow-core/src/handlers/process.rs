@@ -112,9 +112,9 @@ impl TaskHandler for ProcessHandler {
         let deadline = tokio::time::Instant::now() + self.startup_timeout;
         let write = async {
             // A child that exits early closes the pipe: its exit status tells why, below.
+            // Stdin stays open until the child is done: the child stops if it closes early.
             let _ = stdin.write_all(&frame).await;
-            let _ = stdin.shutdown().await;
-            drop(stdin);
+            let _ = stdin.flush().await;
         };
         let read_stdout = async {
             let mut buf = vec![0u8; 64 * 1024];
@@ -144,6 +144,7 @@ impl TaskHandler for ProcessHandler {
             logs.finish();
         };
         let ((), started, ()) = tokio::join!(write, read_stdout, read_stderr);
+        drop(stdin);
         if started.is_err() {
             let _ = child.kill().await;
             return Err(Error::handler(

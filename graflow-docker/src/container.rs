@@ -1,0 +1,328 @@
+//! One task in one container: create (labelled, this binary bind-mounted as the runner), attach
+//! before start, send the invocation on stdin, stream stdout/stderr, read the outcome, remove.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use graflow_core::protocol::{Invocation, LogLines, LogTarget, OutputDecoder, RUNNER_ENV};
+use graflow_core::{Error, ExecutionContext, Result, Task, runner_command};
+use tokio::io::AsyncWriteExt;
+
+use crate::cleanup::{self, Guard};
+use crate::options::{DockerOptions, Gpus};
+
+/// Where this binary is mounted in the container.
+pub const RUNNER_PATH: &str = "/graflow/runner";
+
+const STATIC_BUILD: &str =
+    "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --target x86_64-unknown-linux-gnu";
+
+/// What the handler needs to run one task.
+pub struct Launch<'a> {
+    pub docker: &'a Docker,
+    pub options: &'a DockerOptions,
+    pub image: &'a str,
+    pub task: &'a Task,
+    pub ctx: &'a ExecutionContext,
+    pub startup_timeout: Duration,
+}
+
+fn container_name(ctx: &ExecutionContext, task: &Task) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(40)
+            .collect()
+    };
+    format!(
+        "graflow-{}-{}-{}-{}-{}",
+        clean(ctx.run_id()),
+        clean(task.id()),
+        ctx.attempt(),
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
+    let Launch {
+        options, task, ctx, ..
+    } = launch;
+    let (exe, args) = runner_command().map_err(|e| {
+        Error::handler_source(
+            task.id(),
+            task.handler(),
+            "cannot find this program's executable",
+            e,
+        )
+    })?;
+    let mut cmd = vec![RUNNER_PATH.to_owned()];
+    cmd.extend(args);
+    let mut binds = vec![format!("{}:{RUNNER_PATH}:ro", exe.display())];
+    binds.extend(options.volumes.iter().map(|v| v.bind()));
+    let mut labels = options.label_map();
+    labels.insert(cleanup::MANAGED.to_owned(), "true".to_owned());
+    labels.insert(cleanup::RUN.to_owned(), ctx.run_id().to_owned());
+    labels.insert(cleanup::TASK.to_owned(), task.id().to_owned());
+    labels.insert(cleanup::OWNER.to_owned(), cleanup::owner());
+    if !options.auto_remove {
+        labels.insert(cleanup::KEEP.to_owned(), "true".to_owned());
+    }
+    let mut host = HostConfig {
+        binds: Some(binds),
+        memory: options.memory,
+        nano_cpus: options.cpus.map(|c| (c * 1e9) as i64),
+        ..Default::default()
+    };
+    let mut user = options.user.clone();
+    let mut network = options.network.clone();
+    if options.sandbox {
+        network.get_or_insert_with(|| "none".to_owned());
+        user.get_or_insert_with(|| "65534:65534".to_owned());
+        host.readonly_rootfs = Some(true);
+        host.tmpfs = Some(HashMap::from([(
+            "/tmp".to_owned(),
+            "rw,noexec,nosuid,size=64m".to_owned(),
+        )]));
+        host.cap_drop = Some(vec!["ALL".to_owned()]);
+        host.security_opt = Some(vec!["no-new-privileges".to_owned()]);
+        host.pids_limit = Some(256);
+    }
+    host.network_mode = network;
+    if let Some(gpus) = options.gpus {
+        host.device_requests = Some(vec![DeviceRequest {
+            driver: Some(String::new()),
+            count: Some(match gpus {
+                Gpus::All => -1,
+                Gpus::Count(n) => i64::from(n),
+            }),
+            capabilities: Some(vec![vec!["gpu".to_owned()]]),
+            ..Default::default()
+        }]);
+    }
+    let mut full_env = vec![format!("{RUNNER_ENV}=1")];
+    full_env.extend(env);
+    Ok(ContainerCreateBody {
+        image: Some(launch.image.to_owned()),
+        cmd: Some(cmd),
+        entrypoint: Some(Vec::new()),
+        env: Some(full_env),
+        labels: Some(labels),
+        user,
+        working_dir: options.workdir.clone(),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        host_config: Some(host),
+        ..Default::default()
+    })
+}
+
+fn incompatible(task: &Task, image: &str, detail: &str) -> Error {
+    Error::handler(
+        task.id(),
+        task.handler(),
+        format!(
+            "this program cannot start inside image {image} ({detail}); build it statically with `{STATIC_BUILD}` and run that binary, or use an image whose C library is at least as new as the build machine's"
+        ),
+    )
+}
+
+/// Runs the task in a new container and applies its outcome. `guard` removes the container if
+/// this future is dropped.
+pub async fn run(launch: Launch<'_>) -> Result<()> {
+    let Launch {
+        docker,
+        options,
+        image,
+        task,
+        ctx,
+        ..
+    } = launch;
+    let handler = task.handler();
+    let fail = |message: String| Error::handler(task.id(), handler, message);
+    let env = options.resolved_env().map_err(fail)?;
+    let frame = Invocation::for_task(task, ctx)?.to_frame()?;
+    let name = container_name(ctx, task);
+    let body = body(&launch, env)?;
+
+    // Guard by name before the request: a future dropped mid-request leaves nothing behind.
+    let mut guard = Guard::new(docker.clone(), name.clone());
+    let create = CreateContainerOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(create), body)
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "could not create a container from image {image}: {e}"
+            ))
+        })?;
+    tracing::debug!(target: "graflow::docker", task = %task.id(), container = %name, %image, "container created");
+
+    let attach = AttachContainerOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        stream: true,
+        logs: false,
+        ..Default::default()
+    };
+    let mut attached = docker
+        .attach_container(&name, Some(attach))
+        .await
+        .map_err(|e| fail(format!("could not attach to container {name}: {e}")))?;
+    if let Err(e) = docker.start_container(&name, None).await {
+        let message = e.to_string();
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("exec")
+            && (lower.contains("no such file")
+                || lower.contains("exec format")
+                || lower.contains("not found"))
+        {
+            return Err(incompatible(task, image, &message));
+        }
+        return Err(fail(format!("could not start container {name}: {message}")));
+    }
+
+    let mut logs = LogLines::new(task.id(), LogTarget::Docker);
+    let mut banner = LogLines::new(task.id(), LogTarget::Docker);
+    let mut decoder = OutputDecoder::new();
+    let deadline = tokio::time::Instant::now() + launch.startup_timeout;
+    let mut input = attached.input;
+    let write = async {
+        // Stdin stays open until the task ends: the runner exits when it closes (we died).
+        input.write_all(&frame).await?;
+        input.flush().await
+    };
+    let read = async {
+        loop {
+            let next = if decoder.is_ready() {
+                attached.output.next().await
+            } else {
+                match tokio::time::timeout_at(deadline, attached.output.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Err(()),
+                }
+            };
+            match next {
+                Some(Ok(LogOutput::StdOut { message })) => banner.push(&decoder.push(&message)),
+                Some(Ok(LogOutput::StdErr { message } | LogOutput::Console { message })) => {
+                    logs.push(&message)
+                }
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(_)) | None => return Ok(()),
+            }
+        }
+    };
+    let (written, started) = tokio::join!(write, read);
+    logs.finish();
+    banner.finish();
+    drop(input);
+    if started.is_err() {
+        return Err(fail(format!(
+            "the program in container {name} did not answer as a task runner within {:?}: call graflow::init() at the start of main or use #[graflow::main]{}",
+            launch.startup_timeout,
+            logs.tail_text()
+        )));
+    }
+
+    let wait = WaitContainerOptions {
+        condition: "not-running".to_owned(),
+    };
+    let code = match docker.wait_container(&name, Some(wait)).next().await {
+        Some(Ok(response)) => response.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        Some(Err(e)) => return Err(fail(format!("lost track of container {name}: {e}"))),
+        None => return Err(fail(format!("lost track of container {name}"))),
+    };
+    let oom = if code == 137 {
+        docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false)
+    } else {
+        false
+    };
+
+    if options.auto_remove {
+        match cleanup::remove(docker, &name).await {
+            Ok(()) => guard.disarm(),
+            Err(e) => {
+                tracing::warn!(target: "graflow::docker", container = %name, "could not remove the container now ({e}); retrying in the background")
+            }
+        }
+    } else {
+        guard.disarm();
+        tracing::info!(target: "graflow::docker", task = %task.id(), container = %name, "container kept (auto_remove = false)");
+    }
+
+    let was_ready = decoder.is_ready();
+    let tail = logs.tail();
+    // The dynamic loader's complaints, and the runtime's when the kernel cannot exec the binary
+    // at all (no loader in the image: "exec /graflow/runner: no such file or directory").
+    let loader_failure = tail.iter().find(|l| {
+        l.contains("GLIBC_")
+            || l.contains("error while loading shared libraries")
+            || (!was_ready && l.starts_with(&format!("exec {RUNNER_PATH}")))
+    });
+    match decoder.finish() {
+        Some(Ok(outcome)) => outcome.apply(task, ctx, handler),
+        Some(Err(reason)) => Err(fail(format!(
+            "the runner's answer is corrupt: {reason}{}",
+            logs.tail_text()
+        ))),
+        None if oom => Err(fail(format!(
+            "the container ran out of memory (OOM-killed at its limit of {}); raise `memory` or make the task use less",
+            options
+                .memory
+                .map_or("the daemon's default".to_owned(), |m| format!(
+                    "{} MiB",
+                    m / (1024 * 1024)
+                ))
+        ))),
+        None if code == 126 || code == 127 || loader_failure.is_some() => Err(incompatible(
+            task,
+            image,
+            &loader_failure
+                .cloned()
+                .unwrap_or_else(|| format!("exit code {code}")),
+        )),
+        None if !was_ready => Err(fail(format!(
+            "the program in container {name} exited with code {code} without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{}",
+            logs.tail_text()
+        ))),
+        None => Err(fail(format!(
+            "container {name} exited with code {code} before reporting a result{}{}",
+            if written.is_err() {
+                " (its stdin closed early)"
+            } else {
+                ""
+            },
+            logs.tail_text()
+        ))),
+    }
+}

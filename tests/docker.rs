@@ -1,0 +1,494 @@
+//! The "docker" handler against the real daemon (`graflow-docker/scripts/setup.sh` makes one
+//! answer and builds the images): typed results, channel writes, env and volumes, errors and
+//! panics across the boundary, timeouts, OOM, missing and incompatible images, concurrency, and
+//! cleanup after every way a task can end.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use graflow::docker::DockerHandler;
+use graflow::prelude::*;
+use graflow::{Error, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+graflow::enable_test_runner!();
+
+/// Container ids carrying `label=value`, running or not.
+fn containers_with(label: &str, value: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label={label}={value}"),
+        ])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (bounded) until no container carries `label=value`.
+fn assert_gone(label: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = containers_with(label, value);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers left with {label}={value}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_id_of(err: &Error) -> String {
+    err.report()
+        .expect("a failed run has a report")
+        .run_id()
+        .to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PythonFacts {
+    version: String,
+    squares: Vec<u64>,
+    inside_container: bool,
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", writes = ["python_seen"])]
+fn ask_python(limit: u64, ctx: &TaskContext) -> Result<PythonFacts, String> {
+    let script = format!(
+        "import sys; print(sys.version.split()[0]); print(' '.join(str(i*i) for i in range({limit})))"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .map_err(|e| format!("python3 did not start: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let version = lines.next().unwrap_or_default().to_owned();
+    let squares = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|s| s.parse::<u64>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.channel().set("python_seen", version.clone());
+    Ok(PythonFacts {
+        version,
+        squares,
+        inside_container: std::path::Path::new("/.dockerenv").exists(),
+    })
+}
+
+#[tokio::test]
+async fn a_typed_struct_and_channel_writes_come_back_from_a_container() {
+    let engine = WorkflowEngine::new();
+    assert!(
+        engine.handler_names().contains(&"docker"),
+        "linking graflow registers docker"
+    );
+    let report = engine
+        .execute_with(
+            &workflow! { ask_python; },
+            Channel::new().with("limit", 5u64),
+        )
+        .await
+        .unwrap();
+    let facts: PythonFacts = report.result("ask_python").unwrap();
+    assert!(facts.version.starts_with("3.11"), "{facts:?}");
+    assert_eq!(facts.squares, vec![0, 1, 4, 9, 16]);
+    assert!(facts.inside_container);
+    assert_eq!(
+        report.channel().get::<String>("python_seen").unwrap(),
+        facts.version
+    );
+    assert_gone("graflow.run", report.run_id());
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", env = ["GREETING=hello", "CARGO_PKG_NAME"])]
+fn look_around() -> (String, String, String) {
+    (
+        std::env::var("GREETING").unwrap_or_default(),
+        std::env::var("CARGO_PKG_NAME").unwrap_or_default(),
+        std::fs::read_to_string("/data/note.txt").unwrap_or_else(|e| format!("unreadable: {e}")),
+    )
+}
+
+#[test]
+fn env_and_volumes_are_visible_inside() {
+    let dir = std::env::temp_dir().join(format!("graflow-volume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("note.txt"), "from the host").unwrap();
+    let mut wf = Workflow::builder("env");
+    wf.add(look_around::task().with_config("volumes", vec![format!("{}:/data:ro", dir.display())]));
+    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let (greeting, package, note) = report
+        .result::<(String, String, String)>("look_around")
+        .unwrap();
+    assert_eq!(greeting, "hello");
+    assert_eq!(package, "graflow", "a bare key passes the host's value");
+    assert_eq!(note, "from the host");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn big_in_container() -> Vec<u8> {
+    (0..50 * 1024 * 1024).map(|i| (i % 253) as u8).collect()
+}
+
+#[test]
+fn a_fifty_megabyte_result_arrives_intact() {
+    let report = WorkflowEngine::new()
+        .run(&workflow! { big_in_container; })
+        .unwrap();
+    let bytes: Vec<u8> = report.result("big_in_container").unwrap();
+    assert_eq!(bytes.len(), 50 * 1024 * 1024);
+    assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i % 253) as u8));
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn refuses() -> Result<u8, std::io::Error> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        "quota exceeded",
+    ))
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn panics_inside() -> u8 {
+    panic!("container-side bug")
+}
+
+#[test]
+fn errors_and_panics_cross_the_container_boundary_and_leave_nothing() {
+    let engine = WorkflowEngine::new();
+    let err = engine.run(&workflow! { refuses; }).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "task 'refuses' failed on handler 'docker' after 1 attempt(s): task 'refuses' returned an error: quota exceeded"
+    );
+    assert_gone("graflow.run", &run_id_of(&err));
+    let err = engine.run(&workflow! { panics_inside; }).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("task 'panics_inside' panicked: container-side bug"),
+        "{err}"
+    );
+    assert_gone("graflow.run", &run_id_of(&err));
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", timeout = "2s")]
+fn sleeps_forever() -> u8 {
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+#[test]
+fn a_timeout_kills_and_removes_the_container() {
+    let started = Instant::now();
+    let err = WorkflowEngine::new()
+        .run(&workflow! { sleeps_forever; })
+        .unwrap_err();
+    assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_gone("graflow.run", &run_id_of(&err));
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", memory = "64m")]
+fn hungry() -> usize {
+    let mut blocks = Vec::new();
+    for _ in 0..64 {
+        let block = vec![1u8; 16 * 1024 * 1024];
+        blocks.push(std::hint::black_box(block));
+    }
+    blocks.len()
+}
+
+#[test]
+fn out_of_memory_says_so_with_the_limit() {
+    let err = WorkflowEngine::new()
+        .run(&workflow! { hungry; })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ran out of memory (OOM-killed at its limit of 64 MiB)"),
+        "{msg}"
+    );
+    assert_gone("graflow.run", &run_id_of(&err));
+}
+
+#[task(handler = "docker", image = "graflow/does-not-exist:1")]
+fn nowhere() -> u8 {
+    0
+}
+
+#[task(handler = "docker", image = "graflow/scratch")]
+fn in_scratch() -> u8 {
+    0
+}
+
+#[test]
+fn a_missing_image_and_an_incompatible_binary_are_explained() {
+    let engine = WorkflowEngine::new();
+    let err = engine.run(&workflow! { nowhere; }).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "image graflow/does-not-exist:1 is not on the Docker daemon and could not be pulled"
+        ),
+        "{msg}"
+    );
+    let err = engine.run(&workflow! { in_scratch; }).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("this program cannot start inside image graflow/scratch"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --target x86_64-unknown-linux-gnu"),
+        "{msg}"
+    );
+    assert_gone("graflow.run", &run_id_of(&err));
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+async fn nap(n: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    n
+}
+
+#[test]
+fn eight_docker_tasks_in_a_parallel_group_overlap() {
+    let mut wf = Workflow::builder("eight");
+    for i in 0..8u64 {
+        wf.add(nap::task().with_id(format!("nap_{i}")).with_input("n", i));
+    }
+    let report = WorkflowEngine::new()
+        .with_max_concurrency(8)
+        .run(&wf.build())
+        .unwrap();
+    let spans: Vec<(Duration, Duration)> = report
+        .tasks()
+        .map(|t| (t.start.unwrap(), t.start.unwrap() + t.duration.unwrap()))
+        .collect();
+    let latest_start = spans.iter().map(|s| s.0).max().unwrap();
+    let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
+    assert!(
+        latest_start < earliest_end,
+        "all eight were running at once: {report}"
+    );
+    for i in 0..8u64 {
+        assert_eq!(report.result::<u64>(&format!("nap_{i}")).unwrap(), i);
+    }
+    assert_gone("graflow.run", report.run_id());
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn long_job() -> u8 {
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_engine_future_mid_run_leaves_no_container() {
+    let id = format!("long_job_{}", std::process::id());
+    let mut wf = Workflow::builder("dropped");
+    wf.add(long_job::task().with_id(id.clone()));
+    let wf = wf.build();
+    let run = tokio::spawn(async move { WorkflowEngine::new().execute(&wf).await });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers_with("graflow.task", &id).is_empty() {
+        assert!(Instant::now() < deadline, "the container never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    tokio::task::spawn_blocking(move || assert_gone("graflow.task", &id))
+        .await
+        .unwrap();
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", sandbox = true)]
+fn probe_sandbox() -> (bool, bool, Vec<String>, String) {
+    let root_writable = std::fs::write("/probe", b"x").is_ok();
+    let tmp_writable = std::fs::write("/tmp/probe", b"x").is_ok();
+    let mut interfaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    interfaces.sort();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_owned();
+    (root_writable, tmp_writable, interfaces, uid)
+}
+
+#[test]
+fn the_sandbox_preset_locks_the_container_down() {
+    let report = WorkflowEngine::new()
+        .run(&workflow! { probe_sandbox; })
+        .unwrap();
+    let (root_writable, tmp_writable, interfaces, uid) = report
+        .result::<(bool, bool, Vec<String>, String)>("probe_sandbox")
+        .unwrap();
+    assert!(!root_writable, "read-only root filesystem");
+    assert!(tmp_writable, "a tmpfs /tmp");
+    assert_eq!(interfaces, vec!["lo".to_owned()], "network none");
+    assert!(uid.contains("65534"), "a non-root user: {uid}");
+}
+
+#[task(
+    handler = "docker",
+    image = "python:3.11-slim",
+    imgae = "typo",
+    memory = "lots"
+)]
+fn misconfigured() -> u8 {
+    0
+}
+
+#[test]
+fn bad_options_fail_validation_before_anything_runs() {
+    let err = WorkflowEngine::new()
+        .validate(&workflow! { misconfigured; })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("handler 'docker' rejects the configuration of task 'misconfigured'"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("unknown option(s) `imgae`; the docker handler knows: image, volumes, env,"),
+        "{msg}"
+    );
+    assert!(msg.contains("memory \"lots\""), "{msg}");
+}
+
+#[test]
+fn an_unreachable_daemon_is_named() {
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler(
+        "docker",
+        DockerHandler::new().with_host("unix:///nonexistent/docker.sock"),
+    );
+    let err = engine.run(&workflow! { in_scratch; }).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the Docker daemon at unix:///nonexistent/docker.sock is unreachable"),
+        "{msg}"
+    );
+    assert!(msg.contains("set DOCKER_HOST"), "{msg}");
+    assert_eq!(
+        err.report().unwrap().task("in_scratch").unwrap().status,
+        TaskStatus::Failed
+    );
+}
+
+/// Environment variable that turns this test binary into the child of the Ctrl-C and sweep
+/// tests: it then runs `long_job` in a container until interrupted.
+const CHILD_TASK: &str = "GRAFLOW_TEST_DOCKER_CHILD_TASK";
+
+/// The child side of the tests below (returns at once in a normal test run).
+#[tokio::test]
+async fn child_runs_a_long_docker_task_until_ctrl_c() {
+    let Ok(id) = std::env::var(CHILD_TASK) else {
+        return;
+    };
+    let mut wf = Workflow::builder("interrupted");
+    wf.add(long_job::task().with_id(id));
+    let wf = wf.build();
+    let engine = WorkflowEngine::new();
+    tokio::select! {
+        result = engine.execute(&wf) => panic!("the long task ended on its own: {result:?}"),
+        // Ctrl-C: drop the run (its containers are removed outside the dropped future) and exit.
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Starts this test binary as the child above, and waits until its container runs.
+fn start_child(id: &str) -> std::process::Child {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_runs_a_long_docker_task_until_ctrl_c",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_TASK, id)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers_with("graflow.task", id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the child's container never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+#[test]
+fn ctrl_c_in_a_program_that_drops_its_run_removes_the_container_before_exit() {
+    let id = format!("ctrl_c_{}", std::process::id());
+    let mut child = start_child(&id);
+    // SAFETY: sends a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the child exits normally after Ctrl-C: {status}"
+    );
+    // Removal finished before the child exited (it waits for pending removals at exit).
+    assert!(
+        containers_with("graflow.task", &id).is_empty(),
+        "left after Ctrl-C"
+    );
+}
+
+#[test]
+fn leftovers_of_a_killed_program_are_swept_when_a_handler_starts() {
+    let id = format!("killed_{}", std::process::id());
+    let mut child = start_child(&id);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The owner died without cleaning up; a docker handler that starts sweeps the leftovers of
+    // dead runs (any engine of this binary may be the one that does).
+    let report = WorkflowEngine::new()
+        .run_with(
+            &workflow! { ask_python; },
+            Channel::new().with("limit", 2u64),
+        )
+        .unwrap();
+    assert_eq!(
+        report.task("ask_python").unwrap().status,
+        TaskStatus::Succeeded
+    );
+    assert!(containers_with("graflow.task", &id).is_empty(), "not swept");
+}
