@@ -1,7 +1,8 @@
 //! # Graflow for Rust
 //!
 //! Workflows whose tasks are plain Rust functions, composed into DAGs and executed through
-//! pluggable execution handlers: in-process ("direct"), or any handler you register.
+//! pluggable execution handlers: in-process ("direct"), in a child process ("process"), in a
+//! Docker container ("docker"), or any handler you register.
 //!
 //! ```
 //! use graflow::prelude::*;
@@ -44,7 +45,9 @@
 //!
 //! ## Handlers
 //! Implement [`TaskHandler`] and register it with [`WorkflowEngine::register_handler`] or, at
-//! link time, [`register_handler!`].
+//! link time, [`register_handler!`]. Programs whose tasks run out of process ("process",
+//! "docker") start with [`init`] or `#[graflow::main]`; integration test files call
+//! [`enable_test_runner!`].
 
 pub use graflow_core::{
     BoxError, BoxFuture, Chain, Channel, ConfigValue, Data, DirectHandler, EncodedValue, Error,

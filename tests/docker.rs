@@ -63,7 +63,8 @@ fn run_id_of(err: &Error) -> String {
 struct PythonFacts {
     version: String,
     squares: Vec<u64>,
-    inside_container: bool,
+    hostname: String,
+    runner: bool,
 }
 
 #[task(handler = "docker", image = "python:3.11-slim", writes = ["python_seen"])]
@@ -88,7 +89,11 @@ fn ask_python(limit: u64, ctx: &TaskContext) -> Result<PythonFacts, String> {
     Ok(PythonFacts {
         version,
         squares,
-        inside_container: std::path::Path::new("/.dockerenv").exists(),
+        hostname: std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        runner: graflow::is_runner(),
     })
 }
 
@@ -109,7 +114,13 @@ async fn a_typed_struct_and_channel_writes_come_back_from_a_container() {
     let facts: PythonFacts = report.result("ask_python").unwrap();
     assert!(facts.version.starts_with("3.11"), "{facts:?}");
     assert_eq!(facts.squares, vec![0, 1, 4, 9, 16]);
-    assert!(facts.inside_container);
+    assert!(facts.runner, "it ran in a runner process");
+    let here = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert_ne!(
+        facts.hostname,
+        here.trim(),
+        "... with the container's hostname"
+    );
     assert_eq!(
         report.channel().get::<String>("python_seen").unwrap(),
         facts.version

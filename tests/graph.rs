@@ -72,7 +72,7 @@ fn member(source: u64, i: u64) -> u64 {
 #[task]
 fn sink(ctx: &TaskContext) -> graflow::Result<u64> {
     let values = ctx.upstream::<u64>()?;
-    assert_eq!(values.len(), ctx.upstream_ids().count());
+    assert_eq!(values.len(), ctx.upstream_ids().len());
     Ok(values.into_iter().sum())
 }
 
@@ -133,7 +133,7 @@ fn g_z() -> u8 {
 #[task]
 fn g_end(ctx: &TaskContext) -> Vec<String> {
     GROUP_RUNS.fetch_add(1, Ordering::SeqCst);
-    ctx.upstream_ids().map(str::to_owned).collect()
+    ctx.upstream_ids().into_iter().map(str::to_owned).collect()
 }
 #[task]
 fn g_side(g_start: u8) -> u8 {

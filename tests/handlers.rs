@@ -80,6 +80,13 @@ async fn runtime_and_link_time_handlers_mix_with_direct_tasks() {
     );
 }
 
+#[test]
+fn docker_is_registered_in_a_program_that_depends_on_graflow_alone() {
+    // This file never names graflow-docker: its registration survives linking only because
+    // the facade keeps the crate referenced.
+    assert!(WorkflowEngine::new().handler_names().contains(&"docker"));
+}
+
 #[task(handler = "my_handler")]
 fn orphan() -> u8 {
     0
@@ -91,7 +98,7 @@ fn an_unknown_handler_is_reported_before_any_task_runs() {
     let err = WorkflowEngine::new().run(&wf).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("Unknown handler type: my_handler. Registered: direct, dup, linked, process. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')"),
+        msg.contains("Unknown handler type: my_handler. Registered: direct, docker, dup, linked, process. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')"),
         "{msg}"
     );
     assert!(matches!(&err.problems()[0], Error::UnknownHandler { .. }));

@@ -273,3 +273,31 @@ fn parallel_process_tasks_run_in_separate_children() {
     }
     assert!(report.tasks().all(|t| t.status == TaskStatus::Succeeded));
 }
+
+#[task]
+fn part_a() -> u32 {
+    20
+}
+
+#[task]
+fn part_b() -> u32 {
+    22
+}
+
+#[task(handler = "process")]
+fn combine(ctx: &TaskContext) -> graflow::Result<(u32, Vec<String>, u32)> {
+    let ids = ctx.upstream_ids().into_iter().map(str::to_owned).collect();
+    let sum = ctx.upstream::<u32>()?.into_iter().sum();
+    Ok((sum, ids, ctx.result::<u32>("part_a")?))
+}
+
+#[test]
+fn an_out_of_process_sink_sees_its_upstream_results() {
+    let report = WorkflowEngine::new()
+        .run(&workflow! { (part_a | part_b) >> combine; })
+        .unwrap();
+    let (sum, ids, a) = report.result::<(u32, Vec<String>, u32)>("combine").unwrap();
+    assert_eq!(sum, 42);
+    assert_eq!(ids, vec!["part_a".to_owned(), "part_b".to_owned()]);
+    assert_eq!(a, 20);
+}

@@ -18,6 +18,9 @@ pub(crate) struct RunShared {
     pub handlers: Vec<Arc<dyn TaskHandler>>,
     pub results: Box<[Mutex<Option<Value>>]>,
     pub channel: Channel,
+    /// In a runner process: the results of the task's direct upstream tasks, as the handler
+    /// sent them (the graph there has the one task only). `None` in a normal run.
+    pub upstream: Option<Vec<(String, Value)>>,
 }
 
 impl RunShared {
@@ -215,28 +218,62 @@ impl TaskContext {
         self.exec.channel()
     }
 
-    /// A copy of the result of task `id` (an upstream task, to be sure it exists).
+    /// A copy of the result of task `id` (an upstream task, to be sure it exists; out of
+    /// process, only the direct upstream tasks' results are there).
     pub fn result<T: Data>(&self, id: &str) -> Result<T> {
+        if let Some(upstream) = &self.exec.run.upstream {
+            return match upstream.iter().find(|(up, _)| up == id) {
+                Some((_, value)) => value.copy_as(|| format!("the result of task '{id}'")),
+                None => Err(Error::NoSuchResult {
+                    task: id.to_owned(),
+                    reason:
+                        "out of process, a task sees only the results of its direct upstream tasks"
+                            .to_owned(),
+                }),
+            };
+        }
         self.exec.get_result(id)
     }
 
     /// The ids of the direct upstream tasks, in graph order.
-    pub fn upstream_ids(&self) -> impl Iterator<Item = &str> {
+    pub fn upstream_ids(&self) -> Vec<&str> {
         let run = &self.exec.run;
-        run.graph
-            .preds(self.exec.node)
-            .iter()
-            .map(|&p| run.task(p).id())
+        match &run.upstream {
+            Some(upstream) => upstream.iter().map(|(id, _)| id.as_str()).collect(),
+            None => run
+                .graph
+                .preds(self.exec.node)
+                .iter()
+                .map(|&p| run.task(p).id())
+                .collect(),
+        }
     }
 
     /// Copies of the results of all direct upstream tasks, in the order of
     /// [`TaskContext::upstream_ids`] (e.g. a sink summing a parallel group).
     pub fn upstream<T: Data>(&self) -> Result<Vec<T>> {
         let run = &self.exec.run;
+        match &run.upstream {
+            Some(upstream) => upstream
+                .iter()
+                .map(|(id, value)| value.copy_as(|| format!("the result of task '{id}'")))
+                .collect(),
+            None => run
+                .graph
+                .preds(self.exec.node)
+                .iter()
+                .map(|&p| run.copy_result(p))
+                .collect(),
+        }
+    }
+
+    /// The direct upstream results, type-erased, for a handler sending this task elsewhere.
+    pub(crate) fn upstream_values(exec: &ExecutionContext) -> Vec<(String, Value)> {
+        let run = &exec.run;
         run.graph
-            .preds(self.exec.node)
+            .preds(exec.node)
             .iter()
-            .map(|&p| run.copy_result(p))
+            .filter_map(|&p| Some((run.task(p).id().to_owned(), run.result_value(p)?)))
             .collect()
     }
 

@@ -183,6 +183,7 @@ impl WorkflowEngine {
             handlers,
             results: (0..n).map(|_| Mutex::new(None)).collect(),
             channel,
+            upstream: None,
         });
         let started_at = SystemTime::now();
         let run_start = Instant::now();

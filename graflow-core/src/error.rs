@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// task runs. A failed run is [`Error::TaskFailed`], which names the task, its handler, the
 /// number of attempts and the cause chain, and carries the [`RunReport`] of everything that did
 /// run (see [`Error::report`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     // ----- validation: reported before any task runs -----
@@ -342,6 +342,14 @@ impl Error {
             self,
             Error::MissingInput { .. } | Error::InputType { .. } | Error::UnknownInput { .. }
         )
+    }
+}
+
+/// Like anyhow's: the message and its cause chain, so `fn main() -> graflow::Result<()>` prints
+/// something a person can act on. Match on the variants for the structured fields.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Chain(self))
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Invocation {
     pub inputs: Vec<(String, EncodedValue)>,
     /// The run's channel as it was when the attempt started.
     pub channel: Vec<(String, EncodedValue)>,
+    /// The direct upstream tasks' results, for a task that takes a `&TaskContext` (its
+    /// `upstream()` and `result()`); empty otherwise.
+    pub upstream: Vec<(String, EncodedValue)>,
 }
 
 /// What a runner sends back.
@@ -197,6 +200,14 @@ impl Invocation {
             attempt: ctx.attempt(),
             inputs,
             channel: encode_channel(ctx.channel())?,
+            upstream: if task.def.context {
+                crate::context::TaskContext::upstream_values(ctx)
+                    .into_iter()
+                    .map(|(id, value)| Ok((id, value.encode()?)))
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
         })
     }
 

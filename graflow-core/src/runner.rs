@@ -213,6 +213,13 @@ fn run(invocation: Invocation) -> Outcome {
         handlers: Vec::new(),
         results: vec![Mutex::new(None)].into_boxed_slice(),
         channel,
+        upstream: Some(
+            invocation
+                .upstream
+                .into_iter()
+                .map(|(id, encoded)| (id, Value::from_encoded(encoded)))
+                .collect(),
+        ),
     });
     let ctx = ExecutionContext::new(shared.clone(), 0, invocation.attempt);
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -260,6 +267,7 @@ mod tests {
             attempt: 1,
             inputs: Vec::new(),
             channel: Vec::new(),
+            upstream: Vec::new(),
         }
     }
 

@@ -138,6 +138,8 @@ pub struct TaskDef {
     /// Decodes an output received in wire form (from a runner) into a value.
     pub decode: fn(&[u8]) -> Result<Value, String>,
     pub is_async: bool,
+    /// Whether the function takes a `&TaskContext`.
+    pub context: bool,
     pub body: Body,
     pub stats: BodyStats,
     /// Points at the facade's `link_handlers`, so that every program with a task links the

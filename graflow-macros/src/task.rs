@@ -270,6 +270,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let blocking = options.blocking.unwrap_or(false);
+    let takes_context = shape.args.iter().any(|a| matches!(a, Arg::Context));
     let writes = &options.writes;
     let params = shape.inputs.iter().map(|Input { name, ty }| {
         let name = name.to_string();
@@ -334,6 +335,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 output: #p::TypeInfo::of::<#output>(),
                 decode: __graflow_decode,
                 is_async: #is_async,
+                context: #takes_context,
                 body: #body_variant,
                 stats: #p::BodyStats::NEW,
                 link: #p::link_handlers,
