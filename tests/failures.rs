@@ -248,3 +248,25 @@ async fn a_failure_cancels_running_tasks_and_starts_nothing_new() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(SLOW_FINISHED.load(Ordering::SeqCst), 0);
 }
+
+#[task(retries = 2, retry_delay = "5ms")]
+fn inline_flaky(ctx: &TaskContext) -> Result<u32, String> {
+    if ctx.attempt() == 1 {
+        Err("the first attempt fails".to_owned())
+    } else {
+        Ok(ctx.attempt())
+    }
+}
+
+#[test]
+fn a_retry_follows_a_first_attempt_that_ran_inline() {
+    // The first run teaches the engine that the body is short (it runs on the blocking pool);
+    // in the later runs the first attempt runs inline on the scheduler, and the retry after it
+    // continues asynchronously.
+    let engine = WorkflowEngine::new();
+    for _ in 0..3 {
+        let report = engine.run(&workflow! { inline_flaky; }).unwrap();
+        assert_eq!(report.result::<u32>("inline_flaky").unwrap(), 2);
+        assert_eq!(report.task("inline_flaky").unwrap().attempts, 2);
+    }
+}

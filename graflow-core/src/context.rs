@@ -82,6 +82,53 @@ impl ExecutionContext {
         ExecutionContext { run, node, attempt }
     }
 
+    /// A context for running `task` outside any workflow run: to test a handler in isolation
+    /// (`handler.execute_task(ctx.task(), &ctx)`), or to call `task.run(&ctx)` directly. The
+    /// task's parameters must be bound with [`Task::with_input`]; its channel starts empty.
+    pub fn for_task(task: Task) -> Result<ExecutionContext> {
+        Self::standalone(
+            "standalone".to_owned(),
+            "standalone".to_owned(),
+            task,
+            Channel::new(),
+            None,
+            1,
+        )
+    }
+
+    /// A one-task run: what a runner process and [`ExecutionContext::for_task`] execute in.
+    pub(crate) fn standalone(
+        workflow: String,
+        run_id: String,
+        task: Task,
+        channel: Channel,
+        upstream: Option<Vec<(String, Value)>>,
+        attempt: u32,
+    ) -> Result<ExecutionContext> {
+        let mut builder = Workflow::builder(workflow);
+        builder.add(task);
+        let workflow = builder.build();
+        let graph = workflow.graph().map_err(|problems| Error::Invalid {
+            workflow: workflow.name().to_owned(),
+            problems,
+        })?;
+        let run = Arc::new(RunShared {
+            run_id: Arc::from(run_id),
+            workflow,
+            graph,
+            handlers: Vec::new(),
+            results: vec![Mutex::new(None)].into_boxed_slice(),
+            channel,
+            upstream,
+        });
+        Ok(ExecutionContext::new(run, 0, attempt))
+    }
+
+    /// The task this context executes.
+    pub fn task(&self) -> &Task {
+        self.run.task(self.node)
+    }
+
     /// The run's id (also in every log line of the run).
     pub fn run_id(&self) -> &str {
         &self.run.run_id
@@ -176,7 +223,7 @@ impl ExecutionContext {
     }
 
     /// The context the task body sees; `task` must be the task this context executes.
-    pub(crate) fn task_context(&self, task: &Task) -> Result<TaskContext> {
+    pub(crate) fn task_context(&self, task: &Task) -> Result<&TaskContext> {
         let own = self.run.task(self.node);
         if !std::ptr::eq(own, task) && own.id() != task.id() {
             return Err(Error::handler(
@@ -188,13 +235,29 @@ impl ExecutionContext {
                 ),
             ));
         }
-        Ok(TaskContext { exec: self.clone() })
+        Ok(TaskContext::from_exec(self))
     }
 }
 
 /// What a task body sees: declare a parameter of type `&TaskContext` to get it.
+#[repr(transparent)]
 pub struct TaskContext {
     exec: ExecutionContext,
+}
+
+impl TaskContext {
+    /// A view of `exec` as the task sees it (no copy: the types share one layout).
+    fn from_exec(exec: &ExecutionContext) -> &TaskContext {
+        // SAFETY: TaskContext is #[repr(transparent)] over ExecutionContext.
+        unsafe { &*(exec as *const ExecutionContext as *const TaskContext) }
+    }
+
+    /// An owned copy, for a body that runs on another thread.
+    pub(crate) fn to_owned_context(&self) -> TaskContext {
+        TaskContext {
+            exec: self.exec.clone(),
+        }
+    }
 }
 
 impl TaskContext {

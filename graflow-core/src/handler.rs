@@ -31,6 +31,15 @@ pub trait TaskHandler: Send + Sync + 'static {
     /// Runs one attempt of `task` and stores its result in `ctx`.
     async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> Result<()>;
 
+    /// Runs the attempt at once, on the caller's thread, when this handler can do so without
+    /// waiting for anything; returns `None` (the default) to have `execute_task` awaited
+    /// instead. The engine tries this first for tasks without a timeout: the direct handler
+    /// uses it for short synchronous bodies, which then cost no boxed future.
+    fn try_execute_now(&self, task: &Task, ctx: &ExecutionContext) -> Option<Result<()>> {
+        let _ = (task, ctx);
+        None
+    }
+
     /// Checks a task's handler configuration before the run starts (the default accepts any).
     /// Return [`Error::invalid_config`](crate::Error::invalid_config) naming what is wrong.
     fn validate_task(&self, task: &Task) -> Result<()> {

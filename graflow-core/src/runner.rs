@@ -12,18 +12,16 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::channel::Channel;
-use crate::context::{ExecutionContext, RunShared};
+use crate::context::ExecutionContext;
 use crate::error::{Error, Result};
 use crate::protocol::{
     Invocation, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV, build_id, read_frame,
 };
 use crate::task::{Task, task_named};
 use crate::value::Value;
-use crate::workflow::Workflow;
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
@@ -188,40 +186,27 @@ fn run(invocation: Invocation) -> Outcome {
         .into_iter()
         .map(|(name, encoded)| (name, Value::from_encoded(encoded)))
         .collect();
-    let mut builder = Workflow::builder(invocation.workflow);
-    builder.add(task);
-    let workflow = builder.build();
-    let graph = match workflow.graph() {
-        Ok(graph) => graph,
-        Err(problems) => {
-            let error = Error::Invalid {
-                workflow: workflow.name().to_owned(),
-                problems,
-            };
-            return Outcome::from_result(Err(error), Vec::new(), 0);
-        }
-    };
     let channel = Channel::new();
     for (key, encoded) in invocation.channel {
         channel.set_value(key, Value::from_encoded(encoded));
     }
     let before: HashMap<String, Value> = channel.entries().into_iter().collect();
-    let shared = Arc::new(RunShared {
-        run_id: Arc::from(invocation.run_id),
-        workflow: workflow.clone(),
-        graph,
-        handlers: Vec::new(),
-        results: vec![Mutex::new(None)].into_boxed_slice(),
+    let upstream = invocation
+        .upstream
+        .into_iter()
+        .map(|(id, encoded)| (id, Value::from_encoded(encoded)))
+        .collect();
+    let ctx = match ExecutionContext::standalone(
+        invocation.workflow,
+        invocation.run_id,
+        task,
         channel,
-        upstream: Some(
-            invocation
-                .upstream
-                .into_iter()
-                .map(|(id, encoded)| (id, Value::from_encoded(encoded)))
-                .collect(),
-        ),
-    });
-    let ctx = ExecutionContext::new(shared.clone(), 0, invocation.attempt);
+        Some(upstream),
+        invocation.attempt,
+    ) {
+        Ok(ctx) => ctx,
+        Err(error) => return Outcome::from_result(Err(error), Vec::new(), 0),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -230,11 +215,11 @@ fn run(invocation: Invocation) -> Outcome {
         Err(e) => return Outcome::from_result(Err(Error::Runtime(e)), Vec::new(), 0),
     };
     let started = Instant::now();
-    let result = runtime.block_on(workflow.tasks()[0].run(&ctx));
+    let result = runtime.block_on(ctx.task().run(&ctx));
     let elapsed_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     runtime.shutdown_background();
 
-    let after = shared.channel.entries();
+    let after = ctx.channel().entries();
     let mut writes = Vec::new();
     for (key, value) in &after {
         if before.get(key).is_none_or(|old| !old.same(value)) {

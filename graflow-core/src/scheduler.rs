@@ -88,11 +88,35 @@ impl Scheduler {
                 // Provisional: a node still marked so when the run stops was running, and is
                 // reported as cancelled; `complete` overwrites it.
                 self.records[node as usize].status = TaskStatus::Cancelled;
-                let mut future: BoxFuture<'static, NodeDone> =
-                    Box::pin(run_node(self.shared.clone(), node));
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(done) => self.complete(done),
-                    Poll::Pending => self.inflight.push(future),
+                let future = match try_now(&self.shared, node) {
+                    // Its handler ran it at once (a short synchronous body on "direct").
+                    Some(Ok(done)) => {
+                        self.complete(done);
+                        None
+                    }
+                    // That first attempt failed and may be retried: continue asynchronously.
+                    Some(Err((start, error))) => {
+                        Some(
+                            Box::pin(run_node(self.shared.clone(), node, start, Some(error)))
+                                as BoxFuture<'static, NodeDone>,
+                        )
+                    }
+                    None => Some(
+                        Box::pin(run_node(self.shared.clone(), node, Instant::now(), None))
+                            as BoxFuture<'static, NodeDone>,
+                    ),
+                };
+                if let Some(mut future) = future {
+                    match future.as_mut().poll(cx) {
+                        Poll::Ready(done) => {
+                            // Completed on its first poll: a synchronous body ran inline.
+                            self.shared
+                                .task(node)
+                                .record_inline_run(done.end.saturating_duration_since(done.start));
+                            self.complete(done)
+                        }
+                        Poll::Pending => self.inflight.push(future),
+                    }
                 }
                 budget -= 1;
                 if budget == 0 {
@@ -159,17 +183,79 @@ impl Scheduler {
     }
 }
 
-/// Runs every attempt of one node, with backoff between them.
-async fn run_node(shared: Arc<RunShared>, node: u32) -> NodeDone {
+/// The first attempt through the handler's `try_execute_now`, when it takes it: `Ok` with the
+/// node's end, or `Err` with the start and error when a retry is due. `None`: await instead.
+#[allow(clippy::result_large_err)]
+fn try_now(
+    shared: &Arc<RunShared>,
+    node: u32,
+) -> Option<std::result::Result<NodeDone, (Instant, Error)>> {
+    let task = shared.task(node);
+    if task.timeout.is_some() {
+        return None;
+    }
+    let handler = &shared.handlers[shared.graph.node_handler[node as usize] as usize];
+    let ctx = ExecutionContext::new(shared.clone(), node, 1);
+    let start = Instant::now();
+    let result =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.try_execute_now(task, &ctx))) {
+            Ok(None) => return None,
+            Ok(Some(result)) => result.and_then(|()| stored(task, &ctx)),
+            Err(payload) => Err(handler_panicked(task, &*payload)),
+        };
+    let end = Instant::now();
+    task.record_inline_run(end.saturating_duration_since(start));
+    match result {
+        Err(error) if task.retry.max_attempts() > 1 && error.is_retryable() => {
+            Some(Err((start, error)))
+        }
+        result => Some(Ok(NodeDone {
+            node,
+            attempts: 1,
+            start,
+            end,
+            result,
+        })),
+    }
+}
+
+fn log_retry(task: &Task, attempt: u32, error: &Error, delay: std::time::Duration) {
+    tracing::warn!(
+        target: "graflow::engine",
+        task = %task.id(),
+        handler = %task.handler(),
+        attempt,
+        retry_in_ms = delay.as_millis() as u64,
+        error = %Chain(error),
+        "attempt failed; retrying"
+    );
+}
+
+/// Runs the attempts of one node, with backoff between them. `failed_first` is the error of
+/// a first attempt already made (by `try_now`): this then starts with the retry.
+async fn run_node(
+    shared: Arc<RunShared>,
+    node: u32,
+    start: Instant,
+    failed_first: Option<Error>,
+) -> NodeDone {
     let task = shared.task(node);
     let handler = &shared.handlers[shared.graph.node_handler[node as usize] as usize];
     let policy = task.retry;
-    let start = Instant::now();
     let mut attempt = 1;
+    let mut failed = failed_first;
     let result = loop {
+        if let Some(error) = failed.take() {
+            let delay = policy.delay_after(attempt);
+            log_retry(task, attempt, &error, delay);
+            shared.clear_result(node);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
         let ctx = ExecutionContext::new(shared.clone(), node, attempt);
-        let attempt_start = Instant::now();
+        let attempt_start = if attempt == 1 { start } else { Instant::now() };
         let result = attempt_once(handler.as_ref(), task, &ctx).await;
+        // (Fields are evaluated only when the event is enabled: no clock read otherwise.)
         tracing::debug!(
             target: "graflow::handlers",
             task = %task.id(),
@@ -182,19 +268,7 @@ async fn run_node(shared: Arc<RunShared>, node: u32) -> NodeDone {
         match result {
             Ok(()) => break Ok(()),
             Err(error) if attempt < policy.max_attempts() && error.is_retryable() => {
-                let delay = policy.delay_after(attempt);
-                tracing::warn!(
-                    target: "graflow::engine",
-                    task = %task.id(),
-                    handler = %task.handler(),
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %Chain(&error),
-                    "attempt failed; retrying"
-                );
-                shared.clear_result(node);
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+                failed = Some(error)
             }
             Err(error) => break Err(error),
         }
@@ -206,6 +280,26 @@ async fn run_node(shared: Arc<RunShared>, node: u32) -> NodeDone {
         end: Instant::now(),
         result,
     }
+}
+
+/// `Ok` if the handler stored the task's result, as it must before returning `Ok`.
+fn stored(task: &Task, ctx: &ExecutionContext) -> Result<()> {
+    if ctx.has_own_result() {
+        Ok(())
+    } else {
+        Err(Error::NoResult {
+            task: task.id().to_owned(),
+            handler: task.handler().to_owned(),
+        })
+    }
+}
+
+fn handler_panicked(task: &Task, payload: &(dyn std::any::Any + Send)) -> Error {
+    Error::handler(
+        task.id(),
+        task.handler(),
+        format!("the handler panicked: {}", panic_message(payload)),
+    )
 }
 
 /// One attempt: the handler, under the task's timeout, with panics caught, and the check that
@@ -230,16 +324,7 @@ async fn attempt_once(
         None => execution.await,
     };
     match outcome {
-        Ok(Ok(())) if ctx.has_own_result() => Ok(()),
-        Ok(Ok(())) => Err(Error::NoResult {
-            task: task.id().to_owned(),
-            handler: task.handler().to_owned(),
-        }),
-        Ok(Err(error)) => Err(error),
-        Err(payload) => Err(Error::handler(
-            task.id(),
-            task.handler(),
-            format!("the handler panicked: {}", panic_message(&*payload)),
-        )),
+        Ok(result) => result.and_then(|()| stored(task, ctx)),
+        Err(payload) => Err(handler_panicked(task, &*payload)),
     }
 }

@@ -372,18 +372,16 @@ impl Task {
     pub async fn run(&self, ctx: &ExecutionContext) -> Result<Value> {
         let tctx = ctx.task_context(self)?;
         match self.def.body {
-            Body::Async(body) => match AssertUnwindSafe(body(&tctx)).catch_unwind().await {
+            Body::Async(body) => match AssertUnwindSafe(body(tctx)).catch_unwind().await {
                 Ok(result) => result,
                 Err(payload) => Err(self.panicked(&*payload)),
             },
             Body::Sync(body) => {
-                let stats = &self.def.stats;
-                if !self.def.blocking && self.timeout.is_none() && stats.inline_ok() {
-                    let started = Instant::now();
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(&tctx)));
-                    stats.record(started.elapsed(), true);
-                    return result.unwrap_or_else(|payload| Err(self.panicked(&*payload)));
+                if self.may_run_inline() {
+                    return self.call_inline(body, tctx);
                 }
+                let stats = &self.def.stats;
+                let tctx = tctx.to_owned_context();
                 let handle = tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(&tctx)));
@@ -400,6 +398,44 @@ impl Task {
                     )),
                 }
             }
+        }
+    }
+
+    /// Runs the body at once, on this thread, if it is synchronous and known to be short (see
+    /// [`BodyStats`]); `None` otherwise. What [`Task::run`] does in that case, without a future.
+    pub fn try_run_now(&self, ctx: &ExecutionContext) -> Option<Result<Value>> {
+        let Body::Sync(body) = self.def.body else {
+            return None;
+        };
+        if !self.may_run_inline() {
+            return None;
+        }
+        Some(
+            ctx.task_context(self)
+                .and_then(|tctx| self.call_inline(body, tctx)),
+        )
+    }
+
+    /// Timed by the scheduler, which reports slow inline runs to the stats.
+    fn call_inline(
+        &self,
+        body: fn(&TaskContext) -> Result<Value>,
+        tctx: &TaskContext,
+    ) -> Result<Value> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| body(tctx)))
+            .unwrap_or_else(|payload| Err(self.panicked(&*payload)))
+    }
+
+    /// Whether a synchronous body may run on the caller's thread (see [`BodyStats`]).
+    fn may_run_inline(&self) -> bool {
+        !self.def.blocking && self.timeout.is_none() && self.def.stats.inline_ok()
+    }
+
+    /// Called by the scheduler with the duration of a node that completed on its first poll:
+    /// its body (if synchronous) ran inline for about that long.
+    pub(crate) fn record_inline_run(&self, elapsed: Duration) {
+        if matches!(self.def.body, Body::Sync(_)) && elapsed > BodyStats::INLINE_LIMIT {
+            self.def.stats.record(elapsed, true);
         }
     }
 

@@ -282,12 +282,22 @@ impl Graph {
         }
 
         let mut handler_ids: HashMap<&str, u32> = HashMap::new();
+        let mut last: Option<(&str, u32)> = None;
         for task in tasks {
-            let next = graph.handler_names.len() as u32;
-            let id = *handler_ids.entry(task.handler.as_ref()).or_insert(next);
-            if id == next {
-                graph.handler_names.push(task.handler.clone());
-            }
+            let name = task.handler.as_ref();
+            // Neighbouring nodes mostly share a handler: skip the hash then.
+            let id = match last {
+                Some((previous, id)) if previous == name => id,
+                _ => {
+                    let next = graph.handler_names.len() as u32;
+                    let id = *handler_ids.entry(name).or_insert(next);
+                    if id == next {
+                        graph.handler_names.push(task.handler.clone());
+                    }
+                    id
+                }
+            };
+            last = Some((name, id));
             graph.node_handler.push(id);
         }
 

@@ -18,4 +18,9 @@ impl TaskHandler for DirectHandler {
         let output = task.run(ctx).await?;
         ctx.set_result(task.id(), output)
     }
+
+    fn try_execute_now(&self, task: &Task, ctx: &ExecutionContext) -> Option<Result<()>> {
+        let output = task.try_run_now(ctx)?;
+        Some(output.and_then(|output| ctx.set_result(task.id(), output)))
+    }
 }

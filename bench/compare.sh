@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Benchmarks graflow-rs against Graflow 0.2 (Python) and the docker CLI, in one run:
+# installs graflow==0.2.0 from PyPI into a throwaway venv, builds the Rust side in release
+# mode, runs both sides alternately on the same workloads, prints a markdown table and writes
+# it, with the machine description, to BENCHMARKS.md.
+#
+#   bench/compare.sh                 (REPS=5 runs per row; DOCKER=0 skips the docker rows)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-5}
+DOCKER=${DOCKER:-1}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+results="$work/results.jsonl"
+
+echo "== Graflow 0.2.0 into a throwaway venv" >&2
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q --disable-pip-version-check graflow==0.2.0
+echo "== graflow-bench (release)" >&2
+cargo build -q --release -p graflow-bench
+if [ "$DOCKER" = 1 ]; then
+  bash graflow-docker/scripts/setup.sh >&2
+fi
+
+ours() { echo "   graflow-rs $*" >&2; ./target/release/graflow-bench "$@" >>"$results"; }
+theirs() { echo "   graflow-py $*" >&2; "$work/venv/bin/python" bench/graflow_py.py "$@" >>"$results"; }
+
+echo "== chain and fan-out, alternating" >&2
+for n in 100 1000 10000; do
+  for _ in $(seq "$REPS"); do ours chain "$n"; theirs chain "$n"; done
+done
+for rep in $(seq "$REPS"); do
+  ours chain 100000
+  # Graflow 0.2 needs minutes for this one: once.
+  [ "$rep" = 1 ] && theirs chain 100000
+done
+for n in 10 100 1000 10000; do
+  for _ in $(seq "$REPS"); do ours fanout "$n"; theirs fanout "$n"; done
+done
+echo "== per-task overhead" >&2
+for _ in $(seq "$REPS"); do
+  ours call 1000000
+  ours handler 1000000
+  theirs call 1000000
+  theirs handler 10000
+done
+if [ "$DOCKER" = 1 ]; then
+  echo "== out of process" >&2
+  ours docker 11 python:3.11-slim
+  ours docker8 11 python:3.11-slim
+  ours process 31
+fi
+
+machine="$work/machine.txt"
+{
+  echo "date:      $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu:       $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "memory:    $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "os:        $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
+  echo "rust:      $(rustc --version)"
+  echo "python:    $("$work/venv/bin/python" --version 2>&1), graflow $("$work/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("graflow"))')"
+  if [ "$DOCKER" = 1 ]; then echo "docker:    $(docker version --format '{{.Server.Version}}') (daemon)"; fi
+  echo "reps:      $REPS per row"
+} >"$machine"
+
+python3 bench/report.py "$results" "$machine" | tee BENCHMARKS.md

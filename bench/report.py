@@ -1,0 +1,157 @@
+"""Turns the JSON lines of bench/compare.sh into markdown: medians per side, workload and N,
+ratios measured in the same run, and the targets checked. Standard library only.
+
+    python3 report.py RESULTS.jsonl MACHINE.txt
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    samples = defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                row = json.loads(line)
+                samples[(row["side"], row["workload"], row["n"])].append(row)
+    return samples
+
+
+def median(rows, key):
+    values = [r[key] for r in rows if key in r]
+    return statistics.median(values) if values else None
+
+
+def fmt_time(seconds):
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def fmt_us(us):
+    if us is None:
+        return "-"
+    return f"{us:.3f} µs" if us < 10 else f"{us:.1f} µs"
+
+
+def main():
+    samples = load(sys.argv[1])
+    machine = open(sys.argv[2]).read().strip()
+    out = []
+    checks = []
+    get = lambda side, workload, n: samples.get((side, workload, n), [])
+
+    out.append("## Chain and fan-out (build + run, medians)\n")
+    out.append("| workload | N | runs (rs/py) | graflow-rs total | per task | Graflow 0.2 total | per task | Graflow 0.2 / graflow-rs | run only: Graflow 0.2 / graflow-rs |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    speedups = []
+    for workload in ("chain", "fanout"):
+        ns = sorted({n for (side, w, n) in samples if w == workload})
+        for n in ns:
+            rs, py = get("graflow-rs", workload, n), get("graflow-py", workload, n)
+            rs_t, py_t = median(rs, "seconds"), median(py, "seconds")
+            rs_run, py_run = median(rs, "run_seconds"), median(py, "run_seconds")
+            ratio = f"{py_t / rs_t:,.0f}×" if rs_t and py_t else "-"
+            run_ratio = f"{py_run / rs_run:,.0f}×" if rs_run and py_run else "-"
+            if rs_t and py_t:
+                speedups.append((f"{workload} {n}", py_t / rs_t))
+            label = "linear chain" if workload == "chain" else "fan-out / fan-in"
+            out.append(
+                f"| {label} | {n:,} | {len(rs)}/{len(py)} | {fmt_time(rs_t)} | {fmt_us(median(rs, 'per_item_us'))} "
+                f"| {fmt_time(py_t)} | {fmt_us(median(py, 'per_item_us'))} | {ratio} | {run_ratio} |"
+            )
+
+    rs_chain = get("graflow-rs", "chain", 100_000)
+    rs_call = median(get("graflow-rs", "call", 1_000_000), "per_item_us")
+    py_call = median(get("graflow-py", "call", 1_000_000), "per_item_us")
+    rs_handler = median(get("graflow-rs", "handler", 1_000_000), "per_item_us")
+    py_handler = median(get("graflow-py", "handler", 10_000), "per_item_us")
+    out.append("\n## Direct-handler overhead per task, against a plain function call\n")
+    out.append("The direct handler's `execute_task` alone, called in a loop on one task's context (run the body, store the result), against calling the plain function.\n")
+    out.append("| side | plain call | `execute_task` | overhead |")
+    out.append("|---|---|---|---|")
+    if rs_call is not None and rs_handler is not None:
+        out.append(f"| graflow-rs | {fmt_us(rs_call)} | {fmt_us(rs_handler)} | {fmt_us(rs_handler - rs_call)} |")
+    if py_call is not None and py_handler is not None:
+        out.append(f"| Graflow 0.2 | {fmt_us(py_call)} | {fmt_us(py_handler)} | {fmt_us(py_handler - py_call)} |")
+    if None not in (rs_call, rs_handler, py_call, py_handler):
+        ratio = (py_handler - py_call) / (rs_handler - rs_call)
+        speedups.append(("direct-handler overhead", ratio))
+        out.append(f"\nGraflow 0.2's overhead is {ratio:,.0f}× ours.")
+
+    out.append("\n## Peak memory (max RSS of the process, medians)\n")
+    out.append("| workload | graflow-rs | Graflow 0.2 | Graflow 0.2 / graflow-rs |")
+    out.append("|---|---|---|---|")
+    for workload, n in (("chain", 100_000), ("fanout", 10_000)):
+        rs = median(get("graflow-rs", workload, n), "max_rss_kb")
+        py = median(get("graflow-py", workload, n), "max_rss_kb")
+        if rs is None:
+            continue
+        ratio = f"{py / rs:.1f}×" if py else "-"
+        out.append(f"| {workload} {n:,} | {rs / 1024:.1f} MiB | {py / 1024:.1f} MiB | {ratio} |" if py else f"| {workload} {n:,} | {rs / 1024:.1f} MiB | - | - |")
+
+    docker = get("graflow-rs", "docker", 1)
+    docker8 = get("graflow-rs", "docker8", 1)
+    process = get("graflow-rs", "process", 1)
+    if docker or docker8 or process:
+        out.append("\n## Out of process (graflow-rs against the docker CLI, alternated in one run)\n")
+        out.append("| workload | runs | graflow-rs (median) | `docker run --rm IMAGE true` (median) | ratio |")
+        out.append("|---|---|---|---|---|")
+        for label, rows in (("1 trivial docker task", docker), ("8 docker tasks in a parallel group / 8 concurrent `docker run`", docker8)):
+            for r in rows:
+                out.append(f"| {label} | {r['runs']} | {fmt_time(r['seconds'])} | {fmt_time(r['cli_seconds'])} | {r['ratio']:.3f} |")
+                if label.startswith("1 "):
+                    checks.append(("docker task ≤ 1.15 × docker run --rm", r["ratio"] <= 1.15, f"{r['ratio']:.3f}×"))
+        for r in process:
+            out.append(f"| 1 trivial task on the \"process\" handler | {r['runs']} | {fmt_time(r['seconds'])} | - | - |")
+            checks.append(("process handler ≤ 5 ms per task", r["seconds"] <= 0.005, fmt_time(r["seconds"])))
+
+    chain100k = median(rs_chain, "per_item_us") if rs_chain else None
+    chain10k = median(get("graflow-rs", "chain", 10_000), "seconds")
+    fan10k = median(get("graflow-rs", "fanout", 10_000), "per_item_us")
+    if chain100k is not None:
+        checks.insert(0, ("chain ≤ 1 µs per task at 100k", chain100k <= 1.0, fmt_us(chain100k)))
+    if chain10k and rs_chain:
+        growth = median(rs_chain, "seconds") / chain10k
+        checks.insert(1, ("100k chain ≤ 12 × the 10k chain (linear)", growth <= 12, f"{growth:.1f}×"))
+    if fan10k is not None:
+        checks.insert(2, ("fan-out ≤ 2 µs per member at 10k", fan10k <= 2.0, fmt_us(fan10k)))
+    if speedups:
+        worst = min(speedups, key=lambda s: s[1])
+        checks.insert(3, ("≥ 100× faster than Graflow 0.2 on every row both run", worst[1] >= 100, f"slowest row: {worst[0]}, {worst[1]:,.0f}×"))
+
+    print("# Benchmarks: graflow-rs against Graflow 0.2 (Python) and the docker CLI\n")
+    print("Produced by `bench/compare.sh`; every ratio compares medians measured in the same run, both sides alternating.\n")
+    print("## Machine\n")
+    print("```text\n" + machine + "\n```\n")
+    print("## Targets\n")
+    print("| target | met | measured |")
+    print("|---|---|---|")
+    for name, ok, value in checks:
+        print(f"| {name} | {'yes' if ok else '**no**'} | {value} |")
+    print()
+    print("\n".join(out))
+    print(
+        "\n## Method\n\n"
+        "* Each measurement is a fresh process of `target/release/graflow-bench` (Rust) or "
+        "`bench/graflow_py.py` (Graflow 0.2.0 from PyPI in a throwaway venv), the two sides "
+        "alternating; a row's figure is the median of its runs.\n"
+        "* *Total* is building the graph plus running it (validation included); *run only* "
+        "is the `execute` call. The Rust side runs on a Tokio runtime created beforehand, "
+        "the Python side as `workflow.execute(\"t0\")`. Each workload checks its result.\n"
+        "* Graflow 0.2's 100k chain is run once (it takes minutes).\n"
+        "* Docker rows: the same image, sequential runs, our task against `docker run --rm "
+        "IMAGE true`, alternated within one process; medians."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+//! The Rust side of `bench/compare.sh`: runs one workload and prints one JSON line per
+//! measurement (`{"side":"graflow-rs","workload":...,"n":...,"seconds":...,...}`).
+//!
+//! ```text
+//! graflow-bench chain N           t0 >> t1 >> ... >> tN-1 of trivial tasks (build + run)
+//! graflow-bench fanout N          src >> (p0 | ... | pN-1) >> sink, the sink summing every member
+//! graflow-bench call N            a plain function call, N times (the floor of "overhead")
+//! graflow-bench handler N         the direct handler's execute_task alone, N times
+//! graflow-bench docker R IMAGE    a trivial docker task and `docker run --rm IMAGE true`, alternated R times
+//! graflow-bench docker8 R IMAGE   8 docker tasks in a group and 8 concurrent `docker run`, alternated R times
+//! graflow-bench process R         a trivial task on the "process" handler, R times
+//! ```
+//!
+//! Every task workload checks its result, so a broken engine cannot produce a fast number.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graflow::prelude::*;
+
+#[task]
+fn step() -> u64 {
+    1
+}
+
+#[task]
+fn source() -> u64 {
+    0
+}
+
+#[task]
+fn member(index: u64) -> u64 {
+    index
+}
+
+#[task]
+fn sink(ctx: &TaskContext) -> graflow::Result<u64> {
+    Ok(ctx.upstream::<u64>()?.into_iter().sum())
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn in_docker() -> u64 {
+    1
+}
+
+#[task(handler = "process")]
+fn in_process() -> u64 {
+    1
+}
+
+fn max_rss_kb() -> i64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+        usage.ru_maxrss
+    } else {
+        -1
+    }
+}
+
+fn emit(workload: &str, n: u64, seconds: f64, extra: &str) {
+    println!(
+        "{{\"side\":\"graflow-rs\",\"workload\":\"{workload}\",\"n\":{n},\"seconds\":{seconds:.9},\"per_item_us\":{:.4},\"max_rss_kb\":{}{extra}}}",
+        seconds * 1e6 / n.max(1) as f64,
+        max_rss_kb()
+    );
+}
+
+fn chain(n: u64) -> Workflow {
+    let mut wf = Workflow::builder("chain");
+    let mut previous = None;
+    for i in 0..n {
+        let node = wf.add(step::task().with_id(format!("t{i}")));
+        if let Some(p) = previous {
+            wf.edge(p, node);
+        }
+        previous = Some(node);
+    }
+    wf.build()
+}
+
+fn fanout(n: u64) -> Workflow {
+    let mut wf = Workflow::builder("fanout");
+    let src = wf.add(source::task().with_id("src"));
+    let out = wf.add(sink::task().with_id("sink"));
+    for i in 0..n {
+        let m = wf.add(
+            member::task()
+                .with_id(format!("p{i}"))
+                .with_input("index", i),
+        );
+        wf.edge(src, m).edge(m, out);
+    }
+    wf.build()
+}
+
+fn docker_cli(image: &str, copies: usize) -> Duration {
+    let started = Instant::now();
+    let children: Vec<_> = (0..copies)
+        .map(|_| {
+            Command::new("docker")
+                .args(["run", "--rm", image, "true"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("the docker CLI starts")
+        })
+        .collect();
+    for mut child in children {
+        assert!(
+            child.wait().expect("docker run ends").success(),
+            "docker run failed"
+        );
+    }
+    started.elapsed()
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+#[graflow::main]
+async fn main() -> graflow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: graflow-bench chain|fanout|call|process N | docker|docker8 R IMAGE";
+    let (Some(what), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
+    else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let image = args.get(3).map_or("python:3.11-slim", String::as_str);
+    let engine = WorkflowEngine::new();
+    match what.as_str() {
+        "chain" => {
+            // Warm-up: the first run of a function is measured on the blocking pool.
+            engine.execute(&chain(10)).await?;
+            let started = Instant::now();
+            let wf = chain(n);
+            let run_started = Instant::now();
+            let report = engine.execute(&wf).await?;
+            let (seconds, run) = (
+                started.elapsed().as_secs_f64(),
+                run_started.elapsed().as_secs_f64(),
+            );
+            assert_eq!(report.result::<u64>(&format!("t{}", n - 1))?, 1);
+            emit("chain", n, seconds, &format!(",\"run_seconds\":{run:.9}"));
+        }
+        "fanout" => {
+            engine.execute(&fanout(10)).await?;
+            let started = Instant::now();
+            let wf = fanout(n);
+            let run_started = Instant::now();
+            let report = engine.execute(&wf).await?;
+            let (seconds, run) = (
+                started.elapsed().as_secs_f64(),
+                run_started.elapsed().as_secs_f64(),
+            );
+            assert_eq!(report.result::<u64>("sink")?, n * (n - 1) / 2);
+            emit("fanout", n, seconds, &format!(",\"run_seconds\":{run:.9}"));
+        }
+        "handler" => {
+            // The direct handler alone, on a context of its own (Graflow 0.2's
+            // DirectTaskHandler.execute_task measured the same way).
+            // The engine calls try_execute_now first and awaits execute_task when it declines.
+            let ctx = ExecutionContext::for_task(step::task())?;
+            let direct = graflow::DirectHandler;
+            direct.execute_task(ctx.task(), &ctx).await?;
+            let started = Instant::now();
+            for _ in 0..n {
+                match direct.try_execute_now(ctx.task(), &ctx) {
+                    Some(result) => result?,
+                    None => direct.execute_task(ctx.task(), &ctx).await?,
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            assert_eq!(ctx.get_result::<u64>("step")?, 1);
+            emit("handler", n, seconds, "");
+        }
+        "call" => {
+            let started = Instant::now();
+            let mut total = 0u64;
+            for _ in 0..n {
+                total += std::hint::black_box(step)();
+            }
+            assert_eq!(total, n);
+            emit("call", n, started.elapsed().as_secs_f64(), "");
+        }
+        "process" => {
+            let wf = workflow! { in_process; };
+            engine.execute(&wf).await?;
+            let mut samples = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let report = engine.execute(&wf).await?;
+                samples.push(started.elapsed().as_secs_f64());
+                assert_eq!(report.result::<u64>("in_process")?, 1);
+            }
+            emit("process", 1, median(samples), &format!(",\"runs\":{n}"));
+        }
+        "docker" | "docker8" => {
+            let copies = if what == "docker" { 1 } else { 8 };
+            let mut wf = Workflow::builder(what.as_str());
+            for i in 0..copies {
+                wf.add(
+                    in_docker::task()
+                        .with_id(format!("d{i}"))
+                        .with_config("image", image),
+                );
+            }
+            let wf = wf.build();
+            let engine = engine.with_max_concurrency(copies.max(2));
+            // Warm-up of both sides (image cache, daemon connection).
+            engine.execute(&wf).await?;
+            docker_cli(image, copies);
+            let (mut ours, mut cli) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                let started = Instant::now();
+                let report = engine.execute(&wf).await?;
+                ours.push(started.elapsed().as_secs_f64());
+                assert!(report.succeeded());
+                let cli_time = tokio::task::spawn_blocking({
+                    let image = image.to_owned();
+                    move || docker_cli(&image, copies)
+                })
+                .await
+                .expect("the CLI run finishes");
+                cli.push(cli_time.as_secs_f64());
+            }
+            let (ours, cli) = (median(ours), median(cli));
+            emit(
+                what,
+                1,
+                ours,
+                &format!(
+                    ",\"runs\":{n},\"cli_seconds\":{cli:.9},\"ratio\":{:.4}",
+                    ours / cli
+                ),
+            );
+        }
+        _ => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}
