@@ -209,7 +209,7 @@ impl ExecutionContext {
             hint,
         };
         match run.graph.sources(self.node)[index] {
-            Source::Bound(i) => Ok(task.inputs[i as usize].1.clone()),
+            Source::Bound(i) => Ok(task.inputs()[i as usize].1.clone()),
             Source::Result(producer) => run.result_value(producer).ok_or_else(|| {
                 missing(format!("upstream task '{}' stored no result", param.name))
             }),

@@ -56,7 +56,7 @@ pub mod __private {
     pub use std::borrow::Cow;
     pub use std::boxed::Box;
     pub use std::string::String;
-    pub use std::sync::Arc;
+    pub use std::sync::{Arc, OnceLock};
     pub use std::time::Duration;
     pub use std::vec;
 

@@ -180,12 +180,14 @@ fn run(invocation: Invocation) -> Outcome {
     };
     let mut task = Task::from_def(def).with_id(invocation.task_id);
     // The sender enforces the timeout (and kills this process); here the body just runs.
-    task.timeout = None;
-    task.inputs = invocation
-        .inputs
-        .into_iter()
-        .map(|(name, encoded)| (name, Value::from_encoded(encoded)))
-        .collect();
+    task = task.with_timeout(None);
+    task.set_inputs(
+        invocation
+            .inputs
+            .into_iter()
+            .map(|(name, encoded)| (name, Value::from_encoded(encoded)))
+            .collect(),
+    );
     let channel = Channel::new();
     for (key, encoded) in invocation.channel {
         channel.set_value(key, Value::from_encoded(encoded));

@@ -191,7 +191,7 @@ fn try_now(
     node: u32,
 ) -> Option<std::result::Result<NodeDone, (Instant, Error)>> {
     let task = shared.task(node);
-    if task.timeout.is_some() {
+    if task.timeout().is_some() {
         return None;
     }
     let handler = &shared.handlers[shared.graph.node_handler[node as usize] as usize];
@@ -206,7 +206,7 @@ fn try_now(
     let end = Instant::now();
     task.record_inline_run(end.saturating_duration_since(start));
     match result {
-        Err(error) if task.retry.max_attempts() > 1 && error.is_retryable() => {
+        Err(error) if task.retry_policy().max_attempts() > 1 && error.is_retryable() => {
             Some(Err((start, error)))
         }
         result => Some(Ok(NodeDone {
@@ -241,7 +241,7 @@ async fn run_node(
 ) -> NodeDone {
     let task = shared.task(node);
     let handler = &shared.handlers[shared.graph.node_handler[node as usize] as usize];
-    let policy = task.retry;
+    let policy = *task.retry_policy();
     let mut attempt = 1;
     let mut failed = failed_first;
     let result = loop {
@@ -310,7 +310,7 @@ async fn attempt_once(
     ctx: &ExecutionContext,
 ) -> Result<()> {
     let execution = AssertUnwindSafe(handler.execute_task(task, ctx)).catch_unwind();
-    let outcome = match task.timeout {
+    let outcome = match task.timeout() {
         Some(limit) => match tokio::time::timeout(limit, execution).await {
             Ok(outcome) => outcome,
             Err(_) => {

@@ -142,6 +142,8 @@ pub struct TaskDef {
     pub context: bool,
     pub body: Body,
     pub stats: BodyStats,
+    /// `config()`, evaluated once.
+    pub config_cache: std::sync::OnceLock<HandlerConfig>,
     /// Points at the facade's `link_handlers`, so that every program with a task links the
     /// handler crates whose link-time registrations it enables.
     pub link: fn(),
@@ -176,6 +178,11 @@ impl TaskDef {
     /// Where the function is defined.
     pub fn location(&self) -> (&'static str, u32) {
         (self.file, self.line)
+    }
+
+    /// The handler configuration of its `#[task]` attribute.
+    pub fn default_config(&self) -> &HandlerConfig {
+        self.config_cache.get_or_init(self.config)
     }
 
     /// A new workflow node for this function, with the options of its `#[task]` attribute.
@@ -247,11 +254,18 @@ pub struct Task {
     pub(crate) id: Arc<str>,
     pub(crate) def: &'static TaskDef,
     pub(crate) handler: Cow<'static, str>,
-    pub(crate) config: HandlerConfig,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) inputs: Vec<(String, Value)>,
-    pub(crate) writes: Vec<Cow<'static, str>>,
+    /// What this node changes from its function's `#[task]` options; most nodes change
+    /// nothing, and a node stays small (graphs of 100k nodes are common).
+    custom: Option<Box<Custom>>,
+}
+
+#[derive(Clone, Default)]
+struct Custom {
+    config: Option<HandlerConfig>,
+    retry: Option<RetryPolicy>,
+    timeout: Option<Option<Duration>>,
+    inputs: Vec<(String, Value)>,
+    writes: Vec<String>,
 }
 
 impl Task {
@@ -262,12 +276,12 @@ impl Task {
             id: Arc::from(def.id),
             def,
             handler: (def.handler)(),
-            config: (def.config)(),
-            retry: def.retry,
-            timeout: def.timeout,
-            inputs: Vec::new(),
-            writes: def.writes.iter().map(|w| Cow::Borrowed(*w)).collect(),
+            custom: None,
         }
+    }
+
+    fn custom_mut(&mut self) -> &mut Custom {
+        self.custom.get_or_insert_with(Box::default)
     }
 
     /// The node's id (unique in its workflow): what results are stored under and what
@@ -284,17 +298,26 @@ impl Task {
     /// The handler configuration: the `key = value` options of `#[task]` that are not engine
     /// options, plus any set with [`Task::with_config`].
     pub fn handler_config(&self) -> &HandlerConfig {
-        &self.config
+        match self.custom.as_ref().and_then(|c| c.config.as_ref()) {
+            Some(config) => config,
+            None => self.def.default_config(),
+        }
     }
 
     /// The retry policy.
     pub fn retry_policy(&self) -> &RetryPolicy {
-        &self.retry
+        self.custom
+            .as_ref()
+            .and_then(|c| c.retry.as_ref())
+            .unwrap_or(&self.def.retry)
     }
 
     /// The timeout of one attempt.
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        match self.custom.as_ref().and_then(|c| c.timeout) {
+            Some(timeout) => timeout,
+            None => self.def.timeout,
+        }
     }
 
     /// The function's static definition.
@@ -307,14 +330,28 @@ impl Task {
         self.def.name
     }
 
-    /// Channel keys this task declares it writes (`writes = [...]`).
+    /// Channel keys this task declares it writes (`writes = [...]` and [`Task::with_write`]).
     pub fn writes(&self) -> impl Iterator<Item = &str> {
-        self.writes.iter().map(|w| w.as_ref())
+        let extra = self.custom.as_ref().map_or(&[][..], |c| &c.writes[..]);
+        self.def
+            .writes
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
     }
 
     /// Inputs bound to this node with [`Task::with_input`].
     pub fn bound_inputs(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.inputs.iter().map(|(k, v)| (k.as_str(), v))
+        self.inputs().iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub(crate) fn inputs(&self) -> &[(String, Value)] {
+        self.custom.as_ref().map_or(&[][..], |c| &c.inputs[..])
+    }
+
+    /// Replaces the bound inputs (a runner binds every input it was sent).
+    pub(crate) fn set_inputs(&mut self, inputs: Vec<(String, Value)>) {
+        self.custom_mut().inputs = inputs;
     }
 
     /// Sets the id (e.g. one node per file: `process::task().with_id(format!("process_{i}"))`).
@@ -331,19 +368,23 @@ impl Task {
 
     /// Sets one handler configuration key.
     pub fn with_config(mut self, key: impl Into<String>, value: impl Into<ConfigValue>) -> Self {
-        self.config.set(key, value);
+        let defaults = self.def.default_config();
+        self.custom_mut()
+            .config
+            .get_or_insert_with(|| defaults.clone())
+            .set(key, value);
         self
     }
 
     /// Sets the retry policy.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.custom_mut().retry = Some(policy);
         self
     }
 
     /// Sets (or with `None` removes) the timeout of one attempt.
     pub fn with_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.timeout = timeout.into();
+        self.custom_mut().timeout = Some(timeout.into());
         self
     }
 
@@ -351,15 +392,16 @@ impl Task {
     /// and the channel.
     pub fn with_input<T: Data + Clone>(mut self, name: impl Into<String>, value: T) -> Self {
         let name = name.into();
-        self.inputs.retain(|(k, _)| *k != name);
-        self.inputs.push((name, Value::new(value)));
+        let inputs = &mut self.custom_mut().inputs;
+        inputs.retain(|(k, _)| *k != name);
+        inputs.push((name, Value::new(value)));
         self
     }
 
     /// Declares that this node writes channel key `key`, so that downstream parameters named
     /// `key` pass validation.
     pub fn with_write(mut self, key: impl Into<String>) -> Self {
-        self.writes.push(Cow::Owned(key.into()));
+        self.custom_mut().writes.push(key.into());
         self
     }
 
@@ -428,7 +470,7 @@ impl Task {
 
     /// Whether a synchronous body may run on the caller's thread (see [`BodyStats`]).
     fn may_run_inline(&self) -> bool {
-        !self.def.blocking && self.timeout.is_none() && self.def.stats.inline_ok()
+        !self.def.blocking && self.timeout().is_none() && self.def.stats.inline_ok()
     }
 
     /// Called by the scheduler with the duration of a node that completed on its first poll:
@@ -453,10 +495,10 @@ impl fmt::Debug for Task {
             .field("id", &self.id)
             .field("function", &self.def.name)
             .field("handler", &self.handler)
-            .field("config", &self.config)
-            .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
-            .field("inputs", &self.inputs)
+            .field("config", self.handler_config())
+            .field("retry", self.retry_policy())
+            .field("timeout", &self.timeout())
+            .field("inputs", &self.inputs())
             .finish()
     }
 }

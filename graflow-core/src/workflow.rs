@@ -397,7 +397,7 @@ impl Graph {
         for (node, task) in tasks.iter().enumerate() {
             let node = node as u32;
             let params = task.def.params;
-            for (name, _) in &task.inputs {
+            for (name, _) in task.inputs() {
                 if !params.iter().any(|p| p.name == name) {
                     problems.push(Error::UnknownInput {
                         task: task.id().to_owned(),
@@ -408,9 +408,9 @@ impl Graph {
             }
             for (pi, param) in params.iter().enumerate() {
                 let source = if let Some(bound) =
-                    task.inputs.iter().position(|(k, _)| k == param.name)
+                    task.inputs().iter().position(|(k, _)| k == param.name)
                 {
-                    let value = &task.inputs[bound].1;
+                    let value = &task.inputs()[bound].1;
                     if !value.matches(param.ty) {
                         problems.push(Error::InputType {
                             task: task.id().to_owned(),

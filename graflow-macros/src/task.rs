@@ -338,6 +338,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 context: #takes_context,
                 body: #body_variant,
                 stats: #p::BodyStats::NEW,
+                config_cache: #p::OnceLock::new(),
                 link: #p::link_handlers,
             };
 
