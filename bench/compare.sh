@@ -4,10 +4,10 @@
 # mode, runs both sides alternately on the same workloads, prints a markdown table and writes
 # it, with the machine description, to BENCHMARKS.md.
 #
-#   bench/compare.sh                 (REPS=5 runs per row; DOCKER=0 skips the docker rows)
+#   bench/compare.sh                 (REPS=7 runs per row; DOCKER=0 skips the docker rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=${REPS:-5}
+REPS=${REPS:-7}
 DOCKER=${DOCKER:-1}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
