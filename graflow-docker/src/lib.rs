@@ -128,15 +128,21 @@ impl DockerHandler {
     }
 }
 
-#[async_trait::async_trait]
-impl TaskHandler for DockerHandler {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> Result<()> {
-        let options = self
-            .defaults
+impl DockerHandler {
+    /// The task's options over this handler's defaults; every problem, in one error.
+    fn options(&self, task: &Task) -> Result<DockerOptions> {
+        self.defaults
             .merged(task.handler_config())
             .map_err(|problems| {
                 Error::invalid_config(task.id(), task.handler(), problems.join("; "))
-            })?;
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskHandler for DockerHandler {
+    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> Result<()> {
+        let options = self.options(task)?;
         let image = options.image.clone().unwrap_or_default();
         let docker = self.client(task).await?;
         image::ensure(docker, &image, options.pull, &self.images)
@@ -158,7 +164,7 @@ impl TaskHandler for DockerHandler {
                     task.id(),
                     task.handler(),
                     format!(
-                        "the container ran longer than its `timeout` of {limit:?} and was removed"
+                        "the container ran longer than its `timeout` of {limit:?}; it is stopped and removed"
                     ),
                 )),
             },
@@ -166,12 +172,7 @@ impl TaskHandler for DockerHandler {
     }
 
     fn validate_task(&self, task: &Task) -> Result<()> {
-        let options = self
-            .defaults
-            .merged(task.handler_config())
-            .map_err(|problems| {
-                Error::invalid_config(task.id(), task.handler(), problems.join("; "))
-            })?;
+        let options = self.options(task)?;
         options
             .resolved_env()
             .map(drop)
