@@ -205,6 +205,16 @@ fn try_now(
         };
     let end = Instant::now();
     task.record_inline_run(end.saturating_duration_since(start));
+    tracing::debug!(
+        target: "graflow::handlers",
+        task = %task.id(),
+        handler = %task.handler(),
+        attempt = 1,
+        elapsed_us = end.saturating_duration_since(start).as_micros() as u64,
+        ok = result.is_ok(),
+        inline = true,
+        "attempt finished"
+    );
     match result {
         Err(error) if task.retry_policy().max_attempts() > 1 && error.is_retryable() => {
             Some(Err((start, error)))
