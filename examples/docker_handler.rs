@@ -15,7 +15,7 @@ struct Analysis {
     words: usize,
     longest: String,
     greeting: String,
-    home: String,
+    path_entries_from_host: usize,
     hostname: String,
 }
 
@@ -31,7 +31,7 @@ fn prepare() -> std::io::Result<String> {
     handler = "docker",
     image = "python:3.11-slim",
     volumes = ["/tmp/graflow-docker-example:/data:ro"],
-    env = ["GREETING=hello from the host", "HOME"],
+    env = ["GREETING=hello from the host", "PATH"],
     memory = "256m"
 )]
 fn analyse(prepare: String) -> Result<Analysis, String> {
@@ -55,7 +55,7 @@ fn analyse(prepare: String) -> Result<Analysis, String> {
         words: words.parse().map_err(|e| format!("{e}"))?,
         longest: longest.trim_matches('"').to_owned(),
         greeting: std::env::var("GREETING").unwrap_or_default(),
-        home: std::env::var("HOME").unwrap_or_default(),
+        path_entries_from_host: std::env::var("PATH").map_or(0, |p| p.split(':').count()),
         hostname: std::fs::read_to_string("/etc/hostname")
             .unwrap_or_default()
             .trim()
