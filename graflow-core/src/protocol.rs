@@ -386,11 +386,6 @@ impl OutputDecoder {
         self.ready
     }
 
-    /// Bytes received after READY so far.
-    pub fn frame_len(&self) -> usize {
-        if self.ready { self.buffer.len() } else { 0 }
-    }
-
     /// The outcome, once the stream ended. `None` if the runner never started or sent no
     /// complete frame (it died); `Some(Err)` if the frame is corrupt.
     pub fn finish(self) -> Option<std::result::Result<Outcome, String>> {
