@@ -12,7 +12,7 @@
 //! | `channel.rs` | the run's typed key/value store |
 //! | `value.rs` | type-erased task data |
 //! | `handler.rs` | the handler trait and link-time registration |
-//! | `protocol.rs` | the runner protocol: invocation and outcome frames, build id |
+//! | `remote/` | the host side of the runner protocol: the driver every out-of-process handler uses |
 //! | `runner.rs` | the runner side: `init()`, serving one invocation |
 //! | `handlers/` | one file per built-in handler |
 //! | `engine.rs` | handler registry, validation, running |
@@ -26,7 +26,7 @@ mod engine;
 mod error;
 mod handler;
 pub mod handlers;
-pub mod protocol;
+pub mod remote;
 mod report;
 mod retry;
 mod runner;
@@ -34,6 +34,9 @@ mod scheduler;
 mod task;
 mod value;
 mod workflow;
+
+/// The wire protocol between an engine and its runners (the `graflow-protocol` crate).
+pub use graflow_protocol as protocol;
 
 pub use channel::Channel;
 pub use config::{ConfigValue, HandlerConfig};
@@ -68,7 +71,7 @@ pub mod __private {
     pub use crate::retry::RetryPolicy;
     pub use crate::runner::TestRunnerEntry;
     pub use crate::task::{Body, BodyStats, Param, TaskDef, TaskFn, TaskRegistration, TypeInfo};
-    pub use crate::value::decode;
+    pub use crate::value::decode_from;
     pub use crate::value::spec::{ViaClone, ViaSerde, Wrap};
     pub use tokio;
 

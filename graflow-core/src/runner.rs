@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -17,11 +17,11 @@ use std::time::Instant;
 use crate::channel::Channel;
 use crate::context::ExecutionContext;
 use crate::error::{Error, Result};
-use crate::protocol::{
-    Invocation, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV, build_id, read_frame,
-};
-use crate::task::{Task, task_named};
+use crate::remote::{build_id, outcome_of};
+use crate::task::{Task, TaskDef, task_named};
 use crate::value::Value;
+use graflow_protocol::frame::rejection;
+use graflow_protocol::{Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV};
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
@@ -31,14 +31,18 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 pub fn init() {
     INITIALISED.store(true, Ordering::SeqCst);
     if is_runner() {
+        SERVING.store(true, Ordering::SeqCst);
         std::process::exit(serve());
     }
 }
 
 /// Whether this process was started as a task runner.
 pub fn is_runner() -> bool {
-    std::env::var_os(RUNNER_ENV).is_some()
+    SERVING.load(Ordering::SeqCst) || std::env::var_os(RUNNER_ENV).is_some()
 }
+
+/// Set once this process serves an invocation (its environment no longer says so).
+static SERVING: AtomicBool = AtomicBool::new(false);
 
 /// Refuses to run workflows in a runner process whose program did not call [`init`]: its
 /// `main` would otherwise start the whole workflow again in every child.
@@ -103,81 +107,135 @@ pub fn runner_command() -> std::io::Result<(PathBuf, Vec<String>)> {
 /// Answers one invocation; returns the process's exit code.
 fn serve() -> i32 {
     let _ = std::io::stdout().flush();
-    // The protocol keeps the original stdout; whatever the task prints goes to stderr.
-    // SAFETY: plain descriptor duplication on this process's own standard streams.
-    let protocol_fd = unsafe { libc::dup(1) };
-    if protocol_fd < 0 || unsafe { libc::dup2(2, 1) } < 0 {
-        let _ = writeln!(
-            std::io::stderr(),
-            "graflow runner: cannot set up the protocol stream: {}",
-            std::io::Error::last_os_error()
-        );
-        return 70;
-    }
-    // SAFETY: `protocol_fd` is a fresh descriptor that nothing else owns.
-    let mut out = unsafe { std::fs::File::from_raw_fd(protocol_fd) };
+    let (mut out, input) = match protocol_streams() {
+        Ok(streams) => streams,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "graflow runner: cannot set up the protocol streams: {e}"
+            );
+            return 70;
+        }
+    };
+    // Programs the task starts are not runners (nor is this process, from here on).
+    // SAFETY: the runner has not started any thread of its own yet; in a test binary the
+    // harness's threads only wait for this test.
+    unsafe { std::env::remove_var(RUNNER_ENV) };
     if out.write_all(READY).and_then(|()| out.flush()).is_err() {
         return 71;
     }
-    let outcome = match read_frame::<Invocation>(&mut std::io::stdin().lock(), b"GFINVOK1") {
+    let mut input = std::io::BufReader::new(input);
+    let limits = Limits::default().with_max_frame(1 << 40);
+    let outcome = match Invocation::read_from(&mut input, &limits) {
         Ok(invocation) => {
-            exit_when_orphaned();
-            run(invocation)
+            let nonce = invocation.nonce;
+            exit_when_orphaned(input);
+            match check(&invocation) {
+                Ok(def) => run(def, invocation),
+                Err(reason) => rejection(nonce, build_id(), reason),
+            }
         }
-        Err(reason) => Outcome::rejected(format!("unreadable invocation: {reason}")),
+        Err(reason) => rejection(0, build_id(), format!("unreadable invocation: {reason}")),
     };
-    let frame = outcome
-        .to_frame()
-        .or_else(|e| Outcome::rejected(format!("could not encode the outcome: {e}")).to_frame());
-    match frame {
-        Ok(frame) if out.write_all(&frame).and_then(|()| out.flush()).is_ok() => 0,
-        _ => 71,
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    match outcome.write_to(&mut out) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "graflow runner: {e}");
+            71
+        }
     }
 }
 
-/// The handler that started this runner keeps its stdin open until it has the outcome; when
-/// stdin closes first, that handler is gone (its process died, its future was dropped), and
-/// nobody will read the outcome: stop the task instead of running on as an orphan.
-fn exit_when_orphaned() {
+/// Moves the protocol off the standard streams: the original stdout and stdin get
+/// close-on-exec descriptors of their own (so no program the task starts inherits them), file
+/// descriptor 1 becomes stderr (whatever the task prints cannot corrupt the protocol) and 0
+/// becomes `/dev/null` (a task that reads stdin gets end of file).
+fn protocol_streams() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    fn check(result: libc::c_int) -> std::io::Result<libc::c_int> {
+        if result < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(result)
+        }
+    }
+    // SAFETY: plain descriptor operations on this process's own standard streams; every new
+    // descriptor is owned by exactly one File below.
+    unsafe {
+        let out = check(libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3))?;
+        let input = check(libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3))?;
+        let out = std::fs::File::from_raw_fd(out);
+        let input = std::fs::File::from_raw_fd(input);
+        check(libc::dup2(2, 1))?;
+        let null = std::fs::File::open("/dev/null")?;
+        check(libc::dup2(null.as_raw_fd(), 0))?;
+        Ok((out, input))
+    }
+}
+
+/// The handler that started this runner keeps its input open until it has the outcome; when
+/// the input closes first, that handler is gone (its process died, its future was dropped), and
+/// nobody will read the outcome: stop the task, and every process it started, at once.
+fn exit_when_orphaned(mut input: impl std::io::Read + Send + 'static) {
     let watcher = std::thread::Builder::new()
-        .name("graflow-runner-stdin".to_owned())
-        .spawn(|| {
-            use std::io::Read;
+        .name("graflow-runner-input".to_owned())
+        .spawn(move || {
             let mut buf = [0u8; 256];
-            let mut stdin = std::io::stdin();
-            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
             let _ = writeln!(
                 std::io::stderr(),
-                "graflow runner: the handler closed stdin before the task finished; stopping"
+                "graflow runner: the handler closed its side before the task finished; stopping the task"
             );
-            std::process::exit(ORPHANED_EXIT_CODE);
+            // SAFETY: signals and exit; nothing of this process is used afterwards.
+            unsafe {
+                // As a process-group leader (the "process" handler starts each runner in a group
+                // of its own; a container's first process is one), take the task's children too.
+                if libc::getpgrp() == libc::getpid() {
+                    libc::kill(0, libc::SIGKILL);
+                }
+                libc::_exit(ORPHANED_EXIT_CODE);
+            }
         });
     if let Err(e) = watcher {
-        let _ = writeln!(std::io::stderr(), "graflow runner: cannot watch stdin: {e}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "graflow runner: cannot watch the handler: {e}"
+        );
     }
 }
 
 /// Exit code of a runner whose handler went away.
 pub const ORPHANED_EXIT_CODE: i32 = 75;
 
-/// Runs the invoked task in this process, as a one-node workflow whose inputs are bound.
-fn run(invocation: Invocation) -> Outcome {
+/// The task an invocation names, if this runner may run it.
+fn check(invocation: &Invocation) -> std::result::Result<&'static TaskDef, String> {
     if invocation.protocol != PROTOCOL_VERSION {
-        return Outcome::rejected(format!(
+        return Err(format!(
             "protocol version {} received, this runner speaks {PROTOCOL_VERSION}",
             invocation.protocol
         ));
     }
     if invocation.build_id != build_id() {
-        return Outcome::rejected(format!(
+        return Err(format!(
             "this runner is another build of the program (build id {}, the sender's {}); rebuild and run the same binary on both sides",
             build_id(),
             invocation.build_id
         ));
     }
-    let Some(def) = task_named(&invocation.task) else {
-        return Outcome::rejected(format!("this binary has no task `{}`", invocation.task));
-    };
+    task_named(&invocation.task)
+        .ok_or_else(|| format!("this binary has no task `{}`", invocation.task))
+}
+
+/// Runs the invoked task in this process, as a one-node workflow whose inputs are bound.
+fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
+    let nonce = invocation.nonce;
     let mut task = Task::from_def(def).with_id(invocation.task_id);
     // The sender enforces the timeout (and kills this process); here the body just runs.
     task = task.with_timeout(None);
@@ -207,14 +265,14 @@ fn run(invocation: Invocation) -> Outcome {
         invocation.attempt,
     ) {
         Ok(ctx) => ctx,
-        Err(error) => return Outcome::from_result(Err(error), Vec::new(), 0),
+        Err(error) => return outcome_of(nonce, Err(error), Vec::new(), 0),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return Outcome::from_result(Err(Error::Runtime(e)), Vec::new(), 0),
+        Err(e) => return outcome_of(nonce, Err(Error::Runtime(e)), Vec::new(), 0),
     };
     let started = Instant::now();
     let result = runtime.block_on(ctx.task().run(&ctx));
@@ -227,7 +285,7 @@ fn run(invocation: Invocation) -> Outcome {
         if before.get(key).is_none_or(|old| !old.same(value)) {
             match value.encode() {
                 Ok(encoded) => writes.push((key.clone(), Some(encoded))),
-                Err(error) => return Outcome::from_result(Err(error), Vec::new(), elapsed_ns),
+                Err(error) => return outcome_of(nonce, Err(error), Vec::new(), elapsed_ns),
             }
         }
     }
@@ -236,7 +294,7 @@ fn run(invocation: Invocation) -> Outcome {
             writes.push((key.clone(), None));
         }
     }
-    Outcome::from_result(result, writes, elapsed_ns)
+    outcome_of(nonce, result, writes, elapsed_ns)
 }
 
 #[cfg(test)]
@@ -247,6 +305,7 @@ mod tests {
         Invocation {
             protocol,
             build_id: build.to_owned(),
+            nonce: 1,
             task: "nowhere::nothing".to_owned(),
             task_id: "nothing".to_owned(),
             workflow: "w".to_owned(),
@@ -258,24 +317,17 @@ mod tests {
         }
     }
 
-    fn rejection(outcome: Outcome) -> String {
-        match outcome.result {
-            Err(crate::protocol::Failure::Rejected { reason }) => reason,
-            other => panic!("expected a rejection, got {other:?}"),
-        }
-    }
-
     #[test]
     fn a_runner_rejects_other_protocols_builds_and_unknown_tasks() {
-        let reason = rejection(run(invocation(PROTOCOL_VERSION + 1, build_id())));
+        let reason = check(&invocation(PROTOCOL_VERSION + 1, build_id())).unwrap_err();
         assert!(
             reason.contains(&format!("protocol version {}", PROTOCOL_VERSION + 1)),
             "{reason}"
         );
-        let reason = rejection(run(invocation(PROTOCOL_VERSION, "0123")));
+        let reason = check(&invocation(PROTOCOL_VERSION, "0123")).unwrap_err();
         assert!(reason.contains("another build of the program"), "{reason}");
         assert!(reason.contains("the sender's 0123"), "{reason}");
-        let reason = rejection(run(invocation(PROTOCOL_VERSION, build_id())));
+        let reason = check(&invocation(PROTOCOL_VERSION, build_id())).unwrap_err();
         assert!(
             reason.contains("this binary has no task `nowhere::nothing`"),
             "{reason}"

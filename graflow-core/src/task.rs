@@ -135,8 +135,8 @@ pub struct TaskDef {
     pub writes: &'static [&'static str],
     pub params: &'static [Param],
     pub output: TypeInfo,
-    /// Decodes an output received in wire form (from a runner) into a value.
-    pub decode: fn(&[u8]) -> Result<Value, String>,
+    /// Decodes an output of `len` bytes in wire form, as it arrives from a runner.
+    pub decode: fn(&mut dyn std::io::Read, u64) -> Result<Value, String>,
     pub is_async: bool,
     /// Whether the function takes a `&TaskContext`.
     pub context: bool,

@@ -34,14 +34,7 @@ enum Repr {
     Encoded(Arc<EncodedValue>),
 }
 
-/// A value in its wire form: the type's name and its bincode (serde) encoding.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EncodedValue {
-    /// `std::any::type_name` of the encoded type (the same binary on both sides).
-    pub type_name: String,
-    /// The bincode (standard configuration) encoding.
-    pub bytes: Vec<u8>,
-}
+pub use graflow_protocol::EncodedValue;
 
 trait Erased: Send + Sync {
     fn stored_type_id(&self) -> TypeId;
@@ -81,23 +74,16 @@ impl<T: Data> Erased for Holder<T> {
 }
 
 /// The wire encoding of task data: bincode 2, standard configuration, through serde.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
-}
+pub(crate) use graflow_protocol::codec::{decode, encode};
 
-/// Decodes what [`encode`] produced; trailing bytes are an error.
+/// Decodes a value of exactly `len` bytes as they arrive from `source` (what `#[task]` generates
+/// for a task's output); a hostile length inside the bytes cannot cause a large allocation.
 #[doc(hidden)]
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, read) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())
-            .map_err(|e| e.to_string())?;
-    if read != bytes.len() {
-        return Err(format!(
-            "{} trailing byte(s) after the value",
-            bytes.len() - read
-        ));
-    }
-    Ok(value)
+pub fn decode_from<T: DeserializeOwned>(
+    source: &mut dyn std::io::Read,
+    len: u64,
+) -> Result<T, String> {
+    graflow_protocol::codec::decode_from(source, len)
 }
 
 fn copy_by_clone<T: Clone>(value: &T) -> Result<T, String> {

@@ -9,12 +9,13 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, EventsOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
-use graflow_core::protocol::{Invocation, LogLines, LogTarget, OutputDecoder, RUNNER_ENV};
+use futures_util::stream;
+use graflow_core::protocol::{Limits, RUNNER_ENV};
+use graflow_core::remote::{Chunk, Ended, LogTarget, RemoteAttempt};
 use graflow_core::{Error, ExecutionContext, Result, Task, runner_command};
-use tokio::io::AsyncWriteExt;
 
 use crate::cleanup::{self, Guard};
 use crate::options::{DockerOptions, Gpus};
@@ -33,6 +34,7 @@ pub struct Launch<'a> {
     pub task: &'a Task,
     pub ctx: &'a ExecutionContext,
     pub startup_timeout: Duration,
+    pub limits: Limits,
 }
 
 fn container_name(ctx: &ExecutionContext, task: &Task) -> String {
@@ -84,6 +86,7 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
         labels.insert(cleanup::KEEP.to_owned(), "true".to_owned());
     }
     let mut host = HostConfig {
+        auto_remove: Some(options.auto_remove),
         binds: Some(binds),
         memory: options.memory,
         nano_cpus: options.cpus.map(|c| (c * 1e9) as i64),
@@ -160,9 +163,9 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
     let handler = task.handler();
     let fail = |message: String| Error::handler(task.id(), handler, message);
     let env = options.resolved_env().map_err(fail)?;
-    let frame = Invocation::for_task(task, ctx)?.to_frame()?;
     let name = container_name(ctx, task);
     let body = body(&launch, env)?;
+    let created_at = std::time::SystemTime::now();
 
     // Guard by name before the request: a future dropped mid-request leaves nothing behind.
     let mut guard = Guard::new(docker.clone(), name.clone());
@@ -188,7 +191,7 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         logs: false,
         ..Default::default()
     };
-    let mut attached = docker
+    let attached = docker
         .attach_container(&name, Some(attach))
         .await
         .map_err(|e| fail(format!("could not attach to container {name}: {e}")))?;
@@ -205,82 +208,79 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         return Err(fail(format!("could not start container {name}: {message}")));
     }
 
-    let mut logs = LogLines::new(task.id(), LogTarget::Docker);
-    let mut banner = LogLines::new(task.id(), LogTarget::Docker);
-    let mut decoder = OutputDecoder::new();
-    let deadline = tokio::time::Instant::now() + launch.startup_timeout;
-    let mut input = attached.input;
-    let write = async {
-        // Stdin stays open until the task ends: the runner exits when it closes (we died).
-        input.write_all(&frame).await?;
-        input.flush().await
-    };
-    let read = async {
+    let output = stream::unfold(attached.output, |mut output| async move {
         loop {
-            let next = if decoder.is_ready() {
-                attached.output.next().await
-            } else {
-                match tokio::time::timeout_at(deadline, attached.output.next()).await {
-                    Ok(next) => next,
-                    Err(_) => return Err(()),
+            let chunk = match output.next().await? {
+                Ok(LogOutput::StdOut { message }) => Chunk::Stdout(message.to_vec()),
+                Ok(LogOutput::StdErr { message } | LogOutput::Console { message }) => {
+                    Chunk::Stderr(message.to_vec())
                 }
+                Ok(LogOutput::StdIn { .. }) => continue,
+                Err(_) => return None,
             };
-            match next {
-                Some(Ok(LogOutput::StdOut { message })) => banner.push(&decoder.push(&message)),
-                Some(Ok(LogOutput::StdErr { message } | LogOutput::Console { message })) => {
-                    logs.push(&message)
-                }
-                Some(Ok(LogOutput::StdIn { .. })) => {}
-                Some(Err(_)) | None => return Ok(()),
-            }
+            return Some((chunk, output));
         }
-    };
-    let (written, started) = tokio::join!(write, read);
-    logs.finish();
-    banner.finish();
-    drop(input);
-    if started.is_err() {
-        return Err(fail(format!(
-            "the program in container {name} did not answer as a task runner within {:?}: call graflow::init() at the start of main or use #[graflow::main]{}",
-            launch.startup_timeout,
-            logs.tail_text()
-        )));
+    })
+    .boxed();
+    let mut driven = RemoteAttempt::new(task, ctx)
+        .limits(launch.limits)
+        .startup_timeout(launch.startup_timeout)
+        .log_target(LogTarget::Docker)
+        .drive(attached.input, output)
+        .await?;
+    match &driven.ended {
+        Ended::StartupTimeout(limit) => {
+            return Err(fail(format!(
+                "the program in container {name} did not answer as a task runner within {limit:?}: call graflow::init() at the start of main or use #[graflow::main]{}",
+                driven.logs.tail_text()
+            )));
+        }
+        Ended::Refused(error) => {
+            return Err(fail(format!(
+                "the runner's answer was refused and container {name} stopped: {error}{}",
+                driven.logs.tail_text()
+            )));
+        }
+        Ended::AttemptTimeout(limit) => {
+            return Err(fail(format!(
+                "container {name} ran longer than {limit:?} and was stopped{}",
+                driven.logs.tail_text()
+            )));
+        }
+        _ => {}
     }
 
+    // With auto_remove the daemon removes the container as it exits (so nothing is left even
+    // if this program dies now); wait until it is gone.
     let wait = WaitContainerOptions {
-        condition: "not-running".to_owned(),
+        condition: if options.auto_remove {
+            "removed".to_owned()
+        } else {
+            "not-running".to_owned()
+        },
     };
     let code = match docker.wait_container(&name, Some(wait)).next().await {
-        Some(Ok(response)) => response.status_code,
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        Some(Err(e)) => return Err(fail(format!("lost track of container {name}: {e}"))),
-        None => return Err(fail(format!("lost track of container {name}"))),
+        Some(Ok(response)) => Ok(response.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(e)) => Err(fail(format!("lost track of container {name}: {e}"))),
+        None => Err(fail(format!("lost track of container {name}"))),
     };
-    let oom = if code == 137 {
-        docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false)
-    } else {
-        false
-    };
-
-    if options.auto_remove {
-        match cleanup::remove(docker, &name).await {
-            Ok(()) => guard.disarm(),
-            Err(e) => {
-                tracing::warn!(target: "graflow::docker", container = %name, "could not remove the container now ({e}); retrying in the background")
-            }
-        }
-    } else {
-        guard.disarm();
+    guard.disarm();
+    if !options.auto_remove {
         tracing::info!(target: "graflow::docker", task = %task.id(), container = %name, "container kept (auto_remove = false)");
     }
+    let code = match (driven.ended, code) {
+        (Ended::Answered(result), _) => return result,
+        (ended, Ok(code)) => {
+            driven.ended = ended;
+            code
+        }
+        (_, Err(error)) => return Err(error),
+    };
+    let oom = code == 137 && was_oom_killed(docker, &name, created_at).await;
 
-    let was_ready = decoder.is_ready();
+    let was_ready = driven.started();
+    let logs = &driven.logs;
     let tail = logs.tail();
     // The dynamic loader's complaints, and the runtime's when the kernel cannot exec the binary
     // at all (no loader in the image: "exec /graflow/runner: no such file or directory").
@@ -289,13 +289,14 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
             || l.contains("error while loading shared libraries")
             || (!was_ready && l.starts_with(&format!("exec {RUNNER_PATH}")))
     });
-    match decoder.finish() {
-        Some(Ok(outcome)) => outcome.apply(task, ctx, handler),
-        Some(Err(reason)) => Err(fail(format!(
-            "the runner's answer is corrupt: {reason}{}",
-            logs.tail_text()
-        ))),
-        None if oom => Err(fail(format!(
+    let died = match &driven.ended {
+        Ended::Died {
+            detail: Some(detail),
+        } => format!(" ({detail})"),
+        _ => String::new(),
+    };
+    match () {
+        () if oom => Err(fail(format!(
             "the container ran out of memory (OOM-killed at its limit of {}); raise `memory` or make the task use less",
             options
                 .memory
@@ -304,25 +305,48 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
                     m / (1024 * 1024)
                 ))
         ))),
-        None if code == 126 || code == 127 || loader_failure.is_some() => Err(incompatible(
+        () if code == 126 || code == 127 || loader_failure.is_some() => Err(incompatible(
             task,
             image,
             &loader_failure
                 .cloned()
                 .unwrap_or_else(|| format!("exit code {code}")),
         )),
-        None if !was_ready => Err(fail(format!(
+        () if !was_ready => Err(fail(format!(
             "the program in container {name} exited with code {code} without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{}",
             logs.tail_text()
         ))),
-        None => Err(fail(format!(
-            "container {name} exited with code {code} before reporting a result{}{}",
-            if written.is_err() {
+        () => Err(fail(format!(
+            "container {name} exited with code {code} before reporting a result{died}{}{}",
+            if driven.input_error.is_some() {
                 " (its stdin closed early)"
             } else {
                 ""
             },
             logs.tail_text()
         ))),
+    }
+}
+
+/// Whether the daemon reported that the container was OOM-killed. The container may already be
+/// removed (auto_remove), so the answer comes from the daemon's event log, not from inspecting.
+async fn was_oom_killed(docker: &Docker, name: &str, since: std::time::SystemTime) -> bool {
+    let seconds = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let options = EventsOptions {
+        since: Some(seconds(since).saturating_sub(1).to_string()),
+        until: Some((seconds(std::time::SystemTime::now()) + 1).to_string()),
+        filters: Some(HashMap::from([
+            ("container".to_owned(), vec![name.to_owned()]),
+            ("event".to_owned(), vec!["oom".to_owned()]),
+        ])),
+    };
+    let events = docker.events(Some(options)).take(16).collect::<Vec<_>>();
+    match tokio::time::timeout(Duration::from_secs(5), events).await {
+        Ok(events) => events.iter().any(|e| e.is_ok()),
+        Err(_) => false,
     }
 }

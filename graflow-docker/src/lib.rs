@@ -47,6 +47,7 @@ pub struct DockerHandler {
     defaults: DockerOptions,
     host: Option<String>,
     startup_timeout: Duration,
+    limits: graflow_core::protocol::Limits,
     client: OnceCell<Docker>,
     images: image::KnownImages,
 }
@@ -64,6 +65,7 @@ impl DockerHandler {
             defaults: DockerOptions::default(),
             host: None,
             startup_timeout: Duration::from_secs(60),
+            limits: graflow_core::protocol::Limits::default(),
             client: OnceCell::new(),
             images: image::KnownImages::default(),
         }
@@ -90,6 +92,12 @@ impl DockerHandler {
     /// How long a container may take to start answering as a runner (default 60 s).
     pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self
+    }
+
+    /// Bounds on what a container may send back (e.g. a larger frame for large results).
+    pub fn with_limits(mut self, limits: graflow_core::protocol::Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -155,6 +163,7 @@ impl TaskHandler for DockerHandler {
             task,
             ctx,
             startup_timeout: self.startup_timeout,
+            limits: self.limits,
         };
         match options.timeout {
             None => container::run(launch).await,

@@ -216,7 +216,8 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
     let wrap = quote_spanned! {output.span()=>
         (&::graflow::__private::Wrap::<#output>::NEW).value_ctor()
     };
-    let decode = quote_spanned!(output.span()=> ::graflow::__private::decode::<#output>(bytes));
+    let decode =
+        quote_spanned!(output.span()=> ::graflow::__private::decode_from::<#output>(source, len));
     let body_steps = quote! {
         #(#bindings)*
         let __graflow_out = #call;
@@ -296,7 +297,10 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
             #[allow(clippy::unnecessary_wraps, clippy::needless_question_mark)]
             #body_fn
 
-            fn __graflow_decode(bytes: &[u8]) -> ::core::result::Result<#gf::Value, #p::String> {
+            fn __graflow_decode(
+                source: &mut dyn ::std::io::Read,
+                len: u64,
+            ) -> ::core::result::Result<#gf::Value, #p::String> {
                 #[allow(unused_imports)]
                 use #p::{ViaClone as _, ViaSerde as _};
                 let value: #output = #decode?;

@@ -4,12 +4,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::stream::{self, Stream, StreamExt};
+use graflow_protocol::{Limits, RUNNER_ENV};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::context::ExecutionContext;
 use crate::error::{Error, Result};
 use crate::handler::TaskHandler;
-use crate::protocol::{Invocation, LogLines, LogTarget, OutputDecoder, RUNNER_ENV};
+use crate::remote::{Chunk, Driven, Ended, RemoteAttempt};
 use crate::runner::runner_command;
 use crate::task::Task;
 
@@ -18,10 +20,13 @@ use crate::task::Task;
 /// child's output reaches this process's log line by line, prefixed with the task id.
 ///
 /// The child is this program started with `GRAFLOW_RUNNER=1`; its `main` must begin with
-/// `graflow::init()` (or use `#[graflow::main]`). Registered as "process" in every engine.
+/// `graflow::init()` (or use `#[graflow::main]`). Each child runs in a process group of its
+/// own: when the task ends, times out or is cancelled, the whole group is killed, so nothing the
+/// task started outlives it. Registered as "process" in every engine.
 #[derive(Debug, Clone)]
 pub struct ProcessHandler {
     startup_timeout: Duration,
+    limits: Limits,
 }
 
 impl Default for ProcessHandler {
@@ -31,16 +36,24 @@ impl Default for ProcessHandler {
 }
 
 impl ProcessHandler {
-    /// A handler that gives a child 30 s to start answering as a runner.
+    /// A handler that gives a child 30 s to start answering as a runner, with the default
+    /// [`Limits`] on what a child may send back.
     pub fn new() -> Self {
         ProcessHandler {
             startup_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 
     /// Sets how long a child may take to start answering as a runner.
     pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self
+    }
+
+    /// Sets the bounds on what a child may send back (e.g. a larger frame for large results).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 }
@@ -66,11 +79,58 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
+/// Kills a child's process group when dropped (the task ended, timed out, or its future was
+/// dropped), unless the group is already gone.
+struct ProcessGroup {
+    pgid: Option<libc::pid_t>,
+}
+
+impl ProcessGroup {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // SAFETY: a plain signal to a process group this handler created. The group leader
+            // is not reaped before this runs (the child is only waited for afterwards), so the
+            // id cannot have been reused.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A pipe's bytes as output chunks, then `end`.
+fn chunks<R: AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    wrap: fn(Vec<u8>) -> Chunk,
+    end: Option<Chunk>,
+) -> impl Stream<Item = Chunk> + Send {
+    stream::unfold(
+        (reader, Some(wrap), end),
+        |(mut reader, wrap, end)| async move {
+            let wrap = wrap?;
+            let mut buf = vec![0u8; 64 * 1024];
+            match reader.read(&mut buf).await {
+                Ok(n) if n > 0 => {
+                    buf.truncate(n);
+                    Some((wrap(buf), (reader, Some(wrap), end)))
+                }
+                _ => {
+                    let mut end = end;
+                    end.take().map(|chunk| (chunk, (reader, None, None)))
+                }
+            }
+        },
+    )
+}
+
 #[async_trait::async_trait]
 impl TaskHandler for ProcessHandler {
     async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> Result<()> {
         let handler = task.handler();
-        let frame = Invocation::for_task(task, ctx)?.to_frame()?;
         let (program, args) = runner_command().map_err(|e| {
             Error::handler_source(
                 task.id(),
@@ -85,6 +145,7 @@ impl TaskHandler for ProcessHandler {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
@@ -95,8 +156,11 @@ impl TaskHandler for ProcessHandler {
                     e,
                 )
             })?;
+        let mut group = ProcessGroup {
+            pgid: child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()),
+        };
         tracing::debug!(target: "graflow::handlers", task = %task.id(), pid = child.id(), "runner process started");
-        let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+        let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(Error::handler(
@@ -105,92 +169,55 @@ impl TaskHandler for ProcessHandler {
                 "the child's standard streams were not captured",
             ));
         };
+        let output = stream::select(
+            chunks(stdout, Chunk::Stdout, Some(Chunk::StdoutClosed)),
+            chunks(stderr, Chunk::Stderr, None),
+        )
+        .boxed();
+        let driven = RemoteAttempt::new(task, ctx)
+            .limits(self.limits)
+            .startup_timeout(self.startup_timeout)
+            .drive(stdin, output)
+            .await?;
+        // The runner has answered (or failed): whatever it started goes with it.
+        group.kill();
+        let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => None,
+        };
+        diagnose(task, &program, driven, status)
+    }
+}
 
-        let mut logs = LogLines::new(task.id(), LogTarget::Handlers);
-        let mut banner = LogLines::new(task.id(), LogTarget::Handlers);
-        let mut decoder = OutputDecoder::new();
-        let deadline = tokio::time::Instant::now() + self.startup_timeout;
-        let write = async {
-            // A child that exits early closes the pipe: its exit status tells why, below.
-            // Stdin stays open until the child is done: the child stops if it closes early.
-            let _ = stdin.write_all(&frame).await;
-            let _ = stdin.flush().await;
-        };
-        let read_stdout = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let read = if decoder.is_ready() {
-                    stdout.read(&mut buf).await
-                } else {
-                    match tokio::time::timeout_at(deadline, stdout.read(&mut buf)).await {
-                        Ok(read) => read,
-                        Err(_) => return Err(()),
-                    }
-                };
-                match read {
-                    Ok(0) | Err(_) => return Ok(()),
-                    Ok(n) => banner.push(&decoder.push(&buf[..n])),
-                }
-            }
-        };
-        let read_stderr = async {
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                logs.push(&buf[..n]);
-            }
-            logs.finish();
-        };
-        let ((), started, ()) = tokio::join!(write, read_stdout, read_stderr);
-        drop(stdin);
-        if started.is_err() {
-            let _ = child.kill().await;
-            return Err(Error::handler(
-                task.id(),
-                handler,
-                format!(
-                    "`{}` did not answer as a task runner within {:?}: call graflow::init() at the start of main or use #[graflow::main]{}",
-                    program.display(),
-                    self.startup_timeout,
-                    logs.tail_text()
-                ),
-            ));
-        }
-        let status = child.wait().await.map_err(|e| {
-            Error::handler_source(task.id(), handler, "lost track of the runner process", e)
-        })?;
-        let was_ready = decoder.is_ready();
-        match decoder.finish() {
-            Some(Ok(outcome)) => outcome.apply(task, ctx, handler),
-            Some(Err(reason)) => Err(Error::handler(
-                task.id(),
-                handler,
-                format!(
-                    "the runner's answer is corrupt: {reason}{}",
-                    logs.tail_text()
-                ),
-            )),
-            None if !was_ready => Err(Error::handler(
-                task.id(),
-                handler,
-                format!(
-                    "`{}` ended ({}) without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{}",
-                    program.display(),
-                    describe_exit(status),
-                    logs.tail_text()
-                ),
-            )),
-            None => Err(Error::handler(
-                task.id(),
-                handler,
-                format!(
-                    "the task's process died ({}) before reporting a result{}",
-                    describe_exit(status),
-                    logs.tail_text()
-                ),
-            )),
-        }
+fn diagnose(
+    task: &Task,
+    program: &std::path::Path,
+    driven: Driven,
+    status: Option<ExitStatus>,
+) -> Result<()> {
+    let handler = task.handler();
+    let fail = |message: String| Error::handler(task.id(), handler, message);
+    let exit = status.map_or_else(|| "no exit status".to_owned(), describe_exit);
+    let tail = driven.logs.tail_text();
+    match driven.ended {
+        Ended::Answered(result) => result,
+        Ended::StartupTimeout(limit) => Err(fail(format!(
+            "`{}` did not answer as a task runner within {limit:?}: call graflow::init() at the start of main or use #[graflow::main]{tail}",
+            program.display()
+        ))),
+        Ended::NotStarted => Err(fail(format!(
+            "`{}` ended ({exit}) without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{tail}",
+            program.display()
+        ))),
+        Ended::Died { detail } => Err(fail(format!(
+            "the task's process died ({exit}) before reporting a result{}{tail}",
+            detail.map(|d| format!(": {d}")).unwrap_or_default()
+        ))),
+        Ended::Refused(error) => Err(fail(format!(
+            "the runner's answer was refused and the process stopped: {error}{tail}"
+        ))),
+        Ended::AttemptTimeout(limit) => Err(fail(format!(
+            "the task's process ran longer than {limit:?} and was stopped{tail}"
+        ))),
     }
 }

@@ -1,0 +1,160 @@
+//! The run-state side of a remote attempt: the invocation built from what the run knows, and
+//! the outcome applied back to it.
+
+use graflow_protocol::{EncodedValue, Failure, Invocation, Outcome, PROTOCOL_VERSION};
+
+use crate::channel::Channel;
+use crate::context::{ExecutionContext, TaskContext};
+use crate::error::{BoxError, Chain, Error, Result};
+use crate::task::Task;
+use crate::value::Value;
+
+use super::build_id;
+
+/// The invocation of `task` for the attempt `ctx` stands for: its inputs resolved and encoded,
+/// a snapshot of the run's channel, and the direct upstream results for a task that takes a
+/// `&TaskContext`.
+pub fn invocation(task: &Task, ctx: &ExecutionContext, nonce: u64) -> Result<Invocation> {
+    let mut inputs = Vec::with_capacity(task.def.params.len());
+    for (index, param) in task.def.params.iter().enumerate() {
+        let value = ctx.input_value(task, index)?;
+        inputs.push((param.name.to_owned(), value.encode()?));
+    }
+    Ok(Invocation {
+        protocol: PROTOCOL_VERSION,
+        build_id: build_id().to_owned(),
+        nonce,
+        task: task.name().to_owned(),
+        task_id: task.id().to_owned(),
+        workflow: ctx.workflow_name().to_owned(),
+        run_id: ctx.run_id().to_owned(),
+        attempt: ctx.attempt(),
+        inputs,
+        channel: encode_channel(ctx.channel())?,
+        upstream: if task.def.context {
+            TaskContext::upstream_values(ctx)
+                .into_iter()
+                .map(|(id, value)| Ok((id, value.encode()?)))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+pub(crate) fn encode_channel(channel: &Channel) -> Result<Vec<(String, EncodedValue)>> {
+    channel
+        .entries()
+        .into_iter()
+        .map(|(key, value)| Ok((key, value.encode()?)))
+        .collect()
+}
+
+/// An error that crossed a process boundary: its message and the chain of its causes.
+#[derive(Debug)]
+pub struct RemoteError {
+    message: String,
+    source: Option<Box<RemoteError>>,
+}
+
+impl RemoteError {
+    fn from_chain(chain: &[String]) -> Self {
+        let mut error: Option<RemoteError> = None;
+        for message in chain.iter().rev() {
+            error = Some(RemoteError {
+                message: message.clone(),
+                source: error.map(Box::new),
+            });
+        }
+        error.unwrap_or(RemoteError {
+            message: "an error without a message".to_owned(),
+            source: None,
+        })
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Applies an outcome (already checked for protocol, build and nonce, its result decoded) to
+/// the run: stores the result and merges the channel writes, or turns the failure into the
+/// error of this attempt. `handler` names the handler in errors.
+pub fn apply(
+    outcome: Outcome<Value>,
+    task: &Task,
+    ctx: &ExecutionContext,
+    handler: &str,
+) -> Result<()> {
+    let id = task.id();
+    match outcome.result {
+        Ok(value) => {
+            for (key, write) in outcome.channel_writes {
+                match write {
+                    Some(encoded) => ctx.channel().set_value(key, Value::from_encoded(encoded)),
+                    None => {
+                        ctx.channel().delete(&key);
+                    }
+                }
+            }
+            ctx.set_result(id, value)
+        }
+        Err(Failure::Returned { chain }) => Err(Error::Task {
+            task: id.to_owned(),
+            source: Box::new(RemoteError::from_chain(&chain)) as BoxError,
+        }),
+        Err(Failure::Panicked { message }) => Err(Error::Panicked {
+            task: id.to_owned(),
+            message,
+        }),
+        Err(Failure::Other { message }) => Err(Error::handler(id, handler, message)),
+        Err(Failure::Rejected { reason }) => Err(Error::handler(
+            id,
+            handler,
+            format!("the runner refused the task: {reason}"),
+        )),
+    }
+}
+
+/// The outcome of running a task in this process: what a runner sends back.
+pub(crate) fn outcome_of(
+    nonce: u64,
+    result: Result<Value>,
+    channel_writes: Vec<(String, Option<EncodedValue>)>,
+    elapsed_ns: u64,
+) -> Outcome {
+    let result = match result.and_then(|value| value.encode()) {
+        Ok(encoded) => Ok(encoded),
+        Err(Error::Task { source, .. }) => {
+            let mut chain = vec![source.to_string()];
+            let mut next = source.source();
+            while let Some(cause) = next {
+                chain.push(cause.to_string());
+                next = cause.source();
+            }
+            Err(Failure::Returned { chain })
+        }
+        Err(Error::Panicked { message, .. }) => Err(Failure::Panicked { message }),
+        Err(other) => Err(Failure::Other {
+            message: Chain(&other).to_string(),
+        }),
+    };
+    Outcome {
+        protocol: PROTOCOL_VERSION,
+        build_id: build_id().to_owned(),
+        nonce,
+        result,
+        channel_writes,
+        elapsed_ns,
+    }
+}

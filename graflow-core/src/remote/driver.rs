@@ -1,0 +1,441 @@
+//! The host side of one remote attempt, shared by every handler that runs a task outside this
+//! process ("process", "docker", remote workers).
+//!
+//! A handler starts a runner however its transport does (a child process, a container) and
+//! hands the driver the runner's input and its output as a stream of [`Chunk`]s. The driver
+//! writes the invocation, reads the answer as untrusted input, logs the runner's output lines,
+//! enforces the start-up and attempt deadlines, and returns what happened ([`Driven`]). The
+//! handler keeps only its transport and its own diagnosis (exit codes, signals, OOM, a C library
+//! mismatch).
+//!
+//! The answer is decoded on a blocking thread as it arrives: the result's bytes go straight into
+//! the task's output type (decoded once, never buffered whole), every length is checked against
+//! [`Limits`] first, the outcome must echo this attempt's nonce, and any byte after the outcome
+//! is an error. Memory use is bounded whatever the runner sends.
+
+use std::hash::{BuildHasher, Hasher};
+use std::io::Read;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use graflow_protocol::frame::Expected;
+use graflow_protocol::{Limits, Outcome, ProtocolError, READY};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::context::ExecutionContext;
+use crate::error::{Error, Result};
+use crate::task::Task;
+use crate::value::Value;
+
+use super::attempt::{self, invocation};
+use super::build_id;
+use super::logs::{LogLines, LogTarget};
+
+/// A piece of a runner's output.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Bytes of its protocol stream (its original stdout).
+    Stdout(Vec<u8>),
+    /// Bytes of its log stream (stderr, where everything the task prints goes).
+    Stderr(Vec<u8>),
+    /// The protocol stream ended (for transports that see it end before the log stream does).
+    StdoutClosed,
+}
+
+/// How one attempt ended, for the handler to diagnose.
+#[derive(Debug)]
+pub enum Ended {
+    /// The runner answered: the outcome was applied (`Ok`), or the task's own error, panic or
+    /// rejection (`Err`).
+    Answered(Result<()>),
+    /// The output ended before the runner announced itself: it is not a runner (no `init()`),
+    /// or it could not start.
+    NotStarted,
+    /// The runner announced itself but its output ended before a complete outcome: it died.
+    Died {
+        /// Where the answer stopped, when it had begun.
+        detail: Option<String>,
+    },
+    /// The runner sent bytes that are not a valid outcome for this attempt (hostile or corrupt
+    /// output); the handler must stop it.
+    Refused(ProtocolError),
+    /// The runner did not announce itself within the start-up timeout.
+    StartupTimeout(Duration),
+    /// The attempt ran longer than its deadline.
+    AttemptTimeout(Duration),
+}
+
+/// What the driver saw.
+#[derive(Debug)]
+pub struct Driven {
+    /// How the attempt ended.
+    pub ended: Ended,
+    /// The runner's log lines (the last ones, for error messages).
+    pub logs: LogLines,
+    /// Writing the invocation failed (the runner closed its input early).
+    pub input_error: Option<std::io::Error>,
+}
+
+impl Driven {
+    /// Whether the runner announced itself.
+    pub fn started(&self) -> bool {
+        !matches!(self.ended, Ended::NotStarted | Ended::StartupTimeout(_))
+    }
+}
+
+/// One attempt of one task in a runner.
+#[derive(Clone)]
+pub struct RemoteAttempt<'a> {
+    task: &'a Task,
+    ctx: &'a ExecutionContext,
+    limits: Limits,
+    startup_timeout: Duration,
+    attempt_timeout: Option<Duration>,
+    target: LogTarget,
+}
+
+impl<'a> RemoteAttempt<'a> {
+    /// The attempt `ctx` stands for, of `task`; 30 s start-up timeout, no attempt deadline (the
+    /// engine's task timeout still applies), default [`Limits`], logs to `graflow::handlers`.
+    pub fn new(task: &'a Task, ctx: &'a ExecutionContext) -> Self {
+        RemoteAttempt {
+            task,
+            ctx,
+            limits: Limits::default(),
+            startup_timeout: Duration::from_secs(30),
+            attempt_timeout: None,
+            target: LogTarget::Handlers,
+        }
+    }
+
+    /// Bounds on what the runner may send.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long the runner may take to announce itself.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// How long the whole attempt may take.
+    pub fn attempt_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Where the runner's output lines are logged.
+    pub fn log_target(mut self, target: LogTarget) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// Runs the attempt over a started runner's `input` and `output`. Returns when the output
+    /// ends, a deadline passes, or the runner's answer is refused (then the handler must stop
+    /// the runner). `input` is kept open until then: a runner stops when its input closes.
+    pub async fn drive<W, S>(self, mut input: W, output: S) -> Result<Driven>
+    where
+        W: AsyncWrite + Unpin + Send,
+        S: Stream<Item = Chunk> + Unpin + Send,
+    {
+        let task = self.task;
+        let handler = task.handler();
+        let nonce = new_nonce();
+        let invocation = invocation(task, self.ctx, nonce)?;
+        let start = invocation.frame_start().map_err(|e| {
+            Error::handler_source(task.id(), handler, "could not encode the invocation", e)
+        })?;
+
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        let (ready_tx, mut ready_rx) = oneshot::channel::<()>();
+        let limits = self.limits;
+        let decode = task.def.decode;
+        let output_type = task.def.output.name();
+        let banner = LogLines::new(task.id(), self.target, limits.max_log_line);
+        let mut decoder = tokio::task::spawn_blocking(move || {
+            let mut reader = ChannelReader::new(rx);
+            decode_answer(
+                &mut reader,
+                &limits,
+                nonce,
+                decode,
+                output_type,
+                banner,
+                ready_tx,
+            )
+        });
+
+        let mut logs = LogLines::new(task.id(), self.target, limits.max_log_line);
+        let mut output = output;
+        let mut tx = Some(tx);
+        let mut ready = false;
+        let mut input_error = None;
+        let mut written = false;
+        let write = async {
+            input.write_all(&start).await?;
+            for bytes in invocation.payload() {
+                input.write_all(bytes).await?;
+            }
+            input.flush().await
+        };
+        tokio::pin!(write);
+        let now = tokio::time::Instant::now();
+        let startup_deadline = tokio::time::sleep_until(now + self.startup_timeout);
+        tokio::pin!(startup_deadline);
+        let attempt_deadline = self.attempt_timeout.map(|t| now + t);
+        let attempt_sleep =
+            tokio::time::sleep_until(attempt_deadline.unwrap_or(now + Duration::from_secs(1)));
+        tokio::pin!(attempt_sleep);
+        let mut output_done = false;
+        let decoded = loop {
+            tokio::select! {
+                biased;
+                result = &mut decoder => {
+                    break result.map_err(|e| Error::handler(task.id(), handler, format!("the answer's decoder failed: {e}")))?;
+                }
+                Ok(()) = &mut ready_rx, if !ready => ready = true,
+                result = &mut write, if !written => {
+                    written = true;
+                    input_error = result.err();
+                }
+                chunk = output.next(), if !output_done => match chunk {
+                    Some(Chunk::Stdout(bytes)) => {
+                        if let Some(sender) = &tx
+                            && sender.send(bytes).await.is_err()
+                        {
+                            // The decoder stopped reading: it has its verdict.
+                            tx = None;
+                        }
+                    }
+                    Some(Chunk::Stderr(bytes)) => logs.push(&bytes),
+                    Some(Chunk::StdoutClosed) => tx = None,
+                    None => {
+                        output_done = true;
+                        tx = None;
+                    }
+                },
+                () = &mut startup_deadline, if !ready => {
+                    logs.finish();
+                    return Ok(Driven { ended: Ended::StartupTimeout(self.startup_timeout), logs, input_error });
+                }
+                () = &mut attempt_sleep, if attempt_deadline.is_some() => {
+                    logs.finish();
+                    let limit = self.attempt_timeout.unwrap_or_default();
+                    return Ok(Driven { ended: Ended::AttemptTimeout(limit), logs, input_error });
+                }
+            }
+        };
+        // The log stream may still hold the runner's last lines: read on briefly.
+        if !output_done {
+            let linger = tokio::time::sleep(Duration::from_millis(500));
+            tokio::pin!(linger);
+            loop {
+                tokio::select! {
+                    chunk = output.next() => match chunk {
+                        Some(Chunk::Stderr(bytes)) => logs.push(&bytes),
+                        Some(_) => {}
+                        None => break,
+                    },
+                    () = &mut linger => break,
+                }
+            }
+        }
+        logs.finish();
+        let ended = match decoded {
+            Decoded::NotReady => Ended::NotStarted,
+            Decoded::Died(detail) => Ended::Died { detail },
+            Decoded::Refused(error) => Ended::Refused(error),
+            Decoded::Answered(outcome) => {
+                Ended::Answered(attempt::apply(outcome, task, self.ctx, handler))
+            }
+        };
+        Ok(Driven {
+            ended,
+            logs,
+            input_error,
+        })
+    }
+}
+
+/// A number that tells this attempt's outcome from any other.
+fn new_nonce() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    hasher.finish()
+}
+
+enum Decoded {
+    NotReady,
+    Died(Option<String>),
+    Refused(ProtocolError),
+    Answered(Outcome<Value>),
+}
+
+/// Reads the runner's protocol stream: what precedes READY is logged, then exactly one outcome
+/// frame, then the end of the stream.
+fn decode_answer(
+    reader: &mut ChannelReader,
+    limits: &Limits,
+    nonce: u64,
+    decode: fn(&mut dyn Read, u64) -> std::result::Result<Value, String>,
+    output_type: &str,
+    mut banner: LogLines,
+    ready: oneshot::Sender<()>,
+) -> Decoded {
+    // Find READY, passing on what precedes it; keep only what may be a READY cut in two.
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let Some(chunk) = reader.next_chunk() else {
+            banner.push(&carry);
+            banner.finish();
+            return Decoded::NotReady;
+        };
+        carry.extend_from_slice(&chunk);
+        if let Some(at) = carry.windows(READY.len()).position(|w| w == READY) {
+            banner.push(&carry[..at]);
+            banner.finish();
+            reader.unread(carry.split_off(at + READY.len()));
+            break;
+        }
+        let keep = READY.len() - 1;
+        if carry.len() > keep {
+            let cut = carry.len() - keep;
+            banner.push(&carry[..cut]);
+            carry.drain(..cut);
+        }
+    }
+    let _ = ready.send(());
+    if reader.at_end() {
+        return Decoded::Died(None);
+    }
+    let expected = Expected {
+        nonce,
+        build_id: build_id(),
+    };
+    let outcome = graflow_protocol::read_outcome(reader, limits, expected, |header, source| {
+        if header.type_name != output_type {
+            return Err(format!(
+                "the result is a `{}` but the task returns `{output_type}`",
+                header.type_name
+            ));
+        }
+        decode(source, header.len)
+    });
+    match outcome {
+        Ok(outcome) => {
+            let trailing = reader.drain_count(1);
+            if trailing > 0 {
+                return Decoded::Refused(ProtocolError::Trailing(trailing));
+            }
+            Decoded::Answered(outcome)
+        }
+        Err(ProtocolError::Ended { what, missing }) => Decoded::Died(Some(format!(
+            "its answer stopped inside the {what}, {missing} byte(s) short"
+        ))),
+        Err(error) => Decoded::Refused(error),
+    }
+}
+
+/// A blocking reader over chunks sent from the async side.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
+    }
+
+    /// The next unread bytes, or `None` at the end of the stream.
+    fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        if self.pos < self.current.len() {
+            let rest = self.current.split_off(self.pos);
+            self.current.clear();
+            self.pos = 0;
+            return Some(rest);
+        }
+        if self.ended {
+            return None;
+        }
+        match self.rx.blocking_recv() {
+            Some(chunk) => Some(chunk),
+            None => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+
+    fn unread(&mut self, bytes: Vec<u8>) {
+        self.current = bytes;
+        self.pos = 0;
+    }
+
+    /// Whether the stream has nothing more (waits for the next chunk to know).
+    fn at_end(&mut self) -> bool {
+        while self.pos >= self.current.len() {
+            match self.next_chunk() {
+                Some(chunk) if chunk.is_empty() => {}
+                Some(chunk) => {
+                    self.unread(chunk);
+                    return false;
+                }
+                None => return true,
+            }
+        }
+        false
+    }
+
+    /// Reads until the end of the stream or until `at_most` bytes were seen; how many were.
+    fn drain_count(&mut self, at_most: u64) -> u64 {
+        let mut seen = 0u64;
+        while seen < at_most {
+            match self.next_chunk() {
+                Some(chunk) => seen += chunk.len() as u64,
+                None => break,
+            }
+        }
+        seen
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.current.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                None => {
+                    self.ended = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

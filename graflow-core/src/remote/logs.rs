@@ -1,0 +1,155 @@
+//! A runner's output lines: reassembled from chunks, logged with the task id, the last few kept
+//! for error messages. Nothing here grows with what the runner sends: a line longer than the
+//! limit is cut (and says so), and only the last lines are kept.
+
+use std::collections::VecDeque;
+
+/// Where a runner's output lines are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// `graflow::handlers`
+    Handlers,
+    /// `graflow::docker`
+    Docker,
+}
+
+/// Reassembles output arriving in arbitrary chunks into lines, logs each line prefixed with the
+/// task id, and keeps the last lines for error messages.
+#[derive(Debug)]
+pub struct LogLines {
+    task: String,
+    target: LogTarget,
+    max_line: usize,
+    partial: Vec<u8>,
+    /// Bytes of the current line dropped because it exceeded `max_line`.
+    cut: u64,
+    tail: VecDeque<String>,
+}
+
+impl LogLines {
+    const TAIL: usize = 20;
+    /// The longest line kept for an error message.
+    const TAIL_LINE: usize = 512;
+
+    /// Lines of task `task`, logged to `target`, each at most `max_line` bytes.
+    pub fn new(task: &str, target: LogTarget, max_line: usize) -> Self {
+        LogLines {
+            task: task.to_owned(),
+            target,
+            max_line: max_line.max(64),
+            partial: Vec::new(),
+            cut: 0,
+            tail: VecDeque::new(),
+        }
+    }
+
+    /// Feeds a chunk; every complete line is logged.
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match bytes.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.append(&bytes[..end]);
+                    let line = std::mem::take(&mut self.partial);
+                    self.emit(&line);
+                    bytes = &bytes[end + 1..];
+                }
+                None => {
+                    self.append(bytes);
+                    bytes = &[];
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        let room = self.max_line.saturating_sub(self.partial.len());
+        let keep = bytes.len().min(room);
+        self.partial.extend_from_slice(&bytes[..keep]);
+        self.cut += (bytes.len() - keep) as u64;
+    }
+
+    /// Logs what is left of an unterminated last line.
+    pub fn finish(&mut self) {
+        if !self.partial.is_empty() || self.cut > 0 {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line);
+        }
+    }
+
+    /// The last lines seen (at most 20), oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.iter().cloned().collect()
+    }
+
+    /// The last lines, indented, for an error message ("" when there are none).
+    pub fn tail_text(&self) -> String {
+        if self.tail.is_empty() {
+            return String::new();
+        }
+        let lines: Vec<String> = self.tail.iter().map(|l| format!("    {l}")).collect();
+        format!("; its last output lines:\n{}", lines.join("\n"))
+    }
+
+    fn emit(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let mut text = text.trim_end_matches('\r').to_owned();
+        if self.cut > 0 {
+            text.push_str(&format!(" [... {} byte(s) cut]", self.cut));
+            self.cut = 0;
+        }
+        match self.target {
+            LogTarget::Handlers => {
+                tracing::info!(target: "graflow::handlers", "[{}] {}", self.task, text)
+            }
+            LogTarget::Docker => {
+                tracing::info!(target: "graflow::docker", "[{}] {}", self.task, text)
+            }
+        }
+        if self.tail.len() == Self::TAIL {
+            self.tail.pop_front();
+        }
+        if text.len() > Self::TAIL_LINE {
+            let mut end = Self::TAIL_LINE;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(" [...]");
+        }
+        self.tail.push_back(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_reassembled_and_long_ones_cut() {
+        let mut logs = LogLines::new("t", LogTarget::Handlers, 64);
+        logs.push(b"hel");
+        logs.push(b"lo\nwor");
+        logs.push(&[b'x'; 1000]);
+        logs.push(b"\nlast");
+        logs.finish();
+        let tail = logs.tail();
+        assert_eq!(tail[0], "hello");
+        assert!(
+            tail[1].starts_with("wor") && tail[1].ends_with("byte(s) cut]"),
+            "{tail:?}"
+        );
+        assert!(tail[1].contains("[... 939 byte(s) cut]"), "{tail:?}");
+        assert_eq!(tail[2], "last");
+    }
+
+    #[test]
+    fn only_the_last_lines_are_kept() {
+        let mut logs = LogLines::new("t", LogTarget::Docker, 1024);
+        for i in 0..1000 {
+            logs.push(format!("line {i}\n").as_bytes());
+        }
+        let tail = logs.tail();
+        assert_eq!(tail.len(), 20);
+        assert_eq!(tail[19], "line 999");
+    }
+}

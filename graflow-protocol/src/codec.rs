@@ -1,0 +1,245 @@
+//! The value encoding: bincode 2, standard configuration, through serde; and decoding that a
+//! hostile length inside the bytes cannot turn into a huge allocation.
+//!
+//! bincode allocates a string or byte vector of the length it reads *before* reading its bytes.
+//! Every decode here therefore runs with bincode's byte limit set to a bound just above the
+//! number of bytes actually available, so a claimed length beyond the data is refused up front.
+
+use std::io::Read;
+
+use bincode::config::standard;
+use bincode::de::read::Reader;
+use bincode::error::DecodeError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Encodes `value`.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, standard()).map_err(|e| e.to_string())
+}
+
+/// Calls `$body` with `$cfg` bound to the standard configuration limited to the smallest of a
+/// few powers of two that is at least `$len` (bincode's limit is a type-level constant).
+macro_rules! with_limit_for {
+    ($len:expr, |$cfg:ident| $body:expr) => {{
+        let len: u64 = $len;
+        if len <= 1 << 16 {
+            let $cfg = standard().with_limit::<{ 1 << 16 }>();
+            $body
+        } else if len <= 1 << 20 {
+            let $cfg = standard().with_limit::<{ 1 << 20 }>();
+            $body
+        } else if len <= 1 << 24 {
+            let $cfg = standard().with_limit::<{ 1 << 24 }>();
+            $body
+        } else if len <= 1 << 28 {
+            let $cfg = standard().with_limit::<{ 1 << 28 }>();
+            $body
+        } else if len <= 1 << 32 {
+            let $cfg = standard().with_limit::<{ 1 << 32 }>();
+            $body
+        } else {
+            let $cfg = standard().with_limit::<{ 1 << 36 }>();
+            $body
+        }
+    }};
+}
+
+/// Decodes what [`encode`] produced; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, read) = with_limit_for!(bytes.len() as u64, |config| {
+        bincode::serde::decode_from_slice::<T, _>(bytes, config)
+    })
+    .map_err(describe)?;
+    if read != bytes.len() {
+        return Err(format!(
+            "{} trailing byte(s) after the value",
+            bytes.len() - read
+        ));
+    }
+    Ok(value)
+}
+
+/// Decodes a value of exactly `len` bytes from `source`, as the bytes arrive (no copy of the
+/// whole encoding is made). Reading fewer or more than `len` bytes is an error; `source` is then
+/// left somewhere inside the value.
+pub fn decode_from<T: DeserializeOwned>(source: &mut dyn Read, len: u64) -> Result<T, String> {
+    let mut reader = BlobReader::new(source, len);
+    let value = with_limit_for!(len, |config| {
+        bincode::serde::decode_from_reader::<T, _, _>(&mut reader, config)
+    })
+    .map_err(describe)?;
+    if let Some(error) = reader.error.take() {
+        return Err(error);
+    }
+    let left = reader.left();
+    if left > 0 {
+        return Err(format!(
+            "the value was decoded from {} of its {len} bytes ({left} left over)",
+            len - left
+        ));
+    }
+    Ok(value)
+}
+
+fn describe(error: DecodeError) -> String {
+    match error {
+        DecodeError::LimitExceeded => {
+            "it claims a length beyond the bytes that carry it (corrupt or hostile data)".to_owned()
+        }
+        DecodeError::UnexpectedEnd { .. } => "it ends before the value does".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A bincode reader over the next `len` bytes of a stream, buffered, never reading past them.
+struct BlobReader<'a> {
+    source: &'a mut dyn Read,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// Bytes of the value not yet fetched from `source`.
+    unfetched: u64,
+    /// An I/O error met while fetching (bincode's error type cannot carry it).
+    error: Option<String>,
+}
+
+impl<'a> BlobReader<'a> {
+    const BUFFER: usize = 256 << 10;
+
+    fn new(source: &'a mut dyn Read, len: u64) -> Self {
+        let size = usize::try_from(len.min(Self::BUFFER as u64)).unwrap_or(Self::BUFFER);
+        BlobReader {
+            source,
+            buf: vec![0; size.max(1)],
+            pos: 0,
+            end: 0,
+            unfetched: len,
+            error: None,
+        }
+    }
+
+    fn left(&self) -> u64 {
+        self.unfetched + (self.end - self.pos) as u64
+    }
+
+    /// Refills the buffer; false at the end of the value or of the stream.
+    fn fill(&mut self) -> bool {
+        if self.unfetched == 0 {
+            return false;
+        }
+        let want = usize::try_from(self.unfetched.min(self.buf.len() as u64)).unwrap_or(0);
+        loop {
+            match self.source.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    self.error = Some(format!(
+                        "the stream ended {} byte(s) before the end of the value",
+                        self.unfetched
+                    ));
+                    return false;
+                }
+                Ok(n) => {
+                    self.pos = 0;
+                    self.end = n;
+                    self.unfetched -= n as u64;
+                    return true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.error = Some(format!("could not read the value: {e}"));
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl Reader for BlobReader<'_> {
+    #[inline]
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), DecodeError> {
+        let available = self.end - self.pos;
+        if bytes.len() <= available {
+            bytes.copy_from_slice(&self.buf[self.pos..self.pos + bytes.len()]);
+            self.pos += bytes.len();
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < bytes.len() {
+            if self.pos == self.end && !self.fill() {
+                return Err(DecodeError::UnexpectedEnd {
+                    additional: bytes.len() - done,
+                });
+            }
+            let n = (self.end - self.pos).min(bytes.len() - done);
+            bytes[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        if self.end - self.pos < n {
+            return None;
+        }
+        Some(&self.buf[self.pos..self.pos + n])
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_slices_and_streams() {
+        let value = (String::from("graflow"), vec![7u8; 300_000], 42u64);
+        let bytes = encode(&value).unwrap();
+        assert_eq!(decode::<(String, Vec<u8>, u64)>(&bytes).unwrap(), value);
+        let mut stream = &bytes[..];
+        let back: (String, Vec<u8>, u64) = decode_from(&mut stream, bytes.len() as u64).unwrap();
+        assert_eq!(back, value);
+        assert!(stream.is_empty());
+    }
+
+    #[test]
+    fn a_claimed_length_beyond_the_data_is_refused_without_allocating_it() {
+        // A string that claims 2^60 bytes (varint tag 253 = u64 follows), then nothing.
+        let mut bytes = vec![253u8];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let err = decode::<String>(&bytes).unwrap_err();
+        assert!(err.contains("claims a length"), "{err}");
+        let err = decode_from::<Vec<u8>>(&mut &bytes[..], bytes.len() as u64).unwrap_err();
+        assert!(
+            err.contains("claims a length") || err.contains("ends"),
+            "{err}"
+        );
+        // 1 GiB claimed inside a 2 MiB blob.
+        let mut bytes = vec![253u8];
+        bytes.extend_from_slice(&(1u64 << 30).to_le_bytes());
+        bytes.resize(2 << 20, 0);
+        let err = decode::<String>(&bytes).unwrap_err();
+        assert!(err.contains("claims a length"), "{err}");
+    }
+
+    #[test]
+    fn short_and_long_blobs_are_errors() {
+        let bytes = encode(&vec![1u32, 2, 3]).unwrap();
+        let err = decode_from::<Vec<u32>>(&mut &bytes[..2], bytes.len() as u64).unwrap_err();
+        assert!(err.contains("ended") || err.contains("ends"), "{err}");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let err = decode_from::<Vec<u32>>(&mut &longer[..], longer.len() as u64).unwrap_err();
+        assert!(err.contains("1 left over"), "{err}");
+        assert!(
+            decode::<Vec<u32>>(&longer)
+                .unwrap_err()
+                .contains("trailing")
+        );
+    }
+}

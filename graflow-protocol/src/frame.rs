@@ -1,0 +1,525 @@
+//! Framing. A frame is
+//!
+//! ```text
+//! tag (8 bytes) | head length (u64 LE) | payload length (u64 LE) | head | payload
+//! ```
+//!
+//! The head is the message with every value replaced by its [`ValueHeader`], encoded with
+//! bincode 2 (standard configuration) through serde; the payload is the values' bytes, raw, in
+//! the order their headers appear in the head. Both lengths are checked against [`Limits`]
+//! before anything is read.
+
+use std::io::{Read, Write};
+
+use crate::codec;
+use crate::error::ProtocolError;
+use crate::limits::Limits;
+use crate::message::{
+    EncodedValue, Failure, Invocation, InvocationHead, Outcome, OutcomeHead, ValueHeader,
+};
+use crate::{PROTOCOL_VERSION, ProtocolError as E};
+
+/// Written by a runner on its protocol stream as soon as it starts. Whatever precedes it on the
+/// stream (a test harness's banner) is not protocol.
+pub const READY: &[u8; 8] = b"GFREADY2";
+/// The tag of an invocation frame.
+pub const INVOCATION_TAG: &[u8; 8] = b"GFINVOK2";
+/// The tag of an outcome frame.
+pub const OUTCOME_TAG: &[u8; 8] = b"GFOUTCM2";
+
+const HEADER_LEN: usize = 24;
+
+fn header(tag: &[u8; 8], head: &[u8], payload: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + head.len());
+    out.extend_from_slice(tag);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&payload.to_le_bytes());
+    out.extend_from_slice(head);
+    out
+}
+
+fn headers(values: &[(String, EncodedValue)]) -> Vec<(String, ValueHeader)> {
+    values
+        .iter()
+        .map(|(name, value)| (name.clone(), value.header()))
+        .collect()
+}
+
+fn encode_head(what: &'static str, head: &impl serde::Serialize) -> Result<Vec<u8>, E> {
+    codec::encode(head).map_err(|message| E::Corrupt { what, message })
+}
+
+impl Invocation {
+    /// The frame's header and head; the payload is [`Invocation::payload`], in order.
+    pub fn frame_start(&self) -> Result<Vec<u8>, ProtocolError> {
+        let head = InvocationHead {
+            protocol: self.protocol,
+            build_id: self.build_id.clone(),
+            nonce: self.nonce,
+            task: self.task.clone(),
+            task_id: self.task_id.clone(),
+            workflow: self.workflow.clone(),
+            run_id: self.run_id.clone(),
+            attempt: self.attempt,
+            inputs: headers(&self.inputs),
+            channel: headers(&self.channel),
+            upstream: headers(&self.upstream),
+        };
+        let payload = self.payload().map(|b| b.len() as u64).sum();
+        Ok(header(
+            INVOCATION_TAG,
+            &encode_head("invocation head", &head)?,
+            payload,
+        ))
+    }
+
+    /// The values' bytes, in frame order.
+    pub fn payload(&self) -> impl Iterator<Item = &[u8]> {
+        self.inputs
+            .iter()
+            .chain(&self.channel)
+            .chain(&self.upstream)
+            .map(|(_, v)| v.bytes.as_slice())
+    }
+
+    /// Writes the whole frame.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<(), ProtocolError> {
+        out.write_all(&self.frame_start()?).map_err(E::write)?;
+        for bytes in self.payload() {
+            out.write_all(bytes).map_err(E::write)?;
+        }
+        out.flush().map_err(E::write)
+    }
+
+    /// Reads one invocation frame.
+    pub fn read_from(input: &mut dyn Read, limits: &Limits) -> Result<Invocation, ProtocolError> {
+        let (head, payload): (InvocationHead, u64) =
+            read_head(input, INVOCATION_TAG, "invocation", limits)?;
+        if head.protocol != PROTOCOL_VERSION {
+            return Err(E::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: head.protocol,
+            });
+        }
+        let declared = head
+            .inputs
+            .iter()
+            .chain(&head.channel)
+            .chain(&head.upstream)
+            .map(|(_, h)| h);
+        check_payload(declared, payload)?;
+        let mut read = |list: Vec<(String, ValueHeader)>| -> Result<_, E> {
+            list.into_iter()
+                .map(|(name, h)| Ok((name, read_value(input, h)?)))
+                .collect::<Result<Vec<_>, E>>()
+        };
+        Ok(Invocation {
+            protocol: head.protocol,
+            build_id: head.build_id,
+            nonce: head.nonce,
+            task: head.task,
+            task_id: head.task_id,
+            workflow: head.workflow,
+            run_id: head.run_id,
+            attempt: head.attempt,
+            inputs: read(head.inputs)?,
+            channel: read(head.channel)?,
+            upstream: read(head.upstream)?,
+        })
+    }
+}
+
+/// What the receiver of an outcome expects of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The nonce of the invocation sent.
+    pub nonce: u64,
+    /// The sender's build id.
+    pub build_id: &'a str,
+}
+
+impl Outcome {
+    /// Writes the whole frame.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<(), ProtocolError> {
+        let head = OutcomeHead {
+            protocol: self.protocol,
+            build_id: self.build_id.clone(),
+            nonce: self.nonce,
+            result: self
+                .result
+                .as_ref()
+                .map(EncodedValue::header)
+                .map_err(Clone::clone),
+            channel_writes: self
+                .channel_writes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map(EncodedValue::header)))
+                .collect(),
+            elapsed_ns: self.elapsed_ns,
+        };
+        let blobs: Vec<&[u8]> = self
+            .result
+            .iter()
+            .chain(self.channel_writes.iter().filter_map(|(_, v)| v.as_ref()))
+            .map(|v| v.bytes.as_slice())
+            .collect();
+        let payload = blobs.iter().map(|b| b.len() as u64).sum();
+        out.write_all(&header(
+            OUTCOME_TAG,
+            &encode_head("outcome head", &head)?,
+            payload,
+        ))
+        .map_err(E::write)?;
+        for bytes in blobs {
+            out.write_all(bytes).map_err(E::write)?;
+        }
+        out.flush().map_err(E::write)
+    }
+}
+
+/// Reads one outcome frame, checking the head (protocol version, build id, nonce) before any
+/// value is read, and decoding the result as it arrives with `decode_result` (which gets the
+/// result's header and a reader of exactly its bytes). Channel writes are read as
+/// [`EncodedValue`]s. The stream is left after the frame.
+pub fn read_outcome<V>(
+    input: &mut dyn Read,
+    limits: &Limits,
+    expected: Expected<'_>,
+    decode_result: impl FnOnce(&ValueHeader, &mut dyn Read) -> Result<V, String>,
+) -> Result<Outcome<V>, ProtocolError> {
+    let (head, payload): (OutcomeHead, u64) = read_head(input, OUTCOME_TAG, "outcome", limits)?;
+    if head.protocol != PROTOCOL_VERSION {
+        return Err(E::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: head.protocol,
+        });
+    }
+    if head.build_id != expected.build_id {
+        return Err(E::BuildMismatch {
+            ours: expected.build_id.to_owned(),
+            theirs: head.build_id,
+        });
+    }
+    if head.nonce != expected.nonce {
+        return Err(E::WrongNonce {
+            expected: expected.nonce,
+            found: head.nonce,
+        });
+    }
+    let declared = head
+        .result
+        .iter()
+        .chain(head.channel_writes.iter().filter_map(|(_, h)| h.as_ref()));
+    check_payload(declared, payload)?;
+    let result = match head.result {
+        Ok(h) => {
+            let mut take = Read::take(&mut *input, h.len);
+            let value = decode_result(&h, &mut take).map_err(|message| E::Corrupt {
+                what: "result",
+                message,
+            })?;
+            if take.limit() > 0 {
+                return Err(E::Corrupt {
+                    what: "result",
+                    message: format!("{} of its bytes were left unread", take.limit()),
+                });
+            }
+            Ok(value)
+        }
+        Err(failure) => Err(failure),
+    };
+    let channel_writes = head
+        .channel_writes
+        .into_iter()
+        .map(|(key, h)| Ok((key, h.map(|h| read_value(input, h)).transpose()?)))
+        .collect::<Result<_, E>>()?;
+    Ok(Outcome {
+        protocol: head.protocol,
+        build_id: head.build_id,
+        nonce: head.nonce,
+        result,
+        channel_writes,
+        elapsed_ns: head.elapsed_ns,
+    })
+}
+
+/// Reads an outcome whose result stays encoded (for tests and tools).
+pub fn read_encoded_outcome(
+    input: &mut dyn Read,
+    limits: &Limits,
+    expected: Expected<'_>,
+) -> Result<Outcome, ProtocolError> {
+    read_outcome(input, limits, expected, |h, r| {
+        read_bytes(r, h.len)
+            .map(|bytes| EncodedValue {
+                type_name: h.type_name.clone(),
+                bytes,
+            })
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Checks that the header's lengths are within the limits; returns (head, payload) lengths.
+pub fn parse_header(
+    bytes: &[u8; HEADER_LEN],
+    tag: &'static [u8; 8],
+    limits: &Limits,
+) -> Result<(u64, u64), ProtocolError> {
+    if &bytes[..8] != tag {
+        return Err(E::BadTag {
+            expected: std::str::from_utf8(tag).unwrap_or("graflow"),
+            found: String::from_utf8_lossy(&bytes[..8]).into_owned(),
+        });
+    }
+    let field = |at: usize| {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(n)
+    };
+    let (head, payload) = (field(8), field(16));
+    if head > limits.max_head {
+        return Err(E::TooLarge {
+            what: "a message head",
+            len: head,
+            limit: limits.max_head,
+            hint: "",
+        });
+    }
+    let total = head.saturating_add(payload);
+    if total > limits.max_frame {
+        return Err(E::TooLarge {
+            what: "a frame",
+            len: total,
+            limit: limits.max_frame,
+            hint: "; raise the handler's frame limit (Limits::with_max_frame) if results this large are expected",
+        });
+    }
+    Ok((head, payload))
+}
+
+fn read_head<H: serde::de::DeserializeOwned>(
+    input: &mut dyn Read,
+    tag: &'static [u8; 8],
+    what: &'static str,
+    limits: &Limits,
+) -> Result<(H, u64), ProtocolError> {
+    let mut bytes = [0u8; HEADER_LEN];
+    read_exact(input, &mut bytes, "frame header")?;
+    let (head_len, payload) = parse_header(&bytes, tag, limits)?;
+    let head = read_bytes(input, head_len)?;
+    let head = codec::decode(&head).map_err(|message| E::Corrupt {
+        what: if what == "outcome" {
+            "outcome head"
+        } else {
+            "invocation head"
+        },
+        message,
+    })?;
+    Ok((head, payload))
+}
+
+fn check_payload<'a>(
+    declared: impl Iterator<Item = &'a ValueHeader>,
+    payload: u64,
+) -> Result<(), ProtocolError> {
+    let mut sum: u64 = 0;
+    for h in declared {
+        sum = sum.checked_add(h.len).ok_or(E::Corrupt {
+            what: "frame",
+            message: "its value lengths overflow".to_owned(),
+        })?;
+    }
+    if sum != payload {
+        return Err(E::Corrupt {
+            what: "frame",
+            message: format!("its values take {sum} bytes but its payload is {payload} bytes"),
+        });
+    }
+    Ok(())
+}
+
+fn read_value(input: &mut dyn Read, h: ValueHeader) -> Result<EncodedValue, ProtocolError> {
+    Ok(EncodedValue {
+        bytes: read_bytes(input, h.len)?,
+        type_name: h.type_name,
+    })
+}
+
+fn read_exact(input: &mut dyn Read, buf: &mut [u8], what: &'static str) -> Result<(), E> {
+    let mut done = 0;
+    while done < buf.len() {
+        match input.read(&mut buf[done..]) {
+            Ok(0) => {
+                return Err(E::Ended {
+                    what,
+                    missing: (buf.len() - done) as u64,
+                });
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(E::read(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `len` bytes, growing the buffer as they arrive (a length that lies costs
+/// nothing until the bytes come). `len` must already be checked against a limit.
+fn read_bytes(input: &mut dyn Read, len: u64) -> Result<Vec<u8>, ProtocolError> {
+    const STEP: u64 = 1 << 20;
+    let mut out = Vec::new();
+    while (out.len() as u64) < len {
+        let chunk = (len - out.len() as u64).min(STEP) as usize;
+        let start = out.len();
+        out.resize(start + chunk, 0);
+        read_exact(input, &mut out[start..], "frame payload").map_err(|e| match e {
+            E::Ended { what, missing } => E::Ended {
+                what,
+                missing: missing + (len - (start + chunk) as u64),
+            },
+            other => other,
+        })?;
+    }
+    Ok(out)
+}
+
+/// A failure outcome for `invocation`'s nonce (or 0 when it could not be read).
+pub fn rejection(nonce: u64, build_id: &str, reason: String) -> Outcome {
+    Outcome {
+        protocol: PROTOCOL_VERSION,
+        build_id: build_id.to_owned(),
+        nonce,
+        result: Err(Failure::Rejected { reason }),
+        channel_writes: Vec::new(),
+        elapsed_ns: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(type_name: &str, bytes: &[u8]) -> EncodedValue {
+        EncodedValue {
+            type_name: type_name.to_owned(),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn invocation() -> Invocation {
+        Invocation {
+            protocol: PROTOCOL_VERSION,
+            build_id: "b".into(),
+            nonce: 99,
+            task: "m::t".into(),
+            task_id: "t".into(),
+            workflow: "w".into(),
+            run_id: "r".into(),
+            attempt: 2,
+            inputs: vec![("x".into(), value("u8", &[7]))],
+            channel: vec![("k".into(), value("alloc::string::String", &[1, b'a']))],
+            upstream: vec![],
+        }
+    }
+
+    #[test]
+    fn invocations_round_trip() {
+        let mut wire = Vec::new();
+        invocation().write_to(&mut wire).unwrap();
+        let back = Invocation::read_from(&mut &wire[..], &Limits::default()).unwrap();
+        assert_eq!(back, invocation());
+    }
+
+    fn outcome() -> Outcome {
+        Outcome {
+            protocol: PROTOCOL_VERSION,
+            build_id: "b".into(),
+            nonce: 99,
+            result: Ok(value("u64", &codec::encode(&7u64).unwrap())),
+            channel_writes: vec![("k".into(), Some(value("u8", &[1]))), ("gone".into(), None)],
+            elapsed_ns: 5,
+        }
+    }
+
+    const EXPECTED: Expected<'static> = Expected {
+        nonce: 99,
+        build_id: "b",
+    };
+
+    #[test]
+    fn outcomes_round_trip_and_decode_the_result_once() {
+        let mut wire = Vec::new();
+        outcome().write_to(&mut wire).unwrap();
+        let back = read_outcome(&mut &wire[..], &Limits::default(), EXPECTED, |h, r| {
+            assert_eq!(h.type_name, "u64");
+            codec::decode_from::<u64>(r, h.len)
+        })
+        .unwrap();
+        assert_eq!(back.result, Ok(7));
+        assert_eq!(back.channel_writes, outcome().channel_writes);
+    }
+
+    #[test]
+    fn another_nonce_or_build_is_refused_before_any_value_is_read() {
+        let mut wire = Vec::new();
+        outcome().write_to(&mut wire).unwrap();
+        let other = Expected {
+            nonce: 1,
+            ..EXPECTED
+        };
+        let err = read_encoded_outcome(&mut &wire[..], &Limits::default(), other).unwrap_err();
+        assert!(matches!(err, E::WrongNonce { .. }), "{err}");
+        let other = Expected {
+            build_id: "c",
+            ..EXPECTED
+        };
+        let err = read_encoded_outcome(&mut &wire[..], &Limits::default(), other).unwrap_err();
+        assert!(matches!(err, E::BuildMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn lengths_beyond_the_limits_are_refused_before_reading() {
+        let mut wire = OUTCOME_TAG.to_vec();
+        wire.extend_from_slice(&10u64.to_le_bytes());
+        wire.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let err = read_encoded_outcome(&mut &wire[..], &Limits::default(), EXPECTED).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                E::TooLarge {
+                    what: "a frame",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut wire = OUTCOME_TAG.to_vec();
+        wire.extend_from_slice(&(u64::MAX).to_le_bytes());
+        wire.extend_from_slice(&0u64.to_le_bytes());
+        let err = read_encoded_outcome(&mut &wire[..], &Limits::default(), EXPECTED).unwrap_err();
+        assert!(matches!(err, E::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_payload_that_disagrees_with_its_headers_or_ends_early_is_corrupt() {
+        let mut wire = Vec::new();
+        outcome().write_to(&mut wire).unwrap();
+        // Announce one more payload byte than the values take.
+        let mut lying = wire.clone();
+        let payload = u64::from_le_bytes(lying[16..24].try_into().unwrap()) + 1;
+        lying[16..24].copy_from_slice(&payload.to_le_bytes());
+        let err = read_encoded_outcome(&mut &lying[..], &Limits::default(), EXPECTED).unwrap_err();
+        assert!(matches!(err, E::Corrupt { .. }), "{err}");
+        let err = read_encoded_outcome(&mut &wire[..wire.len() - 1], &Limits::default(), EXPECTED)
+            .unwrap_err();
+        assert!(matches!(err, E::Ended { .. }), "{err}");
+        let err =
+            read_encoded_outcome(&mut &b"garbage!"[..], &Limits::default(), EXPECTED).unwrap_err();
+        assert!(matches!(err, E::Ended { .. }), "{err}");
+        let mut garbage = b"GFOUTCM1".to_vec();
+        garbage.extend_from_slice(&[0; 16]);
+        let err =
+            read_encoded_outcome(&mut &garbage[..], &Limits::default(), EXPECTED).unwrap_err();
+        assert!(matches!(err, E::BadTag { .. }), "{err}");
+    }
+}

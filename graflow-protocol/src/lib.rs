@@ -1,0 +1,39 @@
+//! The graflow runner protocol: how one task invocation travels from an engine to a *runner* (a
+//! process of the same program: a child process, the program inside a container, a remote
+//! worker) and how its outcome comes back.
+//!
+//! This crate is a leaf: it knows nothing of tasks, workflows or handlers, only of the bytes on
+//! the wire. The normative description, precise enough to write a runner in another language,
+//! is `PROTOCOL.md` in this crate's folder; this documentation summarises it.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`message`] | the messages: [`Invocation`], [`Outcome`], [`Failure`], [`EncodedValue`] |
+//! | [`frame`] | framing: writing and reading frames, the [`READY`] marker |
+//! | [`limits`] | [`Limits`]: how large a frame, a head or a log line may be; bounded decoding |
+//! | [`build_id`] | the GNU build id of an executable |
+//! | [`error`] | [`ProtocolError`] |
+//!
+//! Everything a runner sends is treated as hostile input: every length is checked against
+//! [`Limits`] before anything is allocated, decoding is bounded, and an outcome counts only when
+//! it echoes the nonce of the invocation it answers.
+
+pub mod build_id;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod limits;
+pub mod message;
+
+pub use error::ProtocolError;
+pub use frame::{Expected, INVOCATION_TAG, OUTCOME_TAG, READY, read_outcome};
+pub use limits::Limits;
+pub use message::{EncodedValue, Failure, Invocation, Outcome, ValueHeader};
+
+/// Bumped on any incompatible change of the messages or the framing.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The environment variable that makes a process started from a graflow program a runner. The
+/// runner removes it from its own environment before the task runs, so that programs the task
+/// starts are not runners.
+pub const RUNNER_ENV: &str = "GRAFLOW_RUNNER";
