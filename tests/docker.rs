@@ -624,7 +624,7 @@ fn forged_owner(pid: u32, start: u64, changes: &str) -> String {
             .trim_end_matches(']')
             .to_owned()
     };
-    let mut fields = vec![
+    let mut fields = [
         // SAFETY: geteuid has no preconditions.
         ("uid", unsafe { libc::geteuid() }.to_string()),
         ("userns", inode("user")),
