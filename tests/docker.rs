@@ -503,3 +503,214 @@ fn leftovers_of_a_killed_program_are_swept_when_a_handler_starts() {
     );
     assert!(containers_with("graflow.task", &id).is_empty(), "not swept");
 }
+
+/// Container ids carrying `label=value` that are running.
+fn running_with(label: &str, value: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            "status=running",
+            "--filter",
+            &format!("label={label}={value}"),
+        ])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Set (to the parent's `readlink /proc/self/ns/pid`) when this test binary is the sweeper
+/// started in another PID namespace by the test below.
+const SWEEPER_OF: &str = "GRAFLOW_TEST_DOCKER_SWEEPER_OF";
+
+/// The sweeper side of the test below (returns at once in a normal test run): a program whose
+/// docker handler connects, and so sweeps, from another PID namespace.
+#[test]
+fn child_sweeps_from_another_pid_namespace() {
+    let Ok(parent_namespace) = std::env::var(SWEEPER_OF) else {
+        return;
+    };
+    let namespace = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert_ne!(
+        namespace.to_string_lossy(),
+        parent_namespace,
+        "started in another PID namespace"
+    );
+    let report = WorkflowEngine::new()
+        .run_with(
+            &workflow! { ask_python; },
+            Channel::new().with("limit", 1u64),
+        )
+        .unwrap();
+    assert_eq!(
+        report.task("ask_python").unwrap().status,
+        TaskStatus::Succeeded
+    );
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn outlives_a_sweep() -> u8 {
+    std::thread::sleep(Duration::from_secs(6));
+    7
+}
+
+#[test]
+fn a_sweep_from_another_pid_namespace_leaves_a_live_programs_running_container_alone() {
+    let id = format!("live_{}", std::process::id());
+    let mut wf = Workflow::builder("live");
+    wf.add(outlives_a_sweep::task().with_id(id.clone()));
+    let wf = wf.build();
+    let run = std::thread::spawn(move || WorkflowEngine::new().run(&wf));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running_with("graflow.task", &id).is_empty() {
+        assert!(
+            Instant::now() < deadline && !run.is_finished(),
+            "the container never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Our pid is not in the sweeper's /proc (it mounts its namespace's own), and it shares our
+    // hostname and boot: the sweep used to take us for dead and remove the container.
+    let namespace = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let sweeper = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "child_sweeps_from_another_pid_namespace",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SWEEPER_OF, namespace.as_os_str())
+        .output()
+        .unwrap();
+    assert!(
+        sweeper.status.success(),
+        "the sweeper failed: {}\n{}",
+        String::from_utf8_lossy(&sweeper.stdout),
+        String::from_utf8_lossy(&sweeper.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&sweeper.stdout).contains("1 passed"),
+        "the sweeper ran its test: {}",
+        String::from_utf8_lossy(&sweeper.stdout)
+    );
+    assert!(
+        !running_with("graflow.task", &id).is_empty(),
+        "the sweep removed a live program's running container"
+    );
+    let report = run.join().unwrap().unwrap();
+    assert_eq!(report.result::<u8>(&id).unwrap(), 7);
+    assert_gone("graflow.task", &id);
+}
+
+/// The `graflow.owner` label of process `pid` started at `start` in this process's user, boot
+/// and namespaces, with `changes` (`key=value`) appended over those fields.
+fn forged_owner(pid: u32, start: u64, changes: &str) -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_owned();
+    let inode = |kind: &str| {
+        let link = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        let link = link.to_string_lossy().into_owned();
+        link.trim_start_matches(&format!("{kind}:["))
+            .trim_end_matches(']')
+            .to_owned()
+    };
+    let mut fields = [
+        // SAFETY: geteuid has no preconditions.
+        ("uid", unsafe { libc::geteuid() }.to_string()),
+        ("userns", inode("user")),
+        ("host", read("/proc/sys/kernel/hostname")),
+        ("boot", read("/proc/sys/kernel/random/boot_id")),
+        ("pidns", inode("pid")),
+        ("timens", inode("time")),
+        ("pid", pid.to_string()),
+        ("start", start.to_string()),
+    ];
+    for change in changes.split(';').filter(|c| !c.is_empty()) {
+        let (key, value) = change.split_once('=').unwrap();
+        fields.iter_mut().find(|f| f.0 == key).unwrap().1 = value.to_owned();
+    }
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+#[test]
+fn a_sweep_removes_only_its_users_containers_whose_owner_is_proven_dead() {
+    let tag = format!("forged_{}", std::process::id());
+    let dead_pid = 999_999_999;
+    let owners = [
+        ("dead", forged_owner(dead_pid, 1, "")),
+        ("garbage", "\u{202e}; pid=0;uid=;=;".to_owned()),
+        ("old-format", format!("somehost:{dead_pid}:1")),
+        ("other-uid", forged_owner(dead_pid, 1, "uid=4242")),
+        ("other-pidns", forged_owner(dead_pid, 1, "pidns=1")),
+        (
+            "other-machine",
+            forged_owner(
+                dead_pid,
+                1,
+                "host=elsewhere;boot=00000000-0000-0000-0000-000000000000",
+            ),
+        ),
+        ("pid-zero", forged_owner(0, 1, "")),
+    ];
+    for (name, owner) in &owners {
+        let out = Command::new("docker")
+            .args(["run", "-d", "--rm=false", "--label", "graflow.managed=true"])
+            .args(["--label", &format!("graflow.task={tag}_{name}")])
+            .args(["--label", &format!("graflow.owner={owner}")])
+            .args(["--label", &format!("graflow.forged={tag}")])
+            .args(["python:3.11-slim", "sleep", "60"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A docker handler's first connection sweeps.
+    let report = WorkflowEngine::new()
+        .run_with(
+            &workflow! { ask_python; },
+            Channel::new().with("limit", 1u64),
+        )
+        .unwrap();
+    assert_eq!(
+        report.task("ask_python").unwrap().status,
+        TaskStatus::Succeeded
+    );
+    let survivors: Vec<&str> = owners
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !running_with("graflow.task", &format!("{tag}_{name}")).is_empty())
+        .collect();
+    let _ = Command::new("docker")
+        .args(["rm", "-f"])
+        .args(containers_with("graflow.forged", &tag))
+        .output();
+    assert_eq!(
+        survivors,
+        [
+            "garbage",
+            "old-format",
+            "other-uid",
+            "other-pidns",
+            "other-machine",
+            "pid-zero"
+        ],
+        "only the proven-dead owner's container is swept"
+    );
+}
