@@ -301,3 +301,101 @@ fn an_out_of_process_sink_sees_its_upstream_results() {
     assert_eq!(ids, vec!["part_a".to_owned(), "part_b".to_owned()]);
     assert_eq!(a, 20);
 }
+
+const PLAIN_CHILD: &str = "GRAFLOW_TEST_PLAIN_PROGRAM";
+
+#[task(handler = "process")]
+fn sleeps_with_pid_file(path: String) -> u8 {
+    std::fs::write(&path, std::process::id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+/// Not a test on its own: the "program" the signal tests start (this binary, in child mode). It
+/// calls only `engine.run`, with no signal handling of its own, as a plain `main` would.
+#[test]
+fn plain_program_runs_a_long_process_task() {
+    let Ok(path) = std::env::var(PLAIN_CHILD) else {
+        return;
+    };
+    let mut wf = Workflow::builder("plain");
+    wf.add(sleeps_with_pid_file::task().with_input("path", path.clone()));
+    let result = WorkflowEngine::new().run(&wf.build());
+    panic!("the run ended on its own: {result:?}");
+}
+
+fn pid_is_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie has ended; only its parent's wait is missing.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn signal_a_plain_program(signal: i32) {
+    let dir = std::env::temp_dir().join(format!("graflow-signal-{}-{signal}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("runner.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let mut program = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "plain_program_runs_a_long_process_task",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(PLAIN_CHILD, &pid_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let runner: i32 = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file)
+            && let Ok(pid) = text.trim().parse()
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let sent = Instant::now();
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(program.id() as i32, signal) };
+    let status = loop {
+        if let Some(status) = program.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "the program did not end within 10 s of signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(signal),
+        "the program ends as the signal asks, after cleaning up: {status:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !pid_is_gone(runner) {
+        assert!(
+            Instant::now() < deadline,
+            "the runner process {runner} outlived its program"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigint_to_a_plain_program_stops_its_process_task() {
+    signal_a_plain_program(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_to_a_plain_program_stops_its_process_task() {
+    signal_a_plain_program(libc::SIGTERM);
+}

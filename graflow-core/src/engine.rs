@@ -15,6 +15,7 @@ use crate::context::RunShared;
 use crate::error::{Error, Result, panic_message};
 use crate::handler::{HandlerRegistration, TaskHandler};
 use crate::handlers::{DirectHandler, ProcessHandler};
+use crate::interrupt::RunSignals;
 use crate::report::RunReport;
 use crate::scheduler;
 use crate::workflow::{Graph, Workflow};
@@ -41,6 +42,7 @@ enum Registered {
 pub struct WorkflowEngine {
     handlers: BTreeMap<String, Registered>,
     max_concurrency: usize,
+    handle_signals: bool,
 }
 
 impl Default for WorkflowEngine {
@@ -91,6 +93,7 @@ impl WorkflowEngine {
         WorkflowEngine {
             handlers,
             max_concurrency,
+            handle_signals: true,
         }
     }
 
@@ -157,6 +160,15 @@ impl WorkflowEngine {
         self.validate_with(workflow, &Channel::new())
     }
 
+    /// Whether a run catches SIGINT and SIGTERM (default: yes, when the program has no handler
+    /// of its own). A caught signal cancels the run, waits for its clean-up (child processes
+    /// killed, containers removed) and then ends the program as the signal would have; see
+    /// the `interrupt` module. `false` leaves signals entirely to the program.
+    pub fn with_signal_handling(mut self, enabled: bool) -> Self {
+        self.handle_signals = enabled;
+        self
+    }
+
     /// Checks `workflow` as a run with this initial channel would.
     pub fn validate_with(&self, workflow: &Workflow, channel: &Channel) -> Result<()> {
         self.prepare(workflow, channel).map(drop)
@@ -187,9 +199,34 @@ impl WorkflowEngine {
         });
         let started_at = SystemTime::now();
         let run_start = Instant::now();
+        let mut signals = if self.handle_signals {
+            RunSignals::install()
+        } else {
+            None
+        };
         let (records, failure) = async {
             tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, "run started");
-            let outcome = scheduler::run(shared.clone(), self.max_concurrency, run_start).await;
+            let run = scheduler::run(shared.clone(), self.max_concurrency, run_start);
+            let outcome = match signals.as_mut() {
+                None => run.await,
+                Some(catcher) => {
+                    let ended = tokio::select! {
+                        outcome = run => Ok(outcome),
+                        signal = catcher.caught() => Err(signal),
+                    };
+                    match ended {
+                        Ok(outcome) => outcome,
+                        Err(signal) => {
+                            // The run's future is dropped by now: its tasks are cancelled.
+                            tracing::warn!(target: "graflow::engine", signal, "signal caught; the run is cancelled");
+                            match signals.take() {
+                                Some(catcher) => catcher.finish_interrupted(signal).await,
+                                None => std::process::exit(128 + signal),
+                            }
+                        }
+                    }
+                }
+            };
             tracing::info!(
                 target: "graflow::engine",
                 elapsed_us = run_start.elapsed().as_micros() as u64,
@@ -200,6 +237,7 @@ impl WorkflowEngine {
         }
         .instrument(span)
         .await;
+        drop(signals);
         let elapsed = run_start.elapsed();
 
         // Tasks cancelled on a blocking thread may still hold the run; copy out in that case.

@@ -17,6 +17,7 @@
 //! | `handlers/` | one file per built-in handler |
 //! | `engine.rs` | handler registry, validation, running |
 //! | `report.rs` | the report of a run |
+//! | `interrupt.rs` | SIGINT/SIGTERM during a run, clean-up that must finish before exit |
 //! | `retry.rs`, `config.rs`, `error.rs` | retry policy, handler configuration, errors |
 
 mod channel;
@@ -26,6 +27,7 @@ mod engine;
 mod error;
 mod handler;
 pub mod handlers;
+pub mod interrupt;
 pub mod remote;
 mod report;
 mod retry;

@@ -13,8 +13,8 @@
 //! is not ours to judge: its running containers are left alone. `graflow.keep` is never swept.
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, Once, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Once;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::models::ContainerSummaryStateEnum;
@@ -271,23 +271,9 @@ fn owner_is_dead(owner: &str) -> bool {
     proven_dead(&Owner::parse(owner), &Owner::this_process(), look_up)
 }
 
-/// Detached removals still running, waited for at process exit.
-static PENDING: Mutex<usize> = Mutex::new(0);
-static SETTLED: Condvar = Condvar::new();
-
+/// Waits at process exit for detached removals (graflow's clean-up registry counts them).
 extern "C" fn wait_for_removals() {
-    let deadline = Instant::now() + REMOVAL_DEADLINE;
-    let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-    while *pending > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        pending = SETTLED
-            .wait_timeout(pending, left)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-    }
+    graflow_core::interrupt::wait_for_cleanups(REMOVAL_DEADLINE);
 }
 
 /// Force-removes `container` on a thread of its own, outside any (possibly cancelled) future.
@@ -297,7 +283,7 @@ pub fn remove_detached(docker: Docker, container: String) {
         // SAFETY: registers a plain `extern "C" fn` with no captured state.
         unsafe { libc::atexit(wait_for_removals) };
     });
-    *PENDING.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    let pending = graflow_core::interrupt::cleanup_started();
     let name = container.clone();
     let spawned = std::thread::Builder::new()
         .name("graflow-docker-cleanup".to_owned())
@@ -313,12 +299,9 @@ pub fn remove_detached(docker: Docker, container: String) {
                 },
                 Err(e) => tracing::warn!(target: "graflow::docker", %container, "no runtime to remove the container: {e}"),
             }
-            let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-            *pending -= 1;
-            SETTLED.notify_all();
+            drop(pending);
         });
     if spawned.is_err() {
-        *PENDING.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
         tracing::warn!(target: "graflow::docker", container = %name, "could not start a cleanup thread; the next engine start sweeps the container");
     }
 }

@@ -341,6 +341,10 @@ fn decode_answer(
         Err(ProtocolError::Ended { what, missing }) => Decoded::Died(Some(format!(
             "its answer stopped inside the {what}, {missing} byte(s) short"
         ))),
+        // The stream ended while a value was being decoded: the runner died mid-answer.
+        Err(error) if reader.ended => {
+            Decoded::Died(Some(format!("its answer was cut short: {error}")))
+        }
         Err(error) => Decoded::Refused(error),
     }
 }
