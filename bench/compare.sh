@@ -50,6 +50,13 @@ if [ "$DOCKER" = 1 ]; then
   ours docker8 11 python:3.11-slim
   ours process 31
 fi
+echo "== large results through the process boundary (time; the engine's peak RSS over its baseline)" >&2
+for _ in $(seq 3); do ours payload 50 process; done
+ours payload 500 process
+if [ "$DOCKER" = 1 ]; then
+  for _ in $(seq 3); do ours payload 50 docker python:3.11-slim; done
+  ours payload 500 docker python:3.11-slim
+fi
 
 machine="$work/machine.txt"
 {

@@ -114,6 +114,22 @@ def main():
             out.append(f"| 1 trivial task on the \"process\" handler | {r['runs']} | {fmt_time(r['seconds'])} | - | - |")
             checks.append(("process handler ≤ 5 ms per task", r["seconds"] <= 0.005, fmt_time(r["seconds"])))
 
+    payload_rows = [(h, mb, get("graflow-rs", f"payload-{h}", mb)) for h in ("process", "docker") for mb in (50, 500)]
+    payload_rows = [(h, mb, rows) for h, mb, rows in payload_rows if rows]
+    if payload_rows:
+        out.append("\n## Large results through the process boundary\n")
+        out.append("One task returning a `Vec<u8>` of that size; time from the start of the run to its report, and the engine's peak RSS over its baseline (after a 1 MB warm-up), as a multiple of the payload. Docker rows also time the docker CLI streaming the same number of bytes out of a container (`docker run --rm IMAGE head -c N /dev/zero`), the daemon's own speed.\n")
+        out.append("| handler | result | runs | time (median) | extra peak RSS / payload (max) | docker CLI, same bytes (median) |")
+        out.append("|---|---|---|---|---|---|")
+        for h, mb, rows in payload_rows:
+            t = median(rows, "seconds")
+            worst = max(r["extra_rss_ratio"] for r in rows)
+            cli = median(rows, "cli_seconds") if all("cli_seconds" in r for r in rows) else None
+            out.append(f"| {h} | {mb} MiB | {len(rows)} | {fmt_time(t)} | {worst:.2f}× | {fmt_time(cli) if cli else '-'} |")
+            checks.append((f"{h}: engine peak RSS ≤ 1.2 × a {mb} MiB result", worst <= 1.2, f"{worst:.2f}×"))
+            if h == "process" and mb == 50:
+                checks.append(("a 50 MiB result through \"process\" ≤ 0.3 s", t <= 0.3, fmt_time(t)))
+
     chain100k = median(rs_chain, "per_item_us") if rs_chain else None
     chain10k = median(get("graflow-rs", "chain", 10_000), "seconds")
     fan10k = median(get("graflow-rs", "fanout", 10_000), "per_item_us")

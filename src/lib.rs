@@ -60,6 +60,9 @@ pub use graflow_core::{
 /// The runner protocol, for handlers that run tasks out of process.
 pub use graflow_core::protocol;
 
+/// The driver of one out-of-process attempt, for handlers that run tasks out of process.
+pub use graflow_core::remote;
+
 pub use graflow_macros::{main, task, workflow};
 
 /// `#[graflow::async_trait]` for implementing [`TaskHandler`] (its generated code needs no

@@ -9,6 +9,9 @@
 //! graflow-bench docker R IMAGE    a trivial docker task and `docker run --rm IMAGE true`, alternated R times
 //! graflow-bench docker8 R IMAGE   8 docker tasks in a group and 8 concurrent `docker run`, alternated R times
 //! graflow-bench process R         a trivial task on the "process" handler, R times
+//! graflow-bench payload MB process|docker [IMAGE]
+//!                                 one task returning MB megabytes through that handler: time,
+//!                                 and this process's peak RSS over its baseline
 //! ```
 //!
 //! Every task workload checks its result, so a broken engine cannot produce a fast number.
@@ -46,6 +49,16 @@ fn in_docker() -> u64 {
 #[task(handler = "process")]
 fn in_process() -> u64 {
     1
+}
+
+#[task(handler = "process")]
+fn payload_in_process(mb: u64) -> Vec<u8> {
+    vec![7u8; (mb as usize) << 20]
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn payload_in_docker(mb: u64) -> Vec<u8> {
+    vec![7u8; (mb as usize) << 20]
 }
 
 fn max_rss_kb() -> i64 {
@@ -111,6 +124,41 @@ fn docker_cli(image: &str, copies: usize) -> Duration {
             "docker run failed"
         );
     }
+    started.elapsed()
+}
+
+/// `docker run --rm IMAGE head -c BYTES /dev/zero`, its stdout read to the end here.
+fn docker_cli_stream(image: &str, bytes: u64) -> Duration {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            image,
+            "head",
+            "-c",
+            &bytes.to_string(),
+            "/dev/zero",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the docker CLI starts");
+    let mut total = 0u64;
+    if let Some(mut out) = child.stdout.take() {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    assert!(
+        child.wait().expect("docker run ends").success(),
+        "docker run failed"
+    );
+    assert_eq!(total, bytes, "the CLI streamed every byte");
     started.elapsed()
 }
 
@@ -196,6 +244,72 @@ async fn main() -> graflow::Result<()> {
                 assert_eq!(report.result::<u64>("in_process")?, 1);
             }
             emit("process", 1, median(samples), &format!(",\"runs\":{n}"));
+        }
+        "payload" => {
+            let handler = args.get(3).map_or("process", String::as_str);
+            let task = match handler {
+                "process" => payload_in_process::task(),
+                "docker" => payload_in_docker::task().with_config(
+                    "image",
+                    args.get(4).map_or("python:3.11-slim", String::as_str),
+                ),
+                other => {
+                    eprintln!("payload: no handler {other:?}; use process or docker");
+                    std::process::exit(2);
+                }
+            };
+            // Room for the largest payloads measured (the default frame limit is 256 MiB).
+            let limits = graflow::protocol::Limits::default().with_max_frame((n + 64) << 20);
+            let mut engine = WorkflowEngine::new();
+            engine.register_handler(
+                "process",
+                graflow::ProcessHandler::new().with_limits(limits),
+            );
+            engine.register_handler(
+                "docker",
+                graflow::handlers::DockerHandler::new().with_limits(limits),
+            );
+            let id = task.id().to_owned();
+            // Warm-up with 1 MB: the baseline includes the runtime, the daemon connection, and
+            // one small payload.
+            let mut warm = Workflow::builder("payload-warm-up");
+            warm.add(task.clone().with_input("mb", 1u64));
+            engine.execute(&warm.build()).await?;
+            let baseline = max_rss_kb();
+            let mut wf = Workflow::builder("payload");
+            wf.add(task.with_input("mb", n));
+            let wf = wf.build();
+            let started = Instant::now();
+            let report = engine.execute(&wf).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let peak = max_rss_kb();
+            // Checked after the peak was read (reading the result copies it).
+            let bytes = report.result::<Vec<u8>>(&id)?;
+            assert!(bytes.len() == (n as usize) << 20 && bytes.iter().all(|&b| b == 7));
+            let extra_mb = (peak - baseline) as f64 / 1024.0;
+            // The daemon's own streaming speed, for reference: the docker CLI attached to a
+            // container that writes the same number of bytes to its stdout.
+            let cli = if handler == "docker" {
+                let image = args
+                    .get(4)
+                    .map_or("python:3.11-slim", String::as_str)
+                    .to_owned();
+                let cli = tokio::task::spawn_blocking(move || docker_cli_stream(&image, n << 20))
+                    .await
+                    .expect("the CLI run finishes");
+                format!(",\"cli_seconds\":{:.9}", cli.as_secs_f64())
+            } else {
+                String::new()
+            };
+            emit(
+                &format!("payload-{handler}"),
+                n,
+                seconds,
+                &format!(
+                    ",\"baseline_rss_kb\":{baseline},\"extra_rss_ratio\":{:.4}{cli}",
+                    extra_mb / n as f64
+                ),
+            );
         }
         "docker" | "docker8" => {
             let copies = if what == "docker" { 1 } else { 8 };

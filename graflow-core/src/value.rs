@@ -69,7 +69,7 @@ impl<T: Data> Erased for Holder<T> {
 
     fn encode(&self) -> Result<Vec<u8>, String> {
         let guard = self.value.lock().unwrap_or_else(PoisonError::into_inner);
-        encode(&*guard)
+        graflow_protocol::codec::encode_value(&*guard)
     }
 }
 
@@ -79,7 +79,7 @@ pub(crate) use graflow_protocol::codec::{decode, encode};
 /// Decodes a value of exactly `len` bytes as they arrive from `source` (what `#[task]` generates
 /// for a task's output); a hostile length inside the bytes cannot cause a large allocation.
 #[doc(hidden)]
-pub fn decode_from<T: DeserializeOwned>(
+pub fn decode_from<T: DeserializeOwned + 'static>(
     source: &mut dyn std::io::Read,
     len: u64,
 ) -> Result<T, String> {

@@ -18,6 +18,19 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
     bincode::serde::encode_to_vec(value, standard()).map_err(|e| e.to_string())
 }
 
+/// Encodes `value` as [`encode`] does, byte vectors and strings with one copy instead of one
+/// serde call per byte (bincode writes the same bytes either way: a length, then the bytes).
+pub fn encode_value<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, String> {
+    let any = value as &dyn std::any::Any;
+    if let Some(bytes) = any.downcast_ref::<Vec<u8>>() {
+        return bincode::encode_to_vec(bytes, standard()).map_err(|e| e.to_string());
+    }
+    if let Some(text) = any.downcast_ref::<String>() {
+        return bincode::encode_to_vec(text, standard()).map_err(|e| e.to_string());
+    }
+    encode(value)
+}
+
 /// Calls `$body` with `$cfg` bound to the standard configuration limited to the smallest of a
 /// few powers of two that is at least `$len` (bincode's limit is a type-level constant).
 macro_rules! with_limit_for {
@@ -63,12 +76,37 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 /// Decodes a value of exactly `len` bytes from `source`, as the bytes arrive (no copy of the
 /// whole encoding is made). Reading fewer or more than `len` bytes is an error; `source` is then
 /// left somewhere inside the value.
-pub fn decode_from<T: DeserializeOwned>(source: &mut dyn Read, len: u64) -> Result<T, String> {
+pub fn decode_from<T: DeserializeOwned + 'static>(
+    source: &mut dyn Read,
+    len: u64,
+) -> Result<T, String> {
+    use std::any::{Any, TypeId};
     let mut reader = BlobReader::new(source, len);
-    let value = with_limit_for!(len, |config| {
-        bincode::serde::decode_from_reader::<T, _, _>(&mut reader, config)
-    })
-    .map_err(describe)?;
+    // Byte vectors and strings in one read, not one serde call per byte (same wire bytes).
+    let native = |value: Box<dyn Any>| {
+        value
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| "internal: a native decode of another type".to_owned())
+    };
+    let value = if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        let bytes: Vec<u8> = with_limit_for!(len, |config| {
+            bincode::decode_from_reader::<Vec<u8>, _, _>(&mut reader, config)
+        })
+        .map_err(describe)?;
+        native(Box::new(bytes))?
+    } else if TypeId::of::<T>() == TypeId::of::<String>() {
+        let text: String = with_limit_for!(len, |config| {
+            bincode::decode_from_reader::<String, _, _>(&mut reader, config)
+        })
+        .map_err(describe)?;
+        native(Box::new(text))?
+    } else {
+        with_limit_for!(len, |config| {
+            bincode::serde::decode_from_reader::<T, _, _>(&mut reader, config)
+        })
+        .map_err(describe)?
+    };
     if let Some(error) = reader.error.take() {
         return Err(error);
     }
