@@ -532,19 +532,24 @@ fn attacks_the_protocol_stream(script: String, file: String) -> Result<u8, Strin
 fn refuses(name: &str, script: &str, bytes: &[u8], expected: &[&str]) {
     let file = scratch_file(name);
     std::fs::write(&file, bytes).unwrap();
+    let node = attacks_the_protocol_stream::task()
+        .with_id(name)
+        .with_input("script", script.to_owned())
+        .with_input("file", file.clone());
+    let msg = refused(name, node, expected);
+    let _ = std::fs::remove_file(&file);
+    assert!(msg.contains("the process stopped"), "{name}: {msg}");
+}
+
+/// Runs the attack `node` and checks the verdict (see [`refuses`]); the error message.
+fn refused(name: &str, node: Task, expected: &[&str]) -> String {
     let engine = WorkflowEngine::new();
     let mut wf = Workflow::builder(name);
-    wf.add(
-        attacks_the_protocol_stream::task()
-            .with_id(name)
-            .with_input("script", script.to_owned())
-            .with_input("file", file.clone()),
-    );
+    wf.add(node);
     let wf = wf.build();
     let started = Instant::now();
     let (result, growth) = peak_growth(|| engine.run(&wf));
     let took = started.elapsed();
-    let _ = std::fs::remove_file(&file);
     let msg = result
         .expect_err("the attack failed the attempt")
         .to_string();
@@ -562,6 +567,7 @@ fn refuses(name: &str, script: &str, bytes: &[u8], expected: &[&str]) {
         .run(&workflow! { seven; })
         .unwrap_or_else(|e| panic!("after {name}: {e}"));
     assert_eq!(report.result::<u8>("seven").unwrap(), 7);
+    msg
 }
 
 #[task(handler = "process")]
@@ -644,4 +650,45 @@ fn a_gigabyte_on_the_log_stream_costs_bounded_memory_and_changes_nothing() {
         growth < 256 * 1024,
         "the engine's resident set grew by {growth} KiB"
     );
+}
+
+/// The attacks above, from a sandboxed container: the bytes are made inside (the host's files
+/// are not visible there).
+#[task(
+    handler = "docker",
+    image = "python:3.11-slim",
+    sandbox = true,
+    timeout = "60s"
+)]
+fn attacks_from_a_sandbox(kind: String) -> Result<u8, String> {
+    let (script, bytes) = match kind.as_str() {
+        "nonce" => (r#"cat "$2" > "$1""#, forged_outcome(0x0bad, 99)),
+        "lengths" => (r#"cat "$2" > "$1""#, frame_header(16, 1 << 60)),
+        "flood" => (r#"head -c 1073741824 /dev/zero > "$1""#, Vec::new()),
+        other => return Err(format!("no attack {other}")),
+    };
+    let file = "/tmp/attack";
+    std::fs::write(file, bytes).map_err(|e| e.to_string())?;
+    attack_protocol_stream(script, file)
+}
+
+#[test]
+fn attacks_on_the_protocol_stream_from_a_sandboxed_container_are_refused() {
+    let _one = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
+    for (kind, expected) in [
+        ("nonce", "another invocation"),
+        ("lengths", "exceeds the limit"),
+        ("flood", "expected a GFOUTCM2 frame"),
+    ] {
+        let id = format!("sandboxed_{kind}_{}", std::process::id());
+        let node = attacks_from_a_sandbox::task()
+            .with_id(id.clone())
+            .with_input("kind", kind.to_owned());
+        let msg = refused(&id, node, &[expected, "stopped"]);
+        let gone = within(Duration::from_secs(30), || {
+            containers_with("graflow.task", &id).is_empty()
+        });
+        remove_containers("graflow.task", &id);
+        assert!(gone.is_some(), "{id}: the container was left: {msg}");
+    }
 }
