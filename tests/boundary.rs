@@ -692,3 +692,60 @@ fn attacks_on_the_protocol_stream_from_a_sandboxed_container_are_refused() {
         assert!(gone.is_some(), "{id}: the container was left: {msg}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7: SIGINT and SIGTERM to a plain program
+
+/// Sends `signal` to a plain program (`engine.run`, no signal handling of its own) whose docker
+/// task runs; the program must exit within 10 s, its container already removed when it has.
+fn a_signal_leaves_no_container(signal: libc::c_int, name: &str) {
+    let id = format!("{name}_{}", std::process::id());
+    let mut program = start_child("docker-sleeps", &id);
+    let running = within(Duration::from_secs(60), || {
+        !running_with("graflow.task", &id).is_empty()
+    });
+    if running.is_none() {
+        sigkill(&mut program);
+        remove_containers("graflow.task", &id);
+        panic!("the container never ran");
+    }
+    let sent = Instant::now();
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(program.id() as libc::pid_t, signal) },
+        0
+    );
+    let mut status = None;
+    let exited = within(Duration::from_secs(10), || {
+        status = program.try_wait().unwrap();
+        status.is_some()
+    });
+    let left = containers_with("graflow.task", &id);
+    if exited.is_none() {
+        sigkill(&mut program);
+    }
+    let gone_after = within(Duration::from_secs(30), || {
+        containers_with("graflow.task", &id).is_empty()
+    });
+    remove_containers("graflow.task", &id);
+    let exited = exited.unwrap_or_else(|| panic!("the program still runs 10 s after {name}"));
+    eprintln!(
+        "{name}: the program exited ({:?}) {exited:?} after the signal; container gone {:?} after the signal",
+        status,
+        gone_after.map(|_| sent.elapsed())
+    );
+    assert!(
+        left.is_empty(),
+        "{name}: the program exited ({status:?}) leaving its container {left:?} (gone {gone_after:?} later)"
+    );
+}
+
+#[test]
+fn sigint_to_a_plain_program_during_a_docker_task_leaves_no_container() {
+    a_signal_leaves_no_container(libc::SIGINT, "sigint");
+}
+
+#[test]
+fn sigterm_to_a_plain_program_during_a_docker_task_leaves_no_container() {
+    a_signal_leaves_no_container(libc::SIGTERM, "sigterm");
+}
