@@ -307,6 +307,10 @@ fn a_task_that_reads_stdin_gets_end_of_file_at_once() {
 
 #[task(handler = "process", timeout = "2s")]
 fn starts_a_grandchild_and_hangs(pid_file: String) -> u8 {
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the grandchild is left running on purpose"
+    )]
     let grandchild = std::process::Command::new("sleep")
         .arg("300")
         .spawn()
@@ -341,6 +345,10 @@ fn a_grandchild_is_gone_within_2s_of_its_tasks_timeout() {
 
 #[task(handler = "process")]
 fn leaves_a_grandchild_behind(pid_file: String) -> u8 {
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the grandchild is left running on purpose"
+    )]
     let grandchild = std::process::Command::new("sleep")
         .arg("300")
         .spawn()
