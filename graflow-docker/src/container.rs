@@ -17,7 +17,7 @@ use graflow_core::{Error, ExecutionContext, Result, Task, runner_command};
 use tokio::io::AsyncWriteExt;
 
 use crate::cleanup::{self, Guard};
-use crate::options::{DockerOptions, Gpus};
+use crate::options::{self, DockerOptions, Gpus};
 
 /// Where this binary is mounted in the container.
 pub const RUNNER_PATH: &str = "/graflow/runner";
@@ -86,7 +86,11 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
     let mut host = HostConfig {
         binds: Some(binds),
         memory: options.memory,
-        nano_cpus: options.cpus.map(|c| (c * 1e9) as i64),
+        nano_cpus: options
+            .cpus
+            .map(options::nano_cpus)
+            .transpose()
+            .map_err(|e| Error::handler(task.id(), task.handler(), e))?,
         ..Default::default()
     };
     let mut user = options.user.clone();
