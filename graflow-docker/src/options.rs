@@ -17,6 +17,12 @@ pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 /// (the daemon also refuses more CPUs than its host has).
 pub const CPUS: RangeInclusive<f64> = 0.01..=1024.0;
 
+/// The memory limit of `sandbox = true` when neither the task nor the handler sets `memory`.
+pub const SANDBOX_MEMORY: i64 = 512 * 1024 * 1024;
+
+/// The CPU limit of `sandbox = true` when neither the task nor the handler sets `cpus`.
+pub const SANDBOX_CPUS: f64 = 1.0;
+
 /// The container directory that belongs to the handler (the runner is mounted in it); no volume
 /// may be mounted on it, under it, or on `/`.
 pub const RESERVED_DIR: &str = "/graflow";
@@ -180,7 +186,11 @@ pub struct DockerOptions {
     pub labels: BTreeMap<String, String>,
     /// Limit of one container run.
     pub timeout: Option<Duration>,
-    /// The preset for untrusted code.
+    /// The preset for untrusted code: network `none`, a read-only root filesystem with a
+    /// 64 MiB tmpfs `/tmp`, all capabilities dropped, `no-new-privileges`, a pids limit of 256,
+    /// user 65534, and, unless the task or the handler sets them, a memory limit of
+    /// [`SANDBOX_MEMORY`] (512 MiB) and a CPU limit of [`SANDBOX_CPUS`] (1 CPU). An explicit
+    /// `network`, `user`, `memory` or `cpus` wins.
     pub sandbox: bool,
 }
 
@@ -346,8 +356,9 @@ fn boolean(key: &str, value: &ConfigValue) -> Result<bool, String> {
 }
 
 impl DockerOptions {
-    /// These options with the task's configuration applied over them; every problem is listed,
-    /// whether it comes from the task or from these defaults. Checked here, before any task runs:
+    /// These options with the task's configuration applied over them, then the `sandbox`
+    /// defaults for limits neither sets; every problem is listed, whether it comes from the task
+    /// or from these defaults. Checked here, before any task runs:
     ///
     /// * `memory` at least 6 MiB ([`MIN_MEMORY`]) and at most 8 EiB; `cpus` within 0.01 to
     ///   1024 ([`CPUS`]); `gpus` "all" or a positive count;
@@ -378,6 +389,10 @@ impl DockerOptions {
             if let Err(problem) = options.set(key, value) {
                 problems.push(problem);
             }
+        }
+        if options.sandbox {
+            options.memory.get_or_insert(SANDBOX_MEMORY);
+            options.cpus.get_or_insert(SANDBOX_CPUS);
         }
         problems.extend(options.problems());
         if options.image.as_deref().is_none_or(str::is_empty) {
@@ -869,6 +884,52 @@ mod tests {
             ("user", ConfigValue::from("a b")),
         ]);
         assert_eq!(text.lines().count(), 6, "{text}");
+    }
+
+    #[test]
+    fn the_sandbox_limits_memory_and_cpus_unless_told_otherwise() {
+        let sandboxed = |extra: &[(&str, ConfigValue)]| {
+            let mut config = vec![
+                ("image", ConfigValue::from("python:3.11-slim")),
+                ("sandbox", ConfigValue::Bool(true)),
+            ];
+            config.extend_from_slice(extra);
+            let config: HandlerConfig = config.into_iter().collect();
+            DockerOptions::default().merged(&config).unwrap()
+        };
+        let o = sandboxed(&[]);
+        assert_eq!((o.memory, o.cpus), (Some(512 * 1024 * 1024), Some(1.0)));
+        let o = sandboxed(&[
+            ("memory", ConfigValue::from("2g")),
+            ("cpus", ConfigValue::Float(0.5)),
+        ]);
+        assert_eq!(
+            (o.memory, o.cpus),
+            (Some(2 * 1024 * 1024 * 1024), Some(0.5))
+        );
+        let defaults = DockerOptions {
+            memory: Some(64 * 1024 * 1024),
+            ..DockerOptions::default()
+        };
+        let config: HandlerConfig = [
+            ("image", ConfigValue::from("x")),
+            ("sandbox", ConfigValue::Bool(true)),
+        ]
+        .into_iter()
+        .collect();
+        let o = defaults.merged(&config).unwrap();
+        assert_eq!(
+            (o.memory, o.cpus),
+            (Some(64 * 1024 * 1024), Some(1.0)),
+            "the handler's memory wins"
+        );
+        let plain: HandlerConfig = [("image", "x")].into_iter().collect();
+        let o = DockerOptions::default().merged(&plain).unwrap();
+        assert_eq!(
+            (o.memory, o.cpus),
+            (None, None),
+            "no limits without the sandbox"
+        );
     }
 
     #[test]
