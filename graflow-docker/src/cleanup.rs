@@ -8,8 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+
+// The client with its address and the bound on control calls, under the name the code below
+// has always used for the client.
+use crate::daemon::Daemon as Docker;
 
 /// Label keys.
 pub const MANAGED: &str = "graflow.managed";
@@ -110,13 +113,17 @@ pub fn remove_detached(docker: Docker, container: String) {
 }
 
 /// Force-removes a container (killing it if it runs); a container already gone is fine.
-pub async fn remove(docker: &Docker, container: &str) -> Result<(), bollard::errors::Error> {
+pub async fn remove(docker: &Docker, container: &str) -> Result<(), String> {
     let options = RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
     };
-    match docker.remove_container(container, Some(options)).await {
+    let removal = docker.remove_container(container, Some(options));
+    match docker
+        .call(|| format!("removing container {container}"), removal)
+        .await?
+    {
         Ok(()) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
@@ -125,7 +132,7 @@ pub async fn remove(docker: &Docker, container: &str) -> Result<(), bollard::err
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
         }) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -160,7 +167,7 @@ impl Drop for Guard {
 }
 
 /// Removes the containers of processes of this host that died without cleaning up.
-pub async fn sweep(docker: &Docker) -> Result<usize, bollard::errors::Error> {
+pub async fn sweep(docker: &Docker) -> Result<usize, String> {
     let filters = HashMap::from([("label".to_owned(), vec![format!("{MANAGED}=true")])]);
     let options = ListContainersOptions {
         all: true,
@@ -168,7 +175,9 @@ pub async fn sweep(docker: &Docker) -> Result<usize, bollard::errors::Error> {
         ..Default::default()
     };
     let mut removed = 0;
-    for container in docker.list_containers(Some(options)).await? {
+    let listing = docker.list_containers(Some(options));
+    let listed = docker.call(|| "listing containers for the sweep".to_owned(), listing);
+    for container in listed.await?.map_err(|e| e.to_string())? {
         let labels = container.labels.unwrap_or_default();
         if labels.contains_key(KEEP) {
             continue;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
@@ -17,6 +16,7 @@ use graflow_core::{Error, ExecutionContext, Result, Task, runner_command};
 use tokio::io::AsyncWriteExt;
 
 use crate::cleanup::{self, Guard};
+use crate::daemon::Daemon;
 use crate::options::{self, DockerOptions, Gpus};
 
 /// Where this binary is mounted in the container.
@@ -27,7 +27,7 @@ const STATIC_BUILD: &str =
 
 /// What the handler needs to run one task.
 pub struct Launch<'a> {
-    pub docker: &'a Docker,
+    pub docker: &'a Daemon,
     pub options: &'a DockerOptions,
     pub image: &'a str,
     pub task: &'a Task,
@@ -175,8 +175,12 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         ..Default::default()
     };
     docker
-        .create_container(Some(create), body)
+        .call(
+            || format!("creating the container for task '{}'", task.id()),
+            docker.create_container(Some(create), body),
+        )
         .await
+        .map_err(fail)?
         .map_err(|e| {
             fail(format!(
                 "could not create a container from image {image}: {e}"
@@ -193,10 +197,21 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         ..Default::default()
     };
     let mut attached = docker
-        .attach_container(&name, Some(attach))
+        .call(
+            || format!("attaching to container {name} of task '{}'", task.id()),
+            docker.attach_container(&name, Some(attach)),
+        )
         .await
+        .map_err(fail)?
         .map_err(|e| fail(format!("could not attach to container {name}: {e}")))?;
-    if let Err(e) = docker.start_container(&name, None).await {
+    let start = docker
+        .call(
+            || format!("starting container {name} of task '{}'", task.id()),
+            docker.start_container(&name, None),
+        )
+        .await
+        .map_err(fail)?;
+    if let Err(e) = start {
         let message = e.to_string();
         let lower = message.to_ascii_lowercase();
         if lower.contains("exec")
@@ -262,9 +277,13 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
     };
     let oom = if code == 137 {
         docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
+            .call(
+                || format!("inspecting container {name}"),
+                docker.inspect_container(&name, None::<InspectContainerOptions>),
+            )
             .await
             .ok()
+            .and_then(|inspected| inspected.ok())
             .and_then(|c| c.state)
             .and_then(|s| s.oom_killed)
             .unwrap_or(false)

@@ -13,6 +13,7 @@
 //! | `image` | the pull policy |
 //! | `container` | one task in one container: create, attach, start, stream, outcome |
 //! | `cleanup` | labels, removal however a task ends, the sweep of dead runs' leftovers |
+//! | `daemon` | the daemon a handler talks to, and the bound on its control calls |
 //!
 //! The daemon is the one `DOCKER_HOST` names, else `unix:///var/run/docker.sock`. The binary is
 //! bind-mounted, so a remote daemon needs this executable at the same path on its host (a
@@ -22,14 +23,16 @@
 
 mod cleanup;
 mod container;
+mod daemon;
 mod image;
 pub mod options;
 
 use std::time::Duration;
 
-use bollard::Docker;
 use graflow_core::{Error, ExecutionContext, Result, Task, TaskHandler};
 use tokio::sync::OnceCell;
+
+use crate::daemon::Daemon;
 
 pub use options::{DockerOptions, EnvVar, Gpus, Pull, Volume};
 
@@ -47,7 +50,8 @@ pub struct DockerHandler {
     defaults: DockerOptions,
     host: Option<String>,
     startup_timeout: Duration,
-    client: OnceCell<Docker>,
+    daemon_timeout: Duration,
+    client: OnceCell<Daemon>,
     images: image::KnownImages,
 }
 
@@ -64,6 +68,7 @@ impl DockerHandler {
             defaults: DockerOptions::default(),
             host: None,
             startup_timeout: Duration::from_secs(60),
+            daemon_timeout: daemon::DEFAULT_TIMEOUT,
             client: OnceCell::new(),
             images: image::KnownImages::default(),
         }
@@ -93,6 +98,16 @@ impl DockerHandler {
         self
     }
 
+    /// How long the daemon may take to answer a control call (default 10 s): connecting,
+    /// inspecting an image, creating, attaching to, starting, inspecting and removing a
+    /// container, listing containers. A daemon that does not answer in time fails the task with
+    /// a message naming its address and the operation. Waiting for the container and reading its
+    /// output are not bounded by this (the task's `timeout` bounds them), nor are image pulls.
+    pub fn with_daemon_timeout(mut self, timeout: Duration) -> Self {
+        self.daemon_timeout = timeout;
+        self
+    }
+
     fn daemon(&self) -> String {
         self.host
             .clone()
@@ -102,21 +117,12 @@ impl DockerHandler {
 
     /// The connected client; the first connection negotiates the API version and sweeps the
     /// leftovers of dead runs.
-    async fn client(&self, task: &Task) -> Result<&Docker> {
+    async fn client(&self, task: &Task) -> Result<&Daemon> {
         self.client
             .get_or_try_init(|| async {
-                let daemon = self.daemon();
-                let unreachable = |e: &dyn std::fmt::Display| {
-                    Error::handler(
-                        task.id(),
-                        task.handler(),
-                        format!(
-                            "the Docker daemon at {daemon} is unreachable ({e}); start it (`dockerd`, `systemctl start docker`) or set DOCKER_HOST to a running daemon"
-                        ),
-                    )
-                };
-                let docker = Docker::connect_with_host(&daemon).map_err(|e| unreachable(&e))?;
-                let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+                let docker = Daemon::connect(&self.daemon(), self.daemon_timeout, task.id())
+                    .await
+                    .map_err(|message| Error::handler(task.id(), task.handler(), message))?;
                 match cleanup::sweep(&docker).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(target: "graflow::docker", removed = n, "swept leftover containers of dead runs"),
