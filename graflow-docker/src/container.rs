@@ -12,11 +12,12 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use graflow_core::protocol::{Invocation, LogLines, LogTarget, OutputDecoder, RUNNER_ENV};
-use graflow_core::{Error, ExecutionContext, Result, Task, runner_command};
+use graflow_core::{Error, ExecutionContext, Result, Task};
 use tokio::io::AsyncWriteExt;
 
 use crate::cleanup::{self, Guard};
 use crate::daemon::Daemon;
+use crate::mounts;
 use crate::options::{self, DockerOptions, Gpus};
 
 /// Where this binary is mounted in the container.
@@ -63,18 +64,10 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
     let Launch {
         options, task, ctx, ..
     } = launch;
-    let (exe, args) = runner_command().map_err(|e| {
-        Error::handler_source(
-            task.id(),
-            task.handler(),
-            "cannot find this program's executable",
-            e,
-        )
-    })?;
+    let fail = |message: String| Error::handler(task.id(), task.handler(), message);
+    let (exe, args) = mounts::runner().map_err(fail)?;
     let mut cmd = vec![RUNNER_PATH.to_owned()];
     cmd.extend(args);
-    let mut binds = vec![format!("{}:{RUNNER_PATH}:ro", exe.display())];
-    binds.extend(options.volumes.iter().map(|v| v.bind()));
     let mut labels = options.label_map();
     labels.insert(cleanup::MANAGED.to_owned(), "true".to_owned());
     labels.insert(cleanup::RUN.to_owned(), ctx.run_id().to_owned());
@@ -84,13 +77,14 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
         labels.insert(cleanup::KEEP.to_owned(), "true".to_owned());
     }
     let mut host = HostConfig {
-        binds: Some(binds),
+        mounts: Some(mounts::all(&exe, &options.volumes)),
+        // `sandbox` limits are already in `memory` and `cpus` (see `DockerOptions::merged`).
         memory: options.memory,
         nano_cpus: options
             .cpus
             .map(options::nano_cpus)
             .transpose()
-            .map_err(|e| Error::handler(task.id(), task.handler(), e))?,
+            .map_err(fail)?,
         ..Default::default()
     };
     let mut user = options.user.clone();

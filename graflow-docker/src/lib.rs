@@ -14,6 +14,7 @@
 //! | `container` | one task in one container: create, attach, start, stream, outcome |
 //! | `cleanup` | labels, removal however a task ends, the sweep of dead runs' leftovers |
 //! | `daemon` | the daemon a handler talks to, and the bound on its control calls |
+//! | `mounts` | the runner binary and the volumes as bind mounts, checked on a local daemon |
 //!
 //! The daemon is the one `DOCKER_HOST` names, else `unix:///var/run/docker.sock`. The binary is
 //! bind-mounted, so a remote daemon needs this executable at the same path on its host (a
@@ -25,6 +26,7 @@ mod cleanup;
 mod container;
 mod daemon;
 mod image;
+mod mounts;
 pub mod options;
 
 use std::time::Duration;
@@ -177,12 +179,31 @@ impl TaskHandler for DockerHandler {
         }
     }
 
+    /// Everything that can be known before a container exists: the options (see
+    /// [`DockerOptions::merged`]), the environment passed from the host, this program's
+    /// executable (it is mounted as the runner) and, when the daemon is local (a unix socket),
+    /// that every volume's host path exists. Nothing is created on the host.
     fn validate_task(&self, task: &Task) -> Result<()> {
         let options = self.options(task)?;
-        options
-            .resolved_env()
-            .map(drop)
-            .map_err(|problem| Error::invalid_config(task.id(), task.handler(), problem))
+        let mut problems = Vec::new();
+        if let Err(problem) = options.resolved_env() {
+            problems.push(problem);
+        }
+        if let Err(problem) = mounts::runner() {
+            problems.push(problem);
+        }
+        if self.daemon().starts_with("unix://") {
+            problems.extend(mounts::missing_host_paths(&options.volumes));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid_config(
+                task.id(),
+                task.handler(),
+                problems.join("; "),
+            ))
+        }
     }
 }
 
