@@ -436,6 +436,56 @@ fn a_missing_volume_host_path_fails_validation_and_nothing_is_created() {
     );
 }
 
+/// The local daemon behind a TCP port of this process, so that the handler sees it as remote.
+fn daemon_over_tcp() -> String {
+    use std::os::unix::net::UnixStream;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(daemon) = UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            let (Ok(mut client_in), Ok(mut daemon_out)) = (client.try_clone(), daemon.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut daemon_out);
+                let _ = daemon_out.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let (mut client, mut daemon) = (client, daemon);
+                let _ = std::io::copy(&mut daemon, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    format!("tcp://{address}")
+}
+
+#[test]
+fn a_remote_daemon_refuses_a_missing_volume_host_path_instead_of_creating_it() {
+    let missing =
+        std::env::temp_dir().join(format!("graflow-missing-remote-{}", std::process::id()));
+    let id = format!("missing_remote_{}", std::process::id());
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler("docker", DockerHandler::new().with_host(daemon_over_tcp()));
+    let mut wf = Workflow::builder("missing-remote");
+    wf.add(
+        look_around::task()
+            .with_id(id.clone())
+            .with_config("volumes", vec![format!("{}:/data:ro", missing.display())]),
+    );
+    // Not checkable here for a remote daemon; Docker refuses it (the Mounts API).
+    let err = engine.run(&wf.build()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("could not create a container"), "{msg}");
+    assert!(msg.contains("bind source path does not exist"), "{msg}");
+    assert!(!missing.exists(), "the daemon created the host path");
+    assert_gone("graflow.task", &id);
+}
+
 /// The container's memory limit and CPU quota as its cgroup shows them (v2, else v1).
 fn cgroup_limits() -> (String, String) {
     let read = |path: &str| {
