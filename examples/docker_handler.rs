@@ -72,6 +72,12 @@ fn main() -> graflow::Result<()> {
         )
         .init();
 
+    // A volume's host path must exist before the run: it is checked when the workflow is
+    // validated, before `prepare` runs, and never created by the handler.
+    if let Err(e) = std::fs::create_dir_all(DATA_DIR) {
+        eprintln!("cannot create {DATA_DIR}: {e}");
+        std::process::exit(1);
+    }
     let wf = workflow! { name: "docker_handler"; prepare >> analyse; };
     let report = WorkflowEngine::new().run(&wf)?;
     print!("{report}");

@@ -398,6 +398,188 @@ fn bad_options_fail_validation_before_anything_runs() {
 }
 
 #[test]
+fn a_missing_volume_host_path_fails_validation_and_nothing_is_created() {
+    let missing =
+        std::env::temp_dir().join(format!("graflow-missing-volume-{}", std::process::id()));
+    assert!(!missing.exists());
+    let id = format!("missing_volume_{}", std::process::id());
+    let mut wf = Workflow::builder("missing-volume");
+    wf.add(
+        look_around::task()
+            .with_id(id.clone())
+            .with_config("volumes", vec![format!("{}:/data:ro", missing.display())]),
+    );
+    let wf = wf.build();
+    let engine = WorkflowEngine::new();
+    let expected = format!(
+        "volume \"{0}:/data:ro\": the host path {0} does not exist",
+        missing.display()
+    );
+    let err = engine.validate(&wf).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "handler 'docker' rejects the configuration of task '{id}'"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains(&expected), "{msg}");
+    assert!(msg.contains("create it first"), "{msg}");
+    // A run is refused the same way, before any container exists.
+    let err = engine.run(&wf).unwrap_err();
+    assert!(err.to_string().contains(&expected), "{err}");
+    assert!(err.report().is_none(), "nothing ran: {err}");
+    assert!(!missing.exists(), "the host path was created");
+    assert!(
+        containers_with("graflow.task", &id).is_empty(),
+        "a container was created"
+    );
+}
+
+/// The local daemon behind a TCP port of this process, so that the handler sees it as remote.
+fn daemon_over_tcp() -> String {
+    use std::os::unix::net::UnixStream;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(daemon) = UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            let (Ok(mut client_in), Ok(mut daemon_out)) = (client.try_clone(), daemon.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut daemon_out);
+                let _ = daemon_out.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let (mut client, mut daemon) = (client, daemon);
+                let _ = std::io::copy(&mut daemon, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    format!("tcp://{address}")
+}
+
+#[test]
+fn a_remote_daemon_refuses_a_missing_volume_host_path_instead_of_creating_it() {
+    let missing =
+        std::env::temp_dir().join(format!("graflow-missing-remote-{}", std::process::id()));
+    let id = format!("missing_remote_{}", std::process::id());
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler("docker", DockerHandler::new().with_host(daemon_over_tcp()));
+    let mut wf = Workflow::builder("missing-remote");
+    wf.add(
+        look_around::task()
+            .with_id(id.clone())
+            .with_config("volumes", vec![format!("{}:/data:ro", missing.display())]),
+    );
+    // Not checkable here for a remote daemon; Docker refuses it (the Mounts API).
+    let err = engine.run(&wf.build()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("could not create a container"), "{msg}");
+    assert!(msg.contains("bind source path does not exist"), "{msg}");
+    assert!(!missing.exists(), "the daemon created the host path");
+    assert_gone("graflow.task", &id);
+}
+
+/// The container's memory limit and CPU quota as its cgroup shows them (v2, else v1).
+fn cgroup_limits() -> (String, String) {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    let memory = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .unwrap_or_default();
+    let cpu = read("/sys/fs/cgroup/cpu.max")
+        .or_else(|| {
+            let quota = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?;
+            let period = read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?;
+            Some(format!("{quota} {period}"))
+        })
+        .unwrap_or_default();
+    (memory, cpu)
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", sandbox = true)]
+fn sandbox_limits() -> (String, String) {
+    cgroup_limits()
+}
+
+#[test]
+fn the_sandbox_limits_memory_and_cpus_unless_the_task_sets_them() {
+    let mut wf = Workflow::builder("sandbox-limits");
+    wf.add(sandbox_limits::task().with_id("defaults"));
+    wf.add(
+        sandbox_limits::task()
+            .with_id("overridden")
+            .with_config("memory", "256m")
+            .with_config("cpus", 0.5),
+    );
+    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let (memory, cpu) = report.result::<(String, String)>("defaults").unwrap();
+    assert_eq!(memory, (512u64 * 1024 * 1024).to_string(), "512 MiB");
+    assert_eq!(cpu, "100000 100000", "1 CPU");
+    let (memory, cpu) = report.result::<(String, String)>("overridden").unwrap();
+    assert_eq!(
+        memory,
+        (256u64 * 1024 * 1024).to_string(),
+        "the task's memory"
+    );
+    assert_eq!(cpu, "50000 100000", "the task's cpus");
+    assert_gone("graflow.run", report.run_id());
+}
+
+#[test]
+fn a_daemon_that_never_answers_fails_the_task_within_its_timeout() {
+    // A socket that accepts connections and holds them without ever answering: the failure mode
+    // of a hung daemon or a stale forwarder.
+    let dir = std::env::temp_dir().join(format!("graflow-silent-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("docker.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming() {
+            match connection {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+    });
+    let host = format!("unix://{}", socket.display());
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler(
+        "docker",
+        DockerHandler::new()
+            .with_host(host.clone())
+            .with_daemon_timeout(Duration::from_secs(1)),
+    );
+    let started = Instant::now();
+    let err = engine.run(&workflow! { in_scratch; }).unwrap_err();
+    let elapsed = started.elapsed();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "the Docker daemon at {host} did not answer within 1s while connecting (negotiating the API version) for task 'in_scratch'; check that dockerd is healthy (`docker info`) or raise DockerHandler::with_daemon_timeout"
+        )),
+        "{msg}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert_eq!(
+        err.report().unwrap().task("in_scratch").unwrap().status,
+        TaskStatus::Failed
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn an_unreachable_daemon_is_named() {
     let mut engine = WorkflowEngine::new();
     engine.register_handler(

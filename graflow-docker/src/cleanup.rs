@@ -16,11 +16,14 @@ use std::collections::HashMap;
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bollard::Docker;
 use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
 };
+
+// The client with its address and the bound on control calls, under the name the code below
+// has always used for the client.
+use crate::daemon::Daemon as Docker;
 
 /// Label keys.
 pub const MANAGED: &str = "graflow.managed";
@@ -307,13 +310,17 @@ pub fn remove_detached(docker: Docker, container: String) {
 }
 
 /// Force-removes a container (killing it if it runs); a container already gone is fine.
-pub async fn remove(docker: &Docker, container: &str) -> Result<(), bollard::errors::Error> {
+pub async fn remove(docker: &Docker, container: &str) -> Result<(), String> {
     let options = RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
     };
-    match docker.remove_container(container, Some(options)).await {
+    let removal = docker.remove_container(container, Some(options));
+    match docker
+        .call(|| format!("removing container {container}"), removal)
+        .await?
+    {
         Ok(()) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
@@ -322,7 +329,7 @@ pub async fn remove(docker: &Docker, container: &str) -> Result<(), bollard::err
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
         }) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -435,7 +442,7 @@ fn removable(
 }
 
 /// Removes leftover containers (see the module documentation for which).
-pub async fn sweep(docker: &Docker) -> Result<usize, bollard::errors::Error> {
+pub async fn sweep(docker: &Docker) -> Result<usize, String> {
     let me = Owner::this_process();
     let filters = HashMap::from([("label".to_owned(), vec![format!("{MANAGED}=true")])]);
     let options = ListContainersOptions {
@@ -444,7 +451,12 @@ pub async fn sweep(docker: &Docker) -> Result<usize, bollard::errors::Error> {
         ..Default::default()
     };
     let mut removed = 0;
-    for container in docker.list_containers(Some(options)).await? {
+    let listing = docker.list_containers(Some(options));
+    let listed = docker
+        .call(|| "listing containers for the sweep".to_owned(), listing)
+        .await?
+        .map_err(|e| e.to_string())?;
+    for container in listed {
         let labels = container.labels.unwrap_or_default();
         if labels.contains_key(KEEP) {
             continue;
@@ -457,10 +469,15 @@ pub async fn sweep(docker: &Docker) -> Result<usize, bollard::errors::Error> {
         let (finished, since) = match container.state {
             Some(ContainerSummaryStateEnum::CREATED) => (true, container.created),
             Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
+                let inspect = docker.inspect_container(&id, None::<InspectContainerOptions>);
                 let finished_at = docker
-                    .inspect_container(&id, None::<InspectContainerOptions>)
+                    .call(
+                        || format!("inspecting container {id} for the sweep"),
+                        inspect,
+                    )
                     .await
                     .ok()
+                    .and_then(Result::ok)
                     .and_then(|c| c.state)
                     .and_then(|s| s.finished_at)
                     .and_then(|t| unix_seconds(&t));

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
@@ -15,10 +14,12 @@ use futures_util::StreamExt;
 use futures_util::stream;
 use graflow_core::protocol::{Limits, RUNNER_ENV};
 use graflow_core::remote::{Chunk, Ended, LogTarget, RemoteAttempt};
-use graflow_core::{Error, ExecutionContext, Result, Task, runner_command};
+use graflow_core::{Error, ExecutionContext, Result, Task};
 
 use crate::cleanup::{self, Guard};
-use crate::options::{DockerOptions, Gpus};
+use crate::daemon::Daemon;
+use crate::mounts;
+use crate::options::{self, DockerOptions, Gpus};
 
 /// Where this binary is mounted in the container.
 pub const RUNNER_PATH: &str = "/graflow/runner";
@@ -28,7 +29,7 @@ const STATIC_BUILD: &str =
 
 /// What the handler needs to run one task.
 pub struct Launch<'a> {
-    pub docker: &'a Docker,
+    pub docker: &'a Daemon,
     pub options: &'a DockerOptions,
     pub image: &'a str,
     pub task: &'a Task,
@@ -65,18 +66,10 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
     let Launch {
         options, task, ctx, ..
     } = launch;
-    let (exe, args) = runner_command().map_err(|e| {
-        Error::handler_source(
-            task.id(),
-            task.handler(),
-            "cannot find this program's executable",
-            e,
-        )
-    })?;
+    let fail = |message: String| Error::handler(task.id(), task.handler(), message);
+    let (exe, args) = mounts::runner().map_err(fail)?;
     let mut cmd = vec![RUNNER_PATH.to_owned()];
     cmd.extend(args);
-    let mut binds = vec![format!("{}:{RUNNER_PATH}:ro", exe.display())];
-    binds.extend(options.volumes.iter().map(|v| v.bind()));
     let mut labels = options.label_map();
     labels.insert(cleanup::MANAGED.to_owned(), "true".to_owned());
     labels.insert(cleanup::RUN.to_owned(), ctx.run_id().to_owned());
@@ -87,9 +80,14 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
     }
     let mut host = HostConfig {
         auto_remove: Some(options.auto_remove),
-        binds: Some(binds),
+        mounts: Some(mounts::all(&exe, &options.volumes)),
+        // `sandbox` limits are already in `memory` and `cpus` (see `DockerOptions::merged`).
         memory: options.memory,
-        nano_cpus: options.cpus.map(|c| (c * 1e9) as i64),
+        nano_cpus: options
+            .cpus
+            .map(options::nano_cpus)
+            .transpose()
+            .map_err(fail)?,
         ..Default::default()
     };
     let mut user = options.user.clone();
@@ -174,8 +172,12 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         ..Default::default()
     };
     docker
-        .create_container(Some(create), body)
+        .call(
+            || format!("creating the container for task '{}'", task.id()),
+            docker.create_container(Some(create), body),
+        )
         .await
+        .map_err(fail)?
         .map_err(|e| {
             fail(format!(
                 "could not create a container from image {image}: {e}"
@@ -192,10 +194,21 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         ..Default::default()
     };
     let attached = docker
-        .attach_container(&name, Some(attach))
+        .call(
+            || format!("attaching to container {name} of task '{}'", task.id()),
+            docker.attach_container(&name, Some(attach)),
+        )
         .await
+        .map_err(fail)?
         .map_err(|e| fail(format!("could not attach to container {name}: {e}")))?;
-    if let Err(e) = docker.start_container(&name, None).await {
+    let start = docker
+        .call(
+            || format!("starting container {name} of task '{}'", task.id()),
+            docker.start_container(&name, None),
+        )
+        .await
+        .map_err(fail)?;
+    if let Err(e) = start {
         let message = e.to_string();
         let lower = message.to_ascii_lowercase();
         if lower.contains("exec")
@@ -330,7 +343,7 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
 
 /// Whether the daemon reported that the container was OOM-killed. The container may already be
 /// removed (auto_remove), so the answer comes from the daemon's event log, not from inspecting.
-async fn was_oom_killed(docker: &Docker, name: &str, since: std::time::SystemTime) -> bool {
+async fn was_oom_killed(docker: &Daemon, name: &str, since: std::time::SystemTime) -> bool {
     let seconds = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

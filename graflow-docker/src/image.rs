@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
-use bollard::Docker;
 use bollard::query_parameters::CreateImageOptions;
 use futures_util::StreamExt;
 
+use crate::daemon::Daemon;
 use crate::options::Pull;
 
 /// Images known to be present, so `pull = "missing"` inspects each image once per handler.
@@ -31,7 +31,7 @@ impl KnownImages {
 
 /// Ensures `image` is on the daemon; the error says what is wrong and what to do.
 pub async fn ensure(
-    docker: &Docker,
+    docker: &Daemon,
     image: &str,
     pull: Pull,
     known: &KnownImages,
@@ -39,7 +39,13 @@ pub async fn ensure(
     if pull != Pull::Always && known.contains(image) {
         return Ok(());
     }
-    let present = match docker.inspect_image(image).await {
+    let inspection = docker
+        .call(
+            || format!("inspecting image {image}"),
+            docker.inspect_image(image),
+        )
+        .await?;
+    let present = match inspection {
         Ok(_) => true,
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..

@@ -13,6 +13,8 @@
 //! | `image` | the pull policy |
 //! | `container` | one task in one container: create, attach, start, stream, outcome |
 //! | `cleanup` | labels, removal however a task ends, the sweep of dead runs' leftovers |
+//! | `daemon` | the daemon a handler talks to, and the bound on its control calls |
+//! | `mounts` | the runner binary and the volumes as bind mounts, checked on a local daemon |
 //!
 //! The daemon is the one `DOCKER_HOST` names, else `unix:///var/run/docker.sock`. The binary is
 //! bind-mounted, so a remote daemon needs this executable at the same path on its host (a
@@ -22,14 +24,17 @@
 
 mod cleanup;
 mod container;
+mod daemon;
 mod image;
+mod mounts;
 pub mod options;
 
 use std::time::Duration;
 
-use bollard::Docker;
 use graflow_core::{Error, ExecutionContext, Result, Task, TaskHandler};
 use tokio::sync::OnceCell;
+
+use crate::daemon::Daemon;
 
 pub use options::{DockerOptions, EnvVar, Gpus, Pull, Volume};
 
@@ -48,7 +53,8 @@ pub struct DockerHandler {
     host: Option<String>,
     startup_timeout: Duration,
     limits: graflow_core::protocol::Limits,
-    client: OnceCell<Docker>,
+    daemon_timeout: Duration,
+    client: OnceCell<Daemon>,
     images: image::KnownImages,
 }
 
@@ -66,6 +72,7 @@ impl DockerHandler {
             host: None,
             startup_timeout: Duration::from_secs(60),
             limits: graflow_core::protocol::Limits::default(),
+            daemon_timeout: daemon::DEFAULT_TIMEOUT,
             client: OnceCell::new(),
             images: image::KnownImages::default(),
         }
@@ -101,6 +108,16 @@ impl DockerHandler {
         self
     }
 
+    /// How long the daemon may take to answer a control call (default 10 s): connecting,
+    /// inspecting an image, creating, attaching to, starting, inspecting and removing a
+    /// container, listing containers. A daemon that does not answer in time fails the task with
+    /// a message naming its address and the operation. Waiting for the container and reading its
+    /// output are not bounded by this (the task's `timeout` bounds them), nor are image pulls.
+    pub fn with_daemon_timeout(mut self, timeout: Duration) -> Self {
+        self.daemon_timeout = timeout;
+        self
+    }
+
     fn daemon(&self) -> String {
         self.host
             .clone()
@@ -110,21 +127,12 @@ impl DockerHandler {
 
     /// The connected client; the first connection negotiates the API version and sweeps the
     /// leftovers of dead runs.
-    async fn client(&self, task: &Task) -> Result<&Docker> {
+    async fn client(&self, task: &Task) -> Result<&Daemon> {
         self.client
             .get_or_try_init(|| async {
-                let daemon = self.daemon();
-                let unreachable = |e: &dyn std::fmt::Display| {
-                    Error::handler(
-                        task.id(),
-                        task.handler(),
-                        format!(
-                            "the Docker daemon at {daemon} is unreachable ({e}); start it (`dockerd`, `systemctl start docker`) or set DOCKER_HOST to a running daemon"
-                        ),
-                    )
-                };
-                let docker = Docker::connect_with_host(&daemon).map_err(|e| unreachable(&e))?;
-                let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+                let docker = Daemon::connect(&self.daemon(), self.daemon_timeout, task.id())
+                    .await
+                    .map_err(|message| Error::handler(task.id(), task.handler(), message))?;
                 match cleanup::sweep(&docker).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(target: "graflow::docker", removed = n, "swept leftover containers of dead runs"),
@@ -180,12 +188,31 @@ impl TaskHandler for DockerHandler {
         }
     }
 
+    /// Everything that can be known before a container exists: the options (see
+    /// [`DockerOptions::merged`]), the environment passed from the host, this program's
+    /// executable (it is mounted as the runner) and, when the daemon is local (a unix socket),
+    /// that every volume's host path exists. Nothing is created on the host.
     fn validate_task(&self, task: &Task) -> Result<()> {
         let options = self.options(task)?;
-        options
-            .resolved_env()
-            .map(drop)
-            .map_err(|problem| Error::invalid_config(task.id(), task.handler(), problem))
+        let mut problems = Vec::new();
+        if let Err(problem) = options.resolved_env() {
+            problems.push(problem);
+        }
+        if let Err(problem) = mounts::runner() {
+            problems.push(problem);
+        }
+        if self.daemon().starts_with("unix://") {
+            problems.extend(mounts::missing_host_paths(&options.volumes));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid_config(
+                task.id(),
+                task.handler(),
+                problems.join("; "),
+            ))
+        }
     }
 }
 

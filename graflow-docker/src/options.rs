@@ -3,9 +3,29 @@
 //! before the run starts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use graflow_core::{ConfigValue, HandlerConfig};
+
+use crate::container::RUNNER_PATH;
+
+/// Docker's smallest memory limit: 6 MiB.
+pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// The `cpus` a task may ask for: from Docker's smallest share to a bound far above any host
+/// (the daemon also refuses more CPUs than its host has).
+pub const CPUS: RangeInclusive<f64> = 0.01..=1024.0;
+
+/// The memory limit of `sandbox = true` when neither the task nor the handler sets `memory`.
+pub const SANDBOX_MEMORY: i64 = 512 * 1024 * 1024;
+
+/// The CPU limit of `sandbox = true` when neither the task nor the handler sets `cpus`.
+pub const SANDBOX_CPUS: f64 = 1.0;
+
+/// The container directory that belongs to the handler (the runner is mounted in it); no volume
+/// may be mounted on it, under it, or on `/`.
+pub const RESERVED_DIR: &str = "/graflow";
 
 /// Every option key a docker task may set.
 pub const KEYS: &[&str] = &[
@@ -80,7 +100,8 @@ impl Volume {
         })
     }
 
-    /// The Docker `binds` form.
+    /// The `/host:/container:ro|rw` form, as `volumes` takes it (for messages; the container
+    /// gets a bind mount of the Mounts API).
     pub fn bind(&self) -> String {
         format!(
             "{}:{}:{}",
@@ -145,17 +166,17 @@ pub struct DockerOptions {
     pub volumes: Vec<Volume>,
     /// Environment variables.
     pub env: Vec<EnvVar>,
-    /// Network mode (`bridge`, `host`, `none`, a network name).
+    /// Network mode: `bridge`, `host`, `none`, `container:<name>` or a network name.
     pub network: Option<String>,
-    /// Memory limit in bytes.
+    /// Memory limit in bytes, at least [`MIN_MEMORY`].
     pub memory: Option<i64>,
-    /// CPU limit (fractions allowed).
+    /// CPU limit, fractions allowed, within [`CPUS`].
     pub cpus: Option<f64>,
     /// GPUs to request (device requests).
     pub gpus: Option<Gpus>,
-    /// `user[:group]` to run as.
+    /// `name`, `uid`, `name:group` or `uid:gid` to run as.
     pub user: Option<String>,
-    /// Working directory.
+    /// Working directory: an absolute path, not the runner's.
     pub workdir: Option<String>,
     /// Pull policy.
     pub pull: Pull,
@@ -165,7 +186,11 @@ pub struct DockerOptions {
     pub labels: BTreeMap<String, String>,
     /// Limit of one container run.
     pub timeout: Option<Duration>,
-    /// The preset for untrusted code.
+    /// The preset for untrusted code: network `none`, a read-only root filesystem with a
+    /// 64 MiB tmpfs `/tmp`, all capabilities dropped, `no-new-privileges`, a pids limit of 256,
+    /// user 65534, and, unless the task or the handler sets them, a memory limit of
+    /// [`SANDBOX_MEMORY`] (512 MiB) and a CPU limit of [`SANDBOX_CPUS`] (1 CPU). An explicit
+    /// `network`, `user`, `memory` or `cpus` wins.
     pub sandbox: bool,
 }
 
@@ -212,10 +237,66 @@ pub fn parse_memory(text: &str) -> Result<i64, String> {
         .parse()
         .map_err(|_| format!("memory {text:?}: use a number with b, k, m or g, e.g. \"512m\""))?;
     let bytes = value * scale;
-    if !(bytes >= 6.0 * 1024.0 * 1024.0 && bytes < i64::MAX as f64) {
-        return Err(format!("memory {text:?}: Docker needs at least 6m"));
+    if bytes >= i64::MAX as f64 {
+        return Err(format!(
+            "memory {text:?} is too large: a limit is at most 8 EiB (8589934591g)"
+        ));
+    }
+    if bytes < MIN_MEMORY as f64 {
+        return Err(format!(
+            "memory {text:?}: Docker needs at least 6 MiB (\"6m\")"
+        ));
     }
     Ok(bytes as i64)
+}
+
+/// `cpus` in the nanocpus Docker takes, computed without saturating.
+pub fn nano_cpus(cpus: f64) -> Result<i64, String> {
+    if !CPUS.contains(&cpus) {
+        return Err(format!(
+            "`cpus` is {cpus}, outside {} to {} (fractions allowed, e.g. 1.5)",
+            CPUS.start(),
+            CPUS.end()
+        ));
+    }
+    let nanos = (cpus * 1e9).round();
+    if nanos >= 1.0 && nanos < i64::MAX as f64 {
+        Ok(nanos as i64)
+    } else {
+        Err(format!("`cpus` {cpus} has no nanocpu equivalent"))
+    }
+}
+
+/// Whether `name` is a Docker object name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn docker_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The components of the absolute container path `path` (empty and `.` ones dropped), or why it
+/// is not one: relative, a `..`, a NUL byte.
+fn container_path<'a>(what: &str, path: &'a str) -> Result<Vec<&'a str>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{what} must be an absolute path in the container"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{what} contains a NUL byte"));
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(format!("{what} must not contain `..`"));
+    }
+    Ok(parts)
+}
+
+/// Whether the container path with these components is the runner or under it.
+fn is_runner(parts: &[&str]) -> bool {
+    let runner: Vec<&str> = RUNNER_PATH.split('/').filter(|p| !p.is_empty()).collect();
+    parts.starts_with(&runner)
 }
 
 /// Parses `"30s"`, `"1m30s"`, `"500ms"`.
@@ -275,7 +356,20 @@ fn boolean(key: &str, value: &ConfigValue) -> Result<bool, String> {
 }
 
 impl DockerOptions {
-    /// These options with the task's configuration applied over them; every problem is listed.
+    /// These options with the task's configuration applied over them, then the `sandbox`
+    /// defaults for limits neither sets; every problem is listed, whether it comes from the task
+    /// or from these defaults. Checked here, before any task runs:
+    ///
+    /// * `memory` at least 6 MiB ([`MIN_MEMORY`]) and at most 8 EiB; `cpus` within 0.01 to
+    ///   1024 ([`CPUS`]); `gpus` "all" or a positive count;
+    /// * volumes: both paths absolute, no `..` in the container path, no container path twice,
+    ///   none on `/` or on or under `/graflow` ([`RESERVED_DIR`], where the runner is mounted);
+    /// * `workdir` absolute, without `..` or NUL, not the runner or under it;
+    /// * `network` is `none`, `host`, `bridge`, `container:<name>` or a network name
+    ///   (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`); `user` is `name`, `uid`, `name:group` or `uid:gid`.
+    ///
+    /// The handler's `validate_task` also checks that volume host paths exist when the daemon
+    /// is local.
     pub fn merged(&self, config: &HandlerConfig) -> Result<DockerOptions, Vec<String>> {
         let mut options = self.clone();
         let mut problems = Vec::new();
@@ -296,6 +390,11 @@ impl DockerOptions {
                 problems.push(problem);
             }
         }
+        if options.sandbox {
+            options.memory.get_or_insert(SANDBOX_MEMORY);
+            options.cpus.get_or_insert(SANDBOX_CPUS);
+        }
+        problems.extend(options.problems());
         if options.image.as_deref().is_none_or(str::is_empty) {
             problems.push(
                 "`image` is required, e.g. #[task(handler = \"docker\", image = \"python:3.11-slim\")] or DockerHandler::new().with_image(...)"
@@ -328,20 +427,24 @@ impl DockerOptions {
             "memory" => {
                 self.memory = Some(match value {
                     ConfigValue::Int(bytes) => *bytes,
-                    other => parse_memory(&string(key, other)?)?,
+                    ConfigValue::Str(text) => parse_memory(text)?,
+                    other => {
+                        return Err(format!(
+                            "`memory` takes a byte count or a string like \"512m\", not {}",
+                            other.kind()
+                        ));
+                    }
                 })
             }
             "cpus" => {
                 let cpus = match value {
-                    ConfigValue::Str(s) => s.parse::<f64>().ok(),
+                    ConfigValue::Str(s) => s.trim().parse::<f64>().ok(),
                     other => other.as_f64(),
                 };
                 match cpus {
-                    Some(c) if c > 0.0 && c.is_finite() => self.cpus = Some(c),
-                    _ => {
-                        return Err(format!(
-                            "`cpus` takes a positive number, e.g. 1.5, not {value}"
-                        ));
+                    Some(c) => self.cpus = Some(c),
+                    None => {
+                        return Err(format!("`cpus` takes a number, e.g. 1.5, not {value}"));
                     }
                 }
             }
@@ -392,6 +495,92 @@ impl DockerOptions {
             _ => {}
         }
         Ok(())
+    }
+
+    /// What is wrong with these (merged) options, each problem once.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(memory) = self.memory
+            && memory < MIN_MEMORY
+        {
+            problems.push(format!(
+                "`memory` of {memory} bytes is below Docker's minimum of 6 MiB ({MIN_MEMORY} bytes); give a byte count or a string like \"512m\""
+            ));
+        }
+        if let Some(cpus) = self.cpus
+            && let Err(problem) = nano_cpus(cpus)
+        {
+            problems.push(problem);
+        }
+        if self.gpus == Some(Gpus::Count(0)) {
+            problems.push("`gpus` takes \"all\" or a positive count, not 0".to_owned());
+        }
+        let mut mounted: Vec<(Vec<&str>, &Volume)> = Vec::new();
+        for volume in &self.volumes {
+            let what = format!("volume {:?}", volume.bind());
+            if !volume.host.starts_with('/') || volume.host.contains('\0') {
+                problems.push(format!(
+                    "{what}: the host path must be absolute, without NUL bytes"
+                ));
+            }
+            let parts = match container_path(&what, &volume.container) {
+                Ok(parts) => parts,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
+            let reserved = RESERVED_DIR.trim_start_matches('/');
+            if parts.is_empty() {
+                problems.push(format!(
+                    "{what} would cover the container's root `/`; mount it on a directory"
+                ));
+            } else if parts[0] == reserved {
+                problems.push(format!(
+                    "{what}: {RESERVED_DIR} is reserved for the handler (this program is mounted at {RUNNER_PATH}); mount it elsewhere"
+                ));
+            } else if let Some((_, first)) = mounted.iter().find(|(p, _)| *p == parts) {
+                problems.push(format!(
+                    "volumes {:?} and {:?} are both mounted at {}; give each its own container path",
+                    first.bind(),
+                    volume.bind(),
+                    volume.container
+                ));
+            } else {
+                mounted.push((parts, volume));
+            }
+        }
+        if let Some(workdir) = &self.workdir {
+            let what = format!("`workdir` {workdir:?}");
+            match container_path(&what, workdir) {
+                Err(problem) => problems.push(problem),
+                Ok(parts) if is_runner(&parts) => problems.push(format!(
+                    "{what}: {RUNNER_PATH} is this program's binary, not a directory; pick another working directory"
+                )),
+                Ok(_) => {}
+            }
+        }
+        if let Some(network) = &self.network {
+            let name = network.strip_prefix("container:").unwrap_or(network);
+            if !docker_name(name) {
+                problems.push(format!(
+                    "`network` {network:?} is not `none`, `host`, `bridge`, `container:<name>` or a network name (letters, digits, `_`, `.`, `-`, starting with a letter or digit)"
+                ));
+            }
+        }
+        if let Some(user) = &self.user {
+            let parts: Vec<&str> = user.split(':').collect();
+            let well_formed = parts.len() <= 2
+                && parts.iter().all(|part| {
+                    !part.is_empty() && !part.chars().any(|c| c.is_whitespace() || c.is_control())
+                });
+            if !well_formed {
+                problems.push(format!(
+                    "`user` {user:?} is not `name`, `uid`, `name:group` or `uid:gid` (no spaces, no empty parts)"
+                ));
+            }
+        }
+        problems
     }
 
     /// The environment for the container (`K=V`), host values resolved now.
@@ -472,6 +661,275 @@ mod tests {
         assert!(text.contains("`image` is required"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
         assert_eq!(problems.len(), 5, "{text}");
+    }
+
+    /// The problems of `config` merged over `defaults`, joined.
+    fn problems_with(defaults: &DockerOptions, config: &[(&str, ConfigValue)]) -> String {
+        let config: HandlerConfig = config.iter().cloned().collect();
+        match defaults.merged(&config) {
+            Ok(_) => String::new(),
+            Err(problems) => problems.join("\n"),
+        }
+    }
+
+    fn problems(config: &[(&str, ConfigValue)]) -> String {
+        let mut config = config.to_vec();
+        config.push(("image", ConfigValue::from("python:3.11-slim")));
+        problems_with(&DockerOptions::default(), &config)
+    }
+
+    #[test]
+    fn memory_below_six_mebibytes_or_overflowing_is_refused() {
+        for bytes in [0, 1, -5, MIN_MEMORY - 1] {
+            let text = problems(&[("memory", ConfigValue::Int(bytes))]);
+            assert!(
+                text.contains(&format!(
+                    "`memory` of {bytes} bytes is below Docker's minimum of 6 MiB (6291456 bytes)"
+                )),
+                "{bytes}: {text}"
+            );
+        }
+        assert_eq!(problems(&[("memory", ConfigValue::Int(MIN_MEMORY))]), "");
+        let text = problems(&[("memory", ConfigValue::from("5m"))]);
+        assert!(text.contains("Docker needs at least 6 MiB"), "{text}");
+        for absurd in ["9999999999g", "8589934592g", "99999999999999999999"] {
+            let text = problems(&[("memory", ConfigValue::from(absurd))]);
+            assert!(
+                text.contains("is too large: a limit is at most 8 EiB"),
+                "{absurd}: {text}"
+            );
+        }
+        let text = problems(&[("memory", ConfigValue::Float(1e9))]);
+        assert!(
+            text.contains("`memory` takes a byte count or a string like \"512m\", not a float"),
+            "{text}"
+        );
+        let defaults = DockerOptions {
+            image: Some("base".into()),
+            memory: Some(1),
+            ..DockerOptions::default()
+        };
+        let text = problems_with(&defaults, &[]);
+        assert!(
+            text.contains("`memory` of 1 bytes"),
+            "a handler default is checked too: {text}"
+        );
+    }
+
+    #[test]
+    fn cpus_are_within_a_hundredth_and_1024_and_converted_exactly() {
+        for cpus in [0.0, 0.001, -1.0, 1024.5, 1e300] {
+            let text = problems(&[("cpus", ConfigValue::Float(cpus))]);
+            assert!(text.contains("outside 0.01 to 1024"), "{cpus}: {text}");
+        }
+        let text = problems(&[("cpus", ConfigValue::from("NaN"))]);
+        assert!(text.contains("outside 0.01 to 1024"), "{text}");
+        let text = problems(&[("cpus", ConfigValue::from("many"))]);
+        assert!(
+            text.contains("`cpus` takes a number, e.g. 1.5, not \"many\""),
+            "{text}"
+        );
+        for ok in [0.01, 1024.0] {
+            assert_eq!(problems(&[("cpus", ConfigValue::Float(ok))]), "");
+        }
+        assert_eq!(problems(&[("cpus", ConfigValue::Int(2))]), "");
+        assert_eq!(nano_cpus(1.5), Ok(1_500_000_000));
+        assert_eq!(nano_cpus(0.01), Ok(10_000_000));
+        assert_eq!(nano_cpus(1024.0), Ok(1_024_000_000_000));
+        assert!(nano_cpus(f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn volumes_may_not_cover_the_root_or_the_runner_or_repeat_a_path() {
+        for target in [
+            "/",
+            "/graflow",
+            "/graflow/runner",
+            "/graflow/x",
+            "//graflow/",
+            "/./graflow",
+        ] {
+            let text = problems(&[("volumes", ConfigValue::from(format!("/tmp:{target}")))]);
+            assert!(
+                text.contains("would cover the container's root")
+                    || text.contains("/graflow is reserved for the handler"),
+                "{target}: {text}"
+            );
+        }
+        assert_eq!(
+            problems(&[("volumes", ConfigValue::from("/tmp:/graflowish"))]),
+            ""
+        );
+        let text = problems(&[("volumes", ConfigValue::from("/tmp:/a/../graflow"))]);
+        assert!(text.contains("must not contain `..`"), "{text}");
+        let text = problems(&[(
+            "volumes",
+            ConfigValue::from(vec!["/tmp:/data", "/var:/data/:ro"]),
+        )]);
+        assert!(
+            text.contains(
+                "volumes \"/tmp:/data:rw\" and \"/var:/data/:ro\" are both mounted at /data/"
+            ),
+            "{text}"
+        );
+        let text = problems(&[("volumes", ConfigValue::from("/tmp:data"))]);
+        assert!(text.contains("both paths must be absolute"), "{text}");
+        let defaults = DockerOptions {
+            image: Some("base".into()),
+            volumes: vec![Volume {
+                host: "relative".into(),
+                container: "data".into(),
+                read_only: false,
+            }],
+            ..DockerOptions::default()
+        };
+        let text = problems_with(&defaults, &[]);
+        assert!(text.contains("the host path must be absolute"), "{text}");
+        assert!(
+            text.contains("must be an absolute path in the container"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn workdir_is_absolute_and_not_the_runner() {
+        for bad in [
+            "relative",
+            "/graflow/runner",
+            "/graflow/runner/x",
+            "/tmp/\0x",
+            "/a/../b",
+        ] {
+            let text = problems(&[("workdir", ConfigValue::from(bad))]);
+            assert!(text.contains("`workdir`"), "{bad:?}: {text}");
+        }
+        for ok in ["/", "/work", "/graflow", "/tmp/./x/"] {
+            assert_eq!(problems(&[("workdir", ConfigValue::from(ok))]), "", "{ok}");
+        }
+    }
+
+    #[test]
+    fn network_is_a_mode_a_container_or_a_docker_name() {
+        for ok in [
+            "none",
+            "host",
+            "bridge",
+            "container:db-1",
+            "my_net.v2",
+            "0net",
+        ] {
+            assert_eq!(problems(&[("network", ConfigValue::from(ok))]), "", "{ok}");
+        }
+        for bad in [
+            "",
+            "my net",
+            "-net",
+            "container:",
+            "container: db",
+            "net/1",
+            "ünï",
+        ] {
+            let text = problems(&[("network", ConfigValue::from(bad))]);
+            assert!(
+                text.contains("is not `none`, `host`, `bridge`, `container:<name>`"),
+                "{bad:?}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_is_a_name_or_id_with_an_optional_group() {
+        for ok in ["1000", "1000:1000", "app", "app:staff", "65534:65534"] {
+            assert_eq!(problems(&[("user", ConfigValue::from(ok))]), "", "{ok}");
+        }
+        for bad in ["", ":", "1000:", ":1000", "a:b:c", "my user", "app:\tstaff"] {
+            let text = problems(&[("user", ConfigValue::from(bad))]);
+            assert!(
+                text.contains("is not `name`, `uid`, `name:group` or `uid:gid`"),
+                "{bad:?}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn gpus_are_all_or_a_positive_count() {
+        assert_eq!(problems(&[("gpus", ConfigValue::Int(2))]), "");
+        for bad in [
+            ConfigValue::Int(0),
+            ConfigValue::Int(-1),
+            ConfigValue::from("some"),
+        ] {
+            let text = problems(&[("gpus", bad.clone())]);
+            assert!(
+                text.contains("`gpus` takes \"all\" or a positive count"),
+                "{bad}: {text}"
+            );
+        }
+        let defaults = DockerOptions {
+            image: Some("base".into()),
+            gpus: Some(Gpus::Count(0)),
+            ..DockerOptions::default()
+        };
+        assert!(problems_with(&defaults, &[]).contains("not 0"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = problems(&[
+            ("memory", ConfigValue::Int(1)),
+            ("cpus", ConfigValue::Float(0.0)),
+            ("volumes", ConfigValue::from("/tmp:/graflow/runner")),
+            ("workdir", ConfigValue::from("rel")),
+            ("network", ConfigValue::from("my net")),
+            ("user", ConfigValue::from("a b")),
+        ]);
+        assert_eq!(text.lines().count(), 6, "{text}");
+    }
+
+    #[test]
+    fn the_sandbox_limits_memory_and_cpus_unless_told_otherwise() {
+        let sandboxed = |extra: &[(&str, ConfigValue)]| {
+            let mut config = vec![
+                ("image", ConfigValue::from("python:3.11-slim")),
+                ("sandbox", ConfigValue::Bool(true)),
+            ];
+            config.extend_from_slice(extra);
+            let config: HandlerConfig = config.into_iter().collect();
+            DockerOptions::default().merged(&config).unwrap()
+        };
+        let o = sandboxed(&[]);
+        assert_eq!((o.memory, o.cpus), (Some(512 * 1024 * 1024), Some(1.0)));
+        let o = sandboxed(&[
+            ("memory", ConfigValue::from("2g")),
+            ("cpus", ConfigValue::Float(0.5)),
+        ]);
+        assert_eq!(
+            (o.memory, o.cpus),
+            (Some(2 * 1024 * 1024 * 1024), Some(0.5))
+        );
+        let defaults = DockerOptions {
+            memory: Some(64 * 1024 * 1024),
+            ..DockerOptions::default()
+        };
+        let config: HandlerConfig = [
+            ("image", ConfigValue::from("x")),
+            ("sandbox", ConfigValue::Bool(true)),
+        ]
+        .into_iter()
+        .collect();
+        let o = defaults.merged(&config).unwrap();
+        assert_eq!(
+            (o.memory, o.cpus),
+            (Some(64 * 1024 * 1024), Some(1.0)),
+            "the handler's memory wins"
+        );
+        let plain: HandlerConfig = [("image", "x")].into_iter().collect();
+        let o = DockerOptions::default().merged(&plain).unwrap();
+        assert_eq!(
+            (o.memory, o.cpus),
+            (None, None),
+            "no limits without the sandbox"
+        );
     }
 
     #[test]
