@@ -23,6 +23,7 @@
 mod channel;
 mod config;
 mod context;
+mod descendants;
 mod engine;
 mod error;
 mod handler;

@@ -117,6 +117,8 @@ fn serve() -> i32 {
             return 70;
         }
     };
+    // Whatever the task starts stays in this process's tree, to be stopped with the task.
+    crate::descendants::become_subreaper();
     // Programs the task starts are not runners (nor is this process, from here on).
     // SAFETY: the runner has not started any thread of its own yet; in a test binary the
     // harness's threads only wait for this test.
@@ -137,6 +139,8 @@ fn serve() -> i32 {
         }
         Err(reason) => rejection(0, build_id(), format!("unreadable invocation: {reason}")),
     };
+    // The task is over: nothing it started outlives it.
+    crate::descendants::kill_descendants(std::process::id() as libc::pid_t);
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     match outcome.write_to(&mut out) {
         Ok(()) => 0,
@@ -193,6 +197,7 @@ fn exit_when_orphaned(mut input: impl std::io::Read + Send + 'static) {
                 std::io::stderr(),
                 "graflow runner: the handler closed its side before the task finished; stopping the task"
             );
+            crate::descendants::kill_descendants(std::process::id() as libc::pid_t);
             // SAFETY: signals and exit; nothing of this process is used afterwards.
             unsafe {
                 // As a process-group leader (the "process" handler starts each runner in a group

@@ -21,6 +21,9 @@ use crate::daemon::Daemon;
 use crate::mounts;
 use crate::options::{self, DockerOptions, Gpus};
 
+/// How long a container may take to end once its runner has finished.
+const EXIT_GRACE: Duration = Duration::from_secs(30);
+
 /// Where this binary is mounted in the container.
 pub const RUNNER_PATH: &str = "/graflow/runner";
 
@@ -185,6 +188,25 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         })?;
     tracing::debug!(target: "graflow::docker", task = %task.id(), container = %name, %image, "container created");
 
+    // Wait for the container's end from before it starts, as `docker run --rm` does: a
+    // container that exits (and, with auto_remove, is removed by the daemon) before a later
+    // wait request arrives would leave that request with nothing to report.
+    let waiter = {
+        let docker = docker.clone();
+        let name = name.clone();
+        let condition = if options.auto_remove {
+            "removed"
+        } else {
+            "next-exit"
+        };
+        tokio::spawn(async move {
+            let wait = WaitContainerOptions {
+                condition: condition.to_owned(),
+            };
+            docker.wait_container(&name, Some(wait)).next().await
+        })
+    };
+
     let attach = AttachContainerOptions {
         stdin: true,
         stdout: true,
@@ -264,20 +286,26 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
     }
 
     // With auto_remove the daemon removes the container as it exits (so nothing is left even
-    // if this program dies now); wait until it is gone.
-    let wait = WaitContainerOptions {
-        condition: if options.auto_remove {
-            "removed".to_owned()
-        } else {
-            "not-running".to_owned()
-        },
+    // if this program dies now); wait until it is gone. Its runner has finished by now, so the
+    // container ends at once; one that does not is removed by the guard.
+    let code = match tokio::time::timeout(EXIT_GRACE, waiter).await {
+        Ok(Ok(Some(Ok(response)))) => Ok(response.status_code),
+        Ok(Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })))) => {
+            Ok(code)
+        }
+        Ok(Ok(Some(Err(e)))) => Err(fail(format!("lost track of container {name}: {e}"))),
+        Ok(_) => Err(fail(format!("lost track of container {name}"))),
+        Err(_) => Err(fail(format!(
+            "container {name} did not end within {EXIT_GRACE:?} of its runner finishing; it is removed"
+        ))),
     };
-    let code = match docker.wait_container(&name, Some(wait)).next().await {
-        Some(Ok(response)) => Ok(response.status_code),
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-        Some(Err(e)) => Err(fail(format!("lost track of container {name}: {e}"))),
-        None => Err(fail(format!("lost track of container {name}"))),
-    };
+    if code.is_err() {
+        // Not known to be gone: the guard removes it.
+        return match driven.ended {
+            Ended::Answered(result) => result,
+            _ => code.map(drop),
+        };
+    }
     guard.disarm();
     if !options.auto_remove {
         tracing::info!(target: "graflow::docker", task = %task.id(), container = %name, "container kept (auto_remove = false)");

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `options` | the task options (`image`, `volumes`, `env`, `sandbox`, ...), parsed and validated |
 //! | `image` | the pull policy |
-//! | `container` | one task in one container: create, attach, start, stream, outcome |
+//! | `container` | one task in one container: create, attach, start, then graflow's shared driver (`graflow_core::remote`) runs the attempt; exit code and OOM diagnosis |
 //! | `cleanup` | labels, removal however a task ends, the sweep of dead runs' leftovers |
 //! | `daemon` | the daemon a handler talks to, and the bound on its control calls |
 //! | `mounts` | the runner binary and the volumes as bind mounts, checked on a local daemon |
@@ -39,7 +39,8 @@ use crate::daemon::Daemon;
 pub use options::{DockerOptions, EnvVar, Gpus, Pull, Volume};
 
 /// Labels every container of the handler carries: `graflow.managed=true`, `graflow.run=<run
-/// id>`, `graflow.task=<task id>`, `graflow.owner=<host:pid:start>`.
+/// id>`, `graflow.task=<task id>`, `graflow.owner=<uid, user namespace, host, boot id, PID and time
+/// namespaces, pid, start time>` (the README's docker section lists the sweep's rules).
 pub mod labels {
     pub use crate::cleanup::{KEEP, MANAGED, OWNER, RUN, TASK};
 }

@@ -21,8 +21,9 @@ use crate::task::Task;
 ///
 /// The child is this program started with `GRAFLOW_RUNNER=1`; its `main` must begin with
 /// `graflow::init()` (or use `#[graflow::main]`). Each child runs in a process group of its
-/// own: when the task ends, times out or is cancelled, the whole group is killed, so nothing the
-/// task started outlives it. Registered as "process" in every engine.
+/// own and is the subreaper of whatever the task starts: when the task ends, times out or is
+/// cancelled, every process it started is killed (also one that left the group with `setsid`),
+/// so nothing the task started outlives it. Registered as "process" in every engine.
 #[derive(Debug, Clone)]
 pub struct ProcessHandler {
     startup_timeout: Duration,
@@ -79,8 +80,8 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// Kills a child's process group when dropped (the task ended, timed out, or its future was
-/// dropped), unless the group is already gone.
+/// Kills a child's process tree and group when dropped (the task ended, timed out, or its future
+/// was dropped), unless they are already gone.
 struct ProcessGroup {
     pgid: Option<libc::pid_t>,
 }
@@ -88,6 +89,9 @@ struct ProcessGroup {
 impl ProcessGroup {
     fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
+            // First the runner's tree (descendants that left its group with setsid included:
+            // the runner is their subreaper), while the runner still holds it together.
+            crate::descendants::kill_descendants(pgid);
             // SAFETY: a plain signal to a process group this handler created. The group leader
             // is not reaped before this runs (the child is only waited for afterwards), so the
             // id cannot have been reused.

@@ -1,0 +1,104 @@
+//! The processes a task started, found through `/proc`, so that none outlives the task.
+//!
+//! A process group is not enough: a task's subprocess may call `setsid` (or `setpgid`) and
+//! leave it. The runner therefore makes itself a *child subreaper*: a descendant whose parent
+//! exits is re-parented to the runner instead of to init, so every process the task started
+//! stays in the runner's tree, whatever group or session it moved to. Killing that tree is what
+//! the runner does when the task ends or its handler goes away, and what the "process" handler
+//! does (before killing the runner's group) when a task times out or is cancelled.
+//!
+//! Orphaned descendants that exit stay zombies until the runner exits (reaping them would take
+//! the exit statuses of the task's own children from it).
+
+/// Makes this process the subreaper of its descendants (Linux); false where that fails.
+pub(crate) fn become_subreaper() -> bool {
+    // SAFETY: a plain prctl on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+}
+
+/// The live descendants of `root` (children, their children, ...), from one scan of `/proc`.
+pub(crate) fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of: Vec<(libc::pid_t, libc::pid_t)> = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<libc::pid_t>().ok());
+        if let (Some(state), Some(ppid)) = (state, ppid)
+            && state != "Z"
+        {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut at = 0;
+    while at < found.len() {
+        let parent = found[at];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|&&(pid, ppid)| ppid == parent && pid != root)
+                .map(|&(pid, _)| pid),
+        );
+        at += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// SIGKILLs every descendant of `root`, scanning again until none is left (a process may fork
+/// while the tree is read; with `root` a subreaper its orphans stay in the tree). Bounded.
+pub(crate) fn kill_descendants(root: libc::pid_t) {
+    for _ in 0..16 {
+        let found = descendants(root);
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            // SAFETY: a signal to a process just seen in this tree.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_childs_children_are_found_and_killed() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 300 & sleep 300 & wait"])
+            .spawn()
+            .unwrap();
+        let root = child.id() as libc::pid_t;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while descendants(root).len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchildren never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        kill_descendants(root);
+        assert!(descendants(root).is_empty());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
