@@ -16,8 +16,46 @@ pub(crate) fn become_subreaper() -> bool {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
 }
 
-/// The live descendants of `root` (children, their children, ...), from one scan of `/proc`.
+/// The live descendants of `root` (children, their children, ...): through each process's
+/// `/proc/<pid>/task/<tid>/children` (which costs per descendant, not per process on the
+/// machine), else from one scan of `/proc`.
 pub(crate) fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
+    match descendants_by_children(root) {
+        Some(found) => found,
+        None => descendants_by_scan(root),
+    }
+}
+
+/// The direct children of `pid`; `None` where the kernel has no `children` files.
+fn children(pid: libc::pid_t) -> Option<Vec<libc::pid_t>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut found = Vec::new();
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        any = true;
+        found.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+        );
+    }
+    (any || !std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(found)
+}
+
+fn descendants_by_children(root: libc::pid_t) -> Option<Vec<libc::pid_t>> {
+    let mut found = children(root)?;
+    let mut at = 0;
+    while at < found.len() && found.len() < 1 << 16 {
+        let pid = found[at];
+        found.extend(children(pid).unwrap_or_default());
+        at += 1;
+    }
+    Some(found)
+}
+
+fn descendants_by_scan(root: libc::pid_t) -> Vec<libc::pid_t> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -80,6 +118,32 @@ pub(crate) fn kill_descendants(root: libc::pid_t) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_ways_of_reading_the_tree_agree() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 300 & wait"])
+            .spawn()
+            .unwrap();
+        let root = child.id() as libc::pid_t;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while descendants_by_scan(root).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchild never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if let Some(mut by_children) = descendants_by_children(root) {
+            let mut by_scan = descendants_by_scan(root);
+            by_children.sort_unstable();
+            by_scan.sort_unstable();
+            assert_eq!(by_children, by_scan);
+        }
+        kill_descendants(root);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn a_childs_children_are_found_and_killed() {

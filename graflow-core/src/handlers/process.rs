@@ -87,11 +87,14 @@ struct ProcessGroup {
 }
 
 impl ProcessGroup {
-    fn kill(&mut self) {
+    /// Kills the group; and first, with `tree`, the runner's whole tree.
+    fn kill(&mut self, tree: bool) {
         if let Some(pgid) = self.pgid.take() {
             // First the runner's tree (descendants that left its group with setsid included:
             // the runner is their subreaper), while the runner still holds it together.
-            crate::descendants::kill_descendants(pgid);
+            if tree {
+                crate::descendants::kill_descendants(pgid);
+            }
             // SAFETY: a plain signal to a process group this handler created. The group leader
             // is not reaped before this runs (the child is only waited for afterwards), so the
             // id cannot have been reused.
@@ -102,7 +105,7 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        self.kill();
+        self.kill(true);
     }
 }
 
@@ -183,8 +186,9 @@ impl TaskHandler for ProcessHandler {
             .startup_timeout(self.startup_timeout)
             .drive(stdin, output)
             .await?;
-        // The runner has answered (or failed): whatever it started goes with it.
-        group.kill();
+        // The runner has answered (and killed what the task started) or failed: whatever is
+        // left goes with it.
+        group.kill(!matches!(driven.ended, Ended::Answered(_)));
         let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
             Ok(Ok(status)) => Some(status),
             _ => None,
