@@ -9,7 +9,7 @@ pub struct Limits {
     /// The largest frame (head and payload together), in bytes. Default 256 MiB.
     pub max_frame: u64,
     /// The largest message head (names, ids, value headers, failure messages), in bytes.
-    /// Default 16 MiB.
+    /// Default 1 MiB (a head decodes into more memory than it takes on the wire).
     pub max_head: u64,
     /// The longest log line passed on; longer lines are cut (and say so). Default 16 KiB.
     pub max_log_line: usize,
@@ -19,7 +19,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_frame: 256 << 20,
-            max_head: 16 << 20,
+            max_head: 1 << 20,
             max_log_line: 16 << 10,
         }
     }

@@ -57,10 +57,37 @@ pub struct RemoteError {
     source: Option<Box<RemoteError>>,
 }
 
+/// At most this many causes cross the boundary (a runner's chain is hostile input: a deep one
+/// would make a deep, recursively dropped error), each at most [`MAX_MESSAGE`] bytes.
+const MAX_CHAIN: usize = 64;
+const MAX_MESSAGE: usize = 4096;
+
+fn cut(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{} [... {} byte(s) cut]",
+        &message[..end],
+        message.len() - end
+    )
+}
+
 impl RemoteError {
     fn from_chain(chain: &[String]) -> Self {
+        let mut kept: Vec<String> = chain.iter().take(MAX_CHAIN).map(|m| cut(m)).collect();
+        if chain.len() > MAX_CHAIN {
+            kept.push(format!(
+                "[... {} more cause(s) cut]",
+                chain.len() - MAX_CHAIN
+            ));
+        }
         let mut error: Option<RemoteError> = None;
-        for message in chain.iter().rev() {
+        for message in kept.iter().rev() {
             error = Some(RemoteError {
                 message: message.clone(),
                 source: error.map(Box::new),
@@ -115,13 +142,21 @@ pub fn apply(
         }),
         Err(Failure::Panicked { message }) => Err(Error::Panicked {
             task: id.to_owned(),
-            message,
+            message: cut(&message),
         }),
-        Err(Failure::Other { message }) => Err(Error::handler(id, handler, message)),
+        Err(Failure::Other { message }) => Err(Error::handler(id, handler, cut(&message))),
+        Err(Failure::Rejected { reason }) if outcome.nonce == 0 => Err(Error::handler(
+            id,
+            handler,
+            format!(
+                "the runner refused the task, saying (unverified: a runner that could not read the invocation does not know its nonce): {}",
+                cut(&reason)
+            ),
+        )),
         Err(Failure::Rejected { reason }) => Err(Error::handler(
             id,
             handler,
-            format!("the runner refused the task: {reason}"),
+            format!("the runner refused the task: {}", cut(&reason)),
         )),
     }
 }
@@ -136,10 +171,14 @@ pub(crate) fn outcome_of(
     let result = match result.and_then(|value| value.encode()) {
         Ok(encoded) => Ok(encoded),
         Err(Error::Task { source, .. }) => {
-            let mut chain = vec![source.to_string()];
+            let mut chain = vec![cut(&source.to_string())];
             let mut next = source.source();
             while let Some(cause) = next {
-                chain.push(cause.to_string());
+                if chain.len() == MAX_CHAIN {
+                    chain.push("[... more causes cut]".to_owned());
+                    break;
+                }
+                chain.push(cut(&cause.to_string()));
                 next = cause.source();
             }
             Err(Failure::Returned { chain })
@@ -156,5 +195,28 @@ pub(crate) fn outcome_of(
         result,
         channel_writes,
         elapsed_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_chain_is_cut_to_a_bounded_error() {
+        let chain: Vec<String> = (0..100_000).map(|i| format!("cause {i}")).collect();
+        let error = RemoteError::from_chain(&chain);
+        let mut depth = 0;
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut last = String::new();
+        while let Some(e) = next {
+            depth += 1;
+            last = e.to_string();
+            next = e.source();
+        }
+        assert_eq!(depth, MAX_CHAIN + 1);
+        assert!(last.contains("99936 more cause(s) cut"), "{last}");
+        let long = RemoteError::from_chain(&["x".repeat(1 << 20)]);
+        assert!(long.to_string().len() < MAX_MESSAGE + 64);
     }
 }
