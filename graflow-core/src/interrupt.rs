@@ -6,7 +6,10 @@
 //! every run in progress (their futures are dropped, so child process groups are killed and
 //! containers removed), waits up to [`CLEANUP_DEADLINE`] for that clean-up to finish, restores
 //! the default action and raises the signal again: the program ends as the signal would have
-//! ended it, only after cleaning up. When the last run ends the default action is restored.
+//! ended it, only after cleaning up. A second signal ends the program at once, and so does the
+//! first one if the clean-up has not ended it within [`CLEANUP_DEADLINE`] and 5 s more (an
+//! async body that blocks its executor can keep a run from noticing the cancellation). When the
+//! last run ends the default action is restored.
 //!
 //! A program with its own SIGINT/SIGTERM handling (including `tokio::signal`) is left alone: it
 //! decides what a signal means, and cancels a run by dropping its future.
@@ -77,8 +80,11 @@ fn caught() -> &'static watch::Sender<libc::c_int> {
     CAUGHT.get_or_init(|| {
         let (tx, _) = watch::channel(0);
         let mut fds = [-1; 2];
-        // SAFETY: creates a pipe; both ends are owned here for the life of the process.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
+        // SAFETY: creates a pipe; both ends are owned here for the life of the process. The
+        // write end is non-blocking: the handler must never block.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0
+            && unsafe { libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK) } == 0
+        {
             PIPE_WRITE.store(fds[1], Ordering::SeqCst);
             let read_end = fds[0];
             let sender = tx.clone();
@@ -90,7 +96,25 @@ fn caught() -> &'static watch::Sender<libc::c_int> {
                         // SAFETY: reads one byte into a local from a descriptor this thread owns.
                         let n = unsafe { libc::read(read_end, (&raw mut byte).cast(), 1) };
                         if n == 1 {
-                            sender.send_replace(libc::c_int::from(byte));
+                            let signal = libc::c_int::from(byte);
+                            // A signal that reached us only through a handler the program
+                            // installed later is the program's.
+                            if current_action(signal) != Some(ours()) {
+                                continue;
+                            }
+                            if CAUGHT_ONE.swap(true, Ordering::SeqCst) {
+                                // A second signal: end now, clean-up or not.
+                                end_by(signal);
+                            }
+                            // Should the run not get to its clean-up (an async body blocking
+                            // its executor), the program still ends.
+                            let _ = std::thread::Builder::new()
+                                .name("graflow-signal-deadline".to_owned())
+                                .spawn(move || {
+                                    std::thread::sleep(CLEANUP_DEADLINE + Duration::from_secs(5));
+                                    end_by(signal);
+                                });
+                            sender.send_replace(signal);
                         } else if n < 0
                             && std::io::Error::last_os_error().kind()
                                 == std::io::ErrorKind::Interrupted
@@ -109,12 +133,29 @@ fn caught() -> &'static watch::Sender<libc::c_int> {
     })
 }
 
+/// Whether a signal was caught (the first cancels the runs; a second ends the program).
+static CAUGHT_ONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ends the program as `signal` would have: default action, raised again.
+fn end_by(signal: libc::c_int) -> ! {
+    set_handler(signal, libc::SIG_DFL);
+    // SAFETY: re-raises the signal with its default action, which ends the process.
+    unsafe {
+        libc::raise(signal);
+    }
+    std::process::exit(128 + signal);
+}
+
 extern "C" fn on_signal(signal: libc::c_int) {
-    let fd = PIPE_WRITE.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let byte = signal as u8;
-        // SAFETY: write(2) is async-signal-safe; the byte is a local.
-        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+    // SAFETY: only async-signal-safe calls (write to a non-blocking pipe); errno is restored.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let fd = PIPE_WRITE.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let byte = signal as u8;
+            libc::write(fd, (&raw const byte).cast(), 1);
+        }
+        *libc::__errno_location() = errno;
     }
 }
 
@@ -217,13 +258,7 @@ impl RunSignals {
             .unwrap_or(false);
         tracing::warn!(target: "graflow::engine", signal, cleaned_up = done, "run interrupted by a signal; exiting as the signal asks");
         restore_defaults();
-        set_handler(signal, libc::SIG_DFL);
-        // SAFETY: re-raises the signal with its default action, which ends the process.
-        unsafe {
-            libc::raise(signal);
-        }
-        // The default action of SIGINT and SIGTERM ends the process; should it not, exit.
-        std::process::exit(128 + signal);
+        end_by(signal)
     }
 }
 
