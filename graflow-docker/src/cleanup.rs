@@ -6,9 +6,10 @@
 //! When a handler first connects it sweeps leftovers, and only those that are safe to remove:
 //! a container of the same user (uid and user namespace; root too is held to its own) that
 //! either has finished (exited or dead for over [`GRACE`], or created and never started for
-//! over [`GRACE`]) or whose owner is *proven* dead. Proven dead means: the owner's machine
-//! rebooted (same hostname, another boot id, both known), or the owner ran under this boot in
-//! this PID namespace and its pid is gone, a zombie, or another process (another start time).
+//! over [`GRACE`]) or whose owner is *proven* dead. Proven dead means: the owner ran under this
+//! boot in this PID namespace and its pid is gone, a zombie, or another process (another start
+//! time). Another boot id proves nothing (hostnames are not unique across machines sharing a
+//! daemon); a rebooted owner's container has exited and is swept as finished.
 //! An owner in another PID namespace, on another machine, or with a label that does not parse
 //! is not ours to judge: its running containers are left alone. `graflow.keep` is never swept.
 
@@ -245,9 +246,10 @@ fn proven_dead(owner: &Owner, me: &Owner, look_up: impl Fn(u32) -> Seen) -> bool
         return false;
     };
     if theirs != ours {
-        // No process outlives a reboot; but another boot id on another host is another
-        // machine sharing the daemon.
-        return owner.host.is_some() && owner.host == me.host;
+        // Another boot: this host rebooted, or another machine (hostnames are not unique:
+        // cloned images, "localhost") shares the daemon. Not proof; a container of a rebooted
+        // owner has exited and goes by the finished rule.
+        return false;
     }
     if owner.pidns.is_none() || owner.pidns != me.pidns {
         return false;
@@ -590,14 +592,17 @@ mod tests {
     }
 
     #[test]
-    fn another_boot_of_this_host_is_dead_and_another_machine_is_not_ours_to_judge() {
+    fn another_boot_is_not_proof_whatever_the_hostname() {
         let me = me();
         let rebooted = Owner {
             boot: Some("00000000-0000-0000-0000-000000000000".to_owned()),
             pidns: Some(1),
             ..other(1, 1)
         };
-        assert!(proven_dead(&rebooted, &me, |_| Seen::There));
+        assert!(
+            !proven_dead(&rebooted, &me, |_| Seen::Gone),
+            "a machine of the same hostname may share the daemon"
+        );
         let elsewhere = Owner {
             host: Some("another-machine".to_owned()),
             ..rebooted.clone()
