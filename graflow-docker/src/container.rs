@@ -21,6 +21,15 @@ use crate::daemon::Daemon;
 use crate::mounts;
 use crate::options::{self, DockerOptions, Gpus};
 
+/// A spawned task that ends with the attempt, however the attempt ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long a container may take to end once its runner has finished.
 const EXIT_GRACE: Duration = Duration::from_secs(30);
 
@@ -191,7 +200,7 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
     // Wait for the container's end from before it starts, as `docker run --rm` does: a
     // container that exits (and, with auto_remove, is removed by the daemon) before a later
     // wait request arrives would leave that request with nothing to report.
-    let waiter = {
+    let mut waiter = {
         let docker = docker.clone();
         let name = name.clone();
         let condition = if options.auto_remove {
@@ -199,12 +208,12 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         } else {
             "next-exit"
         };
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let wait = WaitContainerOptions {
                 condition: condition.to_owned(),
             };
             docker.wait_container(&name, Some(wait)).next().await
-        })
+        }))
     };
 
     let attach = AttachContainerOptions {
@@ -288,7 +297,7 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
     // With auto_remove the daemon removes the container as it exits (so nothing is left even
     // if this program dies now); wait until it is gone. Its runner has finished by now, so the
     // container ends at once; one that does not is removed by the guard.
-    let code = match tokio::time::timeout(EXIT_GRACE, waiter).await {
+    let code = match tokio::time::timeout(EXIT_GRACE, &mut waiter.0).await {
         Ok(Ok(Some(Ok(response)))) => Ok(response.status_code),
         Ok(Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })))) => {
             Ok(code)

@@ -155,18 +155,32 @@ impl<'a> RemoteAttempt<'a> {
         let decode = task.def.decode;
         let output_type = task.def.output.name();
         let banner = LogLines::new(task.id(), self.target, limits.max_log_line);
-        let mut decoder = tokio::task::spawn_blocking(move || {
-            let mut reader = ChannelReader::new(rx);
-            decode_answer(
-                &mut reader,
-                &limits,
-                nonce,
-                decode,
-                output_type,
-                banner,
-                ready_tx,
-            )
-        });
+        // A thread of its own (not the blocking pool, which synchronous task bodies fill): it
+        // lives as long as the attempt and only ever waits for the runner's bytes.
+        let (decoded_tx, mut decoder) = oneshot::channel::<Decoded>();
+        std::thread::Builder::new()
+            .name("graflow-answer".to_owned())
+            .spawn(move || {
+                let mut reader = ChannelReader::new(rx);
+                let decoded = decode_answer(
+                    &mut reader,
+                    &limits,
+                    nonce,
+                    decode,
+                    output_type,
+                    banner,
+                    ready_tx,
+                );
+                let _ = decoded_tx.send(decoded);
+            })
+            .map_err(|e| {
+                Error::handler_source(
+                    task.id(),
+                    handler,
+                    "could not start a thread to read the runner's answer",
+                    e,
+                )
+            })?;
 
         let mut logs = LogLines::new(task.id(), self.target, limits.max_log_line);
         let mut output = output;
@@ -194,7 +208,7 @@ impl<'a> RemoteAttempt<'a> {
             tokio::select! {
                 biased;
                 result = &mut decoder => {
-                    break result.map_err(|e| Error::handler(task.id(), handler, format!("the answer's decoder failed: {e}")))?;
+                    break result.map_err(|_| Error::handler(task.id(), handler, "the thread reading the runner's answer ended without a verdict"))?;
                 }
                 Ok(()) = &mut ready_rx, if !ready => ready = true,
                 result = &mut write, if !written => {
