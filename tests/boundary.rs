@@ -628,7 +628,7 @@ fn a_gigabyte_flood_into_the_protocol_stream_is_refused_in_bounded_memory() {
     refuses(
         "head_flood",
         r#"{ cat "$2"; head -c 1073741824 /dev/zero; } > "$1""#,
-        &frame_header(16 << 20, 0),
+        &frame_header(1 << 20, 0),
         &["the outcome head is corrupt"],
     );
 }
@@ -802,5 +802,48 @@ fn a_grandchild_that_leaves_the_process_group_is_gone_within_2s_of_its_tasks_tim
     assert!(
         took.is_some(),
         "grandchild {grandchild} (in a session of its own) still runs 2 s after its task timed out"
+    );
+}
+
+#[task(handler = "process")]
+fn starts_a_setsid_grandchild_and_crashes(pid_file: String) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("300");
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let grandchild = cmd.spawn().unwrap();
+    write_pid(&pid_file, grandchild.id());
+    // The runner dies at once: its subreaper role dies with it.
+    std::process::abort();
+}
+
+/// A runner that crashes cannot kill its tree, and its orphans leave that tree; the handler
+/// finds them by the marker they inherited.
+#[test]
+fn a_setsid_grandchild_of_a_crashed_runner_is_gone_within_2s() {
+    let pid_file = scratch_file("grandchild-crash");
+    let err = WorkflowEngine::new()
+        .run_with(
+            &workflow! { starts_a_setsid_grandchild_and_crashes; },
+            Channel::new().with("pid_file", pid_file.clone()),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("SIGABRT"), "{err}");
+    let grandchild = read_pid(&pid_file, Duration::from_secs(1));
+    let _ = std::fs::remove_file(&pid_file);
+    let took = within(Duration::from_secs(2), || !alive(grandchild));
+    if took.is_none() {
+        // SAFETY: best-effort cleanup of the leaked grandchild.
+        unsafe { libc::kill(grandchild as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(
+        took.is_some(),
+        "grandchild {grandchild} of a crashed runner still runs 2 s after the task failed"
     );
 }

@@ -10,6 +10,44 @@
 //! Orphaned descendants that exit stay zombies until the runner exits (reaping them would take
 //! the exit statuses of the task's own children from it).
 
+/// The environment variable that marks every process a task starts (inherited from the
+/// runner): `<handler pid>:<runner pid>`. It finds the task's processes after the runner itself
+/// died (a crash): they were re-parented away from its tree then.
+pub(crate) const TREE_ENV: &str = "GRAFLOW_TASK_TREE";
+
+/// The marker of the runner `runner` started by this process.
+pub(crate) fn tree_marker(handler: u32, runner: u32) -> String {
+    format!("{TREE_ENV}={handler}:{runner}")
+}
+
+/// SIGKILLs every process of this user whose environment holds `marker` (one scan of `/proc`;
+/// for after a runner died, not for every task).
+pub(crate) fn kill_marked(marker: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // Other users' environments are unreadable, and not ours to judge anyway.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == marker.as_bytes())
+        {
+            // SAFETY: a signal to a process that carries this task's marker.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Makes this process the subreaper of its descendants (Linux); false where that fails.
 pub(crate) fn become_subreaper() -> bool {
     // SAFETY: a plain prctl on this process.

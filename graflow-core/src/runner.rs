@@ -120,14 +120,28 @@ fn serve() -> i32 {
     // Whatever the task starts stays in this process's tree, to be stopped with the task.
     crate::descendants::become_subreaper();
     // Programs the task starts are not runners (nor is this process, from here on).
-    // SAFETY: the runner has not started any thread of its own yet; in a test binary the
-    // harness's threads only wait for this test.
-    unsafe { std::env::remove_var(RUNNER_ENV) };
+    // SAFETY: removing a variable races with other threads reading the environment. The
+    // runner has started no thread of its own yet; init() belongs first in main, before the
+    // program starts any (with #[tokio::main], runtime workers exist but run nothing yet; in a
+    // test binary the harness's threads only wait for this test).
+    unsafe {
+        std::env::remove_var(RUNNER_ENV);
+        // Marks whatever the task starts, to be found even should this runner crash.
+        if let Some((key, value)) =
+            crate::descendants::tree_marker(std::os::unix::process::parent_id(), std::process::id())
+                .split_once('=')
+        {
+            std::env::set_var(key, value);
+        }
+    };
     if out.write_all(READY).and_then(|()| out.flush()).is_err() {
         return 71;
     }
     let mut input = std::io::BufReader::new(input);
-    let limits = Limits::default().with_max_frame(1 << 40);
+    // The engine is trusted here: its channel snapshot may have many keys.
+    let limits = Limits::default()
+        .with_max_frame(1 << 40)
+        .with_max_head(1 << 30);
     let outcome = match Invocation::read_from(&mut input, &limits) {
         Ok(invocation) => {
             let nonce = invocation.nonce;

@@ -94,6 +94,11 @@ impl ProcessGroup {
             // the runner is their subreaper), while the runner still holds it together.
             if tree {
                 crate::descendants::kill_descendants(pgid);
+                // A runner that crashed took its tree with it: its orphans carry its marker.
+                crate::descendants::kill_marked(&crate::descendants::tree_marker(
+                    std::process::id(),
+                    pgid.unsigned_abs(),
+                ));
             }
             // SAFETY: a plain signal to a process group this handler created. The group leader
             // is not reaped before this runs (the child is only waited for afterwards), so the
