@@ -322,24 +322,11 @@ fn starts_a_grandchild_and_hangs(pid_file: String) -> u8 {
 
 #[test]
 fn a_grandchild_is_gone_within_2s_of_its_tasks_timeout() {
-    let pid_file = scratch_file("grandchild-timeout");
-    let err = WorkflowEngine::new()
-        .run_with(
-            &workflow! { starts_a_grandchild_and_hangs; },
-            Channel::new().with("pid_file", pid_file.clone()),
-        )
-        .unwrap_err();
-    assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
-    let grandchild = read_pid(&pid_file, Duration::from_secs(1));
-    let _ = std::fs::remove_file(&pid_file);
-    let took = within(Duration::from_secs(2), || !alive(grandchild));
-    if took.is_none() {
-        // SAFETY: best-effort cleanup of the leaked grandchild.
-        unsafe { libc::kill(grandchild as libc::pid_t, libc::SIGKILL) };
-    }
-    assert!(
-        took.is_some(),
-        "grandchild {grandchild} still runs 2 s after its task timed out"
+    assert_grandchild_gone_after(
+        &workflow! { starts_a_grandchild_and_hangs; },
+        &scratch_file("grandchild-timeout"),
+        |err| assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}"),
+        "still runs 2 s after its task timed out",
     );
 }
 
@@ -760,21 +747,11 @@ fn sigterm_to_a_plain_program_during_a_docker_task_leaves_no_container() {
 
 #[task(handler = "process", timeout = "2s")]
 fn starts_a_setsid_grandchild_and_hangs(pid_file: String) -> u8 {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new("sleep");
-    cmd.arg("300");
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        })
-    };
     #[expect(
         clippy::zombie_processes,
         reason = "the grandchild is left running on purpose"
     )]
-    let grandchild = cmd.spawn().unwrap();
+    let grandchild = spawn_setsid_sleep();
     write_pid(&pid_file, grandchild.id());
     std::thread::sleep(Duration::from_secs(60));
     0
@@ -784,29 +761,59 @@ fn starts_a_setsid_grandchild_and_hangs(pid_file: String) -> u8 {
 /// subreaper: the handler kills the runner's whole tree on timeout.
 #[test]
 fn a_grandchild_that_leaves_the_process_group_is_gone_within_2s_of_its_tasks_timeout() {
-    let pid_file = scratch_file("grandchild-setsid");
-    let err = WorkflowEngine::new()
-        .run_with(
-            &workflow! { starts_a_setsid_grandchild_and_hangs; },
-            Channel::new().with("pid_file", pid_file.clone()),
-        )
-        .unwrap_err();
-    assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
-    let grandchild = read_pid(&pid_file, Duration::from_secs(1));
-    let _ = std::fs::remove_file(&pid_file);
-    let took = within(Duration::from_secs(2), || !alive(grandchild));
-    if took.is_none() {
-        // SAFETY: best-effort cleanup of the leaked grandchild.
-        unsafe { libc::kill(grandchild as libc::pid_t, libc::SIGKILL) };
-    }
-    assert!(
-        took.is_some(),
-        "grandchild {grandchild} (in a session of its own) still runs 2 s after its task timed out"
+    assert_grandchild_gone_after(
+        &workflow! { starts_a_setsid_grandchild_and_hangs; },
+        &scratch_file("grandchild-setsid"),
+        |err| assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}"),
+        "(in a session of its own) still runs 2 s after its task timed out",
     );
 }
 
 #[task(handler = "process")]
 fn starts_a_setsid_grandchild_and_crashes(pid_file: String) -> u8 {
+    let grandchild = spawn_setsid_sleep();
+    write_pid(&pid_file, grandchild.id());
+    // The runner dies at once: its subreaper role dies with it.
+    std::process::abort();
+}
+
+/// A runner that crashes cannot kill its tree, and its orphans leave that tree; the handler
+/// finds them by the marker they inherited.
+#[test]
+fn a_setsid_grandchild_of_a_crashed_runner_is_gone_within_2s() {
+    assert_grandchild_gone_after(
+        &workflow! { starts_a_setsid_grandchild_and_crashes; },
+        &scratch_file("grandchild-crash"),
+        |err| assert!(err.to_string().contains("SIGABRT"), "{err}"),
+        "of a crashed runner still runs 2 s after the task failed",
+    );
+}
+
+/// Runs `wf`, which must fail (`check` looks at the error), then waits up to 2 s for the
+/// grandchild whose pid the task wrote to `pid_file` to be gone (killing it if not, so a failed
+/// test leaks nothing).
+fn assert_grandchild_gone_after(
+    wf: &Workflow,
+    pid_file: &str,
+    check: impl FnOnce(&Error),
+    what: &str,
+) {
+    let err = WorkflowEngine::new()
+        .run_with(wf, Channel::new().with("pid_file", pid_file.to_owned()))
+        .unwrap_err();
+    check(&err);
+    let grandchild = read_pid(pid_file, Duration::from_secs(1));
+    let _ = std::fs::remove_file(pid_file);
+    let took = within(Duration::from_secs(2), || !alive(grandchild));
+    if took.is_none() {
+        // SAFETY: best-effort cleanup of the leaked grandchild.
+        unsafe { libc::kill(grandchild as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(took.is_some(), "grandchild {grandchild} {what}");
+}
+
+/// `sleep 300` in a session of its own (it leaves the runner's process group).
+fn spawn_setsid_sleep() -> std::process::Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("300");
@@ -817,33 +824,5 @@ fn starts_a_setsid_grandchild_and_crashes(pid_file: String) -> u8 {
             Ok(())
         })
     };
-    let grandchild = cmd.spawn().unwrap();
-    write_pid(&pid_file, grandchild.id());
-    // The runner dies at once: its subreaper role dies with it.
-    std::process::abort();
-}
-
-/// A runner that crashes cannot kill its tree, and its orphans leave that tree; the handler
-/// finds them by the marker they inherited.
-#[test]
-fn a_setsid_grandchild_of_a_crashed_runner_is_gone_within_2s() {
-    let pid_file = scratch_file("grandchild-crash");
-    let err = WorkflowEngine::new()
-        .run_with(
-            &workflow! { starts_a_setsid_grandchild_and_crashes; },
-            Channel::new().with("pid_file", pid_file.clone()),
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("SIGABRT"), "{err}");
-    let grandchild = read_pid(&pid_file, Duration::from_secs(1));
-    let _ = std::fs::remove_file(&pid_file);
-    let took = within(Duration::from_secs(2), || !alive(grandchild));
-    if took.is_none() {
-        // SAFETY: best-effort cleanup of the leaked grandchild.
-        unsafe { libc::kill(grandchild as libc::pid_t, libc::SIGKILL) };
-    }
-    assert!(
-        took.is_some(),
-        "grandchild {grandchild} of a crashed runner still runs 2 s after the task failed"
-    );
+    cmd.spawn().unwrap()
 }

@@ -15,14 +15,15 @@ graflow::enable_test_runner!();
 
 /// Container ids carrying `label=value`, running or not.
 fn containers_with(label: &str, value: &str) -> Vec<String> {
+    docker_ps(&["-a"], label, value)
+}
+
+/// `docker ps -q ARGS --filter label=LABEL=VALUE`, as a list of ids.
+fn docker_ps(args: &[&str], label: &str, value: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "-q",
-            "--filter",
-            &format!("label={label}={value}"),
-        ])
+        .args(["ps", "-q"])
+        .args(args)
+        .args(["--filter", &format!("label={label}={value}")])
         .output()
         .expect("the docker CLI runs");
     assert!(
@@ -688,26 +689,7 @@ fn leftovers_of_a_killed_program_are_swept_when_a_handler_starts() {
 
 /// Container ids carrying `label=value` that are running.
 fn running_with(label: &str, value: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-q",
-            "--filter",
-            "status=running",
-            "--filter",
-            &format!("label={label}={value}"),
-        ])
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+    docker_ps(&["--filter", "status=running"], label, value)
 }
 
 /// Set (to the parent's `readlink /proc/self/ns/pid`) when this test binary is the sweeper

@@ -23,17 +23,7 @@ pub(crate) fn tree_marker(handler: u32, runner: u32) -> String {
 /// SIGKILLs every process of this user whose environment holds `marker` (one scan of `/proc`;
 /// for after a runner died, not for every task).
 pub(crate) fn kill_marked(marker: &str) {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         // Other users' environments are unreadable, and not ours to judge anyway.
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
@@ -46,6 +36,17 @@ pub(crate) fn kill_marked(marker: &str) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+}
+
+/// Every process id in `/proc`.
+fn all_pids() -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// Makes this process the subreaper of its descendants (Linux); false where that fails.
@@ -90,22 +91,21 @@ fn descendants_by_children(root: libc::pid_t) -> Option<Vec<libc::pid_t>> {
         found.extend(children(pid).unwrap_or_default());
         at += 1;
     }
+    // A zombie has ended already (the children lists include them).
+    found.retain(|&pid| state(pid).is_some_and(|s| s != "Z"));
     Some(found)
 }
 
+/// The state letter of `pid` (`None` when it is gone).
+fn state(pid: libc::pid_t) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
 fn descendants_by_scan(root: libc::pid_t) -> Vec<libc::pid_t> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut parent_of: Vec<(libc::pid_t, libc::pid_t)> = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
@@ -199,7 +199,14 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         kill_descendants(root);
-        assert!(descendants(root).is_empty());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !descendants(root).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchildren survived"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = child.kill();
         let _ = child.wait();
     }
