@@ -302,8 +302,12 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         Ok(Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })))) => {
             Ok(code)
         }
-        Ok(Ok(Some(Err(e)))) => Err(fail(format!("lost track of container {name}: {e}"))),
-        Ok(_) => Err(fail(format!("lost track of container {name}"))),
+        Ok(Ok(Some(Err(e)))) => Err(fail(format!(
+            "lost track of container {name} (the daemon's answer to waiting for its end: {e}); check that dockerd is healthy (`docker info`), and run the task again"
+        ))),
+        Ok(_) => Err(fail(format!(
+            "lost track of container {name} (the daemon closed the wait without an answer); check that dockerd is healthy (`docker info`), and run the task again"
+        ))),
         Err(_) => Err(fail(format!(
             "container {name} did not end within {EXIT_GRACE:?} of its runner finishing; it is removed"
         ))),

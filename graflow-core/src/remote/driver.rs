@@ -437,18 +437,9 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos >= self.current.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    self.current = chunk;
-                    self.pos = 0;
-                }
-                None => {
-                    self.ended = true;
-                    return Ok(0);
-                }
+            match self.next_chunk() {
+                Some(chunk) => self.unread(chunk),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len() - self.pos);
