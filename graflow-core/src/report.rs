@@ -10,6 +10,7 @@ use crate::value::{Data, Value, ValueError};
 
 /// How a task's part in a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TaskStatus {
     /// It ran and stored its result.
     Succeeded,
@@ -62,6 +63,7 @@ impl Record {
 
 /// One task's line of a [`RunReport`].
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct TaskRecord<'a> {
     /// The task id.
     pub id: &'a str,
