@@ -52,43 +52,44 @@ pub enum Body {
 /// scheduler (cheap, but it holds up other ready tasks while it runs) or must go to Tokio's
 /// blocking pool (about 20 µs, but nothing waits for it).
 ///
-/// The first run of a function always goes to the blocking pool and is measured. Functions that
-/// finished within [`BodyStats::INLINE_LIMIT`] then run inline; one that runs longer goes back
-/// to the pool for good (after two slow inline runs, so that one preemption of a noisy machine
-/// does not count). `blocking = true` in `#[task]` opts out of inline runs.
+/// A function runs on the blocking pool until one of its runs finished within
+/// [`BodyStats::INLINE_LIMIT`]; it then runs inline, until its second run over the limit (on
+/// the pool or inline) sends it to the pool for good. One slow run is not enough either way:
+/// one preemption of a noisy machine must not decide where a function runs from then on.
+/// `blocking = true` in `#[task]` opts out of inline runs.
 pub(crate) struct BodyStats {
-    offloaded_runs: AtomicU32,
-    slow_inline_runs: AtomicU32,
-    slow: AtomicBool,
+    /// Whether a run finished within the limit (set once).
+    fast: AtomicBool,
+    /// Runs over the limit (counted up to 2).
+    slow_runs: AtomicU32,
 }
 
 impl BodyStats {
-    /// A body slower than this never runs inline again.
+    /// A body slower than this twice never runs inline again.
     pub(crate) const INLINE_LIMIT: Duration = Duration::from_micros(500);
+
+    /// Slow runs after which a body stays on the blocking pool.
+    const SLOW_RUNS: u32 = 2;
 
     const fn new() -> Self {
         BodyStats {
-            offloaded_runs: AtomicU32::new(0),
-            slow_inline_runs: AtomicU32::new(0),
-            slow: AtomicBool::new(false),
+            fast: AtomicBool::new(false),
+            slow_runs: AtomicU32::new(0),
         }
     }
 
     pub(crate) fn inline_ok(&self) -> bool {
-        !self.slow.load(Ordering::Relaxed) && self.offloaded_runs.load(Ordering::Relaxed) > 0
+        self.fast.load(Ordering::Relaxed)
+            && self.slow_runs.load(Ordering::Relaxed) < Self::SLOW_RUNS
     }
 
-    pub(crate) fn record(&self, elapsed: Duration, inline: bool) {
-        let slow = elapsed > Self::INLINE_LIMIT;
-        if inline {
-            if slow && self.slow_inline_runs.fetch_add(1, Ordering::Relaxed) >= 1 {
-                self.slow.store(true, Ordering::Relaxed);
+    pub(crate) fn record(&self, elapsed: Duration) {
+        if elapsed > Self::INLINE_LIMIT {
+            if self.slow_runs.load(Ordering::Relaxed) < Self::SLOW_RUNS {
+                self.slow_runs.fetch_add(1, Ordering::Relaxed);
             }
-        } else {
-            if slow {
-                self.slow.store(true, Ordering::Relaxed);
-            }
-            self.offloaded_runs.fetch_add(1, Ordering::Relaxed);
+        } else if !self.fast.load(Ordering::Relaxed) {
+            self.fast.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -279,4 +280,35 @@ pub fn tasks() -> Vec<TaskInfo> {
 /// The `#[task]` function with this registry name (`module::path::function`).
 pub fn task_named(name: &str) -> Option<TaskInfo> {
     definitions().find(|d| d.name == name).map(TaskDef::info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Duration = Duration::from_micros(10);
+    const SLOW: Duration = Duration::from_millis(5);
+
+    #[test]
+    fn one_fast_run_lets_a_body_inline_and_two_slow_runs_send_it_back_for_good() {
+        let stats = BodyStats::new();
+        assert!(!stats.inline_ok(), "unmeasured bodies go to the pool");
+        stats.record(SLOW);
+        assert!(!stats.inline_ok(), "a slow first run proves nothing yet");
+        stats.record(FAST);
+        assert!(stats.inline_ok(), "one preempted run does not decide");
+        stats.record(SLOW);
+        assert!(!stats.inline_ok(), "the second slow run does");
+        stats.record(FAST);
+        assert!(!stats.inline_ok(), "for good");
+    }
+
+    #[test]
+    fn a_body_that_is_always_slow_never_runs_inline() {
+        let stats = BodyStats::new();
+        for _ in 0..5 {
+            stats.record(SLOW);
+            assert!(!stats.inline_ok());
+        }
+    }
 }

@@ -48,7 +48,7 @@ impl TaskInfo {
 /// `with_*` methods, and add it with [`WorkflowBuilder::add`](crate::WorkflowBuilder::add).
 #[derive(Clone)]
 pub struct Task {
-    pub(crate) id: Arc<str>,
+    pub(crate) id: TaskId,
     pub(crate) def: &'static TaskDef,
     pub(crate) handler: Cow<'static, str>,
     /// What this node changes from its function's `#[task]` options; most nodes change
@@ -71,7 +71,7 @@ impl Task {
     #[doc(hidden)]
     pub fn from_def(def: &'static TaskDef) -> Self {
         Task {
-            id: Arc::from(def.id),
+            id: TaskId::Static(def.id),
             def,
             handler: (def.handler)(),
             custom: None,
@@ -154,7 +154,7 @@ impl Task {
 
     /// Sets the id (e.g. one node per file: `process::task().with_id(format!("process_{i}"))`).
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = Arc::from(id.into());
+        self.id = TaskId::Shared(Arc::from(id.into()));
         self
     }
 
@@ -201,6 +201,45 @@ impl Task {
     pub fn with_write(mut self, key: impl Into<String>) -> Self {
         self.custom_mut().writes.push(key.into());
         self
+    }
+}
+
+/// A node's id: the function's default id needs no allocation (a graph of 100k nodes makes
+/// 100k of them); one set with [`Task::with_id`] is shared by the node's clones and the graph.
+#[derive(Clone, Debug)]
+pub(crate) enum TaskId {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for TaskId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            TaskId::Static(id) => id,
+            TaskId::Shared(id) => id,
+        }
+    }
+}
+
+impl std::borrow::Borrow<str> for TaskId {
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
+impl PartialEq for TaskId {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for TaskId {}
+
+impl std::hash::Hash for TaskId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
     }
 }
 

@@ -2,12 +2,14 @@
 //! compiled form the scheduler runs (adjacency arrays, roots, parameter sources).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use super::problem::Problem;
-use super::task::Task;
+use super::task::{Task, TaskId};
 
 /// A DAG of tasks. Build one with `workflow!` or [`Workflow::builder`]; run it with
 /// [`WorkflowEngine`](crate::WorkflowEngine). Cloning is cheap (the graph is shared).
@@ -195,7 +197,7 @@ pub(crate) struct ChannelNeed {
 /// The form of a workflow the scheduler runs: compressed adjacency arrays, in-degrees, roots,
 /// pre-resolved parameter sources and the distinct handler names.
 pub(crate) struct Graph {
-    pub tasks_index: HashMap<Arc<str>, u32>,
+    pub tasks_index: HashMap<TaskId, u32>,
     succ_offsets: Vec<u32>,
     succ: Vec<u32>,
     pred_offsets: Vec<u32>,
@@ -244,7 +246,8 @@ impl Graph {
         }
         let mut problems = Vec::new();
 
-        let mut tasks_index: HashMap<Arc<str>, u32> = HashMap::with_capacity(n);
+        let mut tasks_index: HashMap<TaskId, u32> =
+            HashMap::with_capacity_and_hasher(n, Default::default());
         for (i, task) in tasks.iter().enumerate() {
             if let Some(&first) = tasks_index.get(&task.id) {
                 problems.push(Problem::DuplicateTaskId {
@@ -285,7 +288,7 @@ impl Graph {
             return Err(problems);
         }
 
-        let mut handler_ids: HashMap<&str, u32> = HashMap::new();
+        let mut handler_ids: HashMap<&str, u32> = HashMap::default();
         let mut last: Option<(&str, u32)> = None;
         for task in tasks {
             let name = task.handler.as_ref();
@@ -356,7 +359,7 @@ impl Graph {
             return None;
         }
         let start = (0..n).find(|&i| indegree[i] > 0)? as u32;
-        let mut position: HashMap<u32, usize> = HashMap::new();
+        let mut position: HashMap<u32, usize> = HashMap::default();
         let mut walk = vec![start];
         let mut node = start;
         loop {
@@ -394,8 +397,8 @@ impl Graph {
     /// task with that id, else the channel key. A channel key must be declared by an ancestor
     /// (`writes = [...]`) or be given in the run's initial channel (checked per run).
     fn resolve_sources(&mut self, tasks: &[Task], problems: &mut Vec<Problem>) {
-        let mut descendants_of: HashMap<u32, Vec<bool>> = HashMap::new();
-        let mut channel_params: HashMap<&str, Vec<(u32, u32)>> = HashMap::new();
+        let mut descendants_of: HashMap<u32, Vec<bool>> = HashMap::default();
+        let mut channel_params: HashMap<&str, Vec<(u32, u32)>> = HashMap::default();
         self.source_offsets.reserve(tasks.len() + 1);
         self.source_offsets.push(0);
         for (node, task) in tasks.iter().enumerate() {

@@ -51,7 +51,7 @@ impl Task {
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         body(TaskContext::new(&owned))
                     }));
-                    stats.record(started.elapsed(), false);
+                    stats.record(started.elapsed());
                     drop(permit);
                     result
                 });
@@ -106,7 +106,7 @@ impl Task {
     /// its body (if synchronous) ran inline for about that long.
     pub(crate) fn record_inline_run(&self, elapsed: Duration) {
         if matches!(self.def.body, Body::Sync(_)) && elapsed > BodyStats::INLINE_LIMIT {
-            self.def.stats.record(elapsed, true);
+            self.def.stats.record(elapsed);
         }
     }
 
