@@ -1,7 +1,8 @@
 //! Concurrency by kind of work: waiting tasks (async bodies, out-of-process handlers) are not
 //! limited by the CPU count; synchronous bodies on the blocking pool are; a handler's own limit
 //! (docker: 16) and the engine's overall `max_concurrency` cap everything. Checked by counting
-//! how many bodies are inside at once, never by timing.
+//! how many bodies are inside at once, never by timing. (The async bodies use the Tokio graflow
+//! re-exports, `graflow::tokio`: a program needs no tokio dependency of its own.)
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,9 +42,9 @@ impl Gauge {
 /// Waits until `gauge` has had `n` inside at once (so all of them overlapped) or `limit`
 /// passes: a body that is not let in while others wait keeps the count below `n`.
 async fn meet(gauge: &Gauge, n: usize, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while gauge.most() < n && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let deadline = graflow::tokio::time::Instant::now() + limit;
+    while gauge.most() < n && graflow::tokio::time::Instant::now() < deadline {
+        graflow::tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
