@@ -801,7 +801,7 @@ fn forged_owner(pid: u32, start: u64, changes: &str) -> String {
     ];
     for change in changes.split(';').filter(|c| !c.is_empty()) {
         let (key, value) = change.split_once('=').unwrap();
-        fields.iter_mut().find(|f| f.0 == key).unwrap().1 = value.to_owned();
+        value.clone_into(&mut fields.iter_mut().find(|f| f.0 == key).unwrap().1);
     }
     fields
         .iter()
