@@ -168,10 +168,8 @@ fn start_child(mode: &str, arg: &str) -> std::process::Child {
 
 fn sigkill(child: &mut std::process::Child) {
     // SAFETY: a signal to our own, not yet reaped, child.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) },
-        0
-    );
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(sent, 0);
     child.wait().unwrap();
 }
 
@@ -311,10 +309,7 @@ fn starts_a_grandchild_and_hangs(pid_file: String) -> u8 {
         clippy::zombie_processes,
         reason = "the grandchild is left running on purpose"
     )]
-    let grandchild = std::process::Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .unwrap();
+    let grandchild = Command::new("sleep").arg("300").spawn().unwrap();
     write_pid(&pid_file, grandchild.id());
     std::thread::sleep(Duration::from_secs(60));
     0
@@ -336,10 +331,7 @@ fn leaves_a_grandchild_behind(pid_file: String) -> u8 {
         clippy::zombie_processes,
         reason = "the grandchild is left running on purpose"
     )]
-    let grandchild = std::process::Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .unwrap();
+    let grandchild = Command::new("sleep").arg("300").spawn().unwrap();
     write_pid(&pid_file, grandchild.id());
     7
 }
@@ -378,7 +370,7 @@ fn a_background_grandchild_neither_holds_the_run_open_nor_outlives_it() {
 
 #[task(handler = "process")]
 fn starts_this_program() -> Result<(String, bool), String> {
-    let out = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+    let out = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
         .args([
             "child_program",
             "--exact",
@@ -453,10 +445,7 @@ fn prints_a_forged_outcome() -> u8 {
     for nonce in [0, 1, u64::MAX] {
         forged.extend(forged_outcome(nonce, 99));
     }
-    let mut cat = std::process::Command::new("cat")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cat = Command::new("cat").stdin(Stdio::piped()).spawn().unwrap();
     cat.stdin.take().unwrap().write_all(&forged).unwrap();
     assert!(cat.wait().unwrap().success());
     7
@@ -505,7 +494,7 @@ fn protocol_descriptor() -> Result<u32, String> {
 fn attack_protocol_stream(script: &str, file: &str) -> Result<u8, String> {
     let fd = protocol_descriptor()?;
     let target = format!("/proc/{}/fd/{fd}", std::process::id());
-    let status = std::process::Command::new("sh")
+    let status = Command::new("sh")
         .args(["-c", script, "sh", &target, file])
         .status()
         .map_err(|e| e.to_string())?;
@@ -622,7 +611,7 @@ fn a_gigabyte_flood_into_the_protocol_stream_is_refused_in_bounded_memory() {
 
 #[task(handler = "process")]
 fn floods_the_log() -> u8 {
-    let status = std::process::Command::new("head")
+    let status = Command::new("head")
         .args(["-c", "1073741824", "/dev/zero"])
         .status()
         .unwrap();
@@ -706,10 +695,8 @@ fn a_signal_leaves_no_container(signal: libc::c_int, name: &str) {
     }
     let sent = Instant::now();
     // SAFETY: a signal to our own, not yet reaped, child.
-    assert_eq!(
-        unsafe { libc::kill(program.id() as libc::pid_t, signal) },
-        0
-    );
+    let signalled = unsafe { libc::kill(program.id() as libc::pid_t, signal) };
+    assert_eq!(signalled, 0);
     let mut status = None;
     let exited = within(Duration::from_secs(10), || {
         status = program.try_wait().unwrap();
@@ -815,7 +802,7 @@ fn assert_grandchild_gone_after(
 /// `sleep 300` in a session of its own (it leaves the runner's process group).
 fn spawn_setsid_sleep() -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new("sleep");
+    let mut cmd = Command::new("sleep");
     cmd.arg("300");
     // SAFETY: setsid is async-signal-safe.
     unsafe {

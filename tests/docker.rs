@@ -73,7 +73,7 @@ fn ask_python(limit: u64, ctx: &TaskContext) -> Result<PythonFacts, String> {
     let script = format!(
         "import sys; print(sys.version.split()[0]); print(' '.join(str(i*i) for i in range({limit})))"
     );
-    let out = std::process::Command::new("python3")
+    let out = Command::new("python3")
         .args(["-c", &script])
         .output()
         .map_err(|e| format!("python3 did not start: {e}"))?;
@@ -650,10 +650,8 @@ fn ctrl_c_in_a_program_that_drops_its_run_removes_the_container_before_exit() {
     let id = format!("ctrl_c_{}", std::process::id());
     let mut child = start_child(&id);
     // SAFETY: sends a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
     let status = child.wait().unwrap();
     assert!(
         status.success(),
