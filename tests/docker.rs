@@ -1,7 +1,8 @@
 //! The "docker" handler against the real daemon (`graflow-docker/scripts/setup.sh` makes one
 //! answer and builds the images): typed results, channel writes, env and volumes, errors and
 //! panics across the boundary, timeouts, OOM, missing and incompatible images, concurrency, and
-//! cleanup after every way a task can end.
+//! cleanup after every way a task can end. Needs the `docker` feature (on by default).
+#![cfg(feature = "docker")]
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -80,6 +80,7 @@ async fn runtime_and_link_time_handlers_mix_with_direct_tasks() {
     );
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn docker_is_registered_in_a_program_that_depends_on_graflow_alone() {
     // This file never names graflow-docker: its registration survives linking only because
