@@ -2,7 +2,10 @@
 //! demanding user: what is left running when the program that started a task dies, what a task
 //! inherits (stdin, environment, descriptors), what its subprocesses can do to the protocol, and
 //! whether the engine survives hostile bytes. Every absence is polled for with a deadline, never
-//! assumed after a sleep.
+//! assumed after a sleep. The tests of a docker task are skipped without a Docker daemon, unless
+//! GRAFLOW_REQUIRE_DOCKER=1 (see `common`).
+
+mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -10,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use graflow::Error;
 use graflow::prelude::*;
+
+use common::skip_without_docker;
 
 graflow::enable_test_runner!();
 
@@ -250,6 +255,9 @@ fn a_process_runner_dies_within_2s_of_its_program_being_sigkilled() {
 
 #[test]
 fn a_container_is_gone_within_2s_of_its_program_being_sigkilled() {
+    if skip_without_docker() {
+        return;
+    }
     let id = format!("sigkilled_{}", std::process::id());
     let mut program = start_child("docker-sleeps", &id);
     let running = within(Duration::from_secs(60), || {
@@ -658,6 +666,9 @@ fn attacks_from_a_sandbox(kind: String) -> Result<u8, String> {
 
 #[test]
 fn attacks_on_the_protocol_stream_from_a_sandboxed_container_are_refused() {
+    if skip_without_docker() {
+        return;
+    }
     let _one = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
     for (kind, expected) in [
         ("nonce", "another invocation"),
@@ -724,11 +735,17 @@ fn a_signal_leaves_no_container(signal: libc::c_int, name: &str) {
 
 #[test]
 fn sigint_to_a_plain_program_during_a_docker_task_leaves_no_container() {
+    if skip_without_docker() {
+        return;
+    }
     a_signal_leaves_no_container(libc::SIGINT, "sigint");
 }
 
 #[test]
 fn sigterm_to_a_plain_program_during_a_docker_task_leaves_no_container() {
+    if skip_without_docker() {
+        return;
+    }
     a_signal_leaves_no_container(libc::SIGTERM, "sigterm");
 }
 
