@@ -17,7 +17,11 @@ struct TimingHandler {
 
 #[async_trait]
 impl TaskHandler for TimingHandler {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
         let started = Instant::now();
         let output = task.run(ctx).await?;
         let elapsed = started.elapsed();
@@ -25,7 +29,7 @@ impl TaskHandler for TimingHandler {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(task.id().to_owned(), elapsed);
-        ctx.set_result(task.id(), output)
+        Ok(output)
     }
 }
 
@@ -35,26 +39,32 @@ struct LoggingHandler;
 
 #[async_trait]
 impl TaskHandler for LoggingHandler {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
         let label = task.handler_config().get_str("label").unwrap_or("task");
-        tracing::info!(target: "custom_handler", "[{label}] starting {} (attempt {})", task.id(), ctx.attempt());
+        graflow::tracing::info!(target: "custom_handler", "[{label}] starting {} (attempt {})", task.id(), ctx.attempt());
         let result = task.run(ctx).await;
         match &result {
-            Ok(_) => tracing::info!(target: "custom_handler", "[{label}] {} succeeded", task.id()),
+            Ok(_) => {
+                graflow::tracing::info!(target: "custom_handler", "[{label}] {} succeeded", task.id())
+            }
             Err(error) => {
-                tracing::warn!(target: "custom_handler", "[{label}] {} failed: {error}", task.id())
+                graflow::tracing::warn!(target: "custom_handler", "[{label}] {} failed: {error}", task.id())
             }
         }
-        ctx.set_result(task.id(), result?)
+        result
     }
 
     /// Rejects configuration keys it does not know, before the run starts.
-    fn validate_task(&self, task: &Task) -> graflow::Result<()> {
+    fn validate_task(&self, task: &Task) -> Result<(), graflow::Problem> {
         let unknown = task.handler_config().unknown_keys(&["label"]);
         if unknown.is_empty() {
             Ok(())
         } else {
-            Err(graflow::Error::invalid_config(
+            Err(graflow::Problem::invalid_config(
                 task.id(),
                 task.handler(),
                 format!("unknown option(s) {unknown:?}; the logging handler knows only `label`"),

@@ -50,11 +50,11 @@
 //! [`enable_test_runner!`].
 
 pub use graflow_core::{
-    BoxError, BoxFuture, Chain, Channel, ConfigValue, Data, DirectHandler, EncodedValue, Error,
-    ExecutionContext, HandlerConfig, NodeRef, Param, ProcessHandler, Result, RetryPolicy,
-    RunReport, Task, TaskContext, TaskDef, TaskFn, TaskHandler, TaskRecord, TaskStatus, TypeInfo,
-    Value, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner, init, is_runner,
-    register_handler, runner_command, task_named, tasks,
+    AttemptError, BoxError, BoxFuture, Chain, Channel, ConfigValue, DEFAULT_MAX_CONCURRENCY, Data,
+    DirectHandler, Error, ExecutionContext, HandlerConfig, NodeRef, Problem, ProcessHandler,
+    Result, RetryPolicy, RunError, RunFailure, RunReport, Task, TaskContext, TaskFn, TaskHandler,
+    TaskInfo, TaskRecord, TaskStatus, TypeInfo, Value, ValueError, Workflow, WorkflowBuilder,
+    WorkflowEngine, enable_test_runner, init, is_runner, register_handler, task_named, tasks,
 };
 
 /// The runner protocol, for handlers that run tasks out of process.
@@ -85,20 +85,21 @@ pub use graflow_docker as docker;
 /// What most programs need: `use graflow::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Channel, Error, ExecutionContext, RunReport, Task, TaskContext, TaskHandler, Value,
-        Workflow, WorkflowEngine, async_trait, register_handler, task, workflow,
+        AttemptError, Channel, Error, ExecutionContext, RunError, RunReport, Task, TaskContext,
+        TaskHandler, Value, Workflow, WorkflowEngine, async_trait, register_handler, task,
+        workflow,
     };
 }
+
+/// The Tokio graflow runs on, for async tasks that sleep or do I/O (`graflow::tokio::time::sleep`)
+/// and for `#[tokio::main]`-free programs: a program needs no `tokio` dependency of its own.
+pub use graflow_core::__private::tokio;
+
+/// The `tracing` graflow logs through (targets `graflow::engine`, `graflow::handlers`,
+/// `graflow::docker`), for handlers and tasks that log: `graflow::tracing::info!(...)`.
+pub use graflow_core::__private::tracing;
 
 #[doc(hidden)]
 pub mod __private {
     pub use graflow_core::__private::*;
-
-    /// Referenced by every task definition: keeps the enabled handler crates, and so their
-    /// link-time registrations, in the program (the linker drops objects nothing references).
-    #[inline(never)]
-    pub fn link_handlers() {
-        #[cfg(feature = "docker")]
-        std::hint::black_box(graflow_docker::__link());
-    }
 }

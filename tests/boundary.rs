@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use graflow::Error;
 use graflow::prelude::*;
 
 use common::skip_without_docker;
@@ -328,7 +327,12 @@ fn a_grandchild_is_gone_within_2s_of_its_tasks_timeout() {
     assert_grandchild_gone_after(
         &workflow! { starts_a_grandchild_and_hangs; },
         &scratch_file("grandchild-timeout"),
-        |err| assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}"),
+        |err| {
+            assert!(
+                matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+                "{err}"
+            )
+        },
         "still runs 2 s after its task timed out",
     );
 }
@@ -768,7 +772,12 @@ fn a_grandchild_that_leaves_the_process_group_is_gone_within_2s_of_its_tasks_tim
     assert_grandchild_gone_after(
         &workflow! { starts_a_setsid_grandchild_and_hangs; },
         &scratch_file("grandchild-setsid"),
-        |err| assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}"),
+        |err| {
+            assert!(
+                matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+                "{err}"
+            )
+        },
         "(in a session of its own) still runs 2 s after its task timed out",
     );
 }
@@ -799,7 +808,7 @@ fn a_setsid_grandchild_of_a_crashed_runner_is_gone_within_2s() {
 fn assert_grandchild_gone_after(
     wf: &Workflow,
     pid_file: &str,
-    check: impl FnOnce(&Error),
+    check: impl FnOnce(&graflow::RunError),
     what: &str,
 ) {
     let err = WorkflowEngine::new()

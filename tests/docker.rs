@@ -11,9 +11,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use graflow::TaskStatus;
 use graflow::docker::DockerHandler;
 use graflow::prelude::*;
-use graflow::{Error, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 use common::skip_without_docker;
@@ -60,7 +60,7 @@ fn assert_gone(label: &str, value: &str) {
     }
 }
 
-fn run_id_of(err: &Error) -> String {
+fn run_id_of(err: &graflow::RunError) -> String {
     err.report()
         .expect("a failed run has a report")
         .run_id()
@@ -235,7 +235,10 @@ fn a_timeout_kills_and_removes_the_container() {
     let err = WorkflowEngine::new()
         .run(&workflow! { sleeps_forever; })
         .unwrap_err();
-    assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
+    assert!(
+        matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+        "{err}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "{:?}",

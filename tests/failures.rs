@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use graflow::TaskStatus;
 use graflow::prelude::*;
-use graflow::{Error, TaskStatus};
 
 #[derive(Debug)]
 struct DiskFull;
@@ -83,7 +83,7 @@ fn an_error_stops_successors_and_names_task_handler_attempts_and_chain() {
     );
     // The cause keeps its typed source chain.
     let cause = err.cause().unwrap();
-    assert!(matches!(cause, Error::Task { .. }));
+    assert!(matches!(cause, graflow::AttemptError::Task { .. }));
     let source = std::error::Error::source(cause).unwrap();
     assert_eq!(source.to_string(), "could not save the model");
 }
@@ -191,7 +191,10 @@ fn a_timeout_fails_the_task() {
             "{:?}",
             started.elapsed()
         );
-        assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
+        assert!(
+            matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+            "{err}"
+        );
         assert!(
             err.to_string().contains(&format!(
                 "task '{id}' timed out after 100ms on handler 'direct'; raise `timeout` in #[task(...)]"

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use graflow::TaskStatus;
 use graflow::prelude::*;
-use graflow::{Error, TaskStatus};
 
 // ---------- diamond: a >> b, a >> c, b >> d, c >> d ----------
 
@@ -309,7 +309,7 @@ fn a_cycle_built_at_run_time_is_an_error_naming_its_path() {
     let err = WorkflowEngine::new().run(&wf.build()).unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(&err, Error::Invalid { problems, .. } if matches!(problems[0], Error::Cycle { .. })),
+        matches!(&err, graflow::RunError::Invalid { problems, .. } if matches!(problems[0], graflow::Problem::Cycle { .. })),
         "{msg}"
     );
     assert!(
@@ -347,7 +347,7 @@ async fn run_inside_a_runtime_is_a_clear_error() {
     let err = WorkflowEngine::new()
         .run(&workflow! { cyc_a; })
         .unwrap_err();
-    assert!(matches!(err, Error::NestedRuntime), "{err}");
+    assert!(matches!(err, graflow::RunError::NestedRuntime), "{err}");
     assert!(err.to_string().contains("engine.execute(&workflow).await"));
 }
 
@@ -356,9 +356,12 @@ fn the_binary_lists_its_tasks() {
     let names: Vec<&str> = graflow::tasks().iter().map(|d| d.name()).collect();
     assert!(names.contains(&"graph::member"), "{names:?}");
     let def = graflow::task_named("graph::member").unwrap();
-    let params: Vec<&str> = def.params().iter().map(|p| p.name).collect();
-    assert_eq!(params, ["source", "i"]);
-    assert_eq!(def.output().name(), "u64");
+    let params: Vec<(&str, &str)> = def.params().collect();
+    assert_eq!(params, [("source", "u64"), ("i", "u64")]);
+    assert_eq!(def.output_type(), "u64");
+    assert_eq!(def.default_id(), "member");
+    assert_eq!(member::info().name(), "graph::member");
+    assert_eq!(member::task().info().name(), "graph::member");
     assert!(graflow::task_named("graph::b").unwrap().is_async());
     // The task stays a plain function.
     assert_eq!(member(1, 2), 3);

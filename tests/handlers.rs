@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use graflow::prelude::*;
-use graflow::{ConfigValue, DirectHandler, Error};
+use graflow::{AttemptError, ConfigValue, DirectHandler, Problem};
 
 /// Records which tasks it ran, then runs them in-process.
 #[derive(Default)]
@@ -15,10 +15,13 @@ struct Recorder {
 
 #[async_trait]
 impl TaskHandler for Recorder {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
         self.ran.lock().unwrap().push(task.id().to_owned());
-        let output = task.run(ctx).await?;
-        ctx.set_result(task.id(), output)
+        task.run(ctx).await
     }
 }
 
@@ -40,13 +43,16 @@ struct Linked;
 
 #[async_trait]
 impl TaskHandler for Linked {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
         LINKED_RAN
             .lock()
             .unwrap()
             .push((ctx.run_id().to_owned(), task.id().to_owned()));
-        let output = task.run(ctx).await?;
-        ctx.set_result(task.id(), output)
+        task.run(ctx).await
     }
 }
 
@@ -122,7 +128,7 @@ fn an_unknown_handler_is_reported_before_any_task_runs() {
         msg.contains(&format!("Unknown handler type: my_handler. Registered: {}. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')", registered.join(", "))),
         "{msg}"
     );
-    assert!(matches!(&err.problems()[0], Error::UnknownHandler { .. }));
+    assert!(matches!(&err.problems()[0], Problem::UnknownHandler { .. }));
     assert!(err.report().is_none(), "nothing ran");
 }
 
@@ -165,16 +171,19 @@ struct Picky;
 
 #[async_trait]
 impl TaskHandler for Picky {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
-        let output = task.run(ctx).await?;
-        ctx.set_result(task.id(), output)
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        task.run(ctx).await
     }
 
-    fn validate_task(&self, task: &Task) -> graflow::Result<()> {
+    fn validate_task(&self, task: &Task) -> Result<(), Problem> {
         let config = task.handler_config();
         let unknown = config.unknown_keys(&["image", "volumes", "env"]);
         if !unknown.is_empty() {
-            return Err(Error::invalid_config(
+            return Err(Problem::invalid_config(
                 task.id(),
                 task.handler(),
                 format!("unknown option(s) {unknown:?}; valid: image, volumes, env"),
@@ -182,7 +191,7 @@ impl TaskHandler for Picky {
         }
         match config.get_str("image") {
             Some(_) => Ok(()),
-            None => Err(Error::invalid_config(
+            None => Err(Problem::invalid_config(
                 task.id(),
                 task.handler(),
                 "`image` is required",
@@ -230,41 +239,22 @@ fn handler_configuration_reaches_the_handler_and_is_validated_first() {
     assert!(err.to_string().contains("imgae"), "{err}");
 }
 
-/// Forgets to store the result.
-struct Forgetful;
-
-#[async_trait]
-impl TaskHandler for Forgetful {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
-        task.run(ctx).await.map(drop)
-    }
-}
-
 /// Panics in the handler itself.
 struct Broken;
 
 #[async_trait]
 impl TaskHandler for Broken {
-    async fn execute_task(&self, _task: &Task, _ctx: &ExecutionContext) -> graflow::Result<()> {
+    async fn execute_task(
+        &self,
+        _task: &Task,
+        _ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
         panic!("handler bug")
     }
 }
 
 #[test]
-fn a_handler_that_stores_no_result_or_panics_fails_the_task_by_name() {
-    let wf = {
-        let mut wf = Workflow::builder("forgetful");
-        wf.add(plain::task().with_handler("forgetful"));
-        wf.build()
-    };
-    let err = WorkflowEngine::new()
-        .with_handler("forgetful", Forgetful)
-        .run(&wf)
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("handler 'forgetful' returned Ok for task 'plain' without setting its result; call ctx.set_result(task.id(), output)"),
-        "{err}"
-    );
+fn a_handler_that_panics_fails_the_task_by_name() {
     let wf = {
         let mut wf = Workflow::builder("broken");
         wf.add(plain::task().with_handler("broken"));
@@ -282,13 +272,18 @@ fn a_handler_that_stores_no_result_or_panics_fails_the_task_by_name() {
     );
 }
 
-/// A handler that stores a result of the wrong type is caught at the boundary.
+/// A handler that returns an output of the wrong type is caught at the boundary.
 struct WrongType;
 
 #[async_trait]
 impl TaskHandler for WrongType {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
-        ctx.set_result(task.id(), Value::new("not a number".to_owned()))
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        let _ = (task, ctx);
+        Ok(Value::new("not a number".to_owned()))
     }
 }
 
@@ -301,9 +296,14 @@ fn a_result_of_the_wrong_type_is_rejected() {
         .run(&wf.build())
         .unwrap_err();
     assert!(
-        err.to_string().contains("the result set by handler 'wrong' for task 'plain' holds a `alloc::string::String`, not a `u32`"),
+        err.to_string().contains("handler 'wrong' returned a `alloc::string::String` for task 'plain', whose function returns `u32`"),
         "{err}"
     );
+    assert!(
+        matches!(err.cause(), Some(AttemptError::WrongOutput { .. })),
+        "{err:?}"
+    );
+    assert_eq!(err.failure().map(|f| f.attempts), Some(1), "not retried");
 }
 
 #[test]
@@ -327,15 +327,23 @@ struct DupB;
 
 #[async_trait]
 impl TaskHandler for DupA {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
-        ctx.set_result(task.id(), task.run(ctx).await?)
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        task.run(ctx).await
     }
 }
 
 #[async_trait]
 impl TaskHandler for DupB {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> graflow::Result<()> {
-        ctx.set_result(task.id(), task.run(ctx).await?)
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        task.run(ctx).await
     }
 }
 

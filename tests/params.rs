@@ -1,8 +1,8 @@
 //! Parameter resolution: bound input, else upstream result, else channel; errors before any
 //! task runs.
 
+use graflow::TaskStatus;
 use graflow::prelude::*;
-use graflow::{Error, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,7 +225,10 @@ fn results_are_typed_when_read() {
         )
         .unwrap();
     let err = report.result::<String>("load").unwrap_err();
-    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, graflow::ValueError::TypeMismatch { .. }),
+        "{err}"
+    );
     assert!(
         err.to_string().contains(
             "the result of task 'load' holds a `params::Dataset`, not a `alloc::string::String`"

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use graflow::TaskStatus;
 use graflow::prelude::*;
-use graflow::{Error, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 graflow::enable_test_runner!();
@@ -230,7 +230,10 @@ fn a_timeout_kills_the_child() {
         "{:?}",
         started.elapsed()
     );
-    assert!(matches!(err.cause(), Some(Error::TimedOut { .. })), "{err}");
+    assert!(
+        matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+        "{err}"
+    );
     let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(pid) && Instant::now() < deadline {

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
-use crate::error::{Error, Result};
-use crate::value::{Data, Value};
+use crate::value::{Data, Value, ValueError};
 
 /// A typed key/value store shared by every task of a run.
 ///
@@ -41,14 +40,15 @@ impl Channel {
     }
 
     /// A copy of the value at `key`; an error if it is missing or of another type.
-    pub fn get<T: Data>(&self, key: &str) -> Result<T> {
-        self.try_get(key)?.ok_or_else(|| Error::ChannelKeyMissing {
-            key: key.to_owned(),
-        })
+    pub fn get<T: Data>(&self, key: &str) -> Result<T, ValueError> {
+        self.try_get(key)?
+            .ok_or_else(|| ValueError::ChannelKeyMissing {
+                key: key.to_owned(),
+            })
     }
 
     /// A copy of the value at `key`, or `None` if it is missing; an error if it has another type.
-    pub fn try_get<T: Data>(&self, key: &str) -> Result<Option<T>> {
+    pub fn try_get<T: Data>(&self, key: &str) -> Result<Option<T>, ValueError> {
         match self.value(key) {
             Some(value) => value.copy_as(|| format!("channel key '{key}'")).map(Some),
             None => Ok(None),
@@ -144,7 +144,7 @@ mod tests {
         assert!(!ch.delete("n"));
         assert!(matches!(
             ch.get::<u32>("n"),
-            Err(Error::ChannelKeyMissing { .. })
+            Err(ValueError::ChannelKeyMissing { .. })
         ));
         assert_eq!(ch.try_get::<u32>("n").unwrap(), None);
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// One configuration value: a literal or a list of literals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ConfigValue {
     /// A string literal.
     Str(String),

@@ -1,5 +1,7 @@
-//! The engine: the handler registry, validation, and running workflows.
+//! The engine: the handler registry, validation, running workflows, and how a run ends
+//! ([`RunError`]).
 
+use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -10,22 +12,33 @@ use std::time::{Instant, SystemTime};
 
 use tracing::Instrument;
 
+use tokio::sync::Semaphore;
+
 use crate::channel::Channel;
-use crate::context::RunShared;
-use crate::error::{Error, Result, panic_message};
-use crate::handler::{HandlerRegistration, TaskHandler};
+use crate::definition::panic_message;
+use crate::graph::{Graph, Problem, Workflow};
 use crate::handlers::{DirectHandler, ProcessHandler};
 use crate::interrupt::RunSignals;
 use crate::report::RunReport;
-use crate::scheduler;
-use crate::workflow::{Graph, Workflow};
+use crate::run::scheduler::{self, Slot};
+use crate::run::{HandlerRegistration, RunError, RunFailure, RunShared, TaskHandler, cpu_count};
 
-/// A validated run: the compiled graph and one handler per distinct handler name.
-type Prepared = (Arc<Graph>, Vec<Arc<dyn TaskHandler>>);
+/// A validated run: the compiled graph and one slot per distinct handler name.
+type Prepared = (Arc<Graph>, Arc<[Slot]>);
+
+/// The default overall limit of tasks in flight in one run.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 1024;
+
+#[derive(Clone)]
+struct Entry {
+    handler: Arc<dyn TaskHandler>,
+    /// The built-in [`DirectHandler`], which has the scheduler's inline fast path.
+    direct: bool,
+}
 
 #[derive(Clone)]
 enum Registered {
-    Handler(Arc<dyn TaskHandler>),
+    Handler(Entry),
     /// Claimed by several `register_handler!` of the program.
     Ambiguous(Vec<&'static str>),
     /// Its `register_handler!` constructor panicked.
@@ -35,13 +48,23 @@ enum Registered {
     },
 }
 
-/// Runs workflows. Knows the "direct" handler, every handler registered at link time with
-/// [`register_handler!`](crate::register_handler), and those added with
-/// [`WorkflowEngine::register_handler`].
+/// Runs workflows. Knows the "direct" and "process" handlers, every handler registered at link
+/// time with [`register_handler!`](crate::register_handler) (with the `docker` feature of
+/// `graflow`, "docker"), and those added with [`WorkflowEngine::register_handler`].
+///
+/// How many tasks run at once depends on the kind of work:
+/// - a synchronous body that runs on the blocking pool holds one of [`cpu_limit`](WorkflowEngine::cpu_limit)
+///   permits (default: the number of CPUs): CPU-bound work never oversubscribes the machine;
+/// - async bodies and out-of-process tasks only wait, and are limited by their handler's limit
+///   ([`TaskHandler::concurrency_limit`], "docker": 16, or [`WorkflowEngine::set_handler_concurrency`])
+///   and the overall [`max_concurrency`](WorkflowEngine::max_concurrency) (default 1024).
 #[derive(Clone)]
 pub struct WorkflowEngine {
     handlers: BTreeMap<String, Registered>,
+    handler_limits: BTreeMap<String, usize>,
     max_concurrency: usize,
+    cpu: Arc<Semaphore>,
+    cpu_limit: usize,
     handle_signals: bool,
 }
 
@@ -52,17 +75,23 @@ impl Default for WorkflowEngine {
 }
 
 impl WorkflowEngine {
-    /// An engine with "direct", the link-time handlers, and a concurrency limit of the number
-    /// of CPUs.
+    /// An engine with "direct", "process" and the link-time handlers; a CPU limit of the number
+    /// of CPUs and an overall limit of [`DEFAULT_MAX_CONCURRENCY`] tasks in flight.
     pub fn new() -> Self {
         let mut handlers = BTreeMap::new();
         handlers.insert(
             "direct".to_owned(),
-            Registered::Handler(Arc::new(DirectHandler)),
+            Registered::Handler(Entry {
+                handler: Arc::new(DirectHandler),
+                direct: true,
+            }),
         );
         handlers.insert(
             "process".to_owned(),
-            Registered::Handler(Arc::new(ProcessHandler::new())),
+            Registered::Handler(Entry {
+                handler: Arc::new(ProcessHandler::new()),
+                direct: false,
+            }),
         );
         let mut by_name: BTreeMap<&'static str, Vec<&'static HandlerRegistration>> =
             BTreeMap::new();
@@ -75,7 +104,10 @@ impl WorkflowEngine {
         for (name, registrations) in by_name {
             let entry = match registrations.as_slice() {
                 [one] => match std::panic::catch_unwind(AssertUnwindSafe(one.constructor)) {
-                    Ok(handler) => Registered::Handler(handler),
+                    Ok(handler) => Registered::Handler(Entry {
+                        handler,
+                        direct: false,
+                    }),
                     Err(payload) => Registered::Broken {
                         module: one.module,
                         message: panic_message(&*payload),
@@ -89,22 +121,26 @@ impl WorkflowEngine {
             };
             handlers.insert(name.to_owned(), entry);
         }
-        let max_concurrency = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu_limit = cpu_count();
         WorkflowEngine {
             handlers,
-            max_concurrency,
+            handler_limits: BTreeMap::new(),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            cpu: Arc::new(Semaphore::new(cpu_limit)),
+            cpu_limit,
             handle_signals: true,
         }
     }
 
     /// Adds `handler` under `name`, replacing any handler of that name (replacing "docker" with
     /// [`DirectHandler`] runs a Docker workflow locally).
-    pub fn register_handler(
+    pub fn register_handler<H: TaskHandler>(
         &mut self,
         name: impl Into<String>,
-        handler: impl TaskHandler,
+        handler: H,
     ) -> &mut Self {
-        self.register_handler_arc(name, Arc::new(handler))
+        let direct = TypeId::of::<H>() == TypeId::of::<DirectHandler>();
+        self.insert(name.into(), Arc::new(handler), direct)
     }
 
     /// [`WorkflowEngine::register_handler`] for a handler already in an `Arc`.
@@ -113,9 +149,13 @@ impl WorkflowEngine {
         name: impl Into<String>,
         handler: Arc<dyn TaskHandler>,
     ) -> &mut Self {
-        let name = name.into();
+        self.insert(name.into(), handler, false)
+    }
+
+    fn insert(&mut self, name: String, handler: Arc<dyn TaskHandler>, direct: bool) -> &mut Self {
         tracing::debug!(target: "graflow::engine", handler = %name, "handler registered");
-        self.handlers.insert(name, Registered::Handler(handler));
+        self.handlers
+            .insert(name, Registered::Handler(Entry { handler, direct }));
         self
     }
 
@@ -133,19 +173,65 @@ impl WorkflowEngine {
     /// The handler registered under `name`.
     pub fn handler(&self, name: &str) -> Option<Arc<dyn TaskHandler>> {
         match self.handlers.get(name) {
-            Some(Registered::Handler(handler)) => Some(handler.clone()),
+            Some(Registered::Handler(entry)) => Some(entry.handler.clone()),
             _ => None,
         }
     }
 
-    /// How many tasks may wait on I/O, timers or the blocking pool at once.
+    /// The overall limit of tasks in flight in one run, whatever their kind (default
+    /// [`DEFAULT_MAX_CONCURRENCY`]).
     pub fn max_concurrency(&self) -> usize {
         self.max_concurrency
     }
 
-    /// Sets the concurrency limit (at least 1).
+    /// Sets the overall limit of tasks in flight in one run (at least 1).
     pub fn set_max_concurrency(&mut self, limit: usize) -> &mut Self {
         self.max_concurrency = limit.max(1);
+        self
+    }
+
+    /// How many synchronous bodies may run on the blocking pool at once, across the runs of
+    /// this engine (default: the number of CPUs).
+    pub fn cpu_limit(&self) -> usize {
+        self.cpu_limit
+    }
+
+    /// Sets the CPU limit (at least 1). Runs started afterwards use it.
+    pub fn set_cpu_limit(&mut self, limit: usize) -> &mut Self {
+        self.cpu_limit = limit.max(1);
+        self.cpu = Arc::new(Semaphore::new(self.cpu_limit));
+        self
+    }
+
+    /// Builder form of [`WorkflowEngine::set_cpu_limit`].
+    pub fn with_cpu_limit(mut self, limit: usize) -> Self {
+        self.set_cpu_limit(limit);
+        self
+    }
+
+    /// How many tasks of handler `name` may be in flight at once in one run: what
+    /// [`WorkflowEngine::set_handler_concurrency`] set, else the handler's own
+    /// [`TaskHandler::concurrency_limit`], else `None` (only the overall limit applies).
+    pub fn handler_concurrency(&self, name: &str) -> Option<usize> {
+        if let Some(&limit) = self.handler_limits.get(name) {
+            return Some(limit);
+        }
+        match self.handlers.get(name) {
+            Some(Registered::Handler(entry)) => entry.handler.concurrency_limit().map(|l| l.max(1)),
+            _ => None,
+        }
+    }
+
+    /// Limits how many tasks of handler `name` may be in flight at once in one run (at least 1),
+    /// replacing the handler's own limit: e.g. `engine.set_handler_concurrency("docker", 4)`.
+    pub fn set_handler_concurrency(&mut self, name: impl Into<String>, limit: usize) -> &mut Self {
+        self.handler_limits.insert(name.into(), limit.max(1));
+        self
+    }
+
+    /// Builder form of [`WorkflowEngine::set_handler_concurrency`].
+    pub fn with_handler_concurrency(mut self, name: impl Into<String>, limit: usize) -> Self {
+        self.set_handler_concurrency(name, limit);
         self
     }
 
@@ -156,7 +242,7 @@ impl WorkflowEngine {
     }
 
     /// Checks `workflow` without running it, as a run with an empty initial channel would.
-    pub fn validate(&self, workflow: &Workflow) -> Result<()> {
+    pub fn validate(&self, workflow: &Workflow) -> Result<(), RunError> {
         self.validate_with(workflow, &Channel::new())
     }
 
@@ -170,12 +256,12 @@ impl WorkflowEngine {
     }
 
     /// Checks `workflow` as a run with this initial channel would.
-    pub fn validate_with(&self, workflow: &Workflow, channel: &Channel) -> Result<()> {
+    pub fn validate_with(&self, workflow: &Workflow, channel: &Channel) -> Result<(), RunError> {
         self.prepare(workflow, channel).map(drop)
     }
 
     /// Runs `workflow` with an empty initial channel.
-    pub async fn execute(&self, workflow: &Workflow) -> Result<RunReport> {
+    pub async fn execute(&self, workflow: &Workflow) -> Result<RunReport, RunError> {
         self.execute_with(workflow, Channel::new()).await
     }
 
@@ -183,7 +269,11 @@ impl WorkflowEngine {
     ///
     /// Everything is validated first; nothing runs if anything is wrong. Dropping the returned
     /// future cancels the run (tasks waiting on I/O or timers are dropped).
-    pub async fn execute_with(&self, workflow: &Workflow, channel: Channel) -> Result<RunReport> {
+    pub async fn execute_with(
+        &self,
+        workflow: &Workflow,
+        channel: Channel,
+    ) -> Result<RunReport, RunError> {
         let (graph, handlers) = self.prepare(workflow, &channel)?;
         let n = graph.len();
         let run_id: Arc<str> = Arc::from(new_run_id());
@@ -192,9 +282,9 @@ impl WorkflowEngine {
             run_id: run_id.clone(),
             workflow: workflow.clone(),
             graph: graph.clone(),
-            handlers,
             results: (0..n).map(|_| Mutex::new(None)).collect(),
             channel,
+            cpu: self.cpu.clone(),
             upstream: None,
         });
         let started_at = SystemTime::now();
@@ -205,8 +295,8 @@ impl WorkflowEngine {
             None
         };
         let (records, failure) = async {
-            tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, "run started");
-            let run = scheduler::run(shared.clone(), self.max_concurrency, run_start);
+            tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, cpu_limit = self.cpu_limit, "run started");
+            let run = scheduler::run(shared.clone(), handlers, self.max_concurrency, run_start);
             let outcome = match signals.as_mut() {
                 None => run.await,
                 Some(catcher) => {
@@ -269,33 +359,33 @@ impl WorkflowEngine {
             None => Ok(report),
             Some(failure) => {
                 let task = &workflow.tasks()[failure.node as usize];
-                Err(Error::TaskFailed {
+                Err(RunError::Failed(Box::new(RunFailure {
                     task: task.id().to_owned(),
                     handler: task.handler().to_owned(),
                     attempts: failure.attempts,
-                    cause: Box::new(failure.error),
-                    report: Box::new(report),
-                })
+                    cause: failure.error,
+                    report,
+                })))
             }
         }
     }
 
     /// Runs `workflow` to completion from a plain (non-async) `main`, on a Tokio runtime of its
     /// own.
-    pub fn run(&self, workflow: &Workflow) -> Result<RunReport> {
+    pub fn run(&self, workflow: &Workflow) -> Result<RunReport, RunError> {
         self.run_with(workflow, Channel::new())
     }
 
     /// [`WorkflowEngine::run`] with an initial channel.
-    pub fn run_with(&self, workflow: &Workflow, channel: Channel) -> Result<RunReport> {
+    pub fn run_with(&self, workflow: &Workflow, channel: Channel) -> Result<RunReport, RunError> {
         if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::NestedRuntime);
+            return Err(RunError::NestedRuntime);
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("graflow-worker")
             .build()
-            .map_err(Error::Runtime)?;
+            .map_err(RunError::Runtime)?;
         let result = runtime.block_on(self.execute_with(workflow, channel));
         // A cancelled synchronous body may still be running on a blocking thread; do not wait.
         runtime.shutdown_background();
@@ -305,9 +395,11 @@ impl WorkflowEngine {
     /// Validation: the graph's structure, every handler name, every handler's view of its
     /// tasks' configuration, and the parameters the initial channel must provide. Every
     /// problem is collected.
-    fn prepare(&self, workflow: &Workflow, channel: &Channel) -> Result<Prepared> {
-        crate::runner::check_initialised()?;
-        let invalid = |problems| Error::Invalid {
+    fn prepare(&self, workflow: &Workflow, channel: &Channel) -> Result<Prepared, RunError> {
+        if crate::runner::uninitialised_runner() {
+            return Err(RunError::RunnerNotInitialised);
+        }
+        let invalid = |problems| RunError::Invalid {
             workflow: workflow.name().to_owned(),
             problems,
         };
@@ -315,8 +407,7 @@ impl WorkflowEngine {
         let tasks = workflow.tasks();
         let mut problems = Vec::new();
 
-        let mut handlers: Vec<Option<Arc<dyn TaskHandler>>> =
-            Vec::with_capacity(graph.handler_names.len());
+        let mut handlers: Vec<Option<Slot>> = Vec::with_capacity(graph.handler_names.len());
         for (h, name) in graph.handler_names.iter().enumerate() {
             let first_user = || {
                 let node = graph
@@ -327,9 +418,13 @@ impl WorkflowEngine {
                 tasks[node].id().to_owned()
             };
             handlers.push(match self.handlers.get(name.as_ref()) {
-                Some(Registered::Handler(handler)) => Some(handler.clone()),
+                Some(Registered::Handler(entry)) => Some(Slot {
+                    handler: entry.handler.clone(),
+                    direct: entry.direct,
+                    limit: self.handler_concurrency(name).unwrap_or(usize::MAX),
+                }),
                 Some(Registered::Ambiguous(modules)) => {
-                    problems.push(Error::AmbiguousHandler {
+                    problems.push(Problem::AmbiguousHandler {
                         task: first_user(),
                         handler: name.to_string(),
                         modules: modules.clone(),
@@ -337,15 +432,16 @@ impl WorkflowEngine {
                     None
                 }
                 Some(Registered::Broken { module, message }) => {
-                    problems.push(Error::handler(
-                        &first_user(),
-                        name,
-                        format!("its constructor (register_handler! in {module}) panicked when the engine was created: {message}"),
-                    ));
+                    problems.push(Problem::BrokenHandler {
+                        task: first_user(),
+                        handler: name.to_string(),
+                        module,
+                        message: message.clone(),
+                    });
                     None
                 }
                 None => {
-                    problems.push(Error::UnknownHandler {
+                    problems.push(Problem::UnknownHandler {
                         task: first_user(),
                         handler: name.to_string(),
                         registered: self.handlers.keys().cloned().collect(),
@@ -356,11 +452,13 @@ impl WorkflowEngine {
         }
 
         for (node, task) in tasks.iter().enumerate() {
-            if let Some(handler) = &handlers[graph.node_handler[node] as usize] {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| handler.validate_task(task))) {
+            if let Some(slot) = &handlers[graph.node_handler[node] as usize] {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    slot.handler.validate_task(task)
+                })) {
                     Ok(Ok(())) => {}
                     Ok(Err(problem)) => problems.push(problem),
-                    Err(payload) => problems.push(Error::handler(
+                    Err(payload) => problems.push(Problem::invalid_config(
                         task.id(),
                         task.handler(),
                         format!("validate_task panicked: {}", panic_message(&*payload)),
@@ -373,7 +471,7 @@ impl WorkflowEngine {
             let task = &tasks[need.node as usize];
             let param = &task.def.params[need.param as usize];
             match channel.value(param.name) {
-                None => problems.push(Error::MissingInput {
+                None => problems.push(Problem::MissingInput {
                     task: task.id().to_owned(),
                     param: param.name.to_owned(),
                     type_name: param.ty.name(),
@@ -382,7 +480,7 @@ impl WorkflowEngine {
                         param.name
                     ),
                 }),
-                Some(value) if !value.matches(param.ty) => problems.push(Error::InputType {
+                Some(value) if !value.matches(param.ty) => problems.push(Problem::InputType {
                     task: task.id().to_owned(),
                     param: param.name.to_owned(),
                     expected: param.ty.name(),
@@ -394,7 +492,7 @@ impl WorkflowEngine {
         }
 
         if problems.is_empty() {
-            let handlers = handlers.into_iter().flatten().collect();
+            let handlers: Arc<[Slot]> = handlers.into_iter().flatten().collect();
             Ok((graph, handlers))
         } else {
             Err(invalid(problems))

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::channel::Channel;
-use crate::error::{Error, Result};
-use crate::value::{Data, Value};
-use crate::workflow::{Graph, Workflow};
+use crate::graph::{Graph, Workflow};
+use crate::value::{Data, Value, ValueError};
 
 /// How a task's part in a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TaskStatus {
     /// It ran and stored its result.
     Succeeded,
@@ -63,6 +63,7 @@ impl Record {
 
 /// One task's line of a [`RunReport`].
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct TaskRecord<'a> {
     /// The task id.
     pub id: &'a str,
@@ -136,22 +137,24 @@ impl RunReport {
     }
 
     /// A copy of the result of task `id`.
-    pub fn result<T: Data>(&self, id: &str) -> Result<T> {
-        let value = self.result_value(id).ok_or_else(|| Error::NoSuchResult {
-            task: id.to_owned(),
-            reason: match self.graph.index_of(id) {
-                None => format!("workflow '{}' has no task with that id", self.workflow()),
-                Some(n) => format!(
-                    "the task {} in this run",
-                    match self.records[n as usize].status {
-                        TaskStatus::Succeeded => "stored no result",
-                        TaskStatus::Failed => "failed",
-                        TaskStatus::Cancelled => "was cancelled",
-                        TaskStatus::Skipped => "never started",
-                    }
-                ),
-            },
-        })?;
+    pub fn result<T: Data>(&self, id: &str) -> Result<T, ValueError> {
+        let value = self
+            .result_value(id)
+            .ok_or_else(|| ValueError::NoSuchResult {
+                task: id.to_owned(),
+                reason: match self.graph.index_of(id) {
+                    None => format!("workflow '{}' has no task with that id", self.workflow()),
+                    Some(n) => format!(
+                        "the task {} in this run",
+                        match self.records[n as usize].status {
+                            TaskStatus::Succeeded => "stored no result",
+                            TaskStatus::Failed => "failed",
+                            TaskStatus::Cancelled => "was cancelled",
+                            TaskStatus::Skipped => "never started",
+                        }
+                    ),
+                },
+            })?;
         value.copy_as(|| format!("the result of task '{id}'"))
     }
 

@@ -9,8 +9,21 @@ use std::time::Duration;
 ///
 /// The defaults are Graflow's: no retry, 1 s initial delay, factor 2, at most 60 s, no jitter.
 /// In `#[task]`: `retries = 3, retry_delay = "200ms", retry_backoff = 2.0,
-/// retry_max_delay = "10s", retry_jitter = true`.
+/// retry_max_delay = "10s", retry_jitter = true`. In code, start from [`RetryPolicy::retries`]
+/// or [`RetryPolicy::DEFAULT`] and chain the `with_*` builders:
+///
+/// ```
+/// use std::time::Duration;
+/// use graflow_core::RetryPolicy;
+///
+/// let policy = RetryPolicy::retries(3)
+///     .with_initial_delay(Duration::from_millis(200))
+///     .with_max_delay(Duration::from_secs(10))
+///     .with_jitter(true);
+/// assert_eq!(policy.max_attempts(), 4);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt (so `retries + 1` attempts at most).
     pub retries: u32,
@@ -33,6 +46,45 @@ impl RetryPolicy {
         max_delay: Duration::from_secs(60),
         jitter: false,
     };
+
+    /// Up to `retries` retries after the first attempt, with the default backoff.
+    pub const fn retries(retries: u32) -> Self {
+        RetryPolicy {
+            retries,
+            ..Self::DEFAULT
+        }
+    }
+
+    /// Sets the number of retries after the first attempt.
+    pub const fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets the delay before the first retry.
+    pub const fn with_initial_delay(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self
+    }
+
+    /// Sets the multiplier applied to the delay after each retry (below 1, or not finite,
+    /// counts as 1).
+    pub const fn with_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Sets the upper bound of any delay.
+    pub const fn with_max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// Randomises each delay between half and all of it.
+    pub const fn with_jitter(mut self, jitter: bool) -> Self {
+        self.jitter = jitter;
+        self
+    }
 
     /// The most attempts this policy allows.
     pub fn max_attempts(&self) -> u32 {

@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::channel::Channel;
-use crate::context::ExecutionContext;
-use crate::error::{Error, Result};
-use crate::remote::{build_id, outcome_of};
-use crate::task::{Task, TaskDef, task_named};
+use crate::definition::{TaskDef, definitions};
+use crate::graph::Task;
+use crate::remote::{build_id, outcome_of, runner_failure};
+use crate::run::ExecutionContext;
+use crate::run::RunError;
 use crate::value::Value;
 use graflow_protocol::frame::rejection;
 use graflow_protocol::{Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV};
@@ -46,11 +47,8 @@ static SERVING: AtomicBool = AtomicBool::new(false);
 
 /// Refuses to run workflows in a runner process whose program did not call [`init`]: its
 /// `main` would otherwise start the whole workflow again in every child.
-pub(crate) fn check_initialised() -> Result<()> {
-    if is_runner() && !INITIALISED.load(Ordering::SeqCst) {
-        return Err(Error::RunnerNotInitialised);
-    }
-    Ok(())
+pub(crate) fn uninitialised_runner() -> bool {
+    is_runner() && !INITIALISED.load(Ordering::SeqCst)
 }
 
 /// Marks a test binary's runner entry point (registered by `enable_test_runner!`).
@@ -248,7 +246,8 @@ fn check(invocation: &Invocation) -> std::result::Result<&'static TaskDef, Strin
             invocation.build_id
         ));
     }
-    task_named(&invocation.task)
+    definitions()
+        .find(|d| d.name == invocation.task)
         .ok_or_else(|| format!("this binary has no task `{}`", invocation.task))
 }
 
@@ -284,14 +283,17 @@ fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
         invocation.attempt,
     ) {
         Ok(ctx) => ctx,
-        Err(error) => return outcome_of(nonce, Err(error), Vec::new(), 0),
+        Err(error) => return runner_failure(nonce, &error, 0),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return outcome_of(nonce, Err(Error::Runtime(e)), Vec::new(), 0),
+        Err(e) => {
+            let error = RunError::Runtime(e);
+            return runner_failure(nonce, &error, 0);
+        }
     };
     let started = Instant::now();
     let result = runtime.block_on(ctx.task().run(&ctx));
@@ -304,7 +306,7 @@ fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
         if before.get(key).is_none_or(|old| !old.same(value)) {
             match value.encode() {
                 Ok(encoded) => writes.push((key.clone(), Some(encoded))),
-                Err(error) => return outcome_of(nonce, Err(error), Vec::new(), elapsed_ns),
+                Err(error) => return runner_failure(nonce, &error, elapsed_ns),
             }
         }
     }

@@ -7,7 +7,81 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+/// A type's name and `TypeId`, usable in statics.
+#[derive(Clone, Copy)]
+pub struct TypeInfo {
+    name: fn() -> &'static str,
+    id: fn() -> TypeId,
+}
+
+impl TypeInfo {
+    /// The information of `T`.
+    pub const fn of<T: 'static>() -> Self {
+        TypeInfo {
+            name: std::any::type_name::<T>,
+            id: TypeId::of::<T>,
+        }
+    }
+
+    /// The type's name.
+    pub fn name(&self) -> &'static str {
+        (self.name)()
+    }
+
+    /// The type's `TypeId`.
+    pub fn id(&self) -> TypeId {
+        (self.id)()
+    }
+}
+
+impl fmt::Debug for TypeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Reading a value, a result or a channel key went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// A value was asked for as another type than the one stored.
+    #[error("{what} holds a `{found}`, not a `{expected}`; ask for the type the producer returns")]
+    TypeMismatch {
+        /// Which value ("the result of task 'x'", "channel key 'k'").
+        what: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// The type stored.
+        found: String,
+    },
+
+    /// A value could not be encoded, decoded or copied.
+    #[error("cannot copy a value of type `{type_name}` through serde: {message}")]
+    Codec {
+        /// The value's type.
+        type_name: String,
+        /// The codec's message.
+        message: String,
+    },
+
+    /// A channel key is not set.
+    #[error(
+        "channel key '{key}' is not set; set it in the run's initial Channel or in an upstream task"
+    )]
+    ChannelKeyMissing {
+        /// The key.
+        key: String,
+    },
+
+    /// No result is stored for a task.
+    #[error("no result for task '{task}': {reason}")]
+    NoSuchResult {
+        /// The task id asked for.
+        task: String,
+        /// Why there is none.
+        reason: String,
+    },
+}
 
 /// What a task may take as input or return as output: anything that can later move out of
 /// process. `#[task]` checks it at compile time, spanned on the offending type.
@@ -117,11 +191,11 @@ impl Value {
     }
 
     /// The value in wire form.
-    pub fn encode(&self) -> Result<EncodedValue> {
+    pub fn encode(&self) -> Result<EncodedValue, ValueError> {
         match &self.0 {
             Repr::Live(live) => Ok(EncodedValue {
                 type_name: live.stored_type_name().to_owned(),
-                bytes: live.encode().map_err(|message| Error::Codec {
+                bytes: live.encode().map_err(|message| ValueError::Codec {
                     type_name: live.stored_type_name().to_owned(),
                     message,
                 })?,
@@ -157,11 +231,11 @@ impl Value {
 
     /// Whether the stored value is a `T`.
     pub fn is<T: 'static>(&self) -> bool {
-        self.matches(crate::task::TypeInfo::of::<T>())
+        self.matches(TypeInfo::of::<T>())
     }
 
     /// Whether the stored value has type `ty` (by `TypeId`, or by name for a value in wire form).
-    pub fn matches(&self, ty: crate::task::TypeInfo) -> bool {
+    pub fn matches(&self, ty: TypeInfo) -> bool {
         match &self.0 {
             Repr::Live(live) => live.stored_type_id() == ty.id(),
             Repr::Encoded(encoded) => encoded.type_name == ty.name(),
@@ -170,15 +244,15 @@ impl Value {
 
     /// An owned copy of the value as a `T`; `what` names the value in errors
     /// ("the result of task 'x'", "channel key 'k'").
-    pub(crate) fn copy_as<T: Data>(&self, what: impl FnOnce() -> String) -> Result<T> {
+    pub(crate) fn copy_as<T: Data>(&self, what: impl FnOnce() -> String) -> Result<T, ValueError> {
         if !self.is::<T>() {
-            return Err(Error::TypeMismatch {
+            return Err(ValueError::TypeMismatch {
                 what: what(),
                 expected: std::any::type_name::<T>(),
                 found: self.type_name().to_owned(),
             });
         }
-        let codec_error = |message| Error::Codec {
+        let codec_error = |message| ValueError::Codec {
             type_name: self.type_name().to_owned(),
             message,
         };
@@ -191,7 +265,7 @@ impl Value {
     }
 
     /// An owned copy of the value as a `T`.
-    pub fn get<T: Data>(&self) -> Result<T> {
+    pub fn get<T: Data>(&self) -> Result<T, ValueError> {
         self.copy_as(|| "this value".to_owned())
     }
 }

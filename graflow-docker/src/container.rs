@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream;
 use graflow_core::protocol::{Limits, RUNNER_ENV};
 use graflow_core::remote::{Chunk, Ended, LogTarget, RemoteAttempt};
-use graflow_core::{Error, ExecutionContext, Result, Task};
+use graflow_core::{AttemptError, ExecutionContext, Task, Value};
 
 use crate::cleanup::{self, Guard};
 use crate::daemon::Daemon;
@@ -74,11 +74,11 @@ fn container_name(ctx: &ExecutionContext, task: &Task) -> String {
     )
 }
 
-fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
+fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody, AttemptError> {
     let Launch {
         options, task, ctx, ..
     } = launch;
-    let fail = |message: String| Error::handler(task.id(), task.handler(), message);
+    let fail = |message: String| AttemptError::handler(task.id(), task.handler(), message);
     let (exe, args) = mounts::runner().map_err(fail)?;
     let mut cmd = vec![RUNNER_PATH.to_owned()];
     cmd.extend(args);
@@ -149,8 +149,8 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody> {
     })
 }
 
-fn incompatible(task: &Task, image: &str, detail: &str) -> Error {
-    Error::handler(
+fn incompatible(task: &Task, image: &str, detail: &str) -> AttemptError {
+    AttemptError::handler(
         task.id(),
         task.handler(),
         format!(
@@ -161,7 +161,7 @@ fn incompatible(task: &Task, image: &str, detail: &str) -> Error {
 
 /// Runs the task in a new container and applies its outcome. `guard` removes the container if
 /// this future is dropped.
-pub async fn run(launch: Launch<'_>) -> Result<()> {
+pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
     let Launch {
         docker,
         options,
@@ -171,7 +171,7 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         ..
     } = launch;
     let handler = task.handler();
-    let fail = |message: String| Error::handler(task.id(), handler, message);
+    let fail = |message: String| AttemptError::handler(task.id(), handler, message);
     let env = options.resolved_env().map_err(fail)?;
     let name = container_name(ctx, task);
     let body = body(&launch, env)?;
@@ -316,7 +316,9 @@ pub async fn run(launch: Launch<'_>) -> Result<()> {
         // Not known to be gone: the guard removes it.
         return match driven.ended {
             Ended::Answered(result) => result,
-            _ => code.map(drop),
+            _ => Err(code
+                .err()
+                .unwrap_or_else(|| fail(format!("lost track of container {name}")))),
         };
     }
     guard.disarm();

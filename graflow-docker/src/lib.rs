@@ -31,7 +31,7 @@ pub mod options;
 
 use std::time::Duration;
 
-use graflow_core::{Error, ExecutionContext, Result, Task, TaskHandler};
+use graflow_core::{AttemptError, ExecutionContext, Problem, Task, TaskHandler, Value};
 use tokio::sync::OnceCell;
 
 use crate::daemon::Daemon;
@@ -55,6 +55,7 @@ pub struct DockerHandler {
     startup_timeout: Duration,
     limits: graflow_core::protocol::Limits,
     daemon_timeout: Duration,
+    max_concurrency: usize,
     client: OnceCell<Daemon>,
     images: image::KnownImages,
 }
@@ -74,6 +75,7 @@ impl DockerHandler {
             startup_timeout: Duration::from_secs(60),
             limits: graflow_core::protocol::Limits::default(),
             daemon_timeout: daemon::DEFAULT_TIMEOUT,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             client: OnceCell::new(),
             images: image::KnownImages::default(),
         }
@@ -119,6 +121,15 @@ impl DockerHandler {
         self
     }
 
+    /// How many of its tasks may run at once in one run (default
+    /// [`DEFAULT_MAX_CONCURRENCY`], 16; at least 1): each is a container, and a daemon slows
+    /// down for all when too many start at once. `engine.set_handler_concurrency("docker", n)`
+    /// overrides it too.
+    pub fn with_max_concurrency(mut self, limit: usize) -> Self {
+        self.max_concurrency = limit.max(1);
+        self
+    }
+
     fn daemon(&self) -> String {
         self.host
             .clone()
@@ -128,12 +139,12 @@ impl DockerHandler {
 
     /// The connected client; the first connection negotiates the API version and sweeps the
     /// leftovers of dead runs.
-    async fn client(&self, task: &Task) -> Result<&Daemon> {
+    async fn client(&self, task: &Task) -> Result<&Daemon, AttemptError> {
         self.client
             .get_or_try_init(|| async {
                 let docker = Daemon::connect(&self.daemon(), self.daemon_timeout, task.id())
                     .await
-                    .map_err(|message| Error::handler(task.id(), task.handler(), message))?;
+                    .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
                 match cleanup::sweep(&docker).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(target: "graflow::docker", removed = n, "swept leftover containers of dead runs"),
@@ -147,24 +158,30 @@ impl DockerHandler {
 
 impl DockerHandler {
     /// The task's options over this handler's defaults; every problem, in one error.
-    fn options(&self, task: &Task) -> Result<DockerOptions> {
+    fn options(&self, task: &Task) -> Result<DockerOptions, Problem> {
         self.defaults
             .merged(task.handler_config())
             .map_err(|problems| {
-                Error::invalid_config(task.id(), task.handler(), problems.join("; "))
+                Problem::invalid_config(task.id(), task.handler(), problems.join("; "))
             })
     }
 }
 
 #[async_trait::async_trait]
 impl TaskHandler for DockerHandler {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> Result<()> {
-        let options = self.options(task)?;
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        let options = self.options(task).map_err(|problem| {
+            AttemptError::handler(task.id(), task.handler(), problem.to_string())
+        })?;
         let image = options.image.clone().unwrap_or_default();
         let docker = self.client(task).await?;
         image::ensure(docker, &image, options.pull, &self.images)
             .await
-            .map_err(|message| Error::handler(task.id(), task.handler(), message))?;
+            .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
         let launch = container::Launch {
             docker,
             options: &options,
@@ -174,26 +191,18 @@ impl TaskHandler for DockerHandler {
             startup_timeout: self.startup_timeout,
             limits: self.limits,
         };
-        match options.timeout {
-            None => container::run(launch).await,
-            Some(limit) => match tokio::time::timeout(limit, container::run(launch)).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::handler(
-                    task.id(),
-                    task.handler(),
-                    format!(
-                        "the container ran longer than its `timeout` of {limit:?}; it is stopped and removed"
-                    ),
-                )),
-            },
-        }
+        container::run(launch).await
+    }
+
+    fn concurrency_limit(&self) -> Option<usize> {
+        Some(self.max_concurrency)
     }
 
     /// Everything that can be known before a container exists: the options (see
     /// [`DockerOptions::merged`]), the environment passed from the host, this program's
     /// executable (it is mounted as the runner) and, when the daemon is local (a unix socket),
     /// that every volume's host path exists. Nothing is created on the host.
-    fn validate_task(&self, task: &Task) -> Result<()> {
+    fn validate_task(&self, task: &Task) -> Result<(), Problem> {
         let options = self.options(task)?;
         let mut problems = Vec::new();
         if let Err(problem) = options.resolved_env() {
@@ -208,7 +217,7 @@ impl TaskHandler for DockerHandler {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::invalid_config(
+            Err(Problem::invalid_config(
                 task.id(),
                 task.handler(),
                 problems.join("; "),
@@ -217,12 +226,7 @@ impl TaskHandler for DockerHandler {
     }
 }
 
-graflow_core::register_handler!("docker", DockerHandler::new);
+/// The default of [`DockerHandler::with_max_concurrency`]: containers of one run at once.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 
-/// Referenced by the `graflow` facade so that the linker keeps this crate's object, and with it
-/// the registration above, in every program that uses graflow (it drops unreferenced objects).
-#[doc(hidden)]
-#[inline(never)]
-pub fn __link() -> &'static str {
-    "docker"
-}
+graflow_core::register_handler!("docker", DockerHandler::new);

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use bollard::models::{Mount, MountType};
-use graflow_core::runner_command;
+use graflow_core::__private::runner_command;
 
 use crate::container::RUNNER_PATH;
 use crate::options::Volume;

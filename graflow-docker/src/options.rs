@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
-use std::time::Duration;
 
 use graflow_core::{ConfigValue, HandlerConfig};
 
@@ -41,12 +40,12 @@ pub const KEYS: &[&str] = &[
     "pull",
     "auto_remove",
     "labels",
-    "timeout",
     "sandbox",
 ];
 
 /// When to pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Pull {
     /// Pull only when the image is not present (the default).
     Missing,
@@ -58,6 +57,7 @@ pub enum Pull {
 
 /// GPUs to request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Gpus {
     /// All GPUs.
     All,
@@ -67,6 +67,7 @@ pub enum Gpus {
 
 /// A bind mount `/host:/container[:ro|rw]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Volume {
     /// Absolute path on the daemon's host.
     pub host: String,
@@ -114,6 +115,7 @@ impl Volume {
 
 /// An environment variable for the container. Values are never logged or shown in errors.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EnvVar {
     /// `K=V`.
     Value(String, String),
@@ -157,8 +159,20 @@ impl EnvVar {
     }
 }
 
-/// The options of one docker task.
+/// The options of one docker task. Start from [`DockerOptions::default`] (or
+/// [`DockerOptions::image`]) and chain the `with_*` builders:
+///
+/// ```
+/// use graflow_docker::{DockerHandler, DockerOptions};
+///
+/// let defaults = DockerOptions::image("python:3.11-slim")
+///     .with_memory(256 * 1024 * 1024)
+///     .with_cpus(0.5)
+///     .with_sandbox(true);
+/// let handler = DockerHandler::new().with_defaults(defaults);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct DockerOptions {
     /// The image (required).
     pub image: Option<String>,
@@ -184,14 +198,97 @@ pub struct DockerOptions {
     pub auto_remove: bool,
     /// Extra labels.
     pub labels: BTreeMap<String, String>,
-    /// Limit of one container run.
-    pub timeout: Option<Duration>,
     /// The preset for untrusted code: network `none`, a read-only root filesystem with a
     /// 64 MiB tmpfs `/tmp`, all capabilities dropped, `no-new-privileges`, a pids limit of 256,
     /// user 65534, and, unless the task or the handler sets them, a memory limit of
     /// [`SANDBOX_MEMORY`] (512 MiB) and a CPU limit of [`SANDBOX_CPUS`] (1 CPU). An explicit
     /// `network`, `user`, `memory` or `cpus` wins.
     pub sandbox: bool,
+}
+
+impl DockerOptions {
+    /// The defaults with image `image`.
+    pub fn image(image: impl Into<String>) -> Self {
+        DockerOptions::default().with_image(image)
+    }
+
+    /// Sets the image.
+    pub fn with_image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
+    }
+
+    /// Adds a bind mount, `host:container[:ro|rw]` (checked by [`Volume::parse`]).
+    pub fn with_volume(mut self, spec: &str) -> Result<Self, String> {
+        self.volumes.push(Volume::parse(spec)?);
+        Ok(self)
+    }
+
+    /// Adds an environment variable: `KEY=value`, or `KEY` to pass the host's value.
+    pub fn with_env(mut self, spec: &str) -> Result<Self, String> {
+        self.env.push(EnvVar::parse(spec)?);
+        Ok(self)
+    }
+
+    /// Sets the network mode.
+    pub fn with_network(mut self, network: impl Into<String>) -> Self {
+        self.network = Some(network.into());
+        self
+    }
+
+    /// Sets the memory limit in bytes.
+    pub fn with_memory(mut self, bytes: i64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// Sets the CPU limit (fractions allowed).
+    pub fn with_cpus(mut self, cpus: f64) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+
+    /// Requests GPUs.
+    pub fn with_gpus(mut self, gpus: Gpus) -> Self {
+        self.gpus = Some(gpus);
+        self
+    }
+
+    /// Sets the user to run as.
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn with_workdir(mut self, workdir: impl Into<String>) -> Self {
+        self.workdir = Some(workdir.into());
+        self
+    }
+
+    /// Sets the pull policy.
+    pub fn with_pull(mut self, pull: Pull) -> Self {
+        self.pull = pull;
+        self
+    }
+
+    /// Keeps (`false`) or removes (`true`, the default) the container when the task ends.
+    pub fn with_auto_remove(mut self, auto_remove: bool) -> Self {
+        self.auto_remove = auto_remove;
+        self
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Turns the sandbox preset on or off.
+    pub fn with_sandbox(mut self, sandbox: bool) -> Self {
+        self.sandbox = sandbox;
+        self
+    }
 }
 
 impl Default for DockerOptions {
@@ -209,7 +306,6 @@ impl Default for DockerOptions {
             pull: Pull::Missing,
             auto_remove: true,
             labels: BTreeMap::new(),
-            timeout: None,
             sandbox: false,
         }
     }
@@ -297,37 +393,6 @@ fn container_path<'a>(what: &str, path: &'a str) -> Result<Vec<&'a str>, String>
 fn is_runner(parts: &[&str]) -> bool {
     let runner: Vec<&str> = RUNNER_PATH.split('/').filter(|p| !p.is_empty()).collect();
     parts.starts_with(&runner)
-}
-
-/// Parses `"30s"`, `"1m30s"`, `"500ms"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let mut total = 0f64;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err("empty duration".to_owned());
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..n]
-            .parse()
-            .map_err(|_| format!("duration {text:?}: expected a number, e.g. \"30s\""))?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("duration {text:?}: units are ms, s, m, h")),
-        };
-        total += number * scale;
-        rest = &rest[u..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|e| format!("duration {text:?}: {e}"))
 }
 
 fn strings(key: &str, value: &ConfigValue) -> Result<Vec<String>, String> {
@@ -489,7 +554,6 @@ impl DockerOptions {
                     self.labels.insert(k.to_owned(), v.to_owned());
                 }
             }
-            "timeout" => self.timeout = Some(parse_duration(&string(key, value)?)?),
             "sandbox" => self.sandbox = boolean(key, value)?,
             // Unknown keys are reported once, with the list of valid ones.
             _ => {}
@@ -623,7 +687,6 @@ mod tests {
             ("gpus", ConfigValue::from("all")),
             ("pull", ConfigValue::from("never")),
             ("labels", ConfigValue::from(vec!["team=ml"])),
-            ("timeout", ConfigValue::from("1m30s")),
             ("sandbox", ConfigValue::Bool(true)),
         ]
         .into_iter()
@@ -634,7 +697,6 @@ mod tests {
         assert_eq!(o.memory, Some(512 * 1024 * 1024));
         assert_eq!(o.gpus, Some(Gpus::All));
         assert_eq!(o.pull, Pull::Never);
-        assert_eq!(o.timeout, Some(Duration::from_secs(90)));
         assert!(o.sandbox);
         assert_eq!(o.labels["team"], "ml");
         assert_eq!(format!("{:?}", o.env[0]), "A=<redacted>");

@@ -14,9 +14,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut errors = crate::Errors::default();
-    if !attr.is_empty() {
-        errors.spanned(&attr, "#[graflow::main] takes no options");
-    }
+    let krate = parse_options(attr, &mut errors);
+    let gf = crate::graflow_path(krate.as_ref());
     if func.sig.ident != "main" {
         errors.spanned(&func.sig.ident, "#[graflow::main] goes on `fn main`");
     }
@@ -30,8 +29,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let body = &func.block;
     let new_body = if func.sig.asyncness.take().is_some() {
         quote! {{
-            ::graflow::init();
-            ::graflow::__private::tokio::runtime::Builder::new_multi_thread()
+            #gf::init();
+            #gf::__private::tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("graflow::main could not start the Tokio runtime")
@@ -39,7 +38,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }}
     } else {
         quote! {{
-            ::graflow::init();
+            #gf::init();
             #body
         }}
     };
@@ -48,4 +47,43 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(error) => return error.to_compile_error(),
     };
     quote!(#func)
+}
+
+/// `crate = "path"`, the only option.
+fn parse_options(attr: TokenStream, errors: &mut crate::Errors) -> Option<syn::Path> {
+    if attr.is_empty() {
+        return None;
+    }
+    let parser =
+        syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated;
+    let options = match syn::parse::Parser::parse2(parser, attr) {
+        Ok(options) => options,
+        Err(error) => {
+            errors.push(error);
+            return None;
+        }
+    };
+    let mut krate = None;
+    for option in options {
+        let value = match &option.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => s.parse::<syn::Path>().ok(),
+            _ => None,
+        };
+        if !option.path.is_ident("crate") {
+            errors.spanned(
+                &option.path,
+                "the only option of #[graflow::main] is `crate = \"path\"`",
+            );
+        } else if krate.is_some() {
+            errors.spanned(&option.path, "`crate` is given twice");
+        } else if value.is_none() {
+            errors.spanned(&option.value, "`crate` takes the path of the graflow crate as a string, e.g. `crate = \"my_graflow\"`");
+        } else {
+            krate = value;
+        }
+    }
+    krate
 }

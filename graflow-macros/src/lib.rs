@@ -134,6 +134,36 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[derive(Default)]
 pub(crate) struct Errors(Option<syn::Error>);
 
+/// The path generated code reaches graflow through: `crate = "..."` when given (a renamed
+/// dependency, or `graflow_core` itself), else `::graflow`.
+pub(crate) fn graflow_path(krate: Option<&syn::Path>) -> proc_macro2::TokenStream {
+    match krate {
+        Some(path) => quote::quote!(#path),
+        None => quote::quote!(::graflow),
+    }
+}
+
+/// `tokens` with every token's span set to `span`, so that an error about them lands there.
+pub(crate) fn respan(
+    tokens: proc_macro2::TokenStream,
+    span: proc_macro2::Span,
+) -> proc_macro2::TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = proc_macro2::TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
 impl Errors {
     pub fn push(&mut self, error: syn::Error) {
         match &mut self.0 {

@@ -20,6 +20,7 @@ pub const ENGINE_OPTIONS: &[&str] = &[
     "timeout",
     "writes",
     "blocking",
+    "crate",
 ];
 
 pub enum Handler {
@@ -39,6 +40,8 @@ pub struct Options {
     pub timeout: Option<u64>,
     pub writes: Vec<syn::LitStr>,
     pub blocking: Option<bool>,
+    /// `crate = "path"`: where generated code finds graflow (default `::graflow`).
+    pub krate: Option<syn::Path>,
     /// Handler configuration: key and the tokens of a `ConfigValue` expression.
     pub config: Vec<(String, TokenStream)>,
 }
@@ -103,6 +106,13 @@ impl Options {
                     None => Handler::Expr(Box::new(value.clone())),
                 })
             }
+            "crate" => match lit_str(value).map(|s| s.parse::<syn::Path>()) {
+                Some(Ok(path)) => self.krate = Some(path),
+                _ => errors.spanned(
+                    value,
+                    "`crate` takes the path of the graflow crate as a string, e.g. `crate = \"my_graflow\"` for a renamed dependency",
+                ),
+            },
             "retries" => match lit_int::<u32>(value) {
                 Some(n) => self.retries = Some(n),
                 None => errors.spanned(value, "`retries` takes a whole number, e.g. `retries = 3`"),

@@ -172,8 +172,8 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         .map(|s| s.value())
         .unwrap_or_else(|| name_str.clone());
     let is_async = func.sig.asyncness.is_some();
-    let gf = quote!(::graflow);
-    let p = quote!(::graflow::__private);
+    let gf = crate::graflow_path(options.krate.as_ref());
+    let p = quote!(#gf::__private);
 
     // Trait assertions spanned on each type, so an error lands on the offending parameter.
     let data_bounds = shape
@@ -182,10 +182,11 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         .map(|input| &input.ty)
         .chain(std::iter::once(&shape.output))
         .map(|ty| {
-            // Paths written out here (not interpolated) so that they carry the type's span too.
+            // The paths carry the type's span too, so that an error lands on the type.
+            let serde = crate::respan(quote!(#p::serde), ty.span());
             quote_spanned! {ty.span()=>
-                #ty: ::graflow::__private::serde::Serialize
-                    + ::graflow::__private::serde::de::DeserializeOwned
+                #ty: #serde::Serialize
+                    + #serde::de::DeserializeOwned
                     + ::core::marker::Send
                     + 'static,
             }
@@ -213,11 +214,11 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         quote!(let __graflow_out = #p::TaskReturn::into_task_result(__graflow_out, #ctx.task_id())?;)
     });
     let output = &shape.output;
+    let p_out = crate::respan(p.clone(), output.span());
     let wrap = quote_spanned! {output.span()=>
-        (&::graflow::__private::Wrap::<#output>::NEW).value_ctor()
+        (&#p_out::Wrap::<#output>::NEW).value_ctor()
     };
-    let decode =
-        quote_spanned!(output.span()=> ::graflow::__private::decode_from::<#output>(source, len));
+    let decode = quote_spanned!(output.span()=> #p_out::decode_from::<#output>(source, len));
     let body_steps = quote! {
         #(#bindings)*
         let __graflow_out = #call;
@@ -229,7 +230,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
     let (body_fn, body_variant) = if is_async {
         (
             quote! {
-                fn __graflow_body<'a>(#ctx: &'a #gf::TaskContext) -> #gf::BoxFuture<'a, #gf::Result<#gf::Value>> {
+                fn __graflow_body<'a>(#ctx: &'a #gf::TaskContext) -> #gf::BoxFuture<'a, ::core::result::Result<#gf::Value, #gf::AttemptError>> {
                     #p::Box::pin(async move { #body_steps })
                 }
             },
@@ -238,7 +239,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
     } else {
         (
             quote! {
-                fn __graflow_body(#ctx: &#gf::TaskContext) -> #gf::Result<#gf::Value> {
+                fn __graflow_body(#ctx: &#gf::TaskContext) -> ::core::result::Result<#gf::Value, #gf::AttemptError> {
                     #body_steps
                 }
             },
@@ -275,7 +276,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
     let writes = &options.writes;
     let params = shape.inputs.iter().map(|Input { name, ty }| {
         let name = name.to_string();
-        quote!(#p::Param { name: #name, ty: #p::TypeInfo::of::<#ty>() })
+        quote!(#p::Param { name: #name, ty: #gf::TypeInfo::of::<#ty>() })
     });
     let line = quote_spanned!(name.span()=> ::core::line!());
 
@@ -318,35 +319,28 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 config
             }
 
-            static __GRAFLOW_DEF: #p::TaskDef = #p::TaskDef {
-                name: ::core::concat!(::core::module_path!(), "::", #name_str),
-                id: #id,
-                file: ::core::file!(),
-                line: #line,
-                handler: __graflow_handler,
-                config: __graflow_config,
-                retry: #p::RetryPolicy {
-                    retries: #retries,
-                    initial_delay: #initial_delay,
-                    factor: #factor,
-                    max_delay: #max_delay,
-                    jitter: #jitter,
-                },
-                timeout: #timeout,
-                blocking: #blocking,
-                writes: &[#(#writes),*],
-                params: &[#(#params),*],
-                output: #p::TypeInfo::of::<#output>(),
-                decode: __graflow_decode,
-                is_async: #is_async,
-                context: #takes_context,
-                body: #body_variant,
-                stats: #p::BodyStats::NEW,
-                config_cache: #p::OnceLock::new(),
-                link: #p::link_handlers,
-            };
+            static __GRAFLOW_DEF: #p::TaskDef = #p::TaskDef::__new(
+                ::core::concat!(::core::module_path!(), "::", #name_str),
+                #id,
+                (::core::file!(), #line),
+                __graflow_handler,
+                __graflow_config,
+                #p::RetryPolicy::retries(#retries)
+                    .with_initial_delay(#initial_delay)
+                    .with_factor(#factor)
+                    .with_max_delay(#max_delay)
+                    .with_jitter(#jitter),
+                #timeout,
+                #blocking,
+                &[#(#writes),*],
+                &[#(#params),*],
+                #gf::TypeInfo::of::<#output>(),
+                __graflow_decode,
+                #body_variant,
+                #takes_context,
+            );
 
-            impl #p::TaskFn for #name {
+            impl #gf::TaskFn for #name {
                 fn definition() -> &'static #p::TaskDef {
                     &__GRAFLOW_DEF
                 }
@@ -356,13 +350,13 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 /// A new workflow node for this task (see `graflow::Task`).
                 #[allow(dead_code)]
                 pub fn task() -> #gf::Task {
-                    #gf::Task::from_def(&__GRAFLOW_DEF)
+                    <Self as #gf::TaskFn>::task()
                 }
 
-                /// The task's static definition.
+                /// What the program knows of this task (see `graflow::TaskInfo`).
                 #[allow(dead_code)]
-                pub fn definition() -> &'static #p::TaskDef {
-                    &__GRAFLOW_DEF
+                pub fn info() -> #gf::TaskInfo {
+                    <Self as #gf::TaskFn>::info()
                 }
             }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt as _;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Expr, Path, Token, parenthesized};
@@ -17,22 +18,39 @@ enum Flow {
 
 struct Input {
     name: Option<Expr>,
+    /// `crate: path;`: where generated code finds graflow (default `::graflow`).
+    krate: Option<syn::Path>,
     statements: Vec<Flow>,
 }
 
 impl Parse for Input {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let mut name = None;
-        if input.peek(syn::Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
-            let key: syn::Ident = input.parse()?;
-            if key != "name" {
+        let mut krate = None;
+        while (input.peek(syn::Ident) || input.peek(Token![crate]))
+            && input.peek2(Token![:])
+            && !input.peek2(Token![::])
+        {
+            let key: syn::Ident = input.call(syn::Ident::parse_any)?;
+            let duplicate = || syn::Error::new(key.span(), format!("`{key}` is given twice"));
+            if key == "name" {
+                if name.is_some() {
+                    return Err(duplicate());
+                }
+                input.parse::<Token![:]>()?;
+                name = Some(input.parse()?);
+            } else if key == "crate" {
+                if krate.is_some() {
+                    return Err(duplicate());
+                }
+                input.parse::<Token![:]>()?;
+                krate = Some(input.parse()?);
+            } else {
                 return Err(syn::Error::new(
                     key.span(),
-                    "the only setting is `name: \"...\";`",
+                    "the settings are `name: \"...\";` and `crate: path;` (for a renamed graflow dependency)",
                 ));
             }
-            input.parse::<Token![:]>()?;
-            name = Some(input.parse()?);
             input.parse::<Token![;]>()?;
         }
         let mut statements = Vec::new();
@@ -46,7 +64,11 @@ impl Parse for Input {
             }
             input.parse::<Token![;]>()?;
         }
-        Ok(Input { name, statements })
+        Ok(Input {
+            name,
+            krate,
+            statements,
+        })
     }
 }
 
@@ -239,13 +261,15 @@ pub fn expand(input: TokenStream) -> TokenStream {
         Some(expr) => quote!(#expr),
         None => quote!("workflow"),
     };
+    let gf = crate::graflow_path(input.krate.as_ref());
     let builder = format_ident!("__graflow_builder");
     let vars: Vec<_> = (0..graph.nodes.len())
         .map(|i| format_ident!("__graflow_n{}", i))
         .collect();
     let adds = graph.nodes.iter().zip(&vars).map(|(path, var)| {
         // Spanned on the path: "not a graflow task" / "cannot find type" lands on the name.
-        let task = quote_spanned!(path.span()=> <#path as ::graflow::__private::TaskFn>::task());
+        let task_fn = crate::respan(quote!(#gf::TaskFn), path.span());
+        let task = quote_spanned!(path.span()=> <#path as #task_fn>::task());
         quote!(let #var = #builder.add(#task);)
     });
     let edges = graph.edges.iter().map(|&(a, b)| {
@@ -254,7 +278,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
     });
     quote! {
         {
-            let mut #builder = ::graflow::Workflow::builder(#name);
+            let mut #builder = #gf::Workflow::builder(#name);
             #(#adds)*
             #(#edges)*
             #builder.build()

@@ -8,12 +8,13 @@ use futures_util::stream::{self, Stream, StreamExt};
 use graflow_protocol::{Limits, RUNNER_ENV};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::context::ExecutionContext;
-use crate::error::{Error, Result};
-use crate::handler::TaskHandler;
+use crate::definition::AttemptError;
+use crate::graph::Task;
 use crate::remote::{Chunk, Driven, Ended, RemoteAttempt};
+use crate::run::ExecutionContext;
+use crate::run::TaskHandler;
 use crate::runner::runner_command;
-use crate::task::Task;
+use crate::value::Value;
 
 /// Runs each task in a child process of this binary: a segfault, an abort or an `exit` in the
 /// task fails only that task (with the signal or exit code), a timeout kills the child, and the
@@ -141,10 +142,14 @@ fn chunks<R: AsyncRead + Unpin + Send + 'static>(
 
 #[async_trait::async_trait]
 impl TaskHandler for ProcessHandler {
-    async fn execute_task(&self, task: &Task, ctx: &ExecutionContext) -> Result<()> {
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
         let handler = task.handler();
         let (program, args) = runner_command().map_err(|e| {
-            Error::handler_source(
+            AttemptError::handler_source(
                 task.id(),
                 handler,
                 "cannot find this program's executable",
@@ -161,7 +166,7 @@ impl TaskHandler for ProcessHandler {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                Error::handler_source(
+                AttemptError::handler_source(
                     task.id(),
                     handler,
                     format!("cannot start `{}` as a task runner", program.display()),
@@ -175,7 +180,7 @@ impl TaskHandler for ProcessHandler {
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(Error::handler(
+            return Err(AttemptError::handler(
                 task.id(),
                 handler,
                 "the child's standard streams were not captured",
@@ -207,9 +212,9 @@ fn diagnose(
     program: &std::path::Path,
     driven: Driven,
     status: Option<ExitStatus>,
-) -> Result<()> {
+) -> Result<Value, AttemptError> {
     let handler = task.handler();
-    let fail = |message: String| Error::handler(task.id(), handler, message);
+    let fail = |message: String| AttemptError::handler(task.id(), handler, message);
     let exit = status.map_or_else(|| "no exit status".to_owned(), describe_exit);
     let tail = driven.logs.tail_text();
     match driven.ended {

@@ -4,21 +4,38 @@
 use graflow_protocol::{EncodedValue, Failure, Invocation, Outcome, PROTOCOL_VERSION};
 
 use crate::channel::Channel;
-use crate::context::{ExecutionContext, TaskContext};
-use crate::error::{BoxError, Chain, Error, Result};
-use crate::task::Task;
-use crate::value::Value;
+use crate::definition::{AttemptError, BodyAccess, BoxError, Chain};
+use crate::graph::Task;
+use crate::run::ExecutionContext;
+use crate::value::{Value, ValueError};
 
 use super::build_id;
 
 /// The invocation of `task` for the attempt `ctx` stands for: its inputs resolved and encoded,
 /// a snapshot of the run's channel, and the direct upstream results for a task that takes a
 /// `&TaskContext`.
-pub fn invocation(task: &Task, ctx: &ExecutionContext, nonce: u64) -> Result<Invocation> {
+pub fn invocation(
+    task: &Task,
+    ctx: &ExecutionContext,
+    nonce: u64,
+) -> Result<Invocation, AttemptError> {
+    let cannot_encode = |what: String| {
+        move |e: ValueError| {
+            AttemptError::handler_source(
+                task.id(),
+                task.handler(),
+                format!("cannot send {what}"),
+                e,
+            )
+        }
+    };
     let mut inputs = Vec::with_capacity(task.def.params.len());
-    for (index, param) in task.def.params.iter().enumerate() {
-        let value = ctx.input_value(task, index)?;
-        inputs.push((param.name.to_owned(), value.encode()?));
+    for index in 0..task.def.params.len() {
+        let (value, name) = BodyAccess::input(ctx, index)?;
+        let encoded = value
+            .encode()
+            .map_err(cannot_encode(format!("parameter `{name}`")))?;
+        inputs.push((name.to_owned(), encoded));
     }
     Ok(Invocation {
         protocol: PROTOCOL_VERSION,
@@ -30,19 +47,21 @@ pub fn invocation(task: &Task, ctx: &ExecutionContext, nonce: u64) -> Result<Inv
         run_id: ctx.run_id().to_owned(),
         attempt: ctx.attempt(),
         inputs,
-        channel: encode_channel(ctx.channel())?,
-        upstream: if task.def.context {
-            TaskContext::upstream_values(ctx)
+        channel: encode_channel(ctx.channel())
+            .map_err(cannot_encode("the run's channel".to_owned()))?,
+        upstream: if task.def.takes_context {
+            ctx.upstream_values()
                 .into_iter()
                 .map(|(id, value)| Ok((id, value.encode()?)))
-                .collect::<Result<_>>()?
+                .collect::<Result<_, ValueError>>()
+                .map_err(cannot_encode("the upstream results".to_owned()))?
         } else {
             Vec::new()
         },
     })
 }
 
-pub(crate) fn encode_channel(channel: &Channel) -> Result<Vec<(String, EncodedValue)>> {
+pub(crate) fn encode_channel(channel: &Channel) -> Result<Vec<(String, EncodedValue)>, ValueError> {
     channel
         .entries()
         .into_iter()
@@ -115,14 +134,14 @@ impl std::error::Error for RemoteError {
 }
 
 /// Applies an outcome (already checked for protocol, build and nonce, its result decoded) to
-/// the run: stores the result and merges the channel writes, or turns the failure into the
+/// the run: merges the channel writes and returns the result, or turns the failure into the
 /// error of this attempt. `handler` names the handler in errors.
 pub fn apply(
     outcome: Outcome<Value>,
     task: &Task,
     ctx: &ExecutionContext,
     handler: &str,
-) -> Result<()> {
+) -> Result<Value, AttemptError> {
     let id = task.id();
     match outcome.result {
         Ok(value) => {
@@ -134,18 +153,18 @@ pub fn apply(
                     }
                 }
             }
-            ctx.set_result(id, value)
+            Ok(value)
         }
-        Err(Failure::Returned { chain }) => Err(Error::Task {
+        Err(Failure::Returned { chain }) => Err(AttemptError::Task {
             task: id.to_owned(),
             source: Box::new(RemoteError::from_chain(&chain)) as BoxError,
         }),
-        Err(Failure::Panicked { message }) => Err(Error::Panicked {
+        Err(Failure::Panicked { message }) => Err(AttemptError::Panicked {
             task: id.to_owned(),
             message: cut(&message),
         }),
-        Err(Failure::Other { message }) => Err(Error::handler(id, handler, cut(&message))),
-        Err(Failure::Rejected { reason }) if outcome.nonce == 0 => Err(Error::handler(
+        Err(Failure::Other { message }) => Err(AttemptError::handler(id, handler, cut(&message))),
+        Err(Failure::Rejected { reason }) if outcome.nonce == 0 => Err(AttemptError::handler(
             id,
             handler,
             format!(
@@ -153,7 +172,7 @@ pub fn apply(
                 cut(&reason)
             ),
         )),
-        Err(Failure::Rejected { reason }) => Err(Error::handler(
+        Err(Failure::Rejected { reason }) => Err(AttemptError::handler(
             id,
             handler,
             format!("the runner refused the task: {}", cut(&reason)),
@@ -164,13 +183,15 @@ pub fn apply(
 /// The outcome of running a task in this process: what a runner sends back.
 pub(crate) fn outcome_of(
     nonce: u64,
-    result: Result<Value>,
+    result: Result<Value, AttemptError>,
     channel_writes: Vec<(String, Option<EncodedValue>)>,
     elapsed_ns: u64,
 ) -> Outcome {
-    let result = match result.and_then(|value| value.encode()) {
-        Ok(encoded) => Ok(encoded),
-        Err(Error::Task { source, .. }) => {
+    let result = match result {
+        Ok(value) => value.encode().map_err(|e| Failure::Other {
+            message: Chain(&e).to_string(),
+        }),
+        Err(AttemptError::Task { source, .. }) => {
             let mut chain = vec![cut(&source.to_string())];
             let mut next = source.source();
             while let Some(cause) = next {
@@ -183,7 +204,7 @@ pub(crate) fn outcome_of(
             }
             Err(Failure::Returned { chain })
         }
-        Err(Error::Panicked { message, .. }) => Err(Failure::Panicked { message }),
+        Err(AttemptError::Panicked { message, .. }) => Err(Failure::Panicked { message }),
         Err(other) => Err(Failure::Other {
             message: Chain(&other).to_string(),
         }),
@@ -194,6 +215,25 @@ pub(crate) fn outcome_of(
         nonce,
         result,
         channel_writes,
+        elapsed_ns,
+    }
+}
+
+/// The outcome of an attempt that failed in the runner before or after the body ran (for a
+/// reason of the runner's, not the task's).
+pub(crate) fn runner_failure(
+    nonce: u64,
+    error: &(dyn std::error::Error + 'static),
+    elapsed_ns: u64,
+) -> Outcome {
+    Outcome {
+        protocol: PROTOCOL_VERSION,
+        build_id: build_id().to_owned(),
+        nonce,
+        result: Err(Failure::Other {
+            message: Chain(error).to_string(),
+        }),
+        channel_writes: Vec::new(),
         elapsed_ns,
     }
 }

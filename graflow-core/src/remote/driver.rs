@@ -23,9 +23,9 @@ use graflow_protocol::{Limits, Outcome, ProtocolError, READY};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::context::ExecutionContext;
-use crate::error::{Error, Result};
-use crate::task::Task;
+use crate::definition::AttemptError;
+use crate::graph::Task;
+use crate::run::ExecutionContext;
 use crate::value::Value;
 
 use super::attempt::{self, invocation};
@@ -48,7 +48,7 @@ pub enum Chunk {
 pub enum Ended {
     /// The runner answered: the outcome was applied (`Ok`), or the task's own error, panic or
     /// rejection (`Err`).
-    Answered(Result<()>),
+    Answered(Result<Value, AttemptError>),
     /// The output ended before the runner announced itself: it is not a runner (no `init()`),
     /// or it could not start.
     NotStarted,
@@ -136,7 +136,7 @@ impl<'a> RemoteAttempt<'a> {
     /// Runs the attempt over a started runner's `input` and `output`. Returns when the output
     /// ends, a deadline passes, or the runner's answer is refused (then the handler must stop
     /// the runner). `input` is kept open until then: a runner stops when its input closes.
-    pub async fn drive<W, S>(self, mut input: W, output: S) -> Result<Driven>
+    pub async fn drive<W, S>(self, mut input: W, output: S) -> Result<Driven, AttemptError>
     where
         W: AsyncWrite + Unpin + Send,
         S: Stream<Item = Chunk> + Unpin + Send,
@@ -146,7 +146,7 @@ impl<'a> RemoteAttempt<'a> {
         let nonce = new_nonce();
         let invocation = invocation(task, self.ctx, nonce)?;
         let start = invocation.frame_start().map_err(|e| {
-            Error::handler_source(task.id(), handler, "could not encode the invocation", e)
+            AttemptError::handler_source(task.id(), handler, "could not encode the invocation", e)
         })?;
 
         let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
@@ -174,7 +174,7 @@ impl<'a> RemoteAttempt<'a> {
                 let _ = decoded_tx.send(decoded);
             })
             .map_err(|e| {
-                Error::handler_source(
+                AttemptError::handler_source(
                     task.id(),
                     handler,
                     "could not start a thread to read the runner's answer",
@@ -208,7 +208,7 @@ impl<'a> RemoteAttempt<'a> {
             tokio::select! {
                 biased;
                 result = &mut decoder => {
-                    break result.map_err(|_| Error::handler(task.id(), handler, "the thread reading the runner's answer ended without a verdict"))?;
+                    break result.map_err(|_| AttemptError::handler(task.id(), handler, "the thread reading the runner's answer ended without a verdict"))?;
                 }
                 Ok(()) = &mut ready_rx, if !ready => ready = true,
                 result = &mut write, if !written => {

@@ -15,8 +15,8 @@ mod logs;
 
 use std::sync::OnceLock;
 
-pub(crate) use attempt::outcome_of;
 pub use attempt::{RemoteError, invocation};
+pub(crate) use attempt::{outcome_of, runner_failure};
 pub use driver::{Chunk, Driven, Ended, RemoteAttempt};
 pub use logs::{LogLines, LogTarget};
 
@@ -33,7 +33,9 @@ pub fn build_id() -> &'static str {
         }
         // FNV-1a over the registry: stable across processes of the same binary.
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for def in crate::task::tasks() {
+        let mut defs: Vec<_> = crate::definition::definitions().collect();
+        defs.sort_unstable_by_key(|d| d.name);
+        for def in defs {
             let mut feed = |s: &str| {
                 for b in s.bytes().chain([0]) {
                     hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);

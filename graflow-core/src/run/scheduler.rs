@@ -17,14 +17,23 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, Stream};
 
-use crate::context::{ExecutionContext, RunShared};
-use crate::error::{Chain, Error, Result, panic_message};
-use crate::handler::TaskHandler;
+use super::{ExecutionContext, RunShared, TaskHandler};
+use crate::definition::{AttemptError, BoxFuture, Chain, panic_message};
+use crate::graph::Task;
 use crate::report::{Record, TaskStatus};
-use crate::task::{BoxFuture, Task};
+use crate::value::Value;
 
 /// How many nodes the loop handles before it yields to the runtime once.
 const BUDGET: u32 = 256;
+
+/// A handler as the scheduler uses it: one per distinct handler name of the workflow.
+pub(crate) struct Slot {
+    pub handler: Arc<dyn TaskHandler>,
+    /// The built-in direct handler: short synchronous bodies run inline, without a future.
+    pub direct: bool,
+    /// How many of its tasks may be in flight at once.
+    pub limit: usize,
+}
 
 /// The end of one node, after its retries.
 struct NodeDone {
@@ -32,18 +41,22 @@ struct NodeDone {
     attempts: u32,
     start: Instant,
     end: Instant,
-    result: Result<()>,
+    result: Result<(), AttemptError>,
 }
 
 /// The first failure of a run.
 pub(crate) struct Failure {
     pub node: u32,
     pub attempts: u32,
-    pub error: Error,
+    pub error: AttemptError,
 }
 
 struct Scheduler {
     shared: Arc<RunShared>,
+    handlers: Arc<[Slot]>,
+    /// Per handler: its tasks in flight, and its ready tasks held back by its limit.
+    running: Vec<usize>,
+    held: Vec<VecDeque<u32>>,
     indegree: Vec<u32>,
     ready: VecDeque<u32>,
     inflight: FuturesUnordered<BoxFuture<'static, NodeDone>>,
@@ -56,12 +69,16 @@ struct Scheduler {
 /// Runs the workflow of `shared` to completion or first failure.
 pub(crate) async fn run(
     shared: Arc<RunShared>,
+    handlers: Arc<[Slot]>,
     max_concurrency: usize,
     run_start: Instant,
 ) -> (Vec<Record>, Option<Failure>) {
     let graph = shared.graph.clone();
     let n = graph.len();
     let mut scheduler = Scheduler {
+        running: vec![0; handlers.len()],
+        held: (0..handlers.len()).map(|_| VecDeque::new()).collect(),
+        handlers,
         indegree: (0..n as u32).map(|i| graph.preds(i).len() as u32).collect(),
         ready: graph.roots.iter().copied().collect(),
         inflight: FuturesUnordered::new(),
@@ -85,26 +102,37 @@ impl Scheduler {
                 let Some(node) = self.ready.pop_front() else {
                     break;
                 };
+                let h = self.shared.graph.node_handler[node as usize] as usize;
+                if self.running[h] >= self.handlers[h].limit {
+                    self.held[h].push_back(node);
+                    continue;
+                }
+                self.running[h] += 1;
                 // Provisional: a node still marked so when the run stops was running, and is
                 // reported as cancelled; `complete` overwrites it.
                 self.records[node as usize].status = TaskStatus::Cancelled;
-                let future = match try_now(&self.shared, node) {
+                let future = match try_now(&self.shared, &self.handlers[h], node) {
                     // Its handler ran it at once (a short synchronous body on "direct").
                     Some(Ok(done)) => {
                         self.complete(done);
                         None
                     }
                     // That first attempt failed and may be retried: continue asynchronously.
-                    Some(Err((start, error))) => {
-                        Some(
-                            Box::pin(run_node(self.shared.clone(), node, start, Some(error)))
-                                as BoxFuture<'static, NodeDone>,
-                        )
-                    }
-                    None => Some(
-                        Box::pin(run_node(self.shared.clone(), node, Instant::now(), None))
-                            as BoxFuture<'static, NodeDone>,
-                    ),
+                    Some(Err((start, error))) => Some(Box::pin(run_node(
+                        self.shared.clone(),
+                        self.handlers.clone(),
+                        node,
+                        start,
+                        Some(error),
+                    ))
+                        as BoxFuture<'static, NodeDone>),
+                    None => Some(Box::pin(run_node(
+                        self.shared.clone(),
+                        self.handlers.clone(),
+                        node,
+                        Instant::now(),
+                        None,
+                    )) as BoxFuture<'static, NodeDone>),
                 };
                 if let Some(mut future) = future {
                     match future.as_mut().poll(cx) {
@@ -145,6 +173,11 @@ impl Scheduler {
 
     fn complete(&mut self, done: NodeDone) {
         let node = done.node;
+        let h = self.shared.graph.node_handler[node as usize] as usize;
+        self.running[h] -= 1;
+        if let Some(next) = self.held[h].pop_front() {
+            self.ready.push_front(next);
+        }
         let record = &mut self.records[node as usize];
         record.attempts = done.attempts;
         record.start = Some(done.start.saturating_duration_since(self.run_start));
@@ -188,21 +221,19 @@ impl Scheduler {
 #[allow(clippy::result_large_err)]
 fn try_now(
     shared: &Arc<RunShared>,
+    slot: &Slot,
     node: u32,
-) -> Option<std::result::Result<NodeDone, (Instant, Error)>> {
+) -> Option<Result<NodeDone, (Instant, AttemptError)>> {
     let task = shared.task(node);
-    if task.timeout().is_some() {
+    if !slot.direct || task.timeout().is_some() {
         return None;
     }
-    let handler = &shared.handlers[shared.graph.node_handler[node as usize] as usize];
     let ctx = ExecutionContext::new(shared.clone(), node, 1);
     let start = Instant::now();
-    let result =
-        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.try_execute_now(task, &ctx))) {
-            Ok(None) => return None,
-            Ok(Some(result)) => result.and_then(|()| stored(task, &ctx)),
-            Err(payload) => Err(handler_panicked(task, &*payload)),
-        };
+    // (A body's panic is caught inside; nothing else here can panic.)
+    let result = task
+        .try_run_now(&ctx)?
+        .map(|output| store(shared, node, output));
     let end = Instant::now();
     task.record_inline_run(end.saturating_duration_since(start));
     tracing::debug!(
@@ -229,7 +260,7 @@ fn try_now(
     }
 }
 
-fn log_retry(task: &Task, attempt: u32, error: &Error, delay: std::time::Duration) {
+fn log_retry(task: &Task, attempt: u32, error: &AttemptError, delay: std::time::Duration) {
     tracing::warn!(
         target: "graflow::engine",
         task = %task.id(),
@@ -245,12 +276,13 @@ fn log_retry(task: &Task, attempt: u32, error: &Error, delay: std::time::Duratio
 /// a first attempt already made (by `try_now`): this then starts with the retry.
 async fn run_node(
     shared: Arc<RunShared>,
+    handlers: Arc<[Slot]>,
     node: u32,
     start: Instant,
-    failed_first: Option<Error>,
+    failed_first: Option<AttemptError>,
 ) -> NodeDone {
     let task = shared.task(node);
-    let handler = &shared.handlers[shared.graph.node_handler[node as usize] as usize];
+    let handler = &handlers[shared.graph.node_handler[node as usize] as usize].handler;
     let policy = *task.retry_policy();
     let mut attempt = 1;
     let mut failed = failed_first;
@@ -264,7 +296,9 @@ async fn run_node(
         }
         let ctx = ExecutionContext::new(shared.clone(), node, attempt);
         let attempt_start = if attempt == 1 { start } else { Instant::now() };
-        let result = attempt_once(handler.as_ref(), task, &ctx).await;
+        let result = attempt_once(handler.as_ref(), task, &ctx)
+            .await
+            .map(|output| store(&shared, node, output));
         // (Fields are evaluated only when the event is enabled: no clock read otherwise.)
         tracing::debug!(
             target: "graflow::handlers",
@@ -292,20 +326,28 @@ async fn run_node(
     }
 }
 
-/// `Ok` if the handler stored the task's result, as it must before returning `Ok`.
-fn stored(task: &Task, ctx: &ExecutionContext) -> Result<()> {
-    if ctx.has_own_result() {
-        Ok(())
+/// Stores a checked output as the node's result.
+fn store(shared: &RunShared, node: u32, output: Value) {
+    shared.store_result(node, output);
+}
+
+/// `Ok` if `output` has the type of the task function's output, as a handler must return.
+fn checked(task: &Task, output: Value) -> Result<Value, AttemptError> {
+    let expected = task.def.output;
+    if output.matches(expected) {
+        Ok(output)
     } else {
-        Err(Error::NoResult {
+        Err(AttemptError::WrongOutput {
             task: task.id().to_owned(),
             handler: task.handler().to_owned(),
+            expected: expected.name(),
+            found: output.type_name().to_owned(),
         })
     }
 }
 
-fn handler_panicked(task: &Task, payload: &(dyn std::any::Any + Send)) -> Error {
-    Error::handler(
+fn handler_panicked(task: &Task, payload: &(dyn std::any::Any + Send)) -> AttemptError {
+    AttemptError::handler(
         task.id(),
         task.handler(),
         format!("the handler panicked: {}", panic_message(payload)),
@@ -313,18 +355,18 @@ fn handler_panicked(task: &Task, payload: &(dyn std::any::Any + Send)) -> Error 
 }
 
 /// One attempt: the handler, under the task's timeout, with panics caught, and the check that
-/// the handler stored a result.
+/// the handler's output has the task's output type.
 async fn attempt_once(
     handler: &dyn TaskHandler,
     task: &Task,
     ctx: &ExecutionContext,
-) -> Result<()> {
+) -> Result<Value, AttemptError> {
     let execution = AssertUnwindSafe(handler.execute_task(task, ctx)).catch_unwind();
     let outcome = match task.timeout() {
         Some(limit) => match tokio::time::timeout(limit, execution).await {
             Ok(outcome) => outcome,
             Err(_) => {
-                return Err(Error::TimedOut {
+                return Err(AttemptError::TimedOut {
                     task: task.id().to_owned(),
                     handler: task.handler().to_owned(),
                     timeout: limit,
@@ -334,7 +376,7 @@ async fn attempt_once(
         None => execution.await,
     };
     match outcome {
-        Ok(result) => result.and_then(|()| stored(task, ctx)),
+        Ok(result) => result.and_then(|output| checked(task, output)),
         Err(payload) => Err(handler_panicked(task, &*payload)),
     }
 }

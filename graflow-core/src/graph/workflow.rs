@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use crate::error::Error;
-use crate::task::Task;
+use super::problem::Problem;
+use super::task::Task;
 
 /// A DAG of tasks. Build one with `workflow!` or [`Workflow::builder`]; run it with
 /// [`WorkflowEngine`](crate::WorkflowEngine). Cloning is cheap (the graph is shared).
@@ -151,7 +151,7 @@ impl Workflow {
     }
 
     /// The compiled graph, built on first use and shared by every run of this workflow.
-    pub(crate) fn graph(&self) -> Result<Arc<Graph>, Vec<Error>> {
+    pub(crate) fn graph(&self) -> Result<Arc<Graph>, Vec<Problem>> {
         if let Some(graph) = self.inner.graph.get() {
             return Ok(graph.clone());
         }
@@ -231,10 +231,14 @@ fn csr(
 }
 
 impl Graph {
-    fn compile(tasks: &[Task], edges: &[(u32, u32)], workflow: &str) -> Result<Graph, Vec<Error>> {
+    fn compile(
+        tasks: &[Task],
+        edges: &[(u32, u32)],
+        workflow: &str,
+    ) -> Result<Graph, Vec<Problem>> {
         let n = tasks.len();
         if n == 0 {
-            return Err(vec![Error::EmptyWorkflow {
+            return Err(vec![Problem::EmptyWorkflow {
                 workflow: workflow.to_owned(),
             }]);
         }
@@ -243,7 +247,7 @@ impl Graph {
         let mut tasks_index: HashMap<Arc<str>, u32> = HashMap::with_capacity(n);
         for (i, task) in tasks.iter().enumerate() {
             if let Some(&first) = tasks_index.get(&task.id) {
-                problems.push(Error::DuplicateTaskId {
+                problems.push(Problem::DuplicateTaskId {
                     id: task.id.to_string(),
                     first: tasks[first as usize].def.name,
                     second: task.def.name,
@@ -276,7 +280,7 @@ impl Graph {
             .filter(|&i| graph.preds(i).is_empty())
             .collect();
         if let Some(path) = graph.find_cycle(tasks) {
-            problems.push(Error::Cycle { path });
+            problems.push(Problem::Cycle { path });
             // Parameter checks need ancestry, which a cycle makes meaningless.
             return Err(problems);
         }
@@ -389,7 +393,7 @@ impl Graph {
     /// Decides where every parameter comes from: a bound input, else the result of the upstream
     /// task with that id, else the channel key. A channel key must be declared by an ancestor
     /// (`writes = [...]`) or be given in the run's initial channel (checked per run).
-    fn resolve_sources(&mut self, tasks: &[Task], problems: &mut Vec<Error>) {
+    fn resolve_sources(&mut self, tasks: &[Task], problems: &mut Vec<Problem>) {
         let mut descendants_of: HashMap<u32, Vec<bool>> = HashMap::new();
         let mut channel_params: HashMap<&str, Vec<(u32, u32)>> = HashMap::new();
         self.source_offsets.reserve(tasks.len() + 1);
@@ -399,7 +403,7 @@ impl Graph {
             let params = task.def.params;
             for (name, _) in task.inputs() {
                 if !params.iter().any(|p| p.name == name) {
-                    problems.push(Error::UnknownInput {
+                    problems.push(Problem::UnknownInput {
                         task: task.id().to_owned(),
                         input: name.clone(),
                         params: params.iter().map(|p| p.name).collect(),
@@ -412,7 +416,7 @@ impl Graph {
                 {
                     let value = &task.inputs()[bound].1;
                     if !value.matches(param.ty) {
-                        problems.push(Error::InputType {
+                        problems.push(Problem::InputType {
                             task: task.id().to_owned(),
                             param: param.name.to_owned(),
                             expected: param.ty.name(),
@@ -428,7 +432,7 @@ impl Graph {
                             .or_insert_with(|| self.descendants([producer]))
                             [node as usize];
                     if producer == node || !upstream {
-                        problems.push(Error::MissingInput {
+                        problems.push(Problem::MissingInput {
                             task: task.id().to_owned(),
                             param: param.name.to_owned(),
                             type_name: param.ty.name(),
@@ -443,7 +447,7 @@ impl Graph {
                     } else {
                         let output = tasks[producer as usize].def.output;
                         if output.id() != param.ty.id() {
-                            problems.push(Error::InputType {
+                            problems.push(Problem::InputType {
                                 task: task.id().to_owned(),
                                 param: param.name.to_owned(),
                                 expected: param.ty.name(),

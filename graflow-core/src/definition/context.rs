@@ -1,0 +1,98 @@
+//! [`TaskContext`]: what a task body sees of its run. The run layer provides it (through
+//! [`BodyAccess`]), so that a definition needs to know nothing of runs.
+
+use crate::channel::Channel;
+use crate::definition::AttemptError;
+use crate::value::{Data, Value, ValueError};
+
+/// What the run gives a body: implemented by the run layer's execution context.
+pub(crate) trait BodyAccess: Send + Sync {
+    fn task_id(&self) -> &str;
+    fn run_id(&self) -> &str;
+    fn attempt(&self) -> u32;
+    fn channel(&self) -> &Channel;
+    /// The stored result of task `id`.
+    fn result(&self, id: &str) -> Result<Value, ValueError>;
+    /// The ids of the direct upstream tasks, in graph order.
+    fn upstream_ids(&self) -> Vec<&str>;
+    /// The results of the direct upstream tasks, in the order of `upstream_ids`.
+    fn upstream(&self) -> Result<Vec<(&str, Value)>, ValueError>;
+    /// The value of input parameter `index` and the parameter's name.
+    fn input(&self, index: usize) -> Result<(Value, &'static str), AttemptError>;
+}
+
+/// What a task body sees: declare a parameter of type `&TaskContext` to get it.
+#[repr(transparent)]
+pub struct TaskContext {
+    access: dyn BodyAccess,
+}
+
+impl TaskContext {
+    /// A view of the run's accessors as the task sees them (no copy).
+    pub(crate) fn new<'a>(access: &'a (dyn BodyAccess + 'static)) -> &'a TaskContext {
+        // SAFETY: TaskContext is #[repr(transparent)] over `dyn BodyAccess`: same layout and
+        // the same pointer metadata (the vtable).
+        unsafe { &*(access as *const (dyn BodyAccess + 'static) as *const TaskContext) }
+    }
+
+    /// The id of this task.
+    pub fn task_id(&self) -> &str {
+        self.access.task_id()
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        self.access.run_id()
+    }
+
+    /// The attempt number, from 1 (higher on retries).
+    pub fn attempt(&self) -> u32 {
+        self.access.attempt()
+    }
+
+    /// The run's channel: read and write typed values shared by all tasks of the run.
+    pub fn channel(&self) -> &Channel {
+        self.access.channel()
+    }
+
+    /// A copy of the result of task `id` (an upstream task, to be sure it exists; out of
+    /// process, only the direct upstream tasks' results are there).
+    pub fn result<T: Data>(&self, id: &str) -> Result<T, ValueError> {
+        self.access
+            .result(id)?
+            .copy_as(|| format!("the result of task '{id}'"))
+    }
+
+    /// The ids of the direct upstream tasks, in graph order.
+    pub fn upstream_ids(&self) -> Vec<&str> {
+        self.access.upstream_ids()
+    }
+
+    /// Copies of the results of all direct upstream tasks, in the order of
+    /// [`TaskContext::upstream_ids`] (e.g. a sink summing a parallel group).
+    pub fn upstream<T: Data>(&self) -> Result<Vec<T>, ValueError> {
+        self.access
+            .upstream()?
+            .into_iter()
+            .map(|(id, value)| value.copy_as(|| format!("the result of task '{id}'")))
+            .collect()
+    }
+
+    /// Resolves input parameter `index` of this task (generated code calls this).
+    #[doc(hidden)]
+    pub fn __input<T: Data>(&self, index: usize) -> Result<T, AttemptError> {
+        let (value, param) = self.access.input(index)?;
+        value
+            .copy_as(|| {
+                format!(
+                    "the value of parameter `{param}` of task '{}'",
+                    self.task_id()
+                )
+            })
+            .map_err(|source| AttemptError::Input {
+                task: self.task_id().to_owned(),
+                param: param.to_owned(),
+                source,
+            })
+    }
+}

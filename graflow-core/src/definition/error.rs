@@ -1,0 +1,205 @@
+//! How one attempt of one task can end badly: the body's error or panic, a timeout, a handler's
+//! failure, an input that could not be read, an output of the wrong type.
+
+use std::time::Duration;
+
+use crate::value::ValueError;
+
+/// Any error a task body or a handler may return as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why one attempt of a task failed. A handler returns it from
+/// [`TaskHandler::execute_task`](crate::TaskHandler::execute_task); the engine retries the
+/// attempt (when the task's retry policy and [`AttemptError::is_retryable`] allow) or fails the
+/// run with it as the cause.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum AttemptError {
+    /// The task body returned an error.
+    #[error("task '{task}' returned an error")]
+    Task {
+        /// The task.
+        task: String,
+        /// The error the body returned.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The task body panicked; the panic was caught.
+    #[error("task '{task}' panicked: {message}")]
+    Panicked {
+        /// The task.
+        task: String,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+
+    /// An attempt ran longer than the task's `timeout`.
+    #[error(
+        "task '{task}' timed out after {timeout:?} on handler '{handler}'; raise `timeout` in #[task(...)] or make the task faster"
+    )]
+    TimedOut {
+        /// The task.
+        task: String,
+        /// The handler it ran on.
+        handler: String,
+        /// The limit that was hit.
+        timeout: Duration,
+    },
+
+    /// A handler failed for a reason of its own (infrastructure, configuration, transport).
+    #[error("handler '{handler}' could not run task '{task}': {message}")]
+    Handler {
+        /// The task.
+        task: String,
+        /// The handler.
+        handler: String,
+        /// What went wrong and what to do.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A parameter has no value at run time (an upstream task stored none, a channel key is
+    /// unset).
+    #[error("task '{task}' cannot run: parameter `{param}: {type_name}` has no value; {hint}")]
+    MissingInput {
+        /// The task.
+        task: String,
+        /// The parameter.
+        param: String,
+        /// The parameter's type.
+        type_name: &'static str,
+        /// Where the engine looked and what to do.
+        hint: String,
+    },
+
+    /// A parameter's value could not be read as the parameter's type.
+    #[error("task '{task}' cannot read parameter `{param}`")]
+    Input {
+        /// The task.
+        task: String,
+        /// The parameter.
+        param: String,
+        /// What went wrong with the value.
+        #[source]
+        source: ValueError,
+    },
+
+    /// A handler returned an output of another type than the task function's.
+    #[error(
+        "handler '{handler}' returned a `{found}` for task '{task}', whose function returns `{expected}`; return the output of task.run(ctx) (or a value of the task's output type)"
+    )]
+    WrongOutput {
+        /// The task.
+        task: String,
+        /// The handler at fault.
+        handler: String,
+        /// The task function's output type.
+        expected: &'static str,
+        /// The type the handler returned.
+        found: String,
+    },
+}
+
+impl AttemptError {
+    /// A handler failure with a message (for handler authors).
+    pub fn handler(task: &str, handler: &str, message: impl Into<String>) -> Self {
+        AttemptError::Handler {
+            task: task.to_owned(),
+            handler: handler.to_owned(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A handler failure caused by another error (for handler authors).
+    pub fn handler_source(
+        task: &str,
+        handler: &str,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        AttemptError::Handler {
+            task: task.to_owned(),
+            handler: handler.to_owned(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The id of the task whose attempt failed.
+    pub fn task(&self) -> &str {
+        match self {
+            AttemptError::Task { task, .. }
+            | AttemptError::Panicked { task, .. }
+            | AttemptError::TimedOut { task, .. }
+            | AttemptError::Handler { task, .. }
+            | AttemptError::MissingInput { task, .. }
+            | AttemptError::Input { task, .. }
+            | AttemptError::WrongOutput { task, .. } => task,
+        }
+    }
+
+    /// Whether another attempt could succeed: not when an input is missing or unreadable (the
+    /// graph decides those) nor when a handler returns the wrong type (a bug of the handler).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            AttemptError::MissingInput { .. }
+                | AttemptError::Input { .. }
+                | AttemptError::WrongOutput { .. }
+        )
+    }
+}
+
+/// The message and its cause chain.
+impl std::fmt::Debug for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Chain(self))
+    }
+}
+
+/// `T` or `Result<T, E>` as returned by a task function.
+#[doc(hidden)]
+pub trait TaskReturn {
+    type Output;
+    fn into_task_result(self, task: &str) -> Result<Self::Output, AttemptError>;
+}
+
+impl<T, E: Into<BoxError>> TaskReturn for Result<T, E> {
+    type Output = T;
+    fn into_task_result(self, task: &str) -> Result<T, AttemptError> {
+        self.map_err(|e| AttemptError::Task {
+            task: task.to_owned(),
+            source: e.into(),
+        })
+    }
+}
+
+/// The message of a caught panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// Formats an error followed by every error in its `source()` chain, joined by ": ".
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(err) = next {
+            write!(f, ": {err}")?;
+            next = err.source();
+        }
+        Ok(())
+    }
+}

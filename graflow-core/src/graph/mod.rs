@@ -1,0 +1,12 @@
+//! The graph: [`Task`] nodes (a definition plus this node's options), the [`Workflow`] DAG and
+//! its builder, the compiled [`Graph`] the scheduler walks, and the [`Problem`]s validation
+//! finds.
+
+mod problem;
+mod task;
+mod workflow;
+
+pub use problem::Problem;
+pub use task::{Task, TaskFn};
+pub(crate) use workflow::{Graph, Source};
+pub use workflow::{NodeRef, Workflow, WorkflowBuilder};

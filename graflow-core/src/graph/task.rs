@@ -1,0 +1,219 @@
+//! A task as a node of a workflow: a function's definition plus this node's id, handler,
+//! handler configuration, retry policy, timeout and bound inputs.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{ConfigValue, HandlerConfig};
+use crate::definition::{TaskDef, TaskInfo};
+use crate::retry::RetryPolicy;
+use crate::value::{Data, Value};
+
+/// Implemented by the marker type `#[task]` puts next to each task function, so that
+/// `workflow!` and programs can name the task by the function's path.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a graflow task",
+    label = "not a #[task] function",
+    note = "annotate the function with #[graflow::task]"
+)]
+pub trait TaskFn {
+    /// The static definition (generated code; see [`TaskFn::info`]).
+    #[doc(hidden)]
+    fn definition() -> &'static TaskDef;
+
+    /// What the program knows of the function.
+    fn info() -> TaskInfo {
+        Self::definition().info()
+    }
+
+    /// A new workflow node for the function.
+    fn task() -> Task {
+        Task::from_def(Self::definition())
+    }
+}
+
+impl TaskInfo {
+    /// A new workflow node for this function, with the options of its `#[task]` attribute.
+    pub fn task(&self) -> Task {
+        Task::from_def(self.def)
+    }
+}
+
+/// A task as a node of a workflow: a function plus this node's id, handler, handler
+/// configuration, retry policy, timeout and bound inputs.
+///
+/// Get one with `my_fn::task()` (the path of any `#[task]` function), adjust it with the
+/// `with_*` methods, and add it with [`WorkflowBuilder::add`](crate::WorkflowBuilder::add).
+#[derive(Clone)]
+pub struct Task {
+    pub(crate) id: Arc<str>,
+    pub(crate) def: &'static TaskDef,
+    pub(crate) handler: Cow<'static, str>,
+    /// What this node changes from its function's `#[task]` options; most nodes change
+    /// nothing, and a node stays small (graphs of 100k nodes are common).
+    custom: Option<Box<Custom>>,
+}
+
+#[derive(Clone, Default)]
+struct Custom {
+    config: Option<HandlerConfig>,
+    retry: Option<RetryPolicy>,
+    timeout: Option<Option<Duration>>,
+    inputs: Vec<(String, Value)>,
+    writes: Vec<String>,
+}
+
+impl Task {
+    /// A node for `def`, with the options of its `#[task]` attribute (the handler expression is
+    /// evaluated now).
+    #[doc(hidden)]
+    pub fn from_def(def: &'static TaskDef) -> Self {
+        Task {
+            id: Arc::from(def.id),
+            def,
+            handler: (def.handler)(),
+            custom: None,
+        }
+    }
+
+    fn custom_mut(&mut self) -> &mut Custom {
+        self.custom.get_or_insert_with(Box::default)
+    }
+
+    /// The node's id (unique in its workflow): what results are stored under and what
+    /// downstream parameters name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The name of the handler that runs this node.
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    /// The handler configuration: the `key = value` options of `#[task]` that are not engine
+    /// options, plus any set with [`Task::with_config`].
+    pub fn handler_config(&self) -> &HandlerConfig {
+        match self.custom.as_ref().and_then(|c| c.config.as_ref()) {
+            Some(config) => config,
+            None => self.def.default_config(),
+        }
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        self.custom
+            .as_ref()
+            .and_then(|c| c.retry.as_ref())
+            .unwrap_or(&self.def.retry)
+    }
+
+    /// The timeout of one attempt.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.custom.as_ref().and_then(|c| c.timeout) {
+            Some(timeout) => timeout,
+            None => self.def.timeout,
+        }
+    }
+
+    /// What the program knows of the node's function.
+    pub fn info(&self) -> TaskInfo {
+        self.def.info()
+    }
+
+    /// The registry name of the function (`module::path::function`).
+    pub fn name(&self) -> &'static str {
+        self.def.name
+    }
+
+    /// Channel keys this task declares it writes (`writes = [...]` and [`Task::with_write`]).
+    pub fn writes(&self) -> impl Iterator<Item = &str> {
+        let extra = self.custom.as_ref().map_or(&[][..], |c| &c.writes[..]);
+        self.def
+            .writes
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+    }
+
+    /// Inputs bound to this node with [`Task::with_input`].
+    pub fn bound_inputs(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.inputs().iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub(crate) fn inputs(&self) -> &[(String, Value)] {
+        self.custom.as_ref().map_or(&[][..], |c| &c.inputs[..])
+    }
+
+    /// Replaces the bound inputs (a runner binds every input it was sent).
+    pub(crate) fn set_inputs(&mut self, inputs: Vec<(String, Value)>) {
+        self.custom_mut().inputs = inputs;
+    }
+
+    /// Sets the id (e.g. one node per file: `process::task().with_id(format!("process_{i}"))`).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Arc::from(id.into());
+        self
+    }
+
+    /// Sets the handler name.
+    pub fn with_handler(mut self, handler: impl Into<String>) -> Self {
+        self.handler = Cow::Owned(handler.into());
+        self
+    }
+
+    /// Sets one handler configuration key.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<ConfigValue>) -> Self {
+        let defaults = self.def.default_config();
+        self.custom_mut()
+            .config
+            .get_or_insert_with(|| defaults.clone())
+            .set(key, value);
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.custom_mut().retry = Some(policy);
+        self
+    }
+
+    /// Sets (or with `None` removes) the timeout of one attempt.
+    pub fn with_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.custom_mut().timeout = Some(timeout.into());
+        self
+    }
+
+    /// Binds parameter `name` to `value` for this node; a bound value wins over upstream results
+    /// and the channel.
+    pub fn with_input<T: Data + Clone>(mut self, name: impl Into<String>, value: T) -> Self {
+        let name = name.into();
+        let inputs = &mut self.custom_mut().inputs;
+        inputs.retain(|(k, _)| *k != name);
+        inputs.push((name, Value::new(value)));
+        self
+    }
+
+    /// Declares that this node writes channel key `key`, so that downstream parameters named
+    /// `key` pass validation.
+    pub fn with_write(mut self, key: impl Into<String>) -> Self {
+        self.custom_mut().writes.push(key.into());
+        self
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("function", &self.def.name)
+            .field("handler", &self.handler)
+            .field("config", self.handler_config())
+            .field("retry", self.retry_policy())
+            .field("timeout", &self.timeout())
+            .field("inputs", &self.inputs())
+            .finish()
+    }
+}

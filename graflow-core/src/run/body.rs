@@ -1,0 +1,119 @@
+//! The body-execution policy: where a task's body runs in this process.
+//!
+//! - An async body is polled on the scheduler's task, like any future.
+//! - A synchronous body runs inline on the scheduler once it is known to be short (see
+//!   [`BodyStats`]): no thread hop, no boxed future.
+//! - Any other synchronous body runs on Tokio's blocking pool, holding one permit of the run's
+//!   CPU limit while it runs: CPU-bound work is limited by the CPU count, waiting work is not.
+//!
+//! Panics in a body are caught and become [`AttemptError::Panicked`].
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+
+use super::ExecutionContext;
+use crate::definition::{AttemptError, Body, BodyStats, TaskContext, panic_message};
+use crate::graph::Task;
+use crate::value::Value;
+
+impl Task {
+    /// Runs the function in this process, with its inputs resolved from `ctx`, and returns its
+    /// output. This is what the direct handler does; other handlers may wrap it.
+    ///
+    /// A panic in the body is caught and returned as [`AttemptError::Panicked`]. A synchronous
+    /// body runs inline only once it is known to be short (see the README's *Scheduling*);
+    /// otherwise it runs on Tokio's blocking pool, within the engine's CPU limit, so that it
+    /// never holds up other tasks.
+    pub async fn run(&self, ctx: &ExecutionContext) -> Result<Value, AttemptError> {
+        let tctx = ctx.task_context(self)?;
+        match self.def.body {
+            Body::Async(body) => match AssertUnwindSafe(body(tctx)).catch_unwind().await {
+                Ok(result) => result,
+                Err(payload) => Err(self.panicked(&*payload)),
+            },
+            Body::Sync(body) => {
+                if self.may_run_inline() {
+                    return self.call_inline(body, tctx);
+                }
+                let permit = ctx.run.cpu.clone().acquire_owned().await.map_err(|_| {
+                    AttemptError::handler(
+                        self.id(),
+                        self.handler(),
+                        "the run's CPU limit was closed: the run is ending",
+                    )
+                })?;
+                let stats = &self.def.stats;
+                let owned = ctx.clone();
+                let handle = tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        body(TaskContext::new(&owned))
+                    }));
+                    stats.record(started.elapsed(), false);
+                    drop(permit);
+                    result
+                });
+                match handle.await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(payload)) => Err(self.panicked(&*payload)),
+                    Err(join) => Err(AttemptError::handler(
+                        self.id(),
+                        self.handler(),
+                        format!("the blocking thread running the task was lost: {join}"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Runs the body at once, on this thread, if it is synchronous and known to be short (see
+    /// [`BodyStats`]); `None` otherwise. The scheduler's fast path for the direct handler: what
+    /// [`Task::run`] does in that case, without a future.
+    pub(crate) fn try_run_now(
+        &self,
+        ctx: &ExecutionContext,
+    ) -> Option<Result<Value, AttemptError>> {
+        let Body::Sync(body) = self.def.body else {
+            return None;
+        };
+        if !self.may_run_inline() {
+            return None;
+        }
+        Some(
+            ctx.task_context(self)
+                .and_then(|tctx| self.call_inline(body, tctx)),
+        )
+    }
+
+    /// Timed by the scheduler, which reports slow inline runs to the stats.
+    fn call_inline(
+        &self,
+        body: fn(&TaskContext) -> Result<Value, AttemptError>,
+        tctx: &TaskContext,
+    ) -> Result<Value, AttemptError> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| body(tctx)))
+            .unwrap_or_else(|payload| Err(self.panicked(&*payload)))
+    }
+
+    /// Whether a synchronous body may run on the caller's thread (see [`BodyStats`]).
+    fn may_run_inline(&self) -> bool {
+        !self.def.blocking && self.timeout().is_none() && self.def.stats.inline_ok()
+    }
+
+    /// Called by the scheduler with the duration of a node that completed on its first poll:
+    /// its body (if synchronous) ran inline for about that long.
+    pub(crate) fn record_inline_run(&self, elapsed: Duration) {
+        if matches!(self.def.body, Body::Sync(_)) && elapsed > BodyStats::INLINE_LIMIT {
+            self.def.stats.record(elapsed, true);
+        }
+    }
+
+    fn panicked(&self, payload: &(dyn std::any::Any + Send)) -> AttemptError {
+        AttemptError::Panicked {
+            task: self.id().to_owned(),
+            message: panic_message(payload),
+        }
+    }
+}

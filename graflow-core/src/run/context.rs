@@ -1,0 +1,228 @@
+//! [`ExecutionContext`]: what a handler sees of a run while it executes one attempt of one task.
+//! It also gives the task body its [`TaskContext`] view.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use super::{RunShared, cpu_count};
+use crate::channel::Channel;
+use crate::definition::{AttemptError, BodyAccess, TaskContext};
+use crate::graph::{Source, Task, Workflow};
+use crate::run::RunError;
+use crate::value::{Data, Value, ValueError};
+
+/// What a handler sees of the run while it executes one attempt of one task.
+#[derive(Clone)]
+pub struct ExecutionContext {
+    pub(crate) run: Arc<RunShared>,
+    pub(crate) node: u32,
+    attempt: u32,
+}
+
+impl ExecutionContext {
+    pub(crate) fn new(run: Arc<RunShared>, node: u32, attempt: u32) -> Self {
+        ExecutionContext { run, node, attempt }
+    }
+
+    /// A context for running `task` outside any workflow run: to test a handler in isolation
+    /// (`handler.execute_task(ctx.task(), &ctx)`), or to call `task.run(&ctx)` directly. The
+    /// task's parameters must be bound with [`Task::with_input`]; its channel starts empty.
+    pub fn for_task(task: Task) -> Result<ExecutionContext, RunError> {
+        Self::standalone(
+            "standalone".to_owned(),
+            "standalone".to_owned(),
+            task,
+            Channel::new(),
+            None,
+            1,
+        )
+    }
+
+    /// A one-task run: what a runner process and [`ExecutionContext::for_task`] execute in.
+    pub(crate) fn standalone(
+        workflow: String,
+        run_id: String,
+        task: Task,
+        channel: Channel,
+        upstream: Option<Vec<(String, Value)>>,
+        attempt: u32,
+    ) -> Result<ExecutionContext, RunError> {
+        let mut builder = Workflow::builder(workflow);
+        builder.add(task);
+        let workflow = builder.build();
+        let graph = workflow.graph().map_err(|problems| RunError::Invalid {
+            workflow: workflow.name().to_owned(),
+            problems,
+        })?;
+        let run = Arc::new(RunShared {
+            run_id: Arc::from(run_id),
+            workflow,
+            graph,
+            results: vec![Mutex::new(None)].into_boxed_slice(),
+            channel,
+            cpu: Arc::new(Semaphore::new(cpu_count())),
+            upstream,
+        });
+        Ok(ExecutionContext::new(run, 0, attempt))
+    }
+
+    /// The task this context executes.
+    pub fn task(&self) -> &Task {
+        self.run.task(self.node)
+    }
+
+    /// The run's id (also in every log line of the run).
+    pub fn run_id(&self) -> &str {
+        &self.run.run_id
+    }
+
+    /// The workflow's name.
+    pub fn workflow_name(&self) -> &str {
+        self.run.workflow.name()
+    }
+
+    /// The id of the task being executed.
+    pub fn task_id(&self) -> &str {
+        self.run.task(self.node).id()
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The run's channel.
+    pub fn channel(&self) -> &Channel {
+        &self.run.channel
+    }
+
+    /// A copy of the result of task `id`.
+    pub fn get_result<T: Data>(&self, id: &str) -> Result<T, ValueError> {
+        let node = self.run.node_of(id)?;
+        self.run.copy_result(node)
+    }
+
+    /// The type-erased result of task `id`, if it has one.
+    pub fn result_value(&self, id: &str) -> Option<Value> {
+        self.run
+            .graph
+            .index_of(id)
+            .and_then(|n| self.run.result_value(n))
+    }
+
+    /// The direct upstream results, type-erased, for a handler sending this task elsewhere.
+    pub(crate) fn upstream_values(&self) -> Vec<(String, Value)> {
+        let run = &self.run;
+        run.graph
+            .preds(self.node)
+            .iter()
+            .filter_map(|&p| Some((run.task(p).id().to_owned(), run.result_value(p)?)))
+            .collect()
+    }
+
+    /// The context the task body sees; `task` must be the task this context executes.
+    pub(crate) fn task_context(&self, task: &Task) -> Result<&TaskContext, AttemptError> {
+        let own = self.run.task(self.node);
+        if !std::ptr::eq(own, task) && own.id() != task.id() {
+            return Err(AttemptError::handler(
+                task.id(),
+                own.handler(),
+                format!(
+                    "task.run() was given the context of task '{}'; pass the ExecutionContext the engine gave for this task",
+                    own.id()
+                ),
+            ));
+        }
+        Ok(TaskContext::new(self))
+    }
+}
+
+impl BodyAccess for ExecutionContext {
+    fn task_id(&self) -> &str {
+        ExecutionContext::task_id(self)
+    }
+
+    fn run_id(&self) -> &str {
+        ExecutionContext::run_id(self)
+    }
+
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn channel(&self) -> &Channel {
+        &self.run.channel
+    }
+
+    fn result(&self, id: &str) -> Result<Value, ValueError> {
+        if let Some(upstream) = &self.run.upstream {
+            return match upstream.iter().find(|(up, _)| up == id) {
+                Some((_, value)) => Ok(value.clone()),
+                None => Err(ValueError::NoSuchResult {
+                    task: id.to_owned(),
+                    reason:
+                        "out of process, a task sees only the results of its direct upstream tasks"
+                            .to_owned(),
+                }),
+            };
+        }
+        let node = self.run.node_of(id)?;
+        self.run.stored_result(node)
+    }
+
+    fn upstream_ids(&self) -> Vec<&str> {
+        let run = &self.run;
+        match &run.upstream {
+            Some(upstream) => upstream.iter().map(|(id, _)| id.as_str()).collect(),
+            None => run
+                .graph
+                .preds(self.node)
+                .iter()
+                .map(|&p| run.task(p).id())
+                .collect(),
+        }
+    }
+
+    fn upstream(&self) -> Result<Vec<(&str, Value)>, ValueError> {
+        let run = &self.run;
+        match &run.upstream {
+            Some(upstream) => Ok(upstream
+                .iter()
+                .map(|(id, value)| (id.as_str(), value.clone()))
+                .collect()),
+            None => run
+                .graph
+                .preds(self.node)
+                .iter()
+                .map(|&p| Ok((run.task(p).id(), run.stored_result(p)?)))
+                .collect(),
+        }
+    }
+
+    /// Its bound input, the result of the upstream task of that name, or the channel key.
+    fn input(&self, index: usize) -> Result<(Value, &'static str), AttemptError> {
+        let run = &self.run;
+        let task = run.task(self.node);
+        let param = &task.def.params[index];
+        let missing = |hint: String| AttemptError::MissingInput {
+            task: task.id().to_owned(),
+            param: param.name.to_owned(),
+            type_name: param.ty.name(),
+            hint,
+        };
+        let value = match run.graph.sources(self.node)[index] {
+            Source::Bound(i) => task.inputs()[i as usize].1.clone(),
+            Source::Result(producer) => run.result_value(producer).ok_or_else(|| {
+                missing(format!("upstream task '{}' stored no result", param.name))
+            })?,
+            Source::Channel => run.channel.value(param.name).ok_or_else(|| {
+                missing(format!(
+                    "channel key '{}' is not set: no upstream task wrote it, and the run's initial channel does not have it",
+                    param.name
+                ))
+            })?,
+        };
+        Ok((value, param.name))
+    }
+}

@@ -1,0 +1,126 @@
+//! How a run ends when it does not succeed: [`RunError`], with the [`RunFailure`] of a task
+//! whose retries were spent.
+
+use std::fmt;
+
+use crate::definition::{AttemptError, Chain};
+use crate::graph::Problem;
+use crate::report::RunReport;
+
+/// How a run ended without a report of success.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The workflow failed validation; every problem found is listed. Nothing was run.
+    #[error("workflow '{workflow}' is invalid; nothing was run ({} problem(s)):{}", problems.len(), Bullets(problems))]
+    Invalid {
+        /// The workflow's name.
+        workflow: String,
+        /// Every problem found, in graph order.
+        problems: Vec<Problem>,
+    },
+
+    /// A task failed after its retries were spent; the run stopped.
+    #[error(transparent)]
+    Failed(Box<RunFailure>),
+
+    /// A process started as a task runner ran a workflow: its program did not call `init()`.
+    #[error(
+        "this process was started as a graflow task runner ({} is set) but its program did not call graflow::init(): call graflow::init() at the start of main or use #[graflow::main] (in an integration test file: graflow::enable_test_runner!())",
+        graflow_protocol::RUNNER_ENV
+    )]
+    RunnerNotInitialised,
+
+    /// `engine.run()` was called where a Tokio runtime is already running.
+    #[error(
+        "engine.run() was called inside a Tokio runtime, which cannot block; use engine.execute(&workflow).await there"
+    )]
+    NestedRuntime,
+
+    /// The Tokio runtime for `engine.run()` could not start.
+    #[error("could not start a Tokio runtime for engine.run(): {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl RunError {
+    /// The report of the run, when a task failed.
+    pub fn report(&self) -> Option<&RunReport> {
+        match self {
+            RunError::Failed(failure) => Some(&failure.report),
+            _ => None,
+        }
+    }
+
+    /// The error of the failed attempt, when a task failed.
+    pub fn cause(&self) -> Option<&AttemptError> {
+        match self {
+            RunError::Failed(failure) => Some(&failure.cause),
+            _ => None,
+        }
+    }
+
+    /// The validation problems, for [`RunError::Invalid`].
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            RunError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+
+    /// The failure, when a task failed.
+    pub fn failure(&self) -> Option<&RunFailure> {
+        match self {
+            RunError::Failed(failure) => Some(failure),
+            _ => None,
+        }
+    }
+}
+
+/// Like anyhow's: the message and its cause chain.
+impl fmt::Debug for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Chain(self))
+    }
+}
+
+/// A task failed after its retries were spent, and the run stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RunFailure {
+    /// The task.
+    pub task: String,
+    /// The handler it ran on.
+    pub handler: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The error of the last attempt (its chain is part of this error's message).
+    pub cause: AttemptError,
+    /// What ran, what failed, what was cancelled or skipped, and every result produced.
+    pub report: RunReport,
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task '{}' failed on handler '{}' after {} attempt(s): {}",
+            self.task,
+            self.handler,
+            self.attempts,
+            Chain(&self.cause)
+        )
+    }
+}
+
+impl std::error::Error for RunFailure {}
+
+struct Bullets<'a>(&'a [Problem]);
+
+impl fmt::Display for Bullets<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for problem in self.0 {
+            write!(f, "\n  - {}", Chain(problem))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! graflow-core's modules import each other one way only: each top-level module may use the
+//! modules listed before it in `LAYERS`, never one after it. A change that makes a lower layer
+//! reach up (the circle this crate once had) fails here, naming the file and the import.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Bottom first. Modules on one line are independent of each other.
+const LAYERS: &[&[&str]] = &[
+    &["value", "config", "retry", "descendants", "interrupt"],
+    &["channel"],
+    &["definition"],
+    &["graph"],
+    &["report"],
+    &["run"],
+    &["remote"],
+    &["runner"],
+    &["handlers"],
+    &["engine"],
+    &["error"],
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level modules a file's code (not its comments, not `$crate` macro paths) names
+/// through `crate::`.
+fn imports(source: &str) -> Vec<(String, usize)> {
+    let mut found = Vec::new();
+    for (n, line) in source.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let before = &rest[..at];
+            let after = &rest[at + "crate::".len()..];
+            rest = after;
+            if before.ends_with('$') || before.ends_with("pub(") {
+                continue;
+            }
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // `crate::{a, b}` groups: take every name in the braces.
+            if name.is_empty() && after.starts_with('{') {
+                let group = after[1..].split('}').next().unwrap_or("");
+                for part in group.split(',') {
+                    let module = part.trim().split("::").next().unwrap_or("").trim();
+                    if !module.is_empty() {
+                        found.push((module.to_owned(), n + 1));
+                    }
+                }
+            } else if !name.is_empty() {
+                found.push((name, n + 1));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn modules_import_only_the_layers_below_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let rank: BTreeMap<&str, usize> = LAYERS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, layer)| layer.iter().map(move |m| (*m, i)))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut violations = Vec::new();
+    let mut unknown = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).expect("under src/");
+        let module = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .map(|s| s.trim_end_matches(".rs").to_owned())
+            .expect("a file name");
+        if module == "lib" {
+            continue;
+        }
+        let Some(&own) = rank.get(module.as_str()) else {
+            unknown.push(module);
+            continue;
+        };
+        let source = std::fs::read_to_string(file).expect("a readable source file");
+        for (import, line) in imports(&source) {
+            if import == module {
+                continue;
+            }
+            match rank.get(import.as_str()) {
+                Some(&theirs) if theirs < own => {}
+                // Items re-exported at the crate root (`crate::Task` in a doc link or path):
+                // resolve them through lib.rs instead, so list them here as violations too.
+                _ => violations.push(format!(
+                    "{}:{line}: `{module}` uses `crate::{import}`, which is not a layer below it",
+                    relative.display()
+                )),
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    assert!(
+        unknown.is_empty(),
+        "modules missing from LAYERS: {unknown:?}"
+    );
+    assert!(
+        violations.is_empty(),
+        "imports against the layering (bottom first: {LAYERS:?}):\n{}",
+        violations.join("\n")
+    );
+}
