@@ -3,7 +3,7 @@
 //! inherits (stdin, environment, descriptors), what its subprocesses can do to the protocol, and
 //! whether the engine survives hostile bytes. Every absence is polled for with a deadline, never
 //! assumed after a sleep. The tests of a docker task are skipped without a Docker daemon, unless
-//! GRAFLOW_REQUIRE_DOCKER=1 (see `common`).
+//! `GRAFLOW_REQUIRE_DOCKER=1` (see `common`).
 
 mod common;
 
@@ -329,9 +329,9 @@ fn a_grandchild_is_gone_within_2s_of_its_tasks_timeout() {
         &scratch_file("grandchild-timeout"),
         |err| {
             assert!(
-                matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+                matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
                 "{err}"
-            )
+            );
         },
         "still runs 2 s after its task timed out",
     );
@@ -774,9 +774,9 @@ fn a_grandchild_that_leaves_the_process_group_is_gone_within_2s_of_its_tasks_tim
         &scratch_file("grandchild-setsid"),
         |err| {
             assert!(
-                matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+                matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
                 "{err}"
-            )
+            );
         },
         "(in a session of its own) still runs 2 s after its task timed out",
     );
@@ -808,7 +808,7 @@ fn a_setsid_grandchild_of_a_crashed_runner_is_gone_within_2s() {
 fn assert_grandchild_gone_after(
     wf: &Workflow,
     pid_file: &str,
-    check: impl FnOnce(&graflow::RunError),
+    check: impl FnOnce(&RunError),
     what: &str,
 ) {
     let err = WorkflowEngine::new()

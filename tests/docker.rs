@@ -2,7 +2,7 @@
 //! answer and builds the images): typed results, channel writes, env and volumes, errors and
 //! panics across the boundary, timeouts, OOM, missing and incompatible images, concurrency, and
 //! cleanup after every way a task can end. Needs the `docker` feature (on by default). Without a
-//! daemon, the tests that need one say so and are skipped, unless GRAFLOW_REQUIRE_DOCKER=1 makes
+//! daemon, the tests that need one say so and are skipped, unless `GRAFLOW_REQUIRE_DOCKER=1` makes
 //! that a failure (see `common`).
 #![cfg(feature = "docker")]
 
@@ -60,7 +60,7 @@ fn assert_gone(label: &str, value: &str) {
     }
 }
 
-fn run_id_of(err: &graflow::RunError) -> String {
+fn run_id_of(err: &RunError) -> String {
     err.report()
         .expect("a failed run has a report")
         .run_id()
@@ -236,7 +236,7 @@ fn a_timeout_kills_and_removes_the_container() {
         .run(&workflow! { sleeps_forever; })
         .unwrap_err();
     assert!(
-        matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+        matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
         "{err}"
     );
     assert!(

@@ -83,7 +83,7 @@ fn an_error_stops_successors_and_names_task_handler_attempts_and_chain() {
     );
     // The cause keeps its typed source chain.
     let cause = err.cause().unwrap();
-    assert!(matches!(cause, graflow::AttemptError::Task { .. }));
+    assert!(matches!(cause, AttemptError::Task { .. }));
     let source = std::error::Error::source(cause).unwrap();
     assert_eq!(source.to_string(), "could not save the model");
 }
@@ -192,7 +192,7 @@ fn a_timeout_fails_the_task() {
             started.elapsed()
         );
         assert!(
-            matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+            matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
             "{err}"
         );
         assert!(

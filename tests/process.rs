@@ -231,7 +231,7 @@ fn a_timeout_kills_the_child() {
         started.elapsed()
     );
     assert!(
-        matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+        matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
         "{err}"
     );
     let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();

@@ -826,7 +826,7 @@ impl Crate {
                 part,
                 member: member.to_owned(),
                 text,
-            })
+            });
         };
 
         match item {

@@ -21,7 +21,7 @@ struct NoDocker {
 /// Called first by every test that needs a Docker daemon: whether it must return at once. A
 /// daemon answers: `false`. None does: `true`, after saying so on stderr (why and what to do
 /// once, then a line per skipped test); with `GRAFLOW_REQUIRE_DOCKER=1`, the test fails instead.
-pub fn skip_without_docker() -> bool {
+pub(crate) fn skip_without_docker() -> bool {
     static MISSING: OnceLock<Option<NoDocker>> = OnceLock::new();
     let missing = MISSING.get_or_init(|| {
         let missing = why_no_docker();
