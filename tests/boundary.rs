@@ -2,13 +2,18 @@
 //! demanding user: what is left running when the program that started a task dies, what a task
 //! inherits (stdin, environment, descriptors), what its subprocesses can do to the protocol, and
 //! whether the engine survives hostile bytes. Every absence is polled for with a deadline, never
-//! assumed after a sleep.
+//! assumed after a sleep. The tests of a docker task are skipped without a Docker daemon, unless
+//! `GRAFLOW_REQUIRE_DOCKER=1` (see `common`).
+
+mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use graflow::prelude::*;
+
+use common::skip_without_docker;
 
 graflow::enable_test_runner!();
 
@@ -167,10 +172,8 @@ fn start_child(mode: &str, arg: &str) -> std::process::Child {
 
 fn sigkill(child: &mut std::process::Child) {
     // SAFETY: a signal to our own, not yet reaped, child.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) },
-        0
-    );
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(sent, 0);
     child.wait().unwrap();
 }
 
@@ -251,6 +254,9 @@ fn a_process_runner_dies_within_2s_of_its_program_being_sigkilled() {
 
 #[test]
 fn a_container_is_gone_within_2s_of_its_program_being_sigkilled() {
+    if skip_without_docker() {
+        return;
+    }
     let id = format!("sigkilled_{}", std::process::id());
     let mut program = start_child("docker-sleeps", &id);
     let running = within(Duration::from_secs(60), || {
@@ -310,10 +316,7 @@ fn starts_a_grandchild_and_hangs(pid_file: String) -> u8 {
         clippy::zombie_processes,
         reason = "the grandchild is left running on purpose"
     )]
-    let grandchild = std::process::Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .unwrap();
+    let grandchild = Command::new("sleep").arg("300").spawn().unwrap();
     write_pid(&pid_file, grandchild.id());
     std::thread::sleep(Duration::from_secs(60));
     0
@@ -326,9 +329,9 @@ fn a_grandchild_is_gone_within_2s_of_its_tasks_timeout() {
         &scratch_file("grandchild-timeout"),
         |err| {
             assert!(
-                matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+                matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
                 "{err}"
-            )
+            );
         },
         "still runs 2 s after its task timed out",
     );
@@ -340,10 +343,7 @@ fn leaves_a_grandchild_behind(pid_file: String) -> u8 {
         clippy::zombie_processes,
         reason = "the grandchild is left running on purpose"
     )]
-    let grandchild = std::process::Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .unwrap();
+    let grandchild = Command::new("sleep").arg("300").spawn().unwrap();
     write_pid(&pid_file, grandchild.id());
     7
 }
@@ -382,7 +382,7 @@ fn a_background_grandchild_neither_holds_the_run_open_nor_outlives_it() {
 
 #[task(handler = "process")]
 fn starts_this_program() -> Result<(String, bool), String> {
-    let out = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+    let out = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
         .args([
             "child_program",
             "--exact",
@@ -457,10 +457,7 @@ fn prints_a_forged_outcome() -> u8 {
     for nonce in [0, 1, u64::MAX] {
         forged.extend(forged_outcome(nonce, 99));
     }
-    let mut cat = std::process::Command::new("cat")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cat = Command::new("cat").stdin(Stdio::piped()).spawn().unwrap();
     cat.stdin.take().unwrap().write_all(&forged).unwrap();
     assert!(cat.wait().unwrap().success());
     7
@@ -509,7 +506,7 @@ fn protocol_descriptor() -> Result<u32, String> {
 fn attack_protocol_stream(script: &str, file: &str) -> Result<u8, String> {
     let fd = protocol_descriptor()?;
     let target = format!("/proc/{}/fd/{fd}", std::process::id());
-    let status = std::process::Command::new("sh")
+    let status = Command::new("sh")
         .args(["-c", script, "sh", &target, file])
         .status()
         .map_err(|e| e.to_string())?;
@@ -626,7 +623,7 @@ fn a_gigabyte_flood_into_the_protocol_stream_is_refused_in_bounded_memory() {
 
 #[task(handler = "process")]
 fn floods_the_log() -> u8 {
-    let status = std::process::Command::new("head")
+    let status = Command::new("head")
         .args(["-c", "1073741824", "/dev/zero"])
         .status()
         .unwrap();
@@ -673,6 +670,9 @@ fn attacks_from_a_sandbox(kind: String) -> Result<u8, String> {
 
 #[test]
 fn attacks_on_the_protocol_stream_from_a_sandboxed_container_are_refused() {
+    if skip_without_docker() {
+        return;
+    }
     let _one = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
     for (kind, expected) in [
         ("nonce", "another invocation"),
@@ -710,10 +710,8 @@ fn a_signal_leaves_no_container(signal: libc::c_int, name: &str) {
     }
     let sent = Instant::now();
     // SAFETY: a signal to our own, not yet reaped, child.
-    assert_eq!(
-        unsafe { libc::kill(program.id() as libc::pid_t, signal) },
-        0
-    );
+    let signalled = unsafe { libc::kill(program.id() as libc::pid_t, signal) };
+    assert_eq!(signalled, 0);
     let mut status = None;
     let exited = within(Duration::from_secs(10), || {
         status = program.try_wait().unwrap();
@@ -741,11 +739,17 @@ fn a_signal_leaves_no_container(signal: libc::c_int, name: &str) {
 
 #[test]
 fn sigint_to_a_plain_program_during_a_docker_task_leaves_no_container() {
+    if skip_without_docker() {
+        return;
+    }
     a_signal_leaves_no_container(libc::SIGINT, "sigint");
 }
 
 #[test]
 fn sigterm_to_a_plain_program_during_a_docker_task_leaves_no_container() {
+    if skip_without_docker() {
+        return;
+    }
     a_signal_leaves_no_container(libc::SIGTERM, "sigterm");
 }
 
@@ -770,9 +774,9 @@ fn a_grandchild_that_leaves_the_process_group_is_gone_within_2s_of_its_tasks_tim
         &scratch_file("grandchild-setsid"),
         |err| {
             assert!(
-                matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+                matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
                 "{err}"
-            )
+            );
         },
         "(in a session of its own) still runs 2 s after its task timed out",
     );
@@ -804,7 +808,7 @@ fn a_setsid_grandchild_of_a_crashed_runner_is_gone_within_2s() {
 fn assert_grandchild_gone_after(
     wf: &Workflow,
     pid_file: &str,
-    check: impl FnOnce(&graflow::RunError),
+    check: impl FnOnce(&RunError),
     what: &str,
 ) {
     let err = WorkflowEngine::new()
@@ -824,7 +828,7 @@ fn assert_grandchild_gone_after(
 /// `sleep 300` in a session of its own (it leaves the runner's process group).
 fn spawn_setsid_sleep() -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new("sleep");
+    let mut cmd = Command::new("sleep");
     cmd.arg("300");
     // SAFETY: setsid is async-signal-safe.
     unsafe {

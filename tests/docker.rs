@@ -1,7 +1,12 @@
 //! The "docker" handler against the real daemon (`graflow-docker/scripts/setup.sh` makes one
 //! answer and builds the images): typed results, channel writes, env and volumes, errors and
 //! panics across the boundary, timeouts, OOM, missing and incompatible images, concurrency, and
-//! cleanup after every way a task can end.
+//! cleanup after every way a task can end. Needs the `docker` feature (on by default). Without a
+//! daemon, the tests that need one say so and are skipped, unless `GRAFLOW_REQUIRE_DOCKER=1` makes
+//! that a failure (see `common`).
+#![cfg(feature = "docker")]
+
+mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,6 +15,8 @@ use graflow::TaskStatus;
 use graflow::docker::DockerHandler;
 use graflow::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use common::skip_without_docker;
 
 graflow::enable_test_runner!();
 
@@ -53,7 +60,7 @@ fn assert_gone(label: &str, value: &str) {
     }
 }
 
-fn run_id_of(err: &graflow::RunError) -> String {
+fn run_id_of(err: &RunError) -> String {
     err.report()
         .expect("a failed run has a report")
         .run_id()
@@ -73,7 +80,7 @@ fn ask_python(limit: u64, ctx: &TaskContext) -> Result<PythonFacts, String> {
     let script = format!(
         "import sys; print(sys.version.split()[0]); print(' '.join(str(i*i) for i in range({limit})))"
     );
-    let out = std::process::Command::new("python3")
+    let out = Command::new("python3")
         .args(["-c", &script])
         .output()
         .map_err(|e| format!("python3 did not start: {e}"))?;
@@ -100,6 +107,9 @@ fn ask_python(limit: u64, ctx: &TaskContext) -> Result<PythonFacts, String> {
 
 #[tokio::test]
 async fn a_typed_struct_and_channel_writes_come_back_from_a_container() {
+    if skip_without_docker() {
+        return;
+    }
     let engine = WorkflowEngine::new();
     assert!(
         engine.handler_names().contains(&"docker"),
@@ -140,6 +150,9 @@ fn look_around() -> (String, String, String) {
 
 #[test]
 fn env_and_volumes_are_visible_inside() {
+    if skip_without_docker() {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("graflow-volume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("note.txt"), "from the host").unwrap();
@@ -162,6 +175,9 @@ fn big_in_container() -> Vec<u8> {
 
 #[test]
 fn a_fifty_megabyte_result_arrives_intact() {
+    if skip_without_docker() {
+        return;
+    }
     let report = WorkflowEngine::new()
         .run(&workflow! { big_in_container; })
         .unwrap();
@@ -185,6 +201,9 @@ fn panics_inside() -> u8 {
 
 #[test]
 fn errors_and_panics_cross_the_container_boundary_and_leave_nothing() {
+    if skip_without_docker() {
+        return;
+    }
     let engine = WorkflowEngine::new();
     let err = engine.run(&workflow! { refuses; }).unwrap_err();
     assert_eq!(
@@ -209,12 +228,15 @@ fn sleeps_forever() -> u8 {
 
 #[test]
 fn a_timeout_kills_and_removes_the_container() {
+    if skip_without_docker() {
+        return;
+    }
     let started = Instant::now();
     let err = WorkflowEngine::new()
         .run(&workflow! { sleeps_forever; })
         .unwrap_err();
     assert!(
-        matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+        matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
         "{err}"
     );
     assert!(
@@ -237,6 +259,9 @@ fn hungry() -> usize {
 
 #[test]
 fn out_of_memory_says_so_with_the_limit() {
+    if skip_without_docker() {
+        return;
+    }
     let err = WorkflowEngine::new()
         .run(&workflow! { hungry; })
         .unwrap_err();
@@ -260,6 +285,9 @@ fn in_scratch() -> u8 {
 
 #[test]
 fn a_missing_image_and_an_incompatible_binary_are_explained() {
+    if skip_without_docker() {
+        return;
+    }
     let engine = WorkflowEngine::new();
     let err = engine.run(&workflow! { nowhere; }).unwrap_err();
     let msg = err.to_string();
@@ -290,6 +318,9 @@ async fn nap(n: u64) -> u64 {
 
 #[test]
 fn eight_docker_tasks_in_a_parallel_group_overlap() {
+    if skip_without_docker() {
+        return;
+    }
     let mut wf = Workflow::builder("eight");
     for i in 0..8u64 {
         wf.add(nap::task().with_id(format!("nap_{i}")).with_input("n", i));
@@ -322,6 +353,9 @@ fn long_job() -> u8 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_engine_future_mid_run_leaves_no_container() {
+    if skip_without_docker() {
+        return;
+    }
     let id = format!("long_job_{}", std::process::id());
     let mut wf = Workflow::builder("dropped");
     wf.add(long_job::task().with_id(id.clone()));
@@ -362,6 +396,9 @@ fn probe_sandbox() -> (bool, bool, Vec<String>, String) {
 
 #[test]
 fn the_sandbox_preset_locks_the_container_down() {
+    if skip_without_docker() {
+        return;
+    }
     let report = WorkflowEngine::new()
         .run(&workflow! { probe_sandbox; })
         .unwrap();
@@ -403,6 +440,9 @@ fn bad_options_fail_validation_before_anything_runs() {
 
 #[test]
 fn a_missing_volume_host_path_fails_validation_and_nothing_is_created() {
+    if skip_without_docker() {
+        return;
+    }
     let missing =
         std::env::temp_dir().join(format!("graflow-missing-volume-{}", std::process::id()));
     assert!(!missing.exists());
@@ -470,6 +510,9 @@ fn daemon_over_tcp() -> String {
 
 #[test]
 fn a_remote_daemon_refuses_a_missing_volume_host_path_instead_of_creating_it() {
+    if skip_without_docker() {
+        return;
+    }
     let missing =
         std::env::temp_dir().join(format!("graflow-missing-remote-{}", std::process::id()));
     let id = format!("missing_remote_{}", std::process::id());
@@ -517,6 +560,9 @@ fn sandbox_limits() -> (String, String) {
 
 #[test]
 fn the_sandbox_limits_memory_and_cpus_unless_the_task_sets_them() {
+    if skip_without_docker() {
+        return;
+    }
     let mut wf = Workflow::builder("sandbox-limits");
     wf.add(sandbox_limits::task().with_id("defaults"));
     wf.add(
@@ -650,13 +696,14 @@ fn start_child(id: &str) -> std::process::Child {
 
 #[test]
 fn ctrl_c_in_a_program_that_drops_its_run_removes_the_container_before_exit() {
+    if skip_without_docker() {
+        return;
+    }
     let id = format!("ctrl_c_{}", std::process::id());
     let mut child = start_child(&id);
     // SAFETY: sends a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
     let status = child.wait().unwrap();
     assert!(
         status.success(),
@@ -671,6 +718,9 @@ fn ctrl_c_in_a_program_that_drops_its_run_removes_the_container_before_exit() {
 
 #[test]
 fn leftovers_of_a_killed_program_are_swept_when_a_handler_starts() {
+    if skip_without_docker() {
+        return;
+    }
     let id = format!("killed_{}", std::process::id());
     let mut child = start_child(&id);
     child.kill().unwrap();
@@ -732,6 +782,9 @@ fn outlives_a_sweep() -> u8 {
 
 #[test]
 fn a_sweep_from_another_pid_namespace_leaves_a_live_programs_running_container_alone() {
+    if skip_without_docker() {
+        return;
+    }
     let id = format!("live_{}", std::process::id());
     let mut wf = Workflow::builder("live");
     wf.add(outlives_a_sweep::task().with_id(id.clone()));
@@ -804,7 +857,7 @@ fn forged_owner(pid: u32, start: u64, changes: &str) -> String {
     ];
     for change in changes.split(';').filter(|c| !c.is_empty()) {
         let (key, value) = change.split_once('=').unwrap();
-        fields.iter_mut().find(|f| f.0 == key).unwrap().1 = value.to_owned();
+        value.clone_into(&mut fields.iter_mut().find(|f| f.0 == key).unwrap().1);
     }
     fields
         .iter()
@@ -815,6 +868,9 @@ fn forged_owner(pid: u32, start: u64, changes: &str) -> String {
 
 #[test]
 fn a_sweep_removes_only_its_users_containers_whose_owner_is_proven_dead() {
+    if skip_without_docker() {
+        return;
+    }
     let tag = format!("forged_{}", std::process::id());
     let dead_pid = 999_999_999;
     let owners = [

@@ -1,7 +1,7 @@
 //! Failure: an error, a panic or a timeout, after retries, fails the run; nothing new starts;
 //! the error names the task, its handler, the attempt count and the cause chain.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use graflow::TaskStatus;
@@ -83,7 +83,7 @@ fn an_error_stops_successors_and_names_task_handler_attempts_and_chain() {
     );
     // The cause keeps its typed source chain.
     let cause = err.cause().unwrap();
-    assert!(matches!(cause, graflow::AttemptError::Task { .. }));
+    assert!(matches!(cause, AttemptError::Task { .. }));
     let source = std::error::Error::source(cause).unwrap();
     assert_eq!(source.to_string(), "could not save the model");
 }
@@ -192,7 +192,7 @@ fn a_timeout_fails_the_task() {
             started.elapsed()
         );
         assert!(
-            matches!(err.cause(), Some(graflow::AttemptError::TimedOut { .. })),
+            matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
             "{err}"
         );
         assert!(
@@ -204,12 +204,26 @@ fn a_timeout_fails_the_task() {
     }
 }
 
-static SLOW_FINISHED: AtomicU32 = AtomicU32::new(0);
+/// What became of `slow_sibling`'s body: it started, its future was dropped, it finished.
+static SLOW_STARTED: AtomicBool = AtomicBool::new(false);
+static SLOW_DROPPED: AtomicBool = AtomicBool::new(false);
+static SLOW_FINISHED: AtomicBool = AtomicBool::new(false);
+
+/// Sets its flag when dropped: with the future that owns it, if that is cancelled.
+struct SetOnDrop(&'static AtomicBool);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
 
 #[task]
 async fn slow_sibling() -> u8 {
+    SLOW_STARTED.store(true, Ordering::SeqCst);
+    let _dropped = SetOnDrop(&SLOW_DROPPED);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    SLOW_FINISHED.fetch_add(1, Ordering::SeqCst);
+    SLOW_FINISHED.store(true, Ordering::SeqCst);
     0
 }
 
@@ -248,8 +262,25 @@ async fn a_failure_cancels_running_tasks_and_starts_nothing_new() {
         TaskStatus::Skipped
     );
     assert_eq!(report.counts(), (0, 1, 1, 1));
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(SLOW_FINISHED.load(Ordering::SeqCst), 0);
+    // The sibling was running, and is cancelled for real: its future is dropped (now, or soon
+    // if the runtime drops it), well before its 5 s sleep could end. A body left running
+    // detached would never be dropped in time, and would finish later.
+    assert!(
+        SLOW_STARTED.load(Ordering::SeqCst),
+        "slow_sibling never started"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !SLOW_DROPPED.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "slow_sibling's future was not dropped within 2 s of the failure"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !SLOW_FINISHED.load(Ordering::SeqCst),
+        "slow_sibling ran to its end"
+    );
 }
 
 #[task(retries = 2, retry_delay = "5ms")]

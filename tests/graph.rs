@@ -309,7 +309,7 @@ fn a_cycle_built_at_run_time_is_an_error_naming_its_path() {
     let err = WorkflowEngine::new().run(&wf.build()).unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(&err, graflow::RunError::Invalid { problems, .. } if matches!(problems[0], graflow::Problem::Cycle { .. })),
+        matches!(&err, RunError::Invalid { problems, .. } if matches!(problems[0], graflow::Problem::Cycle { .. })),
         "{msg}"
     );
     assert!(
@@ -347,7 +347,7 @@ async fn run_inside_a_runtime_is_a_clear_error() {
     let err = WorkflowEngine::new()
         .run(&workflow! { cyc_a; })
         .unwrap_err();
-    assert!(matches!(err, graflow::RunError::NestedRuntime), "{err}");
+    assert!(matches!(err, RunError::NestedRuntime), "{err}");
     assert!(err.to_string().contains("engine.execute(&workflow).await"));
 }
 

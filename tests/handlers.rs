@@ -2,7 +2,7 @@
 //! link time, replacing a handler, choosing one by an expression, handler configuration.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use graflow::prelude::*;
 use graflow::{AttemptError, ConfigValue, DirectHandler, Problem};
@@ -25,7 +25,18 @@ impl TaskHandler for Recorder {
     }
 }
 
-static LINKED_RUNS: AtomicUsize = AtomicUsize::new(0);
+/// What [`Linked`] ran: (run id, task id). Tests run in parallel, so each looks only at its
+/// own run.
+static LINKED_RAN: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// The ids of the tasks [`Linked`] ran in run `run_id`.
+fn linked_ran(run_id: &str) -> Vec<String> {
+    let ran = LINKED_RAN.lock().unwrap();
+    ran.iter()
+        .filter(|(run, _)| run == run_id)
+        .map(|(_, task)| task.clone())
+        .collect()
+}
 
 /// Registered at link time below.
 struct Linked;
@@ -37,7 +48,10 @@ impl TaskHandler for Linked {
         task: &Task,
         ctx: &ExecutionContext,
     ) -> Result<Value, AttemptError> {
-        LINKED_RUNS.fetch_add(1, Ordering::SeqCst);
+        LINKED_RAN
+            .lock()
+            .unwrap()
+            .push((ctx.run_id().to_owned(), task.id().to_owned()));
         task.run(ctx).await
     }
 }
@@ -70,11 +84,10 @@ async fn runtime_and_link_time_handlers_mix_with_direct_tasks() {
     );
     engine.register_handler_arc("recorder", recorder.clone());
     let wf = workflow! { plain >> recorded >> linked_task; };
-    let before = LINKED_RUNS.load(Ordering::SeqCst);
     let report = engine.execute(&wf).await.unwrap();
     assert_eq!(report.result::<u32>("linked_task").unwrap(), 42);
     assert_eq!(*recorder.ran.lock().unwrap(), vec!["recorded".to_owned()]);
-    assert_eq!(LINKED_RUNS.load(Ordering::SeqCst), before + 1);
+    assert_eq!(linked_ran(report.run_id()), ["linked_task"]);
     let handlers: Vec<(&str, &str)> = report.tasks().map(|t| (t.id, t.handler)).collect();
     assert_eq!(
         handlers,
@@ -86,6 +99,7 @@ async fn runtime_and_link_time_handlers_mix_with_direct_tasks() {
     );
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn docker_is_registered_in_a_program_that_depends_on_graflow_alone() {
     // This file never names graflow-docker: its registration survives linking only because
@@ -101,10 +115,17 @@ fn orphan() -> u8 {
 #[test]
 fn an_unknown_handler_is_reported_before_any_task_runs() {
     let wf = workflow! { plain >> orphan; };
-    let err = WorkflowEngine::new().run(&wf).unwrap_err();
+    let engine = WorkflowEngine::new();
+    // The built-in handlers and this file's link-time registrations, whatever else is linked
+    // in (docker, with the feature of that name).
+    let registered = engine.handler_names();
+    for name in ["direct", "process", "linked", "dup"] {
+        assert!(registered.contains(&name), "{name} in {registered:?}");
+    }
+    let err = engine.run(&wf).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("Unknown handler type: my_handler. Registered: direct, docker, dup, linked, process. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')"),
+        msg.contains(&format!("Unknown handler type: my_handler. Registered: {}. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')", registered.join(", "))),
         "{msg}"
     );
     assert!(matches!(&err.problems()[0], Problem::UnknownHandler { .. }));
@@ -290,12 +311,14 @@ fn a_runtime_registration_replaces_a_link_time_one() {
     let mut engine = WorkflowEngine::new();
     let recorder = std::sync::Arc::new(Recorder::default());
     engine.register_handler_arc("linked", recorder.clone());
-    let before = LINKED_RUNS.load(Ordering::SeqCst);
     let mut wf = Workflow::builder("replaced");
     wf.add(plain::task().with_handler("linked"));
-    engine.run(&wf.build()).unwrap();
-    assert_eq!(LINKED_RUNS.load(Ordering::SeqCst), before);
-    assert_eq!(recorder.ran.lock().unwrap().len(), 1);
+    let report = engine.run(&wf.build()).unwrap();
+    assert!(
+        linked_ran(report.run_id()).is_empty(),
+        "the link-time handler ran"
+    );
+    assert_eq!(*recorder.ran.lock().unwrap(), vec!["plain".to_owned()]);
 }
 
 /// Two link-time registrations of one name: neither is picked silently.

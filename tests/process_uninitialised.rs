@@ -15,10 +15,7 @@ fn a_program_without_init_is_detected_and_reported() {
     if graflow::is_runner() {
         // In the child: the engine refuses to run a workflow, which would recurse.
         let err = result.unwrap_err();
-        assert!(
-            matches!(err, graflow::RunError::RunnerNotInitialised),
-            "{err}"
-        );
+        assert!(matches!(err, RunError::RunnerNotInitialised), "{err}");
         return;
     }
     let err = result.unwrap_err();

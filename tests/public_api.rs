@@ -167,15 +167,14 @@ fn check(package: &str) {
         )
     });
     let expected = expected.replace("\r\n", "\n");
-    if expected != actual {
-        panic!(
-            "the public API of `{package}` differs from {} (- snapshot, + now):\n\n{}\n\
-             If the change is intended, run with {BLESS_ENV}=1 to accept the new API:\n    \
-             {BLESS_ENV}=1 cargo test --test public_api\nand commit the snapshot.",
-            snapshot.display(),
-            diff(&expected, &actual)
-        );
-    }
+    assert!(
+        expected == actual,
+        "the public API of `{package}` differs from {} (- snapshot, + now):\n\n{}\n\
+         If the change is intended, run with {BLESS_ENV}=1 to accept the new API:\n    \
+         {BLESS_ENV}=1 cargo test --test public_api\nand commit the snapshot.",
+        snapshot.display(),
+        diff(&expected, &actual)
+    );
 }
 
 /// The snapshot text of one crate.
@@ -827,7 +826,7 @@ impl Crate {
                 part,
                 member: member.to_owned(),
                 text,
-            })
+            });
         };
 
         match item {
@@ -943,7 +942,7 @@ impl Crate {
                         continue;
                     }
                     let mut fields = variant.fields.clone();
-                    for field in fields.iter_mut() {
+                    for field in &mut fields {
                         field.attrs.clear();
                     }
                     let fields = match &fields {
@@ -984,7 +983,7 @@ impl Crate {
                     ),
                 );
                 for trait_item in &t.items {
-                    self.render_trait_item(trait_item, &path, &cfgs, &mut push, hidden);
+                    Self::render_trait_item(trait_item, &path, &cfgs, &mut push, hidden);
                 }
             }
             Item::TraitAlias(t) => {
@@ -1062,7 +1061,6 @@ impl Crate {
     }
 
     fn render_trait_item(
-        &self,
         trait_item: &TraitItem,
         path: &str,
         cfgs: &[String],
@@ -1497,7 +1495,7 @@ fn join(path: &[String], name: &str) -> Vec<String> {
 /// attributes on parameters and without `mut` on parameter bindings.
 fn fmt_sig(sig: &Signature, path: &str) -> String {
     let mut sig = sig.clone();
-    for input in sig.inputs.iter_mut() {
+    for input in &mut sig.inputs {
         match input {
             FnArg::Receiver(r) => {
                 r.attrs.clear();

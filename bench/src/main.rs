@@ -62,9 +62,10 @@ fn payload_in_docker(mb: u64) -> Vec<u8> {
 }
 
 fn max_rss_kb() -> i64 {
-    // SAFETY: getrusage fills the struct we pass.
+    // SAFETY: an all-zero rusage is a valid value (integers and timevals).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+    // SAFETY: getrusage fills the struct we pass.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) } == 0 {
         usage.ru_maxrss
     } else {
         -1

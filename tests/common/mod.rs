@@ -1,0 +1,111 @@
+//! What the integration tests that need a Docker daemon share (`mod common;`).
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Set to 1 to make a missing Docker daemon fail the tests that need one instead of skipping
+/// them: where `graflow-docker/scripts/setup.sh` has run, a missing daemon is a failure.
+const REQUIRE_DOCKER: &str = "GRAFLOW_REQUIRE_DOCKER";
+
+/// How long `docker info` may take to answer.
+const PROBE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Why the tests that need Docker cannot run here: in short, and in full with what to do.
+struct NoDocker {
+    short: &'static str,
+    full: String,
+}
+
+/// Called first by every test that needs a Docker daemon: whether it must return at once. A
+/// daemon answers: `false`. None does: `true`, after saying so on stderr (why and what to do
+/// once, then a line per skipped test); with `GRAFLOW_REQUIRE_DOCKER=1`, the test fails instead.
+pub(crate) fn skip_without_docker() -> bool {
+    static MISSING: OnceLock<Option<NoDocker>> = OnceLock::new();
+    let missing = MISSING.get_or_init(|| {
+        let missing = why_no_docker();
+        if let Some(missing) = &missing
+            && !required()
+        {
+            say(&format!(
+                "NOTE: the tests of this file that need Docker are SKIPPED: {}. Set \
+                 {REQUIRE_DOCKER}=1 to make that a failure.",
+                missing.full
+            ));
+        }
+        missing
+    });
+    let Some(missing) = missing else {
+        return false;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a docker test")
+        .to_owned();
+    assert!(
+        !required(),
+        "{test}: {REQUIRE_DOCKER} is set, but {}",
+        missing.full
+    );
+    say(&format!("skipped {test}: {}", missing.short));
+    true
+}
+
+fn required() -> bool {
+    std::env::var(REQUIRE_DOCKER).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Straight to stderr: the test harness captures `eprintln!` of passing tests, and a skip must
+/// be seen.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn why_no_docker() -> Option<NoDocker> {
+    if !cfg!(feature = "docker") {
+        return Some(NoDocker {
+            short: "built without the docker feature",
+            full: "graflow was built without its `docker` feature (on by default)".to_owned(),
+        });
+    }
+    let no_daemon = |why: String| NoDocker {
+        short: "no Docker daemon",
+        full: format!(
+            "no Docker daemon answers `docker info` ({why}); \
+             `bash graflow-docker/scripts/setup.sh` makes one answer"
+        ),
+    };
+    let mut probe = match Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(probe) => probe,
+        Err(e) => return Some(no_daemon(format!("the docker CLI does not start: {e}"))),
+    };
+    let deadline = Instant::now() + PROBE_LIMIT;
+    let status = loop {
+        match probe.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = probe.kill();
+                let _ = probe.wait();
+                return Some(no_daemon(format!("no answer within {PROBE_LIMIT:?}")));
+            }
+            Err(e) => return Some(no_daemon(format!("cannot wait for it: {e}"))),
+        }
+    };
+    if status.success() {
+        return None;
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = probe.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let said = stderr.trim().lines().last().unwrap_or("it said nothing");
+    Some(no_daemon(format!("{status}: {said}")))
+}
