@@ -247,7 +247,7 @@ impl Graph {
         let mut problems = Vec::new();
 
         let mut tasks_index: HashMap<TaskId, u32> =
-            HashMap::with_capacity_and_hasher(n, Default::default());
+            HashMap::with_capacity_and_hasher(n, rustc_hash::FxBuildHasher);
         for (i, task) in tasks.iter().enumerate() {
             if let Some(&first) = tasks_index.get(&task.id) {
                 problems.push(Problem::DuplicateTaskId {
