@@ -68,6 +68,18 @@ pub struct WorkflowEngine {
     handle_signals: bool,
 }
 
+impl std::fmt::Debug for WorkflowEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowEngine")
+            .field("handlers", &self.handler_names())
+            .field("handler_limits", &self.handler_limits)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("cpu_limit", &self.cpu_limit)
+            .field("handle_signals", &self.handle_signals)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for WorkflowEngine {
     fn default() -> Self {
         Self::new()

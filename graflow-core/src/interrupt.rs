@@ -36,6 +36,7 @@ static SETTLED: Condvar = Condvar::new();
 /// waits for every such guard before a caught signal ends it. Handlers that clean up on a
 /// thread of their own take one with [`cleanup_started`].
 #[must_use = "the clean-up counts as finished when the guard is dropped"]
+#[derive(Debug)]
 pub struct CleanupGuard(());
 
 /// Counts a clean-up as running until the returned guard is dropped.

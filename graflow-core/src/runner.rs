@@ -53,6 +53,7 @@ pub(crate) fn uninitialised_runner() -> bool {
 
 /// Marks a test binary's runner entry point (registered by `enable_test_runner!`).
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct TestRunnerEntry {
     pub module: &'static str,
 }

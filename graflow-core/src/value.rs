@@ -283,6 +283,7 @@ pub mod spec {
     use super::{Data, Value};
     use std::marker::PhantomData;
 
+    #[derive(Debug)]
     pub struct Wrap<T>(PhantomData<T>);
 
     impl<T> Wrap<T> {

@@ -60,6 +60,19 @@ pub struct DockerHandler {
     images: image::KnownImages,
 }
 
+impl std::fmt::Debug for DockerHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerHandler")
+            .field("defaults", &self.defaults)
+            .field("daemon", &self.daemon())
+            .field("startup_timeout", &self.startup_timeout)
+            .field("limits", &self.limits)
+            .field("daemon_timeout", &self.daemon_timeout)
+            .field("max_concurrency", &self.max_concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for DockerHandler {
     fn default() -> Self {
         Self::new()

@@ -27,6 +27,16 @@ pub struct TaskContext {
     access: dyn BodyAccess,
 }
 
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("run_id", &self.run_id())
+            .field("task", &self.task_id())
+            .field("attempt", &self.attempt())
+            .finish_non_exhaustive()
+    }
+}
+
 impl TaskContext {
     /// A view of the run's accessors as the task sees them (no copy).
     pub(crate) fn new<'a>(access: &'a (dyn BodyAccess + 'static)) -> &'a TaskContext {

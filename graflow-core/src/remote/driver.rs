@@ -85,7 +85,7 @@ impl Driven {
 }
 
 /// One attempt of one task in a runner.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RemoteAttempt<'a> {
     task: &'a Task,
     ctx: &'a ExecutionContext,

@@ -138,6 +138,17 @@ impl ExecutionContext {
     }
 }
 
+impl std::fmt::Debug for ExecutionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionContext")
+            .field("workflow", &self.workflow_name())
+            .field("run_id", &self.run_id())
+            .field("task", &self.task_id())
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
 impl BodyAccess for ExecutionContext {
     fn task_id(&self) -> &str {
         ExecutionContext::task_id(self)

@@ -57,6 +57,7 @@ pub trait TaskHandler: Send + Sync + 'static {
 
 /// A handler registered at link time with [`register_handler!`](crate::register_handler).
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct HandlerRegistration {
     pub name: &'static str,
     pub module: &'static str,
