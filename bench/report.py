@@ -134,7 +134,7 @@ def main():
     chain10k = median(get("graflow-rs", "chain", 10_000), "seconds")
     fan10k = median(get("graflow-rs", "fanout", 10_000), "per_item_us")
     if chain100k is not None:
-        checks.insert(0, ("chain ≤ 1 µs per task at 100k", chain100k <= 1.0, fmt_us(chain100k)))
+        checks.insert(0, ("chain ≤ 0.5 µs per task at 100k", chain100k <= 0.5, fmt_us(chain100k)))
     if chain10k and rs_chain:
         growth = median(rs_chain, "seconds") / chain10k
         checks.insert(1, ("100k chain ≤ 12 × the 10k chain (linear)", growth <= 12, f"{growth:.1f}×"))
