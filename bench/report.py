@@ -75,7 +75,7 @@ def main():
     rs_handler = median(get("graflow-rs", "handler", 1_000_000), "per_item_us")
     py_handler = median(get("graflow-py", "handler", 10_000), "per_item_us")
     out.append("\n## Direct-handler overhead per task, against a plain function call\n")
-    out.append("The direct handler alone, called in a loop on one task's context (run the body, store the result), as each engine calls it: graflow-rs through `try_execute_now` (the synchronous path its scheduler takes for a short body), Graflow 0.2 through `DirectTaskHandler.execute_task`; against calling the plain function.\n")
+    out.append("The direct handler alone, called in a loop on one task's context (run the body, hand back its result): graflow-rs through `DirectHandler::execute_task`, awaited as a custom handler wrapping it would (a boxed future each; the scheduler itself runs a short body inline, without one), Graflow 0.2 through `DirectTaskHandler.execute_task`; against calling the plain function.\n")
     out.append("| side | plain call | direct handler | overhead |")
     out.append("|---|---|---|---|")
     if rs_call is not None and rs_handler is not None:
