@@ -42,8 +42,9 @@ pub struct Options {
     pub blocking: Option<bool>,
     /// `crate = "path"`: where generated code finds graflow (default `::graflow`).
     pub krate: Option<syn::Path>,
-    /// Handler configuration: key and the tokens of a `ConfigValue` expression.
-    pub config: Vec<(String, TokenStream)>,
+    /// Handler configuration: key and value, checked by `config_value` (which needs `krate`,
+    /// known only once every option is read, to emit its tokens: see `Options::config`).
+    config: Vec<(String, Expr)>,
 }
 
 impl Options {
@@ -88,6 +89,17 @@ impl Options {
             options.set(&key, &nv.value, errors);
         }
         options
+    }
+
+    /// Handler configuration: each key with the tokens of its `ConfigValue`, reached through
+    /// the `crate` path like the rest of the generated code.
+    pub fn config(&self) -> Vec<(&str, TokenStream)> {
+        let gf = crate::graflow_path(self.krate.as_ref());
+        let cv = quote!(#gf::__private::ConfigValue);
+        self.config
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str(), config_value(value, &cv)?)))
+            .collect()
     }
 
     fn set(&mut self, key: &str, value: &Expr, errors: &mut Errors) {
@@ -155,8 +167,8 @@ impl Options {
                 Some(keys) => self.writes = keys,
                 None => errors.spanned(value, "`writes` takes an array of channel keys, e.g. `writes = [\"model_path\"]`"),
             },
-            _ => match config_value(value) {
-                Some(tokens) => self.config.push((key.to_owned(), tokens)),
+            _ => match config_value(value, &TokenStream::new()) {
+                Some(_) => self.config.push((key.to_owned(), value.clone())),
                 None => errors.spanned(
                     value,
                     format!(
@@ -216,14 +228,14 @@ fn str_list(value: &Expr) -> Option<Vec<syn::LitStr>> {
     }
 }
 
-/// The tokens of a `ConfigValue` for a literal, a negated number or an array of those.
-fn config_value(value: &Expr) -> Option<TokenStream> {
-    let cv = quote!(::graflow::__private::ConfigValue);
+/// The tokens of a `ConfigValue` (the path `cv`) for a literal, a negated number or an array of
+/// those; `None` for any other expression.
+fn config_value(value: &Expr, cv: &TokenStream) -> Option<TokenStream> {
     if let Expr::Array(array) = value {
         let items = array
             .elems
             .iter()
-            .map(config_value)
+            .map(|item| config_value(item, cv))
             .collect::<Option<Vec<_>>>()?;
         return Some(quote!(#cv::List(::std::vec::Vec::from([#(#items),*]))));
     }

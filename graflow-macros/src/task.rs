@@ -255,8 +255,8 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         },
     };
     let config_sets = options
-        .config
-        .iter()
+        .config()
+        .into_iter()
         .map(|(key, value)| quote!(config.set(#key, #value);));
     let nanos = |n: Option<u64>, default: u64| {
         let n = n.unwrap_or(default);

@@ -39,14 +39,37 @@ impl NodeRef {
 /// Builds a [`Workflow`] from data: what `workflow!` expands to, and what programs use to make
 /// graphs whose shape is known only at run time (one task per file, ...).
 ///
-/// ```ignore
+/// ```
+/// // (Inside graflow-core the macros reach it with `crate = "graflow_core"`; a program writes
+/// // `#[graflow::task]` and `graflow::Workflow`.)
+/// use graflow_core::{TaskContext, Workflow, WorkflowEngine};
+/// use graflow_macros::task;
+///
+/// #[task(crate = "graflow_core")]
+/// fn process(path: String) -> usize {
+///     path.len()
+/// }
+///
+/// #[task(crate = "graflow_core")]
+/// fn summarize(ctx: &TaskContext) -> graflow_core::Result<usize> {
+///     Ok(ctx.upstream::<usize>()?.into_iter().sum())
+/// }
+///
+/// let paths = ["a.csv", "bb.csv"];
 /// let mut wf = Workflow::builder("per-file");
 /// let report = wf.add(summarize::task());
 /// for (i, path) in paths.iter().enumerate() {
-///     let node = wf.add(process::task().with_id(format!("process_{i}")).with_input("path", path.clone()));
+///     let node = wf.add(process::task().with_id(format!("process_{i}")).with_input("path", path.to_string()));
 ///     wf.edge(node, report);
 /// }
 /// let wf = wf.build();
+/// let report = WorkflowEngine::new().run(&wf)?;
+/// assert_eq!(report.result::<usize>("summarize")?, 11);
+///
+/// // workflow! takes the path too.
+/// let again = graflow_macros::workflow! { crate: graflow_core; name: "again"; summarize; };
+/// assert_eq!(again.name(), "again");
+/// # Ok::<(), graflow_core::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct WorkflowBuilder {
