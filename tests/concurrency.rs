@@ -192,6 +192,10 @@ fn docker_runs_at_most_sixteen_containers_of_a_run_by_default() {
         graflow::docker::DockerHandler::new().with_max_concurrency(4),
     );
     assert_eq!(engine.handler_concurrency("docker"), Some(4));
-    // The process handler has no limit of its own.
-    assert_eq!(WorkflowEngine::new().handler_concurrency("process"), None);
+    // Process children are local CPU work: as many at once as CPUs.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        WorkflowEngine::new().handler_concurrency("process"),
+        Some(cpus)
+    );
 }

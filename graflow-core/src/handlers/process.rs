@@ -29,6 +29,7 @@ use crate::value::Value;
 pub struct ProcessHandler {
     startup_timeout: Duration,
     limits: Limits,
+    max_concurrency: usize,
 }
 
 impl Default for ProcessHandler {
@@ -44,7 +45,16 @@ impl ProcessHandler {
         ProcessHandler {
             startup_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            max_concurrency: crate::run::cpu_count(),
         }
+    }
+
+    /// How many of its child processes may run at once in one run (default: the number of
+    /// CPUs, at least 1): each child is this program, busy on this machine's CPUs, with three
+    /// pipes of its own.
+    pub fn with_max_concurrency(mut self, limit: usize) -> Self {
+        self.max_concurrency = limit.max(1);
+        self
     }
 
     /// Sets how long a child may take to start answering as a runner.
@@ -142,6 +152,10 @@ fn chunks<R: AsyncRead + Unpin + Send + 'static>(
 
 #[async_trait::async_trait]
 impl TaskHandler for ProcessHandler {
+    fn concurrency_limit(&self) -> Option<usize> {
+        Some(self.max_concurrency)
+    }
+
     async fn execute_task(
         &self,
         task: &Task,
