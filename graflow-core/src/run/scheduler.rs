@@ -361,7 +361,13 @@ async fn attempt_once(
     task: &Task,
     ctx: &ExecutionContext,
 ) -> Result<Value, AttemptError> {
-    let execution = AssertUnwindSafe(handler.execute_task(task, ctx)).catch_unwind();
+    // A hand-written impl may panic before it even returns its future.
+    let future =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.execute_task(task, ctx))) {
+            Ok(future) => future,
+            Err(payload) => return Err(handler_panicked(task, &*payload)),
+        };
+    let execution = AssertUnwindSafe(future).catch_unwind();
     let outcome = match task.timeout() {
         Some(limit) => match tokio::time::timeout(limit, execution).await {
             Ok(outcome) => outcome,
