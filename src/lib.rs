@@ -63,6 +63,10 @@ pub use graflow_core::protocol;
 /// The driver of one out-of-process attempt, for handlers that run tasks out of process.
 pub use graflow_core::remote;
 
+/// The runner side: what a process started to run tasks does ([`init`], and
+/// [`answer`](runner::answer) for workers of a queue backend).
+pub use graflow_core::runner;
+
 pub use graflow_macros::{main, task, workflow};
 
 /// `#[graflow::async_trait]` for implementing [`TaskHandler`] (its generated code needs no
@@ -76,6 +80,22 @@ pub mod handlers {
     /// The "docker" handler (feature `docker`, on by default).
     #[cfg(feature = "docker")]
     pub use graflow_docker::DockerHandler;
+
+    /// The "redis" handler: tasks on remote workers (feature `redis`, on by default).
+    #[cfg(feature = "redis")]
+    pub use graflow_redis::RedisHandler;
+}
+
+/// The "redis" handler's crate: options, errors (feature `redis`, on by default).
+#[cfg(feature = "redis")]
+pub use graflow_redis as redis;
+
+/// Remote workers, for programs with a `main` of their own: `graflow::init()` already turns a
+/// program started with `--graflow-worker redis://host:port/db` into a worker; a program that
+/// wants to decide itself builds a [`Worker`](worker::Worker) and runs it (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod worker {
+    pub use graflow_redis::{CaptureLayer, WORKER_ENV, Worker, WorkerOptions, WorkerStats};
 }
 
 /// The "docker" handler's crate: options, labels (feature `docker`, on by default).

@@ -298,6 +298,7 @@ impl WorkflowEngine {
             channel,
             cpu: self.cpu.clone(),
             upstream: None,
+            runners: Mutex::new(Vec::new()),
         });
         let started_at = SystemTime::now();
         let run_start = Instant::now();
@@ -342,6 +343,17 @@ impl WorkflowEngine {
         drop(signals);
         let elapsed = run_start.elapsed();
 
+        let mut records = records;
+        for (node, runner) in std::mem::take(
+            &mut *shared
+                .runners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            if let Some(record) = records.get_mut(node as usize) {
+                record.runner = Some(runner);
+            }
+        }
         // Tasks cancelled on a blocking thread may still hold the run; copy out in that case.
         let (results, channel) = match Arc::try_unwrap(shared) {
             Ok(run) => (

@@ -31,7 +31,7 @@ pub mod remote;
 mod report;
 mod retry;
 mod run;
-mod runner;
+pub mod runner;
 mod value;
 
 /// The wire protocol between an engine and its runners (the `graflow-protocol` crate).
@@ -72,7 +72,7 @@ pub mod __private {
     pub use crate::definition::{Body, Param, TaskDef, TaskRegistration, TaskReturn};
     pub use crate::retry::RetryPolicy;
     pub use crate::run::HandlerRegistration;
-    pub use crate::runner::{TestRunnerEntry, runner_command};
+    pub use crate::runner::{ProgramMode, TestRunnerEntry, runner_command};
     pub use crate::value::decode_from;
     pub use crate::value::spec::{ViaClone, ViaSerde, Wrap};
 }

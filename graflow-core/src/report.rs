@@ -49,6 +49,8 @@ pub(crate) struct Record {
     pub start: Option<Duration>,
     pub duration: Option<Duration>,
     pub error: Option<Box<str>>,
+    /// Where the last attempt ran, as its handler described it.
+    pub runner: Option<Box<str>>,
 }
 
 impl Record {
@@ -58,6 +60,7 @@ impl Record {
         start: None,
         duration: None,
         error: None,
+        runner: None,
     };
 }
 
@@ -79,6 +82,9 @@ pub struct TaskRecord<'a> {
     pub duration: Option<Duration>,
     /// The error of its last attempt, with its cause chain.
     pub error: Option<&'a str>,
+    /// Where its last attempt ran, when its handler said (out-of-process handlers: the worker,
+    /// container or process; `None` in this process).
+    pub runner: Option<&'a str>,
 }
 
 /// The report of a run: per task status, handler, attempts, start and duration; every result;
@@ -190,6 +196,7 @@ impl RunReport {
             start: r.start,
             duration: r.duration,
             error: r.error.as_deref(),
+            runner: r.runner.as_deref(),
         }
     }
 }
@@ -236,7 +243,10 @@ impl fmt::Display for RunReport {
             .map(|t| {
                 [
                     t.id.to_owned(),
-                    t.handler.to_owned(),
+                    match t.runner {
+                        Some(runner) => format!("{} ({runner})", t.handler),
+                        None => t.handler.to_owned(),
+                    },
                     t.status.to_string(),
                     t.attempts.to_string(),
                     millis(t.start),

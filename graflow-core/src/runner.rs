@@ -12,14 +12,17 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use crate::channel::Channel;
-use crate::definition::{TaskDef, definitions};
+use crate::definition::{AttemptError, TaskDef, definitions, panic_message};
 use crate::graph::Task;
 use crate::remote::{build_id, outcome_of, runner_failure};
 use crate::run::ExecutionContext;
-use crate::run::RunError;
+use crate::run::{RunError, TaskHandler};
 use crate::value::Value;
 use graflow_protocol::frame::rejection;
 use graflow_protocol::{Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV};
@@ -34,6 +37,11 @@ pub fn init() {
     if is_runner() {
         SERVING.store(true, Ordering::SeqCst);
         std::process::exit(serve());
+    }
+    for mode in inventory::iter::<ProgramMode> {
+        if let Some(code) = (mode.enter)() {
+            std::process::exit(code);
+        }
     }
 }
 
@@ -78,6 +86,7 @@ macro_rules! enable_test_runner {
     };
 }
 
+#[doc(hidden)]
 /// The program and arguments that start this binary as a runner: the executable itself, plus
 /// the harness arguments in a test binary that called `enable_test_runner!`.
 pub fn runner_command() -> std::io::Result<(PathBuf, Vec<String>)> {
@@ -252,11 +261,17 @@ fn check(invocation: &Invocation) -> std::result::Result<&'static TaskDef, Strin
         .ok_or_else(|| format!("this binary has no task `{}`", invocation.task))
 }
 
-/// Runs the invoked task in this process, as a one-node workflow whose inputs are bound.
-fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
+/// An invoked task, ready to run in this process as a one-node workflow whose inputs are bound.
+struct Prepared {
+    nonce: u64,
+    ctx: ExecutionContext,
+    before: HashMap<String, Value>,
+}
+
+fn prepare(def: &'static TaskDef, invocation: Invocation) -> Result<Prepared, Box<Outcome>> {
     let nonce = invocation.nonce;
     let mut task = Task::from_def(def).with_id(invocation.task_id);
-    // The sender enforces the timeout (and kills this process); here the body just runs.
+    // The sender enforces the timeout (and stops this attempt); here the body just runs.
     task = task.with_timeout(None);
     task.set_inputs(
         invocation
@@ -275,7 +290,7 @@ fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
         .into_iter()
         .map(|(id, encoded)| (id, Value::from_encoded(encoded)))
         .collect();
-    let ctx = match ExecutionContext::standalone(
+    match ExecutionContext::standalone(
         invocation.workflow,
         invocation.run_id,
         task,
@@ -283,24 +298,17 @@ fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
         Some(upstream),
         invocation.attempt,
     ) {
-        Ok(ctx) => ctx,
-        Err(error) => return runner_failure(nonce, &error, 0),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let error = RunError::Runtime(e);
-            return runner_failure(nonce, &error, 0);
-        }
-    };
-    let started = Instant::now();
-    let result = runtime.block_on(ctx.task().run(&ctx));
-    let elapsed_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    runtime.shutdown_background();
+        Ok(ctx) => Ok(Prepared { nonce, ctx, before }),
+        Err(error) => Err(Box::new(runner_failure(nonce, &error, 0))),
+    }
+}
 
+/// The outcome of a prepared attempt that ended with `result`: the result and the channel keys
+/// the task set or deleted.
+fn finish(prepared: &Prepared, result: Result<Value, AttemptError>, elapsed: Duration) -> Outcome {
+    let Prepared { nonce, ctx, before } = prepared;
+    let nonce = *nonce;
+    let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
     let after = ctx.channel().entries();
     let mut writes = Vec::new();
     for (key, value) in &after {
@@ -318,6 +326,75 @@ fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
     }
     outcome_of(nonce, result, writes, elapsed_ns)
 }
+
+/// Runs the invoked task in this process.
+fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
+    let prepared = match prepare(def, invocation) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return *outcome,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let error = RunError::Runtime(e);
+            return runner_failure(prepared.nonce, &error, 0);
+        }
+    };
+    let started = Instant::now();
+    let result = runtime.block_on(prepared.ctx.task().run(&prepared.ctx));
+    let elapsed = started.elapsed();
+    runtime.shutdown_background();
+    finish(&prepared, result, elapsed)
+}
+
+/// Answers one invocation in this process, through `handler` (the worker side of a queue
+/// backend: a worker that took an invocation off its queue runs it here, in-process with
+/// [`DirectHandler`](crate::DirectHandler) or through any other handler registered in it).
+///
+/// The invocation is checked first (protocol version, build id, a task of this binary): a
+/// mismatch is answered with a rejection naming both sides. A panic in the task or the handler
+/// fails only this attempt. Dropping the future stops the attempt (as the handler stops it: an
+/// async body at its next `.await`, a child process or container killed). The outcome is
+/// ready to be written back ([`Outcome::write_to`]).
+pub async fn answer(invocation: Invocation, handler: &dyn TaskHandler) -> Outcome {
+    let nonce = invocation.nonce;
+    let def = match check(&invocation) {
+        Ok(def) => def,
+        Err(reason) => return rejection(nonce, build_id(), reason),
+    };
+    let prepared = match prepare(def, invocation) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return *outcome,
+    };
+    let started = Instant::now();
+    let task = prepared.ctx.task();
+    let result = AssertUnwindSafe(handler.execute_task(task, &prepared.ctx))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            Err(AttemptError::Panicked {
+                task: task.id().to_owned(),
+                message: panic_message(&*payload),
+            })
+        });
+    finish(&prepared, result, started.elapsed())
+}
+
+/// Another way a graflow program can be started, registered by a backend crate (a queue
+/// worker: `--graflow-worker redis://...`). [`init`] asks each registered mode, after the
+/// runner check and before `main` goes on: `enter` returns `None` when the process was not
+/// started in its mode, else it runs the mode to its end and returns the exit code.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ProgramMode {
+    pub name: &'static str,
+    pub enter: fn() -> Option<i32>,
+}
+
+inventory::collect!(ProgramMode);
 
 #[cfg(test)]
 mod tests {

@@ -448,3 +448,56 @@ impl Read for ChannelReader {
         Ok(n)
     }
 }
+
+/// The outcome of one attempt received whole, as bytes (by a transport that carries messages,
+/// not streams: a queue, a stream entry): checked (protocol version, build id, this attempt's
+/// `nonce`, every length against `limits`, no byte after the frame), its result decoded into
+/// the task's output type, its channel writes applied. `runner` names the sender in errors.
+pub fn apply_outcome_bytes(
+    task: &Task,
+    ctx: &ExecutionContext,
+    nonce: u64,
+    bytes: &[u8],
+    limits: &Limits,
+    runner: &str,
+) -> Result<Value, AttemptError> {
+    let handler = task.handler();
+    let decode = task.def.decode;
+    let output_type = task.def.output.name();
+    let mut reader = bytes;
+    let outcome = graflow_protocol::read_outcome(
+        &mut reader,
+        limits,
+        Expected {
+            nonce,
+            build_id: build_id(),
+        },
+        |header, source| {
+            if header.type_name != output_type {
+                return Err(format!(
+                    "the result is a `{}` but the task returns `{output_type}`",
+                    header.type_name
+                ));
+            }
+            decode(source, header.len)
+        },
+    );
+    let refused = |error: ProtocolError| {
+        AttemptError::handler(
+            task.id(),
+            handler,
+            format!("the answer of {runner} was refused: {error}"),
+        )
+    };
+    let outcome = outcome.map_err(refused)?;
+    if !reader.is_empty() {
+        return Err(refused(ProtocolError::Trailing(reader.len() as u64)));
+    }
+    attempt::apply(outcome, task, ctx, handler)
+}
+
+/// A number that tells one attempt's outcome from any other's (never 0): for transports that
+/// build the invocation themselves ([`invocation`]).
+pub fn attempt_nonce() -> u64 {
+    new_nonce().max(1)
+}

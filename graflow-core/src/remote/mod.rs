@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `driver.rs` | [`RemoteAttempt`]: drives one attempt over a runner's input and output |
+//! | `driver.rs` | [`RemoteAttempt`]: drives one attempt over a runner's input and output; [`apply_outcome_bytes`] for an outcome that arrives whole (a queue's message) |
 //! | `attempt.rs` | the invocation built from run state, the outcome applied back to it |
 //! | `logs.rs` | [`LogLines`]: a runner's output lines, bounded |
 //!
@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 pub use attempt::{RemoteError, invocation};
 pub(crate) use attempt::{outcome_of, runner_failure};
-pub use driver::{Chunk, Driven, Ended, RemoteAttempt};
+pub use driver::{Chunk, Driven, Ended, RemoteAttempt, apply_outcome_bytes, attempt_nonce};
 pub use logs::{LogLines, LogTarget};
 
 /// An id of this program's build: the GNU build id of the executable when it has one (the

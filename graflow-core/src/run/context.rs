@@ -63,8 +63,25 @@ impl ExecutionContext {
             channel,
             cpu: Arc::new(Semaphore::new(cpu_count())),
             upstream,
+            runners: Mutex::new(Vec::new()),
         });
         Ok(ExecutionContext::new(run, 0, attempt))
+    }
+
+    /// Records where this attempt runs (a worker, a container id, a pid): the run report shows
+    /// it as the task's [`TaskRecord::runner`](crate::TaskRecord::runner); the last attempt's
+    /// description wins. Out-of-process handlers call it once they know.
+    pub fn set_runner(&self, description: impl Into<String>) {
+        let description: Box<str> = description.into().into_boxed_str();
+        let mut runners = self
+            .run
+            .runners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match runners.iter_mut().find(|(node, _)| *node == self.node) {
+            Some(entry) => entry.1 = description,
+            None => runners.push((self.node, description)),
+        }
     }
 
     /// The task this context executes.

@@ -33,6 +33,9 @@ pub(crate) struct RunShared {
     /// In a runner process: the results of the task's direct upstream tasks, as the handler
     /// sent them (the graph there has the one task only). `None` in a normal run.
     pub upstream: Option<Vec<(String, Value)>>,
+    /// Where tasks' last attempts ran, as their handlers described it (a worker, a container, a
+    /// pid): see [`ExecutionContext::set_runner`]. Only out-of-process handlers write here.
+    pub runners: Mutex<Vec<(u32, Box<str>)>>,
 }
 
 impl RunShared {

@@ -1,0 +1,51 @@
+//! The "redis" execution handler of graflow: tasks run on remote workers, which are the same
+//! program started in worker mode, through Redis Streams.
+//!
+//! | file | what |
+//! |---|---|
+//! | `handler.rs` | [`RedisHandler`]: the engine side, one job per attempt, the reply dispatcher, the no-worker and lost-job monitor |
+//! | `worker.rs` | [`Worker`]: reads jobs in a consumer group, runs them, renews leases, takes over dead workers' jobs, dead-letters |
+//! | `mode.rs` | worker mode: `--graflow-worker URL` through `graflow::init()` |
+//! | `entry.rs` | the job and reply entries, read as hostile input |
+//! | `scripts.rs` | the Lua scripts that make outcome + acknowledgement, dead-lettering and lease renewal atomic |
+//! | `logs.rs` | an attempt's log lines, captured on the worker and logged by the engine |
+//! | `keys.rs`, `connect.rs`, `error.rs` | key names, connections (reconnecting with backoff), [`RedisError`] |
+//!
+//! # Semantics
+//! - **At least once, first outcome wins.** A job is acknowledged (XACK) in the same Lua script
+//!   that records its outcome, so an acknowledged job always has its outcome in Redis. A job
+//!   can run more than once (its worker died, or lost its lease); the first outcome is the
+//!   attempt's, later ones are ignored.
+//! - **Leases.** A worker renews the lease of every job it holds every third of the lease
+//!   (XCLAIM ... JUSTID, which does not count a delivery), from a thread of its own. A job whose
+//!   lease ran out is taken over (XAUTOCLAIM) by a worker with a free slot, and its delivery
+//!   count goes up; a worker that finds its lease taken stops its attempt.
+//! - **Dead letters.** A job delivered more than `max_deliveries` times goes, with its fields,
+//!   to `<prefix>:dead:<queue>`, and its task fails with an error that names the task and the
+//!   delivery count.
+//! - **Timeouts and cancellation** reach the worker: the job carries the task's timeout, and a
+//!   dropped attempt (timeout, cancelled run) is marked cancelled (`<prefix>:cancel:<attempt>`)
+//!   and its entry deleted if no worker took it; a worker checks the marks of its running
+//!   attempts every 100 ms and stops them.
+//! - **Build ids.** A worker answers only invocations of its own build (the runner protocol's
+//!   check); the error names both build ids.
+
+mod connect;
+mod entry;
+mod error;
+mod handler;
+mod keys;
+mod logs;
+mod mode;
+mod scripts;
+mod worker;
+
+pub use error::RedisError;
+pub use handler::{DEFAULT_QUEUE, RedisHandler, RedisOptions};
+pub use logs::{ATTEMPT_SPAN, CaptureLayer};
+pub use mode::WORKER_ENV;
+pub use worker::{Worker, WorkerOptions, WorkerStats};
+
+graflow_core::__private::inventory::submit! {
+    graflow_core::__private::ProgramMode { name: "redis worker", enter: mode::enter }
+}

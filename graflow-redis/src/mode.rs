@@ -1,0 +1,269 @@
+//! Worker mode: `graflow::init()` turns the program into a worker when it was started with
+//! `--graflow-worker redis://host:port/db` (or `GRAFLOW_WORKER=redis://...`).
+//!
+//! | flag | environment | default |
+//! |---|---|---|
+//! | `--graflow-worker URL` | `GRAFLOW_WORKER` | (worker mode off) |
+//! | `--queue Q` (repeat, or `a,b`) | `GRAFLOW_WORKER_QUEUES` | `default` |
+//! | `--concurrency N` | `GRAFLOW_WORKER_CONCURRENCY` | CPUs |
+//! | `--lease DURATION` | `GRAFLOW_WORKER_LEASE` | `30s` |
+//! | `--max-deliveries N` | `GRAFLOW_WORKER_MAX_DELIVERIES` | `3` |
+//! | `--name NAME` | `GRAFLOW_WORKER_NAME` | host-pid-random |
+//! | `--prefix P` | `GRAFLOW_WORKER_PREFIX` | `graflow` |
+//!
+//! Flags win over the environment. Durations: `250ms`, `30s`, `2m`, `1h`.
+
+use std::time::Duration;
+
+use crate::{CaptureLayer, RedisError, Worker, WorkerOptions};
+
+/// The environment variable that starts worker mode.
+pub const WORKER_ENV: &str = "GRAFLOW_WORKER";
+
+const SETTINGS: [(&str, &str); 6] = [
+    ("--queue", "GRAFLOW_WORKER_QUEUES"),
+    ("--concurrency", "GRAFLOW_WORKER_CONCURRENCY"),
+    ("--lease", "GRAFLOW_WORKER_LEASE"),
+    ("--max-deliveries", "GRAFLOW_WORKER_MAX_DELIVERIES"),
+    ("--name", "GRAFLOW_WORKER_NAME"),
+    ("--prefix", "GRAFLOW_WORKER_PREFIX"),
+];
+
+/// Exit codes of worker mode.
+const EXIT_USAGE: i32 = 64;
+const EXIT_UNAVAILABLE: i32 = 69;
+const EXIT_SOFTWARE: i32 = 70;
+
+/// What `--graflow-worker` and its settings say, from `args` and `env`; `None` when not in
+/// worker mode.
+fn parse(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Result<(String, WorkerOptions), RedisError>> {
+    let mut flags: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        let known = std::iter::once("--graflow-worker")
+            .chain(SETTINGS.iter().map(|(flag, _)| *flag))
+            .find(|flag| arg == flag || arg.starts_with(&format!("{flag}=")));
+        if let Some(flag) = known {
+            let value = if let Some(value) = arg.strip_prefix(&format!("{flag}=")) {
+                Some(value.to_owned())
+            } else {
+                i += 1;
+                args.get(i).cloned()
+            };
+            let Some(value) = value else {
+                return Some(Err(setting(flag, "needs a value")));
+            };
+            flags.push((flag.to_owned(), value));
+        }
+        i += 1;
+    }
+    let url = flags
+        .iter()
+        .find(|(flag, _)| flag == "--graflow-worker")
+        .map(|(_, v)| v.clone())
+        .or_else(|| env(WORKER_ENV))?;
+    Some(options(&flags, env).map(|options| (url, options)))
+}
+
+fn setting(what: &str, message: &str) -> RedisError {
+    RedisError::Setting {
+        setting: what.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn options(
+    flags: &[(String, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<WorkerOptions, RedisError> {
+    let mut options = WorkerOptions::default();
+    for (flag, var) in SETTINGS {
+        let given: Vec<String> = flags
+            .iter()
+            .filter(|(f, _)| f == flag)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let values = if given.is_empty() {
+            match env(var) {
+                Some(value) => vec![value],
+                None => continue,
+            }
+        } else {
+            given
+        };
+        let last = values.last().cloned().unwrap_or_default();
+        let number = |text: &str| {
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| setting(flag, &format!("`{text}` is not a whole number")))
+        };
+        match flag {
+            "--queue" => {
+                options.queues = values
+                    .iter()
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim)
+                    .filter(|q| !q.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            "--concurrency" => {
+                options.concurrency = usize::try_from(number(&last)?).unwrap_or(usize::MAX);
+            }
+            "--lease" => {
+                options.lease = parse_duration(&last).map_err(|m| setting(flag, &m))?;
+            }
+            "--max-deliveries" => options.max_deliveries = number(&last)?,
+            "--name" => options.name = Some(last),
+            "--prefix" => options.prefix = last,
+            _ => {}
+        }
+    }
+    Ok(options)
+}
+
+/// `250ms`, `30s`, `2m`, `1h`, or a number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (write 250ms, 30s, 2m or 1h)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (write ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
+}
+
+/// Called by `graflow::init()` (registered as a program mode): runs the worker to its end when
+/// the program was started in worker mode.
+pub(crate) fn enter() -> Option<i32> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = parse(&args, &|var| std::env::var(var).ok())?;
+    // Programs the tasks start are not workers.
+    // SAFETY: init() belongs first in main, before the program starts threads of its own (the
+    // same contract as the runner's); nothing reads the environment concurrently here.
+    unsafe {
+        std::env::remove_var(WORKER_ENV);
+        for (_, var) in SETTINGS {
+            std::env::remove_var(var);
+        }
+    }
+    install_logging();
+    let (url, options) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            tracing::error!(target: "graflow::handlers", "cannot start the worker: {e}");
+            return Some(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("graflow-worker")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(target: "graflow::handlers", "cannot start the worker's runtime: {e}");
+            return Some(EXIT_SOFTWARE);
+        }
+    };
+    let result = runtime.block_on(Worker::new(url).with_options(options).run());
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Some(match result {
+        Ok(_) => 0,
+        Err(e @ (RedisError::Unreachable { .. } | RedisError::Command { .. })) => {
+            tracing::error!(target: "graflow::handlers", "worker stopped: {e}");
+            EXIT_UNAVAILABLE
+        }
+        Err(e) => {
+            tracing::error!(target: "graflow::handlers", "worker stopped: {e}");
+            EXIT_USAGE
+        }
+    })
+}
+
+/// Logs to stderr (`RUST_LOG`, default `info`) and captures each attempt's lines (info and
+/// above) for its reply. A program that installed a subscriber already keeps its own.
+fn install_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
+        )
+        .with(CaptureLayer::new().with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn worker_mode_from_flags_and_environment() {
+        let none = |_: &str| None;
+        assert!(parse(&strings(&["--other", "x"]), &none).is_none());
+        let (url, options) = parse(
+            &strings(&[
+                "--graflow-worker",
+                "redis://h:1/0",
+                "--queue=gpu,cpu",
+                "--queue",
+                "io",
+                "--lease",
+                "1500ms",
+                "--concurrency=3",
+            ]),
+            &none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(url, "redis://h:1/0");
+        assert_eq!(options.queues, ["gpu", "cpu", "io"]);
+        assert_eq!(options.lease, Duration::from_millis(1500));
+        assert_eq!(options.concurrency, 3);
+
+        let env = |var: &str| match var {
+            "GRAFLOW_WORKER" => Some("redis://e:2/1".to_owned()),
+            "GRAFLOW_WORKER_MAX_DELIVERIES" => Some("5".to_owned()),
+            "GRAFLOW_WORKER_CONCURRENCY" => Some("8".to_owned()),
+            _ => None,
+        };
+        let (url, options) = parse(&strings(&["--concurrency", "2"]), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(url, "redis://e:2/1");
+        assert_eq!((options.max_deliveries, options.concurrency), (5, 2));
+
+        let error = parse(&strings(&["--graflow-worker", "u", "--lease", "3 parsecs"]), &none)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--lease") && error.contains("unknown unit"), "{error}");
+        assert!(parse(&strings(&["--graflow-worker"]), &none).unwrap().is_err());
+    }
+}

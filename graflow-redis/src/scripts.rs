@@ -1,0 +1,122 @@
+//! The Lua scripts that make each multi-step change atomic in Redis: an outcome and its
+//! acknowledgement, a dead-lettering, a lease renewal. Redis runs a script alone, so no other
+//! client sees a step half done, and with AOF the whole script is persisted or none of it.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Records an attempt's outcome, once, and acknowledges its entry.
+///
+/// KEYS: queue stream, done mark, reply stream. ARGV: group, entry id, consumer, mark TTL (s),
+/// reply stream TTL (s), then the reply's fields (none: acknowledge only).
+///
+/// The first outcome of an attempt sets the done mark and adds the reply; a later one (a
+/// redelivered attempt's) changes nothing. The entry is acknowledged and deleted only by the
+/// consumer that holds it: a worker whose lease was taken over must not acknowledge the entry
+/// another worker now runs (should that one die, the entry would be lost). Returns 1 when this
+/// was the first outcome, plus 2 when this consumer held the entry.
+pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local first = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4])
+if first and #ARGV > 5 then
+  redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+local held = 0
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if p[1] and p[1][2] == ARGV[3] then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  held = 2
+end
+if first then return 1 + held end
+return held
+",
+    )
+});
+
+/// Moves an entry to the dead-letter stream (with its fields, its id, its delivery count and
+/// why), records the attempt as done with the given reply, and acknowledges the entry.
+///
+/// KEYS: queue stream, dead-letter stream, done mark, reply stream. ARGV: group, entry id,
+/// consumer, mark TTL (s), reply stream TTL (s), deliveries, reason, dead-letter stream
+/// length cap, then the reply's fields (none: no reply, for an entry that names no engine).
+pub(crate) static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+local fields = {'source_id', ARGV[2], 'deliveries', ARGV[6], 'reason', ARGV[7]}
+if e[1] then
+  for _, v in ipairs(e[1][2]) do table.insert(fields, v) end
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
+local first = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4])
+if first and #ARGV > 8 then
+  redis.call('XADD', KEYS[4], '*', unpack(ARGV, 9))
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if first then return 1 end
+return 0
+",
+    )
+});
+
+/// Renews a worker's leases and its presence on a queue.
+///
+/// KEYS: queue stream, the queue's worker set. ARGV: group, consumer, then the ids of the
+/// entries this worker holds. Resets the idle time of each entry the consumer still holds
+/// (XCLAIM ... JUSTID, which does not count a delivery) and returns the ids it no longer holds:
+/// their leases ran out and another worker took them over.
+pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])
+return lost
+",
+    )
+});
+
+/// How many workers of a queue were seen within a time, by Redis's own clock (so that clocks
+/// of different machines never matter); forgets the others.
+///
+/// KEYS: the queue's worker set. ARGV: how recent, in milliseconds.
+pub(crate) static LIVE_WORKERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZCARD', KEYS[1])
+",
+    )
+});
+
+/// Whether an attempt's entry vanished without an outcome: it is neither in its queue's stream
+/// nor marked done (Redis lost it: restarted without persistence, or the stream was deleted).
+/// Atomic, so an outcome recorded between two checks cannot look like a loss.
+///
+/// KEYS: queue stream, done mark. ARGV: entry id. Returns 1 when lost.
+pub(crate) static LOST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if e[1] then return 0 end
+return 1
+",
+    )
+});

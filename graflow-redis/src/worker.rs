@@ -1,0 +1,946 @@
+//! [`Worker`]: the worker side. Reads jobs from its queues in the consumer group, runs each
+//! through a handler registered in it (by default "direct", in this process), renews the lease
+//! of every job it holds, takes over the jobs of dead workers, and records each outcome once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use graflow_core::remote::build_id;
+use graflow_core::{TaskHandler, WorkflowEngine};
+use graflow_protocol::frame::rejection;
+use graflow_protocol::{Failure, Invocation, Limits, Outcome, PROTOCOL_VERSION};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply, StreamReadReply};
+use tokio::sync::{Semaphore, oneshot};
+use tracing::Instrument;
+
+use crate::RedisError;
+use crate::connect::{Backoff, connect, ensure_group};
+use crate::entry::{Job, Reply, ReplyKind};
+use crate::handler::{DEFAULT_QUEUE, retryable};
+use crate::keys::{GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
+use crate::logs::{ATTEMPT_SPAN, Capture};
+use crate::scripts::{DEAD_LETTER, FINISH, HEARTBEAT};
+
+/// How a worker is set up. Every field has a default; change them with the `with_*` methods.
+/// The lease and the delivery cap are decisions of the whole fleet: give every worker of a
+/// queue the same.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// The key prefix (default `graflow`); the engines' must be the same.
+    pub prefix: String,
+    /// The queues this worker serves (default: [`DEFAULT_QUEUE`]).
+    pub queues: Vec<String>,
+    /// How many attempts it runs at once (default: the number of CPUs).
+    pub concurrency: usize,
+    /// A job whose worker renewed its lease less recently than this is taken over by another
+    /// worker (default 30 s). The lease is renewed every third of it.
+    pub lease: Duration,
+    /// A job delivered more times than this goes to the dead-letter stream and its task fails
+    /// (default 3).
+    pub max_deliveries: u64,
+    /// This worker's name in the consumer group (default: host, pid and a random part).
+    pub name: Option<String>,
+    /// The largest invocation accepted, in bytes (default 256 MiB).
+    pub max_invocation: u64,
+    /// On shutdown, how long running attempts may take to finish (default 30 s); the rest
+    /// are left to other workers (after the lease).
+    pub shutdown_grace: Duration,
+    /// The dead-letter stream keeps about this many entries (default 10,000).
+    pub dead_letter_cap: u64,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            prefix: "graflow".to_owned(),
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            lease: Duration::from_secs(30),
+            max_deliveries: 3,
+            name: None,
+            max_invocation: 256 << 20,
+            shutdown_grace: Duration::from_secs(30),
+            dead_letter_cap: 10_000,
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the key prefix.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the queues served.
+    pub fn with_queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets how many attempts run at once.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets the lease.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the delivery cap.
+    pub fn with_max_deliveries(mut self, max: u64) -> Self {
+        self.max_deliveries = max;
+        self
+    }
+
+    /// Sets the worker's name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the largest invocation accepted.
+    pub fn with_max_invocation(mut self, bytes: u64) -> Self {
+        self.max_invocation = bytes;
+        self
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    fn check(&self) -> Result<(), RedisError> {
+        let bad = |setting: &str, message: &str| {
+            Err(RedisError::Setting {
+                setting: setting.to_owned(),
+                message: message.to_owned(),
+            })
+        };
+        if self.queues.is_empty() {
+            return bad("queues", "a worker serves at least one queue");
+        }
+        for queue in &self.queues {
+            check_name("queue", queue)?;
+        }
+        if let Some(name) = &self.name {
+            check_name("worker name", name)?;
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency", "at least 1");
+        }
+        if self.lease < Duration::from_millis(100) {
+            return bad("lease", "at least 100ms");
+        }
+        if self.max_deliveries == 0 {
+            return bad("max_deliveries", "at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Attempts it answered (an outcome recorded, first or not).
+    pub answered: u64,
+    /// Jobs it took over from other workers.
+    pub reclaimed: u64,
+    /// Jobs it moved to the dead-letter stream.
+    pub dead_lettered: u64,
+    /// Malformed entries it skipped.
+    pub malformed: u64,
+    /// Attempts stopped because the engine cancelled them.
+    pub cancelled: u64,
+}
+
+/// A worker: serves the tasks of this program from Redis queues. Most programs get one from
+/// worker mode (`<program> --graflow-worker redis://host:port/db`, through `graflow::init()`);
+/// a program with its own `main` builds one here and runs it.
+pub struct Worker {
+    url: String,
+    options: WorkerOptions,
+    handlers: WorkflowEngine,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("url", &redact(&self.url))
+            .field("options", &self.options)
+            .field("handlers", &self.handlers.handler_names())
+            .finish()
+    }
+}
+
+/// Why an attempt must stop before it ends.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The engine cancelled it (timeout, cancelled run).
+    Cancelled,
+    /// Another worker took the job over: this one's lease ran out.
+    LeaseLost,
+}
+
+struct Held {
+    att: Option<String>,
+    stop: Option<oneshot::Sender<Stop>>,
+}
+
+struct State {
+    url: String,
+    name: String,
+    keys: Keys,
+    options: WorkerOptions,
+    conn: ConnectionManager,
+    handlers: WorkflowEngine,
+    permits: Arc<Semaphore>,
+    /// Jobs this worker holds, by entry id (ids are unique per stream; the key adds the queue).
+    held: Mutex<HashMap<(String, String), Held>>,
+    stopping: AtomicBool,
+    answered: AtomicU64,
+    reclaimed: AtomicU64,
+    dead_lettered: AtomicU64,
+    malformed: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+impl Worker {
+    /// A worker of Redis at `url` with the default [`WorkerOptions`] and every handler a
+    /// [`WorkflowEngine::new`] has ("direct", "process", and those linked in, e.g. "docker").
+    pub fn new(url: impl Into<String>) -> Self {
+        Worker {
+            url: url.into(),
+            options: WorkerOptions::default(),
+            handlers: WorkflowEngine::new(),
+        }
+    }
+
+    /// Sets the options.
+    pub fn with_options(mut self, options: WorkerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Registers a handler tasks may name with `worker_handler = "<name>"`.
+    pub fn with_handler(mut self, name: impl Into<String>, handler: impl TaskHandler) -> Self {
+        self.handlers.register_handler(name, handler);
+        self
+    }
+
+    /// Runs until Ctrl-C or SIGTERM, then stops as [`Worker::run_until`] does.
+    pub async fn run(self) -> Result<WorkerStats, RedisError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` completes: then takes no new job, gives running attempts the
+    /// shutdown grace to finish, and leaves (the jobs it still holds go to other workers once
+    /// their lease runs out). Fails at once, naming the URL, when Redis does not answer.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerStats, RedisError> {
+        self.options.check()?;
+        let keys = Keys::new(&self.options.prefix)?;
+        let name = self.options.name.clone().unwrap_or_else(process_name);
+        let mut conn = connect(&self.url, Duration::from_secs(10)).await?;
+        let blocking = connect(&self.url, Duration::from_secs(10)).await?;
+        for queue in &self.options.queues {
+            ensure_group(&mut conn, &self.url, &keys.queue(queue)).await?;
+        }
+        let state = Arc::new(State {
+            url: redact(&self.url),
+            name,
+            keys,
+            permits: Arc::new(Semaphore::new(self.options.concurrency)),
+            options: self.options,
+            conn,
+            handlers: self.handlers,
+            held: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+        });
+        tracing::info!(
+            target: "graflow::handlers",
+            worker = %state.name,
+            url = %state.url,
+            queues = ?state.options.queues,
+            concurrency = state.options.concurrency,
+            lease = ?state.options.lease,
+            build_id = build_id(),
+            "redis worker started"
+        );
+        // Leases are renewed on a thread of their own: a worker whose runtime threads are all
+        // busy with task bodies must still hold on to its jobs.
+        let lease_keeper = start_lease_keeper(state.clone(), &self.url)?;
+        let reader = tokio::spawn(read_loop(state.clone(), blocking));
+        let reclaimer = tokio::spawn(reclaim_loop(state.clone()));
+        shutdown.await;
+        state.stopping.store(true, Ordering::SeqCst);
+        tracing::info!(target: "graflow::handlers", worker = %state.name, "redis worker stopping: no new jobs; waiting for running attempts");
+        reader.abort();
+        reclaimer.abort();
+        let all = u32::try_from(state.options.concurrency).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(
+            state.options.shutdown_grace,
+            state.permits.clone().acquire_many_owned(all),
+        )
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(target: "graflow::handlers", worker = %state.name, "attempts still running after the shutdown grace; other workers take them over once their lease runs out");
+        }
+        lease_keeper.stop();
+        let mut conn = state.conn.clone();
+        for queue in &state.options.queues {
+            let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                .arg(state.keys.workers(queue))
+                .arg(&state.name)
+                .query_async(&mut conn)
+                .await;
+        }
+        let stats = WorkerStats {
+            answered: state.answered.load(Ordering::Relaxed),
+            reclaimed: state.reclaimed.load(Ordering::Relaxed),
+            dead_lettered: state.dead_lettered.load(Ordering::Relaxed),
+            malformed: state.malformed.load(Ordering::Relaxed),
+            cancelled: state.cancelled.load(Ordering::Relaxed),
+        };
+        tracing::info!(target: "graflow::handlers", worker = %state.name, ?stats, "redis worker stopped");
+        Ok(stats)
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Reads new jobs, as many at a time as there are free slots.
+async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
+    let streams: Vec<String> = state
+        .options
+        .queues
+        .iter()
+        .map(|q| state.keys.queue(q))
+        .collect();
+    let queue_of: HashMap<String, String> = streams
+        .iter()
+        .cloned()
+        .zip(state.options.queues.iter().cloned())
+        .collect();
+    let mut backoff = Backoff::new();
+    loop {
+        // Wait for a free slot, then ask for as many jobs as there are free slots. The slots are
+        // not held during the read: the reclaimer needs them too. Each attempt takes its own
+        // slot (a job read beyond them waits, its lease renewed).
+        let Ok(first) = state.permits.acquire().await else {
+            return;
+        };
+        let count = (1 + state.permits.available_permits()).min(256);
+        drop(first);
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(GROUP)
+            .arg(&state.name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&streams);
+        for _ in &streams {
+            read.arg(">");
+        }
+        let reply: redis::RedisResult<Option<StreamReadReply>> =
+            read.query_async(&mut blocking).await;
+        let reply = match reply {
+            Ok(reply) => {
+                backoff.reset();
+                reply
+            }
+            Err(e) => {
+                if e.code() == Some("NOGROUP") {
+                    // Redis lost the group (restarted without persistence): make it again.
+                    let mut conn = state.conn.clone();
+                    for stream in &streams {
+                        let _ = ensure_group(&mut conn, &state.url, stream).await;
+                    }
+                } else {
+                    tracing::warn!(target: "graflow::handlers", worker = %state.name, url = %state.url, error = %e, "cannot read jobs; retrying");
+                }
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let Some(reply) = reply else { continue };
+        for key in reply.keys {
+            let Some(queue) = queue_of.get(&key.key) else {
+                continue;
+            };
+            for entry in key.ids {
+                let permit = state.permits.clone().try_acquire_owned().ok();
+                tokio::spawn(attempt(
+                    state.clone(),
+                    queue.clone(),
+                    entry.id,
+                    entry.map,
+                    1,
+                    permit,
+                ));
+            }
+        }
+    }
+}
+
+/// Takes over the jobs of workers whose lease ran out, while this one has free slots.
+async fn reclaim_loop(state: Arc<State>) {
+    let tick = (state.options.lease / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+    let mut conn = state.conn.clone();
+    loop {
+        tokio::time::sleep(tick).await;
+        for queue in &state.options.queues {
+            let free = state.permits.available_permits();
+            if free == 0 {
+                break;
+            }
+            let stream = state.keys.queue(queue);
+            let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&state.name)
+                .arg(state.options.lease.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(free.min(64))
+                .query_async(&mut conn)
+                .await;
+            let claimed = match claimed {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::debug!(target: "graflow::handlers", worker = %state.name, error = %e, "cannot reclaim jobs");
+                    continue;
+                }
+            };
+            for entry in claimed.claimed {
+                let pending: redis::RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&entry.id)
+                    .arg(&entry.id)
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await;
+                let delivery = match pending {
+                    Ok(p) => p.ids.first().map_or(2, |p| p.times_delivered as u64),
+                    Err(_) => 2,
+                };
+                state.reclaimed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, delivery, "took over a job whose worker's lease ran out");
+                let permit = state.permits.clone().try_acquire_owned().ok();
+                tokio::spawn(attempt(
+                    state.clone(),
+                    queue.clone(),
+                    entry.id,
+                    entry.map,
+                    delivery,
+                    permit,
+                ));
+            }
+        }
+    }
+}
+
+/// Renews leases and presence, and stops cancelled attempts, from a thread of its own.
+struct LeaseKeeper {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LeaseKeeper {
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start_lease_keeper(state: Arc<State>, url: &str) -> Result<LeaseKeeper, RedisError> {
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let url = url.to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RedisError::Runtime)?;
+    let thread = std::thread::Builder::new()
+        .name("graflow-lease".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut conn = loop {
+                    match connect(&url, Duration::from_secs(5)).await {
+                        Ok(conn) => break conn,
+                        Err(e) => {
+                            tracing::warn!(target: "graflow::handlers", error = %e, "lease keeper cannot connect; retrying");
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                _ = &mut stop_rx => return,
+                            }
+                        }
+                    }
+                };
+                let renew_every = (state.options.lease / 3)
+                    .clamp(Duration::from_millis(30), Duration::from_secs(1));
+                let tick = renew_every.min(Duration::from_millis(100));
+                let mut last_renewal: Option<Instant> = None;
+                loop {
+                    if last_renewal.is_none_or(|t| t.elapsed() >= renew_every) {
+                        renew(&state, &mut conn).await;
+                        last_renewal = Some(Instant::now());
+                    }
+                    stop_cancelled(&state, &mut conn).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(tick) => {}
+                        _ = &mut stop_rx => return,
+                    }
+                }
+            });
+        })
+        .map_err(RedisError::Runtime)?;
+    Ok(LeaseKeeper {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+/// One lease renewal per queue (also this worker's presence); stops attempts whose jobs
+/// another worker took over.
+async fn renew(state: &State, conn: &mut ConnectionManager) {
+    for queue in &state.options.queues {
+        let ids: Vec<String> = state
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .filter(|(q, _)| q == queue)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut call = HEARTBEAT.key(state.keys.queue(queue));
+        call.key(state.keys.workers(queue)).arg(GROUP).arg(&state.name);
+        for id in &ids {
+            call.arg(id);
+        }
+        let lost: redis::RedisResult<Vec<String>> = call.invoke_async(conn).await;
+        match lost {
+            Ok(lost) => {
+                for id in lost {
+                    tracing::warn!(target: "graflow::handlers", worker = %state.name, queue, entry = %id, "lost the lease of a job (another worker took it over); stopping its attempt");
+                    stop(state, queue, &id, Stop::LeaseLost);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "graflow::handlers", worker = %state.name, url = %state.url, error = %e, "cannot renew leases");
+            }
+        }
+    }
+}
+
+/// Stops the attempts the engine cancelled.
+async fn stop_cancelled(state: &State, conn: &mut ConnectionManager) {
+    let running: Vec<((String, String), String)> = state
+        .held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(|(key, held)| held.att.clone().map(|att| (key.clone(), att)))
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let keys: Vec<String> = running
+        .iter()
+        .map(|(_, att)| state.keys.cancel(att))
+        .collect();
+    let marks: redis::RedisResult<Vec<Option<String>>> =
+        redis::cmd("MGET").arg(&keys).query_async(conn).await;
+    if let Ok(marks) = marks {
+        for (((queue, id), _), mark) in running.iter().zip(marks) {
+            if mark.is_some() {
+                stop(state, queue, id, Stop::Cancelled);
+            }
+        }
+    }
+}
+
+fn stop(state: &State, queue: &str, id: &str, why: Stop) {
+    let sender = state
+        .held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_mut(&(queue.to_owned(), id.to_owned()))
+        .and_then(|held| held.stop.take());
+    if let Some(sender) = sender {
+        let _ = sender.send(why);
+    }
+}
+
+/// Forgets a held job when the attempt ends, however it ends.
+struct Release<'a> {
+    state: &'a State,
+    key: (String, String),
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.state
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+/// One job: checked, run (or refused, or dead-lettered), its outcome recorded.
+async fn attempt(
+    state: Arc<State>,
+    queue: String,
+    id: String,
+    fields: HashMap<String, redis::Value>,
+    delivery: u64,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let (stop_tx, mut stop_rx) = oneshot::channel();
+    let key = (queue.clone(), id.clone());
+    state.held.lock().unwrap_or_else(PoisonError::into_inner).insert(
+        key.clone(),
+        Held {
+            att: None,
+            stop: Some(stop_tx),
+        },
+    );
+    let _release = Release {
+        state: &state,
+        key: key.clone(),
+    };
+    // A job delivered beyond the free slots waits here, its lease renewed meanwhile.
+    let _permit = match permit {
+        Some(permit) => permit,
+        None => match state.permits.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return,
+        },
+    };
+    let job = match Job::parse(&fields, state.options.max_invocation) {
+        Ok(job) => job,
+        Err((named, why)) => {
+            state.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "graflow::handlers", worker = %state.name, queue, entry = %id, "skipped a malformed job (moved to the dead-letter stream): {why}");
+            let reply = named.as_ref().map(|(att, _)| Reply {
+                att: att.clone(),
+                worker: state.name.clone(),
+                delivery,
+                kind: ReplyKind::Dead {
+                    reason: format!("worker {} could not read the job: {why}", state.name),
+                },
+                logs: String::new(),
+            });
+            let (done, reply_key) = match &named {
+                Some((att, reply)) => (state.keys.done(att), reply.clone()),
+                None => (
+                    state.keys.done(&format!("malformed-{id}")),
+                    state.keys.dead(&queue),
+                ),
+            };
+            dead_letter(&state, &queue, &id, delivery, &format!("malformed: {why}"), &done, &reply_key, reply.as_ref()).await;
+            return;
+        }
+    };
+    let done = state.keys.done(&job.att);
+    if delivery > state.options.max_deliveries {
+        let reason = format!(
+            "its job was delivered {delivery} times, over the cap of {} (max_deliveries): each worker that took it died or lost its lease before answering (does the task crash its process, or run out of memory?); the job is in the dead-letter stream `{}` (source id {id})",
+            state.options.max_deliveries,
+            state.keys.dead(&queue)
+        );
+        tracing::error!(target: "graflow::handlers", worker = %state.name, task = %job.task, queue, entry = %id, delivery, "job dead-lettered");
+        let reply = Reply {
+            att: job.att.clone(),
+            worker: state.name.clone(),
+            delivery,
+            kind: ReplyKind::Dead {
+                reason: reason.clone(),
+            },
+            logs: String::new(),
+        };
+        dead_letter(&state, &queue, &id, delivery, &reason, &done, &job.reply, Some(&reply)).await;
+        return;
+    }
+    if let Some(held) = state
+        .held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_mut(&key)
+    {
+        held.att = Some(job.att.clone());
+    }
+    let mut conn = state.conn.clone();
+    // Done already (a redelivery of an answered job), or cancelled: acknowledge only.
+    let marks: redis::RedisResult<u64> = redis::cmd("EXISTS")
+        .arg(&done)
+        .arg(state.keys.cancel(&job.att))
+        .query_async(&mut conn)
+        .await;
+    if let Ok(n) = marks
+        && n > 0
+    {
+        tracing::debug!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "job already answered or cancelled; acknowledged without running");
+        finish(&state, &queue, &id, &done, &job.reply, None).await;
+        return;
+    }
+
+    let started = Instant::now();
+    let limits = Limits::default()
+        .with_max_frame(state.options.max_invocation)
+        .with_max_head(state.options.max_invocation);
+    let outcome = match Invocation::read_from(&mut job.inv.as_slice(), &limits) {
+        Err(e) => rejection(0, build_id(), format!("unreadable invocation: {e}")),
+        Ok(invocation) => {
+            let nonce = invocation.nonce;
+            match state.handlers.handler(&job.inner) {
+                None => rejection(
+                    nonce,
+                    build_id(),
+                    format!(
+                        "worker {} has no handler \"{}\" (it has: {}); register it on the worker (Worker::with_handler) or link its crate",
+                        state.name,
+                        job.inner,
+                        state.handlers.handler_names().join(", ")
+                    ),
+                ),
+                Some(handler) => {
+                    let capture = Capture::new(&job.att);
+                    let span = tracing::info_span!(
+                        target: "graflow::handlers",
+                        ATTEMPT_SPAN,
+                        att = %job.att,
+                        task = %job.task,
+                        delivery
+                    );
+                    tracing::debug!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, delivery, "running");
+                    let run = graflow_core::runner::answer(invocation, &*handler).instrument(span);
+                    let deadline = async {
+                        if job.timeout_ms == 0 {
+                            std::future::pending::<()>().await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(job.timeout_ms)).await;
+                    };
+                    let outcome = tokio::select! {
+                        outcome = run => outcome,
+                        () = deadline => {
+                            tracing::info!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "attempt reached the task's timeout; stopped");
+                            failure(nonce, format!(
+                                "worker {} stopped the attempt after {:?}, the task's timeout",
+                                state.name,
+                                Duration::from_millis(job.timeout_ms)
+                            ), started)
+                        }
+                        why = &mut stop_rx => {
+                            match why {
+                                Ok(Stop::Cancelled) => {
+                                    state.cancelled.fetch_add(1, Ordering::Relaxed);
+                                    tracing::info!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "attempt cancelled by the engine; stopped");
+                                    finish(&state, &queue, &id, &done, &job.reply, None).await;
+                                }
+                                // Another worker runs it now: leave the job to it.
+                                Ok(Stop::LeaseLost) | Err(_) => {}
+                            }
+                            return;
+                        }
+                    };
+                    let logs = capture.sink.text();
+                    drop(capture);
+                    let bytes = encode(outcome, job.max_out, &state.name, started);
+                    let reply = Reply {
+                        att: job.att.clone(),
+                        worker: state.name.clone(),
+                        delivery,
+                        kind: ReplyKind::Outcome(bytes),
+                        logs,
+                    };
+                    finish(&state, &queue, &id, &done, &job.reply, Some(&reply)).await;
+                    state.answered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    };
+    let bytes = encode(outcome, job.max_out, &state.name, started);
+    let reply = Reply {
+        att: job.att.clone(),
+        worker: state.name.clone(),
+        delivery,
+        kind: ReplyKind::Outcome(bytes),
+        logs: String::new(),
+    };
+    finish(&state, &queue, &id, &done, &job.reply, Some(&reply)).await;
+    state.answered.fetch_add(1, Ordering::Relaxed);
+}
+
+fn failure(nonce: u64, message: String, started: Instant) -> Outcome {
+    Outcome {
+        protocol: PROTOCOL_VERSION,
+        build_id: build_id().to_owned(),
+        nonce,
+        result: Err(Failure::Other { message }),
+        channel_writes: Vec::new(),
+        elapsed_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The outcome's frame; a failure saying so instead when it is over the engine's limit.
+fn encode(outcome: Outcome, max_out: u64, worker: &str, started: Instant) -> Vec<u8> {
+    let nonce = outcome.nonce;
+    let mut bytes = Vec::new();
+    let written = outcome.write_to(&mut bytes);
+    let replacement = match written {
+        Err(e) => Some(format!("worker {worker} could not encode the outcome: {e}")),
+        Ok(()) if bytes.len() as u64 > max_out => Some(format!(
+            "the outcome is {} bytes, over the engine's limit of {max_out}: return less (write large data to shared storage and return its address), or raise RedisOptions::max_outcome",
+            bytes.len()
+        )),
+        Ok(()) => None,
+    };
+    if let Some(message) = replacement {
+        bytes.clear();
+        // A failure with a bounded message always encodes, and is far below any limit.
+        let _ = failure(nonce, message, started).write_to(&mut bytes);
+    }
+    bytes
+}
+
+/// Records the outcome (the first only) and acknowledges the job, retrying while Redis does
+/// not answer: an outcome is never dropped on a connection error.
+async fn finish(
+    state: &State,
+    queue: &str,
+    id: &str,
+    done: &str,
+    reply_key: &str,
+    reply: Option<&Reply>,
+) {
+    let mut conn = state.conn.clone();
+    let mut backoff = Backoff::new();
+    let give_up = Instant::now() + Duration::from_secs(600);
+    let fields = reply.map(Reply::fields).unwrap_or_default();
+    loop {
+        let mut call = FINISH.key(state.keys.queue(queue));
+        call.key(done)
+            .key(reply_key)
+            .arg(GROUP)
+            .arg(id)
+            .arg(&state.name)
+            .arg(MARK_TTL_SECS)
+            .arg(MARK_TTL_SECS);
+        for (name, value) in &fields {
+            call.arg(*name).arg(value.as_slice());
+        }
+        let result: redis::RedisResult<u64> = call.invoke_async(&mut conn).await;
+        match result {
+            Ok(code) => {
+                if code & 1 == 0 && reply.is_some() {
+                    tracing::info!(target: "graflow::handlers", worker = %state.name, entry = %id, "another delivery of this job answered first; this outcome is ignored");
+                }
+                return;
+            }
+            Err(e) if retryable(&e) && Instant::now() < give_up => {
+                tracing::warn!(target: "graflow::handlers", worker = %state.name, entry = %id, error = %e, "cannot record an outcome yet; retrying");
+                backoff.wait().await;
+            }
+            Err(e) => {
+                tracing::error!(target: "graflow::handlers", worker = %state.name, entry = %id, error = %e, "could not record an outcome; the job will be delivered again after its lease");
+                return;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    state: &State,
+    queue: &str,
+    id: &str,
+    delivery: u64,
+    reason: &str,
+    done: &str,
+    reply_key: &str,
+    reply: Option<&Reply>,
+) {
+    let mut conn = state.conn.clone();
+    let mut backoff = Backoff::new();
+    let fields = reply.map(Reply::fields).unwrap_or_default();
+    for _ in 0..20 {
+        let mut call = DEAD_LETTER.key(state.keys.queue(queue));
+        call.key(state.keys.dead(queue))
+            .key(done)
+            .key(reply_key)
+            .arg(GROUP)
+            .arg(id)
+            .arg(&state.name)
+            .arg(MARK_TTL_SECS)
+            .arg(MARK_TTL_SECS)
+            .arg(delivery)
+            .arg(reason)
+            .arg(state.options.dead_letter_cap);
+        for (name, value) in &fields {
+            call.arg(*name).arg(value.as_slice());
+        }
+        let result: redis::RedisResult<u64> = call.invoke_async(&mut conn).await;
+        match result {
+            Ok(_) => {
+                state.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) if retryable(&e) => backoff.wait().await,
+            Err(e) => {
+                tracing::error!(target: "graflow::handlers", worker = %state.name, entry = %id, error = %e, "could not dead-letter a job");
+                return;
+            }
+        }
+    }
+}

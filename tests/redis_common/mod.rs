@@ -1,0 +1,269 @@
+//! What the redis tests share: a private `redis-server` on a free loopback port, and worker
+//! processes (this test binary in worker mode).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set to 1 to make a missing `redis-server` fail the tests instead of skipping them (where
+/// `graflow-redis/scripts/setup.sh` has run, a missing server is a failure).
+const REQUIRE_REDIS: &str = "GRAFLOW_REQUIRE_REDIS";
+
+/// A `redis-server` of the test's own, killed when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    aof: bool,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl RedisServer {
+    /// A server without persistence; `None` (the test is skipped, saying so) when there is no
+    /// `redis-server` and `GRAFLOW_REQUIRE_REDIS` is not set.
+    pub fn start() -> Option<RedisServer> {
+        Self::start_with(false)
+    }
+
+    /// A server; with `aof`, every write is in its append-only file before it is answered
+    /// (`appendfsync always`), so a restart loses nothing acknowledged.
+    pub fn start_with(aof: bool) -> Option<RedisServer> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            let required = std::env::var(REQUIRE_REDIS).is_ok_and(|v| !v.is_empty() && v != "0");
+            assert!(
+                !required,
+                "{REQUIRE_REDIS} is set, but there is no redis-server: run graflow-redis/scripts/setup.sh"
+            );
+            eprintln!(
+                "skipped {}: no redis-server (run graflow-redis/scripts/setup.sh; set {REQUIRE_REDIS}=1 to make this a failure)",
+                std::thread::current().name().unwrap_or("a redis test")
+            );
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "graflow-redis-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            aof,
+        };
+        server.launch();
+        Some(server)
+    }
+
+    fn launch(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.aof {
+            command
+                .args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        die_with_parent(&mut command);
+        self.child = Some(command.spawn().expect("start redis-server"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut conn) = self.try_conn()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A plain connection, to look at what the engine and workers left in Redis.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("connect to the test's redis-server")
+    }
+
+    /// Kills the server (SIGKILL: no goodbye, no final save).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same port, from the same directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The child gets SIGKILL when the thread that started it ends: nothing outlives the test,
+/// even a test killed by its harness.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A worker: this test binary started in worker mode.
+pub struct WorkerProcess {
+    child: Child,
+    pub name: String,
+    log: PathBuf,
+}
+
+/// Starts `program` (default: this test binary) as a worker of `url` named `name`, with the
+/// worker settings in `env` (`GRAFLOW_WORKER_LEASE`, ...). Its stderr goes to a file, shown
+/// by [`WorkerProcess::log`].
+pub fn spawn_worker_of(
+    program: Option<&Path>,
+    url: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> WorkerProcess {
+    let (exe, args) = graflow::__private::runner_command().expect("this test binary");
+    let log = std::env::temp_dir().join(format!(
+        "graflow-worker-{}-{name}-{}.log",
+        std::process::id(),
+        free_port()
+    ));
+    let file = std::fs::File::create(&log).expect("a log file");
+    let mut command = Command::new(program.unwrap_or(&exe));
+    command
+        .args(&args)
+        .env("GRAFLOW_WORKER", url)
+        .env("GRAFLOW_WORKER_NAME", name)
+        .env("GRAFLOW_TEST_REDIS", url)
+        .env("RUST_LOG", "graflow=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    die_with_parent(&mut command);
+    let child = command.spawn().expect("start a worker");
+    WorkerProcess {
+        child,
+        name: name.to_owned(),
+        log,
+    }
+}
+
+pub fn spawn_worker(url: &str, name: &str, env: &[(&str, &str)]) -> WorkerProcess {
+    spawn_worker_of(None, url, name, env)
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a machine dying would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// SIGTERM, then its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: a signal to our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait().expect("wait for the worker")
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits until it logged `needle` (e.g. that it started), at most `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "worker {} did not log `{needle}` within {limit:?}; its log:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_started(&self) {
+        self.wait_for_log("redis worker started", Duration::from_secs(30));
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// In a task body running on a worker: a connection to the test's server.
+pub fn task_conn() -> redis::Connection {
+    let url = std::env::var("GRAFLOW_TEST_REDIS").expect("GRAFLOW_TEST_REDIS in the worker");
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("the task connects to the test's redis-server")
+}

@@ -1,0 +1,583 @@
+//! The "redis" handler against a real `redis-server` and real worker processes (this test
+//! binary in worker mode): typed round trips, a worker killed while it holds tasks, leases
+//! kept by long tasks, dead letters, another build refused, Redis restarted mid-run, the
+//! worker's concurrency limit, timeouts and cancellation reaching the worker, named queues,
+//! inner handlers, and hostile input.
+
+mod redis_common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use graflow::redis::{RedisError, RedisHandler, RedisOptions};
+use graflow::{TaskContext, WorkflowEngine, task};
+use redis::Commands;
+use redis_common::{RedisServer, WorkerProcess, spawn_worker, spawn_worker_of, task_conn};
+use serde::{Deserialize, Serialize};
+
+graflow::enable_test_runner!();
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    label: String,
+    values: Vec<f64>,
+    tags: HashMap<String, u32>,
+    nested: Option<Box<Sample>>,
+}
+
+/// A typed value out and back, plus a channel write.
+#[task(handler = "redis")]
+fn summarise(sample: Sample, scale: f64, ctx: &TaskContext) -> Sample {
+    ctx.channel().set("summarised", sample.label.clone());
+    graflow::tracing::info!("summarising {}", sample.label);
+    Sample {
+        label: format!("{}!", sample.label),
+        values: sample.values.iter().map(|v| v * scale).collect(),
+        tags: sample.tags,
+        nested: Some(Box::new(Sample {
+            label: "inner".to_owned(),
+            values: vec![],
+            tags: HashMap::new(),
+            nested: None,
+        })),
+    }
+}
+
+#[task(handler = "redis")]
+fn total(sample: Sample) -> f64 {
+    sample.values.iter().sum()
+}
+
+/// Sums its upstream `summarise`'s values.
+#[task(handler = "redis")]
+fn measured(summarise: Sample) -> f64 {
+    summarise.values.iter().sum()
+}
+
+/// Records that it ran (`runs:<key>`, and which worker pid), sleeps, returns `n * n`.
+#[task(handler = "redis")]
+fn slow_square(key: String, n: u64, sleep_ms: u64) -> u64 {
+    let mut conn = task_conn();
+    let _: () = conn.incr(format!("runs:{key}"), 1).unwrap();
+    let _: () = conn
+        .rpush(format!("pids:{key}"), std::process::id())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(sleep_ms));
+    n * n
+}
+
+/// Counts the attempts running at once on the workers (the highest count in `max_running`).
+#[task(handler = "redis")]
+fn counted(n: u64) -> u64 {
+    let mut conn = task_conn();
+    let script = redis::Script::new(
+        "local r = redis.call('INCR', 'running') \
+         if r > tonumber(redis.call('GET', 'max_running') or '0') then redis.call('SET', 'max_running', r) end \
+         return r",
+    );
+    let _: u64 = script.invoke(&mut conn).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _: i64 = conn.decr("running", 1).unwrap();
+    n + 1
+}
+
+/// Kills its worker, every time.
+#[task(handler = "redis")]
+fn crash_worker() -> u64 {
+    let mut conn = task_conn();
+    let _: () = conn.incr("crash_runs", 1).unwrap();
+    std::process::abort();
+}
+
+/// Sleeps asynchronously (a cancelled attempt stops at once), then marks that it finished.
+#[task(handler = "redis")]
+async fn sleepy(key: String) -> u64 {
+    graflow::tokio::time::sleep(Duration::from_secs(5)).await;
+    let _: () = task_conn().set(format!("finished:{key}"), 1).unwrap();
+    1
+}
+
+#[task(handler = "redis", queue = "gpu")]
+fn on_gpu(n: u64) -> String {
+    format!("gpu {n} on {}", std::process::id())
+}
+
+/// Runs in a child process of the worker (`worker_handler = "process"`).
+#[task(handler = "redis", worker_handler = "process")]
+fn isolated() -> (u32, u32) {
+    (std::process::id(), std::os::unix::process::parent_id())
+}
+
+#[task(handler = "redis")]
+fn big(bytes: u64) -> String {
+    "x".repeat(bytes as usize)
+}
+
+fn engine(server: &RedisServer, options: RedisOptions) -> WorkflowEngine {
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler(
+        "redis",
+        RedisHandler::connect_with(&server.url(), options).expect("connect to the test's Redis"),
+    );
+    engine
+}
+
+fn sample(label: &str) -> Sample {
+    Sample {
+        label: label.to_owned(),
+        values: vec![1.5, 2.5, -1.0],
+        tags: HashMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]),
+        nested: None,
+    }
+}
+
+fn pending_count(conn: &mut redis::Connection, queue: &str) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(format!("graflow:queue:{queue}"))
+        .arg("graflow-workers")
+        .query(conn)
+        .unwrap();
+    match summary {
+        redis::Value::Array(items) => redis::from_redis_value(items[0].clone()).unwrap(),
+        other => panic!("XPENDING said {other:?}"),
+    }
+}
+
+#[test]
+fn typed_values_channel_writes_and_logs_round_trip() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-round-trip", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("round-trip");
+    let a = wf.add(summarise::task().with_input("sample", sample("s1")).with_input("scale", 2.0));
+    let b = wf.add(measured::task());
+    wf.edge(a, b);
+    let report = engine.run(&wf.build()).expect("the run succeeds");
+    let out: Sample = report.result("summarise").unwrap();
+    assert_eq!(out.label, "s1!");
+    assert_eq!(out.values, vec![3.0, 5.0, -2.0]);
+    assert_eq!(out.tags, sample("s1").tags);
+    assert_eq!(out.nested.unwrap().label, "inner");
+    assert_eq!(report.result::<f64>("measured").unwrap(), 6.0);
+    assert_eq!(
+        report.channel().get::<String>("summarised").unwrap(),
+        "s1"
+    );
+    let record = report.task("summarise").unwrap();
+    assert_eq!(
+        record.runner,
+        Some("worker w-round-trip, delivery 1"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_killed_worker_loses_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let lease = [("GRAFLOW_WORKER_LEASE", "1s"), ("GRAFLOW_WORKER_CONCURRENCY", "8")];
+    let mut doomed = spawn_worker(&url, "w-doomed", &lease);
+    doomed.wait_started();
+    let n = 6u64;
+    let mut wf = graflow::Workflow::builder("survive");
+    for i in 0..n {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("sq{i}"))
+                .with_input("key", format!("sq{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 1500u64),
+        );
+    }
+    let wf = wf.build();
+    let engine = engine(&server, RedisOptions::new());
+    let run = std::thread::spawn(move || engine.run(&wf));
+
+    // Kill the worker once it holds at least two tasks (they have started).
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started: u64 = (0..n)
+            .filter(|i| conn.exists::<_, bool>(format!("runs:sq{i}")).unwrap())
+            .count() as u64;
+        if started >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never started two tasks:\n{}", doomed.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed_at = Instant::now();
+    let doomed_pid = doomed.pid();
+    doomed.kill();
+    let survivor = spawn_worker(&url, "w-survivor", &lease);
+    let report = run.join().unwrap().unwrap_or_else(|e| {
+        panic!("the run failed: {e}\nsurvivor:\n{}", survivor.log())
+    });
+    let recovered_in = killed_at.elapsed();
+
+    let mut taken_over = 0;
+    for i in 0..n {
+        let id = format!("sq{i}");
+        assert_eq!(report.result::<u64>(&id).unwrap(), i * i);
+        let runs: u64 = conn.get(format!("runs:{id}")).unwrap();
+        assert!(runs <= 2, "{id} ran {runs} times");
+        let pids: Vec<u32> = conn.lrange(format!("pids:{id}"), 0, -1).unwrap();
+        let runner = report.task(&id).unwrap().runner.unwrap().to_owned();
+        if pids.first() == Some(&doomed_pid) {
+            taken_over += 1;
+            assert_eq!(runner, "worker w-survivor, delivery 2", "{id}");
+            assert_eq!(pids.len(), 2, "{id}");
+            assert_ne!(pids[1], doomed_pid);
+        }
+    }
+    assert!(taken_over >= 2, "only {taken_over} task(s) were taken over");
+    assert_eq!(pending_count(&mut conn, "default"), 0);
+    // Lease 1 s, tasks 1.5 s: the taken-over tasks finish well within lease + task + 1 s
+    // (a loose bound: this checks recovery happens, the benchmark measures how fast).
+    assert!(recovered_in < Duration::from_secs(15), "{recovered_in:?}");
+}
+
+#[test]
+fn a_long_task_keeps_its_lease_and_runs_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let lease = [("GRAFLOW_WORKER_LEASE", "400ms")];
+    let a = spawn_worker(&url, "w-long-a", &lease);
+    let b = spawn_worker(&url, "w-long-b", &lease);
+    a.wait_started();
+    b.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let task = slow_square::task()
+        .with_input("key", "long".to_owned())
+        .with_input("n", 9u64)
+        .with_input("sleep_ms", 1500u64);
+    let mut wf = graflow::Workflow::builder("long");
+    wf.add(task);
+    let report = engine.run(&wf.build()).expect("the long task succeeds");
+    assert_eq!(report.result::<u64>("slow_square").unwrap(), 81);
+    let mut conn = server.conn();
+    let runs: u64 = conn.get("runs:long").unwrap();
+    assert_eq!(runs, 1, "a heartbeating task longer than 3 leases ran {runs} times");
+    let runner = report.task("slow_square").unwrap().runner.unwrap();
+    assert!(runner.ends_with("delivery 1"), "{runner}");
+}
+
+#[test]
+fn a_task_that_kills_its_worker_is_dead_lettered_at_the_cap() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let env = [
+        ("GRAFLOW_WORKER_LEASE", "300ms"),
+        ("GRAFLOW_WORKER_MAX_DELIVERIES", "2"),
+    ];
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("poison");
+    wf.add(crash_worker::task());
+    let wf = wf.build();
+    let run = std::thread::spawn(move || engine.run(&wf));
+    // Keep a worker up: each one the task kills is replaced.
+    let mut workers: Vec<WorkerProcess> = Vec::new();
+    let mut started = 0;
+    while !run.is_finished() {
+        if workers.last_mut().is_none_or(WorkerProcess::exited) {
+            assert!(started < 10, "too many workers died");
+            workers.push(spawn_worker(&url, &format!("w-poison-{started}"), &env));
+            started += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let error = run.join().unwrap().expect_err("the task is dead-lettered").to_string();
+    let error = format!("{error:#}");
+    assert!(error.contains("crash_worker"), "{error}");
+    assert!(error.contains("delivered 3 times, over the cap of 2"), "{error}");
+    let mut conn = server.conn();
+    let runs: u64 = conn.get("crash_runs").unwrap();
+    assert_eq!(runs, 2, "the task ran {runs} times");
+    let dead: u64 = conn.xlen("graflow:dead:default").unwrap();
+    assert_eq!(dead, 1);
+    assert_eq!(pending_count(&mut conn, "default"), 0);
+}
+
+/// A copy of this test binary whose GNU build id differs (one byte of the note flipped): the
+/// same tasks, another build.
+fn other_build() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let mut bytes = std::fs::read(&exe).unwrap();
+    let id = graflow::remote::build_id();
+    let raw: Vec<u8> = (0..id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&id[i..i + 2], 16).expect("a GNU build id (hex)"))
+        .collect();
+    let at = bytes
+        .windows(raw.len())
+        .position(|w| w == raw)
+        .expect("the build id note in the binary");
+    bytes[at] ^= 0xff;
+    let copy = std::env::temp_dir().join(format!("graflow-other-build-{}", std::process::id()));
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    copy
+}
+
+#[test]
+fn an_invocation_from_another_build_is_refused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let copy = other_build();
+    let worker = spawn_worker_of(Some(&copy), &server.url(), "w-other-build", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("other-build");
+    wf.add(total::task().with_input("sample", sample("x")));
+    let error = format!("{:#}", engine.run(&wf.build()).expect_err("refused"));
+    let _ = std::fs::remove_file(&copy);
+    let ours = graflow::remote::build_id();
+    assert!(error.contains(ours), "{error}");
+    assert!(error.contains("another build"), "{error}");
+    let theirs_logged = worker.log();
+    let theirs = theirs_logged
+        .split("build_id=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|id| id.trim_matches('"'))
+        .expect("the worker logs its build id");
+    assert_ne!(theirs, ours);
+    assert!(error.contains(theirs), "{error} does not name {theirs}");
+}
+
+#[test]
+fn redis_restarted_mid_run_loses_nothing() {
+    let Some(mut server) = RedisServer::start_with(true) else {
+        return;
+    };
+    let url = server.url();
+    let env = [("GRAFLOW_WORKER_LEASE", "2s"), ("GRAFLOW_WORKER_CONCURRENCY", "4")];
+    let a = spawn_worker(&url, "w-restart-a", &env);
+    let b = spawn_worker(&url, "w-restart-b", &env);
+    a.wait_started();
+    b.wait_started();
+    let n = 40u64;
+    let mut wf = graflow::Workflow::builder("restart");
+    for i in 0..n {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("r{i}"))
+                .with_input("key", format!("r{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 100u64),
+        );
+    }
+    let wf = wf.build();
+    let engine = engine(&server, RedisOptions::new().with_reconnect_window(Duration::from_secs(20)));
+    let run = std::thread::spawn(move || engine.run(&wf));
+    std::thread::sleep(Duration::from_millis(400));
+    server.restart();
+    // With AOF (appendfsync always) nothing acknowledged is lost: the run completes, every
+    // result right, no task run more than twice.
+    let report = run
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the run failed after a Redis restart: {e:#}\n{}\n{}", a.log(), b.log()));
+    let mut conn = server.conn();
+    for i in 0..n {
+        assert_eq!(report.result::<u64>(&format!("r{i}")).unwrap(), i * i);
+        let runs: u64 = conn.get(format!("runs:r{i}")).unwrap();
+        assert!(runs <= 2, "r{i} ran {runs} times");
+    }
+    assert_eq!(pending_count(&mut conn, "default"), 0);
+}
+
+#[test]
+fn the_workers_concurrency_limit_holds() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-limit", &[("GRAFLOW_WORKER_CONCURRENCY", "3")]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("limit");
+    for i in 0..12u64 {
+        wf.add(counted::task().with_id(format!("c{i}")).with_input("n", i));
+    }
+    let report = engine.run(&wf.build()).expect("the run succeeds");
+    for i in 0..12u64 {
+        assert_eq!(report.result::<u64>(&format!("c{i}")).unwrap(), i + 1);
+    }
+    let max: u64 = server.conn().get("max_running").unwrap();
+    assert_eq!(max, 3, "at most 3 at once, and 12 tasks reach 3");
+}
+
+#[test]
+fn timeouts_and_cancellation_reach_the_worker() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-timeout", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("timeout");
+    wf.add(
+        sleepy::task()
+            .with_input("key", "t".to_owned())
+            .with_timeout(Duration::from_millis(500)),
+    );
+    let error = format!("{:#}", engine.run(&wf.build()).expect_err("times out"));
+    assert!(error.contains("timed out"), "{error}");
+    // The worker stops the attempt (told by the engine, or at the timeout the job carries,
+    // whichever comes first) and acknowledges its job.
+    worker.wait_for_log("; stopped", Duration::from_secs(5));
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pending_count(&mut conn, "default") > 0 {
+        assert!(Instant::now() < deadline, "the cancelled job is still pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!conn.exists::<_, bool>("finished:t").unwrap(), "the attempt ran on");
+}
+
+#[test]
+fn named_queues_and_a_queue_without_workers() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-gpu", &[("GRAFLOW_WORKER_QUEUES", "gpu")]);
+    worker.wait_started();
+    let engine = engine(
+        &server,
+        RedisOptions::new().with_no_worker_timeout(Duration::from_millis(800)),
+    );
+    let mut wf = graflow::Workflow::builder("gpu");
+    wf.add(on_gpu::task().with_input("n", 3u64));
+    let report = engine.run(&wf.build()).expect("the gpu worker serves it");
+    let text: String = report.result("on_gpu").unwrap();
+    assert_eq!(text, format!("gpu 3 on {}", worker.pid()));
+
+    // Nobody serves the default queue.
+    let mut wf = graflow::Workflow::builder("nobody");
+    wf.add(total::task().with_input("sample", sample("x")));
+    let started = Instant::now();
+    let error = format!("{:#}", engine.run(&wf.build()).expect_err("no worker"));
+    assert!(error.contains("no live worker has served queue `default`"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_worker_runs_a_task_through_its_own_process_handler() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-inner", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("inner");
+    wf.add(isolated::task());
+    let report = engine.run(&wf.build()).expect("the run succeeds");
+    let (pid, parent): (u32, u32) = report.result("isolated").unwrap();
+    assert_eq!(parent, worker.pid(), "the task's process is the worker's child");
+    assert_ne!(pid, worker.pid());
+}
+
+#[test]
+fn an_oversized_outcome_fails_its_task_clearly() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-big", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new().with_max_outcome(4096));
+    let mut wf = graflow::Workflow::builder("big");
+    wf.add(big::task().with_input("bytes", 100_000u64));
+    let error = format!("{:#}", engine.run(&wf.build()).expect_err("too big"));
+    assert!(error.contains("over the engine's limit of 4096"), "{error}");
+    assert!(error.contains("'big'"), "{error}");
+    // A small one still passes.
+    let mut wf = graflow::Workflow::builder("small");
+    wf.add(big::task().with_input("bytes", 100u64));
+    assert_eq!(engine.run(&wf.build()).unwrap().result::<String>("big").unwrap().len(), 100);
+}
+
+#[test]
+fn malformed_entries_are_skipped_and_counted() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut conn = server.conn();
+    // Garbage before any worker starts: no fields a worker reads, a bad version, a huge number.
+    let _: String = conn
+        .xadd("graflow:queue:default", "*", &[("junk", "1")])
+        .unwrap();
+    let _: String = conn
+        .xadd(
+            "graflow:queue:default",
+            "*",
+            &[("v", "9"), ("att", "a"), ("reply", "graflow:replies:nobody")],
+        )
+        .unwrap();
+    let _: String = conn
+        .xadd(
+            "graflow:queue:default",
+            "*",
+            &[
+                ("v", "1"),
+                ("att", "b"),
+                ("reply", "graflow:replies:nobody"),
+                ("task", "t"),
+                ("timeout_ms", "0"),
+                ("inner", "direct"),
+                ("max_out", "10"),
+                ("inv", "not a frame"),
+            ],
+        )
+        .unwrap();
+    let worker = spawn_worker(&server.url(), "w-junk", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("after-junk");
+    wf.add(total::task().with_input("sample", sample("ok")));
+    let report = engine.run(&wf.build()).expect("the worker survived the junk");
+    assert_eq!(report.result::<f64>("total").unwrap(), 3.0);
+    worker.wait_for_log("skipped a malformed job", Duration::from_secs(5));
+    let dead: u64 = conn.xlen("graflow:dead:default").unwrap();
+    assert_eq!(dead, 2, "the two unreadable entries are dead-lettered");
+    assert_eq!(pending_count(&mut conn, "default"), 0);
+}
+
+#[test]
+fn unreachable_redis_fails_fast_naming_the_url() {
+    let started = Instant::now();
+    let error = RedisHandler::connect("redis://127.0.0.1:1/0").expect_err("nothing listens on port 1");
+    assert!(matches!(error, RedisError::Unreachable { .. }), "{error:?}");
+    assert!(error.to_string().contains("redis://127.0.0.1:1/0"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let error = RedisHandler::connect("http://nope").expect_err("not a redis URL");
+    assert!(error.to_string().contains("http://nope"), "{error}");
+
+    let runtime = graflow::tokio::runtime::Runtime::new().unwrap();
+    let error = runtime
+        .block_on(graflow::worker::Worker::new("redis://127.0.0.1:1/0").run_until(std::future::pending()))
+        .expect_err("a worker fails fast too");
+    assert!(error.to_string().contains("redis://127.0.0.1:1/0"), "{error}");
+}
+
+#[test]
+fn task_options_are_validated_before_anything_runs() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("bad-queue");
+    wf.add(total::task().with_config("queue", "no spaces allowed").with_input("sample", sample("x")));
+    let error = format!("{:#}", engine.run(&wf.build()).expect_err("invalid"));
+    assert!(error.contains("no spaces allowed"), "{error}");
+}
