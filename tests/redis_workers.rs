@@ -17,6 +17,34 @@ use serde::{Deserialize, Serialize};
 
 graflow::enable_test_runner!();
 
+/// Captures this process's log lines (to check a worker's lines reach them).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("graflow=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Sample {
     label: String,
@@ -148,6 +176,7 @@ fn typed_values_channel_writes_and_logs_round_trip() {
     let Some(server) = RedisServer::start() else {
         return;
     };
+    let logs = logs();
     let worker = spawn_worker(&server.url(), "w-round-trip", &[]);
     worker.wait_started();
     let engine = engine(&server, RedisOptions::new());
@@ -172,6 +201,13 @@ fn typed_values_channel_writes_and_logs_round_trip() {
         Some("worker w-round-trip, delivery 1"),
         "{report}"
     );
+    // The task's log line came back with its outcome and was logged here.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("summarising s1"))
+        .unwrap_or_else(|| panic!("the worker's log line did not travel back:\n{text}\nworker:\n{}", worker.log()));
+    assert!(line.contains("task=summarise") && line.contains("worker=w-round-trip"), "{line}");
 }
 
 #[test]
@@ -444,6 +480,36 @@ fn timeouts_and_cancellation_reach_the_worker() {
     }
     std::thread::sleep(Duration::from_secs(5));
     assert!(!conn.exists::<_, bool>("finished:t").unwrap(), "the attempt ran on");
+}
+
+#[test]
+fn a_cancelled_run_stops_its_remote_attempts() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-cancel", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("cancel");
+    wf.add(sleepy::task().with_input("key", "c".to_owned()));
+    let wf = wf.build();
+    let runtime = graflow::tokio::runtime::Runtime::new().unwrap();
+    // The run's future is dropped after 1 s: the run is cancelled, no timeout involved.
+    let cancelled = runtime.block_on(async {
+        graflow::tokio::time::timeout(Duration::from_secs(1), engine.execute(&wf))
+            .await
+            .is_err()
+    });
+    assert!(cancelled);
+    worker.wait_for_log("attempt cancelled by the engine; stopped", Duration::from_secs(5));
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pending_count(&mut conn, "default") > 0 {
+        assert!(Instant::now() < deadline, "the cancelled job is still pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!conn.exists::<_, bool>("finished:c").unwrap(), "the attempt ran on");
 }
 
 #[test]

@@ -219,15 +219,15 @@ pub(crate) fn replay(text: &str, task: &str, worker: &str) {
         let target: String = target.chars().take(128).collect();
         match level {
             "E" => {
-                tracing::error!(target: "graflow::handlers", task, worker, origin = %target, "{message}");
+                tracing::error!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}");
             }
             "W" => {
-                tracing::warn!(target: "graflow::handlers", task, worker, origin = %target, "{message}");
+                tracing::warn!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}");
             }
             "D" | "T" => {
-                tracing::debug!(target: "graflow::handlers", task, worker, origin = %target, "{message}");
+                tracing::debug!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}");
             }
-            _ => tracing::info!(target: "graflow::handlers", task, worker, origin = %target, "{message}"),
+            _ => tracing::info!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}"),
         }
     }
 }

@@ -46,7 +46,11 @@ impl Task {
                 })?;
                 let stats = &self.def.stats;
                 let owned = ctx.clone();
+                // The body's events belong to the span it was called in (the run's, a remote
+                // attempt's on a worker), on the blocking thread too.
+                let span = tracing::Span::current();
                 let handle = tokio::task::spawn_blocking(move || {
+                    let _entered = span.enter();
                     let started = Instant::now();
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         body(TaskContext::new(&owned))
