@@ -2,7 +2,7 @@
 ordinary Graflow user would (@task functions, `with workflow(...)`, `>>`, `parallel`,
 `workflow.execute("t0")`). Prints one JSON line per measurement, like graflow-bench.
 
-    python graflow_py.py chain N | fanout N | call N | handler N
+    python graflow_py.py chain N | fanout N | call N | handler N | redis N WORKERS URL [PREFIX]
 """
 
 import functools
@@ -81,6 +81,55 @@ def fanout(n):
     emit("fanout", n, finished - started, run_seconds=finished - run_started)
 
 
+def redis_fanout(n, workers, url):
+    """src >> (p0 | ... | pN-1) on Graflow's Redis workers >> sink: the same shape as `fanout`,
+    the group's members run by `python -m graflow.worker.main` processes (started by
+    compare.sh on the same redis-server as ours)."""
+    from graflow.coordination.coordinator import CoordinationBackend
+
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    prefix = sys.argv[5] if len(sys.argv) > 5 else "graflow"
+    started = time.perf_counter()
+    with workflow("redis_fanout") as wf:
+
+        @task(id="src")
+        def src():
+            return 0
+
+        members = [make_member(i) for i in range(n)]
+
+        @task(id="sink", inject_context=True)
+        def sink(ctx):
+            return sum(ctx.get_result(f"p{i}") for i in range(n))
+
+        group = parallel(*members).with_execution(
+            backend=CoordinationBackend.REDIS,
+            backend_config={"host": host, "port": int(port), "db": 0, "key_prefix": prefix},
+        )
+        src >> group >> sink
+        # Results cross through Redis: the context's channel must be Redis-backed (what
+        # wf.execute does, with channel_backend="redis").
+        import redis as redis_py
+        from graflow.core.context import ExecutionContext
+        from graflow.core.engine import WorkflowEngine
+
+        client = redis_py.Redis(host=host, port=int(port), db=0, decode_responses=True)
+        context = ExecutionContext.create(
+            wf.graph,
+            "src",
+            max_steps=n + 10,
+            channel_backend="redis",
+            config={"redis_client": client, "key_prefix": prefix},
+        )
+        run_started = time.perf_counter()
+        WorkflowEngine().execute(context)
+    finished = time.perf_counter()
+    total = context.get_result("sink")
+    assert total == n * (n - 1) // 2, f"sink summed {total}"
+    emit("redis", n, finished - started, run_seconds=finished - run_started, workers=workers)
+
+
 def call(n):
     def step():
         return 1
@@ -113,7 +162,11 @@ def handler(n):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) >= 5 and sys.argv[1] == "redis":
+        # redis N WORKERS URL [PREFIX]: the workers are already running.
+        redis_fanout(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        sys.exit(0)
     workloads = {"chain": chain, "fanout": fanout, "call": call, "handler": handler}
     if len(sys.argv) != 3 or sys.argv[1] not in workloads:
-        sys.exit("usage: graflow_py.py chain|fanout|call|handler N")
+        sys.exit("usage: graflow_py.py chain|fanout|call|handler N | redis N WORKERS URL [PREFIX]")
     workloads[sys.argv[1]](int(sys.argv[2]))

@@ -130,6 +130,34 @@ def main():
             if h == "process" and mb == 50:
                 checks.append(("a 50 MiB result through \"process\" ≤ 0.3 s", t <= 0.3, fmt_time(t)))
 
+    redis_rows = [(n, w) for n in (100, 1000, 10_000) for w in (1, 2)]
+    redis_rs = {(n, w): [r for r in get("graflow-rs", "redis", n) if r.get("workers") == w] for n, w in redis_rows}
+    redis_py = {(n, w): [r for r in get("graflow-py", "redis", n) if r.get("workers") == w] for n, w in redis_rows}
+    if any(redis_rs.values()):
+        out.append("\n## Remote workers on Redis (the same `redis-server`, alternated in one run)\n")
+        out.append("`src >> (p0 | ... | pN-1) >> sink` with the N members on Redis workers: ours (the benchmark program in worker mode, `--concurrency 16`, Redis Streams) against Graflow 0.2's (`python -m graflow.worker.main --max-concurrent-tasks 16`, its Redis list queue and Redis channel). Total time of the run (build included), medians.\n")
+        out.append("| N | workers | runs (rs/py) | graflow-rs total | per task | Graflow 0.2 total | per task | Graflow 0.2 / graflow-rs |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for n, w in redis_rows:
+            rs, py = redis_rs[(n, w)], redis_py[(n, w)]
+            if not rs:
+                continue
+            rs_t, py_t = median(rs, "seconds"), median(py, "seconds")
+            ratio = f"{py_t / rs_t:,.1f}×" if py_t else "-"
+            out.append(f"| {n:,} | {w} | {len(rs)}/{len(py)} | {fmt_time(rs_t)} | {fmt_us(rs_t * 1e6 / n)} | {fmt_time(py_t)} | {fmt_us(py_t * 1e6 / n) if py_t else '-'} | {ratio} |")
+            if w == 2 and n >= 1000:
+                checks.append((f"redis fan-out of {n:,} on 2 workers ≤ 100 µs per task", rs_t * 1e6 / n <= 100, fmt_us(rs_t * 1e6 / n)))
+                if py_t:
+                    checks.append((f"redis fan-out of {n:,} on 2 workers ≥ 30× Graflow 0.2", py_t / rs_t >= 30, f"{py_t / rs_t:,.1f}×"))
+        rtt = get("graflow-rs", "redis-rtt", 1)
+        kill = get("graflow-rs", "redis-kill", 1)
+        for r in rtt:
+            out.append(f"\nOne remote task's round trip (a one-task workflow on an idle worker, {r['runs']} runs): median {fmt_time(r['seconds'])}.")
+            checks.append(("one remote task's round trip ≤ 1 ms", r["seconds"] <= 0.001, fmt_time(r["seconds"])))
+        for r in kill:
+            out.append(f"\nA worker SIGKILLed while it holds 300 ms tasks (lease {r['lease_seconds']} s, {r['runs']} runs): its tasks finished on the other worker {fmt_time(r['seconds'])} after the kill (median), {fmt_time(r['over_lease_seconds'])} over the lease, the 300 ms of the task included.")
+            checks.append(("a killed worker's tasks finish within the lease + 1 s", r["over_lease_seconds"] <= 1.0, f"lease + {fmt_time(r['over_lease_seconds'])}"))
+
     chain100k = median(rs_chain, "per_item_us") if rs_chain else None
     chain10k = median(get("graflow-rs", "chain", 10_000), "seconds")
     fan10k = median(get("graflow-rs", "fanout", 10_000), "per_item_us")
@@ -144,7 +172,7 @@ def main():
         worst = min(speedups, key=lambda s: s[1])
         checks.insert(3, ("≥ 100× faster than Graflow 0.2 on every row both run", worst[1] >= 100, f"slowest row: {worst[0]}, {worst[1]:,.0f}×"))
 
-    print("# Benchmarks: graflow-rs against Graflow 0.2 (Python) and the docker CLI\n")
+    print("# Benchmarks: graflow-rs against Graflow 0.2 (Python), the docker CLI and Graflow's Redis workers\n")
     print("Produced by `bench/compare.sh`; every ratio compares medians measured in the same run, both sides alternating.\n")
     print("## Machine\n")
     print("```text\n" + machine + "\n```\n")

@@ -24,7 +24,9 @@ fn score(item: u64) -> u64 {
 /// Runs in this process: combines the 100 scores.
 #[task]
 fn combine(ctx: &TaskContext) -> u64 {
-    ctx.upstream::<u64>().map(|scores| scores.iter().sum()).unwrap_or(0)
+    ctx.upstream::<u64>()
+        .map(|scores| scores.iter().sum())
+        .unwrap_or(0)
 }
 
 /// The child gets SIGKILL when this program dies, however it dies.
@@ -42,7 +44,9 @@ fn die_with_parent(command: &mut Command) -> &mut Command {
 
 /// A private redis-server on a free loopback port, without persistence.
 fn start_redis() -> anyhow::Result<(Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let dir = std::env::temp_dir().join(format!("graflow-distributed-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let child = die_with_parent(
@@ -61,7 +65,10 @@ fn start_redis() -> anyhow::Result<(Child, String)> {
     let url = format!("redis://127.0.0.1:{port}/0");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "redis-server did not start on port {port}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "redis-server did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((child, url))
@@ -90,7 +97,14 @@ fn main() -> anyhow::Result<()> {
         workers.push(
             die_with_parent(
                 Command::new(&exe)
-                    .args(["--graflow-worker", &url, "--name", name, "--concurrency", "4"])
+                    .args([
+                        "--graflow-worker",
+                        &url,
+                        "--name",
+                        name,
+                        "--concurrency",
+                        "4",
+                    ])
                     .env("RUST_LOG", "graflow=warn"),
             )
             .spawn()?,
@@ -102,7 +116,11 @@ fn main() -> anyhow::Result<()> {
     let mut wf = Workflow::builder("distributed");
     let join = wf.add(combine::task());
     for item in 0..100u64 {
-        let node = wf.add(score::task().with_id(format!("score-{item}")).with_input("item", item));
+        let node = wf.add(
+            score::task()
+                .with_id(format!("score-{item}"))
+                .with_input("item", item),
+        );
         wf.edge(node, join);
     }
     let started = Instant::now();
@@ -122,7 +140,10 @@ fn main() -> anyhow::Result<()> {
             *per_worker.entry(worker).or_default() += 1;
         }
     }
-    println!("100 tasks on Redis at {url} in {:.1} ms; combined score {total}", elapsed.as_secs_f64() * 1e3);
+    println!(
+        "100 tasks on Redis at {url} in {:.1} ms; combined score {total}",
+        elapsed.as_secs_f64() * 1e3
+    );
     for (worker, count) in &per_worker {
         println!("  {worker}: {count} task(s)");
     }

@@ -93,6 +93,11 @@ const CRATES: &[CrateSpec] = &[
         dir: "graflow-protocol",
         proc_macro: false,
     },
+    CrateSpec {
+        package: "graflow-redis",
+        dir: "graflow-redis",
+        proc_macro: false,
+    },
 ];
 
 #[test]
@@ -113,6 +118,11 @@ fn api_graflow_docker() {
 #[test]
 fn api_graflow_macros() {
     check("graflow-macros");
+}
+
+#[test]
+fn api_graflow_redis() {
+    check("graflow-redis");
 }
 
 #[test]

@@ -9,6 +9,11 @@
 //! graflow-bench docker R IMAGE    a trivial docker task and `docker run --rm IMAGE true`, alternated R times
 //! graflow-bench docker8 R IMAGE   8 docker tasks in a group and 8 concurrent `docker run`, alternated R times
 //! graflow-bench process R         a trivial task on the "process" handler, R times
+//! graflow-bench redis N W URL    src >> (p0 | ... | pN-1) >> sink, the members on W redis workers
+//!                                 (this program in worker mode, concurrency 16 each)
+//! graflow-bench redis-rtt R URL   one trivial remote task on one idle worker, R runs (median)
+//! graflow-bench redis-kill R URL  a worker SIGKILLed while it holds tasks (lease 2 s): how long
+//!                                 until its tasks finish on the other worker, R times (median)
 //! graflow-bench payload MB process|docker [IMAGE]
 //!                                 one task returning MB megabytes through that handler: time,
 //!                                 and this process's peak RSS over its baseline
@@ -39,6 +44,95 @@ fn member(index: u64) -> u64 {
 #[task]
 fn sink(ctx: &TaskContext) -> graflow::Result<u64> {
     Ok(ctx.upstream::<u64>()?.into_iter().sum())
+}
+
+#[task(handler = "redis")]
+fn remote_member(index: u64) -> u64 {
+    index
+}
+
+#[task(handler = "redis")]
+fn remote_step() -> u64 {
+    1
+}
+
+#[task(handler = "redis")]
+fn remote_sleep(index: u64, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    index
+}
+
+/// Workers of this program (in worker mode) on `url` under `prefix`; killed with this process.
+struct Workers(Vec<std::process::Child>);
+
+impl Workers {
+    fn start(url: &str, prefix: &str, count: usize, extra: &[&str]) -> Workers {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().expect("this program");
+        let children = (0..count)
+            .map(|i| {
+                let mut command = Command::new(&exe);
+                command
+                    .args(["--graflow-worker", url, "--prefix", prefix, "--concurrency"])
+                    .arg(
+                        std::env::var("BENCH_WORKER_CONCURRENCY")
+                            .unwrap_or_else(|_| "16".to_owned()),
+                    )
+                    .args(["--name", &format!("bench-w{i}")])
+                    .args(extra)
+                    .env("RUST_LOG", "error")
+                    .stdout(Stdio::null());
+                // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+                unsafe {
+                    command.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                command.spawn().expect("start a worker")
+            })
+            .collect();
+        Workers(children)
+    }
+
+    fn kill(&mut self, i: usize) {
+        let _ = self.0[i].kill();
+        let _ = self.0[i].wait();
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn redis_engine(url: &str, prefix: &str) -> WorkflowEngine {
+    let mut engine = WorkflowEngine::new();
+    let options = graflow::redis::RedisOptions::new().with_prefix(prefix);
+    engine.register_handler(
+        "redis",
+        graflow::redis::RedisHandler::connect_with(url, options).expect("Redis answers"),
+    );
+    engine
+}
+
+fn redis_fanout(n: u64) -> Workflow {
+    let mut wf = Workflow::builder("redis_fanout");
+    let src = wf.add(source::task().with_id("src"));
+    let out = wf.add(sink::task().with_id("sink"));
+    for i in 0..n {
+        let m = wf.add(
+            remote_member::task()
+                .with_id(format!("p{i}"))
+                .with_input("index", i),
+        );
+        wf.edge(src, m).edge(m, out);
+    }
+    wf.build()
 }
 
 #[task(handler = "docker", image = "python:3.11-slim")]
@@ -348,6 +442,113 @@ async fn main() -> graflow::Result<()> {
                 &format!(
                     ",\"runs\":{n},\"cli_seconds\":{cli:.9},\"ratio\":{:.4}",
                     ours / cli
+                ),
+            );
+        }
+        "redis" => {
+            let (Some(workers), Some(url)) = (
+                args.get(3).and_then(|w| w.parse::<usize>().ok()),
+                args.get(4),
+            ) else {
+                eprintln!("usage: graflow-bench redis N WORKERS URL");
+                std::process::exit(2);
+            };
+            let prefix = format!("bench{}", std::process::id());
+            let _workers = Workers::start(url, &prefix, workers, &[]);
+            let engine = redis_engine(url, &prefix);
+            // Warm-up, until every worker has taken tasks.
+            for _ in 0..3 {
+                engine.execute(&redis_fanout(200)).await?;
+            }
+            let started = Instant::now();
+            let wf = redis_fanout(n);
+            let run_started = Instant::now();
+            let report = engine.execute(&wf).await?;
+            let (seconds, run) = (
+                started.elapsed().as_secs_f64(),
+                run_started.elapsed().as_secs_f64(),
+            );
+            assert_eq!(report.result::<u64>("sink")?, n * (n - 1) / 2);
+            emit(
+                "redis",
+                n,
+                seconds,
+                &format!(",\"run_seconds\":{run:.9},\"workers\":{workers}"),
+            );
+        }
+        "redis-rtt" => {
+            let Some(url) = args.get(3) else {
+                eprintln!("usage: graflow-bench redis-rtt R URL");
+                std::process::exit(2);
+            };
+            let prefix = format!("bench{}", std::process::id());
+            let _workers = Workers::start(url, &prefix, 1, &[]);
+            let engine = redis_engine(url, &prefix);
+            let wf = workflow! { name: "rtt"; remote_step; };
+            for _ in 0..20 {
+                engine.execute(&wf).await?;
+            }
+            let mut samples = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let report = engine.execute(&wf).await?;
+                samples.push(started.elapsed().as_secs_f64());
+                assert_eq!(report.result::<u64>("remote_step")?, 1);
+            }
+            emit("redis-rtt", 1, median(samples), &format!(",\"runs\":{n}"));
+        }
+        "redis-kill" => {
+            let Some(url) = args.get(3) else {
+                eprintln!("usage: graflow-bench redis-kill R URL");
+                std::process::exit(2);
+            };
+            let lease = 2.0;
+            let mut samples = Vec::new();
+            for rep in 0..n {
+                let prefix = format!("bench{}k{rep}", std::process::id());
+                let mut workers = Workers::start(url, &prefix, 2, &["--lease", "2s"]);
+                let engine = redis_engine(url, &prefix);
+                engine.execute(&redis_fanout(50)).await?;
+                // 16 tasks of 300 ms on 2 workers of 4 slots: both hold tasks when one dies.
+                let mut wf = Workflow::builder("kill");
+                for i in 0..16u64 {
+                    wf.add(
+                        remote_sleep::task()
+                            .with_id(format!("s{i}"))
+                            .with_input("index", i)
+                            .with_input("ms", 300u64),
+                    );
+                }
+                let wf = wf.build();
+                let run = engine.execute(&wf);
+                tokio::pin!(run);
+                let killed_at = tokio::select! {
+                    _ = &mut run => panic!("the run ended before the kill"),
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {
+                        workers.kill(0);
+                        Instant::now()
+                    }
+                };
+                let report = run.await?;
+                let recovered = killed_at.elapsed().as_secs_f64();
+                for i in 0..16u64 {
+                    assert_eq!(report.result::<u64>(&format!("s{i}"))?, i);
+                }
+                let taken_over = report
+                    .tasks()
+                    .filter(|t| t.runner.is_some_and(|r| r.ends_with("delivery 2")))
+                    .count();
+                assert!(taken_over > 0, "the killed worker held no task");
+                samples.push(recovered);
+            }
+            let recovered = median(samples);
+            emit(
+                "redis-kill",
+                1,
+                recovered,
+                &format!(
+                    ",\"runs\":{n},\"lease_seconds\":{lease},\"over_lease_seconds\":{:.4}",
+                    recovered - lease
                 ),
             );
         }

@@ -298,7 +298,7 @@ impl WorkflowEngine {
             channel,
             cpu: self.cpu.clone(),
             upstream: None,
-            runners: Mutex::new(Vec::new()),
+            runners: Mutex::new(rustc_hash::FxHashMap::default()),
         });
         let started_at = SystemTime::now();
         let run_start = Instant::now();

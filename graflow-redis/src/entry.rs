@@ -232,21 +232,40 @@ mod tests {
     #[test]
     fn a_job_round_trips_and_bad_jobs_say_why() {
         let parsed = Job::parse(&map(job().fields()), 10).unwrap();
-        assert_eq!((parsed.att.as_str(), parsed.inv.as_slice()), ("c-1", &[1u8, 2, 3][..]));
+        assert_eq!(
+            (parsed.att.as_str(), parsed.inv.as_slice()),
+            ("c-1", &[1u8, 2, 3][..])
+        );
         assert_eq!((parsed.timeout_ms, parsed.max_out), (5, 99));
 
         let (named, why) = Job::parse(&map(job().fields()), 2).unwrap_err();
-        assert!(named.is_some() && why.contains("over the limit of 2"), "{why}");
+        assert!(
+            named.is_some() && why.contains("over the limit of 2"),
+            "{why}"
+        );
         let mut fields = map(job().fields());
         fields.remove("att");
         let (named, why) = Job::parse(&fields, 10).unwrap_err();
         assert!(named.is_none() && why.contains("`att` is missing"), "{why}");
         let mut fields = map(job().fields());
         fields.insert("timeout_ms".to_owned(), RValue::Int(3));
-        assert!(Job::parse(&fields, 10).unwrap_err().1.contains("not a string"));
+        assert!(
+            Job::parse(&fields, 10)
+                .unwrap_err()
+                .1
+                .contains("not a string")
+        );
         let mut fields = map(job().fields());
-        fields.insert("reply".to_owned(), RValue::BulkString(b"victim:key".to_vec()));
-        assert!(Job::parse(&fields, 10).unwrap_err().1.contains("not a reply stream"));
+        fields.insert(
+            "reply".to_owned(),
+            RValue::BulkString(b"victim:key".to_vec()),
+        );
+        assert!(
+            Job::parse(&fields, 10)
+                .unwrap_err()
+                .1
+                .contains("not a reply stream")
+        );
         let mut fields = map(job().fields());
         fields.insert("task".to_owned(), RValue::BulkString(vec![0xff, 0xfe]));
         assert!(Job::parse(&fields, 10).unwrap_err().1.contains("not UTF-8"));

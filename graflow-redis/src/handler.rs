@@ -347,9 +347,9 @@ impl TaskHandler for RedisHandler {
             reply: shared.replies.clone(),
             task: task.id().to_owned(),
             inv,
-            timeout_ms: task
-                .timeout()
-                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
+            timeout_ms: task.timeout().map_or(0, |t| {
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
             inner: inner.to_owned(),
             max_out: shared.options.max_outcome,
         };
@@ -537,7 +537,8 @@ fn deliver(shared: &Shared, map: &HashMap<String, redis::Value>) {
 /// Once a second: fails the attempts of a queue no live worker served for the no-worker
 /// timeout, and those whose job vanished from Redis without an outcome.
 async fn monitor(shared: Arc<Shared>) {
-    let tick = (shared.options.no_worker_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let tick = (shared.options.no_worker_timeout / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut unserved_since: HashMap<String, Instant> = HashMap::new();
     let mut conn = shared.conn.clone();
     let mut known_groups: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -571,13 +572,12 @@ async fn monitor(shared: Arc<Shared>) {
         for queue in queues {
             // A queue's group exists before any job waits on it long: XPENDING-based leases
             // need it, and a worker that starts later reads from the stream's beginning.
-            if !known_groups.contains(&queue) {
-                if ensure_group(&mut conn, &shared.url, &shared.keys.queue(&queue))
+            if !known_groups.contains(&queue)
+                && ensure_group(&mut conn, &shared.url, &shared.keys.queue(&queue))
                     .await
                     .is_ok()
-                {
-                    known_groups.insert(queue.clone());
-                }
+            {
+                known_groups.insert(queue.clone());
             }
             let live: redis::RedisResult<u64> = LIVE_WORKERS
                 .key(shared.keys.workers(&queue))

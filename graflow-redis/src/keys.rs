@@ -97,7 +97,11 @@ pub(crate) fn process_name() -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         .take(40)
         .collect();
-    format!("{host}-{}-{:06x}", std::process::id(), random_u64() & 0xff_ffff)
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        random_u64() & 0xff_ffff
+    )
 }
 
 /// A random number from the standard library's per-process random keys.
@@ -124,7 +128,10 @@ mod tests {
             let error = check_name("queue", bad).unwrap_err().to_string();
             assert!(error.contains("invalid queue"), "{error}");
         }
-        assert_eq!(redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
         assert_eq!(
             redact("redis://alice:s3cret@h:1/0"),
             "redis://alice:***@h:1/0"

@@ -227,7 +227,9 @@ pub(crate) fn replay(text: &str, task: &str, worker: &str) {
             "D" | "T" => {
                 tracing::debug!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}");
             }
-            _ => tracing::info!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}"),
+            _ => {
+                tracing::info!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}")
+            }
         }
     }
 }

@@ -259,11 +259,21 @@ mod tests {
         assert_eq!(url, "redis://e:2/1");
         assert_eq!((options.max_deliveries, options.concurrency), (5, 2));
 
-        let error = parse(&strings(&["--graflow-worker", "u", "--lease", "3 parsecs"]), &none)
-            .unwrap()
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("--lease") && error.contains("unknown unit"), "{error}");
-        assert!(parse(&strings(&["--graflow-worker"]), &none).unwrap().is_err());
+        let error = parse(
+            &strings(&["--graflow-worker", "u", "--lease", "3 parsecs"]),
+            &none,
+        )
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--lease") && error.contains("unknown unit"),
+            "{error}"
+        );
+        assert!(
+            parse(&strings(&["--graflow-worker"]), &none)
+                .unwrap()
+                .is_err()
+        );
     }
 }

@@ -214,6 +214,9 @@ struct State {
     conn: ConnectionManager,
     handlers: WorkflowEngine,
     permits: Arc<Semaphore>,
+    /// Jobs held (running or waiting for a slot): at most twice the concurrency, so that the
+    /// next jobs are already here when a slot frees, and no worker hoards a queue.
+    held_slots: Arc<Semaphore>,
     /// Jobs this worker holds, by entry id (ids are unique per stream; the key adds the queue).
     held: Mutex<HashMap<(String, String), Held>>,
     stopping: AtomicBool,
@@ -272,6 +275,7 @@ impl Worker {
             name,
             keys,
             permits: Arc::new(Semaphore::new(self.options.concurrency)),
+            held_slots: Arc::new(Semaphore::new(self.options.concurrency.saturating_mul(2))),
             options: self.options,
             conn,
             handlers: self.handlers,
@@ -365,14 +369,20 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
         .collect();
     let mut backoff = Backoff::new();
     loop {
-        // Wait for a free slot, then ask for as many jobs as there are free slots. The slots are
-        // not held during the read: the reclaimer needs them too. Each attempt takes its own
-        // slot (a job read beyond them waits, its lease renewed).
-        let Ok(first) = state.permits.acquire().await else {
+        // Wait until fewer than twice the concurrency jobs are held, then ask for as many as
+        // that leaves room for. Each job takes its held slot and then a run slot; one read
+        // beyond the run slots waits, its lease renewed.
+        let Ok(first) = state.held_slots.clone().acquire_owned().await else {
             return;
         };
-        let count = (1 + state.permits.available_permits()).min(256);
-        drop(first);
+        let mut held = vec![first];
+        while held.len() < 256 {
+            match state.held_slots.clone().try_acquire_owned() {
+                Ok(slot) => held.push(slot),
+                Err(_) => break,
+            }
+        }
+        let count = held.len();
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP")
             .arg(GROUP)
@@ -413,14 +423,14 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
                 continue;
             };
             for entry in key.ids {
-                let permit = state.permits.clone().try_acquire_owned().ok();
+                let slot = held.pop();
                 tokio::spawn(attempt(
                     state.clone(),
                     queue.clone(),
                     entry.id,
                     entry.map,
                     1,
-                    permit,
+                    slot,
                 ));
             }
         }
@@ -471,14 +481,13 @@ async fn reclaim_loop(state: Arc<State>) {
                 };
                 state.reclaimed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, delivery, "took over a job whose worker's lease ran out");
-                let permit = state.permits.clone().try_acquire_owned().ok();
                 tokio::spawn(attempt(
                     state.clone(),
                     queue.clone(),
                     entry.id,
                     entry.map,
                     delivery,
-                    permit,
+                    None,
                 ));
             }
         }
@@ -562,7 +571,9 @@ async fn renew(state: &State, conn: &mut ConnectionManager) {
             .map(|(_, id)| id.clone())
             .collect();
         let mut call = HEARTBEAT.key(state.keys.queue(queue));
-        call.key(state.keys.workers(queue)).arg(GROUP).arg(&state.name);
+        call.key(state.keys.workers(queue))
+            .arg(GROUP)
+            .arg(&state.name);
         for id in &ids {
             call.arg(id);
         }
@@ -643,28 +654,30 @@ async fn attempt(
     id: String,
     fields: HashMap<String, redis::Value>,
     delivery: u64,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    held_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let (stop_tx, mut stop_rx) = oneshot::channel();
     let key = (queue.clone(), id.clone());
-    state.held.lock().unwrap_or_else(PoisonError::into_inner).insert(
-        key.clone(),
-        Held {
-            att: None,
-            stop: Some(stop_tx),
-        },
-    );
+    state
+        .held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            key.clone(),
+            Held {
+                att: None,
+                stop: Some(stop_tx),
+            },
+        );
     let _release = Release {
         state: &state,
         key: key.clone(),
     };
-    // A job delivered beyond the free slots waits here, its lease renewed meanwhile.
-    let _permit = match permit {
-        Some(permit) => permit,
-        None => match state.permits.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            Err(_) => return,
-        },
+    // A job waits here for a run slot, its lease renewed meanwhile (a reclaimed job, read
+    // with a free run slot, holds no held slot: it needs none to wait).
+    let _held_slot = held_slot;
+    let Ok(_permit) = state.permits.clone().acquire_owned().await else {
+        return;
     };
     let job = match Job::parse(&fields, state.options.max_invocation) {
         Ok(job) => job,
@@ -687,7 +700,17 @@ async fn attempt(
                     state.keys.dead(&queue),
                 ),
             };
-            dead_letter(&state, &queue, &id, delivery, &format!("malformed: {why}"), &done, &reply_key, reply.as_ref()).await;
+            dead_letter(
+                &state,
+                &queue,
+                &id,
+                delivery,
+                &format!("malformed: {why}"),
+                &done,
+                &reply_key,
+                reply.as_ref(),
+            )
+            .await;
             return;
         }
     };
@@ -708,7 +731,17 @@ async fn attempt(
             },
             logs: String::new(),
         };
-        dead_letter(&state, &queue, &id, delivery, &reason, &done, &job.reply, Some(&reply)).await;
+        dead_letter(
+            &state,
+            &queue,
+            &id,
+            delivery,
+            &reason,
+            &done,
+            &job.reply,
+            Some(&reply),
+        )
+        .await;
         return;
     }
     if let Some(held) = state
@@ -719,13 +752,18 @@ async fn attempt(
     {
         held.att = Some(job.att.clone());
     }
-    let mut conn = state.conn.clone();
-    // Done already (a redelivery of an answered job), or cancelled: acknowledge only.
-    let marks: redis::RedisResult<u64> = redis::cmd("EXISTS")
-        .arg(&done)
-        .arg(state.keys.cancel(&job.att))
-        .query_async(&mut conn)
-        .await;
+    // A redelivered job may have been answered already, or cancelled: acknowledge only. (A
+    // first delivery cancelled meanwhile is stopped by the cancel check within 100 ms.)
+    let marks: redis::RedisResult<u64> = if delivery > 1 {
+        let mut conn = state.conn.clone();
+        redis::cmd("EXISTS")
+            .arg(&done)
+            .arg(state.keys.cancel(&job.att))
+            .query_async(&mut conn)
+            .await
+    } else {
+        Ok(0)
+    };
     if let Ok(n) = marks
         && n > 0
     {

@@ -63,7 +63,7 @@ impl ExecutionContext {
             channel,
             cpu: Arc::new(Semaphore::new(cpu_count())),
             upstream,
-            runners: Mutex::new(Vec::new()),
+            runners: Mutex::new(rustc_hash::FxHashMap::default()),
         });
         Ok(ExecutionContext::new(run, 0, attempt))
     }
@@ -73,15 +73,11 @@ impl ExecutionContext {
     /// description wins. Out-of-process handlers call it once they know.
     pub fn set_runner(&self, description: impl Into<String>) {
         let description: Box<str> = description.into().into_boxed_str();
-        let mut runners = self
-            .run
+        self.run
             .runners
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match runners.iter_mut().find(|(node, _)| *node == self.node) {
-            Some(entry) => entry.1 = description,
-            None => runners.push((self.node, description)),
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.node, description);
     }
 
     /// The task this context executes.

@@ -35,7 +35,7 @@ pub(crate) struct RunShared {
     pub upstream: Option<Vec<(String, Value)>>,
     /// Where tasks' last attempts ran, as their handlers described it (a worker, a container, a
     /// pid): see [`ExecutionContext::set_runner`]. Only out-of-process handlers write here.
-    pub runners: Mutex<Vec<(u32, Box<str>)>>,
+    pub runners: Mutex<rustc_hash::FxHashMap<u32, Box<str>>>,
 }
 
 impl RunShared {
@@ -91,5 +91,8 @@ impl RunShared {
 
 /// The default CPU limit: the number of CPUs this process may use.
 pub(crate) fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // Asked once: it reads cgroup files under /proc, which a worker creating a context per
+    // remote attempt would otherwise do thousands of times a second.
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
