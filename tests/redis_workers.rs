@@ -736,3 +736,118 @@ fn task_options_are_validated_before_anything_runs() {
     let error = format!("{:#}", engine.run(&wf.build()).expect_err("invalid"));
     assert!(error.contains("no spaces allowed"), "{error}");
 }
+
+#[test]
+fn a_frozen_worker_loses_its_lease_and_the_first_outcome_wins() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let lease = [("GRAFLOW_WORKER_LEASE", "500ms")];
+    let frozen = spawn_worker(&url, "w-frozen", &lease);
+    frozen.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("frozen");
+    wf.add(
+        slow_square::task()
+            .with_input("key", "f".to_owned())
+            .with_input("n", 5u64)
+            .with_input("sleep_ms", 1500u64),
+    );
+    let wf = wf.build();
+    let run = std::thread::spawn(move || engine.run(&wf));
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !conn.exists::<_, bool>("runs:f").unwrap() {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Freeze the worker (as a long GC pause or a stalled VM would) past its lease.
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(frozen.pid() as libc::pid_t, libc::SIGSTOP) };
+    let other = spawn_worker(&url, "w-thawed-other", &lease);
+    while conn.get::<_, u64>("runs:f").unwrap() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the job over:\n{}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(frozen.pid() as libc::pid_t, libc::SIGCONT) };
+    let report = run.join().unwrap().expect("the run succeeds");
+    assert_eq!(report.result::<u64>("slow_square").unwrap(), 25);
+    assert_eq!(
+        report.task("slow_square").unwrap().runner,
+        Some("worker w-thawed-other, delivery 2")
+    );
+    frozen.wait_for_log("lost the lease of a job", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let runs: u64 = conn.get("runs:f").unwrap();
+    assert_eq!(runs, 2);
+    assert_eq!(pending_count(&mut conn, "default"), 0);
+}
+
+#[test]
+fn a_job_lost_by_redis_fails_its_attempt_instead_of_waiting_forever() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    // No worker, and a long no-worker wait: only the lost-job check can end this attempt.
+    let engine = engine(
+        &server,
+        RedisOptions::new().with_no_worker_timeout(Duration::from_secs(120)),
+    );
+    let mut wf = graflow::Workflow::builder("lost");
+    wf.add(total::task().with_input("sample", sample("x")));
+    let wf = wf.build();
+    let started = Instant::now();
+    let run = std::thread::spawn(move || engine.run(&wf));
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while conn.xlen::<_, u64>("graflow:queue:default").unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the job was never queued");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Restarted without persistence: the job is gone.
+    server.restart();
+    let error = format!("{:#}", run.join().unwrap().expect_err("the job is lost"));
+    assert!(error.contains("vanished"), "{error}");
+    assert!(error.contains("without an outcome"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn sigterm_lets_a_worker_finish_what_it_runs() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut worker = spawn_worker(&server.url(), "w-sigterm", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("sigterm");
+    wf.add(
+        slow_square::task()
+            .with_input("key", "term".to_owned())
+            .with_input("n", 4u64)
+            .with_input("sleep_ms", 1000u64),
+    );
+    let wf = wf.build();
+    let run = std::thread::spawn(move || engine.run(&wf));
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !conn.exists::<_, bool>("runs:term").unwrap() {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = worker.terminate();
+    assert!(status.success(), "{status:?}\n{}", worker.log());
+    let report = run
+        .join()
+        .unwrap()
+        .expect("the worker finished the task before leaving");
+    assert_eq!(report.result::<u64>("slow_square").unwrap(), 16);
+    let live: u64 = conn.zcard("graflow:workers:default").unwrap();
+    assert_eq!(live, 0, "the worker left the live set");
+}
