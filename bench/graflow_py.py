@@ -163,8 +163,14 @@ def handler(n):
 
 if __name__ == "__main__":
     if len(sys.argv) >= 5 and sys.argv[1] == "redis":
-        # redis N WORKERS URL [PREFIX]: the workers are already running.
-        redis_fanout(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        # redis N WORKERS URL [PREFIX]: the workers are already running. A failed run is a
+        # row too (Graflow's group barrier times out after 30 s).
+        try:
+            redis_fanout(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        except Exception as error:  # noqa: BLE001
+            print(json.dumps({"side": "graflow-py", "workload": "redis-failed", "n": int(sys.argv[2]),
+                              "workers": int(sys.argv[3]), "error": str(error)[:200]}), flush=True)
+            sys.exit(1)
         sys.exit(0)
     workloads = {"chain": chain, "fanout": fanout, "call": call, "handler": handler}
     if len(sys.argv) != 3 or sys.argv[1] not in workloads:

@@ -144,7 +144,11 @@ def main():
                 continue
             rs_t, py_t = median(rs, "seconds"), median(py, "seconds")
             ratio = f"{py_t / rs_t:,.1f}×" if py_t else "-"
-            out.append(f"| {n:,} | {w} | {len(rs)}/{len(py)} | {fmt_time(rs_t)} | {fmt_us(rs_t * 1e6 / n)} | {fmt_time(py_t)} | {fmt_us(py_t * 1e6 / n) if py_t else '-'} | {ratio} |")
+            failed = [r for r in get("graflow-py", "redis-failed", n) if r.get("workers") == w]
+            py_cell = fmt_time(py_t)
+            if failed:
+                py_cell += f" (failed {len(failed)} of {len(failed) + len(py)} runs: {failed[0]['error']})"
+            out.append(f"| {n:,} | {w} | {len(rs)}/{len(py)} | {fmt_time(rs_t)} | {fmt_us(rs_t * 1e6 / n)} | {py_cell} | {fmt_us(py_t * 1e6 / n) if py_t else '-'} | {ratio} |")
             if w == 2 and n >= 1000:
                 checks.append((f"redis fan-out of {n:,} on 2 workers ≤ 100 µs per task", rs_t * 1e6 / n <= 100, fmt_us(rs_t * 1e6 / n)))
                 if py_t:

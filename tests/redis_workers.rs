@@ -4,6 +4,7 @@
 //! worker's concurrency limit, timeouts and cancellation reaching the worker, named queues,
 //! inner handlers, and hostile input.
 
+mod common;
 mod redis_common;
 
 use std::collections::HashMap;
@@ -134,6 +135,16 @@ fn on_gpu(n: u64) -> String {
 #[task(handler = "redis", worker_handler = "process")]
 fn isolated() -> (u32, u32) {
     (std::process::id(), std::os::unix::process::parent_id())
+}
+
+/// Runs in a container on the worker's machine (`worker_handler = "docker"`).
+#[task(
+    handler = "redis",
+    worker_handler = "docker",
+    image = "python:3.11-slim"
+)]
+fn in_a_container() -> String {
+    std::fs::read_to_string("/etc/os-release").unwrap_or_default()
 }
 
 #[task(handler = "redis")]
@@ -670,7 +681,7 @@ fn malformed_entries_are_skipped_and_counted() {
             "*",
             &[
                 ("v", "1"),
-                ("att", "b"),
+                ("att", "nobody-2"),
                 ("reply", "graflow:replies:nobody"),
                 ("task", "t"),
                 ("timeout_ms", "0"),
@@ -680,9 +691,27 @@ fn malformed_entries_are_skipped_and_counted() {
             ],
         )
         .unwrap();
+    // A field name that is not UTF-8 (one such entry once made a whole read unreadable).
+    let _: String = redis::cmd("XADD")
+        .arg("graflow:queue:default")
+        .arg("*")
+        .arg(&b"\xff\xfe"[..])
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
     let worker = spawn_worker(&server.url(), "w-junk", &[]);
     worker.wait_started();
-    let engine = engine(&server, RedisOptions::new());
+    let handler = RedisHandler::connect(&server.url()).unwrap();
+    // The same garbage on this engine's own reply stream: skipped and counted, not fatal.
+    let _: String = redis::cmd("XADD")
+        .arg(format!("graflow:replies:{}", handler.client_name()))
+        .arg("*")
+        .arg(&b"\xff"[..])
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler("redis", handler.clone());
     let mut wf = graflow::Workflow::builder("after-junk");
     wf.add(total::task().with_input("sample", sample("ok")));
     let report = engine
@@ -691,7 +720,8 @@ fn malformed_entries_are_skipped_and_counted() {
     assert!((report.result::<f64>("total").unwrap() - 3.0).abs() < 1e-9);
     worker.wait_for_log("skipped a malformed job", Duration::from_secs(5));
     let dead: u64 = conn.xlen("graflow:dead:default").unwrap();
-    assert_eq!(dead, 2, "the two unreadable entries are dead-lettered");
+    assert_eq!(dead, 3, "the three unreadable entries are dead-lettered");
+    assert_eq!(handler.malformed_replies(), 1);
     assert_eq!(pending_count(&mut conn, "default"), 0);
 }
 
@@ -850,4 +880,30 @@ fn sigterm_lets_a_worker_finish_what_it_runs() {
     assert_eq!(report.result::<u64>("slow_square").unwrap(), 16);
     let live: u64 = conn.zcard("graflow:workers:default").unwrap();
     assert_eq!(live, 0, "the worker left the live set");
+}
+
+#[test]
+fn a_worker_runs_a_task_in_a_container_on_its_machine() {
+    if common::skip_without_docker() {
+        return;
+    }
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-docker", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("inner-docker");
+    wf.add(in_a_container::task());
+    let report = engine
+        .run(&wf.build())
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", worker.log()));
+    let os: String = report.result("in_a_container").unwrap();
+    assert!(os.contains("bookworm") || os.contains("Debian"), "{os}");
+    assert_eq!(
+        report.task("in_a_container").unwrap().runner,
+        Some("worker w-docker, delivery 1")
+    );
+    // The container's lifecycle is logged on the worker, inside the attempt.
+    assert!(worker.log().contains("graflow::docker"), "{}", worker.log());
 }

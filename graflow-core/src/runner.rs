@@ -268,9 +268,15 @@ struct Prepared {
     before: HashMap<String, Value>,
 }
 
-fn prepare(def: &'static TaskDef, invocation: Invocation) -> Result<Prepared, Box<Outcome>> {
+fn prepare(
+    def: &'static TaskDef,
+    invocation: Invocation,
+    backend_options: &[&str],
+) -> Result<Prepared, Box<Outcome>> {
     let nonce = invocation.nonce;
-    let mut task = Task::from_def(def).with_id(invocation.task_id);
+    let mut task = Task::from_def(def)
+        .with_id(invocation.task_id)
+        .without_config(backend_options);
     // The sender enforces the timeout (and stops this attempt); here the body just runs.
     task = task.with_timeout(None);
     task.set_inputs(
@@ -329,7 +335,7 @@ fn finish(prepared: &Prepared, result: Result<Value, AttemptError>, elapsed: Dur
 
 /// Runs the invoked task in this process.
 fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
-    let prepared = match prepare(def, invocation) {
+    let prepared = match prepare(def, invocation, &[]) {
         Ok(prepared) => prepared,
         Err(outcome) => return *outcome,
     };
@@ -355,22 +361,40 @@ fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
 /// [`DirectHandler`](crate::DirectHandler) or through any other handler registered in it).
 ///
 /// The invocation is checked first (protocol version, build id, a task of this binary): a
-/// mismatch is answered with a rejection naming both sides. A panic in the task or the handler
-/// fails only this attempt. Dropping the future stops the attempt (as the handler stops it: an
+/// mismatch is answered with a rejection naming both sides. `backend_options` are the task
+/// options meant for the queue backend (e.g. `queue`), removed from the task's configuration
+/// before `handler` validates it (`validate_task`; a problem fails the attempt with its
+/// message) and runs it. A panic in the task or the handler fails only this attempt. Dropping the future stops the attempt (as the handler stops it: an
 /// async body at its next `.await`, a child process or container killed). The outcome is
 /// ready to be written back ([`Outcome::write_to`]).
-pub async fn answer(invocation: Invocation, handler: &dyn TaskHandler) -> Outcome {
+pub async fn answer(
+    invocation: Invocation,
+    handler: &dyn TaskHandler,
+    backend_options: &[&str],
+) -> Outcome {
     let nonce = invocation.nonce;
     let def = match check(&invocation) {
         Ok(def) => def,
         Err(reason) => return rejection(nonce, build_id(), reason),
     };
-    let prepared = match prepare(def, invocation) {
+    let prepared = match prepare(def, invocation, backend_options) {
         Ok(prepared) => prepared,
         Err(outcome) => return *outcome,
     };
     let started = Instant::now();
     let task = prepared.ctx.task();
+    let valid = std::panic::catch_unwind(AssertUnwindSafe(|| handler.validate_task(task)));
+    match valid {
+        Ok(Ok(())) => {}
+        Ok(Err(problem)) => return runner_failure(nonce, &problem, 0),
+        Err(payload) => {
+            let error = AttemptError::Panicked {
+                task: task.id().to_owned(),
+                message: format!("validate_task panicked: {}", panic_message(&*payload)),
+            };
+            return runner_failure(nonce, &error, 0);
+        }
+    }
     let result = AssertUnwindSafe(handler.execute_task(task, &prepared.ctx))
         .catch_unwind()
         .await

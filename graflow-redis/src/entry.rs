@@ -52,16 +52,33 @@ impl Job {
 
     /// Reads a job; `Err` says what is wrong with the entry. With `Err((Some(att, reply), _))`
     /// the entry names where a refusal can be sent.
+    /// `replies` is the prefix of every reply stream (`<prefix>:replies:`): a job may name only
+    /// such a stream, and only an attempt of the engine that owns it (`<engine>-<nonce>`), so a
+    /// hostile job can neither write elsewhere nor answer for another engine's attempts.
     pub fn parse(
         map: &HashMap<String, RValue>,
         max_invocation: u64,
+        replies: &str,
     ) -> Result<Job, (Option<(String, String)>, String)> {
         let bare = |e: String| (None, e);
         let version = text(map, "v", 16).map_err(bare)?;
         let att = text(map, "att", MAX_NAME).map_err(bare)?;
         let reply = text(map, "reply", MAX_NAME).map_err(bare)?;
-        if !reply.contains(":replies:") {
-            return Err((None, format!("`reply` is not a reply stream: `{reply}`")));
+        let engine = reply.strip_prefix(replies).unwrap_or_default();
+        if engine.is_empty() {
+            return Err((
+                None,
+                format!("`reply` is not a reply stream under `{replies}`: `{reply}`"),
+            ));
+        }
+        if att
+            .strip_prefix(engine)
+            .is_none_or(|rest| !rest.starts_with('-') || rest.len() < 2)
+        {
+            return Err((
+                None,
+                format!("attempt `{att}` is not one of the engine that owns `{reply}`"),
+            ));
         }
         let named = |e: String| (Some((att.clone(), reply.clone())), e);
         if version != ENTRY_VERSION {
@@ -231,26 +248,35 @@ mod tests {
 
     #[test]
     fn a_job_round_trips_and_bad_jobs_say_why() {
-        let parsed = Job::parse(&map(job().fields()), 10).unwrap();
+        let replies = "graflow:replies:";
+        let parsed = Job::parse(&map(job().fields()), 10, replies).unwrap();
         assert_eq!(
             (parsed.att.as_str(), parsed.inv.as_slice()),
             ("c-1", &[1u8, 2, 3][..])
         );
         assert_eq!((parsed.timeout_ms, parsed.max_out), (5, 99));
 
-        let (named, why) = Job::parse(&map(job().fields()), 2).unwrap_err();
+        let (named, why) = Job::parse(&map(job().fields()), 2, replies).unwrap_err();
         assert!(
             named.is_some() && why.contains("over the limit of 2"),
             "{why}"
         );
         let mut fields = map(job().fields());
         fields.remove("att");
-        let (named, why) = Job::parse(&fields, 10).unwrap_err();
+        let (named, why) = Job::parse(&fields, 10, replies).unwrap_err();
         assert!(named.is_none() && why.contains("`att` is missing"), "{why}");
+        let mut fields = map(job().fields());
+        fields.insert("att".to_owned(), RValue::BulkString(b"victim-1".to_vec()));
+        assert!(
+            Job::parse(&fields, 10, replies)
+                .unwrap_err()
+                .1
+                .contains("not one of the engine")
+        );
         let mut fields = map(job().fields());
         fields.insert("timeout_ms".to_owned(), RValue::Int(3));
         assert!(
-            Job::parse(&fields, 10)
+            Job::parse(&fields, 10, replies)
                 .unwrap_err()
                 .1
                 .contains("not a string")
@@ -261,14 +287,19 @@ mod tests {
             RValue::BulkString(b"victim:key".to_vec()),
         );
         assert!(
-            Job::parse(&fields, 10)
+            Job::parse(&fields, 10, replies)
                 .unwrap_err()
                 .1
                 .contains("not a reply stream")
         );
         let mut fields = map(job().fields());
         fields.insert("task".to_owned(), RValue::BulkString(vec![0xff, 0xfe]));
-        assert!(Job::parse(&fields, 10).unwrap_err().1.contains("not UTF-8"));
+        assert!(
+            Job::parse(&fields, 10, replies)
+                .unwrap_err()
+                .1
+                .contains("not UTF-8")
+        );
     }
 
     #[test]
@@ -286,5 +317,164 @@ mod tests {
         let (att, why) = Reply::parse(&map(reply.fields()), 9).unwrap_err();
         assert_eq!(att.as_deref(), Some("c-1"));
         assert!(why.contains("over the limit of 9"), "{why}");
+    }
+}
+
+/// One stream entry as read off Redis: its id, and its fields or why they cannot be read (a
+/// field name that is not UTF-8, a reply of the wrong shape). Parsed by hand from the raw
+/// reply, so that one hostile entry makes only itself malformed, never the whole read.
+#[derive(Debug)]
+pub(crate) struct RawEntry {
+    pub id: String,
+    pub fields: Result<HashMap<String, RValue>, String>,
+}
+
+fn text_of(value: &RValue) -> Option<String> {
+    match value {
+        RValue::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        RValue::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn items(value: RValue) -> Option<Vec<RValue>> {
+    match value {
+        RValue::Array(items) | RValue::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// `[id, [field, value, ...]]`; `None` when even the id cannot be read (nothing can be done
+/// with such an entry, not even acknowledging it).
+fn raw_entry(value: RValue) -> Option<RawEntry> {
+    let mut parts = items(value)?.into_iter();
+    let id = text_of(&parts.next()?)?;
+    let fields = match parts.next() {
+        None | Some(RValue::Nil) => Err("the entry has no fields (deleted?)".to_owned()),
+        Some(list) => match items(list) {
+            None => Err("the entry's fields are not a list".to_owned()),
+            Some(list) if list.len() % 2 != 0 => Err("the entry's fields are not pairs".to_owned()),
+            Some(list) => {
+                let mut map = HashMap::with_capacity(list.len() / 2);
+                let mut pairs = list.into_iter();
+                let mut bad = None;
+                while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+                    match text_of(&name) {
+                        Some(name) => {
+                            map.insert(name, value);
+                        }
+                        None => bad = Some("a field name is not UTF-8 text".to_owned()),
+                    }
+                }
+                bad.map_or(Ok(map), Err)
+            }
+        },
+    };
+    Some(RawEntry { id, fields })
+}
+
+/// An XREAD or XREADGROUP reply: nil (nothing within the BLOCK time), or per stream its key
+/// and entries (RESP2 arrays or a RESP3 map).
+pub(crate) fn read_reply(value: RValue) -> Result<Vec<(String, Vec<RawEntry>)>, String> {
+    let streams: Vec<(RValue, RValue)> = match value {
+        RValue::Nil => return Ok(Vec::new()),
+        RValue::Map(pairs) => pairs,
+        RValue::Array(list) => list
+            .into_iter()
+            .filter_map(|stream| {
+                let mut parts = items(stream)?.into_iter();
+                Some((parts.next()?, parts.next()?))
+            })
+            .collect(),
+        other => return Err(format!("unexpected reply to a stream read: {other:?}")),
+    };
+    Ok(streams
+        .into_iter()
+        .filter_map(|(key, entries)| {
+            let key = text_of(&key)?;
+            let entries = items(entries)?.into_iter().filter_map(raw_entry).collect();
+            Some((key, entries))
+        })
+        .collect())
+}
+
+/// An XAUTOCLAIM reply: the cursor for the next call and the entries claimed (entries that
+/// vanished from the stream are left out: Redis removed them from the pending list).
+pub(crate) fn autoclaim_reply(value: RValue) -> Result<(String, Vec<RawEntry>), String> {
+    let mut parts = items(value)
+        .ok_or_else(|| "unexpected reply to XAUTOCLAIM".to_owned())?
+        .into_iter();
+    let cursor = parts
+        .next()
+        .as_ref()
+        .and_then(text_of)
+        .ok_or_else(|| "XAUTOCLAIM gave no cursor".to_owned())?;
+    let entries = parts
+        .next()
+        .and_then(items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(raw_entry)
+        .filter(|entry| {
+            entry.fields.is_ok() || !matches!(entry.fields, Err(ref e) if e.contains("deleted"))
+        })
+        .collect();
+    Ok((cursor, entries))
+}
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+
+    fn bulk(bytes: &[u8]) -> RValue {
+        RValue::BulkString(bytes.to_vec())
+    }
+
+    #[test]
+    fn one_hostile_entry_does_not_poison_a_read() {
+        let good = RValue::Array(vec![
+            bulk(b"1-0"),
+            RValue::Array(vec![bulk(b"v"), bulk(b"1")]),
+        ]);
+        let bad_name = RValue::Array(vec![
+            bulk(b"2-0"),
+            RValue::Array(vec![bulk(b"\xff"), bulk(b"x")]),
+        ]);
+        let odd = RValue::Array(vec![bulk(b"3-0"), RValue::Array(vec![bulk(b"v")])]);
+        let no_id = RValue::Int(7);
+        let reply = RValue::Array(vec![RValue::Array(vec![
+            bulk(b"q"),
+            RValue::Array(vec![good, bad_name, odd, no_id]),
+        ])]);
+        let streams = read_reply(reply).unwrap();
+        assert_eq!(streams.len(), 1);
+        let entries = &streams[0].1;
+        assert_eq!(entries.len(), 3);
+        assert!(entries[0].fields.is_ok());
+        assert!(
+            entries[1]
+                .fields
+                .as_ref()
+                .unwrap_err()
+                .contains("not UTF-8")
+        );
+        assert!(entries[2].fields.as_ref().unwrap_err().contains("pairs"));
+        assert!(read_reply(RValue::Nil).unwrap().is_empty());
+
+        let claimed = RValue::Array(vec![
+            bulk(b"5-0"),
+            RValue::Array(vec![
+                RValue::Array(vec![
+                    bulk(b"4-0"),
+                    RValue::Array(vec![bulk(b"\xfe"), bulk(b"")]),
+                ]),
+                RValue::Array(vec![bulk(b"4-1"), RValue::Nil]),
+            ]),
+            RValue::Array(vec![]),
+        ]);
+        let (cursor, entries) = autoclaim_reply(claimed).unwrap();
+        assert_eq!(cursor, "5-0");
+        assert_eq!(entries.len(), 1, "a vanished entry is left out");
+        assert!(entries[0].fields.is_err());
     }
 }

@@ -13,12 +13,11 @@ use graflow_core::remote;
 use graflow_core::{AttemptError, ExecutionContext, Problem, Task, TaskHandler, Value};
 use graflow_protocol::Limits;
 use redis::aio::ConnectionManager;
-use redis::streams::StreamReadReply;
 use tokio::sync::oneshot;
 
 use crate::RedisError;
 use crate::connect::{Backoff, connect, ensure_group};
-use crate::entry::{Job, Reply, ReplyKind};
+use crate::entry::{Job, RawEntry, Reply, ReplyKind, read_reply};
 use crate::keys::{Keys, MARK_TTL_SECS, check_name, process_name, redact};
 use crate::scripts::{LIVE_WORKERS, LOST};
 
@@ -463,9 +462,10 @@ async fn dispatch(shared: Arc<Shared>, mut blocking: ConnectionManager) {
     let mut backoff = Backoff::new();
     let mut conn = shared.conn.clone();
     loop {
-        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+        // Small batches: each reply may be up to `max_outcome` bytes.
+        let read: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
             .arg("COUNT")
-            .arg(1024)
+            .arg(32)
             .arg("BLOCK")
             .arg(1000)
             .arg("STREAMS")
@@ -484,13 +484,20 @@ async fn dispatch(shared: Arc<Shared>, mut blocking: ConnectionManager) {
                 continue;
             }
         };
-        let Some(read) = read else { continue };
+        let streams = match read_reply(read) {
+            Ok(streams) => streams,
+            Err(e) => {
+                tracing::warn!(target: "graflow::handlers", url = %shared.url, "unreadable reply to XREAD: {e}");
+                backoff.wait().await;
+                continue;
+            }
+        };
         let mut ids = Vec::new();
-        for key in read.keys {
-            for entry in key.ids {
-                deliver(&shared, &entry.map);
+        for (_, entries) in streams {
+            for entry in entries {
                 last.clone_from(&entry.id);
-                ids.push(entry.id);
+                ids.push(entry.id.clone());
+                deliver(&shared, entry);
             }
         }
         if !ids.is_empty() {
@@ -506,8 +513,11 @@ async fn dispatch(shared: Arc<Shared>, mut blocking: ConnectionManager) {
     }
 }
 
-fn deliver(shared: &Shared, map: &HashMap<String, redis::Value>) {
-    let parsed = Reply::parse(map, shared.options.max_outcome);
+fn deliver(shared: &Shared, entry: RawEntry) {
+    let parsed = match &entry.fields {
+        Ok(map) => Reply::parse(map, shared.options.max_outcome),
+        Err(why) => Err((None, why.clone())),
+    };
     let (att, result) = match parsed {
         Ok(reply) => (reply.att.clone(), Ok(reply)),
         Err((Some(att), why)) => (att, Err(format!("the worker's reply is malformed: {why}"))),

@@ -19,14 +19,18 @@ use redis::Script;
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local first = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4])
+local first = false
+local kind = redis.call('TYPE', KEYS[3]).ok
+if kind == 'stream' or kind == 'none' then
+  first = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4])
+end
 if first and #ARGV > 5 then
   redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
   redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
 local held = 0
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if p[1] and p[1][2] == ARGV[3] then
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if type(p) == 'table' and not p.err and p[1] and p[1][2] == ARGV[3] then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[1], ARGV[2])
   held = 2
@@ -49,10 +53,19 @@ pub(crate) static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
 local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 local fields = {'source_id', ARGV[2], 'deliveries', ARGV[6], 'reason', ARGV[7]}
 if e[1] then
-  for _, v in ipairs(e[1][2]) do table.insert(fields, v) end
+  -- At most 32 of the entry's field pairs (a hostile entry may have thousands).
+  for i, v in ipairs(e[1][2]) do
+    if i > 64 then break end
+    table.insert(fields, v)
+  end
+  if #fields % 2 == 1 then table.remove(fields) end
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
-local first = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4])
+local first = false
+local kind = redis.call('TYPE', KEYS[4]).ok
+if kind == 'stream' or kind == 'none' then
+  first = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4])
+end
 if first and #ARGV > 8 then
   redis.call('XADD', KEYS[4], '*', unpack(ARGV, 9))
   redis.call('EXPIRE', KEYS[4], ARGV[5])
@@ -74,17 +87,19 @@ return 0
 pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])
 local lost = {}
 for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] then
+  -- pcall: a stream or group Redis lost (restarted without persistence) means lost leases,
+  -- not a failed renewal of the others.
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if type(p) == 'table' and not p.err and p[1] and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
   else
     table.insert(lost, ARGV[i])
   end
 end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])
 return lost
 ",
     )

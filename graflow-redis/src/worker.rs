@@ -13,13 +13,13 @@ use graflow_core::{TaskHandler, WorkflowEngine};
 use graflow_protocol::frame::rejection;
 use graflow_protocol::{Failure, Invocation, Limits, Outcome, PROTOCOL_VERSION};
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply, StreamReadReply};
+use redis::streams::StreamPendingCountReply;
 use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::RedisError;
 use crate::connect::{Backoff, connect, ensure_group};
-use crate::entry::{Job, Reply, ReplyKind};
+use crate::entry::{Job, RawEntry, Reply, ReplyKind, autoclaim_reply, read_reply};
 use crate::handler::{DEFAULT_QUEUE, retryable};
 use crate::keys::{GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
 use crate::logs::{ATTEMPT_SPAN, Capture};
@@ -144,8 +144,8 @@ impl WorkerOptions {
         if let Some(name) = &self.name {
             check_name("worker name", name)?;
         }
-        if self.concurrency == 0 {
-            return bad("concurrency", "at least 1");
+        if self.concurrency == 0 || self.concurrency > 65_536 {
+            return bad("concurrency", "from 1 to 65536");
         }
         if self.lease < Duration::from_millis(100) {
             return bad("lease", "at least 100ms");
@@ -156,6 +156,9 @@ impl WorkerOptions {
         Ok(())
     }
 }
+
+/// The task options that are the "redis" handler's own: the inner handler does not see them.
+const BACKEND_OPTIONS: &[&str] = &["queue", "worker_handler"];
 
 /// What a worker did, returned when it stops.
 #[derive(Debug, Clone, Default)]
@@ -202,9 +205,13 @@ enum Stop {
 }
 
 struct Held {
+    /// Which attempt holds the job (a job is held once: see `attempt`).
+    generation: u64,
     att: Option<String>,
     stop: Option<oneshot::Sender<Stop>>,
 }
+
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 struct State {
     url: String,
@@ -382,7 +389,8 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
                 Err(_) => break,
             }
         }
-        let count = held.len();
+        // COUNT applies to each stream: split it, so that the reply fits the slots.
+        let count = (held.len() / streams.len()).max(1);
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP")
             .arg(GROUP)
@@ -396,8 +404,7 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
         for _ in &streams {
             read.arg(">");
         }
-        let reply: redis::RedisResult<Option<StreamReadReply>> =
-            read.query_async(&mut blocking).await;
+        let reply: redis::RedisResult<redis::Value> = read.query_async(&mut blocking).await;
         let reply = match reply {
             Ok(reply) => {
                 backoff.reset();
@@ -417,56 +424,78 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
                 continue;
             }
         };
-        let Some(reply) = reply else { continue };
-        for key in reply.keys {
-            let Some(queue) = queue_of.get(&key.key) else {
+        let streams_read = match read_reply(reply) {
+            Ok(streams_read) => streams_read,
+            Err(e) => {
+                tracing::warn!(target: "graflow::handlers", worker = %state.name, "unreadable reply to XREADGROUP: {e}");
+                continue;
+            }
+        };
+        for (key, entries) in streams_read {
+            let Some(queue) = queue_of.get(&key) else {
                 continue;
             };
-            for entry in key.ids {
+            for entry in entries {
                 let slot = held.pop();
-                tokio::spawn(attempt(
-                    state.clone(),
-                    queue.clone(),
-                    entry.id,
-                    entry.map,
-                    1,
-                    slot,
-                ));
+                tokio::spawn(attempt(state.clone(), queue.clone(), entry, 1, slot));
             }
         }
     }
 }
 
-/// Takes over the jobs of workers whose lease ran out, while this one has free slots.
+/// Takes over the jobs of workers whose lease ran out, while this one has free slots. Scans
+/// each queue's pending list with a cursor (XAUTOCLAIM looks at no more than ten times COUNT
+/// entries per call), from the start again once it reaches the end.
 async fn reclaim_loop(state: Arc<State>) {
     let tick = (state.options.lease / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
     let mut conn = state.conn.clone();
+    let mut cursors: HashMap<String, String> = HashMap::new();
     loop {
         tokio::time::sleep(tick).await;
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         for queue in &state.options.queues {
             let free = state.permits.available_permits();
             if free == 0 {
                 break;
             }
             let stream = state.keys.queue(queue);
-            let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+            let cursor = cursors
+                .get(queue)
+                .cloned()
+                .unwrap_or_else(|| "0-0".to_owned());
+            let claimed: redis::RedisResult<redis::Value> = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
                 .arg(GROUP)
                 .arg(&state.name)
                 .arg(state.options.lease.as_millis() as u64)
-                .arg("0-0")
+                .arg(&cursor)
                 .arg("COUNT")
                 .arg(free.min(64))
                 .query_async(&mut conn)
                 .await;
-            let claimed = match claimed {
+            let (next, entries) = match claimed.map_err(|e| e.to_string()).and_then(autoclaim_reply)
+            {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::debug!(target: "graflow::handlers", worker = %state.name, error = %e, "cannot reclaim jobs");
+                    cursors.remove(queue);
                     continue;
                 }
             };
-            for entry in claimed.claimed {
+            cursors.insert(queue.clone(), next);
+            for entry in entries {
+                // A job this worker still runs (its own lease lapsed while Redis was away):
+                // the attempt that holds it goes on; the claim only renewed the lease.
+                let mine = state
+                    .held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(&(queue.clone(), entry.id.clone()));
+                if mine {
+                    continue;
+                }
                 let pending: redis::RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
                     .arg(&stream)
                     .arg(GROUP)
@@ -481,14 +510,7 @@ async fn reclaim_loop(state: Arc<State>) {
                 };
                 state.reclaimed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, delivery, "took over a job whose worker's lease ran out");
-                tokio::spawn(attempt(
-                    state.clone(),
-                    queue.clone(),
-                    entry.id,
-                    entry.map,
-                    delivery,
-                    None,
-                ));
+                tokio::spawn(attempt(state.clone(), queue.clone(), entry, delivery, None));
             }
         }
     }
@@ -635,15 +657,22 @@ fn stop(state: &State, queue: &str, id: &str, why: Stop) {
 struct Release<'a> {
     state: &'a State,
     key: (String, String),
+    generation: u64,
 }
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
-        self.state
+        let mut held = self
+            .state
             .held
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
+            .unwrap_or_else(PoisonError::into_inner);
+        if held
+            .get(&self.key)
+            .is_some_and(|h| h.generation == self.generation)
+        {
+            held.remove(&self.key);
+        }
     }
 }
 
@@ -651,27 +680,33 @@ impl Drop for Release<'_> {
 async fn attempt(
     state: Arc<State>,
     queue: String,
-    id: String,
-    fields: HashMap<String, redis::Value>,
+    entry: RawEntry,
     delivery: u64,
     held_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
+    let RawEntry { id, fields } = entry;
     let (stop_tx, mut stop_rx) = oneshot::channel();
     let key = (queue.clone(), id.clone());
-    state
-        .held
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut held = state.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.contains_key(&key) {
+            // Already held by a running attempt of this worker: that one goes on.
+            return;
+        }
+        held.insert(
             key.clone(),
             Held {
+                generation,
                 att: None,
                 stop: Some(stop_tx),
             },
         );
+    }
     let _release = Release {
         state: &state,
         key: key.clone(),
+        generation,
     };
     // A job waits here for a run slot, its lease renewed meanwhile (a reclaimed job, read
     // with a free run slot, holds no held slot: it needs none to wait).
@@ -679,7 +714,19 @@ async fn attempt(
     let Ok(_permit) = state.permits.clone().acquire_owned().await else {
         return;
     };
-    let job = match Job::parse(&fields, state.options.max_invocation) {
+    // Stopping: start nothing new; the job goes to another worker once its lease runs out.
+    if state.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    let parsed = match &fields {
+        Ok(fields) => Job::parse(
+            fields,
+            state.options.max_invocation,
+            &state.keys.replies(""),
+        ),
+        Err(why) => Err((None, why.clone())),
+    };
+    let job = match parsed {
         Ok(job) => job,
         Err((named, why)) => {
             state.malformed.fetch_add(1, Ordering::Relaxed);
@@ -715,6 +762,34 @@ async fn attempt(
         }
     };
     let done = state.keys.done(&job.att);
+    if let Some(held) = state
+        .held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_mut(&key)
+    {
+        held.att = Some(job.att.clone());
+    }
+    // A redelivered job may have been answered already, or cancelled: acknowledge only. (A
+    // first delivery cancelled meanwhile is stopped by the cancel check within 100 ms.)
+    let marks: redis::RedisResult<u64> = if delivery > 1 {
+        let mut conn = state.conn.clone();
+        redis::cmd("EXISTS")
+            .arg(&done)
+            .arg(state.keys.cancel(&job.att))
+            .query_async(&mut conn)
+            .await
+    } else {
+        Ok(0)
+    };
+    if let Ok(n) = marks
+        && n > 0
+    {
+        tracing::debug!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "job already answered or cancelled; acknowledged without running");
+        finish(&state, &queue, &id, &done, &job.reply, None).await;
+        return;
+    }
+
     if delivery > state.options.max_deliveries {
         let reason = format!(
             "its job was delivered {delivery} times, over the cap of {} (max_deliveries): each worker that took it died or lost its lease before answering (does the task crash its process, or run out of memory?); the job is in the dead-letter stream `{}` (source id {id})",
@@ -742,33 +817,6 @@ async fn attempt(
             Some(&reply),
         )
         .await;
-        return;
-    }
-    if let Some(held) = state
-        .held
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_mut(&key)
-    {
-        held.att = Some(job.att.clone());
-    }
-    // A redelivered job may have been answered already, or cancelled: acknowledge only. (A
-    // first delivery cancelled meanwhile is stopped by the cancel check within 100 ms.)
-    let marks: redis::RedisResult<u64> = if delivery > 1 {
-        let mut conn = state.conn.clone();
-        redis::cmd("EXISTS")
-            .arg(&done)
-            .arg(state.keys.cancel(&job.att))
-            .query_async(&mut conn)
-            .await
-    } else {
-        Ok(0)
-    };
-    if let Ok(n) = marks
-        && n > 0
-    {
-        tracing::debug!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "job already answered or cancelled; acknowledged without running");
-        finish(&state, &queue, &id, &done, &job.reply, None).await;
         return;
     }
 
@@ -801,34 +849,40 @@ async fn attempt(
                         delivery
                     );
                     tracing::debug!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, delivery, "running");
-                    let run = graflow_core::runner::answer(invocation, &*handler).instrument(span);
+                    let run = graflow_core::runner::answer(invocation, &*handler, BACKEND_OPTIONS)
+                        .instrument(span);
                     let deadline = async {
                         if job.timeout_ms == 0 {
                             std::future::pending::<()>().await;
                         }
                         tokio::time::sleep(Duration::from_millis(job.timeout_ms)).await;
                     };
-                    let outcome = tokio::select! {
-                        outcome = run => outcome,
-                        () = deadline => {
-                            tracing::info!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "attempt reached the task's timeout; stopped");
-                            failure(nonce, format!(
-                                "worker {} stopped the attempt after {:?}, the task's timeout",
-                                state.name,
-                                Duration::from_millis(job.timeout_ms)
-                            ), started)
-                        }
-                        why = &mut stop_rx => {
-                            match why {
+                    tokio::pin!(run);
+                    tokio::pin!(deadline);
+                    let mut stop_open = true;
+                    let outcome = loop {
+                        tokio::select! {
+                            outcome = &mut run => break outcome,
+                            () = &mut deadline => {
+                                tracing::info!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "attempt reached the task's timeout; stopped");
+                                break failure(nonce, format!(
+                                    "worker {} stopped the attempt after {:?}, the task's timeout",
+                                    state.name,
+                                    Duration::from_millis(job.timeout_ms)
+                                ), started);
+                            }
+                            why = &mut stop_rx, if stop_open => match why {
                                 Ok(Stop::Cancelled) => {
                                     state.cancelled.fetch_add(1, Ordering::Relaxed);
                                     tracing::info!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, "attempt cancelled by the engine; stopped");
                                     finish(&state, &queue, &id, &done, &job.reply, None).await;
+                                    return;
                                 }
                                 // Another worker runs it now: leave the job to it.
-                                Ok(Stop::LeaseLost) | Err(_) => {}
-                            }
-                            return;
+                                Ok(Stop::LeaseLost) => return,
+                                // Nobody can stop it any more: it runs to its end.
+                                Err(_) => stop_open = false,
+                            },
                         }
                     };
                     let logs = capture.sink.text();
@@ -981,4 +1035,5 @@ async fn dead_letter(
             }
         }
     }
+    tracing::error!(target: "graflow::handlers", worker = %state.name, entry = %id, "could not dead-letter a job: Redis did not answer; it stays pending and is taken over again after the lease");
 }

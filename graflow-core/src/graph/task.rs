@@ -174,6 +174,22 @@ impl Task {
         self
     }
 
+    /// Removes handler configuration keys (a worker hands its inner handler the task without
+    /// the options meant for the queue backend).
+    pub fn without_config(mut self, keys: &[&str]) -> Self {
+        if keys.iter().any(|key| self.handler_config().contains(key)) {
+            let defaults = self.def.default_config();
+            let config = self
+                .custom_mut()
+                .config
+                .get_or_insert_with(|| defaults.clone());
+            for key in keys {
+                config.remove(key);
+            }
+        }
+        self
+    }
+
     /// Sets the retry policy.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.custom_mut().retry = Some(policy);
