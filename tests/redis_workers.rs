@@ -2,8 +2,10 @@
 //! binary in worker mode): typed round trips, a worker killed while it holds tasks, leases
 //! kept by long tasks, dead letters, another build refused, Redis restarted mid-run, the
 //! worker's concurrency limit, timeouts and cancellation reaching the worker, named queues,
-//! inner handlers, and hostile input.
+//! inner handlers, and hostile input. Needs the `redis` feature (on by default).
+#![cfg(feature = "redis")]
 
+#[cfg(feature = "docker")]
 mod common;
 mod redis_common;
 
@@ -138,6 +140,7 @@ fn isolated() -> (u32, u32) {
 }
 
 /// Runs in a container on the worker's machine (`worker_handler = "docker"`).
+#[cfg(feature = "docker")]
 #[task(
     handler = "redis",
     worker_handler = "docker",
@@ -882,6 +885,7 @@ fn sigterm_lets_a_worker_finish_what_it_runs() {
     assert_eq!(live, 0, "the worker left the live set");
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn a_worker_runs_a_task_in_a_container_on_its_machine() {
     if common::skip_without_docker() {

@@ -18,10 +18,21 @@ pub(crate) async fn connect(
     url: &str,
     response_timeout: Duration,
 ) -> Result<ConnectionManager, RedisError> {
-    let client = redis::Client::open(url).map_err(|source| RedisError::BadUrl {
+    let bad_url = |source: redis::RedisError| RedisError::BadUrl {
         url: redact(url),
         source,
-    })?;
+    };
+    // No Nagle delay on small commands; and a connection whose sent bytes stay unacknowledged
+    // for 10 s (a partition, a frozen host: TCP would retry for many minutes) is closed, so
+    // that the manager reconnects instead of timing out every command on a dead socket.
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(bad_url)?
+        .set_tcp_settings(
+            redis::io::tcp::TcpSettings::default()
+                .set_nodelay(true)
+                .set_user_timeout(Duration::from_secs(10)),
+        );
+    let client = redis::Client::open(info).map_err(bad_url)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(response_timeout))
