@@ -16,7 +16,7 @@
 //!   that records its outcome, so an acknowledged job always has its outcome in Redis. A job
 //!   can run more than once (its worker died, or lost its lease); the first outcome is the
 //!   attempt's, later ones are ignored.
-//! - **Leases.** A worker renews the lease of every job it holds every third of the lease
+//! - **Leases.** A worker renews the lease of every job it holds every third of the lease (at least once a second)
 //!   (XCLAIM ... JUSTID, which does not count a delivery), from a thread of its own. A job whose
 //!   lease ran out is taken over (XAUTOCLAIM) by a worker with a free slot, and its delivery
 //!   count goes up; a worker that finds its lease taken stops its attempt.

@@ -38,7 +38,7 @@ pub struct WorkerOptions {
     /// How many attempts it runs at once (default: the number of CPUs).
     pub concurrency: usize,
     /// A job whose worker renewed its lease less recently than this is taken over by another
-    /// worker (default 30 s). The lease is renewed every third of it.
+    /// worker (default 30 s). The lease is renewed every third of it, at least once a second.
     pub lease: Duration,
     /// A job delivered more times than this goes to the dead-letter stream and its task fails
     /// (default 3).
