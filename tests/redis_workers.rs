@@ -911,3 +911,135 @@ fn a_worker_runs_a_task_in_a_container_on_its_machine() {
     // The container's lifecycle is logged on the worker, inside the attempt.
     assert!(worker.log().contains("graflow::docker"), "{}", worker.log());
 }
+
+#[test]
+fn hostile_entries_and_forged_replies_fail_only_what_they_touch() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut conn = server.conn();
+    // 5,000 fields; a job naming a key of another type as its reply stream.
+    let mut many = redis::cmd("XADD");
+    many.arg("graflow:queue:default").arg("*");
+    for i in 0..5000 {
+        many.arg(format!("f{i}")).arg("x");
+    }
+    let _: String = many.query(&mut conn).unwrap();
+    let _: () = conn.set("graflow:replies:x", "not a stream").unwrap();
+    let _: String = conn
+        .xadd(
+            "graflow:queue:default",
+            "*",
+            &[
+                ("v", "1"),
+                ("att", "x-1"),
+                ("reply", "graflow:replies:x"),
+                ("task", "t"),
+                ("timeout_ms", "0"),
+                ("inner", "direct"),
+                ("max_out", "10"),
+                ("inv", "garbage"),
+            ],
+        )
+        .unwrap();
+
+    // A forged reply for an attempt in flight (no worker yet): it must fail that attempt,
+    // never pass as its result.
+    let handler = RedisHandler::connect_with(
+        &server.url(),
+        RedisOptions::new().with_no_worker_timeout(Duration::from_secs(60)),
+    )
+    .unwrap();
+    let mut forged = WorkflowEngine::new();
+    forged.register_handler("redis", handler.clone());
+    let mut wf = graflow::Workflow::builder("forged");
+    wf.add(total::task().with_input("sample", sample("forged")));
+    let wf = wf.build();
+    let run = std::thread::spawn(move || forged.run(&wf));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let att = loop {
+        let entries: redis::streams::StreamRangeReply =
+            conn.xrange_all("graflow:queue:default").unwrap();
+        if let Some(att) = entries.ids.iter().find_map(|e| {
+            e.get::<String>("att")
+                .filter(|a| a.starts_with(handler.client_name()))
+        }) {
+            break att;
+        }
+        assert!(Instant::now() < deadline, "the job was never queued");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _: String = conn
+        .xadd(
+            format!("graflow:replies:{}", handler.client_name()),
+            "*",
+            &[
+                ("v", "1"),
+                ("att", att.as_str()),
+                ("worker", "forger"),
+                ("delivery", "1"),
+                ("logs", ""),
+                ("kind", "outcome"),
+                ("out", "GRAFLOW garbage that is no frame"),
+            ],
+        )
+        .unwrap();
+    let error = format!(
+        "{:#}",
+        run.join().unwrap().expect_err("a forged reply is refused")
+    );
+    assert!(error.contains("refused"), "{error}");
+
+    // The worker survives all of it and serves the next run.
+    let worker = spawn_worker(&server.url(), "w-hostile", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("after");
+    wf.add(total::task().with_input("sample", sample("ok")));
+    let report = engine
+        .run(&wf.build())
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", worker.log()));
+    assert!((report.result::<f64>("total").unwrap() - 3.0).abs() < 1e-9);
+    let kind: String = redis::cmd("TYPE")
+        .arg("graflow:replies:x")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(kind, "string", "nothing was written into the other key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending_count(&mut conn, "default") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "hostile entries left pending:\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dropping_the_engine_mid_run_inside_async_code_is_clean() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-drop", &[]);
+    worker.wait_started();
+    let url = server.url();
+    let runtime = graflow::tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let mut engine = WorkflowEngine::new();
+        engine.register_handler("redis", RedisHandler::connect(&url).unwrap());
+        let mut wf = graflow::Workflow::builder("drop");
+        wf.add(sleepy::task().with_input("key", "d".to_owned()));
+        let wf = wf.build();
+        let cut =
+            graflow::tokio::time::timeout(Duration::from_millis(500), engine.execute(&wf)).await;
+        assert!(cut.is_err());
+        // The handler, its I/O runtime and its background tasks go here, inside async code.
+        drop(engine);
+    });
+    drop(runtime);
+    worker.wait_for_log(
+        "attempt cancelled by the engine; stopped",
+        Duration::from_secs(5),
+    );
+}
