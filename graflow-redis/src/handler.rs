@@ -6,6 +6,7 @@
 //! runtime per run).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -118,12 +119,34 @@ pub struct RedisHandler {
     io: Arc<IoRuntime>,
 }
 
-struct IoRuntime(Option<tokio::runtime::Runtime>);
+/// The handler's own runtime, and how many cancellations of dropped attempts it still has to
+/// send.
+struct IoRuntime(Option<tokio::runtime::Runtime>, Arc<AtomicUsize>);
 
 impl Drop for IoRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        let Some(runtime) = self.0.take() else {
+            return;
+        };
+        let cancels = self.1.clone();
+        if cancels.load(Ordering::SeqCst) == 0 {
             runtime.shutdown_background();
+            return;
+        }
+        // Attempts dropped just before the handler (a run cancelled, then its engine dropped)
+        // still have their cancellation to send: give it up to 2 s on a thread of its own, so
+        // that dropping the handler never blocks, not even inside async code.
+        let spawned = std::thread::Builder::new()
+            .name("graflow-redis-close".to_owned())
+            .spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while cancels.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                runtime.shutdown_background();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(target: "graflow::handlers", error = %e, "cannot wait for pending cancellations; they are dropped");
         }
     }
 }
@@ -146,6 +169,8 @@ struct Shared {
     options: RedisOptions,
     waiting: Mutex<HashMap<String, Waiter>>,
     malformed: std::sync::atomic::AtomicU64,
+    /// Cancellations spawned and not yet sent (the runtime waits for them when dropped).
+    cancels: Arc<AtomicUsize>,
 }
 
 struct Waiter {
@@ -184,7 +209,8 @@ impl RedisHandler {
             .enable_all()
             .build()
             .map_err(RedisError::Runtime)?;
-        let io = Arc::new(IoRuntime(Some(runtime)));
+        let cancels = Arc::new(AtomicUsize::new(0));
+        let io = Arc::new(IoRuntime(Some(runtime), cancels.clone()));
         let client = process_name();
         let replies = keys.replies(&client);
         let owned_url = url.to_owned();
@@ -213,6 +239,7 @@ impl RedisHandler {
             options,
             waiting: Mutex::new(HashMap::new()),
             malformed: std::sync::atomic::AtomicU64::new(0),
+            cancels,
         });
         io.handle().spawn(dispatch(shared.clone(), blocking));
         io.handle().spawn(monitor(shared.clone()));
@@ -289,6 +316,7 @@ impl Drop for Pending {
         let shared = self.shared.clone();
         let att = std::mem::take(&mut self.att);
         let stream = shared.keys.queue(&self.queue);
+        shared.cancels.fetch_add(1, Ordering::SeqCst);
         self.io.spawn(async move {
             let mut conn = shared.conn.clone();
             let mut pipe = redis::pipe();
@@ -306,6 +334,7 @@ impl Drop for Pending {
             } else {
                 tracing::debug!(target: "graflow::handlers", attempt = %att, "attempt cancelled");
             }
+            shared.cancels.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
