@@ -192,7 +192,18 @@ pub fn spawn_worker_of(
         command.env(key, value);
     }
     die_with_parent(&mut command);
-    let child = command.spawn().expect("start a worker");
+    // A freshly written binary (another build's copy) can be briefly "busy" while a fork of
+    // another test thread still holds its write descriptor: retry that case only.
+    let mut tries = 0;
+    let child = loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.expect("start a worker"),
+        }
+    };
     WorkerProcess {
         child,
         name: name.to_owned(),
