@@ -173,6 +173,15 @@ fn sample(label: &str) -> Sample {
     }
 }
 
+/// Waits (at most 5 s) until no job of the default queue is pending.
+fn wait_until_nothing_pending(conn: &mut redis::Connection, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pending_count(conn, "default") > 0 {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn pending_count(conn: &mut redis::Connection, queue: &str) -> u64 {
     let summary: redis::Value = redis::cmd("XPENDING")
         .arg(format!("graflow:queue:{queue}"))
@@ -527,14 +536,7 @@ fn timeouts_and_cancellation_reach_the_worker() {
     // whichever comes first) and acknowledges its job.
     worker.wait_for_log("; stopped", Duration::from_secs(5));
     let mut conn = server.conn();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pending_count(&mut conn, "default") > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the cancelled job is still pending"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_nothing_pending(&mut conn, "the cancelled job is still pending");
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         !conn.exists::<_, bool>("finished:t").unwrap(),
@@ -566,14 +568,7 @@ fn a_cancelled_run_stops_its_remote_attempts() {
         Duration::from_secs(5),
     );
     let mut conn = server.conn();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pending_count(&mut conn, "default") > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the cancelled job is still pending"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_nothing_pending(&mut conn, "the cancelled job is still pending");
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         !conn.exists::<_, bool>("finished:c").unwrap(),
@@ -684,7 +679,7 @@ fn malformed_entries_are_skipped_and_counted() {
             "*",
             &[
                 ("v", "1"),
-                ("att", "nobody-2"),
+                ("att", "nobody-0000000000000002"),
                 ("reply", "graflow:replies:nobody"),
                 ("task", "t"),
                 ("timeout_ms", "0"),
@@ -1041,5 +1036,46 @@ fn dropping_the_engine_mid_run_inside_async_code_is_clean() {
     worker.wait_for_log(
         "attempt cancelled by the engine; stopped",
         Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn redis_gone_for_good_fails_the_run_naming_the_url() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-gone", &[]);
+    worker.wait_started();
+    let engine = engine(
+        &server,
+        RedisOptions::new().with_no_worker_timeout(Duration::from_secs(2)),
+    );
+    let mut wf = graflow::Workflow::builder("gone");
+    wf.add(
+        slow_square::task()
+            .with_input("key", "g".to_owned())
+            .with_input("n", 2u64)
+            .with_input("sleep_ms", 3000u64),
+    );
+    let wf = wf.build();
+    let run = std::thread::spawn(move || engine.run(&wf));
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !conn.exists::<_, bool>("runs:g").unwrap() {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let url = server.url();
+    server.kill();
+    let killed = Instant::now();
+    let error = format!("{:#}", run.join().unwrap().expect_err("Redis is gone"));
+    assert!(
+        error.contains("lost contact with Redis") && error.contains(&url),
+        "{error}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        killed.elapsed()
     );
 }

@@ -73,7 +73,15 @@ impl Job {
         }
         if att
             .strip_prefix(engine)
-            .is_none_or(|rest| !rest.starts_with('-') || rest.len() < 2)
+            .and_then(|rest| rest.strip_prefix('-'))
+            // Exactly the form the handler writes, `<engine>-<nonce as 16 hex digits>`: an engine
+            // whose name is a prefix of another's cannot claim that one's attempts.
+            .is_none_or(|nonce| {
+                nonce.len() != 16
+                    || !nonce
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
         {
             return Err((
                 None,
@@ -236,7 +244,7 @@ mod tests {
 
     fn job() -> Job {
         Job {
-            att: "c-1".to_owned(),
+            att: "c-00000000000000a1".to_owned(),
             reply: "graflow:replies:c".to_owned(),
             task: "t".to_owned(),
             inv: vec![1, 2, 3],
@@ -252,7 +260,7 @@ mod tests {
         let parsed = Job::parse(&map(job().fields()), 10, replies).unwrap();
         assert_eq!(
             (parsed.att.as_str(), parsed.inv.as_slice()),
-            ("c-1", &[1u8, 2, 3][..])
+            ("c-00000000000000a1", &[1u8, 2, 3][..])
         );
         assert_eq!((parsed.timeout_ms, parsed.max_out), (5, 99));
 

@@ -37,8 +37,8 @@ pub struct RedisOptions {
     pub prefix: String,
     /// The queue of tasks that name none (default [`DEFAULT_QUEUE`]).
     pub queue: String,
-    /// How long a task may wait while no live worker serves its queue before it fails
-    /// (default 30 s).
+    /// How long a task may wait while no live worker serves its queue, or while Redis does not
+    /// answer, before it fails (default 30 s).
     pub no_worker_timeout: Duration,
     /// The largest outcome accepted from a worker, in bytes (default 16 MiB); a larger one
     /// fails its task. Workers check it too, and send a clear failure instead.
@@ -581,9 +581,39 @@ async fn monitor(shared: Arc<Shared>) {
     let mut unserved_since: HashMap<String, Instant> = HashMap::new();
     let mut conn = shared.conn.clone();
     let mut known_groups: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut unreachable_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(tick).await;
         let now = Instant::now();
+        // Redis gone for good must not leave attempts waiting forever: after the same wait as
+        // for a missing worker, every waiting attempt fails, naming the URL. (A restart within
+        // it delivers the outcomes: with AOF nothing is lost.)
+        let any_waiting = !shared
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if any_waiting {
+            let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            match ping {
+                Ok(_) => unreachable_since = None,
+                Err(e) => {
+                    let since = *unreachable_since.get_or_insert(now);
+                    if now.duration_since(since) >= shared.options.no_worker_timeout {
+                        fail_waiters(
+                            &shared,
+                            |_| true,
+                            &format!(
+                                "lost contact with Redis at {} for {:?} ({e}); check that it runs, then run the workflow again",
+                                shared.url, shared.options.no_worker_timeout
+                            ),
+                        );
+                        unreachable_since = None;
+                    }
+                    continue;
+                }
+            }
+        }
         let (queues, suspects) = {
             let mut waiting = shared
                 .waiting
@@ -664,6 +694,18 @@ async fn monitor(shared: Arc<Shared>) {
 }
 
 fn fail_queue(shared: &Shared, queue: &str) {
+    fail_waiters(
+        shared,
+        |w| w.queue == queue,
+        &format!(
+            "no live worker has served queue `{queue}` at {} for {:?}; start one: `<your program> --graflow-worker {} --queue {queue}`",
+            shared.url, shared.options.no_worker_timeout, shared.url
+        ),
+    );
+}
+
+/// Fails the waiting attempts `which` selects with `message`.
+fn fail_waiters(shared: &Shared, which: impl Fn(&Waiter) -> bool, message: &str) {
     let failed: Vec<Waiter> = {
         let mut waiting = shared
             .waiting
@@ -671,15 +713,12 @@ fn fail_queue(shared: &Shared, queue: &str) {
             .unwrap_or_else(PoisonError::into_inner);
         let atts: Vec<String> = waiting
             .iter()
-            .filter(|(_, w)| w.queue == queue)
+            .filter(|(_, w)| which(w))
             .map(|(att, _)| att.clone())
             .collect();
         atts.iter().filter_map(|att| waiting.remove(att)).collect()
     };
     for waiter in failed {
-        let _ = waiter.tx.send(Err(format!(
-            "no live worker has served queue `{queue}` at {} for {:?}; start one: `<your program> --graflow-worker {} --queue {queue}`",
-            shared.url, shared.options.no_worker_timeout, shared.url
-        )));
+        let _ = waiter.tx.send(Err(message.to_owned()));
     }
 }
