@@ -15,13 +15,14 @@ use tracing::Instrument;
 use tokio::sync::Semaphore;
 
 use crate::channel::Channel;
-use crate::definition::panic_message;
-use crate::graph::{Graph, Problem, Workflow};
+use crate::definition::{AttemptError, panic_message};
+use crate::graph::{Graph, Problem, Task, Workflow};
 use crate::handlers::{DirectHandler, ProcessHandler};
 use crate::interrupt::RunSignals;
 use crate::report::RunReport;
 use crate::run::scheduler::{self, Slot};
 use crate::run::{HandlerRegistration, RunError, RunFailure, RunShared, TaskHandler, cpu_count};
+use futures_util::FutureExt;
 
 /// A validated run: the compiled graph and one slot per distinct handler name.
 type Prepared = (Arc<Graph>, Arc<[Slot]>);
@@ -272,6 +273,48 @@ impl WorkflowEngine {
         self.prepare(workflow, channel).map(drop)
     }
 
+    /// Starts, before a run, the runners `workflow` will need: each handler's
+    /// [`warm_up`](TaskHandler::warm_up) gets the workflow's tasks it runs (for the "process"
+    /// and "docker" handlers, warm runners for the tasks that reuse them, up to the pool's size
+    /// per environment). The workflow is validated first, as [`Self::validate`] does except for
+    /// parameters fed from the initial channel. Returns how many runners were started.
+    pub async fn warm_up(&self, workflow: &Workflow) -> Result<usize, RunError> {
+        let (graph, handlers) = self.prepare_with(workflow, None)?;
+        let tasks = workflow.tasks();
+        let warm_ups = handlers.iter().enumerate().map(|(h, slot)| {
+            let mine: Vec<&Task> = tasks
+                .iter()
+                .enumerate()
+                .filter(|&(node, _)| graph.node_handler[node] as usize == h)
+                .map(|(_, task)| task)
+                .collect();
+            async move {
+                if mine.is_empty() {
+                    return Ok(0);
+                }
+                AssertUnwindSafe(slot.handler.warm_up(&mine))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|payload| {
+                        Err(AttemptError::handler(
+                            mine[0].id(),
+                            mine[0].handler(),
+                            format!("warm_up panicked: {}", panic_message(&*payload)),
+                        ))
+                    })
+            }
+        });
+        let mut started = 0;
+        for result in futures_util::future::join_all(warm_ups).await {
+            started += result.map_err(|source| RunError::WarmUp {
+                workflow: workflow.name().to_owned(),
+                source,
+            })?;
+        }
+        tracing::info!(target: "graflow::engine", workflow = %workflow.name(), started, "runners warmed up");
+        Ok(started)
+    }
+
     /// Runs `workflow` with an empty initial channel.
     pub async fn execute(&self, workflow: &Workflow) -> Result<RunReport, RunError> {
         self.execute_with(workflow, Channel::new()).await
@@ -420,6 +463,15 @@ impl WorkflowEngine {
     /// tasks' configuration, and the parameters the initial channel must provide. Every
     /// problem is collected.
     fn prepare(&self, workflow: &Workflow, channel: &Channel) -> Result<Prepared, RunError> {
+        self.prepare_with(workflow, Some(channel))
+    }
+
+    /// [`Self::prepare`]; without a channel, parameters fed from the channel are not checked.
+    fn prepare_with(
+        &self,
+        workflow: &Workflow,
+        channel: Option<&Channel>,
+    ) -> Result<Prepared, RunError> {
         if crate::runner::uninitialised_runner() {
             return Err(RunError::RunnerNotInitialised);
         }
@@ -491,7 +543,12 @@ impl WorkflowEngine {
             }
         }
 
-        for need in &graph.channel_needs {
+        let empty = Channel::new();
+        let (needs, channel) = match channel {
+            Some(channel) => (&graph.channel_needs[..], channel),
+            None => (&[][..], &empty),
+        };
+        for need in needs {
             let task = &tasks[need.node as usize];
             let param = &task.def.params[need.param as usize];
             match channel.value(param.name) {

@@ -253,6 +253,11 @@ impl RunSignals {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Warm runners outlive runs: stop them too (their removal joins the clean-ups below).
+        let warm = crate::remote::stop_warm_runners();
+        if warm > 0 {
+            tracing::info!(target: "graflow::engine", stopped = warm, "warm runners stopped");
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let done = tokio::task::spawn_blocking(move || wait_for_cleanups(left))
             .await

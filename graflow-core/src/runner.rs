@@ -25,7 +25,9 @@ use crate::run::ExecutionContext;
 use crate::run::{RunError, TaskHandler};
 use crate::value::Value;
 use graflow_protocol::frame::rejection;
-use graflow_protocol::{Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV};
+use graflow_protocol::{
+    Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV, SERVE_MODE,
+};
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
@@ -35,8 +37,9 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 pub fn init() {
     INITIALISED.store(true, Ordering::SeqCst);
     if is_runner() {
+        let warm = std::env::var_os(RUNNER_ENV).is_some_and(|mode| mode == SERVE_MODE);
         SERVING.store(true, Ordering::SeqCst);
-        std::process::exit(serve());
+        std::process::exit(if warm { serve_many() } else { serve() });
     }
     for mode in inventory::iter::<ProgramMode> {
         if let Some(code) = (mode.enter)() {
@@ -112,8 +115,9 @@ pub fn runner_command() -> std::io::Result<(PathBuf, Vec<String>)> {
     Ok((exe, args))
 }
 
-/// Answers one invocation; returns the process's exit code.
-fn serve() -> i32 {
+/// Sets the runner up (protocol streams, subreaper, environment) and announces it with READY;
+/// the protocol output and input, or the exit code when that fails.
+fn start_serving() -> Result<(std::fs::File, std::fs::File), i32> {
     let _ = std::io::stdout().flush();
     let (mut out, input) = match protocol_streams() {
         Ok(streams) => streams,
@@ -122,7 +126,7 @@ fn serve() -> i32 {
                 std::io::stderr(),
                 "graflow runner: cannot set up the protocol streams: {e}"
             );
-            return 70;
+            return Err(70);
         }
     };
     // Whatever the task starts stays in this process's tree, to be stopped with the task.
@@ -143,19 +147,39 @@ fn serve() -> i32 {
         }
     };
     if out.write_all(READY).and_then(|()| out.flush()).is_err() {
-        return 71;
+        return Err(71);
     }
-    let mut input = std::io::BufReader::new(input);
-    // The engine is trusted here: its channel snapshot may have many keys.
-    let limits = Limits::default()
+    Ok((out, input))
+}
+
+/// How large an invocation a runner reads: the engine is trusted here (its channel snapshot
+/// may have many keys).
+fn invocation_limits() -> Limits {
+    Limits::default()
         .with_max_frame(1 << 40)
-        .with_max_head(1 << 30);
-    let outcome = match Invocation::read_from(&mut input, &limits) {
+        .with_max_head(1 << 30)
+}
+
+/// Answers one invocation; returns the process's exit code.
+fn serve() -> i32 {
+    let (out, input) = match start_serving() {
+        Ok(streams) => streams,
+        Err(code) => return code,
+    };
+    let mut input = std::io::BufReader::new(input);
+    let outcome = match Invocation::read_from(&mut input, &invocation_limits()) {
         Ok(invocation) => {
             let nonce = invocation.nonce;
             exit_when_orphaned(input);
             match check(&invocation) {
-                Ok(def) => run(def, invocation),
+                Ok(def) => match task_runtime() {
+                    Ok(runtime) => {
+                        let outcome = run(&runtime, def, invocation);
+                        runtime.shutdown_background();
+                        outcome
+                    }
+                    Err(error) => runner_failure(nonce, &error, 0),
+                },
                 Err(reason) => rejection(nonce, build_id(), reason),
             }
         }
@@ -215,26 +239,133 @@ fn exit_when_orphaned(mut input: impl std::io::Read + Send + 'static) {
                     Err(_) => break,
                 }
             }
-            let _ = writeln!(
-                std::io::stderr(),
-                "graflow runner: the handler closed its side before the task finished; stopping the task"
-            );
-            crate::descendants::kill_descendants(std::process::id() as libc::pid_t);
-            // SAFETY: signals and exit; nothing of this process is used afterwards.
-            unsafe {
-                // As a process-group leader (the "process" handler starts each runner in a group
-                // of its own; a container's first process is one), take the task's children too.
-                if libc::getpgrp() == libc::getpid() {
-                    libc::kill(0, libc::SIGKILL);
-                }
-                libc::_exit(ORPHANED_EXIT_CODE);
-            }
+            orphaned()
         });
     if let Err(e) = watcher {
         let _ = writeln!(
             std::io::stderr(),
             "graflow runner: cannot watch the handler: {e}"
         );
+    }
+}
+
+/// The handler went away while a task ran: stop the task, every process it started, and this
+/// runner.
+fn orphaned() -> ! {
+    let _ = writeln!(
+        std::io::stderr(),
+        "graflow runner: the handler closed its side before the task finished; stopping the task"
+    );
+    crate::descendants::kill_descendants(std::process::id() as libc::pid_t);
+    // SAFETY: signals and exit; nothing of this process is used afterwards.
+    unsafe {
+        // As a process-group leader (the "process" handler starts each runner in a group of its
+        // own; a container's first process is one), take the task's children too.
+        if libc::getpgrp() == libc::getpid() {
+            libc::kill(0, libc::SIGKILL);
+        }
+        libc::_exit(ORPHANED_EXIT_CODE)
+    }
+}
+
+/// A warm runner (`GRAFLOW_RUNNER=serve`): answers invocations one after another on the same
+/// streams, each outcome right after its invocation, until its input ends; returns the exit
+/// code. A thread of its own reads the input: it hands each invocation over, and when the input
+/// ends while a task runs (the handler is gone) it stops the task and the runner as a one-shot
+/// runner does; when it ends between tasks the runner exits with 0.
+fn serve_many() -> i32 {
+    let (out, input) = match start_serving() {
+        Ok(streams) => streams,
+        Err(code) => return code,
+    };
+    let runtime = match task_runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "graflow runner: {e}");
+            return 70;
+        }
+    };
+    let busy = std::sync::Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Invocation, String>>(1);
+    let reading = busy.clone();
+    let reader = std::thread::Builder::new()
+        .name("graflow-runner-input".to_owned())
+        .spawn(move || read_invocations(input, &reading, &tx));
+    if let Err(e) = reader {
+        let _ = writeln!(
+            std::io::stderr(),
+            "graflow runner: cannot read the input: {e}"
+        );
+        return 70;
+    }
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let me = std::process::id() as libc::pid_t;
+    for next in rx {
+        let (outcome, last) = match next {
+            Ok(invocation) => {
+                let nonce = invocation.nonce;
+                let outcome = match check(&invocation) {
+                    Ok(def) => run(&runtime, def, invocation),
+                    Err(reason) => rejection(nonce, build_id(), reason),
+                };
+                (outcome, false)
+            }
+            // The stream is out of step: answer, then stop.
+            Err(reason) => (
+                rejection(0, build_id(), format!("unreadable invocation: {reason}")),
+                true,
+            ),
+        };
+        // The task is over: nothing it started outlives it, nor waits for the next one.
+        crate::descendants::kill_descendants(me);
+        if let Err(e) = outcome.write_to(&mut out) {
+            let _ = writeln!(std::io::stderr(), "graflow runner: {e}");
+            return 71;
+        }
+        busy.store(false, Ordering::SeqCst);
+        if last {
+            return 0;
+        }
+    }
+    0
+}
+
+/// The warm runner's input: each invocation is handed to the serving thread (marked busy
+/// first); an end of input between invocations ends the serving loop, one while a task runs
+/// stops everything ([`orphaned`]).
+fn read_invocations(
+    input: std::fs::File,
+    busy: &AtomicBool,
+    tx: &std::sync::mpsc::SyncSender<Result<Invocation, String>>,
+) {
+    use std::io::BufRead;
+    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+    let limits = invocation_limits();
+    loop {
+        match input.fill_buf() {
+            Ok([]) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        let next = Invocation::read_from(&mut input, &limits).map_err(|e| e.to_string());
+        let unreadable = next.is_err();
+        busy.store(true, Ordering::SeqCst);
+        if tx.send(next).is_err() || unreadable {
+            break;
+        }
+    }
+    if busy.load(Ordering::SeqCst) {
+        // Wait for the end of the input before stopping: an unreadable invocation is answered
+        // first.
+        let mut sink = [0u8; 256];
+        while !matches!(
+            std::io::Read::read(input.get_mut(), &mut sink),
+            Ok(0) | Err(_)
+        ) {}
+        if busy.load(Ordering::SeqCst) {
+            orphaned();
+        }
     }
 }
 
@@ -333,27 +464,27 @@ fn finish(prepared: &Prepared, result: Result<Value, AttemptError>, elapsed: Dur
     outcome_of(nonce, result, writes, elapsed_ns)
 }
 
+/// The runtime a runner's tasks run on (one per runner: a warm runner keeps it).
+fn task_runtime() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)
+}
+
 /// Runs the invoked task in this process.
-fn run(def: &'static TaskDef, invocation: Invocation) -> Outcome {
+fn run(
+    runtime: &tokio::runtime::Runtime,
+    def: &'static TaskDef,
+    invocation: Invocation,
+) -> Outcome {
     let prepared = match prepare(def, invocation, &[]) {
         Ok(prepared) => prepared,
         Err(outcome) => return *outcome,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let error = RunError::Runtime(e);
-            return runner_failure(prepared.nonce, &error, 0);
-        }
-    };
     let started = Instant::now();
     let result = runtime.block_on(prepared.ctx.task().run(&prepared.ctx));
-    let elapsed = started.elapsed();
-    runtime.shutdown_background();
-    finish(&prepared, result, elapsed)
+    finish(&prepared, result, started.elapsed())
 }
 
 /// Answers one invocation in this process, through `handler` (the worker side of a queue

@@ -27,7 +27,8 @@ pub const INVOCATION_TAG: &[u8; 8] = b"GFINVOK2";
 /// The tag of an outcome frame.
 pub const OUTCOME_TAG: &[u8; 8] = b"GFOUTCM2";
 
-const HEADER_LEN: usize = 24;
+/// The length of every frame's header: tag, head length, payload length.
+pub const HEADER_LEN: usize = 24;
 
 fn header(tag: &[u8; 8], head: &[u8], payload: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + head.len());

@@ -37,3 +37,8 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// runner removes it from its own environment before the task runs, so that programs the task
 /// starts are not runners.
 pub const RUNNER_ENV: &str = "GRAFLOW_RUNNER";
+
+/// The value of [`RUNNER_ENV`] that starts a *warm* runner: it answers invocations one after
+/// another, each outcome right after its invocation, until its input ends (`PROTOCOL.md` §9).
+/// Any other value starts a runner that answers exactly one invocation.
+pub const SERVE_MODE: &str = "serve";

@@ -5,3 +5,6 @@ mod process;
 
 pub use direct::DirectHandler;
 pub use process::ProcessHandler;
+
+/// How the "process" and "docker" handlers pool warm runners.
+pub use crate::remote::PoolOptions;

@@ -4,13 +4,19 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
 use futures_util::stream::{self, Stream, StreamExt};
-use graflow_protocol::{Limits, RUNNER_ENV};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use graflow_protocol::{Limits, RUNNER_ENV, SERVE_MODE};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use crate::definition::AttemptError;
-use crate::graph::Task;
-use crate::remote::{Chunk, Driven, Ended, RemoteAttempt};
+use crate::graph::{Problem, Task};
+use crate::remote::{
+    Chunk, Driven, Ended, LogTarget, PoolOptions, RemoteAttempt, RunnerPool, Starter, Transport,
+};
 use crate::run::ExecutionContext;
 use crate::run::TaskHandler;
 use crate::runner::runner_command;
@@ -25,12 +31,21 @@ use crate::value::Value;
 /// own and is the subreaper of whatever the task starts: when the task ends, times out or is
 /// cancelled, every process it started is killed (also one that left the group with `setsid`),
 /// so nothing the task started outlives it. Registered as "process" in every engine.
+///
+/// A task with `reuse = true` (or every task, with [`PoolOptions::reuse_by_default`]) runs
+/// on a *warm* child instead: one started before, that serves tasks one after another
+/// ([`ProcessHandler::with_pool`]). Cloning the handler shares its pool.
 #[derive(Debug, Clone)]
 pub struct ProcessHandler {
     startup_timeout: Duration,
     limits: Limits,
     max_concurrency: usize,
+    pool: RunnerPool,
 }
+
+/// All warm children of a handler share one environment: this program, with this process's
+/// environment at the time they start.
+const WARM_KEY: &str = "process";
 
 impl Default for ProcessHandler {
     fn default() -> Self {
@@ -42,11 +57,22 @@ impl ProcessHandler {
     /// A handler that gives a child 30 s to start answering as a runner, with the default
     /// [`Limits`] on what a child may send back.
     pub fn new() -> Self {
+        let startup_timeout = Duration::from_secs(30);
         ProcessHandler {
-            startup_timeout: Duration::from_secs(30),
+            startup_timeout,
             limits: Limits::default(),
             max_concurrency: crate::run::cpu_count(),
+            pool: RunnerPool::new(PoolOptions::default(), startup_timeout, LogTarget::Handlers),
         }
+    }
+
+    /// How warm children are pooled: how many at once, how long one may idle, how many tasks
+    /// one serves, and whether tasks without a `reuse` option use them (see [`PoolOptions`]).
+    /// A warm child keeps what a task leaves in its memory, its working directory or `/tmp`
+    /// for the next task; a fresh child per task (the default) shares nothing.
+    pub fn with_pool(mut self, options: PoolOptions) -> Self {
+        self.pool = RunnerPool::new(options, self.startup_timeout, LogTarget::Handlers);
+        self
     }
 
     /// How many of its child processes may run at once in one run (default: the number of
@@ -60,6 +86,7 @@ impl ProcessHandler {
     /// Sets how long a child may take to start answering as a runner.
     pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self.pool = RunnerPool::new(self.pool.options().clone(), timeout, LogTarget::Handlers);
         self
     }
 
@@ -150,10 +177,122 @@ fn chunks<R: AsyncRead + Unpin + Send + 'static>(
     )
 }
 
+/// A warm child's stdout and stderr as output chunks, read into one reusable buffer.
+struct PipeOutput {
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    buf: Box<[u8]>,
+}
+
+impl Stream for PipeOutput {
+    type Item = Chunk;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        let this = self.get_mut();
+        if let Some(stdout) = this.stdout.as_mut() {
+            let mut buf = ReadBuf::new(&mut this.buf);
+            match Pin::new(stdout).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    return Poll::Ready(Some(Chunk::Stdout(buf.filled().to_vec())));
+                }
+                Poll::Ready(_) => {
+                    this.stdout = None;
+                    return Poll::Ready(Some(Chunk::StdoutClosed));
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(stderr) = this.stderr.as_mut() {
+            let mut buf = ReadBuf::new(&mut this.buf);
+            match Pin::new(stderr).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    return Poll::Ready(Some(Chunk::Stderr(buf.filled().to_vec())));
+                }
+                Poll::Ready(_) => this.stderr = None,
+                Poll::Pending => {}
+            }
+        }
+        if this.stdout.is_none() && this.stderr.is_none() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Starts a warm child: this program with `GRAFLOW_RUNNER=serve`, in a process group of its own.
+fn warm_child() -> Starter {
+    Box::new(|| {
+        async move {
+            let (program, args) = runner_command()
+                .map_err(|e| format!("cannot find this program's executable: {e}"))?;
+            let mut child = tokio::process::Command::new(&program)
+                .args(&args)
+                .env(RUNNER_ENV, SERVE_MODE)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| {
+                    format!(
+                        "cannot start `{}` as a warm task runner: {e}",
+                        program.display()
+                    )
+                })?;
+            let pid = child.id().unwrap_or_default();
+            let group = ProcessGroup {
+                pgid: libc::pid_t::try_from(pid).ok(),
+            };
+            let (Some(stdin), Some(stdout), Some(stderr)) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take())
+            else {
+                return Err("the child's standard streams were not captured".to_owned());
+            };
+            tracing::debug!(target: "graflow::handlers", pid, "warm runner process started");
+            let autopsy = async move {
+                match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                    Ok(Ok(status)) => Some(describe_exit(status)),
+                    _ => None,
+                }
+            };
+            Ok(Transport {
+                input: Box::pin(stdin),
+                output: PipeOutput {
+                    stdout: Some(stdout),
+                    stderr: Some(stderr),
+                    buf: vec![0u8; 64 * 1024].into_boxed_slice(),
+                }
+                .boxed(),
+                guard: Box::new(group),
+                name: format!("pid {pid}"),
+                autopsy: Some(autopsy.boxed()),
+            })
+        }
+        .boxed()
+    })
+}
+
 #[async_trait::async_trait]
 impl TaskHandler for ProcessHandler {
     fn concurrency_limit(&self) -> Option<usize> {
         Some(self.max_concurrency)
+    }
+
+    fn validate_task(&self, task: &Task) -> Result<(), Problem> {
+        self.pool.options().reuses(task).map(drop)
+    }
+
+    async fn warm_up(&self, tasks: &[&Task]) -> Result<usize, AttemptError> {
+        let mut reusing = tasks
+            .iter()
+            .filter(|task| matches!(self.pool.options().reuses(task), Ok(true)));
+        let Some(first) = reusing.next() else {
+            return Ok(0);
+        };
+        let count = 1 + reusing.count();
+        self.pool.warm_up(WARM_KEY, count, first, warm_child).await
     }
 
     async fn execute_task(
@@ -162,6 +301,14 @@ impl TaskHandler for ProcessHandler {
         ctx: &ExecutionContext,
     ) -> Result<Value, AttemptError> {
         let handler = task.handler();
+        let reuse =
+            self.pool.options().reuses(task).map_err(|problem| {
+                AttemptError::handler(task.id(), handler, problem.to_string())
+            })?;
+        if reuse {
+            let mut lease = self.pool.checkout(WARM_KEY, task, warm_child).await?;
+            return lease.serve(task, ctx, self.limits).await;
+        }
         let (program, args) = runner_command().map_err(|e| {
             AttemptError::handler_source(
                 task.id(),

@@ -6,12 +6,14 @@
 //! | `driver.rs` | [`RemoteAttempt`]: drives one attempt over a runner's input and output; [`apply_outcome_bytes`] for an outcome that arrives whole (a queue's message) |
 //! | `attempt.rs` | the invocation built from run state, the outcome applied back to it |
 //! | `logs.rs` | [`LogLines`]: a runner's output lines, bounded |
+//! | `pool.rs` | [`RunnerPool`]: warm runners that serve one task after another, pooled per environment |
 //!
 //! The runner side (what a process started by a handler does) is `runner.rs`.
 
 mod attempt;
 mod driver;
 mod logs;
+mod pool;
 
 use std::sync::OnceLock;
 
@@ -19,6 +21,9 @@ pub use attempt::{RemoteError, invocation};
 pub(crate) use attempt::{outcome_of, runner_failure};
 pub use driver::{Chunk, Driven, Ended, RemoteAttempt, apply_outcome_bytes, attempt_nonce};
 pub use logs::{LogLines, LogTarget};
+pub use pool::{
+    Lease, PoolOptions, REUSE_OPTION, RunnerPool, Starter, Transport, stop_all as stop_warm_runners,
+};
 
 /// An id of this program's build: the GNU build id of the executable when it has one (the
 /// linker's hash of the whole binary), else a hash of its task registry (names and types).

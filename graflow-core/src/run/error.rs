@@ -37,6 +37,16 @@ pub enum RunError {
     )]
     NestedRuntime,
 
+    /// `engine.warm_up` could not start a runner.
+    #[error("could not start the runners of workflow '{workflow}' ahead of its run: {source}")]
+    WarmUp {
+        /// The workflow's name.
+        workflow: String,
+        /// What failed, naming the task and handler.
+        #[source]
+        source: AttemptError,
+    },
+
     /// The Tokio runtime for `engine.run()` could not start.
     #[error("could not start a Tokio runtime for engine.run(): {0}")]
     Runtime(#[source] std::io::Error),

@@ -53,6 +53,15 @@ pub trait TaskHandler: Send + Sync + 'static {
     fn concurrency_limit(&self) -> Option<usize> {
         None
     }
+
+    /// Starts ahead of a run what this handler will need for `tasks` (its tasks in a workflow,
+    /// already validated): warm runners for the tasks that reuse them. Returns how many runners
+    /// it started (the default starts none). Called by
+    /// [`WorkflowEngine::warm_up`](crate::WorkflowEngine::warm_up).
+    async fn warm_up(&self, tasks: &[&Task]) -> Result<usize, AttemptError> {
+        let _ = tasks;
+        Ok(0)
+    }
 }
 
 /// A handler registered at link time with [`register_handler!`](crate::register_handler).

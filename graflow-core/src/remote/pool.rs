@@ -1,0 +1,935 @@
+//! Warm runners: a runner started once and sent one invocation after another (the runner's
+//! serve loop, `GRAFLOW_RUNNER=serve`, `PROTOCOL.md` §9), kept in a pool per environment.
+//!
+//! A handler that offers reuse owns a [`RunnerPool`]. For a task that asks for a warm runner
+//! (`reuse = true`, or the pool's default) it computes the task's *environment key*
+//! (everything that makes two tasks' environments identical: for a container the image,
+//! volumes, environment, limits, user, network, sandbox, ...) and [`checks out`]
+//! (RunnerPool::checkout) a runner of that key: an idle one, else a new one (started with
+//! the handler's [`Starter`]), else it waits until one of the key's [`PoolOptions::size`]
+//! runners is free. [`Lease::serve`] sends the invocation and reads the outcome.
+//!
+//! A runner goes back to the pool only after an answer that leaves it sound: a result, or the
+//! task's own error. A panic, a refused answer, a runner that died (its process or container
+//! ended: a crash, an OOM kill), a timeout or a cancellation discard it, and its process or
+//! container is stopped. So are runners idle longer than [`PoolOptions::idle_timeout`] or past
+//! [`PoolOptions::max_uses`] tasks, and every runner of the pool when the pool is dropped (the
+//! engine is dropped), when the program is interrupted (SIGINT, SIGTERM during a run), or when
+//! it dies (a runner's input ends; it exits by itself).
+//!
+//! All I/O with the runners runs on a runtime of the pool's own (one thread, started with the
+//! first warm runner), so that runners outlive the runtime of any one run (`engine.run()`
+//! builds one per run).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+use graflow_protocol::frame::{HEADER_LEN, parse_header};
+use graflow_protocol::{Limits, OUTCOME_TAG, ProtocolError, READY};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::config::ConfigValue;
+use crate::definition::AttemptError;
+use crate::graph::{Problem, Task};
+use crate::run::ExecutionContext;
+use crate::value::Value;
+
+use super::driver::{Chunk, apply_outcome_bytes, attempt_nonce};
+use super::invocation;
+use super::logs::{LogLines, LogTarget};
+
+/// The task option that asks for a warm runner (`#[task(handler = "process", reuse = true)]`);
+/// `reuse = false` asks for a fresh runner even where the handler's pool reuses by default.
+pub const REUSE_OPTION: &str = "reuse";
+
+/// How a handler's warm runners are pooled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolOptions {
+    size: usize,
+    idle_timeout: Duration,
+    max_uses: u32,
+    reuse: bool,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            size: 4,
+            idle_timeout: Duration::from_secs(60),
+            max_uses: 1000,
+            reuse: false,
+        }
+    }
+}
+
+impl PoolOptions {
+    /// Up to 4 runners per environment, stopped after 60 s idle or 1,000 tasks; only tasks
+    /// with `reuse = true` use them.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many runners one environment (one key) may have at once, busy or idle (at least
+    /// 1). A task that finds them all busy waits for one.
+    pub fn with_size(mut self, size: usize) -> Self {
+        self.size = size.max(1);
+        self
+    }
+
+    /// How long a runner may wait for its next task before it is stopped.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How many tasks one runner serves before it is replaced (at least 1).
+    pub fn with_max_uses(mut self, uses: u32) -> Self {
+        self.max_uses = uses.max(1);
+        self
+    }
+
+    /// Whether tasks without a `reuse` option use warm runners (default: no; a fresh runner
+    /// per task).
+    pub fn reuse_by_default(mut self, reuse: bool) -> Self {
+        self.reuse = reuse;
+        self
+    }
+
+    /// See [`PoolOptions::with_size`].
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// See [`PoolOptions::with_idle_timeout`].
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// See [`PoolOptions::with_max_uses`].
+    pub fn max_uses(&self) -> u32 {
+        self.max_uses
+    }
+
+    /// Whether `task` runs on a warm runner: its `reuse` option, else the pool's default. A
+    /// `reuse` that is not a boolean is a problem naming the task and handler.
+    pub fn reuses(&self, task: &Task) -> Result<bool, Problem> {
+        match task.handler_config().get(REUSE_OPTION) {
+            None => Ok(self.reuse),
+            Some(ConfigValue::Bool(reuse)) => Ok(*reuse),
+            Some(other) => Err(Problem::invalid_config(
+                task.id(),
+                task.handler(),
+                format!(
+                    "`{REUSE_OPTION}` must be true or false, not {} {other:?}",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+}
+
+/// A runner just started by a handler's transport, before it announced itself.
+pub struct Transport {
+    /// The runner's protocol input.
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Its protocol output and log stream.
+    pub output: BoxStream<'static, Chunk>,
+    /// Stops the runner when dropped (kills its process group, removes its container). Dropped
+    /// on the pool's runtime or, when the pool is dropped, on the dropping thread.
+    pub guard: Box<dyn Send>,
+    /// Names the runner in logs, errors and run reports: `pid 4242`, `container graflow-…`.
+    pub name: String,
+    /// Says why the runner died (exit status, out of memory), polled once when its output ends
+    /// while it serves a task. Runs on the pool's runtime.
+    pub autopsy: Option<BoxFuture<'static, Option<String>>>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts one runner of a key, on the pool's runtime.
+pub type Starter = Box<dyn FnOnce() -> BoxFuture<'static, Result<Transport, String>> + Send>;
+
+/// A handler's pool of warm runners. Cloning shares the pool.
+#[derive(Clone)]
+pub struct RunnerPool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RunnerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerPool")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    options: PoolOptions,
+    target: LogTarget,
+    startup_timeout: Duration,
+    state: Mutex<State>,
+    /// The guard of every runner that announced itself, by runner number.
+    guards: Arc<Guards>,
+    runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
+}
+
+#[derive(Default)]
+struct Guards(Mutex<HashMap<u64, Box<dyn Send>>>);
+
+impl Guards {
+    fn stop(&self, id: u64) {
+        let guard = lock(&self.0).remove(&id);
+        drop(guard);
+    }
+
+    fn stop_all(&self) -> usize {
+        let all: Vec<_> = lock(&self.0).drain().collect();
+        let n = all.len();
+        drop(all);
+        n
+    }
+}
+
+/// Every pool of the program, for [`stop_all`] at an interrupt.
+fn pools() -> &'static Mutex<Vec<Weak<Guards>>> {
+    static POOLS: OnceLock<Mutex<Vec<Weak<Guards>>>> = OnceLock::new();
+    POOLS.get_or_init(Default::default)
+}
+
+/// Stops every warm runner of every pool of this program (a caught SIGINT or SIGTERM, before
+/// the program ends); returns how many were stopped.
+pub fn stop_all() -> usize {
+    let pools: Vec<_> = lock(pools()).iter().filter_map(Weak::upgrade).collect();
+    pools.iter().map(|guards| guards.stop_all()).sum()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Default)]
+struct State {
+    keys: HashMap<String, Slot>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Idle runners, the most recently used last.
+    idle: Vec<(Runner, Instant)>,
+    /// Runners of this key: idle, serving, or starting.
+    live: usize,
+    freed: Arc<Notify>,
+}
+
+/// The pool's handle on one runner (its I/O runs in a task on the pool's runtime; dropping the
+/// handle ends that task, which stops the runner).
+struct Runner {
+    id: u64,
+    name: String,
+    uses: u32,
+    jobs: mpsc::Sender<Job>,
+    alive: Arc<AtomicBool>,
+}
+
+impl Runner {
+    fn alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) && !self.jobs.is_closed()
+    }
+}
+
+/// One invocation for a runner.
+struct Job {
+    frame: Vec<u8>,
+    limits: Limits,
+    task: String,
+    span: tracing::Span,
+    reply: oneshot::Sender<Served>,
+}
+
+enum Served {
+    /// A whole outcome frame (not yet checked beyond its header).
+    Answer { frame: Vec<u8>, logs: LogLines },
+    /// The runner's output ended before a whole outcome.
+    Died { detail: String, logs: LogLines },
+    /// The runner sent something that cannot be this job's outcome.
+    Refused {
+        error: ProtocolError,
+        logs: LogLines,
+    },
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let stopped = self.guards.stop_all();
+        if stopped > 0 {
+            tracing::debug!(target: "graflow::handlers", stopped, "warm runners stopped with their pool");
+        }
+        if let Some(Ok(runtime)) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl RunnerPool {
+    /// A pool with these settings; runners have `startup_timeout` to announce themselves, and
+    /// their output lines are logged to `target`. No thread or runner is started until the
+    /// first task asks for one.
+    pub fn new(options: PoolOptions, startup_timeout: Duration, target: LogTarget) -> Self {
+        let guards = Arc::new(Guards::default());
+        let mut all = lock(pools());
+        all.retain(|pool| pool.strong_count() > 0);
+        all.push(Arc::downgrade(&guards));
+        drop(all);
+        RunnerPool {
+            inner: Arc::new(Inner {
+                options,
+                target,
+                startup_timeout,
+                state: Mutex::new(State::default()),
+                guards,
+                runtime: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The pool's settings.
+    pub fn options(&self) -> &PoolOptions {
+        &self.inner.options
+    }
+
+    /// How many runners of `key` are alive now (idle, serving or starting).
+    pub fn live(&self, key: &str) -> usize {
+        lock(&self.inner.state)
+            .keys
+            .get(key)
+            .map_or(0, |slot| slot.live)
+    }
+
+    fn runtime(&self) -> Result<&tokio::runtime::Handle, String> {
+        let runtime = self.inner.runtime.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("graflow-warm-runners")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the warm runners' I/O thread: {e}"))?;
+            runtime.spawn(reap(Arc::downgrade(&self.inner)));
+            Ok(runtime)
+        });
+        match runtime {
+            Ok(runtime) => Ok(runtime.handle()),
+            Err(message) => Err(message.clone()),
+        }
+    }
+
+    /// A runner of `key` for one attempt of `task`: an idle one (the most recently used), else
+    /// one started with `starter` (when the key has fewer than [`PoolOptions::size`] runners),
+    /// else the next one freed.
+    pub async fn checkout(
+        &self,
+        key: &str,
+        task: &Task,
+        starter: impl Fn() -> Starter,
+    ) -> Result<Lease, AttemptError> {
+        let freed = lock(&self.inner.state)
+            .keys
+            .entry(key.to_owned())
+            .or_default()
+            .freed
+            .clone();
+        loop {
+            let notified = freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(runner) = self.take_idle(key) {
+                return Ok(self.lease(key, runner));
+            }
+            if let Some(reservation) = self.reserve(key) {
+                let runner = self.start(reservation, task, starter()).await?;
+                return Ok(self.lease(key, runner));
+            }
+            notified.await;
+        }
+    }
+
+    fn lease(&self, key: &str, runner: Runner) -> Lease {
+        Lease {
+            inner: self.inner.clone(),
+            key: key.to_owned(),
+            runner: Some(runner),
+            keep: false,
+        }
+    }
+
+    /// Pops the most recently used idle runner of `key` that is alive and not expired; stops
+    /// the others it meets.
+    fn take_idle(&self, key: &str) -> Option<Runner> {
+        let mut state = lock(&self.inner.state);
+        let slot = state.keys.get_mut(key)?;
+        while let Some((runner, since)) = slot.idle.pop() {
+            if runner.alive() && since.elapsed() < self.inner.options.idle_timeout {
+                return Some(runner);
+            }
+            slot.live -= 1;
+            tracing::debug!(target: "graflow::handlers", runner = %runner.name, "warm runner gone or expired; not reused");
+        }
+        None
+    }
+
+    fn reserve(&self, key: &str) -> Option<Reservation> {
+        let mut state = lock(&self.inner.state);
+        state.next_id += 1;
+        let id = state.next_id;
+        let slot = state.keys.entry(key.to_owned()).or_default();
+        (slot.live < self.inner.options.size).then(|| {
+            slot.live += 1;
+            Reservation {
+                inner: self.inner.clone(),
+                key: key.to_owned(),
+                id,
+                kept: false,
+            }
+        })
+    }
+
+    /// Starts a runner on the pool's runtime and waits until it announced itself.
+    async fn start(
+        &self,
+        reservation: Reservation,
+        task: &Task,
+        starter: Starter,
+    ) -> Result<Runner, AttemptError> {
+        let fail = |message: String| AttemptError::handler(task.id(), task.handler(), message);
+        let runtime = self.runtime().map_err(fail)?;
+        let started = runtime.spawn(
+            launch(
+                reservation.id,
+                starter,
+                self.inner.guards.clone(),
+                self.inner.startup_timeout,
+                self.inner.target,
+            )
+            .instrument(tracing::Span::current()),
+        );
+        let mut started = AbortOnDrop(started);
+        let runner = match (&mut started.0).await {
+            Ok(Ok(runner)) => runner,
+            Ok(Err(message)) => return Err(fail(message)),
+            Err(e) => return Err(fail(format!("starting a warm runner failed: {e}"))),
+        };
+        reservation.keep();
+        Ok(runner)
+    }
+
+    /// Starts the runners `tasks` need, up to the pool's size per key: `count` of `key`, each
+    /// with a starter from `starter`. Returns how many were started.
+    pub async fn warm_up(
+        &self,
+        key: &str,
+        count: usize,
+        task: &Task,
+        starter: impl Fn() -> Starter,
+    ) -> Result<usize, AttemptError> {
+        let have = self.live(key);
+        let want = count.min(self.inner.options.size).saturating_sub(have);
+        let mut starts = Vec::new();
+        for _ in 0..want {
+            if let Some(reservation) = self.reserve(key) {
+                starts.push(self.start(reservation, task, starter()));
+            }
+        }
+        let mut started = 0;
+        let mut first_error = None;
+        for result in futures_util::future::join_all(starts).await {
+            match result {
+                Ok(runner) => {
+                    started += 1;
+                    let mut lease = self.lease(key, runner);
+                    lease.keep = true;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(started),
+        }
+    }
+}
+
+/// A started task that is aborted when the waiting side goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A place for one more runner of a key; given back if the runner never comes to be.
+struct Reservation {
+    inner: Arc<Inner>,
+    key: String,
+    id: u64,
+    kept: bool,
+}
+
+impl Reservation {
+    /// The runner came to be: its place is taken for good.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.kept {
+            release(&self.inner, &self.key);
+        }
+    }
+}
+
+fn release(inner: &Inner, key: &str) {
+    let mut state = lock(&inner.state);
+    if let Some(slot) = state.keys.get_mut(key) {
+        slot.live = slot.live.saturating_sub(1);
+        slot.freed.notify_waiters();
+    }
+}
+
+/// One runner, lent to one attempt. Dropped without a sound answer (an error, a panic, a
+/// timeout, the attempt's future dropped), the runner is stopped.
+pub struct Lease {
+    inner: Arc<Inner>,
+    key: String,
+    runner: Option<Runner>,
+    keep: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("runner", &self.name())
+            .field("uses", &self.uses())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// The runner's name (`pid 4242`, `container graflow-…`).
+    pub fn name(&self) -> &str {
+        self.runner.as_ref().map_or("", |r| r.name.as_str())
+    }
+
+    /// How many tasks the runner served before this one.
+    pub fn uses(&self) -> u32 {
+        self.runner.as_ref().map_or(0, |r| r.uses)
+    }
+
+    /// Sends the invocation of `task` for the attempt `ctx` stands for and returns the result,
+    /// checked as every runner's answer is (protocol, build id, nonce, limits, types).
+    /// Records which runner served the task in the run report.
+    pub async fn serve(
+        &mut self,
+        task: &Task,
+        ctx: &ExecutionContext,
+        limits: Limits,
+    ) -> Result<Value, AttemptError> {
+        let handler = task.handler();
+        let fail = |message: String| AttemptError::handler(task.id(), handler, message);
+        let Some(runner) = self.runner.as_mut() else {
+            return Err(fail("the warm runner was already given back".to_owned()));
+        };
+        let nonce = attempt_nonce();
+        let invocation = invocation(task, ctx, nonce)?;
+        let mut frame = invocation
+            .frame_start()
+            .map_err(|e| fail(format!("could not encode the invocation: {e}")))?;
+        for bytes in invocation.payload() {
+            frame.extend_from_slice(bytes);
+        }
+        drop(invocation);
+        runner.uses += 1;
+        let name = runner.name.clone();
+        ctx.set_runner(format!("{name} (warm, task {} of it)", runner.uses));
+        tracing::debug!(target: "graflow::handlers", task = %task.id(), runner = %name, uses = runner.uses, "task sent to a warm runner");
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            frame,
+            limits,
+            task: task.id().to_owned(),
+            span: tracing::Span::current(),
+            reply,
+        };
+        if runner.jobs.send(job).await.is_err() {
+            return Err(fail(format!(
+                "warm runner {name} ended before it took the task; run it again"
+            )));
+        }
+        let served = answer.await.map_err(|_| {
+            fail(format!(
+                "warm runner {name} stopped without answering (its pool was dropped)"
+            ))
+        })?;
+        match served {
+            Served::Answer { frame, logs } => {
+                let result = apply_outcome_bytes(
+                    task,
+                    ctx,
+                    nonce,
+                    &frame,
+                    &limits,
+                    &format!("warm runner {name}"),
+                );
+                // Sound after a result or the task's own error; anything else (a panic, a
+                // refused answer, a failure of the runner's) may have left it in a bad state.
+                self.keep = matches!(result, Ok(_) | Err(AttemptError::Task { .. }));
+                if !self.keep {
+                    tracing::info!(target: "graflow::handlers", task = %task.id(), runner = %name, "warm runner replaced after an unsound end of its task{}", logs.tail_text());
+                }
+                result
+            }
+            Served::Died { detail, logs } => Err(fail(format!(
+                "the task's warm runner {name} died before reporting a result ({detail}); it is replaced{}",
+                logs.tail_text()
+            ))),
+            Served::Refused { error, logs } => Err(fail(format!(
+                "the answer of warm runner {name} was refused and the runner stopped: {error}{}",
+                logs.tail_text()
+            ))),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(runner) = self.runner.take() else {
+            return;
+        };
+        let options = &self.inner.options;
+        if self.keep && runner.alive() && runner.uses < options.max_uses {
+            let mut state = lock(&self.inner.state);
+            if let Some(slot) = state.keys.get_mut(&self.key) {
+                slot.idle.push((runner, Instant::now()));
+                slot.freed.notify_waiters();
+                return;
+            }
+        }
+        let reason = if !self.keep {
+            "its task did not end soundly"
+        } else if runner.uses >= options.max_uses {
+            "it served its maximum number of tasks"
+        } else {
+            "it is gone"
+        };
+        tracing::debug!(target: "graflow::handlers", runner = %runner.name, uses = runner.uses, reason, "warm runner discarded");
+        // Stop it now, not when its I/O task notices.
+        self.inner.guards.stop(runner.id);
+        drop(runner);
+        release(&self.inner, &self.key);
+    }
+}
+
+/// Stops idle runners past the idle timeout, until the pool is dropped.
+async fn reap(pool: Weak<Inner>) {
+    loop {
+        let tick = match pool.upgrade() {
+            Some(inner) => {
+                let timeout = inner.options.idle_timeout;
+                let mut expired = Vec::new();
+                {
+                    let mut state = lock(&inner.state);
+                    for slot in state.keys.values_mut() {
+                        let before = slot.idle.len();
+                        let (keep, gone): (Vec<_>, Vec<_>) =
+                            std::mem::take(&mut slot.idle).into_iter().partition(
+                                |(runner, since)| runner.alive() && since.elapsed() < timeout,
+                            );
+                        slot.idle = keep;
+                        slot.live -= before - slot.idle.len();
+                        if !gone.is_empty() {
+                            slot.freed.notify_waiters();
+                        }
+                        expired.extend(gone);
+                    }
+                }
+                for (runner, _) in expired {
+                    tracing::debug!(target: "graflow::handlers", runner = %runner.name, "idle warm runner stopped");
+                    inner.guards.stop(runner.id);
+                }
+                (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+            }
+            None => return,
+        };
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// Starts a runner and waits for its READY; then its I/O runs in a task of its own.
+async fn launch(
+    id: u64,
+    starter: Starter,
+    guards: Arc<Guards>,
+    startup_timeout: Duration,
+    target: LogTarget,
+) -> Result<Runner, String> {
+    let Transport {
+        input,
+        mut output,
+        guard,
+        name,
+        autopsy,
+    } = starter().await?;
+    let mut banner = LogLines::new(&name, target, Limits::default().max_log_line);
+    let mut carry: Vec<u8> = Vec::new();
+    let ready = tokio::time::timeout(startup_timeout, async {
+        loop {
+            match output.next().await {
+                Some(Chunk::Stdout(bytes)) => {
+                    carry.extend_from_slice(&bytes);
+                    if let Some(at) = carry.windows(READY.len()).position(|w| w == READY) {
+                        banner.push(&carry[..at]);
+                        return Ok(carry.split_off(at + READY.len()));
+                    }
+                    let keep = READY.len() - 1;
+                    if carry.len() > keep {
+                        let cut = carry.len() - keep;
+                        banner.push(&carry[..cut]);
+                        carry.drain(..cut);
+                    }
+                }
+                Some(Chunk::Stderr(bytes)) => banner.push(&bytes),
+                Some(Chunk::StdoutClosed) | None => return Err(()),
+            }
+        }
+    })
+    .await;
+    banner.finish();
+    let leftover = match ready {
+        Ok(Ok(leftover)) => leftover,
+        Ok(Err(())) => {
+            let why = match autopsy {
+                Some(autopsy) => autopsy.await.map(|d| format!(" ({d})")).unwrap_or_default(),
+                None => String::new(),
+            };
+            return Err(format!(
+                "warm runner {name} ended{why} without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{}",
+                banner.tail_text()
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "warm runner {name} did not answer as a task runner within {startup_timeout:?}: call graflow::init() at the start of main or use #[graflow::main]{}",
+                banner.tail_text()
+            ));
+        }
+    };
+    if !leftover.is_empty() {
+        return Err(format!(
+            "warm runner {name} sent {} unexpected byte(s) after announcing itself; it is stopped",
+            leftover.len()
+        ));
+    }
+    lock(&guards.0).insert(id, guard);
+    tracing::debug!(target: "graflow::handlers", runner = %name, "warm runner started");
+    let (jobs, rx) = mpsc::channel(1);
+    let alive = Arc::new(AtomicBool::new(true));
+    let io = RunnerIo {
+        id,
+        name: name.clone(),
+        input,
+        output,
+        autopsy,
+        target,
+        guards,
+        alive: alive.clone(),
+    };
+    tokio::spawn(io.run(rx));
+    Ok(Runner {
+        id,
+        name,
+        uses: 0,
+        jobs,
+        alive,
+    })
+}
+
+/// A runner's I/O, on the pool's runtime.
+struct RunnerIo {
+    id: u64,
+    name: String,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    output: BoxStream<'static, Chunk>,
+    autopsy: Option<BoxFuture<'static, Option<String>>>,
+    target: LogTarget,
+    guards: Arc<Guards>,
+    alive: Arc<AtomicBool>,
+}
+
+impl RunnerIo {
+    /// Serves jobs until the pool drops the runner, the runner ends, or a job leaves it unsound;
+    /// then stops it.
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut idle_logs = LogLines::new(&self.name, self.target, Limits::default().max_log_line);
+        loop {
+            tokio::select! {
+                biased;
+                chunk = self.output.next() => match chunk {
+                    // Between tasks nothing but log lines may come.
+                    Some(Chunk::Stderr(bytes)) => idle_logs.push(&bytes),
+                    Some(Chunk::Stdout(bytes)) => {
+                        tracing::warn!(target: "graflow::handlers", runner = %self.name, bytes = bytes.len(), "warm runner wrote on its protocol stream between tasks; it is stopped");
+                        break;
+                    }
+                    Some(Chunk::StdoutClosed) | None => {
+                        tracing::debug!(target: "graflow::handlers", runner = %self.name, "warm runner ended while idle");
+                        break;
+                    }
+                },
+                job = jobs.recv() => match job {
+                    None => break,
+                    Some(job) => {
+                        let span = job.span.clone();
+                        if !self.serve(job).instrument(span).await {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        idle_logs.finish();
+        self.alive.store(false, Ordering::SeqCst);
+        self.guards.stop(self.id);
+    }
+
+    /// Serves one job; whether the runner may serve another.
+    async fn serve(&mut self, job: Job) -> bool {
+        let Job {
+            frame,
+            limits,
+            task,
+            span: _,
+            mut reply,
+        } = job;
+        let mut logs = LogLines::new(&task, self.target, limits.max_log_line);
+        let write = async {
+            self.input.write_all(&frame).await?;
+            self.input.flush().await
+        };
+        let written = tokio::select! {
+            written = write => written,
+            () = reply.closed() => return false,
+        };
+        drop(frame);
+        let mut answer: Vec<u8> = Vec::new();
+        let mut need: Option<usize> = None;
+        let served = loop {
+            let chunk = tokio::select! {
+                chunk = self.output.next() => chunk,
+                () = reply.closed() => return false,
+            };
+            match chunk {
+                Some(Chunk::Stderr(bytes)) => logs.push(&bytes),
+                Some(Chunk::Stdout(bytes)) => {
+                    answer.extend_from_slice(&bytes);
+                    if need.is_none() && answer.len() >= HEADER_LEN {
+                        let mut header = [0u8; HEADER_LEN];
+                        header.copy_from_slice(&answer[..HEADER_LEN]);
+                        match parse_header(&header, OUTCOME_TAG, &limits) {
+                            // Within max_frame, which bounds what is buffered.
+                            Ok((head, payload)) => {
+                                need = Some(HEADER_LEN + (head + payload) as usize);
+                            }
+                            Err(error) => break Served::Refused { error, logs },
+                        }
+                    }
+                    if let Some(need) = need {
+                        if answer.len() > need {
+                            let extra = (answer.len() - need) as u64;
+                            break Served::Refused {
+                                error: ProtocolError::Trailing(extra),
+                                logs,
+                            };
+                        }
+                        if answer.len() == need {
+                            break Served::Answer {
+                                frame: answer,
+                                logs,
+                            };
+                        }
+                    }
+                }
+                Some(Chunk::StdoutClosed) | None => {
+                    let mut detail = match need {
+                        Some(need) => {
+                            format!("its answer stopped {} byte(s) short", need - answer.len())
+                        }
+                        None if written.is_err() => "it closed its input".to_owned(),
+                        None => "it sent no answer".to_owned(),
+                    };
+                    if let Some(autopsy) = self.autopsy.take()
+                        && let Some(why) = autopsy.await
+                    {
+                        detail = format!("{why}; {detail}");
+                    }
+                    break Served::Died { detail, logs };
+                }
+            }
+        };
+        let (served, sound) = match served {
+            Served::Answer { frame, mut logs } => {
+                // The task's last lines were written before its outcome: take what has arrived.
+                let mut sound = true;
+                while let Some(chunk) = self.output.next().now_or_never() {
+                    match chunk {
+                        Some(Chunk::Stderr(bytes)) => logs.push(&bytes),
+                        Some(Chunk::Stdout(bytes)) => {
+                            return {
+                                logs.finish();
+                                let _ = reply.send(Served::Refused {
+                                    error: ProtocolError::Trailing(bytes.len() as u64),
+                                    logs,
+                                });
+                                false
+                            };
+                        }
+                        Some(Chunk::StdoutClosed) | None => {
+                            sound = false;
+                            break;
+                        }
+                    }
+                }
+                logs.finish();
+                (Served::Answer { frame, logs }, sound)
+            }
+            Served::Died { detail, mut logs } => {
+                logs.finish();
+                (Served::Died { detail, logs }, false)
+            }
+            Served::Refused { error, mut logs } => {
+                logs.finish();
+                (Served::Refused { error, logs }, false)
+            }
+        };
+        reply.send(served).is_ok() && sound
+    }
+}

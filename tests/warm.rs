@@ -1,0 +1,495 @@
+//! Warm runners of the "process" handler: children that serve many tasks one after another.
+//! Reuse is counted (the same pid serves several tasks), poisoned runners (panic, timeout, a
+//! crash, hostile bytes) are replaced and the next task succeeds, the pool's limits hold (size,
+//! maximum uses, idle timeout), and nothing is left running: after the engine is dropped, nor
+//! after the program is SIGKILLed. Every absence is polled for with a deadline.
+
+use std::collections::{BTreeSet, HashSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graflow::handlers::{PoolOptions, ProcessHandler};
+use graflow::prelude::*;
+
+graflow::enable_test_runner!();
+
+/// Turns this test binary into the child program of [`child_program`].
+const CHILD: &str = "GRAFLOW_TEST_WARM_CHILD";
+const CHILD_ARG: &str = "GRAFLOW_TEST_WARM_ARG";
+
+/// Whether process `pid` runs (a zombie is dead).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Polls `done` until it holds or `limit` passes.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn engine(pool: PoolOptions) -> WorkflowEngine {
+    WorkflowEngine::new().with_handler("process", ProcessHandler::new().with_pool(pool))
+}
+
+/// The pid that ran the task, and how many tasks that process had run before.
+#[task(handler = "process", reuse = true)]
+fn pid_and_count(n: u32) -> (u32, u32, u32) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RAN: AtomicU32 = AtomicU32::new(0);
+    (std::process::id(), RAN.fetch_add(1, Ordering::SeqCst), n)
+}
+
+#[task(handler = "process")]
+fn fresh_pid() -> u32 {
+    std::process::id()
+}
+
+fn chain_of(n: u32, name: &str) -> Workflow {
+    let mut wf = Workflow::builder(name);
+    let nodes: Vec<_> = (0..n)
+        .map(|i| {
+            wf.add(
+                pid_and_count::task()
+                    .with_id(format!("t{i}"))
+                    .with_input("n", i),
+            )
+        })
+        .collect();
+    wf.chain(&nodes);
+    wf.build()
+}
+
+fn results(report: &RunReport, n: u32) -> Vec<(u32, u32, u32)> {
+    (0..n)
+        .map(|i| report.result::<(u32, u32, u32)>(&format!("t{i}")).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_warm_process_serves_a_chain_and_the_report_says_so() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let report = engine.execute(&chain_of(10, "warm-chain")).await.unwrap();
+    let results = results(&report, 10);
+    let pid = results[0].0;
+    assert_ne!(pid, std::process::id());
+    for (i, &(p, before, n)) in results.iter().enumerate() {
+        assert_eq!(p, pid, "task {i} ran in another process: {results:?}");
+        assert_eq!(
+            before, i as u32,
+            "the runner's own count of tasks: {results:?}"
+        );
+        assert_eq!(n, i as u32);
+        let runner = report
+            .task(&format!("t{i}"))
+            .unwrap()
+            .runner
+            .clone()
+            .unwrap();
+        assert_eq!(runner, format!("pid {pid} (warm, task {} of it)", i + 1));
+    }
+    // A second run of the same engine reuses it too.
+    let again = engine.execute(&chain_of(3, "warm-again")).await.unwrap();
+    assert!(results_of(&again, 3).iter().all(|&(p, _, _)| p == pid));
+    drop(engine);
+    assert!(
+        within(Duration::from_secs(5), || !alive(pid)),
+        "warm runner {pid} still runs after its engine was dropped"
+    );
+}
+
+fn results_of(report: &RunReport, n: u32) -> Vec<(u32, u32, u32)> {
+    results(report, n)
+}
+
+#[tokio::test]
+async fn without_reuse_every_task_gets_a_fresh_process() {
+    let mut wf = Workflow::builder("fresh");
+    let a = wf.add(fresh_pid::task().with_id("a"));
+    let b = wf.add(fresh_pid::task().with_id("b"));
+    wf.edge(a, b);
+    let report = engine(PoolOptions::new())
+        .execute(&wf.build())
+        .await
+        .unwrap();
+    assert_ne!(
+        report.result::<u32>("a").unwrap(),
+        report.result::<u32>("b").unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_parallel_group_uses_at_most_the_pool_size_and_reuses_them() {
+    let mut wf = Workflow::builder("warm-group");
+    for i in 0..24u32 {
+        wf.add(
+            pid_and_count::task()
+                .with_id(format!("t{i}"))
+                .with_input("n", i),
+        );
+    }
+    let report = engine(PoolOptions::new().with_size(2))
+        .execute(&wf.build())
+        .await
+        .unwrap();
+    let results = results(&report, 24);
+    let pids: HashSet<u32> = results.iter().map(|r| r.0).collect();
+    assert!(
+        pids.len() <= 2,
+        "more runners than the pool's size: {pids:?}"
+    );
+    // Each runner counted its own tasks 0, 1, 2, ...: together exactly the 24 tasks.
+    for pid in &pids {
+        let counts: BTreeSet<u32> = results
+            .iter()
+            .filter(|r| r.0 == *pid)
+            .map(|r| r.1)
+            .collect();
+        let n = results.iter().filter(|r| r.0 == *pid).count() as u32;
+        assert_eq!(counts, (0..n).collect(), "runner {pid}: {results:?}");
+    }
+}
+
+#[task(handler = "process", reuse = true, retries = 1)]
+fn panics_first(ctx: &TaskContext) -> u32 {
+    assert!(ctx.attempt() > 1, "first attempt panics");
+    std::process::id()
+}
+
+#[tokio::test]
+async fn a_runner_whose_task_panicked_is_replaced_and_the_retry_succeeds() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let first = engine.execute(&chain_of(1, "before")).await.unwrap();
+    let old = results(&first, 1)[0].0;
+    let report = engine.execute(&workflow! { panics_first; }).await.unwrap();
+    let record = report.task("panics_first").unwrap();
+    assert_eq!(record.attempts, 2);
+    let new = report.result::<u32>("panics_first").unwrap();
+    assert_ne!(new, old, "the retry ran in the runner whose task panicked");
+    assert!(
+        within(Duration::from_secs(5), || !alive(old)),
+        "the poisoned runner {old} still runs"
+    );
+    // The replacement stays warm for the next task.
+    let after = engine.execute(&chain_of(1, "after")).await.unwrap();
+    assert_eq!(results(&after, 1)[0].0, new);
+}
+
+#[task(handler = "process", reuse = true, timeout = "300ms")]
+fn sleeps_too_long(pid_file: String) -> u32 {
+    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+    0
+}
+
+#[tokio::test]
+async fn a_runner_whose_task_timed_out_is_stopped_and_replaced() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let pid_file =
+        std::env::temp_dir().join(format!("graflow-warm-timeout-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let error = engine
+        .execute_with(
+            &workflow! { sleeps_too_long; },
+            Channel::new().with("pid_file", pid_file.display().to_string()),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("timed out"), "{error}");
+    let old: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let _ = std::fs::remove_file(&pid_file);
+    assert!(
+        within(Duration::from_secs(5), || !alive(old)),
+        "the runner {old} of the timed-out task still runs"
+    );
+    let next = engine.execute(&chain_of(2, "next")).await.unwrap();
+    let results = results(&next, 2);
+    assert_ne!(results[0].0, old);
+    assert_eq!(results[0].1, 0, "a new runner serves the next task");
+}
+
+#[task(handler = "process", reuse = true)]
+fn exits(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+#[tokio::test]
+async fn a_runner_that_dies_fails_only_its_task_naming_runner_and_exit() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let before = results(&engine.execute(&chain_of(1, "x")).await.unwrap(), 1)[0].0;
+    let error = engine
+        .execute_with(&workflow! { exits; }, Channel::new().with("code", 3i32))
+        .await
+        .unwrap_err();
+    let message = graflow::Chain(&error).to_string();
+    assert!(
+        message.contains(&format!(
+            "warm runner pid {before} died before reporting a result"
+        )) && message.contains("exit code 3"),
+        "{message}"
+    );
+    let after = results(&engine.execute(&chain_of(1, "y")).await.unwrap(), 1)[0];
+    assert_ne!(after.0, before);
+    assert_eq!(after.1, 0);
+}
+
+#[tokio::test]
+async fn runners_are_replaced_after_max_uses() {
+    let engine = engine(PoolOptions::new().with_size(1).with_max_uses(3));
+    let report = engine.execute(&chain_of(7, "uses")).await.unwrap();
+    let results = results(&report, 7);
+    let pids: Vec<u32> = results.iter().map(|r| r.0).collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[1], pids[2]);
+    assert_ne!(pids[2], pids[3]);
+    assert_eq!(pids[3], pids[5]);
+    assert_ne!(pids[5], pids[6]);
+    assert!(within(Duration::from_secs(5), || !alive(pids[0])));
+}
+
+#[tokio::test]
+async fn an_idle_runner_is_stopped_after_the_idle_timeout() {
+    let engine = engine(
+        PoolOptions::new()
+            .with_size(1)
+            .with_idle_timeout(Duration::from_millis(300)),
+    );
+    let pid = results(&engine.execute(&chain_of(1, "idle")).await.unwrap(), 1)[0].0;
+    assert!(
+        within(Duration::from_secs(5), || !alive(pid)),
+        "runner {pid} still runs long after its idle timeout"
+    );
+    let next = results(&engine.execute(&chain_of(1, "later")).await.unwrap(), 1)[0];
+    assert_ne!(next.0, pid);
+}
+
+#[tokio::test]
+async fn warm_up_starts_the_runners_before_the_run() {
+    let engine = engine(PoolOptions::new().with_size(2));
+    let mut wf = Workflow::builder("warm-up");
+    for i in 0..5u32 {
+        wf.add(
+            pid_and_count::task()
+                .with_id(format!("t{i}"))
+                .with_input("n", i),
+        );
+    }
+    wf.add(fresh_pid::task().with_id("fresh"));
+    let wf = wf.build();
+    assert_eq!(engine.warm_up(&wf).await.unwrap(), 2);
+    // Already warm: nothing more to start.
+    assert_eq!(engine.warm_up(&wf).await.unwrap(), 0);
+    let children = children_of_this_process();
+    let report = engine.execute(&wf).await.unwrap();
+    let pids: HashSet<u32> = results(&report, 5).iter().map(|r| r.0).collect();
+    assert!(pids.len() <= 2, "{pids:?}");
+    for pid in &pids {
+        assert!(
+            children.contains(pid),
+            "runner {pid} was started during the run, not by warm_up ({children:?})"
+        );
+    }
+}
+
+/// This process's children now.
+fn children_of_this_process() -> HashSet<u32> {
+    let mut children = HashSet::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+                children.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    children
+}
+
+#[tokio::test]
+async fn a_bad_reuse_option_is_a_validation_problem() {
+    let wf = {
+        let mut wf = Workflow::builder("bad-reuse");
+        wf.add(fresh_pid::task().with_config("reuse", "yes"));
+        wf.build()
+    };
+    let error = WorkflowEngine::new().execute(&wf).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("`reuse` must be true or false") && message.contains("fresh_pid"),
+        "{message}"
+    );
+}
+
+/// Writes `bytes` on every pipe descriptor this process may write to except stderr: in a runner
+/// that includes its protocol output (a descriptor ≥ 3 it keeps from its handler).
+fn write_on_pipes(bytes: &[u8]) -> usize {
+    let mut written = 0;
+    for fd in 3..256 {
+        // SAFETY: probing and writing raw descriptors of this process; nothing owns them here.
+        unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+                continue;
+            }
+            if libc::write(fd, bytes.as_ptr().cast(), bytes.len()) > 0 {
+                written += 1;
+            }
+        }
+    }
+    written
+}
+
+#[task(handler = "process", reuse = true)]
+fn forges_an_answer() -> u32 {
+    write_on_pipes(b"GFOUTCM2\xff\xff\xff\xff\xff\xff\xff\xffgarbage");
+    std::process::id()
+}
+
+#[task(handler = "process", reuse = true)]
+fn writes_after_answering() -> u32 {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(100));
+        write_on_pipes(b"unsolicited bytes between tasks");
+    });
+    std::process::id()
+}
+
+#[tokio::test]
+async fn hostile_bytes_from_a_warm_runner_fail_only_its_task_and_replace_it() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let error = engine
+        .execute(&workflow! { forges_an_answer; })
+        .await
+        .unwrap_err();
+    let message = graflow::Chain(&error).to_string();
+    assert!(message.contains("was refused"), "{message}");
+    let next = results(&engine.execute(&chain_of(1, "a")).await.unwrap(), 1)[0];
+    assert_eq!(next.1, 0, "the forging runner was reused");
+
+    // Bytes after the answer, between tasks: the runner is dropped, the next task is not hurt.
+    let report = engine
+        .execute(&workflow! { writes_after_answering; })
+        .await
+        .unwrap();
+    let writer = report.result::<u32>("writes_after_answering").unwrap();
+    assert!(
+        within(Duration::from_secs(5), || !alive(writer)),
+        "runner {writer} wrote between tasks and still runs"
+    );
+    let next = results(&engine.execute(&chain_of(1, "b")).await.unwrap(), 1)[0];
+    assert_ne!(next.0, writer);
+}
+
+#[task(handler = "process", reuse = true)]
+fn leaves_state() -> Vec<String> {
+    let path = std::env::temp_dir().join(format!("graflow-warm-state-{}", std::process::id()));
+    let seen = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, format!("{seen}x")).unwrap();
+    vec![seen]
+}
+
+#[tokio::test]
+async fn state_persists_between_tasks_of_one_warm_runner_as_documented() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let report = engine.execute(&workflow! { leaves_state; }).await.unwrap();
+        seen.extend(report.result::<Vec<String>>("leaves_state").unwrap());
+    }
+    assert_eq!(seen, ["", "x", "xx"]);
+}
+
+/// The child program of the SIGKILL test: starts two warm runners, writes their pids, waits.
+#[test]
+fn child_program() {
+    let Ok(mode) = std::env::var(CHILD) else {
+        return;
+    };
+    let pid_file = std::env::var(CHILD_ARG).unwrap();
+    assert_eq!(mode, "warm-then-wait");
+    let engine = engine(PoolOptions::new().with_size(2));
+    let mut wf = Workflow::builder("child");
+    for i in 0..6u32 {
+        wf.add(
+            pid_and_count::task()
+                .with_id(format!("t{i}"))
+                .with_input("n", i),
+        );
+    }
+    let report = engine.run(&wf.build()).unwrap();
+    let pids: BTreeSet<u32> = results(&report, 6).iter().map(|r| r.0).collect();
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    std::fs::write(&pid_file, list.join(" ")).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn warm_runners_exit_when_their_program_is_sigkilled() {
+    let pid_file = std::env::temp_dir().join(format!("graflow-warm-kill-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let mut program = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "warm-then-wait")
+        .env(CHILD_ARG, &pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pids = Vec::new();
+    assert!(
+        within(Duration::from_secs(60), || {
+            pids = std::fs::read_to_string(&pid_file)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect();
+            !pids.is_empty()
+        }),
+        "the child program never reported its runners"
+    );
+    let _ = std::fs::remove_file(&pid_file);
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "warm runners idle and alive: {pids:?}"
+    );
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    program.wait().unwrap();
+    let gone = within(Duration::from_secs(2), || pids.iter().all(|&p| !alive(p)));
+    for &pid in &pids {
+        if alive(pid) {
+            // SAFETY: best-effort cleanup of a leaked runner.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+    assert!(
+        gone,
+        "warm runners {pids:?} outlived their SIGKILLed program by 2 s"
+    );
+}
