@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use graflow::prelude::*;
 
-use common::skip_without_docker;
+use common::{docker_ps, skip_without_docker};
 
 graflow::enable_test_runner!();
 
@@ -79,24 +79,6 @@ fn read_pid(path: &str, limit: Duration) -> u32 {
     })
     .unwrap_or_else(|| panic!("no pid in {path} within {limit:?}"));
     pid.unwrap()
-}
-
-fn docker_ps(filters: &[&str]) -> Vec<String> {
-    let mut cmd = Command::new("docker");
-    cmd.args(["ps", "-a", "-q"]);
-    for f in filters {
-        cmd.args(["--filter", f]);
-    }
-    let out = cmd.output().expect("the docker CLI runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Container ids carrying `label=value`, running or not.

@@ -2,13 +2,17 @@
 //! Reuse is counted (the same pid serves several tasks), poisoned runners (panic, timeout, a
 //! crash, hostile bytes) are replaced and the next task succeeds, the pool's limits hold (size,
 //! maximum uses, idle timeout), and nothing is left running: after the engine is dropped, nor
-//! after the program is SIGKILLed. Every absence is polled for with a deadline.
+//! after the program is SIGKILLed. Every absence is polled for with a deadline. The "docker"
+//! half runs against a real daemon (skipped without one unless `GRAFLOW_REQUIRE_DOCKER=1`).
+
+mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use graflow::handlers::{PoolOptions, ProcessHandler};
+use common::{docker_ps, skip_without_docker};
+use graflow::handlers::{DockerHandler, PoolOptions, ProcessHandler};
 use graflow::prelude::*;
 
 graflow::enable_test_runner!();
@@ -96,12 +100,7 @@ async fn one_warm_process_serves_a_chain_and_the_report_says_so() {
             "the runner's own count of tasks: {results:?}"
         );
         assert_eq!(n, i as u32);
-        let runner = report
-            .task(&format!("t{i}"))
-            .unwrap()
-            .runner
-            .clone()
-            .unwrap();
+        let runner = report.task(&format!("t{i}")).unwrap().runner.unwrap();
         assert_eq!(runner, format!("pid {pid} (warm, task {} of it)", i + 1));
     }
     // A second run of the same engine reuses it too.
@@ -424,6 +423,14 @@ fn child_program() {
         return;
     };
     let pid_file = std::env::var(CHILD_ARG).unwrap();
+    if mode == "warm-docker-then-wait" {
+        let engine = docker_engine(PoolOptions::new().with_size(1));
+        let report = engine.run(&workflow! { where_am_i; }).unwrap();
+        let name = container_of(&report, "where_am_i");
+        std::fs::write(&pid_file, name).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
     assert_eq!(mode, "warm-then-wait");
     let engine = engine(PoolOptions::new().with_size(2));
     let mut wf = Workflow::builder("child");
@@ -491,5 +498,265 @@ fn warm_runners_exit_when_their_program_is_sigkilled() {
     assert!(
         gone,
         "warm runners {pids:?} outlived their SIGKILLed program by 2 s"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm containers
+
+fn docker_engine(pool: PoolOptions) -> WorkflowEngine {
+    WorkflowEngine::new().with_handler("docker", DockerHandler::new().with_pool(pool))
+}
+
+/// The container (its hostname) and how many tasks its runner had run before.
+#[task(handler = "docker", image = "python:3.11-slim", reuse = true)]
+fn where_am_i() -> (String, u32) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RAN: AtomicU32 = AtomicU32::new(0);
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    (host.trim().to_owned(), RAN.fetch_add(1, Ordering::SeqCst))
+}
+
+/// The name of the container that served `task`, from the run report.
+fn container_of(report: &RunReport, task: &str) -> String {
+    let runner = report.task(task).unwrap().runner.unwrap();
+    let name = runner
+        .strip_prefix("container ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("not a container: {runner}"));
+    name.to_owned()
+}
+
+fn container_exists(name: &str) -> bool {
+    !docker_ps(&[&format!("name=^{name}$")]).is_empty()
+}
+
+#[test]
+fn one_warm_container_serves_many_tasks_and_is_removed_with_its_engine() {
+    if skip_without_docker() {
+        return;
+    }
+    let engine = docker_engine(PoolOptions::new().with_size(1));
+    let mut wf = Workflow::builder("warm-docker");
+    let nodes: Vec<_> = (0..5)
+        .map(|i| wf.add(where_am_i::task().with_id(format!("w{i}"))))
+        .collect();
+    wf.chain(&nodes);
+    let report = engine.run(&wf.build()).unwrap();
+    let served: Vec<(String, u32)> = (0..5)
+        .map(|i| report.result(&format!("w{i}")).unwrap())
+        .collect();
+    let name = container_of(&report, "w0");
+    for (i, (host, before)) in served.iter().enumerate() {
+        assert_eq!(
+            host, &served[0].0,
+            "task {i} ran in another container: {served:?}"
+        );
+        assert_eq!(*before, i as u32, "{served:?}");
+        assert_eq!(container_of(&report, &format!("w{i}")), name);
+    }
+    assert!(
+        container_exists(&name),
+        "the warm container {name} is kept between runs"
+    );
+    // A second run (engine.run builds a new runtime) still reuses it.
+    let again = engine.run(&workflow! { where_am_i; }).unwrap();
+    assert_eq!(again.result::<(String, u32)>("where_am_i").unwrap().1, 5);
+    drop(engine);
+    assert!(
+        within(Duration::from_secs(20), || !container_exists(&name)),
+        "warm container {name} outlived its engine"
+    );
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", reuse = true, env = ["FLAVOUR=a"])]
+fn flavour_a() -> (String, String) {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    (
+        host.trim().to_owned(),
+        std::env::var("FLAVOUR").unwrap_or_default(),
+    )
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", reuse = true, env = ["FLAVOUR=b"])]
+fn flavour_b() -> (String, String) {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    (
+        host.trim().to_owned(),
+        std::env::var("FLAVOUR").unwrap_or_default(),
+    )
+}
+
+#[test]
+fn tasks_whose_containers_differ_never_share_one() {
+    if skip_without_docker() {
+        return;
+    }
+    let engine = docker_engine(PoolOptions::new().with_size(1));
+    let mut wf = Workflow::builder("two-keys");
+    let mut chain = Vec::new();
+    for i in 0..3 {
+        chain.push(wf.add(flavour_a::task().with_id(format!("a{i}"))));
+        chain.push(wf.add(flavour_b::task().with_id(format!("b{i}"))));
+        chain.push(wf.add(where_am_i::task().with_id(format!("w{i}"))));
+    }
+    wf.chain(&chain);
+    let report = engine.run(&wf.build()).unwrap();
+    let host = |id: &str| -> String {
+        match report.result::<(String, String)>(id) {
+            Ok((host, flavour)) => {
+                assert_eq!(flavour, &id[..1], "task {id} saw another environment");
+                host
+            }
+            Err(_) => report.result::<(String, u32)>(id).unwrap().0,
+        }
+    };
+    let (a, b, w) = (host("a0"), host("b0"), host("w0"));
+    assert!(a != b && b != w && a != w, "{a} {b} {w}");
+    for i in 1..3 {
+        assert_eq!(host(&format!("a{i}")), a);
+        assert_eq!(host(&format!("b{i}")), b);
+        assert_eq!(host(&format!("w{i}")), w);
+    }
+}
+
+#[task(
+    handler = "docker",
+    image = "python:3.11-slim",
+    reuse = true,
+    memory = "64m"
+)]
+fn hungry_then_fine(hungry: bool) -> String {
+    if hungry {
+        let mut blocks = Vec::new();
+        for _ in 0..64 {
+            blocks.push(std::hint::black_box(vec![1u8; 16 * 1024 * 1024]));
+        }
+    }
+    std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_warm_container_killed_for_memory_is_replaced_and_the_next_task_succeeds() {
+    if skip_without_docker() {
+        return;
+    }
+    let engine = docker_engine(PoolOptions::new().with_size(1));
+    let run = |hungry: bool| {
+        engine.run_with(
+            &workflow! { hungry_then_fine; },
+            Channel::new().with("hungry", hungry),
+        )
+    };
+    let first = run(false).unwrap();
+    let before = container_of(&first, "hungry_then_fine");
+    let error = run(true).unwrap_err();
+    let message = graflow::Chain(&error).to_string();
+    assert!(
+        message.contains("ran out of memory (OOM-killed at its limit of 64 MiB)")
+            && message.contains(&before),
+        "{message}"
+    );
+    let after = run(false).unwrap();
+    assert_ne!(container_of(&after, "hungry_then_fine"), before);
+    assert!(
+        within(Duration::from_secs(20), || !container_exists(&before)),
+        "the OOM-killed container {before} is left"
+    );
+}
+
+#[task(
+    handler = "docker",
+    image = "python:3.11-slim",
+    reuse = true,
+    timeout = "2s"
+)]
+fn docker_sleeps_too_long() -> u8 {
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+#[test]
+fn a_warm_container_whose_task_timed_out_is_removed() {
+    if skip_without_docker() {
+        return;
+    }
+    let engine = docker_engine(PoolOptions::new().with_size(1));
+    let warm = engine.run(&workflow! { where_am_i; }).unwrap();
+    let name = container_of(&warm, "where_am_i");
+    let error = engine
+        .run(&workflow! { docker_sleeps_too_long; })
+        .unwrap_err();
+    assert!(error.to_string().contains("timed out"), "{error}");
+    let next = engine.run(&workflow! { where_am_i; }).unwrap();
+    // The timed-out task took the warm container; the next one gets a new one.
+    assert_ne!(container_of(&next, "where_am_i"), name);
+    assert_eq!(next.result::<(String, u32)>("where_am_i").unwrap().1, 0);
+    assert!(
+        within(Duration::from_secs(20), || !container_exists(&name)),
+        "the container {name} of the timed-out task is left"
+    );
+}
+
+#[test]
+fn warm_containers_are_removed_when_their_program_is_sigkilled() {
+    if skip_without_docker() {
+        return;
+    }
+    let name_file = std::env::temp_dir().join(format!("graflow-warm-dkill-{}", std::process::id()));
+    let _ = std::fs::remove_file(&name_file);
+    let mut program = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "warm-docker-then-wait")
+        .env(CHILD_ARG, &name_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut name = String::new();
+    let reported = within(Duration::from_secs(120), || {
+        name = std::fs::read_to_string(&name_file).unwrap_or_default();
+        !name.is_empty()
+    });
+    let _ = std::fs::remove_file(&name_file);
+    if !reported {
+        let _ = program.kill();
+        panic!("the child program never reported its warm container");
+    }
+    assert!(container_exists(&name), "idle warm container {name} runs");
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    program.wait().unwrap();
+    let gone = within(Duration::from_secs(10), || !container_exists(&name));
+    if !gone {
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    }
+    assert!(
+        gone,
+        "warm container {name} outlived its SIGKILLed program by 10 s"
+    );
+}
+
+#[test]
+fn reuse_needs_auto_remove() {
+    let mut wf = Workflow::builder("kept");
+    wf.add(where_am_i::task().with_config("auto_remove", false));
+    let error = WorkflowEngine::new().validate(&wf.build()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`reuse = true` needs `auto_remove = true`"),
+        "{error}"
     );
 }

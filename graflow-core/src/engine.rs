@@ -308,7 +308,7 @@ impl WorkflowEngine {
         for result in futures_util::future::join_all(warm_ups).await {
             started += result.map_err(|source| RunError::WarmUp {
                 workflow: workflow.name().to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         }
         tracing::info!(target: "graflow::engine", workflow = %workflow.name(), started, "runners warmed up");

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bollard::container::LogOutput;
+use std::pin::Pin;
+
+use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, EventsOptions, WaitContainerOptions,
 };
-use futures_util::StreamExt;
-use futures_util::stream;
+use futures_util::stream::{self, BoxStream};
+use futures_util::{Stream, StreamExt};
 use graflow_core::protocol::{Limits, RUNNER_ENV};
 use graflow_core::remote::{Chunk, Ended, LogTarget, RemoteAttempt};
 use graflow_core::{AttemptError, ExecutionContext, Task, Value};
@@ -74,18 +76,28 @@ fn container_name(ctx: &ExecutionContext, task: &Task) -> String {
     )
 }
 
-fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody, AttemptError> {
-    let Launch {
-        options, task, ctx, ..
-    } = launch;
-    let fail = |message: String| AttemptError::handler(task.id(), task.handler(), message);
-    let (exe, args) = mounts::runner().map_err(fail)?;
+/// What a container is for: one task of one run, or warm runners.
+pub struct Purpose<'a> {
+    /// `graflow.run`, `graflow.task`.
+    pub run: &'a str,
+    pub task: &'a str,
+    /// The value of `GRAFLOW_RUNNER`.
+    pub mode: &'a str,
+}
+
+pub fn body(
+    options: &DockerOptions,
+    image: &str,
+    purpose: Purpose<'_>,
+    env: Vec<String>,
+) -> Result<ContainerCreateBody, String> {
+    let (exe, args) = mounts::runner()?;
     let mut cmd = vec![RUNNER_PATH.to_owned()];
     cmd.extend(args);
     let mut labels = options.label_map();
     labels.insert(cleanup::MANAGED.to_owned(), "true".to_owned());
-    labels.insert(cleanup::RUN.to_owned(), ctx.run_id().to_owned());
-    labels.insert(cleanup::TASK.to_owned(), task.id().to_owned());
+    labels.insert(cleanup::RUN.to_owned(), purpose.run.to_owned());
+    labels.insert(cleanup::TASK.to_owned(), purpose.task.to_owned());
     labels.insert(cleanup::OWNER.to_owned(), cleanup::owner());
     if !options.auto_remove {
         labels.insert(cleanup::KEEP.to_owned(), "true".to_owned());
@@ -95,11 +107,7 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody, At
         mounts: Some(mounts::all(&exe, &options.volumes)),
         // `sandbox` limits are already in `memory` and `cpus` (see `DockerOptions::merged`).
         memory: options.memory,
-        nano_cpus: options
-            .cpus
-            .map(options::nano_cpus)
-            .transpose()
-            .map_err(fail)?,
+        nano_cpus: options.cpus.map(options::nano_cpus).transpose()?,
         ..Default::default()
     };
     let mut user = options.user.clone();
@@ -128,10 +136,10 @@ fn body(launch: &Launch<'_>, env: Vec<String>) -> Result<ContainerCreateBody, At
             ..Default::default()
         }]);
     }
-    let mut full_env = vec![format!("{RUNNER_ENV}=1")];
+    let mut full_env = vec![format!("{RUNNER_ENV}={}", purpose.mode)];
     full_env.extend(env);
     Ok(ContainerCreateBody {
-        image: Some(launch.image.to_owned()),
+        image: Some(image.to_owned()),
         cmd: Some(cmd),
         entrypoint: Some(Vec::new()),
         env: Some(full_env),
@@ -153,10 +161,101 @@ fn incompatible(task: &Task, image: &str, detail: &str) -> AttemptError {
     AttemptError::handler(
         task.id(),
         task.handler(),
-        format!(
-            "this program cannot start inside image {image} ({detail}); build it statically with `{STATIC_BUILD}` and run that binary, or use an image whose C library is at least as new as the build machine's"
-        ),
+        incompatible_message(image, detail),
     )
+}
+
+fn incompatible_message(image: &str, detail: &str) -> String {
+    format!(
+        "this program cannot start inside image {image} ({detail}); build it statically with `{STATIC_BUILD}` and run that binary, or use an image whose C library is at least as new as the build machine's"
+    )
+}
+
+/// Creates container `name`.
+pub async fn create(
+    docker: &Daemon,
+    name: &str,
+    body: ContainerCreateBody,
+    image: &str,
+    what: &str,
+) -> Result<(), String> {
+    let create = CreateContainerOptions {
+        name: Some(name.to_owned()),
+        ..Default::default()
+    };
+    docker
+        .call(
+            || format!("creating the container for {what}"),
+            docker.create_container(Some(create), body),
+        )
+        .await?
+        .map_err(|e| format!("could not create a container from image {image}: {e}"))?;
+    tracing::debug!(target: "graflow::docker", container = %name, %image, "container created for {what}");
+    Ok(())
+}
+
+/// Attaches to container `name` (before it starts: no byte is missed) and starts it.
+pub async fn attach_and_start(
+    docker: &Daemon,
+    name: &str,
+    image: &str,
+    what: &str,
+) -> Result<AttachContainerResults, String> {
+    let attach = AttachContainerOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        stream: true,
+        logs: false,
+        ..Default::default()
+    };
+    let attached = docker
+        .call(
+            || format!("attaching to container {name} of {what}"),
+            docker.attach_container(name, Some(attach)),
+        )
+        .await?
+        .map_err(|e| format!("could not attach to container {name}: {e}"))?;
+    let start = docker
+        .call(
+            || format!("starting container {name} of {what}"),
+            docker.start_container(name, None),
+        )
+        .await?;
+    if let Err(e) = start {
+        let message = e.to_string();
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("exec")
+            && (lower.contains("no such file")
+                || lower.contains("exec format")
+                || lower.contains("not found"))
+        {
+            return Err(incompatible_message(image, &message));
+        }
+        return Err(format!("could not start container {name}: {message}"));
+    }
+    Ok(attached)
+}
+
+/// A container's attached output as the driver's chunks (Docker demultiplexes stdout and
+/// stderr, in the order the container wrote them).
+pub fn chunks(
+    output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+) -> BoxStream<'static, Chunk> {
+    stream::unfold(output, |mut output| async move {
+        loop {
+            let chunk = match output.next().await? {
+                Ok(LogOutput::StdOut { message }) => Chunk::Stdout(message.to_vec()),
+                Ok(LogOutput::StdErr { message } | LogOutput::Console { message }) => {
+                    Chunk::Stderr(message.to_vec())
+                }
+                Ok(LogOutput::StdIn { .. }) => continue,
+                Err(_) => return None,
+            };
+            return Some((chunk, output));
+        }
+    })
+    .boxed()
 }
 
 /// Runs the task in a new container and applies its outcome. `guard` removes the container if
@@ -174,28 +273,20 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
     let fail = |message: String| AttemptError::handler(task.id(), handler, message);
     let env = options.resolved_env().map_err(fail)?;
     let name = container_name(ctx, task);
-    let body = body(&launch, env)?;
+    let purpose = Purpose {
+        run: ctx.run_id(),
+        task: task.id(),
+        mode: "1",
+    };
+    let body = body(options, image, purpose, env).map_err(fail)?;
     let created_at = std::time::SystemTime::now();
 
     // Guard by name before the request: a future dropped mid-request leaves nothing behind.
     let mut guard = Guard::new(docker.clone(), name.clone());
-    let create = CreateContainerOptions {
-        name: Some(name.clone()),
-        ..Default::default()
-    };
-    docker
-        .call(
-            || format!("creating the container for task '{}'", task.id()),
-            docker.create_container(Some(create), body),
-        )
+    let what = format!("task '{}'", task.id());
+    create(docker, &name, body, image, &what)
         .await
-        .map_err(fail)?
-        .map_err(|e| {
-            fail(format!(
-                "could not create a container from image {image}: {e}"
-            ))
-        })?;
-    tracing::debug!(target: "graflow::docker", task = %task.id(), container = %name, %image, "container created");
+        .map_err(fail)?;
 
     // Wait for the container's end from before it starts, as `docker run --rm` does: a
     // container that exits (and, with auto_remove, is removed by the daemon) before a later
@@ -216,56 +307,10 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
         }))
     };
 
-    let attach = AttachContainerOptions {
-        stdin: true,
-        stdout: true,
-        stderr: true,
-        stream: true,
-        logs: false,
-        ..Default::default()
-    };
-    let attached = docker
-        .call(
-            || format!("attaching to container {name} of task '{}'", task.id()),
-            docker.attach_container(&name, Some(attach)),
-        )
-        .await
-        .map_err(fail)?
-        .map_err(|e| fail(format!("could not attach to container {name}: {e}")))?;
-    let start = docker
-        .call(
-            || format!("starting container {name} of task '{}'", task.id()),
-            docker.start_container(&name, None),
-        )
+    let attached = attach_and_start(docker, &name, image, &what)
         .await
         .map_err(fail)?;
-    if let Err(e) = start {
-        let message = e.to_string();
-        let lower = message.to_ascii_lowercase();
-        if lower.contains("exec")
-            && (lower.contains("no such file")
-                || lower.contains("exec format")
-                || lower.contains("not found"))
-        {
-            return Err(incompatible(task, image, &message));
-        }
-        return Err(fail(format!("could not start container {name}: {message}")));
-    }
-
-    let output = stream::unfold(attached.output, |mut output| async move {
-        loop {
-            let chunk = match output.next().await? {
-                Ok(LogOutput::StdOut { message }) => Chunk::Stdout(message.to_vec()),
-                Ok(LogOutput::StdErr { message } | LogOutput::Console { message }) => {
-                    Chunk::Stderr(message.to_vec())
-                }
-                Ok(LogOutput::StdIn { .. }) => continue,
-                Err(_) => return None,
-            };
-            return Some((chunk, output));
-        }
-    })
-    .boxed();
+    let output = chunks(attached.output);
     let mut driven = RemoteAttempt::new(task, ctx)
         .limits(launch.limits)
         .startup_timeout(launch.startup_timeout)
@@ -352,15 +397,7 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
         _ => String::new(),
     };
     match () {
-        () if oom => Err(fail(format!(
-            "the container ran out of memory (OOM-killed at its limit of {}); raise `memory` or make the task use less",
-            options
-                .memory
-                .map_or("the daemon's default".to_owned(), |m| format!(
-                    "{} MiB",
-                    m / (1024 * 1024)
-                ))
-        ))),
+        () if oom => Err(fail(oom_message(options.memory))),
         () if code == 126 || code == 127 || loader_failure.is_some() => Err(incompatible(
             task,
             image,
@@ -384,9 +421,20 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
     }
 }
 
+/// What to say of a container killed at its memory limit.
+pub fn oom_message(memory: Option<i64>) -> String {
+    format!(
+        "the container ran out of memory (OOM-killed at its limit of {}); raise `memory` or make the task use less",
+        memory.map_or("the daemon's default".to_owned(), |m| format!(
+            "{} MiB",
+            m / (1024 * 1024)
+        ))
+    )
+}
+
 /// Whether the daemon reported that the container was OOM-killed. The container may already be
 /// removed (auto_remove), so the answer comes from the daemon's event log, not from inspecting.
-async fn was_oom_killed(docker: &Daemon, name: &str, since: std::time::SystemTime) -> bool {
+pub async fn was_oom_killed(docker: &Daemon, name: &str, since: std::time::SystemTime) -> bool {
     let seconds = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

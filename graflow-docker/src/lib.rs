@@ -15,6 +15,7 @@
 //! | `cleanup` | labels, removal however a task ends, the sweep of dead runs' leftovers |
 //! | `daemon` | the daemon a handler talks to, and the bound on its control calls |
 //! | `mounts` | the runner binary and the volumes as bind mounts, checked on a local daemon |
+//! | `warm` | warm containers: the environment key, starting one that serves task after task |
 //!
 //! The daemon is the one `DOCKER_HOST` names, else `unix:///var/run/docker.sock`. The binary is
 //! bind-mounted, so a remote daemon needs this executable at the same path on its host (a
@@ -28,9 +29,11 @@ mod daemon;
 mod image;
 mod mounts;
 pub mod options;
+mod warm;
 
 use std::time::Duration;
 
+use graflow_core::remote::{LogTarget, PoolOptions, RunnerPool};
 use graflow_core::{AttemptError, ExecutionContext, Problem, Task, TaskHandler, Value};
 use tokio::sync::OnceCell;
 
@@ -49,6 +52,10 @@ pub mod labels {
 ///
 /// Options come from the task's handler configuration (`#[task(handler = "docker", image =
 /// "python:3.11-slim", memory = "512m")]`) over the defaults given here; a task's option wins.
+///
+/// A task with `reuse = true` (or every task, with [`PoolOptions::reuse_by_default`]) runs in a
+/// *warm* container: one started before, whose runner serves tasks one after another, shared
+/// only by tasks whose containers would be identical ([`DockerHandler::with_pool`]).
 pub struct DockerHandler {
     defaults: DockerOptions,
     host: Option<String>,
@@ -58,6 +65,7 @@ pub struct DockerHandler {
     max_concurrency: usize,
     client: OnceCell<Daemon>,
     images: image::KnownImages,
+    pool: RunnerPool,
 }
 
 impl std::fmt::Debug for DockerHandler {
@@ -69,6 +77,7 @@ impl std::fmt::Debug for DockerHandler {
             .field("limits", &self.limits)
             .field("daemon_timeout", &self.daemon_timeout)
             .field("max_concurrency", &self.max_concurrency)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
@@ -82,10 +91,12 @@ impl Default for DockerHandler {
 impl DockerHandler {
     /// A handler for the daemon of `DOCKER_HOST` (or the local socket), with no defaults.
     pub fn new() -> Self {
+        let startup_timeout = Duration::from_secs(60);
         DockerHandler {
             defaults: DockerOptions::default(),
             host: None,
-            startup_timeout: Duration::from_secs(60),
+            startup_timeout,
+            pool: RunnerPool::new(PoolOptions::default(), startup_timeout, LogTarget::Docker),
             limits: graflow_core::protocol::Limits::default(),
             daemon_timeout: daemon::DEFAULT_TIMEOUT,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
@@ -115,6 +126,17 @@ impl DockerHandler {
     /// How long a container may take to start answering as a runner (default 60 s).
     pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self.pool = RunnerPool::new(self.pool.options().clone(), timeout, LogTarget::Docker);
+        self
+    }
+
+    /// How warm containers are pooled: how many per environment, how long one may idle, how
+    /// many tasks one serves, and whether tasks without a `reuse` option use them (see
+    /// [`PoolOptions`]). A warm container keeps what a task leaves in its memory, `/tmp` or
+    /// filesystem for the next task of the same environment; a fresh container per task (the
+    /// default) shares nothing. Incompatible with `auto_remove = false`.
+    pub fn with_pool(mut self, options: PoolOptions) -> Self {
+        self.pool = RunnerPool::new(options, self.startup_timeout, LogTarget::Docker);
         self
     }
 
@@ -170,6 +192,13 @@ impl DockerHandler {
 }
 
 impl DockerHandler {
+    /// Whether `task` runs in a warm container.
+    fn reuses(&self, task: &Task) -> Result<bool, AttemptError> {
+        self.pool.options().reuses(task).map_err(|problem| {
+            AttemptError::handler(task.id(), task.handler(), problem.to_string())
+        })
+    }
+
     /// The task's options over this handler's defaults; every problem, in one error.
     fn options(&self, task: &Task) -> Result<DockerOptions, Problem> {
         self.defaults
@@ -195,6 +224,25 @@ impl TaskHandler for DockerHandler {
         image::ensure(docker, &image, options.pull, &self.images)
             .await
             .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
+        if self.reuses(task)? {
+            let env = options
+                .resolved_env()
+                .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
+            let key = warm::key(&options, &image, &env);
+            let mut lease = self
+                .pool
+                .checkout(&key, task, || {
+                    warm::starter(
+                        docker.clone(),
+                        options.clone(),
+                        image.clone(),
+                        env.clone(),
+                        &key,
+                    )
+                })
+                .await?;
+            return lease.serve(task, ctx, self.limits).await;
+        }
         let launch = container::Launch {
             docker,
             options: &options,
@@ -211,6 +259,46 @@ impl TaskHandler for DockerHandler {
         Some(self.max_concurrency)
     }
 
+    /// Starts the warm containers of the tasks that reuse them: per environment, as many as
+    /// there are such tasks, up to the pool's size.
+    async fn warm_up(&self, tasks: &[&Task]) -> Result<usize, AttemptError> {
+        let mut keys: Vec<(String, &Task, DockerOptions, String, Vec<String>, usize)> = Vec::new();
+        for &task in tasks {
+            if !self.reuses(task)? {
+                continue;
+            }
+            let fail = |message: String| AttemptError::handler(task.id(), task.handler(), message);
+            let options = self.options(task).map_err(|p| fail(p.to_string()))?;
+            let image = options.image.clone().unwrap_or_default();
+            let env = options.resolved_env().map_err(fail)?;
+            let key = warm::key(&options, &image, &env);
+            match keys.iter_mut().find(|k| k.0 == key) {
+                Some(entry) => entry.5 += 1,
+                None => keys.push((key, task, options, image, env, 1)),
+            }
+        }
+        let mut started = 0;
+        for (key, task, options, image, env, count) in &keys {
+            let docker = self.client(task).await?;
+            image::ensure(docker, image, options.pull, &self.images)
+                .await
+                .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
+            started += self
+                .pool
+                .warm_up(key, *count, task, || {
+                    warm::starter(
+                        docker.clone(),
+                        options.clone(),
+                        image.clone(),
+                        env.clone(),
+                        key,
+                    )
+                })
+                .await?;
+        }
+        Ok(started)
+    }
+
     /// Everything that can be known before a container exists: the options (see
     /// [`DockerOptions::merged`]), the environment passed from the host, this program's
     /// executable (it is mounted as the runner) and, when the daemon is local (a unix socket),
@@ -218,6 +306,13 @@ impl TaskHandler for DockerHandler {
     fn validate_task(&self, task: &Task) -> Result<(), Problem> {
         let options = self.options(task)?;
         let mut problems = Vec::new();
+        match self.pool.options().reuses(task) {
+            Ok(true) if !options.auto_remove => problems.push(
+                "`reuse = true` needs `auto_remove = true`: a warm container serves many tasks and is removed when its pool stops it".to_owned(),
+            ),
+            Ok(_) => {}
+            Err(problem) => return Err(problem),
+        }
         if let Err(problem) = options.resolved_env() {
             problems.push(problem);
         }

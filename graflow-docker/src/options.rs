@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "auto_remove",
     "labels",
     "sandbox",
+    "reuse",
 ];
 
 /// When to pull the image.

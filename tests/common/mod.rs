@@ -109,3 +109,23 @@ fn why_no_docker() -> Option<NoDocker> {
     let said = stderr.trim().lines().last().unwrap_or("it said nothing");
     Some(no_daemon(format!("{status}: {said}")))
 }
+
+/// Ids of the containers (running or not) that match every `docker ps` filter.
+#[allow(dead_code)] // not every test file that shares this module lists containers
+pub(crate) fn docker_ps(filters: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-a", "-q"]);
+    for f in filters {
+        cmd.args(["--filter", f]);
+    }
+    let out = cmd.output().expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}

@@ -44,7 +44,7 @@ pub enum RunError {
         workflow: String,
         /// What failed, naming the task and handler.
         #[source]
-        source: AttemptError,
+        source: Box<AttemptError>,
     },
 
     /// The Tokio runtime for `engine.run()` could not start.

@@ -1,0 +1,85 @@
+//! Warm containers: a container whose runner serves task after task (`GRAFLOW_RUNNER=serve`),
+//! pooled by `graflow_core::remote::RunnerPool` per environment key.
+//!
+//! Two tasks share a container only when everything that shapes the container is equal: the
+//! image reference, volumes, the environment as resolved from the host, network, memory and
+//! CPU limits, GPUs, user, working directory, labels, sandbox, removal and pull settings.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::FutureExt;
+use graflow_core::protocol::SERVE_MODE;
+use graflow_core::remote::{Starter, Transport};
+
+use crate::cleanup::Guard;
+use crate::container::{self, Purpose};
+use crate::daemon::Daemon;
+use crate::options::DockerOptions;
+
+/// The `graflow.run` label of warm containers (they serve many runs).
+pub const WARM_RUN: &str = "warm";
+
+/// The environment key of a task: its merged options, image and resolved environment.
+pub fn key(options: &DockerOptions, image: &str, env: &[String]) -> String {
+    format!("{image}\n{options:?}\n{env:?}")
+}
+
+/// A short, non-secret name of a key for logs and container names (keys hold environment
+/// values).
+fn key_hash(key: &str) -> String {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+/// Starts one warm container of `key`.
+pub fn starter(
+    docker: Daemon,
+    options: DockerOptions,
+    image: String,
+    env: Vec<String>,
+    key: &str,
+) -> Starter {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let tag = key_hash(key);
+    Box::new(move || {
+        async move {
+            let name = format!(
+                "graflow-warm-{tag}-{}-{}",
+                std::process::id(),
+                SEQUENCE.fetch_add(1, Ordering::Relaxed)
+            );
+            let purpose = Purpose {
+                run: WARM_RUN,
+                task: &format!("warm-{tag}"),
+                mode: SERVE_MODE,
+            };
+            let body = container::body(&options, &image, purpose, env)?;
+            let created_at = std::time::SystemTime::now();
+            // Guard by name before the request: a start dropped mid-request leaves nothing.
+            let guard = Guard::new(docker.clone(), name.clone());
+            let what = "warm runners";
+            container::create(&docker, &name, body, &image, what).await?;
+            let attached = container::attach_and_start(&docker, &name, &image, what).await?;
+            tracing::debug!(target: "graflow::docker", container = %name, %image, key = %tag, "warm container started");
+            let memory = options.memory;
+            let autopsy = {
+                let name = name.clone();
+                async move {
+                    container::was_oom_killed(&docker, &name, created_at)
+                        .await
+                        .then(|| container::oom_message(memory))
+                }
+            };
+            Ok(Transport {
+                input: attached.input,
+                output: container::chunks(attached.output),
+                guard: Box::new(guard),
+                name: format!("container {name}"),
+                autopsy: Some(autopsy.boxed()),
+            })
+        }
+        .boxed()
+    })
+}
