@@ -24,6 +24,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use graflow::handlers::{DockerHandler, PoolOptions, ProcessHandler};
 use graflow::prelude::*;
 
 #[task]
@@ -265,7 +266,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 #[graflow::main]
 async fn main() -> graflow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: graflow-bench chain|fanout|call|process N | docker|docker8 R IMAGE";
+    let usage = "usage: graflow-bench chain|fanout|call|process|warm-process N | docker|docker8|warm-docker R IMAGE | docker-group N POOL IMAGE";
     let (Some(what), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!("{usage}");
@@ -442,6 +443,135 @@ async fn main() -> graflow::Result<()> {
                 &format!(
                     ",\"runs\":{n},\"cli_seconds\":{cli:.9},\"ratio\":{:.4}",
                     ours / cli
+                ),
+            );
+        }
+        "warm-process" => {
+            // One task per run: N runs back to back on a warm child (reused), then N / 10 on a
+            // fresh child each, in this one process; medians. (Alternating single runs would
+            // measure a warm runner woken after every cold start instead.)
+            let warm = WorkflowEngine::new().with_handler(
+                "process",
+                ProcessHandler::new()
+                    .with_pool(PoolOptions::new().with_size(1).reuse_by_default(true)),
+            );
+            let wf = workflow! { in_process; };
+            warm.warm_up(&wf).await?;
+            warm.execute(&wf).await?;
+            engine.execute(&wf).await?;
+            let mut hot = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let report = warm.execute(&wf).await?;
+                hot.push(started.elapsed().as_secs_f64());
+                assert_eq!(report.result::<u64>("in_process")?, 1);
+            }
+            let mut cold = Vec::new();
+            for _ in 0..(n / 10).max(3) {
+                let started = Instant::now();
+                engine.execute(&wf).await?;
+                cold.push(started.elapsed().as_secs_f64());
+            }
+            // And a chain of 1,000 warm tasks: the per-task cost without the run's own.
+            let mut chain = Workflow::builder("warm-chain");
+            let nodes: Vec<_> = (0..1000)
+                .map(|i| chain.add(in_process::task().with_id(format!("w{i}"))))
+                .collect();
+            chain.chain(&nodes);
+            let chain = chain.build();
+            let started = Instant::now();
+            warm.execute(&chain).await?;
+            let per_task = started.elapsed().as_secs_f64() / 1000.0;
+            let (hot, cold) = (median(hot), median(cold));
+            emit(
+                "warm-process",
+                1,
+                hot,
+                &format!(
+                    ",\"runs\":{n},\"cold_seconds\":{cold:.9},\"ratio\":{:.4},\"chain_per_task_seconds\":{per_task:.9}",
+                    hot / cold
+                ),
+            );
+        }
+        "warm-docker" => {
+            // One task per run, alternated: a warm container, a fresh container, `docker run`.
+            let warm = WorkflowEngine::new().with_handler(
+                "docker",
+                DockerHandler::new()
+                    .with_pool(PoolOptions::new().with_size(1).reuse_by_default(true)),
+            );
+            let wf = workflow! { in_docker; };
+            warm.warm_up(&wf).await?;
+            warm.execute(&wf).await?;
+            engine.execute(&wf).await?;
+            docker_cli(image, 1);
+            let (mut hot, mut cold, mut cli) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..n {
+                let started = Instant::now();
+                let report = warm.execute(&wf).await?;
+                hot.push(started.elapsed().as_secs_f64());
+                assert_eq!(report.result::<u64>("in_docker")?, 1);
+                let started = Instant::now();
+                engine.execute(&wf).await?;
+                cold.push(started.elapsed().as_secs_f64());
+                let image = image.to_owned();
+                let took = tokio::task::spawn_blocking(move || docker_cli(&image, 1))
+                    .await
+                    .expect("the CLI run finishes");
+                cli.push(took.as_secs_f64());
+            }
+            let (hot, cold, cli) = (median(hot), median(cold), median(cli));
+            emit(
+                "warm-docker",
+                1,
+                hot,
+                &format!(
+                    ",\"runs\":{n},\"cold_seconds\":{cold:.9},\"cli_seconds\":{cli:.9},\"ratio\":{:.4},\"cold_ratio\":{:.4}",
+                    hot / cli,
+                    hot / cold
+                ),
+            );
+        }
+        "docker-group" => {
+            // N docker tasks in one parallel group: fresh containers (16 at once, the handler's
+            // default) against a pool of POOL warm containers started by the run itself, then
+            // the same group again on the pool, now warm.
+            let pool: usize = args.get(3).and_then(|p| p.parse().ok()).unwrap_or(4);
+            let image = args.get(4).map_or("python:3.11-slim", String::as_str);
+            let mut group = Workflow::builder("docker-group");
+            for i in 0..n {
+                group.add(
+                    in_docker::task()
+                        .with_id(format!("d{i}"))
+                        .with_config("image", image),
+                );
+            }
+            let wf = group.build();
+            engine.execute(&workflow! { in_docker; }).await?;
+            let started = Instant::now();
+            let report = engine.execute(&wf).await?;
+            let cold = started.elapsed().as_secs_f64();
+            assert!(report.succeeded());
+            let warm = WorkflowEngine::new().with_handler(
+                "docker",
+                DockerHandler::new()
+                    .with_pool(PoolOptions::new().with_size(pool).reuse_by_default(true)),
+            );
+            let started = Instant::now();
+            let report = warm.execute(&wf).await?;
+            let first = started.elapsed().as_secs_f64();
+            assert!(report.succeeded());
+            let started = Instant::now();
+            warm.execute(&wf).await?;
+            let again = started.elapsed().as_secs_f64();
+            emit(
+                "docker-group",
+                n,
+                first,
+                &format!(
+                    ",\"pool\":{pool},\"cold_seconds\":{cold:.9},\"warm_again_seconds\":{again:.9},\"ratio\":{:.4},\"again_ratio\":{:.4}",
+                    first / cold,
+                    again / cold
                 ),
             );
         }

@@ -140,6 +140,25 @@ fn descendants_by_scan(root: libc::pid_t) -> Vec<libc::pid_t> {
 
 /// SIGKILLs every descendant of `root`, scanning again until none is left (a process may fork
 /// while the tree is read; with `root` a subreaper its orphans stay in the tree). Bounded.
+/// Kills this process's descendants, if it has any: one `waitid` when it has no child (nor,
+/// as a subreaper, any descendant), the tree's walk otherwise.
+pub(crate) fn kill_own_descendants() {
+    // SAFETY: an all-zero siginfo is valid; WNOWAIT leaves any exited child unreaped.
+    let none = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+    };
+    if !none {
+        kill_descendants(std::process::id() as libc::pid_t);
+    }
+}
+
 pub(crate) fn kill_descendants(root: libc::pid_t) {
     for _ in 0..16 {
         let found = descendants(root);

@@ -269,11 +269,12 @@ fn orphaned() -> ! {
 }
 
 /// A warm runner (`GRAFLOW_RUNNER=serve`): answers invocations one after another on the same
-/// streams, each outcome right after its invocation, until its input ends; returns the exit
-/// code. A thread of its own reads the input: it hands each invocation over, and when the input
-/// ends while a task runs (the handler is gone) it stops the task and the runner as a one-shot
-/// runner does; when it ends between tasks the runner exits with 0.
+/// streams, each outcome right after its invocation, until its input ends (then it exits with
+/// 0); returns the exit code. While a task runs, a watcher thread polls the input for its end
+/// (without reading it): the handler is gone, and the task and the runner are stopped as a
+/// one-shot runner's are ([`orphaned`]).
 fn serve_many() -> i32 {
+    use std::io::BufRead;
     let (out, input) = match start_serving() {
         Ok(streams) => streams,
         Err(code) => return code,
@@ -286,21 +287,34 @@ fn serve_many() -> i32 {
         }
     };
     let busy = std::sync::Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Invocation, String>>(1);
-    let reading = busy.clone();
-    let reader = std::thread::Builder::new()
+    let fd = input.as_raw_fd();
+    let watched = busy.clone();
+    let watcher = match std::thread::Builder::new()
         .name("graflow-runner-input".to_owned())
-        .spawn(move || read_invocations(input, &reading, &tx));
-    if let Err(e) = reader {
-        let _ = writeln!(
-            std::io::stderr(),
-            "graflow runner: cannot read the input: {e}"
-        );
-        return 70;
-    }
+        .spawn(move || watch_input(fd, &watched))
+    {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "graflow runner: cannot watch the input: {e}"
+            );
+            return 70;
+        }
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
-    let me = std::process::id() as libc::pid_t;
-    for next in rx {
+    let limits = invocation_limits();
+    loop {
+        match input.fill_buf() {
+            Ok([]) => return 0,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return 0,
+        }
+        let next = Invocation::read_from(&mut input, &limits);
+        busy.store(true, Ordering::SeqCst);
+        watcher.thread().unpark();
         let (outcome, last) = match next {
             Ok(invocation) => {
                 let nonce = invocation.nonce;
@@ -317,7 +331,7 @@ fn serve_many() -> i32 {
             ),
         };
         // The task is over: nothing it started outlives it, nor waits for the next one.
-        crate::descendants::kill_descendants(me);
+        crate::descendants::kill_own_descendants();
         if let Err(e) = outcome.write_to(&mut out) {
             let _ = writeln!(std::io::stderr(), "graflow runner: {e}");
             return 71;
@@ -327,44 +341,30 @@ fn serve_many() -> i32 {
             return 0;
         }
     }
-    0
 }
 
-/// The warm runner's input: each invocation is handed to the serving thread (marked busy
-/// first); an end of input between invocations ends the serving loop, one while a task runs
-/// stops everything ([`orphaned`]).
-fn read_invocations(
-    input: std::fs::File,
-    busy: &AtomicBool,
-    tx: &std::sync::mpsc::SyncSender<Result<Invocation, String>>,
-) {
-    use std::io::BufRead;
-    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
-    let limits = invocation_limits();
+/// Watches a warm runner's input while a task runs: its end (a hang-up, polled for without
+/// reading, so the serving loop keeps every byte) means the handler is gone.
+fn watch_input(fd: std::os::fd::RawFd, busy: &AtomicBool) {
     loop {
-        match input.fill_buf() {
-            Ok([]) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+        if !busy.load(Ordering::SeqCst) {
+            std::thread::park_timeout(Duration::from_secs(1));
+            continue;
         }
-        let next = Invocation::read_from(&mut input, &limits).map_err(|e| e.to_string());
-        let unreadable = next.is_err();
-        busy.store(true, Ordering::SeqCst);
-        if tx.send(next).is_err() || unreadable {
-            break;
-        }
-    }
-    if busy.load(Ordering::SeqCst) {
-        // Wait for the end of the input before stopping: an unreadable invocation is answered
-        // first.
-        let mut sink = [0u8; 256];
-        while !matches!(
-            std::io::Read::read(input.get_mut(), &mut sink),
-            Ok(0) | Err(_)
-        ) {}
-        if busy.load(Ordering::SeqCst) {
-            orphaned();
+        // No event asked for: poll reports only the hang-up and errors, not pending bytes.
+        let mut poll = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the descriptor stays open for the process's life.
+        let ready = unsafe { libc::poll(&mut poll, 1, 200) };
+        if ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            if busy.load(Ordering::SeqCst) {
+                orphaned();
+            }
+            // Between tasks the serving loop reads the end itself.
+            std::thread::park_timeout(Duration::from_secs(1));
         }
     }
 }
