@@ -56,6 +56,10 @@ if [ "$DOCKER" = 1 ]; then
   ours docker 11 python:3.11-slim
   ours docker8 11 python:3.11-slim
   ours process 31
+  echo "== warm runners" >&2
+  ours warm-process 1001
+  ours warm-docker 21 python:3.11-slim
+  ours docker-group 100 4 python:3.11-slim
 fi
 if [ "$REDIS" = 1 ]; then
   echo "== remote workers on one private redis-server" >&2

@@ -114,6 +114,27 @@ def main():
             out.append(f"| 1 trivial task on the \"process\" handler | {r['runs']} | {fmt_time(r['seconds'])} | - | - |")
             checks.append(("process handler ≤ 5 ms per task", r["seconds"] <= 0.005, fmt_time(r["seconds"])))
 
+    warm_process = get("graflow-rs", "warm-process", 1)
+    warm_docker = get("graflow-rs", "warm-docker", 1)
+    docker_group = [r for n in sorted({n for (side, w, n) in samples if w == "docker-group"}) for r in get("graflow-rs", "docker-group", n)]
+    if warm_process or warm_docker or docker_group:
+        out.append("\n## Warm runners (`reuse = true`: one runner serves task after task)\n")
+        out.append("One-task workflows, timed from `execute` to the report; medians of the runs in one process. Warm docker runs alternate with a fresh container and `docker run --rm IMAGE true`; warm process runs go back to back, then the fresh-child runs (alternating single runs would time a warm runner woken after every cold start).\n")
+        out.append("| workload | runs | warm | fresh runner (the default) | `docker run --rm` | warm / fresh | warm / `docker run` |")
+        out.append("|---|---|---|---|---|---|---|")
+        for r in warm_process:
+            out.append(f"| 1 trivial task, \"process\" | {r['runs']} | {fmt_time(r['seconds'])} | {fmt_time(r['cold_seconds'])} | - | {r['ratio']:.4f} | - |")
+            out.append(f"| per task in a chain of 1,000, \"process\" | 1 | {fmt_time(r['chain_per_task_seconds'])} | - | - | - | - |")
+            checks.append(("a warm process task ≤ 100 µs", r["seconds"] <= 100e-6, fmt_time(r["seconds"])))
+        for r in warm_docker:
+            out.append(f"| 1 trivial task, \"docker\" | {r['runs']} | {fmt_time(r['seconds'])} | {fmt_time(r['cold_seconds'])} | {fmt_time(r['cli_seconds'])} | {r['cold_ratio']:.4f} | {r['ratio']:.4f} |")
+            checks.append(("a warm docker task ≤ 15 ms", r["seconds"] <= 0.015, fmt_time(r["seconds"])))
+            checks.append(("a warm docker task ≤ 0.05 × docker run --rm", r["ratio"] <= 0.05, f"{r['ratio']:.4f}×"))
+        for r in docker_group:
+            n = r["n"]
+            out.append(f"\n{n} docker tasks in one parallel group: fresh containers (16 at once) {fmt_time(r['cold_seconds'])}; on a pool of {r['pool']} warm containers started by the run itself {fmt_time(r['seconds'])} ({r['ratio']:.3f}× the fresh time); the same group again on the now warm pool {fmt_time(r['warm_again_seconds'])} ({r['again_ratio']:.4f}×).")
+            checks.append((f"{n} docker tasks, pool of {r['pool']}, ≤ 0.1 × fresh containers", r["ratio"] <= 0.1, f"{r['ratio']:.3f}× (pool started in the run)"))
+
     payload_rows = [(h, mb, get("graflow-rs", f"payload-{h}", mb)) for h in ("process", "docker") for mb in (50, 500)]
     payload_rows = [(h, mb, rows) for h, mb, rows in payload_rows if rows]
     if payload_rows:
