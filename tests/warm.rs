@@ -431,6 +431,27 @@ fn child_program() {
         std::thread::sleep(Duration::from_secs(60));
         return;
     }
+    if mode == "warm-then-sigint" {
+        // Two warm runners; then a long task on one of them, interrupted by the test.
+        let engine = engine(PoolOptions::new().with_size(2));
+        let mut wf = Workflow::builder("two");
+        for i in 0..2u32 {
+            wf.add(
+                pid_and_count::task()
+                    .with_id(format!("t{i}"))
+                    .with_input("n", i),
+            );
+        }
+        let report = engine.run(&wf.build()).unwrap();
+        let pids: BTreeSet<u32> = results(&report, 2).iter().map(|r| r.0).collect();
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        std::fs::write(format!("{pid_file}.idle"), list.join(" ")).unwrap();
+        let result = engine.run_with(
+            &workflow! { sleeps_too_long_untimed; },
+            Channel::new().with("pid_file", pid_file),
+        );
+        panic!("the task ended on its own: {result:?}");
+    }
     assert_eq!(mode, "warm-then-wait");
     let engine = engine(PoolOptions::new().with_size(2));
     let mut wf = Workflow::builder("child");
@@ -446,6 +467,77 @@ fn child_program() {
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     std::fs::write(&pid_file, list.join(" ")).unwrap();
     std::thread::sleep(Duration::from_secs(60));
+}
+
+#[task(handler = "process", reuse = true)]
+fn sleeps_too_long_untimed(pid_file: String) -> u32 {
+    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+fn read_pids(path: &str) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_busy_and_idle_warm_runners() {
+    let pid_file = std::env::temp_dir()
+        .join(format!("graflow-warm-int-{}", std::process::id()))
+        .display()
+        .to_string();
+    let idle_file = format!("{pid_file}.idle");
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&idle_file);
+    let mut program = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "warm-then-sigint")
+        .env(CHILD_ARG, &pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = within(Duration::from_secs(60), || !read_pids(&pid_file).is_empty());
+    let mut pids = read_pids(&idle_file);
+    pids.extend(read_pids(&pid_file));
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&idle_file);
+    if !started {
+        let _ = program.kill();
+        panic!("the long task never started");
+    }
+    assert!(pids.len() >= 2, "{pids:?}");
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let status = program.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the interrupted program ended as the signal asks: {status}"
+    );
+    let gone = within(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p)));
+    for &pid in &pids {
+        if alive(pid) {
+            // SAFETY: best-effort cleanup of a leaked runner.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+    assert!(
+        gone,
+        "warm runners {pids:?} outlived the interrupted program by 5 s"
+    );
 }
 
 #[test]
@@ -759,4 +851,34 @@ fn reuse_needs_auto_remove() {
             .contains("`reuse = true` needs `auto_remove = true`"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn docker_warm_up_starts_one_pool_per_environment_before_the_run() {
+    if skip_without_docker() {
+        return;
+    }
+    let engine = docker_engine(PoolOptions::new().with_size(2));
+    let mut wf = Workflow::builder("warm-up-docker");
+    for i in 0..3 {
+        wf.add(flavour_a::task().with_id(format!("a{i}")));
+    }
+    wf.add(flavour_b::task().with_id("b0"));
+    let wf = wf.build();
+    // Flavour a: 3 tasks, a pool of 2; flavour b: 1 task.
+    assert_eq!(engine.warm_up(&wf).await.unwrap(), 3);
+    let before: HashSet<String> = docker_ps(&["label=graflow.run=warm", "status=running"])
+        .into_iter()
+        .collect();
+    let report = engine.execute(&wf).await.unwrap();
+    for id in ["a0", "a1", "a2", "b0"] {
+        let name = container_of(&report, id);
+        let ids = docker_ps(&[&format!("name=^{name}$")]);
+        assert!(
+            ids.iter().any(|id| before
+                .iter()
+                .any(|b| b.starts_with(id.as_str()) || id.starts_with(b.as_str()))),
+            "task {id} ran in {name}, which warm_up did not start"
+        );
+    }
 }

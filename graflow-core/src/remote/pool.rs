@@ -46,6 +46,16 @@ use super::driver::{Chunk, apply_outcome_bytes, attempt_nonce};
 use super::invocation;
 use super::logs::{LogLines, LogTarget};
 
+/// An event of the pool, on the target of its handler (`graflow::handlers`, `graflow::docker`).
+macro_rules! note {
+    ($target:expr, $level:ident, $($rest:tt)*) => {
+        match $target {
+            LogTarget::Docker => tracing::$level!(target: "graflow::docker", $($rest)*),
+            LogTarget::Handlers => tracing::$level!(target: "graflow::handlers", $($rest)*),
+        }
+    };
+}
+
 /// The task option that asks for a warm runner (`#[task(handler = "process", reuse = true)]`);
 /// `reuse = false` asks for a fresh runner even where the handler's pool reuses by default.
 pub const REUSE_OPTION: &str = "reuse";
@@ -279,7 +289,12 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let stopped = self.guards.stop_all();
         if stopped > 0 {
-            tracing::debug!(target: "graflow::handlers", stopped, "warm runners stopped with their pool");
+            note!(
+                self.target,
+                info,
+                stopped,
+                "warm runners stopped with their pool"
+            );
         }
         if let Some(Ok(runtime)) = self.runtime.take() {
             runtime.shutdown_background();
@@ -388,7 +403,7 @@ impl RunnerPool {
                 return Some(runner);
             }
             slot.live -= 1;
-            tracing::debug!(target: "graflow::handlers", runner = %runner.name, "warm runner gone or expired; not reused");
+            note!(self.inner.target, debug, runner = %runner.name, "warm runner gone or expired; not reused");
         }
         None
     }
@@ -571,7 +586,7 @@ impl Lease {
         runner.uses += 1;
         let name = runner.name.clone();
         ctx.set_runner(format!("{name} (warm, task {} of it)", runner.uses));
-        tracing::debug!(target: "graflow::handlers", task = %task.id(), runner = %name, uses = runner.uses, "task sent to a warm runner");
+        note!(self.inner.target, debug, task = %task.id(), runner = %name, uses = runner.uses, "task sent to a warm runner");
         let (reply, answer) = oneshot::channel();
         let job = Job {
             frame,
@@ -604,7 +619,7 @@ impl Lease {
                 // refused answer, a failure of the runner's) may have left it in a bad state.
                 self.keep = matches!(result, Ok(_) | Err(AttemptError::Task { .. }));
                 if !self.keep {
-                    tracing::info!(target: "graflow::handlers", task = %task.id(), runner = %name, "warm runner replaced after an unsound end of its task{}", logs.tail_text());
+                    note!(self.inner.target, info, task = %task.id(), runner = %name, "warm runner replaced after an unsound end of its task{}", logs.tail_text());
                 }
                 result
             }
@@ -641,7 +656,7 @@ impl Drop for Lease {
         } else {
             "it is gone"
         };
-        tracing::debug!(target: "graflow::handlers", runner = %runner.name, uses = runner.uses, reason, "warm runner discarded");
+        note!(self.inner.target, info, runner = %runner.name, uses = runner.uses, reason, "warm runner discarded");
         // Stop it now, not when its I/O task notices.
         self.inner.guards.stop(runner.id);
         drop(runner);
@@ -673,7 +688,7 @@ async fn reap(pool: Weak<Inner>) {
                     }
                 }
                 for (runner, _) in expired {
-                    tracing::debug!(target: "graflow::handlers", runner = %runner.name, "idle warm runner stopped");
+                    note!(inner.target, info, runner = %runner.name, "idle warm runner stopped");
                     inner.guards.stop(runner.id);
                 }
                 (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
@@ -750,7 +765,7 @@ async fn launch(
         ));
     }
     lock(&guards.0).insert(id, guard);
-    tracing::debug!(target: "graflow::handlers", runner = %name, "warm runner started");
+    note!(target, info, runner = %name, "warm runner started");
     let (jobs, rx) = mpsc::channel(1);
     let alive = Arc::new(AtomicBool::new(true));
     let io = RunnerIo {
@@ -797,11 +812,11 @@ impl RunnerIo {
                     // Between tasks nothing but log lines may come.
                     Some(Chunk::Stderr(bytes)) => idle_logs.push(&bytes),
                     Some(Chunk::Stdout(bytes)) => {
-                        tracing::warn!(target: "graflow::handlers", runner = %self.name, bytes = bytes.len(), "warm runner wrote on its protocol stream between tasks; it is stopped");
+                        note!(self.target, warn, runner = %self.name, bytes = bytes.len(), "warm runner wrote on its protocol stream between tasks; it is stopped");
                         break;
                     }
                     Some(Chunk::StdoutClosed) | None => {
-                        tracing::debug!(target: "graflow::handlers", runner = %self.name, "warm runner ended while idle");
+                        note!(self.target, info, runner = %self.name, "warm runner ended while idle");
                         break;
                     }
                 },
