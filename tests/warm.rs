@@ -882,3 +882,75 @@ async fn docker_warm_up_starts_one_pool_per_environment_before_the_run() {
         );
     }
 }
+
+#[task(handler = "process", reuse = true)]
+fn starts_a_sleeper() -> (u32, u32) {
+    // Not waited for: the runner kills it when the task ends (setsid forks only when it leads
+    // its group, which it does not: the pid is the sleeper's).
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new("setsid")
+        .args(["sleep", "300"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    (std::process::id(), child.id())
+}
+
+#[tokio::test]
+async fn processes_a_warm_task_started_are_killed_when_it_ends_and_the_runner_stays() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let report = engine
+        .execute(&workflow! { starts_a_sleeper; })
+        .await
+        .unwrap();
+    let (runner, sleeper) = report.result::<(u32, u32)>("starts_a_sleeper").unwrap();
+    let sleepers: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("sleep\u{0}300"))
+                && std::fs::read_to_string(format!("/proc/{pid}/environ")).is_ok_and(|e| {
+                    e.split('\0').any(|v| {
+                        v.starts_with("GRAFLOW_TASK_TREE=") && v.ends_with(&format!(":{runner}"))
+                    })
+                })
+        })
+        .collect();
+    assert!(
+        !alive(sleeper) && sleepers.iter().all(|&p| !alive(p)),
+        "the task's sleeper outlived it: {sleeper} {sleepers:?}"
+    );
+    assert!(
+        alive(runner),
+        "the warm runner {runner} stays for the next task"
+    );
+    let next = engine.execute(&chain_of(1, "next")).await.unwrap();
+    assert_eq!(results(&next, 1)[0].0, runner);
+}
+
+#[tokio::test]
+async fn reuse_by_default_and_a_task_that_opts_out() {
+    let engine = engine(PoolOptions::new().with_size(1).reuse_by_default(true));
+    let mut wf = Workflow::builder("default-reuse");
+    let a = wf.add(fresh_pid::task().with_id("a"));
+    let b = wf.add(fresh_pid::task().with_id("b"));
+    let c = wf.add(fresh_pid::task().with_id("c").with_config("reuse", false));
+    wf.chain(&[a, b, c]);
+    let report = engine.execute(&wf.build()).await.unwrap();
+    let pid = |id: &str| report.result::<u32>(id).unwrap();
+    assert_eq!(
+        pid("a"),
+        pid("b"),
+        "tasks without `reuse` use the pool by default"
+    );
+    assert_ne!(pid("c"), pid("a"), "`reuse = false` runs on a fresh child");
+    assert!(
+        report
+            .task("c")
+            .unwrap()
+            .runner
+            .is_none_or(|r| !r.contains("warm"))
+    );
+}
