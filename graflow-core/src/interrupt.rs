@@ -22,6 +22,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+/// What a caught signal stops before the program ends, besides the run: registered by layers
+/// above this one (the warm-runner pools), each once.
+static AT_INTERRUPT: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Registers `stop` to run when a caught SIGINT or SIGTERM ends the program (once per function).
+pub(crate) fn at_interrupt(stop: fn()) {
+    let mut stops = AT_INTERRUPT.lock().unwrap_or_else(PoisonError::into_inner);
+    if !stops.contains(&stop) {
+        stops.push(stop);
+    }
+}
+
 /// How long a caught signal waits for clean-up before the program ends.
 pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -253,10 +265,13 @@ impl RunSignals {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Warm runners outlive runs: stop them too (their removal joins the clean-ups below).
-        let warm = crate::remote::stop_warm_runners();
-        if warm > 0 {
-            tracing::info!(target: "graflow::engine", stopped = warm, "warm runners stopped");
+        // What outlives runs (warm runners) is stopped too; removals join the clean-ups below.
+        let stops: Vec<fn()> = AT_INTERRUPT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for stop in stops {
+            stop();
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let done = tokio::task::spawn_blocking(move || wait_for_cleanups(left))

@@ -21,9 +21,7 @@ pub use attempt::{RemoteError, invocation};
 pub(crate) use attempt::{outcome_of, runner_failure};
 pub use driver::{Chunk, Driven, Ended, RemoteAttempt, apply_outcome_bytes, attempt_nonce};
 pub use logs::{LogLines, LogTarget};
-pub use pool::{
-    Lease, PoolOptions, REUSE_OPTION, RunnerPool, Starter, Transport, stop_all as stop_warm_runners,
-};
+pub use pool::{Lease, PoolOptions, REUSE_OPTION, RunnerPool, Starter, Transport};
 
 /// An id of this program's build: the GNU build id of the executable when it has one (the
 /// linker's hash of the whole binary), else a hash of its task registry (names and types).

@@ -222,9 +222,16 @@ fn pools() -> &'static Mutex<Vec<Weak<Guards>>> {
 
 /// Stops every warm runner of every pool of this program (a caught SIGINT or SIGTERM, before
 /// the program ends); returns how many were stopped.
-pub fn stop_all() -> usize {
+fn stop_all() -> usize {
     let pools: Vec<_> = lock(pools()).iter().filter_map(Weak::upgrade).collect();
     pools.iter().map(|guards| guards.stop_all()).sum()
+}
+
+fn stop_all_at_interrupt() {
+    let stopped = stop_all();
+    if stopped > 0 {
+        tracing::info!(target: "graflow::engine", stopped, "warm runners stopped");
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -308,6 +315,7 @@ impl RunnerPool {
     /// first task asks for one.
     pub fn new(options: PoolOptions, startup_timeout: Duration, target: LogTarget) -> Self {
         let guards = Arc::new(Guards::default());
+        crate::interrupt::at_interrupt(stop_all_at_interrupt);
         let mut all = lock(pools());
         all.retain(|pool| pool.strong_count() > 0);
         all.push(Arc::downgrade(&guards));
