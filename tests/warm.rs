@@ -954,3 +954,17 @@ async fn reuse_by_default_and_a_task_that_opts_out() {
             .is_none_or(|r| !r.contains("warm"))
     );
 }
+
+#[tokio::test]
+async fn a_runner_killed_while_idle_is_replaced_without_failing_the_next_task() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    for round in 0..5 {
+        let pid = results(&engine.execute(&chain_of(1, "idle")).await.unwrap(), 1)[0].0;
+        // SAFETY: a signal to a warm runner of this test's own engine.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+        assert!(within(Duration::from_secs(5), || !alive(pid)));
+        let next = engine.execute(&chain_of(1, "after-kill")).await;
+        let next = next.unwrap_or_else(|e| panic!("round {round}: {}", graflow::Chain(&e)));
+        assert_ne!(results(&next, 1)[0].0, pid);
+    }
+}

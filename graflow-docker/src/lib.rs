@@ -229,9 +229,9 @@ impl TaskHandler for DockerHandler {
                 .resolved_env()
                 .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
             let key = warm::key(&options, &image, &env);
-            let mut lease = self
+            return self
                 .pool
-                .checkout(&key, task, || {
+                .run(&key, task, ctx, self.limits, || {
                     warm::starter(
                         docker.clone(),
                         options.clone(),
@@ -240,8 +240,7 @@ impl TaskHandler for DockerHandler {
                         &key,
                     )
                 })
-                .await?;
-            return lease.serve(task, ctx, self.limits).await;
+                .await;
         }
         let launch = container::Launch {
             docker,

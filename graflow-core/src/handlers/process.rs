@@ -306,8 +306,10 @@ impl TaskHandler for ProcessHandler {
                 AttemptError::handler(task.id(), handler, problem.to_string())
             })?;
         if reuse {
-            let mut lease = self.pool.checkout(WARM_KEY, task, warm_child).await?;
-            return lease.serve(task, ctx, self.limits).await;
+            return self
+                .pool
+                .run(WARM_KEY, task, ctx, self.limits, warm_child)
+                .await;
         }
         let (program, args) = runner_command().map_err(|e| {
             AttemptError::handler_source(

@@ -290,6 +290,15 @@ enum Served {
         error: ProtocolError,
         logs: LogLines,
     },
+    /// The runner ended (it died while idle, or was stopped) before it took the job: no task
+    /// saw it, so it may go to another runner.
+    NotTaken,
+}
+
+/// What became of an invocation sent to a runner.
+enum Delivered {
+    Answer(Result<Value, AttemptError>),
+    NotTaken,
 }
 
 impl Drop for Inner {
@@ -390,6 +399,33 @@ impl RunnerPool {
             }
             notified.await;
         }
+    }
+
+    /// Runs one attempt of `task` on a warm runner of `key` ([`Self::checkout`], then
+    /// [`Lease::serve`]). A runner that ended before it took the invocation (it died while
+    /// idle) is replaced and the invocation goes to another, up to 3 times: no task saw it.
+    pub async fn run(
+        &self,
+        key: &str,
+        task: &Task,
+        ctx: &ExecutionContext,
+        limits: Limits,
+        starter: impl Fn() -> Starter,
+    ) -> Result<Value, AttemptError> {
+        for _ in 0..3 {
+            let mut lease = self.checkout(key, task, &starter).await?;
+            match lease.deliver(task, ctx, limits).await {
+                Delivered::Answer(result) => return result,
+                Delivered::NotTaken => {
+                    note!(self.inner.target, info, task = %task.id(), runner = %lease.name(), "warm runner ended before it took the task; trying another");
+                }
+            }
+        }
+        Err(AttemptError::handler(
+            task.id(),
+            task.handler(),
+            "three warm runners in a row ended before they took the task; their output lines are logged",
+        ))
     }
 
     fn lease(&self, key: &str, runner: Runner) -> Lease {
@@ -577,6 +613,32 @@ impl Lease {
         ctx: &ExecutionContext,
         limits: Limits,
     ) -> Result<Value, AttemptError> {
+        match self.deliver(task, ctx, limits).await {
+            Delivered::Answer(result) => result,
+            Delivered::NotTaken => Err(AttemptError::handler(
+                task.id(),
+                task.handler(),
+                format!(
+                    "warm runner {} ended before it took the task; run it again",
+                    self.name()
+                ),
+            )),
+        }
+    }
+
+    async fn deliver(&mut self, task: &Task, ctx: &ExecutionContext, limits: Limits) -> Delivered {
+        match self.try_deliver(task, ctx, limits).await {
+            Ok(delivered) => delivered,
+            Err(error) => Delivered::Answer(Err(error)),
+        }
+    }
+
+    async fn try_deliver(
+        &mut self,
+        task: &Task,
+        ctx: &ExecutionContext,
+        limits: Limits,
+    ) -> Result<Delivered, AttemptError> {
         let handler = task.handler();
         let fail = |message: String| AttemptError::handler(task.id(), handler, message);
         let Some(runner) = self.runner.as_mut() else {
@@ -604,16 +666,15 @@ impl Lease {
             reply,
         };
         if runner.jobs.send(job).await.is_err() {
-            return Err(fail(format!(
-                "warm runner {name} ended before it took the task; run it again"
-            )));
+            return Ok(Delivered::NotTaken);
         }
         let served = answer.await.map_err(|_| {
             fail(format!(
                 "warm runner {name} stopped without answering (its pool was dropped)"
             ))
         })?;
-        match served {
+        Ok(Delivered::Answer(match served {
+            Served::NotTaken => return Ok(Delivered::NotTaken),
             Served::Answer { frame, logs } => {
                 let result = apply_outcome_bytes(
                     task,
@@ -639,7 +700,7 @@ impl Lease {
                 "the answer of warm runner {name} was refused and the runner stopped: {error}{}",
                 logs.tail_text()
             ))),
-        }
+        }))
     }
 }
 
@@ -842,6 +903,10 @@ impl RunnerIo {
         idle_logs.finish();
         self.alive.store(false, Ordering::SeqCst);
         self.guards.stop(self.id);
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            let _ = job.reply.send(Served::NotTaken);
+        }
     }
 
     /// Serves one job; whether the runner may serve another.
@@ -862,6 +927,12 @@ impl RunnerIo {
             written = write => written,
             () = reply.closed() => return false,
         };
+        if written.is_err() {
+            // Its input is closed: it never had the whole invocation, so no task ran. Another
+            // runner may take it.
+            let _ = reply.send(Served::NotTaken);
+            return false;
+        }
         drop(frame);
         let mut answer: Vec<u8> = Vec::new();
         let mut need: Option<usize> = None;
@@ -906,7 +977,6 @@ impl RunnerIo {
                         Some(need) => {
                             format!("its answer stopped {} byte(s) short", need - answer.len())
                         }
-                        None if written.is_err() => "it closed its input".to_owned(),
                         None => "it sent no answer".to_owned(),
                     };
                     if let Some(autopsy) = self.autopsy.take()
@@ -952,6 +1022,7 @@ impl RunnerIo {
                 logs.finish();
                 (Served::Refused { error, logs }, false)
             }
+            Served::NotTaken => (Served::NotTaken, false),
         };
         reply.send(served).is_ok() && sound
     }
