@@ -221,14 +221,21 @@ impl TaskHandler for DockerHandler {
         })?;
         let image = options.image.clone().unwrap_or_default();
         let docker = self.client(task).await?;
-        image::ensure(docker, &image, options.pull, &self.images)
-            .await
-            .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
+        let ensure = || async {
+            image::ensure(docker, &image, options.pull, &self.images)
+                .await
+                .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))
+        };
         if self.reuses(task)? {
             let env = options
                 .resolved_env()
                 .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
             let key = warm::key(&options, &image, &env);
+            // The image matters when containers start: checked (and, with `pull = "always"`,
+            // pulled) when the environment has no runner yet, not for every task.
+            if self.pool.live(&key) == 0 {
+                ensure().await?;
+            }
             return self
                 .pool
                 .run(&key, task, ctx, self.limits, || {
@@ -242,6 +249,7 @@ impl TaskHandler for DockerHandler {
                 })
                 .await;
         }
+        ensure().await?;
         let launch = container::Launch {
             docker,
             options: &options,
