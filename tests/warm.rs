@@ -423,6 +423,14 @@ fn child_program() {
         return;
     };
     let pid_file = std::env::var(CHILD_ARG).unwrap();
+    if mode == "warm-docker-busy" {
+        // A warm container busy with a long task when the test SIGKILLs this program.
+        let engine = docker_engine(PoolOptions::new().with_size(1));
+        let report = engine.run(&workflow! { where_am_i; }).unwrap();
+        std::fs::write(&pid_file, container_of(&report, "where_am_i")).unwrap();
+        let result = engine.run(&workflow! { docker_sleeps_long; });
+        panic!("the task ended on its own: {result:?}");
+    }
     if mode == "warm-docker-then-wait" {
         let engine = docker_engine(PoolOptions::new().with_size(1));
         let report = engine.run(&workflow! { where_am_i; }).unwrap();
@@ -837,6 +845,65 @@ fn warm_containers_are_removed_when_their_program_is_sigkilled() {
     assert!(
         gone,
         "warm container {name} outlived its SIGKILLed program by 10 s"
+    );
+}
+
+#[task(handler = "docker", image = "python:3.11-slim", reuse = true)]
+fn docker_sleeps_long() -> u8 {
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+#[test]
+fn a_busy_warm_container_is_removed_when_its_program_is_sigkilled() {
+    if skip_without_docker() {
+        return;
+    }
+    let name_file = std::env::temp_dir().join(format!("graflow-warm-dbusy-{}", std::process::id()));
+    let _ = std::fs::remove_file(&name_file);
+    let mut program = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "warm-docker-busy")
+        .env(CHILD_ARG, &name_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut name = String::new();
+    let reported = within(Duration::from_secs(120), || {
+        name = std::fs::read_to_string(&name_file).unwrap_or_default();
+        !name.is_empty()
+    });
+    let _ = std::fs::remove_file(&name_file);
+    if !reported {
+        let _ = program.kill();
+        panic!("the child program never reported its warm container");
+    }
+    // The long task is running in it once its runner has a child thread busy: give the program
+    // a moment to send it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        container_exists(&name),
+        "warm container {name} runs the long task"
+    );
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    program.wait().unwrap();
+    let gone = within(Duration::from_secs(10), || !container_exists(&name));
+    if !gone {
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    }
+    assert!(
+        gone,
+        "busy warm container {name} outlived its SIGKILLed program by 10 s"
     );
 }
 
