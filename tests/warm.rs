@@ -1029,9 +1029,55 @@ async fn a_runner_killed_while_idle_is_replaced_without_failing_the_next_task() 
         let pid = results(&engine.execute(&chain_of(1, "idle")).await.unwrap(), 1)[0].0;
         // SAFETY: a signal to a warm runner of this test's own engine.
         assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
-        assert!(within(Duration::from_secs(5), || !alive(pid)));
+        // Dead with every thread gone (a killed process's leader is a zombie while its other
+        // threads still exit and hold its descriptors).
+        assert!(within(Duration::from_secs(5), || !alive(pid)
+            && std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map_or(true, |t| t.count() <= 1)));
         let next = engine.execute(&chain_of(1, "after-kill")).await;
         let next = next.unwrap_or_else(|e| panic!("round {round}: {}", graflow::Chain(&e)));
         assert_ne!(results(&next, 1)[0].0, pid);
     }
+}
+
+#[task(handler = "process", reuse = true)]
+fn chatty(n: u32) -> u32 {
+    use std::io::Write;
+    println!("chatty says {n} on stdout");
+    eprintln!("chatty says {n} on stderr");
+    print!("chatty leaves {n} unterminated");
+    let _ = std::io::stdout().flush();
+    n
+}
+
+#[tokio::test]
+async fn a_warm_runners_output_lines_go_to_the_task_that_printed_them() {
+    let logs = common::captured_logs();
+    let engine = engine(PoolOptions::new().with_size(1));
+    let mut wf = Workflow::builder("chatty");
+    let nodes: Vec<_> = (0..5u32)
+        .map(|i| {
+            wf.add(
+                chatty::task()
+                    .with_id(format!("chatty{i}"))
+                    .with_input("n", i),
+            )
+        })
+        .collect();
+    wf.chain(&nodes);
+    engine.execute(&wf.build()).await.unwrap();
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    for i in 0..5 {
+        for line in [
+            format!("[chatty{i}] chatty says {i} on stdout"),
+            format!("[chatty{i}] chatty says {i} on stderr"),
+            format!("[chatty{i}] chatty leaves {i} unterminated"),
+        ] {
+            assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+        }
+    }
+    assert!(
+        !text.contains("GFEND2"),
+        "the end marker leaked into the logs:\n{text}"
+    );
 }

@@ -138,8 +138,19 @@ fn descendants_by_scan(root: libc::pid_t) -> Vec<libc::pid_t> {
     found
 }
 
-/// SIGKILLs every descendant of `root`, scanning again until none is left (a process may fork
-/// while the tree is read; with `root` a subreaper its orphans stay in the tree). Bounded.
+/// Reaps every child of this process that has ended (between a warm runner's tasks, when no
+/// task waits for its children's exit statuses): killed or orphaned processes would otherwise
+/// stay zombies and count against a pids limit.
+pub(crate) fn reap_children() {
+    loop {
+        // SAFETY: a non-blocking wait for any child of this process.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+    }
+}
+
 /// Kills this process's descendants, if it has any: one `waitid` when it has no child (nor,
 /// as a subreaper, any descendant), the tree's walk otherwise.
 pub(crate) fn kill_own_descendants() {
@@ -159,6 +170,8 @@ pub(crate) fn kill_own_descendants() {
     }
 }
 
+/// SIGKILLs every descendant of `root`, scanning again until none is left (a process may fork
+/// while the tree is read; with `root` a subreaper its orphans stay in the tree). Bounded.
 pub(crate) fn kill_descendants(root: libc::pid_t) {
     for _ in 0..16 {
         let found = descendants(root);

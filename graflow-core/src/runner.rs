@@ -279,13 +279,6 @@ fn serve_many() -> i32 {
         Ok(streams) => streams,
         Err(code) => return code,
     };
-    let runtime = match task_runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "graflow runner: {e}");
-            return 70;
-        }
-    };
     let busy = std::sync::Arc::new(AtomicBool::new(false));
     let fd = input.as_raw_fd();
     let watched = busy.clone();
@@ -319,7 +312,15 @@ fn serve_many() -> i32 {
             Ok(invocation) => {
                 let nonce = invocation.nonce;
                 let outcome = match check(&invocation) {
-                    Ok(def) => run(&runtime, def, invocation),
+                    // A runtime per task: what a task spawns on it ends with the task.
+                    Ok(def) => match task_runtime() {
+                        Ok(runtime) => {
+                            let outcome = run(&runtime, def, invocation);
+                            runtime.shutdown_background();
+                            outcome
+                        }
+                        Err(error) => runner_failure(nonce, &error, 0),
+                    },
                     Err(reason) => rejection(nonce, build_id(), reason),
                 };
                 (outcome, false)
@@ -330,8 +331,14 @@ fn serve_many() -> i32 {
                 true,
             ),
         };
-        // The task is over: nothing it started outlives it, nor waits for the next one.
+        // The task is over: nothing it started outlives it, nor waits for the next one (and
+        // what it left, killed or exited, is reaped: zombies would fill a pids limit).
         crate::descendants::kill_own_descendants();
+        crate::descendants::reap_children();
+        // Its last output lines, then the end of its lines on the log stream (§9), then the
+        // outcome.
+        let _ = std::io::stdout().flush();
+        let _ = writeln!(std::io::stderr(), "{TASK_END_MARKER}{:016x}", outcome.nonce);
         if let Err(e) = outcome.write_to(&mut out) {
             let _ = writeln!(std::io::stderr(), "graflow runner: {e}");
             return 71;
@@ -351,15 +358,19 @@ fn watch_input(fd: std::os::fd::RawFd, busy: &AtomicBool) {
             std::thread::park_timeout(Duration::from_secs(1));
             continue;
         }
-        // No event asked for: poll reports only the hang-up and errors, not pending bytes.
+        // Not POLLIN: poll reports the hang-up and errors, not pending bytes.
         let mut poll = libc::pollfd {
             fd,
-            events: 0,
+            // A socket's half-close; a pipe reports its hang-up unasked.
+            events: libc::POLLRDHUP,
             revents: 0,
         };
         // SAFETY: one valid pollfd; the descriptor stays open for the process's life.
         let ready = unsafe { libc::poll(&mut poll, 1, 200) };
-        if ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        if ready > 0
+            && poll.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL)
+                != 0
+        {
             if busy.load(Ordering::SeqCst) {
                 orphaned();
             }
@@ -368,6 +379,11 @@ fn watch_input(fd: std::os::fd::RawFd, busy: &AtomicBool) {
         }
     }
 }
+
+/// What a warm runner writes on its log stream, followed by the invocation's nonce in 16 hex
+/// digits and a newline, when a task's output ends (before the outcome): the host attributes
+/// the lines before it to that task (`PROTOCOL.md` §9).
+pub const TASK_END_MARKER: &str = "GFEND2 ";
 
 /// Exit code of a runner whose handler went away.
 pub const ORPHANED_EXIT_CODE: i32 = 75;

@@ -192,6 +192,19 @@ impl DockerHandler {
 }
 
 impl DockerHandler {
+    /// Makes sure the daemon has the task's image, as its `pull` option says.
+    async fn ensure_image(
+        &self,
+        docker: &Daemon,
+        task: &Task,
+        options: &DockerOptions,
+    ) -> Result<(), AttemptError> {
+        let image = options.image.as_deref().unwrap_or_default();
+        image::ensure(docker, image, options.pull, &self.images)
+            .await
+            .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))
+    }
+
     /// Whether `task` runs in a warm container.
     fn reuses(&self, task: &Task) -> Result<bool, AttemptError> {
         self.pool.options().reuses(task).map_err(|problem| {
@@ -221,35 +234,20 @@ impl TaskHandler for DockerHandler {
         })?;
         let image = options.image.clone().unwrap_or_default();
         let docker = self.client(task).await?;
-        let ensure = || async {
-            image::ensure(docker, &image, options.pull, &self.images)
-                .await
-                .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))
-        };
         if self.reuses(task)? {
-            let env = options
-                .resolved_env()
+            let spec = warm::Spec::new(options, image)
                 .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
-            let key = warm::key(&options, &image, &env);
             // The image matters when containers start: checked (and, with `pull = "always"`,
             // pulled) when the environment has no runner yet, not for every task.
-            if self.pool.live(&key) == 0 {
-                ensure().await?;
+            if self.pool.live(&spec.key) == 0 {
+                self.ensure_image(docker, task, &spec.options).await?;
             }
             return self
                 .pool
-                .run(&key, task, ctx, self.limits, || {
-                    warm::starter(
-                        docker.clone(),
-                        options.clone(),
-                        image.clone(),
-                        env.clone(),
-                        &key,
-                    )
-                })
+                .run(&spec.key, task, ctx, self.limits, || spec.starter(docker))
                 .await;
         }
-        ensure().await?;
+        self.ensure_image(docker, task, &options).await?;
         let launch = container::Launch {
             docker,
             options: &options,
@@ -269,7 +267,7 @@ impl TaskHandler for DockerHandler {
     /// Starts the warm containers of the tasks that reuse them: per environment, as many as
     /// there are such tasks, up to the pool's size.
     async fn warm_up(&self, tasks: &[&Task]) -> Result<usize, AttemptError> {
-        let mut keys: Vec<(String, &Task, DockerOptions, String, Vec<String>, usize)> = Vec::new();
+        let mut specs: Vec<(warm::Spec, &Task, usize)> = Vec::new();
         for &task in tasks {
             if !self.reuses(task)? {
                 continue;
@@ -277,30 +275,19 @@ impl TaskHandler for DockerHandler {
             let fail = |message: String| AttemptError::handler(task.id(), task.handler(), message);
             let options = self.options(task).map_err(|p| fail(p.to_string()))?;
             let image = options.image.clone().unwrap_or_default();
-            let env = options.resolved_env().map_err(fail)?;
-            let key = warm::key(&options, &image, &env);
-            match keys.iter_mut().find(|k| k.0 == key) {
-                Some(entry) => entry.5 += 1,
-                None => keys.push((key, task, options, image, env, 1)),
+            let spec = warm::Spec::new(options, image).map_err(fail)?;
+            match specs.iter_mut().find(|(known, ..)| known.key == spec.key) {
+                Some((_, _, count)) => *count += 1,
+                None => specs.push((spec, task, 1)),
             }
         }
         let mut started = 0;
-        for (key, task, options, image, env, count) in &keys {
+        for (spec, task, count) in &specs {
             let docker = self.client(task).await?;
-            image::ensure(docker, image, options.pull, &self.images)
-                .await
-                .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
+            self.ensure_image(docker, task, &spec.options).await?;
             started += self
                 .pool
-                .warm_up(key, *count, task, || {
-                    warm::starter(
-                        docker.clone(),
-                        options.clone(),
-                        image.clone(),
-                        env.clone(),
-                        key,
-                    )
-                })
+                .warm_up(&spec.key, *count, task, || spec.starter(docker))
                 .await?;
         }
         Ok(started)

@@ -5,7 +5,9 @@
 //! image reference, volumes, the environment as resolved from the host, network, memory and
 //! CPU limits, GPUs, user, working directory, labels, sandbox, removal and pull settings.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
@@ -20,21 +22,51 @@ use crate::options::DockerOptions;
 /// The `graflow.run` label of warm containers (they serve many runs).
 pub const WARM_RUN: &str = "warm";
 
-/// The environment key of a task: its merged options, image and resolved environment.
-pub fn key(options: &DockerOptions, image: &str, env: &[String]) -> String {
-    format!("{image}\n{options:?}\n{env:?}")
+/// What a warm container of one environment is made of, and its key: the merged options, the
+/// image and the environment as resolved from this process. Tasks share warm containers only
+/// when their keys are equal.
+pub struct Spec {
+    pub key: String,
+    pub options: DockerOptions,
+    pub image: String,
+    pub env: Vec<String>,
 }
 
-/// A short, non-secret name of a key for logs and container names (keys hold environment
-/// values).
+impl Spec {
+    /// The spec of a task's container (`options` merged, `image` taken from them).
+    pub fn new(options: DockerOptions, image: String) -> Result<Spec, String> {
+        let env = options.resolved_env()?;
+        let key = format!("{image}\n{options:?}\n{env:?}");
+        Ok(Spec {
+            key,
+            options,
+            image,
+            env,
+        })
+    }
+
+    /// Starts one warm container of this environment.
+    pub fn starter(&self, docker: &Daemon) -> Starter {
+        starter(
+            docker.clone(),
+            self.options.clone(),
+            self.image.clone(),
+            self.env.clone(),
+            &self.key,
+        )
+    }
+}
+
+/// A short name of a key for logs and container names. Keys hold environment values, so the
+/// hash is keyed with this process's random keys: it says nothing of them.
 fn key_hash(key: &str) -> String {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    format!("{:08x}", hasher.finish() as u32)
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let hash = KEYS.get_or_init(RandomState::new).hash_one(key);
+    format!("{:08x}", hash as u32)
 }
 
 /// Starts one warm container of `key`.
-pub fn starter(
+fn starter(
     docker: Daemon,
     options: DockerOptions,
     image: String,

@@ -129,3 +129,32 @@ pub(crate) fn docker_ps(filters: &[&str]) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// This process's log lines (`graflow=info`), captured from the first call on.
+#[allow(dead_code)] // not every test file that shares this module reads logs
+pub(crate) fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: OnceLock<&'static std::sync::Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static std::sync::Mutex<Vec<u8>> =
+            Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        struct Sink(&'static std::sync::Mutex<Vec<u8>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("graflow=info")
+            .with_ansi(false)
+            .with_writer(move || Sink(logs))
+            .try_init();
+        logs
+    })
+}

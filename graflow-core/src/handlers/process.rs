@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use graflow_protocol::{Limits, RUNNER_ENV, SERVE_MODE};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::definition::AttemptError;
 use crate::graph::{Problem, Task};
@@ -152,32 +152,8 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// A pipe's bytes as output chunks, then `end`.
-fn chunks<R: AsyncRead + Unpin + Send + 'static>(
-    reader: R,
-    wrap: fn(Vec<u8>) -> Chunk,
-    end: Option<Chunk>,
-) -> impl Stream<Item = Chunk> + Send {
-    stream::unfold(
-        (reader, Some(wrap), end),
-        |(mut reader, wrap, end)| async move {
-            let wrap = wrap?;
-            let mut buf = vec![0u8; 64 * 1024];
-            match reader.read(&mut buf).await {
-                Ok(n) if n > 0 => {
-                    buf.truncate(n);
-                    Some((wrap(buf), (reader, Some(wrap), end)))
-                }
-                _ => {
-                    let mut end = end;
-                    end.take().map(|chunk| (chunk, (reader, None, None)))
-                }
-            }
-        },
-    )
-}
-
-/// A warm child's stdout and stderr as output chunks, read into one reusable buffer.
+/// A runner child's stdout and stderr as output chunks (stdout's end said once), read into one
+/// reusable buffer.
 struct PipeOutput {
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::process::ChildStderr>,
@@ -224,33 +200,14 @@ impl Stream for PipeOutput {
 fn warm_child() -> Starter {
     Box::new(|| {
         async move {
-            let (program, args) = runner_command()
-                .map_err(|e| format!("cannot find this program's executable: {e}"))?;
-            let mut child = tokio::process::Command::new(&program)
-                .args(&args)
-                .env(RUNNER_ENV, SERVE_MODE)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| {
-                    format!(
-                        "cannot start `{}` as a warm task runner: {e}",
-                        program.display()
-                    )
-                })?;
+            let Spawned {
+                mut child,
+                group,
+                stdin,
+                output,
+                ..
+            } = spawn_runner(SERVE_MODE)?;
             let pid = child.id().unwrap_or_default();
-            let group = ProcessGroup {
-                pgid: libc::pid_t::try_from(pid).ok(),
-            };
-            let (Some(stdin), Some(stdout), Some(stderr)) =
-                (child.stdin.take(), child.stdout.take(), child.stderr.take())
-            else {
-                return Err("the child's standard streams were not captured".to_owned());
-            };
-            tracing::debug!(target: "graflow::handlers", pid, "warm runner process started");
             let autopsy = async move {
                 match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
                     Ok(Ok(status)) => Some(describe_exit(status)),
@@ -259,18 +216,60 @@ fn warm_child() -> Starter {
             };
             Ok(Transport {
                 input: Box::pin(stdin),
-                output: PipeOutput {
-                    stdout: Some(stdout),
-                    stderr: Some(stderr),
-                    buf: vec![0u8; 64 * 1024].into_boxed_slice(),
-                }
-                .boxed(),
+                output,
                 guard: Box::new(group),
                 name: format!("pid {pid}"),
                 autopsy: Some(autopsy.boxed()),
             })
         }
         .boxed()
+    })
+}
+
+/// A runner child just started: the process, its group (killed when dropped), its pipes.
+struct Spawned {
+    child: tokio::process::Child,
+    group: ProcessGroup,
+    stdin: tokio::process::ChildStdin,
+    output: futures_util::stream::BoxStream<'static, Chunk>,
+    program: std::path::PathBuf,
+}
+
+/// Starts this program as a runner (`GRAFLOW_RUNNER=mode`) in a process group of its own.
+fn spawn_runner(mode: &str) -> Result<Spawned, String> {
+    let (program, args) =
+        runner_command().map_err(|e| format!("cannot find this program's executable: {e}"))?;
+    let mut child = tokio::process::Command::new(&program)
+        .args(&args)
+        .env(RUNNER_ENV, mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start `{}` as a task runner: {e}", program.display()))?;
+    let group = ProcessGroup {
+        pgid: child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()),
+    };
+    tracing::debug!(target: "graflow::handlers", pid = child.id(), mode, "runner process started");
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err("the child's standard streams were not captured".to_owned());
+    };
+    let output = PipeOutput {
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+        buf: vec![0u8; 64 * 1024].into_boxed_slice(),
+    }
+    .boxed();
+    Ok(Spawned {
+        child,
+        group,
+        stdin,
+        output,
+        program,
     })
 }
 
@@ -311,49 +310,14 @@ impl TaskHandler for ProcessHandler {
                 .run(WARM_KEY, task, ctx, self.limits, warm_child)
                 .await;
         }
-        let (program, args) = runner_command().map_err(|e| {
-            AttemptError::handler_source(
-                task.id(),
-                handler,
-                "cannot find this program's executable",
-                e,
-            )
-        })?;
-        let mut child = tokio::process::Command::new(&program)
-            .args(&args)
-            .env(RUNNER_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                AttemptError::handler_source(
-                    task.id(),
-                    handler,
-                    format!("cannot start `{}` as a task runner", program.display()),
-                    e,
-                )
-            })?;
-        let mut group = ProcessGroup {
-            pgid: child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()),
-        };
-        tracing::debug!(target: "graflow::handlers", task = %task.id(), pid = child.id(), "runner process started");
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(AttemptError::handler(
-                task.id(),
-                handler,
-                "the child's standard streams were not captured",
-            ));
-        };
-        let output = stream::select(
-            chunks(stdout, Chunk::Stdout, Some(Chunk::StdoutClosed)),
-            chunks(stderr, Chunk::Stderr, None),
-        )
-        .boxed();
+        let Spawned {
+            mut child,
+            mut group,
+            stdin,
+            output,
+            program,
+        } = spawn_runner("1")
+            .map_err(|message| AttemptError::handler(task.id(), handler, message))?;
         let driven = RemoteAttempt::new(task, ctx)
             .limits(self.limits)
             .startup_timeout(self.startup_timeout)

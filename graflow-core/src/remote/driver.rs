@@ -305,26 +305,16 @@ fn decode_answer(
     mut banner: LogLines,
     ready: oneshot::Sender<()>,
 ) -> Decoded {
-    // Find READY, passing on what precedes it; keep only what may be a READY cut in two.
-    let mut carry: Vec<u8> = Vec::new();
+    let mut scan = ReadyScan::default();
     loop {
         let Some(chunk) = reader.next_chunk() else {
-            banner.push(&carry);
-            banner.finish();
+            scan.end(&mut banner);
             return Decoded::NotReady;
         };
-        carry.extend_from_slice(&chunk);
-        if let Some(at) = carry.windows(READY.len()).position(|w| w == READY) {
-            banner.push(&carry[..at]);
+        if let Some(rest) = scan.feed(&chunk, &mut banner) {
             banner.finish();
-            reader.unread(carry.split_off(at + READY.len()));
+            reader.unread(rest);
             break;
-        }
-        let keep = READY.len() - 1;
-        if carry.len() > keep {
-            let cut = carry.len() - keep;
-            banner.push(&carry[..cut]);
-            carry.drain(..cut);
         }
     }
     let _ = ready.send(());
@@ -360,6 +350,38 @@ fn decode_answer(
             Decoded::Died(Some(format!("its answer was cut short: {error}")))
         }
         Err(error) => Decoded::Refused(error),
+    }
+}
+
+/// Finds READY in a runner's first protocol bytes, passing on what precedes it as log lines and
+/// keeping only what may be a READY cut in two.
+#[derive(Default)]
+pub(super) struct ReadyScan {
+    carry: Vec<u8>,
+}
+
+impl ReadyScan {
+    /// Feeds the next bytes: once READY is seen, the bytes after it.
+    pub(super) fn feed(&mut self, chunk: &[u8], banner: &mut LogLines) -> Option<Vec<u8>> {
+        let carry = &mut self.carry;
+        carry.extend_from_slice(chunk);
+        if let Some(at) = carry.windows(READY.len()).position(|w| w == READY) {
+            banner.push(&carry[..at]);
+            return Some(carry.split_off(at + READY.len()));
+        }
+        let keep = READY.len() - 1;
+        if carry.len() > keep {
+            let cut = carry.len() - keep;
+            banner.push(&carry[..cut]);
+            carry.drain(..cut);
+        }
+        None
+    }
+
+    /// The stream ended without READY: what is held back is log too.
+    pub(super) fn end(&mut self, banner: &mut LogLines) {
+        banner.push(&std::mem::take(&mut self.carry));
+        banner.finish();
     }
 }
 

@@ -4,6 +4,14 @@
 
 use std::collections::VecDeque;
 
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Where a runner's output lines are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogTarget {
@@ -59,6 +67,33 @@ impl LogLines {
                 }
             }
         }
+    }
+
+    /// Feeds a chunk until a line that ends with `marker`: the lines before it are logged, and
+    /// so is what precedes the marker on its line; the marker itself is not. Returns where
+    /// the bytes after the marker's line begin in `bytes`, once it was seen (`None`: not yet,
+    /// everything was taken).
+    pub fn push_until(&mut self, bytes: &[u8], marker: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                self.append(rest);
+                return None;
+            };
+            self.append(&rest[..end]);
+            at += end + 1;
+            let mut line = std::mem::take(&mut self.partial);
+            if let Some(start) = find(&line, marker) {
+                line.truncate(start);
+                if !line.is_empty() || self.cut > 0 {
+                    self.emit(&line);
+                }
+                return Some(at);
+            }
+            self.emit(&line);
+        }
+        None
     }
 
     fn append(&mut self, bytes: &[u8]) {

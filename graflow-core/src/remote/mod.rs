@@ -7,6 +7,7 @@
 //! | `attempt.rs` | the invocation built from run state, the outcome applied back to it |
 //! | `logs.rs` | [`LogLines`]: a runner's output lines, bounded |
 //! | `pool.rs` | [`RunnerPool`]: warm runners that serve one task after another, pooled per environment |
+//! | `warm.rs` | one warm runner's I/O: started, then serving jobs; outcomes delimited, log lines attributed |
 //!
 //! The runner side (what a process started by a handler does) is `runner.rs`.
 
@@ -14,6 +15,7 @@ mod attempt;
 mod driver;
 mod logs;
 mod pool;
+mod warm;
 
 use std::sync::OnceLock;
 
@@ -21,7 +23,8 @@ pub use attempt::{RemoteError, invocation};
 pub(crate) use attempt::{outcome_of, runner_failure};
 pub use driver::{Chunk, Driven, Ended, RemoteAttempt, apply_outcome_bytes, attempt_nonce};
 pub use logs::{LogLines, LogTarget};
-pub use pool::{Lease, PoolOptions, REUSE_OPTION, RunnerPool, Starter, Transport};
+pub use pool::{Lease, PoolOptions, REUSE_OPTION, RunnerPool};
+pub use warm::{Starter, Transport};
 
 /// An id of this program's build: the GNU build id of the executable when it has one (the
 /// linker's hash of the whole binary), else a hash of its task registry (names and types).

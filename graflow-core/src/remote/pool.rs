@@ -22,17 +22,11 @@
 //! builds one per run).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, StreamExt};
-use graflow_protocol::frame::{HEADER_LEN, parse_header};
-use graflow_protocol::{Limits, OUTCOME_TAG, ProtocolError, READY};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use graflow_protocol::Limits;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
 
@@ -42,9 +36,10 @@ use crate::graph::{Problem, Task};
 use crate::run::ExecutionContext;
 use crate::value::Value;
 
-use super::driver::{Chunk, apply_outcome_bytes, attempt_nonce};
+use super::driver::{apply_outcome_bytes, attempt_nonce};
 use super::invocation;
-use super::logs::{LogLines, LogTarget};
+use super::logs::LogTarget;
+use super::warm::{Guards, Job, Served, Started, Starter, launch, lock};
 
 /// An event of the pool, on the target of its handler (`graflow::handlers`, `graflow::docker`).
 macro_rules! note {
@@ -64,6 +59,7 @@ pub const REUSE_OPTION: &str = "reuse";
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolOptions {
     size: usize,
+    max_idle: usize,
     idle_timeout: Duration,
     max_uses: u32,
     reuse: bool,
@@ -73,6 +69,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
             size: 4,
+            max_idle: 16,
             idle_timeout: Duration::from_secs(60),
             max_uses: 1000,
             reuse: false,
@@ -81,8 +78,8 @@ impl Default for PoolOptions {
 }
 
 impl PoolOptions {
-    /// Up to 4 runners per environment, stopped after 60 s idle or 1,000 tasks; only tasks
-    /// with `reuse = true` use them.
+    /// Up to 4 runners per environment and 16 idle ones in all, stopped after 60 s idle or
+    /// 1,000 tasks; only tasks with `reuse = true` use them.
     pub fn new() -> Self {
         Self::default()
     }
@@ -91,6 +88,14 @@ impl PoolOptions {
     /// 1). A task that finds them all busy waits for one.
     pub fn with_size(mut self, size: usize) -> Self {
         self.size = size.max(1);
+        self
+    }
+
+    /// How many idle runners the pool keeps in all, whatever their environments (default 16):
+    /// past it, the one idle longest is stopped (tasks whose environments differ, e.g. by an
+    /// `env` value, do not accumulate warm containers).
+    pub fn with_max_idle(mut self, max_idle: usize) -> Self {
+        self.max_idle = max_idle;
         self
     }
 
@@ -116,6 +121,11 @@ impl PoolOptions {
     /// See [`PoolOptions::with_size`].
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// See [`PoolOptions::with_max_idle`].
+    pub fn max_idle(&self) -> usize {
+        self.max_idle
     }
 
     /// See [`PoolOptions::with_idle_timeout`].
@@ -146,33 +156,6 @@ impl PoolOptions {
     }
 }
 
-/// A runner just started by a handler's transport, before it announced itself.
-pub struct Transport {
-    /// The runner's protocol input.
-    pub input: Pin<Box<dyn AsyncWrite + Send>>,
-    /// Its protocol output and log stream.
-    pub output: BoxStream<'static, Chunk>,
-    /// Stops the runner when dropped (kills its process group, removes its container). Dropped
-    /// on the pool's runtime or, when the pool is dropped, on the dropping thread.
-    pub guard: Box<dyn Send>,
-    /// Names the runner in logs, errors and run reports: `pid 4242`, `container graflow-…`.
-    pub name: String,
-    /// Says why the runner died (exit status, out of memory), polled once when its output ends
-    /// while it serves a task. Runs on the pool's runtime.
-    pub autopsy: Option<BoxFuture<'static, Option<String>>>,
-}
-
-impl std::fmt::Debug for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Starts one runner of a key, on the pool's runtime.
-pub type Starter = Box<dyn FnOnce() -> BoxFuture<'static, Result<Transport, String>> + Send>;
-
 /// A handler's pool of warm runners. Cloning shares the pool.
 #[derive(Clone)]
 pub struct RunnerPool {
@@ -192,26 +175,9 @@ struct Inner {
     target: LogTarget,
     startup_timeout: Duration,
     state: Mutex<State>,
-    /// The guard of every runner that announced itself, by runner number.
+    /// What stops each started runner.
     guards: Arc<Guards>,
     runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
-}
-
-#[derive(Default)]
-struct Guards(Mutex<HashMap<u64, Box<dyn Send>>>);
-
-impl Guards {
-    fn stop(&self, id: u64) {
-        let guard = lock(&self.0).remove(&id);
-        drop(guard);
-    }
-
-    fn stop_all(&self) -> usize {
-        let all: Vec<_> = lock(&self.0).drain().collect();
-        let n = all.len();
-        drop(all);
-        n
-    }
 }
 
 /// Every pool of the program, for [`stop_all`] at an interrupt.
@@ -234,12 +200,6 @@ fn stop_all_at_interrupt() {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[derive(Default)]
 struct State {
     keys: HashMap<String, Slot>,
@@ -253,6 +213,24 @@ struct Slot {
     /// Runners of this key: idle, serving, or starting.
     live: usize,
     freed: Arc<Notify>,
+}
+
+impl State {
+    /// Removes `key`'s slot when it has no runner left (nobody can wait on it then: waiting
+    /// needs `live` at the pool's size).
+    fn prune(&mut self, key: &str) {
+        if self
+            .keys
+            .get(key)
+            .is_some_and(|slot| slot.live == 0 && slot.idle.is_empty())
+        {
+            self.keys.remove(key);
+        }
+    }
+
+    fn idle_count(&self) -> usize {
+        self.keys.values().map(|slot| slot.idle.len()).sum()
+    }
 }
 
 /// The pool's handle on one runner (its I/O runs in a task on the pool's runtime; dropping the
@@ -271,34 +249,17 @@ impl Runner {
     }
 }
 
-/// One invocation for a runner.
-struct Job {
-    frame: Vec<u8>,
-    limits: Limits,
-    task: String,
-    span: tracing::Span,
-    reply: oneshot::Sender<Served>,
-}
-
-enum Served {
-    /// A whole outcome frame (not yet checked beyond its header).
-    Answer { frame: Vec<u8>, logs: LogLines },
-    /// The runner's output ended before a whole outcome.
-    Died { detail: String, logs: LogLines },
-    /// The runner sent something that cannot be this job's outcome.
-    Refused {
-        error: ProtocolError,
-        logs: LogLines,
-    },
-    /// The runner ended (it died while idle, or was stopped) before it took the job: no task
-    /// saw it, so it may go to another runner.
-    NotTaken,
-}
-
 /// What became of an invocation sent to a runner.
 enum Delivered {
     Answer(Result<Value, AttemptError>),
     NotTaken,
+}
+
+/// What a checkout found.
+enum Found {
+    Idle(Runner),
+    Room(Reservation),
+    Wait,
 }
 
 impl Drop for Inner {
@@ -380,30 +341,66 @@ impl RunnerPool {
         task: &Task,
         starter: impl Fn() -> Starter,
     ) -> Result<Lease, AttemptError> {
-        let freed = lock(&self.inner.state)
-            .keys
-            .entry(key.to_owned())
-            .or_default()
-            .freed
-            .clone();
         loop {
+            let freed = lock(&self.inner.state)
+                .keys
+                .entry(key.to_owned())
+                .or_default()
+                .freed
+                .clone();
+            // Registered before the state is looked at: a runner freed from now on wakes it.
             let notified = freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(runner) = self.take_idle(key) {
-                return Ok(self.lease(key, runner));
+            let found = {
+                let mut state = lock(&self.inner.state);
+                let slot = state.keys.entry(key.to_owned()).or_default();
+                if !Arc::ptr_eq(&slot.freed, &freed) {
+                    // The key's slot was emptied and made anew meanwhile: wait on the new one.
+                    continue;
+                }
+                self.find(&mut state, key)
+            };
+            match found {
+                Found::Idle(runner) => return Ok(self.lease(key, runner)),
+                Found::Room(reservation) => {
+                    return self.start(reservation, task, starter()).await;
+                }
+                Found::Wait => notified.await,
             }
-            if let Some(reservation) = self.reserve(key) {
-                let runner = self.start(reservation, task, starter()).await?;
-                return Ok(self.lease(key, runner));
-            }
-            notified.await;
         }
     }
 
+    /// An idle runner of `key` (the most recently used, alive and not expired; the others met
+    /// are stopped), else room for a new one, else nothing yet.
+    fn find(&self, state: &mut State, key: &str) -> Found {
+        state.next_id += 1;
+        let id = state.next_id;
+        let slot = state.keys.entry(key.to_owned()).or_default();
+        while let Some((runner, since)) = slot.idle.pop() {
+            if runner.alive() && since.elapsed() < self.inner.options.idle_timeout {
+                return Found::Idle(runner);
+            }
+            slot.live -= 1;
+            note!(self.inner.target, info, runner = %runner.name, "warm runner gone or expired; not reused");
+            self.inner.guards.stop(runner.id);
+        }
+        if slot.live < self.inner.options.size {
+            slot.live += 1;
+            return Found::Room(Reservation {
+                inner: self.inner.clone(),
+                key: key.to_owned(),
+                id,
+                kept: false,
+            });
+        }
+        Found::Wait
+    }
+
     /// Runs one attempt of `task` on a warm runner of `key` ([`Self::checkout`], then
-    /// [`Lease::serve`]). A runner that ended before it took the invocation (it died while
-    /// idle) is replaced and the invocation goes to another, up to 3 times: no task saw it.
+    /// [`Lease::serve`]). A runner that could not take the invocation (it died while idle, or
+    /// wrote between tasks) is replaced and the invocation goes to another, up to 3 times: no
+    /// task saw it.
     pub async fn run(
         &self,
         key: &str,
@@ -417,14 +414,14 @@ impl RunnerPool {
             match lease.deliver(task, ctx, limits).await {
                 Delivered::Answer(result) => return result,
                 Delivered::NotTaken => {
-                    note!(self.inner.target, info, task = %task.id(), runner = %lease.name(), "warm runner ended before it took the task; trying another");
+                    note!(self.inner.target, info, task = %task.id(), runner = %lease.name(), "warm runner could not take the task; trying another");
                 }
             }
         }
         Err(AttemptError::handler(
             task.id(),
             task.handler(),
-            "three warm runners in a row ended before they took the task; their output lines are logged",
+            "three warm runners in a row could not take the task (they ended or wrote out of turn); their output lines are logged",
         ))
     }
 
@@ -437,44 +434,14 @@ impl RunnerPool {
         }
     }
 
-    /// Pops the most recently used idle runner of `key` that is alive and not expired; stops
-    /// the others it meets.
-    fn take_idle(&self, key: &str) -> Option<Runner> {
-        let mut state = lock(&self.inner.state);
-        let slot = state.keys.get_mut(key)?;
-        while let Some((runner, since)) = slot.idle.pop() {
-            if runner.alive() && since.elapsed() < self.inner.options.idle_timeout {
-                return Some(runner);
-            }
-            slot.live -= 1;
-            note!(self.inner.target, debug, runner = %runner.name, "warm runner gone or expired; not reused");
-        }
-        None
-    }
-
-    fn reserve(&self, key: &str) -> Option<Reservation> {
-        let mut state = lock(&self.inner.state);
-        state.next_id += 1;
-        let id = state.next_id;
-        let slot = state.keys.entry(key.to_owned()).or_default();
-        (slot.live < self.inner.options.size).then(|| {
-            slot.live += 1;
-            Reservation {
-                inner: self.inner.clone(),
-                key: key.to_owned(),
-                id,
-                kept: false,
-            }
-        })
-    }
-
-    /// Starts a runner on the pool's runtime and waits until it announced itself.
+    /// Starts a runner on the pool's runtime and waits until it announced itself; it comes
+    /// lent (dropped unused, it is stopped and its place given back).
     async fn start(
         &self,
         reservation: Reservation,
         task: &Task,
         starter: Starter,
-    ) -> Result<Runner, AttemptError> {
+    ) -> Result<Lease, AttemptError> {
         let fail = |message: String| AttemptError::handler(task.id(), task.handler(), message);
         let runtime = self.runtime().map_err(fail)?;
         let started = runtime.spawn(
@@ -488,17 +455,25 @@ impl RunnerPool {
             .instrument(tracing::Span::current()),
         );
         let mut started = AbortOnDrop(started);
-        let runner = match (&mut started.0).await {
-            Ok(Ok(runner)) => runner,
+        let Started { name, jobs, alive } = match (&mut started.0).await {
+            Ok(Ok(started)) => started,
             Ok(Err(message)) => return Err(fail(message)),
             Err(e) => return Err(fail(format!("starting a warm runner failed: {e}"))),
         };
+        let runner = Runner {
+            id: reservation.id,
+            name,
+            uses: 0,
+            jobs,
+            alive,
+        };
+        let key = reservation.key.clone();
         reservation.keep();
-        Ok(runner)
+        Ok(self.lease(&key, runner))
     }
 
-    /// Starts the runners `tasks` need, up to the pool's size per key: `count` of `key`, each
-    /// with a starter from `starter`. Returns how many were started.
+    /// Starts, for `count` tasks of `key`, the runners they need up to the pool's size (each
+    /// with a starter from `starter`), and keeps them idle. Returns how many were started.
     pub async fn warm_up(
         &self,
         key: &str,
@@ -506,21 +481,28 @@ impl RunnerPool {
         task: &Task,
         starter: impl Fn() -> Starter,
     ) -> Result<usize, AttemptError> {
-        let have = self.live(key);
-        let want = count.min(self.inner.options.size).saturating_sub(have);
         let mut starts = Vec::new();
-        for _ in 0..want {
-            if let Some(reservation) = self.reserve(key) {
-                starts.push(self.start(reservation, task, starter()));
+        {
+            let mut state = lock(&self.inner.state);
+            let have = state.keys.get(key).map_or(0, |slot| slot.live);
+            let want = count.min(self.inner.options.size).saturating_sub(have);
+            for _ in 0..want {
+                if let Found::Room(reservation) = self.find(&mut state, key) {
+                    starts.push(reservation);
+                } else {
+                    break;
+                }
             }
         }
+        let starts = starts
+            .into_iter()
+            .map(|reservation| self.start(reservation, task, starter()));
         let mut started = 0;
         let mut first_error = None;
         for result in futures_util::future::join_all(starts).await {
             match result {
-                Ok(runner) => {
+                Ok(mut lease) => {
                     started += 1;
-                    let mut lease = self.lease(key, runner);
                     lease.keep = true;
                 }
                 Err(e) => {
@@ -573,6 +555,7 @@ fn release(inner: &Inner, key: &str) {
         slot.live = slot.live.saturating_sub(1);
         slot.freed.notify_waiters();
     }
+    state.prune(key);
 }
 
 /// One runner, lent to one attempt. Dropped without a sound answer (an error, a panic, a
@@ -619,7 +602,7 @@ impl Lease {
                 task.id(),
                 task.handler(),
                 format!(
-                    "warm runner {} ended before it took the task; run it again",
+                    "warm runner {} could not take the task (it ended or wrote out of turn); run it again",
                     self.name()
                 ),
             )),
@@ -627,6 +610,7 @@ impl Lease {
     }
 
     async fn deliver(&mut self, task: &Task, ctx: &ExecutionContext, limits: Limits) -> Delivered {
+        self.keep = false;
         match self.try_deliver(task, ctx, limits).await {
             Ok(delivered) => delivered,
             Err(error) => Delivered::Answer(Err(error)),
@@ -646,20 +630,26 @@ impl Lease {
         };
         let nonce = attempt_nonce();
         let invocation = invocation(task, ctx, nonce)?;
-        let mut frame = invocation
+        let start = invocation
             .frame_start()
             .map_err(|e| fail(format!("could not encode the invocation: {e}")))?;
-        for bytes in invocation.payload() {
-            frame.extend_from_slice(bytes);
-        }
-        drop(invocation);
+        // The values travel as encoded, in the payload's order (inputs, channel, upstream).
+        let payload = invocation
+            .inputs
+            .into_iter()
+            .chain(invocation.channel)
+            .chain(invocation.upstream)
+            .map(|(_, value)| value.bytes)
+            .collect();
         runner.uses += 1;
         let name = runner.name.clone();
         ctx.set_runner(format!("{name} (warm, task {} of it)", runner.uses));
         note!(self.inner.target, debug, task = %task.id(), runner = %name, uses = runner.uses, "task sent to a warm runner");
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            frame,
+            start,
+            payload,
+            nonce,
             limits,
             task: task.id().to_owned(),
             span: tracing::Span::current(),
@@ -712,11 +702,32 @@ impl Drop for Lease {
         let options = &self.inner.options;
         if self.keep && runner.alive() && runner.uses < options.max_uses {
             let mut state = lock(&self.inner.state);
-            if let Some(slot) = state.keys.get_mut(&self.key) {
-                slot.idle.push((runner, Instant::now()));
-                slot.freed.notify_waiters();
-                return;
+            // Past the pool's idle cap, the runner idle longest (of any environment) goes.
+            let evicted = (options.max_idle > 0 && state.idle_count() >= options.max_idle)
+                .then(|| oldest_idle(&mut state))
+                .flatten();
+            let kept = match state.keys.get_mut(&self.key) {
+                Some(slot) if options.max_idle > 0 => {
+                    slot.idle.push((runner, Instant::now()));
+                    slot.freed.notify_waiters();
+                    None
+                }
+                _ => Some(runner),
+            };
+            drop(state);
+            if let Some((key, old)) = evicted {
+                note!(self.inner.target, info, runner = %old.name, "idle warm runner stopped: the pool is at its idle cap");
+                self.inner.guards.stop(old.id);
+                drop(old);
+                release(&self.inner, &key);
             }
+            let Some(runner) = kept else {
+                return;
+            };
+            self.inner.guards.stop(runner.id);
+            drop(runner);
+            release(&self.inner, &self.key);
+            return;
         }
         let reason = if !self.keep {
             "its task did not end soundly"
@@ -733,6 +744,24 @@ impl Drop for Lease {
     }
 }
 
+/// Takes the runner idle longest out of the pool (its key, to release its place).
+fn oldest_idle(state: &mut State) -> Option<(String, Runner)> {
+    let (key, at) = state
+        .keys
+        .iter()
+        .flat_map(|(key, slot)| {
+            slot.idle
+                .iter()
+                .enumerate()
+                .map(move |(at, (_, since))| (key, at, *since))
+        })
+        .min_by_key(|&(_, _, since)| since)
+        .map(|(key, at, _)| (key.clone(), at))?;
+    let slot = state.keys.get_mut(&key)?;
+    let (runner, _) = slot.idle.remove(at);
+    Some((key, runner))
+}
+
 /// Stops idle runners past the idle timeout, until the pool is dropped.
 async fn reap(pool: Weak<Inner>) {
     loop {
@@ -742,7 +771,7 @@ async fn reap(pool: Weak<Inner>) {
                 let mut expired = Vec::new();
                 {
                     let mut state = lock(&inner.state);
-                    for slot in state.keys.values_mut() {
+                    for (key, slot) in &mut state.keys {
                         let before = slot.idle.len();
                         let (keep, gone): (Vec<_>, Vec<_>) =
                             std::mem::take(&mut slot.idle).into_iter().partition(
@@ -753,10 +782,13 @@ async fn reap(pool: Weak<Inner>) {
                         if !gone.is_empty() {
                             slot.freed.notify_waiters();
                         }
-                        expired.extend(gone);
+                        expired.extend(gone.into_iter().map(|(runner, _)| (key.clone(), runner)));
+                    }
+                    for (key, _) in &expired {
+                        state.prune(key);
                     }
                 }
-                for (runner, _) in expired {
+                for (_, runner) in expired {
                     note!(inner.target, info, runner = %runner.name, "idle warm runner stopped");
                     inner.guards.stop(runner.id);
                 }
@@ -765,265 +797,5 @@ async fn reap(pool: Weak<Inner>) {
             None => return,
         };
         tokio::time::sleep(tick).await;
-    }
-}
-
-/// Starts a runner and waits for its READY; then its I/O runs in a task of its own.
-async fn launch(
-    id: u64,
-    starter: Starter,
-    guards: Arc<Guards>,
-    startup_timeout: Duration,
-    target: LogTarget,
-) -> Result<Runner, String> {
-    let Transport {
-        input,
-        mut output,
-        guard,
-        name,
-        autopsy,
-    } = starter().await?;
-    let mut banner = LogLines::new(&name, target, Limits::default().max_log_line);
-    let mut carry: Vec<u8> = Vec::new();
-    let ready = tokio::time::timeout(startup_timeout, async {
-        loop {
-            match output.next().await {
-                Some(Chunk::Stdout(bytes)) => {
-                    carry.extend_from_slice(&bytes);
-                    if let Some(at) = carry.windows(READY.len()).position(|w| w == READY) {
-                        banner.push(&carry[..at]);
-                        return Ok(carry.split_off(at + READY.len()));
-                    }
-                    let keep = READY.len() - 1;
-                    if carry.len() > keep {
-                        let cut = carry.len() - keep;
-                        banner.push(&carry[..cut]);
-                        carry.drain(..cut);
-                    }
-                }
-                Some(Chunk::Stderr(bytes)) => banner.push(&bytes),
-                Some(Chunk::StdoutClosed) | None => return Err(()),
-            }
-        }
-    })
-    .await;
-    banner.finish();
-    let leftover = match ready {
-        Ok(Ok(leftover)) => leftover,
-        Ok(Err(())) => {
-            let why = match autopsy {
-                Some(autopsy) => autopsy.await.map(|d| format!(" ({d})")).unwrap_or_default(),
-                None => String::new(),
-            };
-            return Err(format!(
-                "warm runner {name} ended{why} without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{}",
-                banner.tail_text()
-            ));
-        }
-        Err(_) => {
-            return Err(format!(
-                "warm runner {name} did not answer as a task runner within {startup_timeout:?}: call graflow::init() at the start of main or use #[graflow::main]{}",
-                banner.tail_text()
-            ));
-        }
-    };
-    if !leftover.is_empty() {
-        return Err(format!(
-            "warm runner {name} sent {} unexpected byte(s) after announcing itself; it is stopped",
-            leftover.len()
-        ));
-    }
-    lock(&guards.0).insert(id, guard);
-    note!(target, info, runner = %name, "warm runner started");
-    let (jobs, rx) = mpsc::channel(1);
-    let alive = Arc::new(AtomicBool::new(true));
-    let io = RunnerIo {
-        id,
-        name: name.clone(),
-        input,
-        output,
-        autopsy,
-        target,
-        guards,
-        alive: alive.clone(),
-    };
-    tokio::spawn(io.run(rx));
-    Ok(Runner {
-        id,
-        name,
-        uses: 0,
-        jobs,
-        alive,
-    })
-}
-
-/// A runner's I/O, on the pool's runtime.
-struct RunnerIo {
-    id: u64,
-    name: String,
-    input: Pin<Box<dyn AsyncWrite + Send>>,
-    output: BoxStream<'static, Chunk>,
-    autopsy: Option<BoxFuture<'static, Option<String>>>,
-    target: LogTarget,
-    guards: Arc<Guards>,
-    alive: Arc<AtomicBool>,
-}
-
-impl RunnerIo {
-    /// Serves jobs until the pool drops the runner, the runner ends, or a job leaves it unsound;
-    /// then stops it.
-    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        let mut idle_logs = LogLines::new(&self.name, self.target, Limits::default().max_log_line);
-        loop {
-            tokio::select! {
-                biased;
-                chunk = self.output.next() => match chunk {
-                    // Between tasks nothing but log lines may come.
-                    Some(Chunk::Stderr(bytes)) => idle_logs.push(&bytes),
-                    Some(Chunk::Stdout(bytes)) => {
-                        note!(self.target, warn, runner = %self.name, bytes = bytes.len(), "warm runner wrote on its protocol stream between tasks; it is stopped");
-                        break;
-                    }
-                    Some(Chunk::StdoutClosed) | None => {
-                        note!(self.target, info, runner = %self.name, "warm runner ended while idle");
-                        break;
-                    }
-                },
-                job = jobs.recv() => match job {
-                    None => break,
-                    Some(job) => {
-                        let span = job.span.clone();
-                        if !self.serve(job).instrument(span).await {
-                            break;
-                        }
-                    }
-                },
-            }
-        }
-        idle_logs.finish();
-        self.alive.store(false, Ordering::SeqCst);
-        self.guards.stop(self.id);
-        jobs.close();
-        while let Ok(job) = jobs.try_recv() {
-            let _ = job.reply.send(Served::NotTaken);
-        }
-    }
-
-    /// Serves one job; whether the runner may serve another.
-    async fn serve(&mut self, job: Job) -> bool {
-        let Job {
-            frame,
-            limits,
-            task,
-            span: _,
-            mut reply,
-        } = job;
-        let mut logs = LogLines::new(&task, self.target, limits.max_log_line);
-        let write = async {
-            self.input.write_all(&frame).await?;
-            self.input.flush().await
-        };
-        let written = tokio::select! {
-            written = write => written,
-            () = reply.closed() => return false,
-        };
-        if written.is_err() {
-            // Its input is closed: it never had the whole invocation, so no task ran. Another
-            // runner may take it.
-            let _ = reply.send(Served::NotTaken);
-            return false;
-        }
-        drop(frame);
-        let mut answer: Vec<u8> = Vec::new();
-        let mut need: Option<usize> = None;
-        let served = loop {
-            let chunk = tokio::select! {
-                chunk = self.output.next() => chunk,
-                () = reply.closed() => return false,
-            };
-            match chunk {
-                Some(Chunk::Stderr(bytes)) => logs.push(&bytes),
-                Some(Chunk::Stdout(bytes)) => {
-                    answer.extend_from_slice(&bytes);
-                    if need.is_none() && answer.len() >= HEADER_LEN {
-                        let mut header = [0u8; HEADER_LEN];
-                        header.copy_from_slice(&answer[..HEADER_LEN]);
-                        match parse_header(&header, OUTCOME_TAG, &limits) {
-                            // Within max_frame, which bounds what is buffered.
-                            Ok((head, payload)) => {
-                                need = Some(HEADER_LEN + (head + payload) as usize);
-                            }
-                            Err(error) => break Served::Refused { error, logs },
-                        }
-                    }
-                    if let Some(need) = need {
-                        if answer.len() > need {
-                            let extra = (answer.len() - need) as u64;
-                            break Served::Refused {
-                                error: ProtocolError::Trailing(extra),
-                                logs,
-                            };
-                        }
-                        if answer.len() == need {
-                            break Served::Answer {
-                                frame: answer,
-                                logs,
-                            };
-                        }
-                    }
-                }
-                Some(Chunk::StdoutClosed) | None => {
-                    let mut detail = match need {
-                        Some(need) => {
-                            format!("its answer stopped {} byte(s) short", need - answer.len())
-                        }
-                        None => "it sent no answer".to_owned(),
-                    };
-                    if let Some(autopsy) = self.autopsy.take()
-                        && let Some(why) = autopsy.await
-                    {
-                        detail = format!("{why}; {detail}");
-                    }
-                    break Served::Died { detail, logs };
-                }
-            }
-        };
-        let (served, sound) = match served {
-            Served::Answer { frame, mut logs } => {
-                // The task's last lines were written before its outcome: take what has arrived.
-                let mut sound = true;
-                while let Some(chunk) = self.output.next().now_or_never() {
-                    match chunk {
-                        Some(Chunk::Stderr(bytes)) => logs.push(&bytes),
-                        Some(Chunk::Stdout(bytes)) => {
-                            return {
-                                logs.finish();
-                                let _ = reply.send(Served::Refused {
-                                    error: ProtocolError::Trailing(bytes.len() as u64),
-                                    logs,
-                                });
-                                false
-                            };
-                        }
-                        Some(Chunk::StdoutClosed) | None => {
-                            sound = false;
-                            break;
-                        }
-                    }
-                }
-                logs.finish();
-                (Served::Answer { frame, logs }, sound)
-            }
-            Served::Died { detail, mut logs } => {
-                logs.finish();
-                (Served::Died { detail, logs }, false)
-            }
-            Served::Refused { error, mut logs } => {
-                logs.finish();
-                (Served::Refused { error, logs }, false)
-            }
-            Served::NotTaken => (Served::NotTaken, false),
-        };
-        reply.send(served).is_ok() && sound
     }
 }
