@@ -1081,3 +1081,86 @@ async fn a_warm_runners_output_lines_go_to_the_task_that_printed_them() {
         "the end marker leaked into the logs:\n{text}"
     );
 }
+
+#[task(handler = "process", reuse = true)]
+fn naps(n: u32) -> u32 {
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = n;
+    std::process::id()
+}
+
+#[tokio::test]
+async fn the_pool_keeps_at_most_max_idle_runners() {
+    let engine = WorkflowEngine::new().with_handler(
+        "process",
+        ProcessHandler::new()
+            .with_max_concurrency(3)
+            .with_pool(PoolOptions::new().with_size(3).with_max_idle(1)),
+    );
+    let mut wf = Workflow::builder("naps");
+    for i in 0..3u32 {
+        wf.add(naps::task().with_id(format!("n{i}")).with_input("n", i));
+    }
+    let report = engine.execute(&wf.build()).await.unwrap();
+    let pids: HashSet<u32> = (0..3)
+        .map(|i| report.result::<u32>(&format!("n{i}")).unwrap())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        3,
+        "three tasks at once, three runners: {pids:?}"
+    );
+    assert!(
+        within(Duration::from_secs(5), || pids
+            .iter()
+            .filter(|&&p| alive(p))
+            .count()
+            == 1),
+        "more than one idle runner kept: {:?}",
+        pids.iter().map(|&p| (p, alive(p))).collect::<Vec<_>>()
+    );
+}
+
+#[task(handler = "process", reuse = true)]
+async fn spawns_a_ticker(path: String) -> u32 {
+    graflow::tokio::spawn(async move {
+        loop {
+            let seen = std::fs::read_to_string(&path).unwrap_or_default();
+            let _ = std::fs::write(&path, format!("{seen}t"));
+            graflow::tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    std::process::id()
+}
+
+#[task(handler = "process", reuse = true)]
+async fn waits_a_while() -> u32 {
+    graflow::tokio::time::sleep(Duration::from_millis(400)).await;
+    std::process::id()
+}
+
+#[tokio::test]
+async fn what_a_warm_task_spawned_does_not_run_into_the_next_task() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let path = std::env::temp_dir().join(format!("graflow-warm-ticker-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let first = engine
+        .execute_with(
+            &workflow! { spawns_a_ticker; },
+            Channel::new().with("path", path.display().to_string()),
+        )
+        .await
+        .unwrap();
+    let second = engine.execute(&workflow! { waits_a_while; }).await.unwrap();
+    let ticks = std::fs::read_to_string(&path).unwrap_or_default().len();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        first.result::<u32>("spawns_a_ticker").unwrap(),
+        second.result::<u32>("waits_a_while").unwrap(),
+        "the same warm runner served both"
+    );
+    assert!(
+        ticks <= 1,
+        "the first task's spawned ticker ran {ticks} times during the second"
+    );
+}

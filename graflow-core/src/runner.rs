@@ -298,6 +298,7 @@ fn serve_many() -> i32 {
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let limits = invocation_limits();
+    let mut runtime: Option<tokio::runtime::Runtime> = None;
     loop {
         match input.fill_buf() {
             Ok([]) => return 0,
@@ -312,11 +313,16 @@ fn serve_many() -> i32 {
             Ok(invocation) => {
                 let nonce = invocation.nonce;
                 let outcome = match check(&invocation) {
-                    // A runtime per task: what a task spawns on it ends with the task.
-                    Ok(def) => match task_runtime() {
-                        Ok(runtime) => {
-                            let outcome = run(&runtime, def, invocation);
-                            runtime.shutdown_background();
+                    Ok(def) => match runtime.take().map_or_else(task_runtime, Ok) {
+                        Ok(ready) => {
+                            let outcome = run(&ready, def, invocation);
+                            // What a task spawned ends with it: a runtime left with live tasks
+                            // is shut down (the next task gets a new one).
+                            if ready.metrics().num_alive_tasks() == 0 {
+                                runtime = Some(ready);
+                            } else {
+                                ready.shutdown_background();
+                            }
                             outcome
                         }
                         Err(error) => runner_failure(nonce, &error, 0),
