@@ -26,7 +26,7 @@ use crate::run::{RunError, TaskHandler};
 use crate::value::Value;
 use graflow_protocol::frame::rejection;
 use graflow_protocol::{
-    Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV, SERVE_MODE,
+    Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV, SERVE_MODE, TASK_END_MARKER,
 };
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -385,11 +385,6 @@ fn watch_input(fd: std::os::fd::RawFd, busy: &AtomicBool) {
         }
     }
 }
-
-/// What a warm runner writes on its log stream, followed by the invocation's nonce in 16 hex
-/// digits and a newline, when a task's output ends (before the outcome): the host attributes
-/// the lines before it to that task (`PROTOCOL.md` §9).
-pub const TASK_END_MARKER: &str = "GFEND2 ";
 
 /// Exit code of a runner whose handler went away.
 pub const ORPHANED_EXIT_CODE: i32 = 75;

@@ -42,3 +42,8 @@ pub const RUNNER_ENV: &str = "GRAFLOW_RUNNER";
 /// another, each outcome right after its invocation, until its input ends (`PROTOCOL.md` §9).
 /// Any other value starts a runner that answers exactly one invocation.
 pub const SERVE_MODE: &str = "serve";
+
+/// What a warm runner writes on its log stream when a task's output ends, before its outcome,
+/// followed by the invocation's nonce in 16 lowercase hex digits and a newline: the host
+/// attributes the lines before it to that task (`PROTOCOL.md` §9).
+pub const TASK_END_MARKER: &str = "GFEND2 ";

@@ -358,7 +358,7 @@ impl RunnerIo {
             () = reply.closed() => return false,
         };
         let logs = LogLines::new(&task, self.target, limits.max_log_line);
-        let marker = format!("{}{nonce:016x}", crate::runner::TASK_END_MARKER).into_bytes();
+        let marker = format!("{}{nonce:016x}", graflow_protocol::TASK_END_MARKER).into_bytes();
         let (served, sound) = tokio::select! {
             read = self.read_answer(&limits, logs, &marker, flushed.is_err()) => read,
             () = reply.closed() => return false,
