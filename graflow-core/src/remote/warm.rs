@@ -88,6 +88,16 @@ impl Guards {
         drop(guard);
     }
 
+    /// Stops runner `id` and waits until it is stopped, on the runtime's blocking pool (not on
+    /// its I/O thread): before its autopsy reaps it, so that its group is killed while its pid
+    /// cannot be reused.
+    async fn stop_and_wait(&self, id: u64) {
+        let guard = lock(&self.0).remove(&id);
+        if let Some(guard) = guard {
+            let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
+        }
+    }
+
     /// Stops every runner now, on this thread; how many.
     pub(super) fn stop_all(&self) -> usize {
         let all: Vec<_> = lock(&self.0).drain().collect();
@@ -200,7 +210,8 @@ pub(super) async fn launch(
         Ok(Err(())) => {
             linger(&mut output, &mut banner).await;
             scan.end(&mut banner);
-            drop(registration);
+            registration.armed = false;
+            guards.stop_and_wait(id).await;
             let why = match autopsy {
                 Some(autopsy) => autopsy.await.map(|d| format!(" ({d})")).unwrap_or_default(),
                 None => String::new(),
@@ -420,9 +431,7 @@ impl RunnerIo {
                     };
                     linger(&mut self.output, &mut logs).await;
                     logs.finish();
-                    // Stopped before the autopsy reaps it (its group is killed while its pid
-                    // cannot be reused).
-                    self.guards.stop_now(self.id);
+                    self.guards.stop_and_wait(self.id).await;
                     if let Some(autopsy) = self.autopsy.take()
                         && let Some(why) = autopsy.await
                     {
