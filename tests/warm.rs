@@ -11,8 +11,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "docker")]
 use common::{docker_ps, skip_without_docker};
-use graflow::handlers::{DockerHandler, PoolOptions, ProcessHandler};
+#[cfg(feature = "docker")]
+use graflow::handlers::DockerHandler;
+use graflow::handlers::{PoolOptions, ProcessHandler};
 use graflow::prelude::*;
 
 graflow::enable_test_runner!();
@@ -423,6 +426,7 @@ fn child_program() {
         return;
     };
     let pid_file = std::env::var(CHILD_ARG).unwrap();
+    #[cfg(feature = "docker")]
     if mode == "warm-docker-busy" {
         // A warm container busy with a long task when the test SIGKILLs this program.
         let engine = docker_engine(PoolOptions::new().with_size(1));
@@ -431,6 +435,7 @@ fn child_program() {
         let result = engine.run(&workflow! { docker_sleeps_long; });
         panic!("the task ended on its own: {result:?}");
     }
+    #[cfg(feature = "docker")]
     if mode == "warm-docker-then-wait" {
         let engine = docker_engine(PoolOptions::new().with_size(1));
         let report = engine.run(&workflow! { where_am_i; }).unwrap();
@@ -604,6 +609,7 @@ fn warm_runners_exit_when_their_program_is_sigkilled() {
 // ---------------------------------------------------------------------------------------------
 // Warm containers
 
+#[cfg(feature = "docker")]
 fn docker_engine(pool: PoolOptions) -> WorkflowEngine {
     WorkflowEngine::new().with_handler("docker", DockerHandler::new().with_pool(pool))
 }
@@ -618,6 +624,7 @@ fn where_am_i() -> (String, u32) {
 }
 
 /// The name of the container that served `task`, from the run report.
+#[cfg(feature = "docker")]
 fn container_of(report: &RunReport, task: &str) -> String {
     let runner = report.task(task).unwrap().runner.unwrap();
     let name = runner
@@ -627,10 +634,12 @@ fn container_of(report: &RunReport, task: &str) -> String {
     name.to_owned()
 }
 
+#[cfg(feature = "docker")]
 fn container_exists(name: &str) -> bool {
     !docker_ps(&[&format!("name=^{name}$")]).is_empty()
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn one_warm_container_serves_many_tasks_and_is_removed_with_its_engine() {
     if skip_without_docker() {
@@ -687,6 +696,7 @@ fn flavour_b() -> (String, String) {
     )
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn tasks_whose_containers_differ_never_share_one() {
     if skip_without_docker() {
@@ -739,6 +749,7 @@ fn hungry_then_fine(hungry: bool) -> String {
         .to_owned()
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn a_warm_container_killed_for_memory_is_replaced_and_the_next_task_succeeds() {
     if skip_without_docker() {
@@ -779,6 +790,7 @@ fn docker_sleeps_too_long() -> u8 {
     0
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn a_warm_container_whose_task_timed_out_is_removed() {
     if skip_without_docker() {
@@ -801,6 +813,7 @@ fn a_warm_container_whose_task_timed_out_is_removed() {
     );
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn warm_containers_are_removed_when_their_program_is_sigkilled() {
     if skip_without_docker() {
@@ -854,6 +867,7 @@ fn docker_sleeps_long() -> u8 {
     0
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn a_busy_warm_container_is_removed_when_its_program_is_sigkilled() {
     if skip_without_docker() {
@@ -907,6 +921,7 @@ fn a_busy_warm_container_is_removed_when_its_program_is_sigkilled() {
     );
 }
 
+#[cfg(feature = "docker")]
 #[test]
 fn reuse_needs_auto_remove() {
     let mut wf = Workflow::builder("kept");
@@ -920,6 +935,7 @@ fn reuse_needs_auto_remove() {
     );
 }
 
+#[cfg(feature = "docker")]
 #[tokio::test]
 async fn docker_warm_up_starts_one_pool_per_environment_before_the_run() {
     if skip_without_docker() {

@@ -1,5 +1,9 @@
 //! What the integration tests that need a Docker daemon share (`mod common;`).
 
+// Each test file uses part of this module (and none of its Docker part without the `docker`
+// feature).
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
