@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use graflow::prelude::*;
 
-use common::{docker_ps, skip_without_docker};
+use common::{alive, docker_ps, skip_without_docker, within};
 
 graflow::enable_test_runner!();
 
@@ -26,33 +26,6 @@ const MARKER: &str = "MAIN-RAN";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Whether process `pid` runs (a zombie, state Z, is dead and only waits to be reaped).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
-/// Polls `done` until it holds or `limit` passes; how long it took, or `None` on timeout.
-fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A file name of this test process's own, removed first.
 fn scratch_file(name: &str) -> String {

@@ -1,42 +1,20 @@
 //! The "process" handler: a task runs in a child process of this test binary; crashes, exits
 //! and timeouts fail only that task; results, errors, panics and channel writes cross back.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use graflow::TaskStatus;
 use graflow::prelude::*;
 use serde::{Deserialize, Serialize};
 
+mod common;
+
+use common::alive;
+
 graflow::enable_test_runner!();
 
-/// Captures this process's log lines (to check the child's output reaches them).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("graflow=info")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
+fn logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    common::captured_logs()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,7 +81,7 @@ async fn a_typed_struct_and_channel_writes_cross_the_process_boundary() {
         "the child's delete is merged back"
     );
     assert_eq!(report.task("calibrate").unwrap().handler, "process");
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
     assert!(
         text.contains("[calibrate] calibrating t-1 on stdout"),
         "{text}"
@@ -199,19 +177,6 @@ fn hangs(pid_file: String) -> u8 {
     std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
     std::thread::sleep(Duration::from_secs(60));
     0
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie (state Z) is dead, waiting to be reaped.
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
 }
 
 #[test]

@@ -20,32 +20,8 @@ use serde::{Deserialize, Serialize};
 
 graflow::enable_test_runner!();
 
-/// Captures this process's log lines (to check a worker's lines reach them).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("graflow=info")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
+fn logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    common::captured_logs()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,7 +202,7 @@ fn typed_values_channel_writes_and_logs_round_trip() {
         "{report}"
     );
     // The task's log line came back with its outcome and was logged here.
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     let line = text
         .lines()
         .find(|l| l.contains("summarising s1"))

@@ -9,8 +9,9 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::alive;
 #[cfg(feature = "docker")]
 use common::{docker_ps, skip_without_docker};
 #[cfg(feature = "docker")]
@@ -24,31 +25,37 @@ graflow::enable_test_runner!();
 const CHILD: &str = "GRAFLOW_TEST_WARM_CHILD";
 const CHILD_ARG: &str = "GRAFLOW_TEST_WARM_ARG";
 
-/// Whether process `pid` runs (a zombie is dead).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+/// Polls `done` until it holds or `limit` passes; whether it held.
+fn within(limit: Duration, done: impl FnMut() -> bool) -> bool {
+    common::within(limit, done).is_some()
 }
 
-/// Polls `done` until it holds or `limit` passes.
-fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Starts this test binary as the child program `mode` (see [`child_program`]).
+fn start_child(mode: &str, arg: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, mode)
+        .env(CHILD_ARG, arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGKILLs our own child program and reaps it.
+fn sigkill(program: &mut std::process::Child) {
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    program.wait().unwrap();
 }
 
 fn engine(pool: PoolOptions) -> WorkflowEngine {
@@ -506,20 +513,7 @@ fn ctrl_c_stops_busy_and_idle_warm_runners() {
     let idle_file = format!("{pid_file}.idle");
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&idle_file);
-    let mut program = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_program",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "warm-then-sigint")
-        .env(CHILD_ARG, &pid_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut program = start_child("warm-then-sigint", std::path::Path::new(&pid_file));
     let started = within(Duration::from_secs(60), || !read_pids(&pid_file).is_empty());
     let mut pids = read_pids(&idle_file);
     pids.extend(read_pids(&pid_file));
@@ -557,19 +551,7 @@ fn ctrl_c_stops_busy_and_idle_warm_runners() {
 fn warm_runners_exit_when_their_program_is_sigkilled() {
     let pid_file = std::env::temp_dir().join(format!("graflow-warm-kill-{}", std::process::id()));
     let _ = std::fs::remove_file(&pid_file);
-    let mut program = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_program",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "warm-then-wait")
-        .env(CHILD_ARG, &pid_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut program = start_child("warm-then-wait", std::path::Path::new(&pid_file));
     let mut pids = Vec::new();
     assert!(
         within(Duration::from_secs(60), || {
@@ -587,12 +569,7 @@ fn warm_runners_exit_when_their_program_is_sigkilled() {
         pids.iter().all(|&p| alive(p)),
         "warm runners idle and alive: {pids:?}"
     );
-    // SAFETY: a signal to our own, not yet reaped, child.
-    assert_eq!(
-        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGKILL) },
-        0
-    );
-    program.wait().unwrap();
+    sigkill(&mut program);
     let gone = within(Duration::from_secs(2), || pids.iter().all(|&p| !alive(p)));
     for &pid in &pids {
         if alive(pid) {
@@ -813,27 +790,17 @@ fn a_warm_container_whose_task_timed_out_is_removed() {
     );
 }
 
+/// Starts the child program `mode`, which reports its warm container's name, SIGKILLs it, and
+/// checks that the container is gone within 10 s (`busy`: after giving it its long task).
 #[cfg(feature = "docker")]
-#[test]
-fn warm_containers_are_removed_when_their_program_is_sigkilled() {
+fn assert_warm_container_gone_after_sigkill(mode: &str, busy: bool) {
     if skip_without_docker() {
         return;
     }
-    let name_file = std::env::temp_dir().join(format!("graflow-warm-dkill-{}", std::process::id()));
+    let name_file =
+        std::env::temp_dir().join(format!("graflow-warm-{mode}-{}", std::process::id()));
     let _ = std::fs::remove_file(&name_file);
-    let mut program = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_program",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "warm-docker-then-wait")
-        .env(CHILD_ARG, &name_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut program = start_child(mode, &name_file);
     let mut name = String::new();
     let reported = within(Duration::from_secs(120), || {
         name = std::fs::read_to_string(&name_file).unwrap_or_default();
@@ -844,21 +811,26 @@ fn warm_containers_are_removed_when_their_program_is_sigkilled() {
         let _ = program.kill();
         panic!("the child program never reported its warm container");
     }
-    assert!(container_exists(&name), "idle warm container {name} runs");
-    // SAFETY: a signal to our own, not yet reaped, child.
-    assert_eq!(
-        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGKILL) },
-        0
-    );
-    program.wait().unwrap();
+    if busy {
+        // The program sends the long task right after reporting: give it a moment.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(container_exists(&name), "warm container {name} runs");
+    sigkill(&mut program);
     let gone = within(Duration::from_secs(10), || !container_exists(&name));
     if !gone {
         let _ = Command::new("docker").args(["rm", "-f", &name]).output();
     }
     assert!(
         gone,
-        "warm container {name} outlived its SIGKILLed program by 10 s"
+        "warm container {name} (busy: {busy}) outlived its SIGKILLed program by 10 s"
     );
+}
+
+#[cfg(feature = "docker")]
+#[test]
+fn warm_containers_are_removed_when_their_program_is_sigkilled() {
+    assert_warm_container_gone_after_sigkill("warm-docker-then-wait", false);
 }
 
 #[task(handler = "docker", image = "python:3.11-slim", reuse = true)]
@@ -870,55 +842,7 @@ fn docker_sleeps_long() -> u8 {
 #[cfg(feature = "docker")]
 #[test]
 fn a_busy_warm_container_is_removed_when_its_program_is_sigkilled() {
-    if skip_without_docker() {
-        return;
-    }
-    let name_file = std::env::temp_dir().join(format!("graflow-warm-dbusy-{}", std::process::id()));
-    let _ = std::fs::remove_file(&name_file);
-    let mut program = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_program",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "warm-docker-busy")
-        .env(CHILD_ARG, &name_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut name = String::new();
-    let reported = within(Duration::from_secs(120), || {
-        name = std::fs::read_to_string(&name_file).unwrap_or_default();
-        !name.is_empty()
-    });
-    let _ = std::fs::remove_file(&name_file);
-    if !reported {
-        let _ = program.kill();
-        panic!("the child program never reported its warm container");
-    }
-    // The long task is running in it once its runner has a child thread busy: give the program
-    // a moment to send it.
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        container_exists(&name),
-        "warm container {name} runs the long task"
-    );
-    // SAFETY: a signal to our own, not yet reaped, child.
-    assert_eq!(
-        unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGKILL) },
-        0
-    );
-    program.wait().unwrap();
-    let gone = within(Duration::from_secs(10), || !container_exists(&name));
-    if !gone {
-        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
-    }
-    assert!(
-        gone,
-        "busy warm container {name} outlived its SIGKILLed program by 10 s"
-    );
+    assert_warm_container_gone_after_sigkill("warm-docker-busy", true);
 }
 
 #[cfg(feature = "docker")]

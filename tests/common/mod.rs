@@ -162,3 +162,30 @@ pub(crate) fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
         logs
     })
 }
+
+/// Whether process `pid` runs (a zombie, state Z, is dead and only waits to be reaped).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Polls `done` until it holds or `limit` passes; how long it took, or `None` on timeout.
+pub(crate) fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
