@@ -67,18 +67,15 @@ impl Guards {
     /// Stops runner `id`, on a thread of its own (stopping may scan `/proc` or wait for the
     /// daemon: not on an I/O thread). Inline when no thread can start.
     pub(super) fn stop(&self, id: u64) {
-        if let Some(guard) = lock(&self.0).remove(&id) {
-            let mut guard = Some(guard);
-            let spawned = std::thread::Builder::new()
-                .name("graflow-warm-stop".to_owned())
-                .spawn({
-                    let guard = guard.take();
-                    move || drop(guard)
-                });
-            if let Err(e) = spawned {
-                tracing::debug!(target: "graflow::handlers", error = %e, "stopping a warm runner inline");
-            }
-            drop(guard);
+        let Some(guard) = lock(&self.0).remove(&id) else {
+            return;
+        };
+        // A thread that cannot start drops its closure, and so stops the runner, right here.
+        let spawned = std::thread::Builder::new()
+            .name("graflow-warm-stop".to_owned())
+            .spawn(move || drop(guard));
+        if let Err(e) = spawned {
+            tracing::debug!(target: "graflow::handlers", error = %e, "stopped a warm runner inline");
         }
     }
 
