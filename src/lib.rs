@@ -50,11 +50,13 @@
 //! [`enable_test_runner!`].
 
 pub use graflow_core::{
-    AttemptError, BoxError, BoxFuture, Chain, Channel, ConfigValue, DEFAULT_MAX_CONCURRENCY, Data,
-    DirectHandler, Error, ExecutionContext, HandlerConfig, NodeRef, Problem, ProcessHandler,
-    Result, RetryPolicy, RunError, RunFailure, RunReport, Task, TaskContext, TaskFn, TaskHandler,
-    TaskInfo, TaskRecord, TaskStatus, TypeInfo, Value, ValueError, Workflow, WorkflowBuilder,
-    WorkflowEngine, enable_test_runner, init, is_runner, register_handler, task_named, tasks,
+    AttemptError, BoxError, BoxFuture, Chain, Channel, Checkpoint, CheckpointError, ConfigValue,
+    ControlError, CustomGroupPolicy, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CYCLES, Data,
+    DirectHandler, Error, ExecutionContext, GroupFailure, GroupOutcome, GroupPolicy, GroupRecord,
+    HandlerConfig, Iteration, NodeRef, Problem, ProcessHandler, Result, RetryPolicy, RunCancelled,
+    RunError, RunFailure, RunOptions, RunReport, Task, TaskContext, TaskFn, TaskHandler, TaskInfo,
+    TaskRecord, TaskStatus, TypeInfo, Value, ValueError, Workflow, WorkflowBuilder, WorkflowEngine,
+    enable_test_runner, init, is_runner, register_handler, task_named, tasks,
 };
 
 /// The runner protocol, for handlers that run tasks out of process.
@@ -105,9 +107,9 @@ pub use graflow_docker as docker;
 /// What most programs need: `use graflow::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AttemptError, Channel, Error, ExecutionContext, RunError, RunReport, Task, TaskContext,
-        TaskHandler, Value, Workflow, WorkflowEngine, async_trait, register_handler, task,
-        workflow,
+        AttemptError, Channel, Error, ExecutionContext, GroupPolicy, RunError, RunOptions,
+        RunReport, Task, TaskContext, TaskHandler, Value, Workflow, WorkflowEngine, async_trait,
+        register_handler, task, workflow,
     };
 }
 

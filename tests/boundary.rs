@@ -390,6 +390,7 @@ fn forged_outcome(nonce: u64, value: u8) -> Vec<u8> {
             bytes: codec::encode(&value).unwrap(),
         }),
         channel_writes: Vec::new(),
+        control: Vec::new(),
         elapsed_ns: 0,
     };
     let mut wire = Vec::new();

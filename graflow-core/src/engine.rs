@@ -2,12 +2,13 @@
 //! ([`RunError`]).
 
 use std::any::TypeId;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use tracing::Instrument;
@@ -19,13 +20,19 @@ use crate::definition::{AttemptError, panic_message};
 use crate::graph::{Graph, Problem, Task, Workflow};
 use crate::handlers::{DirectHandler, ProcessHandler};
 use crate::interrupt::RunSignals;
-use crate::report::RunReport;
-use crate::run::scheduler::{self, Slot};
-use crate::run::{HandlerRegistration, RunError, RunFailure, RunShared, TaskHandler, cpu_count};
+use crate::report::{GroupRecord, Record, RunReport};
+use crate::run::checkpoint::{Checkpoint, Checkpointer};
+use crate::run::control::HandlerLookup;
+use crate::run::scheduler::{self, Ended, Failure, GroupState, Slot, Start};
+use crate::run::{
+    GroupFailure, HandlerRegistration, RunCancelled, RunError, RunFailure, RunOptions, RunShared,
+    TaskHandler, cpu_count,
+};
+use crate::value::Value;
 use futures_util::FutureExt;
 
 /// A validated run: the compiled graph and one slot per distinct handler name.
-type Prepared = (Arc<Graph>, Arc<[Slot]>);
+type Prepared = (Arc<Graph>, Vec<Slot>);
 
 /// The default overall limit of tasks in flight in one run.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 1024;
@@ -61,8 +68,8 @@ enum Registered {
 ///   and the overall [`max_concurrency`](WorkflowEngine::max_concurrency) (default 1024).
 #[derive(Clone)]
 pub struct WorkflowEngine {
-    handlers: BTreeMap<String, Registered>,
-    handler_limits: BTreeMap<String, usize>,
+    handlers: Arc<BTreeMap<String, Registered>>,
+    handler_limits: Arc<BTreeMap<String, usize>>,
     max_concurrency: usize,
     cpu: Arc<Semaphore>,
     cpu_limit: usize,
@@ -136,8 +143,8 @@ impl WorkflowEngine {
         }
         let cpu_limit = cpu_count();
         WorkflowEngine {
-            handlers,
-            handler_limits: BTreeMap::new(),
+            handlers: Arc::new(handlers),
+            handler_limits: Arc::new(BTreeMap::new()),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             cpu: Arc::new(Semaphore::new(cpu_limit)),
             cpu_limit,
@@ -167,7 +174,7 @@ impl WorkflowEngine {
 
     fn insert(&mut self, name: String, handler: Arc<dyn TaskHandler>, direct: bool) -> &mut Self {
         tracing::debug!(target: "graflow::engine", handler = %name, "handler registered");
-        self.handlers
+        Arc::make_mut(&mut self.handlers)
             .insert(name, Registered::Handler(Entry { handler, direct }));
         self
     }
@@ -226,19 +233,21 @@ impl WorkflowEngine {
     /// [`WorkflowEngine::set_handler_concurrency`] set, else the handler's own
     /// [`TaskHandler::concurrency_limit`], else `None` (only the overall limit applies).
     pub fn handler_concurrency(&self, name: &str) -> Option<usize> {
-        if let Some(&limit) = self.handler_limits.get(name) {
-            return Some(limit);
-        }
-        match self.handlers.get(name) {
-            Some(Registered::Handler(entry)) => entry.handler.concurrency_limit().map(|l| l.max(1)),
-            _ => None,
+        self.lookup().limit(name)
+    }
+
+    /// The handler registry as a run sees it (for tasks added while it runs).
+    fn lookup(&self) -> Lookup {
+        Lookup {
+            handlers: self.handlers.clone(),
+            limits: self.handler_limits.clone(),
         }
     }
 
     /// Limits how many tasks of handler `name` may be in flight at once in one run (at least 1),
     /// replacing the handler's own limit: e.g. `engine.set_handler_concurrency("docker", 4)`.
     pub fn set_handler_concurrency(&mut self, name: impl Into<String>, limit: usize) -> &mut Self {
-        self.handler_limits.insert(name.into(), limit.max(1));
+        Arc::make_mut(&mut self.handler_limits).insert(name.into(), limit.max(1));
         self
     }
 
@@ -329,20 +338,101 @@ impl WorkflowEngine {
         workflow: &Workflow,
         channel: Channel,
     ) -> Result<RunReport, RunError> {
-        let (graph, handlers) = self.prepare(workflow, &channel)?;
-        let n = graph.len();
+        self.execute_with_options(workflow, channel, &RunOptions::new())
+            .await
+    }
+
+    /// [`WorkflowEngine::execute_with`] with run options (checkpoints).
+    pub async fn execute_with_options(
+        &self,
+        workflow: &Workflow,
+        channel: Channel,
+        options: &RunOptions,
+    ) -> Result<RunReport, RunError> {
+        let (graph, slots) = self.prepare(workflow, &channel)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
-        let span = tracing::info_span!(target: "graflow::engine", "run", workflow = %workflow.name(), run_id = %run_id);
-        let shared = Arc::new(RunShared {
-            run_id: run_id.clone(),
-            workflow: workflow.clone(),
-            graph: graph.clone(),
-            results: (0..n).map(|_| Mutex::new(None)).collect(),
+        let cadence = options.cadence();
+        let shared = Arc::new(RunShared::new(
+            run_id.clone(),
+            workflow.clone(),
+            graph,
             channel,
-            cpu: self.cpu.clone(),
-            upstream: None,
-            runners: Mutex::new(rustc_hash::FxHashMap::default()),
-        });
+            self.cpu.clone(),
+            None,
+            Some(Arc::new(self.lookup())),
+            cadence.is_some(),
+        ));
+        let start = Start::fresh(&shared);
+        let checkpointer = cadence.map(|c| Checkpointer::new(c, workflow, &run_id, 0));
+        self.drive(shared, slots, start, checkpointer, false).await
+    }
+
+    /// Continues the run whose checkpoint is at `path`: tasks it recorded as done do not run
+    /// again; the others run as they would have (tasks that were running when it was written
+    /// run again). The run keeps its id and writes its checkpoints to the same file, as often
+    /// as before. A checkpoint of a finished run returns its report at once.
+    ///
+    /// Refused, with nothing run, when the file is not a whole checkpoint, or belongs to
+    /// another workflow (name, tasks, handlers, edges or groups differ) or another build of the
+    /// program ([`RunError::Checkpoint`]).
+    pub async fn resume(
+        &self,
+        workflow: &Workflow,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<RunReport, RunError> {
+        let mut checkpoint = Checkpoint::load(path)?;
+        checkpoint.check(workflow)?;
+        let channel = checkpoint.channel();
+        let (graph, slots) = self.prepare(workflow, &channel)?;
+        let run_id: Arc<str> = Arc::from(checkpoint.run_id());
+        let cadence = checkpoint.cadence();
+        let sequence = checkpoint.sequence();
+        let shared = Arc::new(RunShared::new(
+            run_id.clone(),
+            workflow.clone(),
+            graph,
+            channel,
+            self.cpu.clone(),
+            None,
+            Some(Arc::new(self.lookup())),
+            true,
+        ));
+        let lookup = self.lookup();
+        let mut slots = slots;
+        let start = checkpoint.restore(&shared, &mut |handler, task| {
+            if let Some(i) = slots.iter().position(|s| s.name == handler) {
+                return Ok(i as u32);
+            }
+            let slot = lookup.lookup(handler, task).map_err(|p| p.to_string())?;
+            slots.push(slot);
+            Ok((slots.len() - 1) as u32)
+        })?;
+        tracing::info!(
+            target: "graflow::engine",
+            workflow = %workflow.name(),
+            run_id = %run_id,
+            done = start.records.iter().filter(|r| r.status == crate::report::TaskStatus::Succeeded).count(),
+            "resuming from a checkpoint"
+        );
+        let checkpointer = Checkpointer::new(cadence, workflow, &run_id, sequence);
+        self.drive(shared, slots, start, Some(checkpointer), true)
+            .await
+    }
+
+    /// Runs a prepared run from `start` and reports it.
+    async fn drive(
+        &self,
+        shared: Arc<RunShared>,
+        slots: Vec<Slot>,
+        start: Start,
+        checkpointer: Option<Checkpointer>,
+        resumed: bool,
+    ) -> Result<RunReport, RunError> {
+        let workflow = shared.workflow.clone();
+        let run_id = shared.run_id.clone();
+        let graph = shared.graph.clone();
+        let n = graph.len();
+        let span = tracing::info_span!(target: "graflow::engine", "run", workflow = %workflow.name(), run_id = %run_id);
         let started_at = SystemTime::now();
         let run_start = Instant::now();
         let mut signals = if self.handle_signals {
@@ -350,18 +440,25 @@ impl WorkflowEngine {
         } else {
             None
         };
-        let (records, failure) = async {
-            tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, cpu_limit = self.cpu_limit, "run started");
-            let run = scheduler::run(shared.clone(), handlers, self.max_concurrency, run_start);
-            let outcome = match signals.as_mut() {
+        let ended = async {
+            tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, cpu_limit = self.cpu_limit, resumed, "run started");
+            let run = scheduler::run(
+                shared.clone(),
+                slots,
+                start,
+                self.max_concurrency,
+                run_start,
+                checkpointer,
+            );
+            let ended = match signals.as_mut() {
                 None => run.await,
                 Some(catcher) => {
                     let ended = tokio::select! {
-                        outcome = run => Ok(outcome),
+                        ended = run => Ok(ended),
                         signal = catcher.caught() => Err(signal),
                     };
                     match ended {
-                        Ok(outcome) => outcome,
+                        Ok(ended) => ended,
                         Err(signal) => {
                             // The run's future is dropped by now: its tasks are cancelled.
                             tracing::warn!(target: "graflow::engine", signal, "signal caught; the run is cancelled");
@@ -376,17 +473,23 @@ impl WorkflowEngine {
             tracing::info!(
                 target: "graflow::engine",
                 elapsed_us = run_start.elapsed().as_micros() as u64,
-                failed = outcome.1.is_some(),
+                failed = ended.failure.is_some(),
                 "run finished"
             );
-            outcome
+            ended
         }
         .instrument(span)
         .await;
         drop(signals);
         let elapsed = run_start.elapsed();
 
-        let mut records = records;
+        let Ended {
+            mut records,
+            failure,
+            terminated,
+            groups,
+            checkpoint_error,
+        } = ended;
         for (node, runner) in std::mem::take(
             &mut *shared
                 .runners
@@ -397,20 +500,47 @@ impl WorkflowEngine {
                 record.runner = Some(runner);
             }
         }
+        let total = shared.node_count();
+        let added: Vec<Task> = (n..total).map(|i| shared.task(i as u32).clone()).collect();
+        let group_records = group_records(&workflow, &records, &groups);
         // Tasks cancelled on a blocking thread may still hold the run; copy out in that case.
         let (results, channel) = match Arc::try_unwrap(shared) {
-            Ok(run) => (
-                run.results
+            Ok(run) => {
+                let mut results: Vec<Option<Value>> = run
+                    .results
                     .into_vec()
                     .into_iter()
                     .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
-                    .collect(),
-                run.channel,
-            ),
+                    .collect();
+                for node in run.dynamic.nodes.into_iter() {
+                    results.push(node.result.into_inner().unwrap_or_else(|e| e.into_inner()));
+                }
+                (results, run.channel)
+            }
             Err(run) => (
-                (0..n as u32).map(|i| run.result_value(i)).collect(),
+                (0..total as u32).map(|i| run.result_value(i)).collect(),
                 run.channel.snapshot(),
             ),
+        };
+        let terminated = terminated.map(|(node, message)| {
+            let id = match workflow.tasks().get(node as usize) {
+                Some(task) => task.id().to_owned(),
+                None => added[node as usize - n].id().to_owned(),
+            };
+            (id, message)
+        });
+        let task_of = |node: u32| -> &Task {
+            match workflow.tasks().get(node as usize) {
+                Some(task) => task,
+                None => &added[node as usize - n],
+            }
+        };
+        let failed_task = match &failure {
+            Some(Failure::Task { node, .. } | Failure::Cancelled { node, .. }) => {
+                let task = task_of(*node);
+                Some((task.id().to_owned(), task.handler().to_owned()))
+            }
+            _ => None,
         };
         let report = RunReport {
             workflow: workflow.clone(),
@@ -421,16 +551,43 @@ impl WorkflowEngine {
             records,
             results,
             channel,
+            added,
+            groups: group_records,
+            failed: failure.is_some(),
+            terminated,
+            checkpoint_error,
+            resumed,
         };
         match failure {
             None => Ok(report),
-            Some(failure) => {
-                let task = &workflow.tasks()[failure.node as usize];
+            Some(Failure::Task {
+                attempts, error, ..
+            }) => {
+                let (task, handler) = failed_task.unwrap_or_default();
                 Err(RunError::Failed(Box::new(RunFailure {
-                    task: task.id().to_owned(),
-                    handler: task.handler().to_owned(),
-                    attempts: failure.attempts,
-                    cause: failure.error,
+                    task,
+                    handler,
+                    attempts,
+                    cause: error,
+                    report,
+                })))
+            }
+            Some(Failure::Cancelled { message, .. }) => {
+                let (task, handler) = failed_task.unwrap_or_default();
+                Err(RunError::Cancelled(Box::new(RunCancelled {
+                    task,
+                    handler,
+                    message,
+                    report,
+                })))
+            }
+            Some(Failure::Group { group, reason }) => {
+                let record = report.groups.get(group as usize);
+                Err(RunError::GroupFailed(Box::new(GroupFailure {
+                    group: record.map(|g| g.name.clone()).unwrap_or_default(),
+                    policy: record.map(|g| g.policy.clone()).unwrap_or_default(),
+                    reason,
+                    failed: record.map(|g| g.failed.clone()).unwrap_or_default(),
                     report,
                 })))
             }
@@ -445,6 +602,33 @@ impl WorkflowEngine {
 
     /// [`WorkflowEngine::run`] with an initial channel.
     pub fn run_with(&self, workflow: &Workflow, channel: Channel) -> Result<RunReport, RunError> {
+        self.block_on(self.execute_with(workflow, channel))
+    }
+
+    /// [`WorkflowEngine::run`] with an initial channel and run options (checkpoints).
+    pub fn run_with_options(
+        &self,
+        workflow: &Workflow,
+        channel: Channel,
+        options: &RunOptions,
+    ) -> Result<RunReport, RunError> {
+        self.block_on(self.execute_with_options(workflow, channel, options))
+    }
+
+    /// [`WorkflowEngine::resume`] from a plain (non-async) `main`.
+    pub fn resume_blocking(
+        &self,
+        workflow: &Workflow,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<RunReport, RunError> {
+        self.block_on(self.resume(workflow, path))
+    }
+
+    /// Runs a run's future on a Tokio runtime of its own.
+    fn block_on(
+        &self,
+        run: impl std::future::Future<Output = Result<RunReport, RunError>>,
+    ) -> Result<RunReport, RunError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(RunError::NestedRuntime);
         }
@@ -453,7 +637,7 @@ impl WorkflowEngine {
             .thread_name("graflow-worker")
             .build()
             .map_err(RunError::Runtime)?;
-        let result = runtime.block_on(self.execute_with(workflow, channel));
+        let result = runtime.block_on(run);
         // A cancelled synchronous body may still be running on a blocking thread; do not wait.
         runtime.shutdown_background();
         result
@@ -483,45 +667,18 @@ impl WorkflowEngine {
         let tasks = workflow.tasks();
         let mut problems = Vec::new();
 
+        let lookup = self.lookup();
         let mut handlers: Vec<Option<Slot>> = Vec::with_capacity(graph.handler_names.len());
         for (h, name) in graph.handler_names.iter().enumerate() {
-            let first_user = || {
-                let node = graph
-                    .node_handler
-                    .iter()
-                    .position(|&x| x as usize == h)
-                    .unwrap_or(0);
-                tasks[node].id().to_owned()
-            };
-            handlers.push(match self.handlers.get(name.as_ref()) {
-                Some(Registered::Handler(entry)) => Some(Slot {
-                    handler: entry.handler.clone(),
-                    direct: entry.direct,
-                    limit: self.handler_concurrency(name).unwrap_or(usize::MAX),
-                }),
-                Some(Registered::Ambiguous(modules)) => {
-                    problems.push(Problem::AmbiguousHandler {
-                        task: first_user(),
-                        handler: name.to_string(),
-                        modules: modules.clone(),
-                    });
-                    None
-                }
-                Some(Registered::Broken { module, message }) => {
-                    problems.push(Problem::BrokenHandler {
-                        task: first_user(),
-                        handler: name.to_string(),
-                        module,
-                        message: message.clone(),
-                    });
-                    None
-                }
-                None => {
-                    problems.push(Problem::UnknownHandler {
-                        task: first_user(),
-                        handler: name.to_string(),
-                        registered: self.handlers.keys().cloned().collect(),
-                    });
+            let node = graph
+                .node_handler
+                .iter()
+                .position(|&x| x as usize == h)
+                .unwrap_or(0);
+            handlers.push(match lookup.lookup(name, tasks[node].id()) {
+                Ok(slot) => Some(slot),
+                Err(problem) => {
+                    problems.push(problem);
                     None
                 }
             });
@@ -573,12 +730,115 @@ impl WorkflowEngine {
         }
 
         if problems.is_empty() {
-            let handlers: Arc<[Slot]> = handlers.into_iter().flatten().collect();
+            let handlers: Vec<Slot> = handlers.into_iter().flatten().collect();
             Ok((graph, handlers))
         } else {
             Err(invalid(problems))
         }
     }
+}
+
+/// The engine's handlers, as a run looks them up.
+struct Lookup {
+    handlers: Arc<BTreeMap<String, Registered>>,
+    limits: Arc<BTreeMap<String, usize>>,
+}
+
+impl Lookup {
+    fn limit(&self, name: &str) -> Option<usize> {
+        if let Some(&limit) = self.limits.get(name) {
+            return Some(limit);
+        }
+        match self.handlers.get(name) {
+            Some(Registered::Handler(entry)) => entry.handler.concurrency_limit().map(|l| l.max(1)),
+            _ => None,
+        }
+    }
+}
+
+impl HandlerLookup for Lookup {
+    fn lookup(&self, name: &str, task: &str) -> Result<Slot, Problem> {
+        match self.handlers.get(name) {
+            Some(Registered::Handler(entry)) => Ok(Slot {
+                name: Cow::Owned(name.to_owned()),
+                handler: entry.handler.clone(),
+                direct: entry.direct,
+                limit: self.limit(name).unwrap_or(usize::MAX),
+            }),
+            Some(Registered::Ambiguous(modules)) => Err(Problem::AmbiguousHandler {
+                task: task.to_owned(),
+                handler: name.to_owned(),
+                modules: modules.clone(),
+            }),
+            Some(Registered::Broken { module, message }) => Err(Problem::BrokenHandler {
+                task: task.to_owned(),
+                handler: name.to_owned(),
+                module,
+                message: message.clone(),
+            }),
+            None => Err(Problem::UnknownHandler {
+                task: task.to_owned(),
+                handler: name.to_owned(),
+                registered: self.handlers.keys().cloned().collect(),
+            }),
+        }
+    }
+}
+
+/// Every group's line of the report: the verdicts the scheduler reached for tolerant groups,
+/// and for strict ones what their members did.
+fn group_records(
+    workflow: &Workflow,
+    records: &[Record],
+    states: &[GroupState],
+) -> Vec<GroupRecord> {
+    workflow
+        .group_list()
+        .iter()
+        .enumerate()
+        .map(|(g, group)| {
+            let id = |m: u32| workflow.tasks()[m as usize].id().to_owned();
+            let failed: Vec<(String, String)> = group
+                .members
+                .iter()
+                .filter(|&&m| records[m as usize].status == crate::report::TaskStatus::Failed)
+                .map(|&m| {
+                    (
+                        id(m),
+                        records[m as usize]
+                            .error
+                            .as_deref()
+                            .unwrap_or("failed")
+                            .to_owned(),
+                    )
+                })
+                .collect();
+            let verdict = if group.policy.is_strict() {
+                let all_done = group
+                    .members
+                    .iter()
+                    .all(|&m| records[m as usize].status == crate::report::TaskStatus::Succeeded);
+                match failed.first() {
+                    Some((task, _)) => Some(Err(format!(
+                        "member '{task}' failed; a strict group needs every member to succeed"
+                    ))),
+                    None if all_done => {
+                        Some(Ok(format!("all {} members succeeded", group.members.len())))
+                    }
+                    None => None,
+                }
+            } else {
+                states.get(g).and_then(|s| s.verdict.clone())
+            };
+            GroupRecord {
+                name: group.name.clone(),
+                policy: group.policy.describe(),
+                members: group.members.iter().map(|&m| id(m)).collect(),
+                failed,
+                verdict,
+            }
+        })
+        .collect()
 }
 
 fn new_run_id() -> String {

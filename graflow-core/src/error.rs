@@ -31,6 +31,12 @@ pub enum Error {
     /// A workflow problem found by validation.
     #[error(transparent)]
     Problem(#[from] Problem),
+    /// A task's request to its run was refused (dynamic tasks, goto, iterations, checkpoints).
+    #[error(transparent)]
+    Control(#[from] crate::run::ControlError),
+    /// A checkpoint could not be read or resumed.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::run::CheckpointError),
 }
 
 impl Error {

@@ -44,11 +44,20 @@ pub use definition::{
 };
 pub use engine::{DEFAULT_MAX_CONCURRENCY, WorkflowEngine};
 pub use error::{Error, Result};
-pub use graph::{NodeRef, Problem, Task, TaskFn, Workflow, WorkflowBuilder};
+pub use graph::{
+    CustomGroupPolicy, GroupOutcome, GroupPolicy, NodeRef, Problem, Task, TaskFn, Workflow,
+    WorkflowBuilder,
+};
 pub use handlers::{DirectHandler, ProcessHandler};
-pub use report::{RunReport, TaskRecord, TaskStatus};
+pub use report::{GroupRecord, RunReport, TaskRecord, TaskStatus};
 pub use retry::RetryPolicy;
-pub use run::{ExecutionContext, RunError, RunFailure, TaskHandler};
+pub use run::{
+    Checkpoint, CheckpointError, ControlError, ExecutionContext, GroupFailure, Iteration,
+    RunCancelled, RunError, RunFailure, RunOptions, TaskHandler,
+};
+
+/// How many times a task may run in one run when `#[task(max_cycles = N)]` does not say.
+pub const DEFAULT_MAX_CYCLES: u32 = 100;
 pub use runner::{init, is_runner};
 pub use value::{Data, TypeInfo, Value, ValueError};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::channel::Channel;
-use crate::graph::{Graph, Workflow};
+use crate::graph::{Graph, Task, Workflow};
 use crate::value::{Data, Value, ValueError};
 
 /// How a task's part in a run ended.
@@ -51,6 +51,10 @@ pub(crate) struct Record {
     pub error: Option<Box<str>>,
     /// Where the last attempt ran, as its handler described it.
     pub runner: Option<Box<str>>,
+    /// How many times the node started (iterations and gotos run it again).
+    pub runs: u32,
+    /// Its failure was tolerated by its group's policy.
+    pub tolerated: bool,
 }
 
 impl Record {
@@ -61,6 +65,8 @@ impl Record {
         duration: None,
         error: None,
         runner: None,
+        runs: 0,
+        tolerated: false,
     };
 }
 
@@ -85,6 +91,32 @@ pub struct TaskRecord<'a> {
     /// Where its last attempt ran, when its handler said (out-of-process handlers: the worker,
     /// container or process; `None` in this process).
     pub runner: Option<&'a str>,
+    /// How many times it started (more than once after iterations or gotos); the other fields
+    /// describe the last time.
+    pub runs: u32,
+    /// It failed, and its group's policy tolerated the failure.
+    pub tolerated: bool,
+    /// It was added while the run ran ([`TaskContext::next_task`](crate::TaskContext::next_task)).
+    pub added: bool,
+}
+
+/// One parallel group's line of a [`RunReport`]: its members, which failed, and whether its
+/// policy was met.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GroupRecord {
+    /// The group's name.
+    pub name: String,
+    /// Its policy, as `strict`, `best_effort`, `at_least(2)`, `critical(a, b)` or a custom
+    /// policy's name.
+    pub policy: String,
+    /// Its members' ids.
+    pub members: Vec<String>,
+    /// The members that failed, with their errors.
+    pub failed: Vec<(String, String)>,
+    /// `Ok(why it passed)`, `Err(why it failed)`, or `None` when the run stopped before its
+    /// members finished.
+    pub verdict: Option<Result<String, String>>,
 }
 
 /// The report of a run: per task status, handler, attempts, start and duration; every result;
@@ -98,6 +130,14 @@ pub struct RunReport {
     pub(crate) records: Vec<Record>,
     pub(crate) results: Vec<Option<Value>>,
     pub(crate) channel: Channel,
+    /// Tasks added while the run ran (nodes after the workflow's own).
+    pub(crate) added: Vec<Task>,
+    pub(crate) groups: Vec<GroupRecord>,
+    pub(crate) failed: bool,
+    /// The task that ended the run early as a success, and its message.
+    pub(crate) terminated: Option<(String, String)>,
+    pub(crate) checkpoint_error: Option<String>,
+    pub(crate) resumed: bool,
 }
 
 impl RunReport {
@@ -121,11 +161,50 @@ impl RunReport {
         self.elapsed
     }
 
-    /// Whether every task succeeded.
+    /// Whether the run succeeded: no task failed (except where its group's policy tolerated
+    /// it), no group's policy failed, no task cancelled the run. A run ended early by
+    /// [`TaskContext::terminate`](crate::TaskContext::terminate) succeeded; its remaining tasks
+    /// are skipped.
     pub fn succeeded(&self) -> bool {
-        self.records
-            .iter()
-            .all(|r| r.status == TaskStatus::Succeeded)
+        !self.failed
+    }
+
+    /// The task that ended the run early as a success, and its message.
+    pub fn terminated(&self) -> Option<(&str, &str)> {
+        self.terminated
+            .as_ref()
+            .map(|(task, message)| (task.as_str(), message.as_str()))
+    }
+
+    /// Every parallel group: its members, which failed, and whether its policy was met.
+    pub fn groups(&self) -> &[GroupRecord] {
+        &self.groups
+    }
+
+    /// The group named `name`.
+    pub fn group(&self, name: &str) -> Option<&GroupRecord> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// Why the run's last checkpoint could not be written, if it could not (the run itself
+    /// went on).
+    pub fn checkpoint_error(&self) -> Option<&str> {
+        self.checkpoint_error.as_deref()
+    }
+
+    /// Whether this run was resumed from a checkpoint.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The node of id `id`, the workflow's or one added while running.
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.graph.index_of(id).map(|n| n as usize).or_else(|| {
+            self.added
+                .iter()
+                .position(|t| t.id() == id)
+                .map(|i| self.workflow.len() + i)
+        })
     }
 
     /// Number of tasks with each status: (succeeded, failed, cancelled, skipped).
@@ -148,11 +227,11 @@ impl RunReport {
             .result_value(id)
             .ok_or_else(|| ValueError::NoSuchResult {
                 task: id.to_owned(),
-                reason: match self.graph.index_of(id) {
+                reason: match self.index_of(id) {
                     None => format!("workflow '{}' has no task with that id", self.workflow()),
                     Some(n) => format!(
                         "the task {} in this run",
-                        match self.records[n as usize].status {
+                        match self.records[n].status {
                             TaskStatus::Succeeded => "stored no result",
                             TaskStatus::Failed => "failed",
                             TaskStatus::Cancelled => "was cancelled",
@@ -166,16 +245,17 @@ impl RunReport {
 
     /// The type-erased result of task `id`.
     pub fn result_value(&self, id: &str) -> Option<Value> {
-        let node = self.graph.index_of(id)?;
-        self.results[node as usize].clone()
+        let node = self.index_of(id)?;
+        self.results.get(node)?.clone()
     }
 
     /// The line of task `id`.
     pub fn task(&self, id: &str) -> Option<TaskRecord<'_>> {
-        self.graph.index_of(id).map(|n| self.record(n as usize))
+        self.index_of(id).map(|n| self.record(n))
     }
 
-    /// Every task's line, in the order the tasks were added to the workflow.
+    /// Every task's line, in the order the tasks were added to the workflow (then those added
+    /// while it ran, in the order they were added).
     pub fn tasks(&self) -> impl ExactSizeIterator<Item = TaskRecord<'_>> {
         (0..self.records.len()).map(|n| self.record(n))
     }
@@ -186,7 +266,12 @@ impl RunReport {
     }
 
     fn record(&self, n: usize) -> TaskRecord<'_> {
-        let task = &self.workflow.tasks()[n];
+        let added = n >= self.workflow.len();
+        let task = if added {
+            &self.added[n - self.workflow.len()]
+        } else {
+            &self.workflow.tasks()[n]
+        };
         let r = &self.records[n];
         TaskRecord {
             id: task.id(),
@@ -197,6 +282,9 @@ impl RunReport {
             duration: r.duration,
             error: r.error.as_deref(),
             runner: r.runner.as_deref(),
+            runs: r.runs,
+            tolerated: r.tolerated,
+            added,
         }
     }
 }
@@ -228,14 +316,11 @@ impl fmt::Display for RunReport {
         let (ok, failed, cancelled, skipped) = self.counts();
         writeln!(
             f,
-            "workflow '{}' (run {}): {} in {:.3} ms; {ok} succeeded, {failed} failed, {cancelled} cancelled, {skipped} skipped",
+            "workflow '{}' (run {}{}): {} in {:.3} ms; {ok} succeeded, {failed} failed, {cancelled} cancelled, {skipped} skipped",
             self.workflow(),
             self.run_id,
-            if failed + cancelled + skipped == 0 {
-                "succeeded"
-            } else {
-                "failed"
-            },
+            if self.resumed { ", resumed" } else { "" },
+            if self.failed { "failed" } else { "succeeded" },
             self.elapsed.as_secs_f64() * 1e3,
         )?;
         let rows: Vec<[String; 6]> = self
@@ -247,7 +332,12 @@ impl fmt::Display for RunReport {
                         Some(runner) => format!("{} ({runner})", t.handler),
                         None => t.handler.to_owned(),
                     },
-                    t.status.to_string(),
+                    match (t.tolerated, t.added, t.runs > 1) {
+                        (true, _, _) => format!("{} (tolerated)", t.status),
+                        (_, true, _) => format!("{} (added)", t.status),
+                        (_, _, true) => format!("{} ({} runs)", t.status, t.runs),
+                        _ => t.status.to_string(),
+                    },
                     t.attempts.to_string(),
                     millis(t.start),
                     millis(t.duration),
@@ -281,6 +371,26 @@ impl fmt::Display for RunReport {
             if let Some(error) = t.error {
                 writeln!(f, "{}: {error}", t.id)?;
             }
+        }
+        for g in &self.groups {
+            if g.failed.is_empty() && g.policy == "strict" {
+                continue;
+            }
+            let verdict = match &g.verdict {
+                Some(Ok(why)) => format!("passed: {why}"),
+                Some(Err(why)) => format!("failed: {why}"),
+                None => "undecided: the run stopped first".to_owned(),
+            };
+            writeln!(f, "group '{}' ({}): {verdict}", g.name, g.policy)?;
+            for (task, error) in &g.failed {
+                writeln!(f, "  failed member '{task}': {error}")?;
+            }
+        }
+        if let Some((task, message)) = &self.terminated {
+            writeln!(f, "ended early by task '{task}': {message}")?;
+        }
+        if let Some(error) = &self.checkpoint_error {
+            writeln!(f, "checkpoint not written: {error}")?;
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use std::time::Duration;
 ///     .with_jitter(true);
 /// assert_eq!(policy.max_attempts(), 4);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt (so `retries + 1` attempts at most).

@@ -451,6 +451,7 @@ fn prepare(
         channel,
         Some(upstream),
         invocation.attempt,
+        invocation.cycle.max(1),
     ) {
         Ok(ctx) => Ok(Prepared { nonce, ctx, before }),
         Err(error) => Err(Box::new(runner_failure(nonce, &error, 0))),
@@ -478,7 +479,11 @@ fn finish(prepared: &Prepared, result: Result<Value, AttemptError>, elapsed: Dur
             writes.push((key.clone(), None));
         }
     }
-    outcome_of(nonce, result, writes, elapsed_ns)
+    let control = match ctx.control_to_wire() {
+        Ok(control) => control,
+        Err(error) => return runner_failure(nonce, &error, elapsed_ns),
+    };
+    outcome_of(nonce, result, writes, control, elapsed_ns)
 }
 
 /// The runtime a runner's tasks run on (one per runner: a warm runner keeps it).

@@ -20,6 +20,7 @@ pub const ENGINE_OPTIONS: &[&str] = &[
     "timeout",
     "writes",
     "blocking",
+    "max_cycles",
     "crate",
 ];
 
@@ -40,6 +41,8 @@ pub struct Options {
     pub timeout: Option<u64>,
     pub writes: Vec<syn::LitStr>,
     pub blocking: Option<bool>,
+    /// How many times the task may run in one run (iterations and gotos included).
+    pub max_cycles: Option<u32>,
     /// `crate = "path"`: where generated code finds graflow (default `::graflow`).
     pub krate: Option<syn::Path>,
     /// Handler configuration: key and value, checked by `config_value` (which needs `krate`,
@@ -128,6 +131,13 @@ impl Options {
             "retries" => match lit_int::<u32>(value) {
                 Some(n) => self.retries = Some(n),
                 None => errors.spanned(value, "`retries` takes a whole number, e.g. `retries = 3`"),
+            },
+            "max_cycles" => match lit_int::<u32>(value) {
+                Some(n) if n > 0 => self.max_cycles = Some(n),
+                _ => errors.spanned(
+                    value,
+                    "`max_cycles` takes a whole number of at least 1: how many times the task may run in one run, e.g. `max_cycles = 20`",
+                ),
             },
             "retry_backoff" => match lit_f64(value) {
                 Some(f) if f.is_finite() && f >= 1.0 => self.retry_backoff = Some(f),

@@ -10,6 +10,9 @@ use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType,
 use crate::Errors;
 use crate::options::{Handler, Options};
 
+/// `max_cycles` when `#[task]` does not say (as `graflow_core::DEFAULT_MAX_CYCLES`).
+const DEFAULT_MAX_CYCLES: u32 = 100;
+
 struct Input {
     name: Ident,
     ty: Type,
@@ -272,6 +275,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let blocking = options.blocking.unwrap_or(false);
+    let max_cycles = options.max_cycles.unwrap_or(DEFAULT_MAX_CYCLES);
     let takes_context = shape.args.iter().any(|a| matches!(a, Arg::Context));
     let writes = &options.writes;
     let params = shape.inputs.iter().map(|Input { name, ty }| {
@@ -338,6 +342,7 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 __graflow_decode,
                 #body_variant,
                 #takes_context,
+                #max_cycles,
             );
 
             impl #gf::TaskFn for #name {

@@ -13,7 +13,79 @@ use syn::{Expr, Path, Token, parenthesized};
 enum Flow {
     Task(Path),
     Sequence(Vec<Flow>),
-    Parallel(Vec<Flow>),
+    Parallel(Vec<Flow>, Box<GroupOptions>),
+}
+
+/// `(a | b).name("...").policy(...)`: a parallel group's name and policy.
+#[derive(Default)]
+struct GroupOptions {
+    /// The group as written, its default name.
+    text: String,
+    name: Option<Expr>,
+    policy: Option<Policy>,
+}
+
+/// The forms `.policy(...)` takes.
+enum Policy {
+    Strict(Span),
+    BestEffort(Span),
+    AtLeast(Span, Expr),
+    /// Member paths.
+    Critical(Span, Vec<Path>),
+    Custom(Span, Expr),
+    /// Any expression of a type that is `Into<GroupPolicy>`.
+    Expr(Expr),
+}
+
+fn parse_policy(input: ParseStream) -> syn::Result<Policy> {
+    let fork = input.fork();
+    if let Ok(ident) = fork.parse::<syn::Ident>() {
+        let span = ident.span();
+        let called = fork.peek(syn::token::Paren);
+        let ends = fork.is_empty();
+        match (ident.to_string().as_str(), called, ends) {
+            ("strict", false, true) => {
+                input.parse::<syn::Ident>()?;
+                return Ok(Policy::Strict(span));
+            }
+            ("best_effort", false, true) => {
+                input.parse::<syn::Ident>()?;
+                return Ok(Policy::BestEffort(span));
+            }
+            ("at_least" | "critical" | "custom", true, _) => {
+                input.parse::<syn::Ident>()?;
+                let args;
+                parenthesized!(args in input);
+                let policy = match ident.to_string().as_str() {
+                    "at_least" => Policy::AtLeast(span, args.parse()?),
+                    "custom" => Policy::Custom(span, args.parse()?),
+                    _ => {
+                        let paths =
+                            syn::punctuated::Punctuated::<Path, Token![,]>::parse_terminated_with(
+                                &args,
+                                Path::parse_mod_style,
+                            )?;
+                        if paths.is_empty() {
+                            return Err(syn::Error::new(
+                                span,
+                                "critical(...) names the members that must succeed, e.g. `critical(load_users)`",
+                            ));
+                        }
+                        Policy::Critical(span, paths.into_iter().collect())
+                    }
+                };
+                if !args.is_empty() {
+                    return Err(args.error("unexpected tokens in the policy"));
+                }
+                if !input.is_empty() {
+                    return Err(input.error("expected `)` after the policy"));
+                }
+                return Ok(policy);
+            }
+            _ => {}
+        }
+    }
+    Ok(Policy::Expr(input.parse()?))
 }
 
 struct Input {
@@ -97,10 +169,46 @@ fn parse_term(input: ParseStream) -> syn::Result<Flow> {
         if !inner.is_empty() {
             return Err(inner.error("expected `|`, `>>` or `)`"));
         }
+        let mut options = GroupOptions {
+            text: format!("({})", inner_text(&branches)),
+            ..GroupOptions::default()
+        };
+        while input.peek(Token![.]) {
+            input.parse::<Token![.]>()?;
+            let key: syn::Ident = input.parse()?;
+            let args;
+            parenthesized!(args in input);
+            let duplicate = || syn::Error::new(key.span(), format!("`.{key}(...)` is given twice"));
+            if branches.len() == 1 {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`.{key}(...)` applies to a parallel group: `(a | b).{key}(...)`"),
+                ));
+            }
+            if key == "policy" {
+                if options.policy.is_some() {
+                    return Err(duplicate());
+                }
+                options.policy = Some(parse_policy(&args)?);
+            } else if key == "name" {
+                if options.name.is_some() {
+                    return Err(duplicate());
+                }
+                options.name = Some(args.parse()?);
+                if !args.is_empty() {
+                    return Err(args.error("expected `)` after the name"));
+                }
+            } else {
+                return Err(syn::Error::new(
+                    key.span(),
+                    "a parallel group takes `.policy(...)` (strict, best_effort, at_least(n), critical(task, ...), custom(policy) or a GroupPolicy) and `.name(\"...\")`",
+                ));
+            }
+        }
         return Ok(if branches.len() == 1 {
             branches.remove(0)
         } else {
-            Flow::Parallel(branches)
+            Flow::Parallel(branches, Box::new(options))
         });
     }
     if !(input.peek(syn::Ident)
@@ -121,16 +229,39 @@ fn parse_term(input: ParseStream) -> syn::Result<Flow> {
     Ok(Flow::Task(path))
 }
 
+/// The group as written: `a | b >> c`.
+fn inner_text(branches: &[Flow]) -> String {
+    fn text(flow: &Flow) -> String {
+        match flow {
+            Flow::Task(path) => key_of(path),
+            Flow::Sequence(steps) => steps.iter().map(text).collect::<Vec<_>>().join(" >> "),
+            Flow::Parallel(branches, _) => format!("({})", inner_text(branches)),
+        }
+    }
+    branches.iter().map(text).collect::<Vec<_>>().join(" | ")
+}
+
+fn key_of(path: &Path) -> String {
+    quote!(#path).to_string().replace(' ', "")
+}
+
+/// A group as lowered: its members (every task written in it) and options.
+struct LoweredGroup<'a> {
+    members: Vec<usize>,
+    options: &'a GroupOptions,
+}
+
 #[derive(Default)]
-struct Graph {
+struct Graph<'a> {
     nodes: Vec<Path>,
     by_key: HashMap<String, usize>,
     edges: BTreeSet<(usize, usize)>,
+    groups: Vec<LoweredGroup<'a>>,
 }
 
-impl Graph {
+impl<'a> Graph<'a> {
     fn node(&mut self, path: &Path) -> usize {
-        let key = quote!(#path).to_string().replace(' ', "");
+        let key = key_of(path);
         if let Some(&index) = self.by_key.get(&key) {
             return index;
         }
@@ -139,8 +270,26 @@ impl Graph {
         self.nodes.len() - 1
     }
 
+    /// Every task written in `flow`.
+    fn members(&self, flow: &Flow, out: &mut Vec<usize>) {
+        match flow {
+            Flow::Task(path) => {
+                if let Some(&n) = self.by_key.get(&key_of(path))
+                    && !out.contains(&n)
+                {
+                    out.push(n);
+                }
+            }
+            Flow::Sequence(flows) | Flow::Parallel(flows, _) => {
+                for flow in flows {
+                    self.members(flow, out);
+                }
+            }
+        }
+    }
+
     /// Returns the (entries, exits) of `flow`.
-    fn lower(&mut self, flow: &Flow) -> (Vec<usize>, Vec<usize>) {
+    fn lower(&mut self, flow: &'a Flow) -> (Vec<usize>, Vec<usize>) {
         match flow {
             Flow::Task(path) => {
                 let n = self.node(path);
@@ -164,7 +313,7 @@ impl Graph {
                 }
                 (entries, exits)
             }
-            Flow::Parallel(branches) => {
+            Flow::Parallel(branches, options) => {
                 let mut entries = Vec::new();
                 let mut exits = Vec::new();
                 for branch in branches {
@@ -172,6 +321,9 @@ impl Graph {
                     entries.extend(e);
                     exits.extend(x);
                 }
+                let mut members = Vec::new();
+                self.members(flow, &mut members);
+                self.groups.push(LoweredGroup { members, options });
                 (entries, exits)
             }
         }
@@ -276,12 +428,110 @@ pub fn expand(input: TokenStream) -> TokenStream {
         let (a, b) = (&vars[a], &vars[b]);
         quote!(#builder.edge(#a, #b);)
     });
+    let mut errors: Option<syn::Error> = None;
+    let mut groups = Vec::new();
+    for group in &graph.groups {
+        match group_tokens(&gf, &builder, &graph, &vars, group) {
+            Ok(tokens) => groups.push(tokens),
+            Err(error) => match &mut errors {
+                Some(all) => all.combine(error),
+                None => errors = Some(error),
+            },
+        }
+    }
+    if let Some(errors) = errors {
+        return errors.to_compile_error();
+    }
     quote! {
         {
             let mut #builder = #gf::Workflow::builder(#name);
             #(#adds)*
             #(#edges)*
+            #(#groups)*
             #builder.build()
         }
     }
+}
+
+/// `builder.group(name, &[members], policy);` for one group, or an error spanned on what is
+/// wrong with its policy.
+fn group_tokens(
+    gf: &TokenStream,
+    builder: &syn::Ident,
+    graph: &Graph<'_>,
+    vars: &[syn::Ident],
+    group: &LoweredGroup<'_>,
+) -> syn::Result<TokenStream> {
+    let members: Vec<&syn::Ident> = group.members.iter().map(|&m| &vars[m]).collect();
+    let count = members.len();
+    let name = match &group.options.name {
+        Some(expr) => quote!(#expr),
+        None => {
+            let text = &group.options.text;
+            quote!(#text)
+        }
+    };
+    let policy = match &group.options.policy {
+        None => quote!(#gf::GroupPolicy::Strict),
+        Some(Policy::Strict(span)) => quote_spanned!(*span=> #gf::GroupPolicy::Strict),
+        Some(Policy::BestEffort(span)) => quote_spanned!(*span=> #gf::GroupPolicy::BestEffort),
+        Some(Policy::AtLeast(span, n)) => {
+            if let Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(lit),
+                ..
+            }) = n
+                && let Ok(value) = lit.base10_parse::<usize>()
+            {
+                if value == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "at_least(0) always passes: use `best_effort`",
+                    ));
+                }
+                if value > count {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "at_least({value}) can never pass: the group has {count} member(s)"
+                        ),
+                    ));
+                }
+            }
+            quote_spanned!(*span=> #gf::GroupPolicy::AtLeast(#n))
+        }
+        Some(Policy::Critical(span, paths)) => {
+            let mut ids = Vec::new();
+            for path in paths {
+                let key = key_of(path);
+                match graph.by_key.get(&key) {
+                    Some(n) if group.members.contains(n) => {
+                        let var = &vars[*n];
+                        ids.push(quote!(#builder.tasks()[#var.index()].id().to_owned()));
+                    }
+                    _ => {
+                        return Err(syn::Error::new(
+                            path.span(),
+                            format!(
+                                "`{key}` is not a member of this group; critical(...) names members of the group it is on"
+                            ),
+                        ));
+                    }
+                }
+            }
+            quote_spanned!(*span=> #gf::GroupPolicy::Critical(::std::vec![#(#ids),*]))
+        }
+        Some(Policy::Custom(span, expr)) => {
+            quote_spanned!(*span=> #gf::GroupPolicy::custom(#expr))
+        }
+        Some(Policy::Expr(expr)) => {
+            let into = crate::respan(quote!(#gf::GroupPolicy), expr.span());
+            quote_spanned!(expr.span()=> <#into as ::core::convert::From<_>>::from(#expr))
+        }
+    };
+    Ok(quote! {
+        {
+            let __graflow_policy = #policy;
+            #builder.group(#name, &[#(#members),*], __graflow_policy);
+        }
+    })
 }

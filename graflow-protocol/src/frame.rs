@@ -15,7 +15,7 @@ use crate::codec;
 use crate::error::ProtocolError;
 use crate::limits::Limits;
 use crate::message::{
-    EncodedValue, Failure, Invocation, InvocationHead, Outcome, OutcomeHead, ValueHeader,
+    Control, EncodedValue, Failure, Invocation, InvocationHead, Outcome, OutcomeHead, ValueHeader,
 };
 use crate::{PROTOCOL_VERSION, ProtocolError as E};
 
@@ -62,6 +62,7 @@ impl Invocation {
             workflow: self.workflow.clone(),
             run_id: self.run_id.clone(),
             attempt: self.attempt,
+            cycle: self.cycle,
             inputs: headers(&self.inputs),
             channel: headers(&self.channel),
             upstream: headers(&self.upstream),
@@ -123,6 +124,7 @@ impl Invocation {
             workflow: head.workflow,
             run_id: head.run_id,
             attempt: head.attempt,
+            cycle: head.cycle,
             inputs: read(head.inputs)?,
             channel: read(head.channel)?,
             upstream: read(head.upstream)?,
@@ -156,12 +158,22 @@ impl Outcome {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_ref().map(EncodedValue::header)))
                 .collect(),
+            control: self
+                .control
+                .iter()
+                .map(|c| {
+                    c.clone()
+                        .try_map(&mut |v| Ok::<_, std::convert::Infallible>(v.header()))
+                        .unwrap_or_else(|never| match never {})
+                })
+                .collect(),
             elapsed_ns: self.elapsed_ns,
         };
         let blobs: Vec<&[u8]> = self
             .result
             .iter()
             .chain(self.channel_writes.iter().filter_map(|(_, v)| v.as_ref()))
+            .chain(self.control.iter().flat_map(Control::values))
             .map(|v| v.bytes.as_slice())
             .collect();
         let payload = blobs.iter().map(|b| b.len() as u64).sum();
@@ -213,7 +225,8 @@ pub fn read_outcome<V>(
     let declared = head
         .result
         .iter()
-        .chain(head.channel_writes.iter().filter_map(|(_, h)| h.as_ref()));
+        .chain(head.channel_writes.iter().filter_map(|(_, h)| h.as_ref()))
+        .chain(head.control.iter().flat_map(Control::values));
     check_payload(declared, payload)?;
     let result = match head.result {
         Ok(h) => {
@@ -237,12 +250,18 @@ pub fn read_outcome<V>(
         .into_iter()
         .map(|(key, h)| Ok((key, h.map(|h| read_value(input, h)).transpose()?)))
         .collect::<Result<_, E>>()?;
+    let control = head
+        .control
+        .into_iter()
+        .map(|c| c.try_map(&mut |h| read_value(input, h)))
+        .collect::<Result<_, E>>()?;
     Ok(Outcome {
         protocol: head.protocol,
         build_id: head.build_id,
         nonce: head.nonce,
         result,
         channel_writes,
+        control,
         elapsed_ns: head.elapsed_ns,
     })
 }
@@ -395,6 +414,7 @@ pub fn rejection(nonce: u64, build_id: &str, reason: String) -> Outcome {
         nonce,
         result: Err(Failure::Rejected { reason }),
         channel_writes: Vec::new(),
+        control: Vec::new(),
         elapsed_ns: 0,
     }
 }
@@ -420,6 +440,7 @@ mod tests {
             workflow: "w".into(),
             run_id: "r".into(),
             attempt: 2,
+            cycle: 1,
             inputs: vec![("x".into(), value("u8", &[7]))],
             channel: vec![("k".into(), value("alloc::string::String", &[1, b'a']))],
             upstream: vec![],
@@ -441,6 +462,14 @@ mod tests {
             nonce: 99,
             result: Ok(value("u64", &codec::encode(&7u64).unwrap())),
             channel_writes: vec![("k".into(), Some(value("u8", &[1]))), ("gone".into(), None)],
+            control: vec![
+                Control::NextIteration {
+                    inputs: vec![("n".into(), value("u8", &[5]))],
+                },
+                Control::Terminate {
+                    message: "done".into(),
+                },
+            ],
             elapsed_ns: 5,
         }
     }
@@ -461,6 +490,7 @@ mod tests {
         .unwrap();
         assert_eq!(back.result, Ok(7));
         assert_eq!(back.channel_writes, outcome().channel_writes);
+        assert_eq!(back.control, outcome().control);
     }
 
     #[test]

@@ -28,10 +28,10 @@ pub mod message;
 pub use error::ProtocolError;
 pub use frame::{Expected, INVOCATION_TAG, OUTCOME_TAG, READY, read_outcome};
 pub use limits::Limits;
-pub use message::{EncodedValue, Failure, Invocation, Outcome, ValueHeader};
+pub use message::{Control, EncodedValue, Failure, Invocation, Outcome, ValueHeader};
 
 /// Bumped on any incompatible change of the messages or the framing.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The environment variable that makes a process started from a graflow program a runner. The
 /// runner removes it from its own environment before the task runs, so that programs the task

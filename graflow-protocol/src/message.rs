@@ -54,6 +54,8 @@ pub struct Invocation {
     pub run_id: String,
     /// The attempt number, from 1.
     pub attempt: u32,
+    /// Which run of the task this is, from 1 (iterations and gotos run a task again).
+    pub cycle: u32,
     /// Every input parameter, resolved by the sender, by parameter name.
     pub inputs: Vec<(String, EncodedValue)>,
     /// The run's channel as it was when the attempt started.
@@ -76,8 +78,103 @@ pub struct Outcome<V = EncodedValue> {
     pub result: Result<V, Failure>,
     /// Channel keys the task set (`Some`) or deleted (`None`).
     pub channel_writes: Vec<(String, Option<EncodedValue>)>,
+    /// What the task asked of its run (dynamic tasks, iterations, an early end, a
+    /// checkpoint), in the order it asked. The engine validates and applies them.
+    pub control: Vec<Control>,
     /// How long the task body took in the runner, in nanoseconds.
     pub elapsed_ns: u64,
+}
+
+/// A request a task made of its run, sent back with its outcome. `V` is how values travel:
+/// [`EncodedValue`] in a message, [`ValueHeader`] in its head (the bytes follow in the payload,
+/// after the channel writes').
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Control<V = EncodedValue> {
+    /// Add a task to the run, after the asking task (or, with `goto`, instead of its
+    /// successors).
+    AddTask {
+        /// Registry name of the task function.
+        function: String,
+        /// The new node's id.
+        id: String,
+        /// Its handler.
+        handler: String,
+        /// Whether the asking task's successors are skipped.
+        goto: bool,
+        /// Inputs bound to the new node, by parameter name.
+        inputs: Vec<(String, V)>,
+        /// The node's other options (configuration, retry, timeout, writes, max cycles), in the
+        /// engine's own encoding; opaque to the protocol.
+        options: Vec<u8>,
+    },
+    /// Run the existing task `id` next, instead of the asking task's successors.
+    Goto {
+        /// The task to run.
+        id: String,
+    },
+    /// Run the asking task again, with these inputs bound, before its successors.
+    NextIteration {
+        /// Inputs bound for the next run, by parameter name.
+        inputs: Vec<(String, V)>,
+    },
+    /// End the run early as a success: nothing new starts.
+    Terminate {
+        /// Why.
+        message: String,
+    },
+    /// End the run early as a failure.
+    Cancel {
+        /// Why.
+        message: String,
+    },
+    /// Write a checkpoint once the asking task completed.
+    Checkpoint,
+}
+
+impl<V> Control<V> {
+    /// The values this request carries, in wire order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        let inputs: &[(String, V)] = match self {
+            Control::AddTask { inputs, .. } | Control::NextIteration { inputs } => inputs,
+            _ => &[],
+        };
+        inputs.iter().map(|(_, v)| v)
+    }
+
+    /// The same request with each value converted by `f` (in wire order).
+    pub fn try_map<W, E>(self, f: &mut impl FnMut(V) -> Result<W, E>) -> Result<Control<W>, E> {
+        let mut inputs = |inputs: Vec<(String, V)>| -> Result<Vec<(String, W)>, E> {
+            inputs
+                .into_iter()
+                .map(|(name, v)| Ok((name, f(v)?)))
+                .collect()
+        };
+        Ok(match self {
+            Control::AddTask {
+                function,
+                id,
+                handler,
+                goto,
+                inputs: values,
+                options,
+            } => Control::AddTask {
+                function,
+                id,
+                handler,
+                goto,
+                inputs: inputs(values)?,
+                options,
+            },
+            Control::Goto { id } => Control::Goto { id },
+            Control::NextIteration { inputs: values } => Control::NextIteration {
+                inputs: inputs(values)?,
+            },
+            Control::Terminate { message } => Control::Terminate { message },
+            Control::Cancel { message } => Control::Cancel { message },
+            Control::Checkpoint => Control::Checkpoint,
+        })
+    }
 }
 
 /// Why a runner produced no output.
@@ -117,6 +214,7 @@ pub(crate) struct InvocationHead {
     pub workflow: String,
     pub run_id: String,
     pub attempt: u32,
+    pub cycle: u32,
     pub inputs: Vec<(String, ValueHeader)>,
     pub channel: Vec<(String, ValueHeader)>,
     pub upstream: Vec<(String, ValueHeader)>,
@@ -130,5 +228,6 @@ pub(crate) struct OutcomeHead {
     pub nonce: u64,
     pub result: Result<ValueHeader, Failure>,
     pub channel_writes: Vec<(String, Option<ValueHeader>)>,
+    pub control: Vec<Control<ValueHeader>>,
     pub elapsed_ns: u64,
 }

@@ -921,6 +921,7 @@ fn failure(nonce: u64, message: String, started: Instant) -> Outcome {
         nonce,
         result: Err(Failure::Other { message }),
         channel_writes: Vec::new(),
+        control: Vec::new(),
         elapsed_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
     }
 }

@@ -10,6 +10,8 @@ pub(crate) trait BodyAccess: Send + Sync {
     fn task_id(&self) -> &str;
     fn run_id(&self) -> &str;
     fn attempt(&self) -> u32;
+    fn cycle(&self) -> u32;
+    fn max_cycles(&self) -> u32;
     fn channel(&self) -> &Channel;
     /// The stored result of task `id`.
     fn result(&self, id: &str) -> Result<Value, ValueError>;
@@ -19,6 +21,8 @@ pub(crate) trait BodyAccess: Send + Sync {
     fn upstream(&self) -> Result<Vec<(&str, Value)>, ValueError>;
     /// The value of input parameter `index` and the parameter's name.
     fn input(&self, index: usize) -> Result<(Value, &'static str), AttemptError>;
+    /// The run's side of the context (for the run layer's own methods on `TaskContext`).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// What a task body sees: declare a parameter of type `&TaskContext` to get it.
@@ -33,6 +37,7 @@ impl std::fmt::Debug for TaskContext {
             .field("run_id", &self.run_id())
             .field("task", &self.task_id())
             .field("attempt", &self.attempt())
+            .field("cycle", &self.cycle())
             .finish_non_exhaustive()
     }
 }
@@ -43,6 +48,11 @@ impl TaskContext {
         // SAFETY: TaskContext is #[repr(transparent)] over `dyn BodyAccess`: same layout and
         // the same pointer metadata (the vtable).
         unsafe { &*(access as *const (dyn BodyAccess + 'static) as *const TaskContext) }
+    }
+
+    /// The run's side of this context.
+    pub(crate) fn run_access(&self) -> &dyn std::any::Any {
+        self.access.as_any()
     }
 
     /// The id of this task.
@@ -60,6 +70,18 @@ impl TaskContext {
         self.access.attempt()
     }
 
+    /// Which run of this task this is, from 1: iterations
+    /// ([`TaskContext::next_iteration`]) and gotos run a task again, up to
+    /// [`TaskContext::max_cycles`] times.
+    pub fn cycle(&self) -> u32 {
+        self.access.cycle()
+    }
+
+    /// How many times this task may run in one run (`#[task(max_cycles = N)]`).
+    pub fn max_cycles(&self) -> u32 {
+        self.access.max_cycles()
+    }
+
     /// The run's channel: read and write typed values shared by all tasks of the run.
     pub fn channel(&self) -> &Channel {
         self.access.channel()
@@ -73,7 +95,8 @@ impl TaskContext {
             .copy_as(|| format!("the result of task '{id}'"))
     }
 
-    /// The ids of the direct upstream tasks, in graph order.
+    /// The ids of the direct upstream tasks that have a result, in graph order (a member whose
+    /// failure its group's policy tolerated has none and is left out).
     pub fn upstream_ids(&self) -> Vec<&str> {
         self.access.upstream_ids()
     }

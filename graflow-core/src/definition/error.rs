@@ -101,6 +101,17 @@ pub enum AttemptError {
         /// The type the handler returned.
         found: String,
     },
+
+    /// The task asked its run for something the run refuses (an invalid added task, a goto to
+    /// no task, past `max_cycles`, ...). Not retried: the same request would be refused again.
+    #[error("task '{task}' asked its run for something it cannot do")]
+    Control {
+        /// The task.
+        task: String,
+        /// What was refused and why.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl AttemptError {
@@ -138,7 +149,8 @@ impl AttemptError {
             | AttemptError::Handler { task, .. }
             | AttemptError::MissingInput { task, .. }
             | AttemptError::Input { task, .. }
-            | AttemptError::WrongOutput { task, .. } => task,
+            | AttemptError::WrongOutput { task, .. }
+            | AttemptError::Control { task, .. } => task,
         }
     }
 
@@ -150,6 +162,7 @@ impl AttemptError {
             AttemptError::MissingInput { .. }
                 | AttemptError::Input { .. }
                 | AttemptError::WrongOutput { .. }
+                | AttemptError::Control { .. }
         )
     }
 }

@@ -115,6 +115,8 @@ pub struct TaskDef {
     pub(crate) body: Body,
     /// Whether the function takes a `&TaskContext`.
     pub(crate) takes_context: bool,
+    /// How many times one node of this function may run in one run (`max_cycles`).
+    pub(crate) max_cycles: u32,
     pub(crate) stats: BodyStats,
     /// `config()`, evaluated once.
     config_cache: OnceLock<HandlerConfig>,
@@ -139,6 +141,7 @@ impl TaskDef {
         decode: fn(&mut dyn std::io::Read, u64) -> Result<Value, String>,
         body: Body,
         takes_context: bool,
+        max_cycles: u32,
     ) -> TaskDef {
         TaskDef {
             name,
@@ -156,6 +159,7 @@ impl TaskDef {
             decode,
             body,
             takes_context,
+            max_cycles,
             stats: BodyStats::new(),
             config_cache: OnceLock::new(),
         }
@@ -312,4 +316,36 @@ mod tests {
             assert!(!stats.inline_ok());
         }
     }
+}
+
+/// An id of this program's build: the GNU build id of the executable when it has one (the
+/// linker's hash of the whole binary), else a hash of its task registry (names and types).
+pub fn build_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        if let Some(id) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| graflow_protocol::build_id::gnu_build_id(&exe))
+        {
+            return id;
+        }
+        // FNV-1a over the registry: stable across processes of the same binary.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut defs: Vec<_> = definitions().collect();
+        defs.sort_unstable_by_key(|d| d.name);
+        for def in defs {
+            let mut feed = |s: &str| {
+                for b in s.bytes().chain([0]) {
+                    hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            };
+            feed(def.name);
+            feed(def.output.name());
+            for param in def.params {
+                feed(param.name);
+                feed(param.ty.name());
+            }
+        }
+        format!("registry-{hash:016x}")
+    })
 }

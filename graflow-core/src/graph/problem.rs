@@ -131,6 +131,22 @@ pub enum Problem {
         /// Where the value came from ("the result of task 'x'", "channel key 'k'", ...).
         source_desc: String,
     },
+
+    /// A parallel group's policy cannot be met, or its members are wrong.
+    #[error("group '{group}' is invalid: {message}")]
+    InvalidGroup {
+        /// The group's name.
+        group: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A task's `max_cycles` is 0.
+    #[error("task '{task}' has max_cycles = 0; it could never run: give it at least 1")]
+    ZeroMaxCycles {
+        /// The task.
+        task: String,
+    },
 }
 
 impl Problem {

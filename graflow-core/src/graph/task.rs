@@ -63,6 +63,7 @@ struct Custom {
     timeout: Option<Option<Duration>>,
     inputs: Vec<(String, Value)>,
     writes: Vec<String>,
+    max_cycles: Option<u32>,
 }
 
 impl Task {
@@ -116,6 +117,17 @@ impl Task {
             Some(timeout) => timeout,
             None => self.def.timeout,
         }
+    }
+
+    /// How many times this node may run in one run: its first run, plus every
+    /// [`next_iteration`](crate::TaskContext::next_iteration) and every
+    /// [`goto`](crate::TaskContext::goto) back to it (`#[task(max_cycles = N)]`, default
+    /// [`DEFAULT_MAX_CYCLES`](crate::DEFAULT_MAX_CYCLES)).
+    pub fn max_cycles(&self) -> u32 {
+        self.custom
+            .as_ref()
+            .and_then(|c| c.max_cycles)
+            .unwrap_or(self.def.max_cycles)
     }
 
     /// What the program knows of the node's function.
@@ -202,6 +214,12 @@ impl Task {
         self
     }
 
+    /// Sets how many times this node may run in one run (see [`Task::max_cycles`]).
+    pub fn with_max_cycles(mut self, max_cycles: u32) -> Self {
+        self.custom_mut().max_cycles = Some(max_cycles);
+        self
+    }
+
     /// Binds parameter `name` to `value` for this node; a bound value wins over upstream results
     /// and the channel.
     pub fn with_input<T: Data + Clone>(mut self, name: impl Into<String>, value: T) -> Self {
@@ -217,6 +235,57 @@ impl Task {
     pub fn with_write(mut self, key: impl Into<String>) -> Self {
         self.custom_mut().writes.push(key.into());
         self
+    }
+}
+
+/// A node's options beyond its function, id, handler and bound inputs: what a checkpoint keeps
+/// and a runner sends back of a task it added.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NodeOptions {
+    config: Option<HandlerConfig>,
+    retry: Option<RetryPolicy>,
+    timeout: Option<Option<Duration>>,
+    writes: Vec<String>,
+    max_cycles: Option<u32>,
+}
+
+impl Task {
+    /// What this node changes of its function's options, inputs aside.
+    pub(crate) fn node_options(&self) -> NodeOptions {
+        match &self.custom {
+            None => NodeOptions::default(),
+            Some(c) => NodeOptions {
+                config: c.config.clone(),
+                retry: c.retry,
+                timeout: c.timeout,
+                writes: c.writes.clone(),
+                max_cycles: c.max_cycles,
+            },
+        }
+    }
+
+    /// A node of `def` with these id, handler, inputs and options.
+    pub(crate) fn restore(
+        def: &'static TaskDef,
+        id: String,
+        handler: String,
+        inputs: Vec<(String, Value)>,
+        options: NodeOptions,
+    ) -> Task {
+        let mut task = Task::from_def(def).with_id(id);
+        if task.handler() != handler {
+            task = task.with_handler(handler);
+        }
+        let custom = Custom {
+            config: options.config,
+            retry: options.retry,
+            timeout: options.timeout,
+            inputs,
+            writes: options.writes,
+            max_cycles: options.max_cycles,
+        };
+        task.custom = Some(Box::new(custom));
+        task
     }
 }
 
@@ -268,6 +337,7 @@ impl fmt::Debug for Task {
             .field("config", self.handler_config())
             .field("retry", self.retry_policy())
             .field("timeout", &self.timeout())
+            .field("max_cycles", &self.max_cycles())
             .field("inputs", &self.inputs())
             .finish()
     }

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use super::group::{Group, GroupPolicy};
 use super::problem::Problem;
 use super::task::{Task, TaskId};
 
@@ -22,6 +23,7 @@ struct Inner {
     name: String,
     tasks: Vec<Task>,
     edges: Vec<(u32, u32)>,
+    groups: Vec<Group>,
     graph: OnceLock<Arc<Graph>>,
 }
 
@@ -76,6 +78,7 @@ pub struct WorkflowBuilder {
     name: String,
     tasks: Vec<Task>,
     edges: Vec<(u32, u32)>,
+    groups: Vec<Group>,
 }
 
 impl WorkflowBuilder {
@@ -111,6 +114,38 @@ impl WorkflowBuilder {
         self
     }
 
+    /// Declares a parallel group named `name` of `members` and its policy: which member
+    /// failures the run tolerates (`(b | c).policy(...)` in `workflow!`). Edges are added as
+    /// usual; the group only says how its members' failures count. A node may be in several
+    /// strict groups but in at most one group of another policy.
+    ///
+    /// ```
+    /// # use graflow_core::{GroupPolicy, Workflow};
+    /// # #[graflow_macros::task(crate = "graflow_core")] fn fetch(url: String) -> usize { url.len() }
+    /// # #[graflow_macros::task(crate = "graflow_core")] fn merge(ctx: &graflow_core::TaskContext) -> graflow_core::Result<usize> { Ok(ctx.upstream::<usize>()?.into_iter().sum()) }
+    /// let mut wf = Workflow::builder("mirrors");
+    /// let sink = wf.add(merge::task());
+    /// let mirrors: Vec<_> = (0..3)
+    ///     .map(|i| wf.add(fetch::task().with_id(format!("mirror_{i}")).with_input("url", format!("m{i}"))))
+    ///     .collect();
+    /// wf.edges(&mirrors, &[sink]);
+    /// wf.group("mirrors", &mirrors, GroupPolicy::at_least(2));
+    /// let wf = wf.build();
+    /// ```
+    pub fn group(
+        &mut self,
+        name: impl Into<String>,
+        members: &[NodeRef],
+        policy: impl Into<GroupPolicy>,
+    ) -> &mut Self {
+        self.groups.push(Group {
+            name: name.into(),
+            members: members.iter().map(|m| m.0).collect(),
+            policy: policy.into(),
+        });
+        self
+    }
+
     /// The nodes added so far.
     pub fn tasks(&self) -> &[Task] {
         &self.tasks
@@ -124,6 +159,7 @@ impl WorkflowBuilder {
                 name: self.name,
                 tasks: self.tasks,
                 edges: self.edges,
+                groups: self.groups,
                 graph: OnceLock::new(),
             }),
         }
@@ -137,6 +173,7 @@ impl Workflow {
             name: name.into(),
             tasks: Vec::new(),
             edges: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -175,6 +212,24 @@ impl Workflow {
         })
     }
 
+    /// The parallel groups: name, member ids and policy, in the order they were declared.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, Vec<&str>, &GroupPolicy)> {
+        self.inner.groups.iter().map(|g| {
+            (
+                g.name.as_str(),
+                g.members
+                    .iter()
+                    .filter_map(|&m| self.inner.tasks.get(m as usize).map(Task::id))
+                    .collect(),
+                &g.policy,
+            )
+        })
+    }
+
+    pub(crate) fn group_list(&self) -> &[Group] {
+        &self.inner.groups
+    }
+
     /// The compiled graph, built on first use and shared by every run of this workflow.
     pub(crate) fn graph(&self) -> Result<Arc<Graph>, Vec<Problem>> {
         if let Some(graph) = self.inner.graph.get() {
@@ -183,6 +238,7 @@ impl Workflow {
         let graph = Arc::new(Graph::compile(
             &self.inner.tasks,
             &self.inner.edges,
+            &self.inner.groups,
             self.name(),
         )?);
         Ok(self.inner.graph.get_or_init(|| graph).clone())
@@ -200,7 +256,7 @@ impl fmt::Debug for Workflow {
 }
 
 /// Where a parameter's value comes from, decided when the graph is compiled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Source {
     /// `Task::inputs[i]` of the consuming node.
     Bound(u32),
@@ -231,6 +287,8 @@ pub(crate) struct Graph {
     pub channel_needs: Vec<ChannelNeed>,
     pub handler_names: Vec<Cow<'static, str>>,
     pub node_handler: Vec<u32>,
+    /// Members of groups whose policy is not strict: node → index of its group.
+    pub tolerant: HashMap<u32, u32>,
 }
 
 fn csr(
@@ -259,6 +317,7 @@ impl Graph {
     fn compile(
         tasks: &[Task],
         edges: &[(u32, u32)],
+        groups: &[Group],
         workflow: &str,
     ) -> Result<Graph, Vec<Problem>> {
         let n = tasks.len();
@@ -301,6 +360,7 @@ impl Graph {
             channel_needs: Vec::new(),
             handler_names: Vec::new(),
             node_handler: Vec::with_capacity(n),
+            tolerant: HashMap::default(),
         };
         graph.roots = (0..n as u32)
             .filter(|&i| graph.preds(i).is_empty())
@@ -332,6 +392,14 @@ impl Graph {
         }
 
         graph.resolve_sources(tasks, &mut problems);
+        graph.check_groups(tasks, groups, &mut problems);
+        for task in tasks {
+            if task.max_cycles() == 0 {
+                problems.push(Problem::ZeroMaxCycles {
+                    task: task.id().to_owned(),
+                });
+            }
+        }
         if problems.is_empty() {
             Ok(graph)
         } else {
@@ -360,6 +428,75 @@ impl Graph {
 
     pub fn index_of(&self, id: &str) -> Option<u32> {
         self.tasks_index.get(id).copied()
+    }
+
+    /// The tolerant group (policy not strict) `node` is a member of.
+    pub fn tolerant_group(&self, node: u32) -> Option<u32> {
+        if self.tolerant.is_empty() {
+            return None;
+        }
+        self.tolerant.get(&node).copied()
+    }
+
+    /// Checks each group's members and policy, and notes the members of tolerant groups.
+    fn check_groups(&mut self, tasks: &[Task], groups: &[Group], problems: &mut Vec<Problem>) {
+        for (g, group) in groups.iter().enumerate() {
+            let invalid = |message: String| Problem::InvalidGroup {
+                group: group.name.clone(),
+                message,
+            };
+            if group.members.is_empty() {
+                problems.push(invalid("it has no member".to_owned()));
+                continue;
+            }
+            if let Some(&bad) = group.members.iter().find(|&&m| m as usize >= tasks.len()) {
+                problems.push(invalid(format!(
+                    "member #{bad} is not a node of this workflow (a NodeRef from another builder?)"
+                )));
+                continue;
+            }
+            let count = group.members.len();
+            match &group.policy {
+                GroupPolicy::AtLeast(0) => problems.push(invalid(
+                    "at_least(0) always passes: use GroupPolicy::best_effort()".to_owned(),
+                )),
+                GroupPolicy::AtLeast(n) if *n > count => problems.push(invalid(format!(
+                    "at_least({n}) can never pass: the group has only {count} member(s)"
+                ))),
+                GroupPolicy::Critical(ids) => {
+                    for id in ids {
+                        if !group.members.iter().any(|&m| tasks[m as usize].id() == id) {
+                            problems.push(invalid(format!(
+                                "critical member '{id}' is not a member of the group (members: {})",
+                                group
+                                    .members
+                                    .iter()
+                                    .map(|&m| tasks[m as usize].id())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if group.policy.is_strict() {
+                continue;
+            }
+            for &member in &group.members {
+                if let Some(&other) = self.tolerant.get(&member) {
+                    if other != g as u32 {
+                        problems.push(invalid(format!(
+                            "task '{}' is also in group '{}'; a task may be in only one group whose policy is not strict",
+                            tasks[member as usize].id(),
+                            groups[other as usize].name
+                        )));
+                    }
+                } else {
+                    self.tolerant.insert(member, g as u32);
+                }
+            }
+        }
     }
 
     /// Kahn's algorithm; when some node is never freed, walk predecessors among those nodes

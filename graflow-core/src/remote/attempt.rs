@@ -1,12 +1,13 @@
 //! The run-state side of a remote attempt: the invocation built from what the run knows, and
 //! the outcome applied back to it.
 
-use graflow_protocol::{EncodedValue, Failure, Invocation, Outcome, PROTOCOL_VERSION};
+use graflow_protocol::{Control, EncodedValue, Failure, Invocation, Outcome, PROTOCOL_VERSION};
 
 use crate::channel::Channel;
 use crate::definition::{AttemptError, BodyAccess, BoxError, Chain};
 use crate::graph::Task;
 use crate::run::ExecutionContext;
+use crate::run::control::refused;
 use crate::value::{Value, ValueError};
 
 use super::build_id;
@@ -46,6 +47,7 @@ pub fn invocation(
         workflow: ctx.workflow_name().to_owned(),
         run_id: ctx.run_id().to_owned(),
         attempt: ctx.attempt(),
+        cycle: ctx.cycle(),
         inputs,
         channel: encode_channel(ctx.channel())
             .map_err(cannot_encode("the run's channel".to_owned()))?,
@@ -153,7 +155,35 @@ pub fn apply(
                     }
                 }
             }
+            ctx.apply_control(outcome.control)
+                .map_err(|error| refused(task, error))?;
             Ok(value)
+        }
+        // A cancel stands whatever the attempt returned.
+        Err(failure)
+            if outcome
+                .control
+                .iter()
+                .any(|c| matches!(c, Control::Cancel { .. })) =>
+        {
+            let _ = ctx.apply_control(
+                outcome
+                    .control
+                    .into_iter()
+                    .filter(|c| matches!(c, Control::Cancel { .. }))
+                    .collect(),
+            );
+            apply(
+                Outcome {
+                    result: Err(failure),
+                    control: Vec::new(),
+                    channel_writes: Vec::new(),
+                    ..outcome
+                },
+                task,
+                ctx,
+                handler,
+            )
         }
         Err(Failure::Returned { chain }) => Err(AttemptError::Task {
             task: id.to_owned(),
@@ -185,6 +215,7 @@ pub(crate) fn outcome_of(
     nonce: u64,
     result: Result<Value, AttemptError>,
     channel_writes: Vec<(String, Option<EncodedValue>)>,
+    control: Vec<Control>,
     elapsed_ns: u64,
 ) -> Outcome {
     let result = match result {
@@ -215,6 +246,7 @@ pub(crate) fn outcome_of(
         nonce,
         result,
         channel_writes,
+        control,
         elapsed_ns,
     }
 }
@@ -234,6 +266,7 @@ pub(crate) fn runner_failure(
             message: Chain(error).to_string(),
         }),
         channel_writes: Vec::new(),
+        control: Vec::new(),
         elapsed_ns,
     }
 }

@@ -17,8 +17,6 @@ mod logs;
 mod pool;
 mod warm;
 
-use std::sync::OnceLock;
-
 pub use attempt::{RemoteError, invocation};
 pub(crate) use attempt::{outcome_of, runner_failure};
 pub use driver::{Chunk, Driven, Ended, RemoteAttempt, apply_outcome_bytes, attempt_nonce};
@@ -26,37 +24,7 @@ pub use logs::{LogLines, LogTarget};
 pub use pool::{Lease, PoolOptions, REUSE_OPTION, RunnerPool};
 pub use warm::{Starter, Transport};
 
-/// An id of this program's build: the GNU build id of the executable when it has one (the
-/// linker's hash of the whole binary), else a hash of its task registry (names and types).
-pub fn build_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        if let Some(id) = std::env::current_exe()
-            .ok()
-            .and_then(|exe| graflow_protocol::build_id::gnu_build_id(&exe))
-        {
-            return id;
-        }
-        // FNV-1a over the registry: stable across processes of the same binary.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut defs: Vec<_> = crate::definition::definitions().collect();
-        defs.sort_unstable_by_key(|d| d.name);
-        for def in defs {
-            let mut feed = |s: &str| {
-                for b in s.bytes().chain([0]) {
-                    hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-                }
-            };
-            feed(def.name);
-            feed(def.output.name());
-            for param in def.params {
-                feed(param.name);
-                feed(param.ty.name());
-            }
-        }
-        format!("registry-{hash:016x}")
-    })
-}
+pub use crate::definition::build_id;
 
 #[cfg(test)]
 mod tests {

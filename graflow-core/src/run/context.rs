@@ -1,7 +1,7 @@
 //! [`ExecutionContext`]: what a handler sees of a run while it executes one attempt of one task.
 //! It also gives the task body its [`TaskContext`] view.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
@@ -18,11 +18,17 @@ pub struct ExecutionContext {
     pub(crate) run: Arc<RunShared>,
     pub(crate) node: u32,
     attempt: u32,
+    cycle: u32,
 }
 
 impl ExecutionContext {
-    pub(crate) fn new(run: Arc<RunShared>, node: u32, attempt: u32) -> Self {
-        ExecutionContext { run, node, attempt }
+    pub(crate) fn new(run: Arc<RunShared>, node: u32, attempt: u32, cycle: u32) -> Self {
+        ExecutionContext {
+            run,
+            node,
+            attempt,
+            cycle,
+        }
     }
 
     /// A context for running `task` outside any workflow run: to test a handler in isolation
@@ -36,6 +42,7 @@ impl ExecutionContext {
             Channel::new(),
             None,
             1,
+            1,
         )
     }
 
@@ -47,6 +54,7 @@ impl ExecutionContext {
         channel: Channel,
         upstream: Option<Vec<(String, Value)>>,
         attempt: u32,
+        cycle: u32,
     ) -> Result<ExecutionContext, RunError> {
         let mut builder = Workflow::builder(workflow);
         builder.add(task);
@@ -55,17 +63,17 @@ impl ExecutionContext {
             workflow: workflow.name().to_owned(),
             problems,
         })?;
-        let run = Arc::new(RunShared {
-            run_id: Arc::from(run_id),
+        let run = Arc::new(RunShared::new(
+            Arc::from(run_id),
             workflow,
             graph,
-            results: vec![Mutex::new(None)].into_boxed_slice(),
             channel,
-            cpu: Arc::new(Semaphore::new(cpu_count())),
+            Arc::new(Semaphore::new(cpu_count())),
             upstream,
-            runners: Mutex::new(rustc_hash::FxHashMap::default()),
-        });
-        Ok(ExecutionContext::new(run, 0, attempt))
+            None,
+            false,
+        ));
+        Ok(ExecutionContext::new(run, 0, attempt, cycle))
     }
 
     /// Records where this attempt runs (a worker, a container id, a pid): the run report shows
@@ -105,6 +113,11 @@ impl ExecutionContext {
         self.attempt
     }
 
+    /// Which run of this task this is, from 1 (iterations and gotos run a task again).
+    pub fn cycle(&self) -> u32 {
+        self.cycle
+    }
+
     /// The run's channel.
     pub fn channel(&self) -> &Channel {
         &self.run.channel
@@ -118,17 +131,13 @@ impl ExecutionContext {
 
     /// The type-erased result of task `id`, if it has one.
     pub fn result_value(&self, id: &str) -> Option<Value> {
-        self.run
-            .graph
-            .index_of(id)
-            .and_then(|n| self.run.result_value(n))
+        self.run.index_of(id).and_then(|n| self.run.result_value(n))
     }
 
     /// The direct upstream results, type-erased, for a handler sending this task elsewhere.
     pub(crate) fn upstream_values(&self) -> Vec<(String, Value)> {
         let run = &self.run;
-        run.graph
-            .preds(self.node)
+        run.preds(self.node)
             .iter()
             .filter_map(|&p| Some((run.task(p).id().to_owned(), run.result_value(p)?)))
             .collect()
@@ -158,6 +167,7 @@ impl std::fmt::Debug for ExecutionContext {
             .field("run_id", &self.run_id())
             .field("task", &self.task_id())
             .field("attempt", &self.attempt)
+            .field("cycle", &self.cycle)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +183,14 @@ impl BodyAccess for ExecutionContext {
 
     fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    fn cycle(&self) -> u32 {
+        self.cycle
+    }
+
+    fn max_cycles(&self) -> u32 {
+        self.run.task(self.node).max_cycles()
     }
 
     fn channel(&self) -> &Channel {
@@ -195,15 +213,16 @@ impl BodyAccess for ExecutionContext {
         self.run.stored_result(node)
     }
 
+    /// Upstream tasks without a result (a failure their group tolerated) are left out.
     fn upstream_ids(&self) -> Vec<&str> {
         let run = &self.run;
         match &run.upstream {
             Some(upstream) => upstream.iter().map(|(id, _)| id.as_str()).collect(),
             None => run
-                .graph
                 .preds(self.node)
-                .iter()
-                .map(|&p| run.task(p).id())
+                .into_iter()
+                .filter(|&p| run.result_value(p).is_some())
+                .map(|p| run.task(p).id())
                 .collect(),
         }
     }
@@ -215,13 +234,16 @@ impl BodyAccess for ExecutionContext {
                 .iter()
                 .map(|(id, value)| (id.as_str(), value.clone()))
                 .collect()),
-            None => run
-                .graph
+            None => Ok(run
                 .preds(self.node)
-                .iter()
-                .map(|&p| Ok((run.task(p).id(), run.stored_result(p)?)))
-                .collect(),
+                .into_iter()
+                .filter_map(|p| Some((run.task(p).id(), run.result_value(p)?)))
+                .collect()),
         }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     /// Its bound input, the result of the upstream task of that name, or the channel key.
@@ -235,10 +257,16 @@ impl BodyAccess for ExecutionContext {
             type_name: param.ty.name(),
             hint,
         };
-        let value = match run.graph.sources(self.node)[index] {
+        if let Some(value) = run.dynamic.override_of(self.node, param.name) {
+            return Ok((value, param.name));
+        }
+        let value = match run.sources(self.node)[index] {
             Source::Bound(i) => task.inputs()[i as usize].1.clone(),
             Source::Result(producer) => run.result_value(producer).ok_or_else(|| {
-                missing(format!("upstream task '{}' stored no result", param.name))
+                missing(format!(
+                    "upstream task '{}' stored no result (a failure its group's policy tolerated?); read the results that exist with ctx.upstream()",
+                    param.name
+                ))
             })?,
             Source::Channel => run.channel.value(param.name).ok_or_else(|| {
                 missing(format!(

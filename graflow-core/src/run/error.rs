@@ -6,6 +6,7 @@ use std::fmt;
 use crate::definition::{AttemptError, Chain};
 use crate::graph::Problem;
 use crate::report::RunReport;
+use crate::run::checkpoint::CheckpointError;
 
 /// How a run ended without a report of success.
 #[derive(thiserror::Error)]
@@ -23,6 +24,20 @@ pub enum RunError {
     /// A task failed after its retries were spent; the run stopped.
     #[error(transparent)]
     Failed(Box<RunFailure>),
+
+    /// A parallel group's policy was not met (too few members succeeded, a critical member
+    /// failed, a custom policy said no); the run stopped.
+    #[error(transparent)]
+    GroupFailed(Box<GroupFailure>),
+
+    /// A task cancelled the run ([`TaskContext::cancel`](crate::TaskContext::cancel)).
+    #[error(transparent)]
+    Cancelled(Box<RunCancelled>),
+
+    /// A checkpoint could not be read or does not belong to this workflow and build; nothing
+    /// was run.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 
     /// A process started as a task runner ran a workflow: its program did not call `init()`.
     #[error(
@@ -57,6 +72,8 @@ impl RunError {
     pub fn report(&self) -> Option<&RunReport> {
         match self {
             RunError::Failed(failure) => Some(&failure.report),
+            RunError::GroupFailed(failure) => Some(&failure.report),
+            RunError::Cancelled(cancelled) => Some(&cancelled.report),
             _ => None,
         }
     }
@@ -123,6 +140,67 @@ impl fmt::Display for RunFailure {
 }
 
 impl std::error::Error for RunFailure {}
+
+/// A parallel group's policy was not met, and the run stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GroupFailure {
+    /// The group's name.
+    pub group: String,
+    /// Its policy, as reports print it.
+    pub policy: String,
+    /// Why the policy was not met.
+    pub reason: String,
+    /// The members that failed, with their errors.
+    pub failed: Vec<(String, String)>,
+    /// What ran, what failed, what was cancelled or skipped, and every result produced.
+    pub report: RunReport,
+}
+
+impl fmt::Display for GroupFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "group '{}' failed its policy {}: {}",
+            self.group, self.policy, self.reason
+        )?;
+        for (task, error) in &self.failed {
+            write!(f, "\n  - task '{task}': {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GroupFailure {}
+
+/// A task cancelled the run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RunCancelled {
+    /// The task that cancelled it.
+    pub task: String,
+    /// Its handler.
+    pub handler: String,
+    /// The message it gave.
+    pub message: String,
+    /// What ran, what was cancelled or skipped, and every result produced.
+    pub report: RunReport,
+}
+
+impl fmt::Display for RunCancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "workflow '{}' was cancelled by task '{}' (handler '{}'): {}",
+            self.report.workflow(),
+            self.task,
+            self.handler,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for RunCancelled {}
 
 struct Bullets<'a>(&'a [Problem]);
 

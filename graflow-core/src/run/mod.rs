@@ -3,9 +3,12 @@
 //! handler contract, and the scheduler that walks the graph.
 
 mod body;
+pub(crate) mod checkpoint;
 mod context;
+pub(crate) mod control;
 mod error;
 mod handler;
+mod options;
 pub(crate) mod scheduler;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,12 +16,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Semaphore;
 
 use crate::channel::Channel;
-use crate::graph::{Graph, Task, Workflow};
+use crate::graph::{Graph, Source, Task, Workflow};
 use crate::value::{Data, Value, ValueError};
 
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use context::ExecutionContext;
-pub use error::{RunError, RunFailure};
+pub use control::{ControlError, Iteration};
+pub use error::{GroupFailure, RunCancelled, RunError, RunFailure};
 pub use handler::{HandlerRegistration, TaskHandler};
+pub use options::RunOptions;
 
 /// The state one run shares between its tasks.
 pub(crate) struct RunShared {
@@ -36,17 +42,97 @@ pub(crate) struct RunShared {
     /// Where tasks' last attempts ran, as their handlers described it (a worker, a container, a
     /// pid): see [`ExecutionContext::set_runner`]. Only out-of-process handlers write here.
     pub runners: Mutex<rustc_hash::FxHashMap<u32, Box<str>>>,
+    /// Nodes, edges and inputs added while the run runs, and the requests tasks made.
+    pub dynamic: control::Dynamic,
+    /// The engine's handlers, for tasks added while running (`None` in a runner, which records
+    /// requests for the engine to validate).
+    pub registry: Option<Arc<dyn control::HandlerLookup>>,
+    /// Whether the run writes checkpoints (so `ctx.checkpoint()` may ask for one).
+    pub checkpoints: bool,
 }
 
 impl RunShared {
+    /// A run's shared state with nothing added yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        run_id: Arc<str>,
+        workflow: Workflow,
+        graph: Arc<Graph>,
+        channel: Channel,
+        cpu: Arc<Semaphore>,
+        upstream: Option<Vec<(String, Value)>>,
+        registry: Option<Arc<dyn control::HandlerLookup>>,
+        checkpoints: bool,
+    ) -> RunShared {
+        let n = graph.len();
+        RunShared {
+            run_id,
+            workflow,
+            graph,
+            results: (0..n).map(|_| Mutex::new(None)).collect(),
+            channel,
+            cpu,
+            upstream,
+            runners: Mutex::new(rustc_hash::FxHashMap::default()),
+            dynamic: control::Dynamic::default(),
+            registry,
+            checkpoints,
+        }
+    }
+
     pub fn task(&self, node: u32) -> &Task {
-        &self.workflow.tasks()[node as usize]
+        match self.workflow.tasks().get(node as usize) {
+            Some(task) => task,
+            None => &self.dyn_node(node).task,
+        }
+    }
+
+    /// A node added while running (`node` must be one).
+    fn dyn_node(&self, node: u32) -> &control::DynNode {
+        let at = node as usize - self.static_len();
+        self.dynamic
+            .nodes
+            .get(at)
+            .unwrap_or_else(|| unreachable!("node {node} was never added to the run"))
+    }
+
+    /// Every node: the workflow's and those added while running.
+    pub fn node_count(&self) -> usize {
+        self.static_len() + self.dynamic.nodes.count()
+    }
+
+    /// Where each parameter of `node` comes from.
+    pub fn sources(&self, node: u32) -> &[Source] {
+        if (node as usize) < self.static_len() {
+            self.graph.sources(node)
+        } else {
+            &self.dyn_node(node).sources
+        }
+    }
+
+    /// The node with id `id`, the workflow's or one added while running.
+    pub fn index_of(&self, id: &str) -> Option<u32> {
+        self.graph.index_of(id).or_else(|| self.dynamic.node_of(id))
+    }
+
+    /// The direct predecessors of `node`, edges added while running included.
+    pub fn preds(&self, node: u32) -> Vec<u32> {
+        let mut preds = if (node as usize) < self.static_len() {
+            self.graph.preds(node).to_vec()
+        } else {
+            Vec::new()
+        };
+        preds.extend(self.dynamic.extra_preds(node));
+        preds
     }
 
     fn slot(&self, node: u32) -> MutexGuard<'_, Option<Value>> {
-        self.results[node as usize]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        match self.results.get(node as usize) {
+            Some(slot) => slot,
+            None => &self.dyn_node(node).result,
+        }
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn result_value(&self, node: u32) -> Option<Value> {
@@ -62,15 +148,13 @@ impl RunShared {
     }
 
     fn node_of(&self, id: &str) -> Result<u32, ValueError> {
-        self.graph
-            .index_of(id)
-            .ok_or_else(|| ValueError::NoSuchResult {
-                task: id.to_owned(),
-                reason: format!(
-                    "workflow '{}' has no task with that id",
-                    self.workflow.name()
-                ),
-            })
+        self.index_of(id).ok_or_else(|| ValueError::NoSuchResult {
+            task: id.to_owned(),
+            reason: format!(
+                "workflow '{}' has no task with that id",
+                self.workflow.name()
+            ),
+        })
     }
 
     fn stored_result(&self, node: u32) -> Result<Value, ValueError> {

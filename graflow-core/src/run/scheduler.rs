@@ -7,6 +7,7 @@
 //! waits (I/O, a timer, a body sent to the blocking pool) joins a `FuturesUnordered` and is
 //! polled from the same loop. Per node that is O(1): decrement the in-degree of its successors.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -16,18 +17,23 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, Stream};
+use rustc_hash::FxHashMap as HashMap;
 
+use super::checkpoint::Checkpointer;
+use super::control::{ControlError, DynNode, End, Requests, refused};
 use super::{ExecutionContext, RunShared, TaskHandler};
 use crate::definition::{AttemptError, BoxFuture, Chain, panic_message};
-use crate::graph::Task;
+use crate::graph::{GroupOutcome, Task};
 use crate::report::{Record, TaskStatus};
 use crate::value::Value;
 
 /// How many nodes the loop handles before it yields to the runtime once.
 const BUDGET: u32 = 256;
 
-/// A handler as the scheduler uses it: one per distinct handler name of the workflow.
+/// A handler as the scheduler uses it: one per distinct handler name of the run.
 pub(crate) struct Slot {
+    /// The name it is registered under.
+    pub name: Cow<'static, str>,
     pub handler: Arc<dyn TaskHandler>,
     /// The built-in direct handler: short synchronous bodies run inline, without a future.
     pub direct: bool,
@@ -44,74 +50,157 @@ struct NodeDone {
     result: Result<(), AttemptError>,
 }
 
-/// The first failure of a run.
-pub(crate) struct Failure {
-    pub node: u32,
-    pub attempts: u32,
-    pub error: AttemptError,
+/// How a run stopped without success.
+pub(crate) enum Failure {
+    /// A task failed after its retries.
+    Task {
+        node: u32,
+        attempts: u32,
+        error: AttemptError,
+    },
+    /// A parallel group's policy was not met.
+    Group { group: u32, reason: String },
+    /// A task cancelled the run.
+    Cancelled { node: u32, message: String },
 }
 
-struct Scheduler {
-    shared: Arc<RunShared>,
-    handlers: Arc<[Slot]>,
+/// A tolerant group's progress (groups whose policy is strict are not tracked).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GroupState {
+    pub done: Vec<u32>,
+    pub verdict: Option<Result<String, String>>,
+}
+
+/// Where a run starts: nothing done yet, or the state a checkpoint kept.
+pub(crate) struct Start {
+    pub records: Vec<Record>,
+    pub indegree: Vec<u32>,
+    pub ready: Vec<u32>,
+    pub extra_succs: HashMap<u32, Vec<u32>>,
+    pub groups: Vec<GroupState>,
+}
+
+impl Start {
+    /// A fresh run of `shared`'s workflow.
+    pub fn fresh(shared: &RunShared) -> Start {
+        let graph = &shared.graph;
+        let n = graph.len();
+        Start {
+            records: vec![Record::SKIPPED; n],
+            indegree: (0..n as u32).map(|i| graph.preds(i).len() as u32).collect(),
+            ready: graph.roots.clone(),
+            extra_succs: HashMap::default(),
+            groups: vec![GroupState::default(); shared.workflow.group_list().len()],
+        }
+    }
+}
+
+/// What a run did.
+pub(crate) struct Ended {
+    pub records: Vec<Record>,
+    pub failure: Option<Failure>,
+    /// The task that ended the run early as a success, and its message.
+    pub terminated: Option<(u32, String)>,
+    pub groups: Vec<GroupState>,
+    /// Why the last checkpoint could not be written, if it could not.
+    pub checkpoint_error: Option<String>,
+}
+
+pub(crate) struct Scheduler {
+    pub(crate) shared: Arc<RunShared>,
+    handlers: Vec<Slot>,
     /// Per handler: its tasks in flight, and its ready tasks held back by its limit.
     running: Vec<usize>,
     held: Vec<VecDeque<u32>>,
-    indegree: Vec<u32>,
-    ready: VecDeque<u32>,
+    pub(crate) indegree: Vec<u32>,
+    pub(crate) ready: VecDeque<u32>,
     inflight: FuturesUnordered<BoxFuture<'static, NodeDone>>,
-    records: Vec<Record>,
+    pub(crate) records: Vec<Record>,
     failure: Option<Failure>,
+    terminated: Option<(u32, String)>,
     max_concurrency: usize,
     run_start: Instant,
+    /// Successors added while running (a node added after `c` precedes `c`'s successors).
+    pub(crate) extra_succs: HashMap<u32, Vec<u32>>,
+    pub(crate) groups: Vec<GroupState>,
+    checkpoint: Option<Checkpointer>,
+    checkpoint_error: Option<String>,
 }
 
-/// Runs the workflow of `shared` to completion or first failure.
+/// Runs the workflow of `shared` from `start` to completion, first failure or early end.
 pub(crate) async fn run(
     shared: Arc<RunShared>,
-    handlers: Arc<[Slot]>,
+    handlers: Vec<Slot>,
+    start: Start,
     max_concurrency: usize,
     run_start: Instant,
-) -> (Vec<Record>, Option<Failure>) {
-    let graph = shared.graph.clone();
-    let n = graph.len();
+    checkpoint: Option<Checkpointer>,
+) -> Ended {
     let mut scheduler = Scheduler {
         running: vec![0; handlers.len()],
         held: (0..handlers.len()).map(|_| VecDeque::new()).collect(),
         handlers,
-        indegree: (0..n as u32).map(|i| graph.preds(i).len() as u32).collect(),
-        ready: graph.roots.iter().copied().collect(),
+        indegree: start.indegree,
+        ready: start.ready.into_iter().collect(),
         inflight: FuturesUnordered::new(),
-        records: vec![Record::SKIPPED; n],
+        records: start.records,
         failure: None,
+        terminated: None,
         max_concurrency: max_concurrency.max(1),
         run_start,
+        extra_succs: start.extra_succs,
+        groups: start.groups,
+        checkpoint,
+        checkpoint_error: None,
         shared,
     };
+    // A group whose members all finished before a checkpoint was written has its verdict.
     std::future::poll_fn(|cx| scheduler.poll(cx)).await;
     // Whatever is still in flight is cancelled by dropping it.
     drop(std::mem::take(&mut scheduler.inflight));
-    (scheduler.records, scheduler.failure)
+    scheduler.save_checkpoint(true);
+    Ended {
+        records: scheduler.records,
+        failure: scheduler.failure,
+        terminated: scheduler.terminated,
+        groups: scheduler.groups,
+        checkpoint_error: scheduler.checkpoint_error,
+    }
 }
 
 impl Scheduler {
+    fn slot_of(&self, node: u32) -> usize {
+        match self.shared.graph.node_handler.get(node as usize) {
+            Some(&h) => h as usize,
+            None => self.shared.dyn_node(node).slot as usize,
+        }
+    }
+
+    /// Whether new nodes may start.
+    fn starting(&self) -> bool {
+        self.failure.is_none() && self.terminated.is_none()
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut budget = BUDGET;
         loop {
-            while self.failure.is_none() && self.inflight.len() < self.max_concurrency {
+            while self.starting() && self.inflight.len() < self.max_concurrency {
                 let Some(node) = self.ready.pop_front() else {
                     break;
                 };
-                let h = self.shared.graph.node_handler[node as usize] as usize;
+                let h = self.slot_of(node);
                 if self.running[h] >= self.handlers[h].limit {
                     self.held[h].push_back(node);
                     continue;
                 }
                 self.running[h] += 1;
+                let record = &mut self.records[node as usize];
+                record.runs += 1;
+                let cycle = record.runs;
                 // Provisional: a node still marked so when the run stops was running, and is
                 // reported as cancelled; `complete` overwrites it.
-                self.records[node as usize].status = TaskStatus::Cancelled;
-                let future = match try_now(&self.shared, &self.handlers[h], node) {
+                record.status = TaskStatus::Cancelled;
+                let future = match try_now(&self.shared, &self.handlers[h], node, cycle) {
                     // Its handler ran it at once (a short synchronous body on "direct").
                     Some(Ok(done)) => {
                         self.complete(done);
@@ -120,16 +209,18 @@ impl Scheduler {
                     // That first attempt failed and may be retried: continue asynchronously.
                     Some(Err((start, error))) => Some(Box::pin(run_node(
                         self.shared.clone(),
-                        self.handlers.clone(),
+                        self.handlers[h].handler.clone(),
                         node,
+                        cycle,
                         start,
                         Some(error),
                     ))
                         as BoxFuture<'static, NodeDone>),
                     None => Some(Box::pin(run_node(
                         self.shared.clone(),
-                        self.handlers.clone(),
+                        self.handlers[h].handler.clone(),
                         node,
+                        cycle,
                         Instant::now(),
                         None,
                     )) as BoxFuture<'static, NodeDone>),
@@ -164,7 +255,9 @@ impl Scheduler {
                         return Poll::Pending;
                     }
                 }
-                Poll::Ready(None) if self.ready.is_empty() => return Poll::Ready(()),
+                Poll::Ready(None) if self.ready.is_empty() || !self.starting() => {
+                    return Poll::Ready(());
+                }
                 Poll::Ready(None) => {}
                 Poll::Pending => return Poll::Pending,
             }
@@ -173,7 +266,7 @@ impl Scheduler {
 
     fn complete(&mut self, done: NodeDone) {
         let node = done.node;
-        let h = self.shared.graph.node_handler[node as usize] as usize;
+        let h = self.slot_of(node);
         self.running[h] -= 1;
         if let Some(next) = self.held[h].pop_front() {
             self.ready.push_front(next);
@@ -185,35 +278,454 @@ impl Scheduler {
         match done.result {
             Ok(()) => {
                 record.status = TaskStatus::Succeeded;
-                let graph = &self.shared.graph;
-                for &next in graph.succs(node) {
-                    let pending = &mut self.indegree[next as usize];
-                    *pending -= 1;
-                    if *pending == 0 {
-                        self.ready.push_back(next);
+                record.error = None;
+                record.tolerated = false;
+                let mut release = true;
+                let mut checkpoint = false;
+                if let Some(requests) = self.shared.dynamic.take(node) {
+                    checkpoint = requests.checkpoint;
+                    match self.apply(node, requests) {
+                        Ok(go_on) => release = go_on,
+                        Err(error) => {
+                            self.shared.clear_result(node);
+                            self.failed(node, done.attempts, error);
+                            return;
+                        }
                     }
                 }
+                if self.failure.is_some() {
+                    return;
+                }
+                if release {
+                    self.release(node);
+                }
+                self.member_finished(node);
+                self.completed(checkpoint);
             }
             Err(error) => {
-                record.status = TaskStatus::Failed;
-                record.error = Some(Chain(&error).to_string().into_boxed_str());
-                if self.failure.is_none() {
-                    tracing::error!(
-                        target: "graflow::engine",
-                        task = %self.shared.task(node).id(),
-                        attempts = done.attempts,
-                        error = %Chain(&error),
-                        "task failed; stopping the run"
-                    );
-                    self.failure = Some(Failure {
-                        node,
-                        attempts: done.attempts,
-                        error,
-                    });
+                // A cancel stands whatever the attempt returned; nothing else it asked for does.
+                if let Some(requests) = self.shared.dynamic.take(node)
+                    && let Some(End::Cancel(message)) = requests.end
+                {
+                    self.cancelled(node, message);
+                    return;
+                }
+                self.failed(node, done.attempts, error);
+            }
+        }
+    }
+
+    /// `node`'s last attempt failed (or what it asked for was refused).
+    fn failed(&mut self, node: u32, attempts: u32, error: AttemptError) {
+        let record = &mut self.records[node as usize];
+        record.status = TaskStatus::Failed;
+        record.attempts = attempts;
+        record.error = Some(Chain(&error).to_string().into_boxed_str());
+        let group = self.shared.graph.tolerant_group(node);
+        if let Some(group) = group
+            && self.failure.is_none()
+        {
+            record.tolerated = true;
+            tracing::warn!(
+                target: "graflow::engine",
+                task = %self.shared.task(node).id(),
+                group = %self.shared.workflow.group_list()[group as usize].name,
+                attempts,
+                error = %Chain(&error),
+                "task failed; its group's policy decides"
+            );
+            self.release(node);
+            self.member_finished(node);
+            self.completed(false);
+            return;
+        }
+        if self.failure.is_none() {
+            tracing::error!(
+                target: "graflow::engine",
+                task = %self.shared.task(node).id(),
+                attempts,
+                error = %Chain(&error),
+                "task failed; stopping the run"
+            );
+            self.failure = Some(Failure::Task {
+                node,
+                attempts,
+                error,
+            });
+            self.save_checkpoint(false);
+        }
+    }
+
+    fn cancelled(&mut self, node: u32, message: String) {
+        self.shared.clear_result(node);
+        let record = &mut self.records[node as usize];
+        record.status = TaskStatus::Failed;
+        record.error = Some(format!("cancelled the run: {message}").into_boxed_str());
+        if self.failure.is_none() {
+            tracing::warn!(
+                target: "graflow::engine",
+                task = %self.shared.task(node).id(),
+                message = %message,
+                "a task cancelled the run"
+            );
+            self.failure = Some(Failure::Cancelled { node, message });
+            self.save_checkpoint(false);
+        }
+    }
+
+    /// Frees the successors of `node`.
+    fn release(&mut self, node: u32) {
+        let shared = &self.shared;
+        if (node as usize) < shared.static_len() {
+            for &next in shared.graph.succs(node) {
+                let pending = &mut self.indegree[next as usize];
+                *pending = pending.saturating_sub(1);
+                if *pending == 0 {
+                    self.ready.push_back(next);
+                }
+            }
+        }
+        if !self.extra_succs.is_empty()
+            && let Some(succs) = self.extra_succs.get(&node)
+        {
+            for &next in succs {
+                let pending = &mut self.indegree[next as usize];
+                *pending = pending.saturating_sub(1);
+                if *pending == 0 {
+                    self.ready.push_back(next);
                 }
             }
         }
     }
+
+    /// A node finished for good (succeeded, or failed in a tolerant group): counts checkpoint
+    /// triggers.
+    fn completed(&mut self, asked: bool) {
+        if let Some(checkpoint) = &mut self.checkpoint
+            && checkpoint.due(asked)
+        {
+            self.save_checkpoint(false);
+        }
+    }
+
+    /// Writes a checkpoint of the current state, if the run keeps them. `last`: the run ended.
+    fn save_checkpoint(&mut self, last: bool) {
+        let Some(mut checkpoint) = self.checkpoint.take() else {
+            return;
+        };
+        if let Err(error) = checkpoint.save(self, last) {
+            tracing::error!(target: "graflow::engine", error = %error, "could not write a checkpoint");
+            self.checkpoint_error = Some(error);
+        }
+        self.checkpoint = Some(checkpoint);
+    }
+
+    /// Whether the node's status counts as done for its successors.
+    pub(crate) fn done(&self, node: u32) -> bool {
+        let r = &self.records[node as usize];
+        r.status == TaskStatus::Succeeded || (r.status == TaskStatus::Failed && r.tolerated)
+    }
+
+    /// The nodes running now.
+    pub(crate) fn running_nodes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == TaskStatus::Cancelled)
+            .map(|(n, _)| n as u32)
+    }
+
+    /// Nodes ready but held back by their handler's limit.
+    pub(crate) fn held_nodes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.held.iter().flatten().copied()
+    }
+
+    /// A member of a tolerant group finished: the group's verdict, once decided.
+    fn member_finished(&mut self, node: u32) {
+        let Some(g) = self.shared.graph.tolerant_group(node) else {
+            return;
+        };
+        let state = &mut self.groups[g as usize];
+        if state.verdict.is_some() {
+            return;
+        }
+        if !state.done.contains(&node) {
+            state.done.push(node);
+        }
+        let group = &self.shared.workflow.group_list()[g as usize];
+        let verdict = {
+            let outcome = self.outcome_of(g);
+            if outcome.pending() == 0 {
+                Some(group.policy.verdict(&outcome))
+            } else {
+                group.policy.doomed(&outcome).map(Err)
+            }
+        };
+        let Some(verdict) = verdict else {
+            return;
+        };
+        tracing::info!(
+            target: "graflow::engine",
+            group = %group.name,
+            policy = %group.policy.describe(),
+            passed = verdict.is_ok(),
+            reason = %match &verdict { Ok(why) | Err(why) => why },
+            "group decided"
+        );
+        if let Err(reason) = &verdict
+            && self.failure.is_none()
+        {
+            self.failure = Some(Failure::Group {
+                group: g,
+                reason: reason.clone(),
+            });
+            self.groups[g as usize].verdict = Some(verdict);
+            self.save_checkpoint(false);
+            return;
+        }
+        self.groups[g as usize].verdict = Some(verdict);
+    }
+
+    /// What the members of group `g` did so far.
+    fn outcome_of(&self, g: u32) -> GroupOutcome<'_> {
+        let group = &self.shared.workflow.group_list()[g as usize];
+        let state = &self.groups[g as usize];
+        let mut outcome = GroupOutcome {
+            group: &group.name,
+            members: group.members.len(),
+            succeeded: Vec::new(),
+            failed: Vec::new(),
+        };
+        for &m in &group.members {
+            if !state.done.contains(&m) {
+                continue;
+            }
+            let record = &self.records[m as usize];
+            let id = self.shared.task(m).id();
+            match record.status {
+                TaskStatus::Succeeded => outcome.succeeded.push(id),
+                _ => outcome
+                    .failed
+                    .push((id, record.error.as_deref().unwrap_or("failed"))),
+            }
+        }
+        outcome
+    }
+
+    /// Applies what `node`'s successful attempt asked for. `Ok(release)`: whether its
+    /// successors are freed; `Err`: the node fails with it.
+    fn apply(&mut self, node: u32, requests: Requests) -> Result<bool, AttemptError> {
+        let shared = self.shared.clone();
+        let task = shared.task(node);
+        match requests.end {
+            Some(End::Cancel(message)) => {
+                self.cancelled(node, message);
+                return Ok(false);
+            }
+            Some(End::Terminate(message)) => {
+                tracing::info!(
+                    target: "graflow::engine",
+                    task = %task.id(),
+                    message = %message,
+                    "a task ended the run early"
+                );
+                self.terminated = Some((node, message));
+            }
+            None => {}
+        }
+        let runs = self.records[node as usize].runs;
+        if requests.iterate.is_some() && runs >= task.max_cycles() {
+            return Err(cycle_limit(task, runs));
+        }
+        let target = match &requests.goto {
+            None => None,
+            Some(id) => match shared.index_of(id) {
+                Some(t) => Some(t),
+                None => {
+                    return Err(refused(
+                        task,
+                        ControlError::NoSuchTask {
+                            task: task.id().to_owned(),
+                            target: id.clone(),
+                        },
+                    ));
+                }
+            },
+        };
+        let rearm = match target {
+            None => None,
+            Some(t) => {
+                let runs = self.records[t as usize].runs;
+                let target_task = shared.task(t);
+                if runs >= target_task.max_cycles() {
+                    return Err(cycle_limit(target_task, runs));
+                }
+                Some((t, self.rearm_set(node, t).map_err(|e| refused(task, e))?))
+            }
+        };
+        let mut release = true;
+        for added in requests.added {
+            let Some(slot) = added.slot else {
+                return Err(AttemptError::handler(
+                    task.id(),
+                    task.handler(),
+                    "a task added out of process reached the scheduler unvalidated (a bug of graflow)",
+                ));
+            };
+            release &= !added.goto;
+            let slot = self.slot_index(slot);
+            let new = self.add_node(node, added.task, added.sources, slot, added.goto);
+            self.ready.push_back(new);
+        }
+        if let Some(inputs) = requests.iterate {
+            shared.dynamic.set_overrides(node, inputs);
+            self.ready.push_back(node);
+            release = false;
+        }
+        if let Some((t, set)) = rearm {
+            self.rearm(t, &set);
+            release = false;
+        }
+        Ok(release)
+    }
+
+    /// The index of `slot`'s handler among the run's, added if the run has none of its name.
+    fn slot_index(&mut self, slot: Slot) -> u32 {
+        if let Some(i) = self.handlers.iter().position(|s| s.name == slot.name) {
+            return i as u32;
+        }
+        self.handlers.push(slot);
+        self.running.push(0);
+        self.held.push(VecDeque::new());
+        (self.handlers.len() - 1) as u32
+    }
+
+    /// Appends a node after `parent`; unless `instead`, `parent`'s successors wait for it too.
+    pub(crate) fn add_node(
+        &mut self,
+        parent: u32,
+        task: Task,
+        sources: Vec<crate::graph::Source>,
+        slot: u32,
+        instead: bool,
+    ) -> u32 {
+        let shared = self.shared.clone();
+        let id = task.id().to_owned();
+        let at = shared.dynamic.nodes.push(DynNode {
+            task,
+            slot,
+            sources,
+            result: std::sync::Mutex::new(None),
+        });
+        let new = (shared.static_len() + at) as u32;
+        shared
+            .dynamic
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), new);
+        shared.dynamic.add_pred(new, parent);
+        self.records.push(Record::SKIPPED);
+        self.indegree.push(0);
+        if !instead {
+            let succs = self.succs(parent);
+            for &s in &succs {
+                shared.dynamic.add_pred(s, new);
+                self.indegree[s as usize] += 1;
+            }
+            self.extra_succs.insert(new, succs);
+        }
+        tracing::info!(
+            target: "graflow::engine",
+            task = %id,
+            added_by = %shared.task(parent).id(),
+            "task added to the run"
+        );
+        new
+    }
+
+    /// Every successor of `node`, edges added while running included.
+    pub(crate) fn succs(&self, node: u32) -> Vec<u32> {
+        let mut succs = if (node as usize) < self.shared.static_len() {
+            self.shared.graph.succs(node).to_vec()
+        } else {
+            Vec::new()
+        };
+        if let Some(extra) = self.extra_succs.get(&node) {
+            succs.extend_from_slice(extra);
+        }
+        succs
+    }
+
+    /// `target` and everything after it, which a goto from `asking` runs again; refused while
+    /// one of them runs or waits to start.
+    fn rearm_set(&self, asking: u32, target: u32) -> Result<Vec<bool>, ControlError> {
+        let mut set = vec![false; self.records.len()];
+        let mut stack = vec![target];
+        while let Some(n) = stack.pop() {
+            if !std::mem::replace(&mut set[n as usize], true) {
+                stack.extend(self.succs(n));
+            }
+        }
+        let waiting: Vec<u32> = self
+            .ready
+            .iter()
+            .chain(self.held.iter().flatten())
+            .copied()
+            .collect();
+        let busy = self
+            .running_nodes()
+            .chain(waiting)
+            .find(|&n| n != asking && set[n as usize]);
+        if let Some(busy) = busy {
+            return Err(ControlError::Conflict {
+                task: self.shared.task(asking).id().to_owned(),
+                message: format!(
+                    "goto '{}' would run task '{}' again, which is running or about to run; a goto may only lead to tasks that are not",
+                    self.shared.task(target).id(),
+                    self.shared.task(busy).id()
+                ),
+            });
+        }
+        Ok(set)
+    }
+
+    /// Runs `target` next, and everything after it again once its predecessors are done.
+    fn rearm(&mut self, target: u32, set: &[bool]) {
+        for (n, &again) in set.iter().enumerate() {
+            if again {
+                self.records[n].status = TaskStatus::Skipped;
+                self.records[n].tolerated = false;
+            }
+        }
+        for (n, &again) in set.iter().enumerate() {
+            if again {
+                let preds = self.shared.preds(n as u32);
+                self.indegree[n] = preds
+                    .iter()
+                    .filter(|&&p| set[p as usize] || !self.done(p))
+                    .count() as u32;
+            }
+        }
+        self.indegree[target as usize] = 0;
+        self.ready.push_back(target);
+        tracing::info!(
+            target: "graflow::engine",
+            task = %self.shared.task(target).id(),
+            again = set.iter().filter(|&&x| x).count(),
+            "goto: the task runs next"
+        );
+    }
+}
+
+fn cycle_limit(task: &Task, runs: u32) -> AttemptError {
+    refused(
+        task,
+        ControlError::CycleLimit {
+            task: task.id().to_owned(),
+            runs,
+        },
+    )
 }
 
 /// The first attempt through the handler's `try_execute_now`, when it takes it: `Ok` with the
@@ -223,12 +735,13 @@ fn try_now(
     shared: &Arc<RunShared>,
     slot: &Slot,
     node: u32,
+    cycle: u32,
 ) -> Option<Result<NodeDone, (Instant, AttemptError)>> {
     let task = shared.task(node);
     if !slot.direct || task.timeout().is_some() {
         return None;
     }
-    let ctx = ExecutionContext::new(shared.clone(), node, 1);
+    let ctx = ExecutionContext::new(shared.clone(), node, 1, cycle);
     let start = Instant::now();
     // (A body's panic is caught inside; nothing else here can panic.)
     let result = task
@@ -247,7 +760,12 @@ fn try_now(
         "attempt finished"
     );
     match result {
-        Err(error) if task.retry_policy().max_attempts() > 1 && error.is_retryable() => {
+        Err(error)
+            if task.retry_policy().max_attempts() > 1
+                && error.is_retryable()
+                && !shared.dynamic.cancels(node) =>
+        {
+            shared.dynamic.take(node);
             Some(Err((start, error)))
         }
         result => Some(Ok(NodeDone {
@@ -276,13 +794,13 @@ fn log_retry(task: &Task, attempt: u32, error: &AttemptError, delay: std::time::
 /// a first attempt already made (by `try_now`): this then starts with the retry.
 async fn run_node(
     shared: Arc<RunShared>,
-    handlers: Arc<[Slot]>,
+    handler: Arc<dyn TaskHandler>,
     node: u32,
+    cycle: u32,
     start: Instant,
     failed_first: Option<AttemptError>,
 ) -> NodeDone {
     let task = shared.task(node);
-    let handler = &handlers[shared.graph.node_handler[node as usize] as usize].handler;
     let policy = *task.retry_policy();
     let mut attempt = 1;
     let mut failed = failed_first;
@@ -294,7 +812,7 @@ async fn run_node(
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
-        let ctx = ExecutionContext::new(shared.clone(), node, attempt);
+        let ctx = ExecutionContext::new(shared.clone(), node, attempt, cycle);
         let attempt_start = if attempt == 1 { start } else { Instant::now() };
         let result = attempt_once(handler.as_ref(), task, &ctx)
             .await
@@ -311,7 +829,13 @@ async fn run_node(
         );
         match result {
             Ok(()) => break Ok(()),
-            Err(error) if attempt < policy.max_attempts() && error.is_retryable() => {
+            Err(error)
+                if attempt < policy.max_attempts()
+                    && error.is_retryable()
+                    && !shared.dynamic.cancels(node) =>
+            {
+                // What the failed attempt asked for is dropped.
+                shared.dynamic.take(node);
                 failed = Some(error)
             }
             Err(error) => break Err(error),

@@ -1,0 +1,848 @@
+//! Checkpoints: a run's state in a file, written atomically, from which
+//! [`WorkflowEngine::resume`](crate::WorkflowEngine::resume) continues.
+//!
+//! What is kept: every node's status, attempts and run count, the scheduler's in-degrees and
+//! ready set (tasks running when it was written are ready again), every result, the channel,
+//! the nodes and edges added while running, pending iteration inputs and the tolerant groups'
+//! progress. Results and channel values are kept in their wire form (bincode), so every value
+//! of a checkpointed run must be serializable, as it must be to cross a process boundary.
+//!
+//! The file (format 1):
+//!
+//! ```text
+//! "GRAFLOW-CHECKPOINT\n" | format (u32 LE) | head length (u32 LE) | body length (u64 LE)
+//! | head (bincode) | body (bincode) | FNV-1a 64 of head and body (u64 LE)
+//! ```
+//!
+//! The head names the build and the workflow (name and a fingerprint of its tasks, handlers,
+//! edges and groups); a checkpoint of another build or workflow is refused before its body is
+//! read. A file is written to a temporary name beside the target, synced, and renamed over it:
+//! a reader sees the previous checkpoint or the new one, never a part.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use graflow_protocol::EncodedValue;
+use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
+
+use super::scheduler::{GroupState, Scheduler, Start};
+use super::{RunShared, control};
+use crate::definition::{build_id, definitions};
+use crate::graph::{NodeOptions, Source, Task, Workflow};
+use crate::report::{Record, TaskStatus};
+use crate::value::Value;
+
+const MAGIC: &[u8; 19] = b"GRAFLOW-CHECKPOINT\n";
+const FORMAT: u32 = 1;
+/// The fixed part before the head: magic, format, head length, body length.
+const PREAMBLE: usize = MAGIC.len() + 4 + 4 + 8;
+
+/// Why a checkpoint could not be written, read or resumed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The file could not be read or written.
+    #[error("could not {action} checkpoint '{}': {source}", path.display())]
+    Io {
+        /// "read" or "write".
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file is not a whole checkpoint.
+    #[error(
+        "checkpoint '{}' is corrupt: {reason}; it cannot be resumed (start the run afresh, or resume from a copy)",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Written by another format of checkpoint.
+    #[error(
+        "checkpoint '{}' has format {found}; this build reads format {FORMAT}: resume it with the version of graflow that wrote it",
+        path.display()
+    )]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Its format.
+        found: u32,
+    },
+
+    /// Written by another build of the program.
+    #[error(
+        "checkpoint '{}' was written by another build of the program (build {theirs}; this is build {ours}): its results and graph may not match this code; resume it with the binary that wrote it, or start the run afresh",
+        path.display()
+    )]
+    OtherBuild {
+        /// The file.
+        path: PathBuf,
+        /// The build that wrote it.
+        theirs: String,
+        /// This build.
+        ours: String,
+    },
+
+    /// Written by a run of another workflow (or of a workflow of the same name that has
+    /// changed).
+    #[error(
+        "checkpoint '{}' belongs to workflow '{theirs}' (fingerprint {their_fingerprint:016x}), not to workflow '{ours}' (fingerprint {our_fingerprint:016x}); resume it with the workflow it was written for",
+        path.display()
+    )]
+    OtherWorkflow {
+        /// The file.
+        path: PathBuf,
+        /// The workflow it belongs to.
+        theirs: String,
+        /// Its fingerprint.
+        their_fingerprint: u64,
+        /// The workflow given.
+        ours: String,
+        /// Its fingerprint.
+        our_fingerprint: u64,
+    },
+
+    /// The checkpoint is whole but cannot be restored here (a task function or handler this
+    /// program does not have).
+    #[error("checkpoint '{}' cannot be restored: {reason}", path.display())]
+    Restore {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+
+    /// A value of the run could not be encoded for the checkpoint.
+    #[error("could not write checkpoint '{}': {reason}", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// Which value, and why.
+        reason: String,
+    },
+}
+
+/// When a run writes checkpoints, and where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Cadence {
+    pub path: PathBuf,
+    /// After every this many finished tasks.
+    pub every: Option<u32>,
+    /// When this long passed since the last one (checked as tasks finish).
+    pub interval: Option<Duration>,
+}
+
+/// A value in its wire form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    type_name: String,
+    bytes: Vec<u8>,
+}
+
+impl Stored {
+    fn of(encoded: EncodedValue) -> Stored {
+        Stored {
+            type_name: encoded.type_name,
+            bytes: encoded.bytes,
+        }
+    }
+
+    fn value(self) -> Value {
+        Value::from_encoded(EncodedValue {
+            type_name: self.type_name,
+            bytes: self.bytes,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Head {
+    build_id: String,
+    workflow: String,
+    fingerprint: u64,
+    run_id: String,
+    cadence: Cadence,
+    /// How many checkpoints this run wrote, this one included.
+    sequence: u64,
+    written_at_ms: u64,
+    /// Written when the run ended (successfully or not), not while it ran.
+    last: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeState {
+    status: u8,
+    attempts: u32,
+    runs: u32,
+    tolerated: bool,
+    error: Option<String>,
+    start_us: Option<u64>,
+    duration_us: Option<u64>,
+    runner: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AddedNode {
+    function: String,
+    id: String,
+    handler: String,
+    inputs: Vec<(String, Stored)>,
+    options: NodeOptions,
+    sources: Vec<Source>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Body {
+    nodes: Vec<NodeState>,
+    indegree: Vec<u32>,
+    ready: Vec<u32>,
+    results: Vec<(u32, Stored)>,
+    channel: Vec<(String, Stored)>,
+    added: Vec<AddedNode>,
+    extra_preds: Vec<(u32, Vec<u32>)>,
+    extra_succs: Vec<(u32, Vec<u32>)>,
+    overrides: Vec<(u32, Vec<(String, Stored)>)>,
+    groups: Vec<GroupState>,
+}
+
+fn status_code(status: TaskStatus) -> u8 {
+    match status {
+        TaskStatus::Succeeded => 0,
+        TaskStatus::Failed => 1,
+        TaskStatus::Cancelled => 2,
+        TaskStatus::Skipped => 3,
+    }
+}
+
+fn status_of(code: u8) -> Option<TaskStatus> {
+    Some(match code {
+        0 => TaskStatus::Succeeded,
+        1 => TaskStatus::Failed,
+        2 => TaskStatus::Cancelled,
+        3 => TaskStatus::Skipped,
+        _ => return None,
+    })
+}
+
+fn fnv(bytes: &[u8], mut hash: u64) -> u64 {
+    for &b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A fingerprint of the workflow's shape: name; each task's id, function and handler; the
+/// edges; the groups and their policies.
+pub(crate) fn fingerprint(workflow: &Workflow) -> u64 {
+    let mut hash = FNV_START;
+    let mut feed = |s: &str| {
+        hash = fnv(s.as_bytes(), hash);
+        hash = fnv(&[0], hash);
+    };
+    feed(workflow.name());
+    for task in workflow.tasks() {
+        feed(task.id());
+        feed(task.name());
+        feed(task.handler());
+    }
+    let mut edges: Vec<(&str, &str)> = workflow.edges().collect();
+    edges.sort_unstable();
+    edges.dedup();
+    for (a, b) in edges {
+        feed(a);
+        feed(b);
+    }
+    for (name, members, policy) in workflow.groups() {
+        feed(name);
+        for m in members {
+            feed(m);
+        }
+        feed(&policy.describe());
+    }
+    hash
+}
+
+fn micros(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Writes a run's checkpoints as its scheduler asks.
+pub(crate) struct Checkpointer {
+    cadence: Cadence,
+    head: Head,
+    since: u32,
+    last: Instant,
+    /// Results already encoded, by node: a result is encoded once, not at every checkpoint.
+    cache: HashMap<u32, (Value, Stored)>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("cadence", &self.cadence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    pub fn new(cadence: Cadence, workflow: &Workflow, run_id: &str, sequence: u64) -> Self {
+        Checkpointer {
+            head: Head {
+                build_id: build_id().to_owned(),
+                workflow: workflow.name().to_owned(),
+                fingerprint: fingerprint(workflow),
+                run_id: run_id.to_owned(),
+                cadence: cadence.clone(),
+                sequence,
+                written_at_ms: 0,
+                last: false,
+            },
+            cadence,
+            since: 0,
+            last: Instant::now(),
+            cache: HashMap::default(),
+        }
+    }
+
+    /// A task finished for good: whether a checkpoint is due (`asked`: the task asked for one).
+    pub fn due(&mut self, asked: bool) -> bool {
+        self.since += 1;
+        asked
+            || self.cadence.every.is_some_and(|n| self.since >= n)
+            || self
+                .cadence
+                .interval
+                .is_some_and(|d| self.last.elapsed() >= d)
+    }
+
+    /// Writes the scheduler's current state. `last`: the run has ended.
+    pub fn save(&mut self, s: &Scheduler, last: bool) -> Result<(), String> {
+        self.since = 0;
+        self.last = Instant::now();
+        let body = self.capture(s).map_err(|e| e.to_string())?;
+        self.head.sequence += 1;
+        self.head.last = last;
+        self.head.written_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let path = &self.cadence.path;
+        let encode_error = |e: bincode::error::EncodeError| CheckpointError::Encode {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let config = bincode::config::standard();
+        let head = bincode::serde::encode_to_vec(&self.head, config)
+            .map_err(encode_error)
+            .map_err(|e| e.to_string())?;
+        let body = bincode::serde::encode_to_vec(&body, config)
+            .map_err(encode_error)
+            .map_err(|e| e.to_string())?;
+        write_atomically(path, &head, &body).map_err(|e| e.to_string())?;
+        tracing::debug!(
+            target: "graflow::engine",
+            path = %path.display(),
+            sequence = self.head.sequence,
+            bytes = head.len() + body.len(),
+            "checkpoint written"
+        );
+        Ok(())
+    }
+
+    fn capture(&mut self, s: &Scheduler) -> Result<Body, CheckpointError> {
+        let shared: &RunShared = &s.shared;
+        let path = &self.cadence.path;
+        let encode = |what: String, value: &Value| {
+            value
+                .encode()
+                .map(Stored::of)
+                .map_err(|e| CheckpointError::Encode {
+                    path: path.clone(),
+                    reason: format!("{what} cannot be encoded: {e}"),
+                })
+        };
+        let n = s.records.len();
+        let mut results = Vec::new();
+        for node in 0..n as u32 {
+            let Some(value) = shared.result_value(node) else {
+                self.cache.remove(&node);
+                continue;
+            };
+            let stored = match self.cache.get(&node) {
+                Some((cached, stored)) if cached.same(&value) => stored.clone(),
+                _ => {
+                    let stored = encode(
+                        format!("the result of task '{}'", shared.task(node).id()),
+                        &value,
+                    )?;
+                    self.cache.insert(node, (value, stored.clone()));
+                    stored
+                }
+            };
+            results.push((node, stored));
+        }
+        let channel = shared
+            .channel
+            .entries()
+            .into_iter()
+            .map(|(key, value)| Ok((key.clone(), encode(format!("channel key '{key}'"), &value)?)))
+            .collect::<Result<_, CheckpointError>>()?;
+        let mut added = Vec::new();
+        for (_, node) in shared.dynamic.nodes.iter() {
+            let task = &node.task;
+            added.push(AddedNode {
+                function: task.name().to_owned(),
+                id: task.id().to_owned(),
+                handler: task.handler().to_owned(),
+                inputs: task
+                    .bound_inputs()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.to_owned(),
+                            encode(format!("input `{k}` of task '{}'", task.id()), v)?,
+                        ))
+                    })
+                    .collect::<Result<_, CheckpointError>>()?,
+                options: task.node_options(),
+                sources: node.sources.clone(),
+            });
+        }
+        let extra_preds = shared
+            .dynamic
+            .extra_preds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&k, v)| (k, v.clone()))
+            .collect();
+        let overrides = shared
+            .dynamic
+            .overrides
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&node, inputs)| {
+                Ok((
+                    node,
+                    inputs
+                        .iter()
+                        .map(|(k, v)| Ok((k.clone(), encode(format!("iteration input `{k}`"), v)?)))
+                        .collect::<Result<_, CheckpointError>>()?,
+                ))
+            })
+            .collect::<Result<_, CheckpointError>>()?;
+        // Running tasks and tasks held back by their handler's limit are ready again.
+        let mut ready: Vec<u32> = s.ready.iter().copied().collect();
+        ready.extend(s.held_nodes());
+        ready.extend(s.running_nodes());
+        let runners = shared
+            .runners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let nodes = s
+            .records
+            .iter()
+            .enumerate()
+            .map(|(node, r)| {
+                // A running task's status is provisional: it is pending again on resume.
+                let status = if r.status == TaskStatus::Cancelled {
+                    TaskStatus::Skipped
+                } else {
+                    r.status
+                };
+                NodeState {
+                    status: status_code(status),
+                    attempts: r.attempts,
+                    runs: if r.status == TaskStatus::Cancelled {
+                        r.runs.saturating_sub(1)
+                    } else {
+                        r.runs
+                    },
+                    tolerated: r.tolerated,
+                    error: r.error.as_deref().map(str::to_owned),
+                    start_us: micros(r.start),
+                    duration_us: micros(r.duration),
+                    runner: runners
+                        .get(&(node as u32))
+                        .map(|r| r.to_string())
+                        .or_else(|| r.runner.as_deref().map(str::to_owned)),
+                }
+            })
+            .collect();
+        Ok(Body {
+            nodes,
+            indegree: s.indegree.clone(),
+            ready,
+            results,
+            channel,
+            added,
+            extra_preds,
+            extra_succs: s.extra_succs.iter().map(|(&k, v)| (k, v.clone())).collect(),
+            overrides,
+            groups: s.groups.clone(),
+        })
+    }
+}
+
+fn write_atomically(path: &Path, head: &[u8], body: &[u8]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    let mut checksum = fnv(head, FNV_START);
+    checksum = fnv(body, checksum);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".to_owned());
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        let mut out = std::io::BufWriter::new(&mut file);
+        out.write_all(MAGIC)?;
+        out.write_all(&FORMAT.to_le_bytes())?;
+        out.write_all(&(head.len() as u32).to_le_bytes())?;
+        out.write_all(&(body.len() as u64).to_le_bytes())?;
+        out.write_all(head)?;
+        out.write_all(body)?;
+        out.write_all(&checksum.to_le_bytes())?;
+        out.flush()?;
+        drop(out);
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a power cut once the directory is synced.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// A checkpoint read from its file: what the run had done when it was written.
+pub struct Checkpoint {
+    path: PathBuf,
+    head: Head,
+    body: Body,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("workflow", &self.head.workflow)
+            .field("run_id", &self.head.run_id)
+            .field("sequence", &self.head.sequence)
+            .field("nodes", &self.body.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest head a checkpoint may have.
+const MAX_HEAD: u32 = 1 << 20;
+
+impl Checkpoint {
+    /// Reads and checks the checkpoint at `path` (whole, unchanged, of a known format). It
+    /// is not compared with any workflow yet: [`WorkflowEngine::resume`](crate::WorkflowEngine::resume)
+    /// does that.
+    pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
+        let path = path.as_ref().to_owned();
+        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.len() < PREAMBLE || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(corrupt(
+                "it does not start like a graflow checkpoint".to_owned(),
+            ));
+        }
+        let u32_at = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_le_bytes(b)
+        };
+        let format = u32_at(MAGIC.len());
+        if format != FORMAT {
+            return Err(CheckpointError::Format {
+                path,
+                found: format,
+            });
+        }
+        let head_len = u32_at(MAGIC.len() + 4);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[MAGIC.len() + 8..PREAMBLE]);
+        let body_len = u64::from_le_bytes(b);
+        if head_len > MAX_HEAD {
+            return Err(corrupt(format!("its head claims {head_len} bytes")));
+        }
+        let expected = (PREAMBLE as u64)
+            .checked_add(u64::from(head_len))
+            .and_then(|n| n.checked_add(body_len))
+            .and_then(|n| n.checked_add(8));
+        if expected != Some(bytes.len() as u64) {
+            return Err(corrupt(format!(
+                "it is {} bytes long but its lengths say {} (cut short, or appended to)",
+                bytes.len(),
+                expected.map_or_else(|| "more than can exist".to_owned(), |n| n.to_string())
+            )));
+        }
+        let head_end = PREAMBLE + head_len as usize;
+        let body_end = bytes.len() - 8;
+        let mut checksum = [0u8; 8];
+        checksum.copy_from_slice(&bytes[body_end..]);
+        let sum = fnv(&bytes[PREAMBLE..body_end], FNV_START);
+        if sum != u64::from_le_bytes(checksum) {
+            return Err(corrupt(
+                "its checksum does not match its contents (changed on disk?)".to_owned(),
+            ));
+        }
+        let config = bincode::config::standard();
+        let (head, used): (Head, usize) =
+            bincode::serde::decode_from_slice(&bytes[PREAMBLE..head_end], config)
+                .map_err(|e| corrupt(format!("its head cannot be read: {e}")))?;
+        if used != head_len as usize {
+            return Err(corrupt("its head has trailing bytes".to_owned()));
+        }
+        let (body, used): (Body, usize) =
+            bincode::serde::decode_from_slice(&bytes[head_end..body_end], config)
+                .map_err(|e| corrupt(format!("its body cannot be read: {e}")))?;
+        if used != body_end - head_end {
+            return Err(corrupt("its body has trailing bytes".to_owned()));
+        }
+        let checkpoint = Checkpoint {
+            path: path.clone(),
+            head,
+            body,
+        };
+        checkpoint.check_shape().map_err(corrupt)?;
+        Ok(checkpoint)
+    }
+
+    /// Every index in the body points at a node of it.
+    fn check_shape(&self) -> Result<(), String> {
+        let b = &self.body;
+        let n = b.nodes.len();
+        let ok = |node: &u32| (*node as usize) < n;
+        let fine = b.indegree.len() == n
+            && b.ready.iter().all(ok)
+            && b.results.iter().all(|(node, _)| ok(node))
+            && b.extra_preds
+                .iter()
+                .all(|(node, preds)| ok(node) && preds.iter().all(ok))
+            && b.extra_succs
+                .iter()
+                .all(|(node, succs)| ok(node) && succs.iter().all(ok))
+            && b.overrides.iter().all(|(node, _)| ok(node))
+            && b.added.len() <= n
+            && b.nodes.iter().all(|s| status_of(s.status).is_some())
+            && b.added.iter().all(|a| {
+                a.sources.iter().all(|s| match s {
+                    Source::Bound(i) => (*i as usize) < a.inputs.len(),
+                    Source::Result(node) => ok(node),
+                    Source::Channel => true,
+                })
+            });
+        if fine {
+            Ok(())
+        } else {
+            Err("its contents are inconsistent (a node index out of range)".to_owned())
+        }
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The workflow it belongs to.
+    pub fn workflow(&self) -> &str {
+        &self.head.workflow
+    }
+
+    /// The id of the run that wrote it.
+    pub fn run_id(&self) -> &str {
+        &self.head.run_id
+    }
+
+    /// The build of the program that wrote it.
+    pub fn build_id(&self) -> &str {
+        &self.head.build_id
+    }
+
+    /// How many checkpoints the run had written, this one included.
+    pub fn sequence(&self) -> u64 {
+        self.head.sequence
+    }
+
+    /// When it was written.
+    pub fn written_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.head.written_at_ms)
+    }
+
+    /// Whether it was written when the run ended (rather than while it ran).
+    pub fn is_final(&self) -> bool {
+        self.head.last
+    }
+
+    /// The ids of the tasks that were done when it was written (succeeded, or failed where
+    /// their group tolerated it), in node order: resuming it with `workflow` does not run them
+    /// again. Refused like a resume if it does not belong to `workflow` and this build.
+    pub fn completed(&self, workflow: &Workflow) -> Result<Vec<String>, CheckpointError> {
+        self.check(workflow)?;
+        let first_added = workflow.len();
+        Ok(self
+            .body
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.status == 0 || (s.status == 1 && s.tolerated))
+            .map(|(node, _)| match workflow.tasks().get(node) {
+                Some(task) => task.id().to_owned(),
+                None => self.body.added[node - first_added].id.clone(),
+            })
+            .collect())
+    }
+
+    /// Checks that it belongs to `workflow` and this build.
+    pub(crate) fn check(&self, workflow: &Workflow) -> Result<(), CheckpointError> {
+        if self.head.build_id != build_id() {
+            return Err(CheckpointError::OtherBuild {
+                path: self.path.clone(),
+                theirs: self.head.build_id.clone(),
+                ours: build_id().to_owned(),
+            });
+        }
+        let ours = fingerprint(workflow);
+        let static_nodes = self.body.nodes.len() - self.body.added.len();
+        if self.head.workflow != workflow.name()
+            || self.head.fingerprint != ours
+            || static_nodes != workflow.len()
+        {
+            return Err(CheckpointError::OtherWorkflow {
+                path: self.path.clone(),
+                theirs: self.head.workflow.clone(),
+                their_fingerprint: self.head.fingerprint,
+                ours: workflow.name().to_owned(),
+                our_fingerprint: ours,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Checkpoint {
+    /// The cadence the run that wrote it used (a resumed run keeps writing the same way).
+    pub(crate) fn cadence(&self) -> Cadence {
+        self.head.cadence.clone()
+    }
+
+    /// The channel as it was.
+    pub(crate) fn channel(&mut self) -> crate::channel::Channel {
+        let channel = crate::channel::Channel::new();
+        for (key, stored) in std::mem::take(&mut self.body.channel) {
+            channel.set_value(key, stored.value());
+        }
+        channel
+    }
+
+    /// Puts the kept results and added nodes into `shared` (a fresh run of the checkpoint's
+    /// workflow) and returns where its scheduler starts. `slot_for(handler, task)` gives the
+    /// index of a handler among the run's.
+    pub(crate) fn restore(
+        self,
+        shared: &RunShared,
+        slot_for: &mut dyn FnMut(&str, &str) -> Result<u32, String>,
+    ) -> Result<Start, CheckpointError> {
+        let path = self.path;
+        let body = self.body;
+        let restore = |reason: String| CheckpointError::Restore {
+            path: path.clone(),
+            reason,
+        };
+        for added in body.added {
+            let Some(def) = definitions().find(|d| d.name == added.function) else {
+                return Err(restore(format!(
+                    "task '{}' (added while the run ran) is of function `{}`, which this program does not have",
+                    added.id, added.function
+                )));
+            };
+            let slot = slot_for(&added.handler, &added.id).map_err(&restore)?;
+            let inputs = added
+                .inputs
+                .into_iter()
+                .map(|(k, v)| (k, v.value()))
+                .collect();
+            let task = Task::restore(def, added.id.clone(), added.handler, inputs, added.options);
+            let at = shared.dynamic.nodes.push(control::DynNode {
+                task,
+                slot,
+                sources: added.sources,
+                result: std::sync::Mutex::new(None),
+            });
+            shared
+                .dynamic
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(added.id, (shared.static_len() + at) as u32);
+        }
+        for (node, preds) in body.extra_preds {
+            for pred in preds {
+                shared.dynamic.add_pred(node, pred);
+            }
+        }
+        for (node, inputs) in body.overrides {
+            let inputs = inputs.into_iter().map(|(k, v)| (k, v.value())).collect();
+            shared.dynamic.set_overrides(node, inputs);
+        }
+        for (node, stored) in body.results {
+            shared.store_result(node, stored.value());
+        }
+        let records = body
+            .nodes
+            .into_iter()
+            .map(|s| Record {
+                status: status_of(s.status).unwrap_or(TaskStatus::Skipped),
+                attempts: s.attempts,
+                start: s.start_us.map(Duration::from_micros),
+                duration: s.duration_us.map(Duration::from_micros),
+                error: s.error.map(String::into_boxed_str),
+                runner: s.runner.map(String::into_boxed_str),
+                runs: s.runs,
+                tolerated: s.tolerated,
+            })
+            .collect();
+        let mut ready = body.ready;
+        ready.sort_unstable();
+        ready.dedup();
+        Ok(Start {
+            records,
+            indegree: body.indegree,
+            ready,
+            extra_succs: body.extra_succs.into_iter().collect(),
+            groups: body.groups,
+        })
+    }
+}

@@ -1,0 +1,401 @@
+//! Dynamic control from inside a task: adding tasks, goto, iterations bounded by max_cycles,
+//! terminate and cancel; in this process and from a child process (the requests come back in
+//! the outcome).
+
+use graflow::prelude::*;
+use graflow::{ControlError, TaskStatus};
+
+graflow::enable_test_runner!();
+
+#[task]
+fn count_words(text: String) -> usize {
+    text.split_whitespace().count()
+}
+
+/// Splits its input into one task per line, decided at run time; `total` waits for them.
+#[task]
+fn split(lines: Vec<String>, ctx: &TaskContext) -> graflow::Result<usize> {
+    for (i, line) in lines.iter().enumerate() {
+        ctx.next_task(
+            count_words::task()
+                .with_id(format!("count_{i}"))
+                .with_input("text", line.clone()),
+        )?;
+    }
+    Ok(lines.len())
+}
+
+#[task(handler = "process")]
+fn split_out_of_process(lines: Vec<String>, ctx: &TaskContext) -> graflow::Result<usize> {
+    for (i, line) in lines.iter().enumerate() {
+        ctx.next_task(
+            count_words::task()
+                .with_id(format!("count_{i}"))
+                .with_input("text", line.clone())
+                .with_max_cycles(3),
+        )?;
+    }
+    Ok(lines.len())
+}
+
+#[task]
+fn total(ctx: &TaskContext) -> graflow::Result<(Vec<String>, usize)> {
+    let ids: Vec<String> = ctx.upstream_ids().iter().map(|s| s.to_string()).collect();
+    let counts = ctx.upstream::<usize>()?;
+    // The splitter's own result (the number of lines) is among them.
+    Ok((ids, counts.into_iter().sum()))
+}
+
+fn lines() -> Channel {
+    Channel::new().with(
+        "lines",
+        vec!["a b c".to_owned(), "d e".to_owned(), "f".to_owned()],
+    )
+}
+
+#[test]
+fn a_task_fans_out_into_tasks_decided_at_run_time_and_its_successor_waits_for_them() {
+    let wf = workflow! { split >> total; };
+    let report = WorkflowEngine::new().run_with(&wf, lines()).unwrap();
+    let (ids, sum) = report.result::<(Vec<String>, usize)>("total").unwrap();
+    assert_eq!(ids, ["split", "count_0", "count_1", "count_2"]);
+    assert_eq!(sum, 3 + 3 + 2 + 1);
+    let added = report.task("count_1").unwrap();
+    assert!(added.added);
+    assert_eq!(added.status, TaskStatus::Succeeded);
+    assert_eq!(report.result::<usize>("count_0").unwrap(), 3);
+    assert_eq!(report.tasks().len(), 5);
+}
+
+#[test]
+fn requests_made_in_a_child_process_come_back_in_its_outcome() {
+    let wf = workflow! { split_out_of_process >> total; };
+    let report = WorkflowEngine::new().run_with(&wf, lines()).unwrap();
+    let (ids, sum) = report.result::<(Vec<String>, usize)>("total").unwrap();
+    assert_eq!(
+        ids,
+        ["split_out_of_process", "count_0", "count_1", "count_2"]
+    );
+    assert_eq!(sum, 9);
+}
+
+#[task]
+fn add_bad(ctx: &TaskContext) -> graflow::Result<String> {
+    let unknown = ctx
+        .next_task(
+            count_words::task()
+                .with_id("nowhere")
+                .with_handler("no-such-handler"),
+        )
+        .unwrap_err();
+    let unbound = ctx
+        .next_task(count_words::task().with_id("unbound"))
+        .unwrap_err();
+    let duplicate = ctx
+        .next_task(
+            count_words::task()
+                .with_id("add_bad")
+                .with_input("text", "x".to_owned()),
+        )
+        .unwrap_err();
+    let wrong_type = ctx
+        .next_task(
+            count_words::task()
+                .with_id("typed")
+                .with_input("text", 3u32),
+        )
+        .unwrap_err();
+    Ok([unknown, unbound, duplicate, wrong_type]
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+#[test]
+fn an_added_task_is_validated_when_it_is_added() {
+    let wf = workflow! { add_bad; };
+    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let text = report.result::<String>("add_bad").unwrap();
+    assert!(
+        text.contains("task 'add_bad' cannot add task 'nowhere' to the run"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Unknown handler type: no-such-handler"),
+        "{text}"
+    );
+    assert!(
+        text.contains("parameter `text: alloc::string::String` has no value"),
+        "{text}"
+    );
+    assert!(text.contains("task id 'add_bad' is used twice"), "{text}");
+    assert!(
+        text.contains(
+            "expects `alloc::string::String` but the input bound with Task::with_input is `u32`"
+        ),
+        "{text}"
+    );
+    // Nothing refused was added.
+    assert_eq!(report.tasks().len(), 1);
+}
+
+#[task(handler = "process")]
+fn add_bad_out_of_process(ctx: &TaskContext) -> graflow::Result<u32> {
+    // In the runner the engine's handlers are unknown: the engine refuses it on arrival.
+    ctx.next_task(
+        count_words::task()
+            .with_id("nowhere")
+            .with_handler("no-such-handler"),
+    )?;
+    Ok(1)
+}
+
+#[test]
+fn an_invalid_task_added_out_of_process_fails_the_attempt_that_added_it() {
+    let wf = workflow! { add_bad_out_of_process; };
+    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let failure = error.failure().unwrap();
+    assert_eq!(failure.task, "add_bad_out_of_process");
+    assert_eq!(failure.attempts, 1);
+    let text = error.to_string();
+    assert!(
+        text.contains("asked its run for something it cannot do"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Unknown handler type: no-such-handler"),
+        "{text}"
+    );
+}
+
+/// Doubles `value` until it reaches 100, one iteration per run.
+#[task(max_cycles = 10)]
+fn grow(value: u64, ctx: &TaskContext) -> graflow::Result<u64> {
+    let next = value * 2;
+    if next < 100 {
+        ctx.next_iteration().with("value", next).request()?;
+    }
+    Ok(next)
+}
+
+#[task(handler = "process", max_cycles = 10)]
+fn grow_out_of_process(value: u64, ctx: &TaskContext) -> graflow::Result<u64> {
+    let next = value * 2;
+    if next < 100 {
+        ctx.next_iteration().with("value", next).request()?;
+    }
+    Ok(next)
+}
+
+#[task]
+fn after_growth(ctx: &TaskContext) -> graflow::Result<u64> {
+    Ok(ctx.upstream::<u64>()?.into_iter().sum::<u64>() + 1)
+}
+
+#[test]
+fn a_task_iterates_with_new_input_before_its_successors_run() {
+    let wf = workflow! { grow >> after_growth; };
+    let report = WorkflowEngine::new()
+        .run_with(&wf, Channel::new().with("value", 3u64))
+        .unwrap();
+    // 6, 12, 24, 48, 96, 192
+    assert_eq!(report.result::<u64>("grow").unwrap(), 192);
+    assert_eq!(report.task("grow").unwrap().runs, 6);
+    assert_eq!(report.result::<u64>("after_growth").unwrap(), 193);
+    assert_eq!(report.task("after_growth").unwrap().runs, 1);
+
+    let mut wf = Workflow::builder("remote-growth");
+    let g = wf.add(grow_out_of_process::task().with_id("grow"));
+    let a = wf.add(after_growth::task());
+    wf.edge(g, a);
+    let report = WorkflowEngine::new()
+        .run_with(&wf.build(), Channel::new().with("value", 3u64))
+        .unwrap();
+    assert_eq!(report.result::<u64>("grow").unwrap(), 192);
+    assert_eq!(report.task("grow").unwrap().runs, 6);
+}
+
+#[test]
+fn past_max_cycles_the_task_fails() {
+    let wf = workflow! { grow >> after_growth; };
+    // 1 → 2 → ... → 128 would take 7 runs; max_cycles = 3.
+    let mut wf2 = Workflow::builder("limited");
+    let g = wf2.add(grow::task().with_max_cycles(3));
+    let a = wf2.add(after_growth::task());
+    wf2.edge(g, a);
+    let error = WorkflowEngine::new()
+        .run_with(&wf2.build(), Channel::new().with("value", 1u64))
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("task 'grow' has run 3 time(s), its max_cycles"),
+        "{text}"
+    );
+    let report = error.report().unwrap();
+    assert_eq!(report.task("grow").unwrap().runs, 3);
+    assert_eq!(
+        report.task("after_growth").unwrap().status,
+        TaskStatus::Skipped
+    );
+    // The same limit out of process (the engine counts, whatever the runner says).
+    let _ = wf;
+    let mut wf3 = Workflow::builder("limited-remote");
+    wf3.add(grow_out_of_process::task().with_max_cycles(2));
+    let error = WorkflowEngine::new()
+        .run_with(&wf3.build(), Channel::new().with("value", 1u64))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("has run 2 time(s), its max_cycles"),
+        "{error}"
+    );
+}
+
+#[task]
+fn draft(ctx: &TaskContext) -> u32 {
+    ctx.cycle()
+}
+
+#[task]
+fn review(draft: u32, ctx: &TaskContext) -> graflow::Result<String> {
+    if draft < 3 {
+        // Not good enough: back to drafting (draft and review run again).
+        ctx.goto("draft")?;
+        return Ok(format!("rejected draft {draft}"));
+    }
+    Ok(format!("accepted draft {draft}"))
+}
+
+#[task]
+fn publish(review: String) -> String {
+    format!("published: {review}")
+}
+
+#[test]
+fn goto_runs_an_earlier_task_again_and_the_tasks_after_it() {
+    let wf = workflow! { draft >> review >> publish; };
+    let report = WorkflowEngine::new().run(&wf).unwrap();
+    assert_eq!(
+        report.result::<String>("publish").unwrap(),
+        "published: accepted draft 3"
+    );
+    assert_eq!(report.task("draft").unwrap().runs, 3);
+    assert_eq!(report.task("review").unwrap().runs, 3);
+    assert_eq!(report.task("publish").unwrap().runs, 1);
+}
+
+#[task]
+fn jump_nowhere(ctx: &TaskContext) -> graflow::Result<u32> {
+    match ctx.goto("nope") {
+        Err(ControlError::NoSuchTask { target, .. }) => Ok(target.len() as u32),
+        other => panic!("expected NoSuchTask, got {other:?}"),
+    }
+}
+
+#[test]
+fn goto_to_a_task_the_run_does_not_have_is_refused() {
+    let report = WorkflowEngine::new()
+        .run(&workflow! { jump_nowhere; })
+        .unwrap();
+    assert_eq!(report.result::<u32>("jump_nowhere").unwrap(), 4);
+}
+
+#[task]
+fn check_cache(ctx: &TaskContext) -> u32 {
+    ctx.terminate("the cache has it");
+    42
+}
+
+#[task]
+fn expensive(check_cache: u32) -> u32 {
+    check_cache + 1
+}
+
+#[task(handler = "process")]
+fn check_cache_out_of_process(ctx: &TaskContext) -> u32 {
+    ctx.terminate("the cache has it");
+    42
+}
+
+#[test]
+fn terminate_ends_the_run_early_as_a_success() {
+    let wf = workflow! { check_cache >> expensive; };
+    let report = WorkflowEngine::new().run(&wf).unwrap();
+    assert!(report.succeeded());
+    assert_eq!(
+        report.terminated(),
+        Some(("check_cache", "the cache has it"))
+    );
+    assert_eq!(report.result::<u32>("check_cache").unwrap(), 42);
+    assert_eq!(
+        report.task("expensive").unwrap().status,
+        TaskStatus::Skipped
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("ended early by task 'check_cache': the cache has it")
+    );
+
+    let mut wf = Workflow::builder("remote-terminate");
+    let c = wf.add(check_cache_out_of_process::task().with_id("check_cache"));
+    let e = wf.add(expensive::task());
+    wf.edge(c, e);
+    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    assert_eq!(
+        report.terminated(),
+        Some(("check_cache", "the cache has it"))
+    );
+    assert_eq!(
+        report.task("expensive").unwrap().status,
+        TaskStatus::Skipped
+    );
+}
+
+#[task(retries = 3, retry_delay = "1ms")]
+fn validate_input(ctx: &TaskContext) -> Result<u32, String> {
+    ctx.cancel("the input is not valid");
+    Err("invalid".to_owned())
+}
+
+#[task(handler = "process")]
+fn validate_out_of_process(ctx: &TaskContext) -> u32 {
+    ctx.cancel("the input is not valid");
+    7
+}
+
+#[test]
+fn cancel_fails_the_run_whatever_the_attempt_returned_and_is_not_retried() {
+    let wf = workflow! { validate_input >> after_growth; };
+    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let RunError::Cancelled(cancelled) = &error else {
+        panic!("expected a cancelled run, got {error:?}");
+    };
+    assert_eq!(cancelled.task, "validate_input");
+    assert_eq!(cancelled.message, "the input is not valid");
+    let record = cancelled.report.task("validate_input").unwrap();
+    assert_eq!(record.attempts, 1);
+    assert!(record.error.unwrap().contains("cancelled the run"));
+    assert!(
+        error
+            .to_string()
+            .contains("was cancelled by task 'validate_input'"),
+        "{error}"
+    );
+
+    let error = WorkflowEngine::new()
+        .run(&workflow! { validate_out_of_process; })
+        .unwrap_err();
+    let RunError::Cancelled(cancelled) = &error else {
+        panic!("expected a cancelled run, got {error:?}");
+    };
+    assert_eq!(cancelled.message, "the input is not valid");
+    assert!(
+        cancelled
+            .report
+            .result::<u32>("validate_out_of_process")
+            .is_err()
+    );
+}
