@@ -246,3 +246,47 @@ fn a_member_that_crashes_its_runner_is_tolerated_like_any_failure() {
     );
     assert_eq!(report.result::<(Vec<String>, u32)>("gather").unwrap().1, 11);
 }
+
+static MIRROR_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static GATHERED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[task]
+fn mirror_down_once() -> Result<u32, String> {
+    match MIRROR_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+        0 => Err("mirror down".to_owned()),
+        _ => Ok(7),
+    }
+}
+
+#[task]
+fn gather_once(ctx: &TaskContext) -> graflow::Result<u32> {
+    GATHERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(ctx.upstream::<u32>()?.into_iter().sum())
+}
+
+#[test]
+fn a_run_stopped_by_its_group_policy_resumes_with_the_failed_members() {
+    let path = std::env::temp_dir().join(format!("graflow-group-{}.ckpt", std::process::id()));
+    let wf = workflow! {
+        name: "mirrors";
+        start >> (good_a | mirror_down_once).policy(critical(mirror_down_once)) >> gather_once;
+    };
+    let engine = WorkflowEngine::new();
+    let error = engine
+        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .unwrap_err();
+    assert!(matches!(error, RunError::GroupFailed(_)), "{error}");
+    let report = engine.resume_blocking(&wf, &path).unwrap();
+    assert_eq!(report.result::<u32>("gather_once").unwrap(), 11 + 7);
+    assert_eq!(
+        GATHERED.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the sink ran once"
+    );
+    assert!(
+        matches!(&report.groups()[0].verdict, Some(Ok(_))),
+        "{:?}",
+        report.groups()
+    );
+    let _ = std::fs::remove_file(&path);
+}

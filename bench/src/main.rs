@@ -266,7 +266,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 #[graflow::main]
 async fn main() -> graflow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: graflow-bench chain|fanout|call|process|warm-process N | docker|docker8|warm-docker R IMAGE | docker-group N POOL IMAGE";
+    let usage = "usage: graflow-bench chain|fanout|call|process|warm-process|checkpoint-every|checkpoint-end N | docker|docker8|warm-docker R IMAGE | docker-group N POOL IMAGE";
     let (Some(what), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!("{usage}");
@@ -288,6 +288,39 @@ async fn main() -> graflow::Result<()> {
             );
             assert_eq!(report.result::<u64>(&format!("t{}", n - 1))?, 1);
             emit("chain", n, seconds, &format!(",\"run_seconds\":{run:.9}"));
+        }
+        "checkpoint-every" | "checkpoint-every-fast" | "checkpoint-end" => {
+            // A chain with a checkpoint after every task, against one when the run ends.
+            let dir = std::env::temp_dir().join(format!("graflow-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            let path = dir.join("chain.ckpt");
+            let mut options = graflow::RunOptions::new().checkpoint(&path);
+            if what != "checkpoint-end" {
+                options = options.checkpoint_every(1);
+            }
+            if what == "checkpoint-every-fast" {
+                options = options.checkpoint_durable(false);
+            }
+            engine.execute(&chain(10)).await?;
+            let wf = chain(n);
+            let started = Instant::now();
+            let report = engine
+                .execute_with_options(&wf, graflow::Channel::new(), &options)
+                .await?;
+            let seconds = started.elapsed().as_secs_f64();
+            assert_eq!(report.result::<u64>(&format!("t{}", n - 1))?, 1);
+            let checkpoint = graflow::Checkpoint::load(&path)?;
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            emit(
+                &what.replace('-', "_"),
+                n,
+                seconds,
+                &format!(
+                    ",\"checkpoints\":{},\"file_bytes\":{bytes}",
+                    checkpoint.sequence()
+                ),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
         }
         "fanout" => {
             engine.execute(&fanout(10)).await?;

@@ -19,13 +19,13 @@
 //! read. A file is written to a temporary name beside the target, synced, and renamed over it:
 //! a reader sees the previous checkpoint or the new one, never a part.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use graflow_protocol::EncodedValue;
-use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::scheduler::{GroupState, Scheduler, Start};
@@ -141,6 +141,8 @@ pub(crate) struct Cadence {
     pub every: Option<u32>,
     /// When this long passed since the last one (checked as tasks finish).
     pub interval: Option<Duration>,
+    /// Synced to disk before the run goes on.
+    pub durable: bool,
 }
 
 /// A value in its wire form.
@@ -286,7 +288,9 @@ pub(crate) struct Checkpointer {
     since: u32,
     last: Instant,
     /// Results already encoded, by node: a result is encoded once, not at every checkpoint.
-    cache: HashMap<u32, (Value, Stored)>,
+    results: Vec<Option<(Value, Stored)>>,
+    /// The nodes added while running, encoded once.
+    added: Vec<AddedNode>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -313,7 +317,8 @@ impl Checkpointer {
             cadence,
             since: 0,
             last: Instant::now(),
-            cache: HashMap::default(),
+            results: Vec::new(),
+            added: Vec::new(),
         }
     }
 
@@ -332,25 +337,25 @@ impl Checkpointer {
     pub fn save(&mut self, s: &Scheduler, last: bool) -> Result<(), String> {
         self.since = 0;
         self.last = Instant::now();
-        let body = self.capture(s).map_err(|e| e.to_string())?;
+        self.refresh(s).map_err(|e| e.to_string())?;
         self.head.sequence += 1;
         self.head.last = last;
         self.head.written_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let path = &self.cadence.path;
-        let encode_error = |e: bincode::error::EncodeError| CheckpointError::Encode {
-            path: path.clone(),
-            reason: e.to_string(),
+        let encode_error = |e: bincode::error::EncodeError| {
+            CheckpointError::Encode {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+            .to_string()
         };
         let config = bincode::config::standard();
-        let head = bincode::serde::encode_to_vec(&self.head, config)
-            .map_err(encode_error)
-            .map_err(|e| e.to_string())?;
-        let body = bincode::serde::encode_to_vec(&body, config)
-            .map_err(encode_error)
-            .map_err(|e| e.to_string())?;
-        write_atomically(path, &head, &body).map_err(|e| e.to_string())?;
+        let head = bincode::serde::encode_to_vec(&self.head, config).map_err(encode_error)?;
+        let body = self.capture(s).map_err(|e| e.to_string())?;
+        let body = bincode::serde::encode_to_vec(&body, config).map_err(encode_error)?;
+        write_atomically(path, &head, &body, self.cadence.durable).map_err(|e| e.to_string())?;
         tracing::debug!(
             target: "graflow::engine",
             path = %path.display(),
@@ -361,48 +366,33 @@ impl Checkpointer {
         Ok(())
     }
 
-    fn capture(&mut self, s: &Scheduler) -> Result<Body, CheckpointError> {
+    /// Encodes what changed since the last checkpoint: new or replaced results, and the
+    /// nodes added since (a node's task never changes once added).
+    fn refresh(&mut self, s: &Scheduler) -> Result<(), CheckpointError> {
         let shared: &RunShared = &s.shared;
         let path = &self.cadence.path;
-        let encode = |what: String, value: &Value| {
-            value
-                .encode()
-                .map(Stored::of)
-                .map_err(|e| CheckpointError::Encode {
-                    path: path.clone(),
-                    reason: format!("{what} cannot be encoded: {e}"),
-                })
-        };
         let n = s.records.len();
-        let mut results = Vec::new();
-        for node in 0..n as u32 {
-            let Some(value) = shared.result_value(node) else {
-                self.cache.remove(&node);
+        self.results.resize_with(n, || None);
+        for node in 0..n {
+            let Some(value) = shared.result_value(node as u32) else {
+                self.results[node] = None;
                 continue;
             };
-            let stored = match self.cache.get(&node) {
-                Some((cached, stored)) if cached.same(&value) => stored.clone(),
-                _ => {
-                    let stored = encode(
-                        format!("the result of task '{}'", shared.task(node).id()),
-                        &value,
-                    )?;
-                    self.cache.insert(node, (value, stored.clone()));
-                    stored
-                }
-            };
-            results.push((node, stored));
+            if let Some((cached, _)) = &self.results[node]
+                && cached.same(&value)
+            {
+                continue;
+            }
+            let stored = encode(
+                path,
+                format!("the result of task '{}'", shared.task(node as u32).id()),
+                &value,
+            )?;
+            self.results[node] = Some((value, stored));
         }
-        let channel = shared
-            .channel
-            .entries()
-            .into_iter()
-            .map(|(key, value)| Ok((key.clone(), encode(format!("channel key '{key}'"), &value)?)))
-            .collect::<Result<_, CheckpointError>>()?;
-        let mut added = Vec::new();
-        for (_, node) in shared.dynamic.nodes.iter() {
+        for (_, node) in shared.dynamic.nodes.iter().skip(self.added.len()) {
             let task = &node.task;
-            added.push(AddedNode {
+            self.added.push(AddedNode {
                 function: task.name().to_owned(),
                 id: task.id().to_owned(),
                 handler: task.handler().to_owned(),
@@ -411,7 +401,7 @@ impl Checkpointer {
                     .map(|(k, v)| {
                         Ok((
                             k.to_owned(),
-                            encode(format!("input `{k}` of task '{}'", task.id()), v)?,
+                            encode(path, format!("input `{k}` of task '{}'", task.id()), v)?,
                         ))
                     })
                     .collect::<Result<_, CheckpointError>>()?,
@@ -419,6 +409,28 @@ impl Checkpointer {
                 sources: node.sources.clone(),
             });
         }
+        Ok(())
+    }
+
+    /// The body as it is now, borrowing what `refresh` encoded.
+    fn capture<'a>(&'a self, s: &'a Scheduler) -> Result<BodyRef<'a>, CheckpointError> {
+        let shared: &RunShared = &s.shared;
+        let path = &self.cadence.path;
+        let results = self
+            .results
+            .iter()
+            .enumerate()
+            .filter_map(|(node, r)| r.as_ref().map(|(_, stored)| (node as u32, stored)))
+            .collect();
+        let channel = shared
+            .channel
+            .entries()
+            .into_iter()
+            .map(|(key, value)| {
+                let stored = encode(path, format!("channel key '{key}'"), &value)?;
+                Ok((key, stored))
+            })
+            .collect::<Result<_, CheckpointError>>()?;
         let extra_preds = shared
             .dynamic
             .extra_preds
@@ -438,65 +450,146 @@ impl Checkpointer {
                     node,
                     inputs
                         .iter()
-                        .map(|(k, v)| Ok((k.clone(), encode(format!("iteration input `{k}`"), v)?)))
+                        .map(|(k, v)| {
+                            Ok((
+                                k.clone(),
+                                encode(path, format!("iteration input `{k}`"), v)?,
+                            ))
+                        })
                         .collect::<Result<_, CheckpointError>>()?,
                 ))
             })
             .collect::<Result<_, CheckpointError>>()?;
-        // Running tasks and tasks held back by their handler's limit are ready again.
+        // Running tasks, tasks held back by their handler's limit, and the task whose failure
+        // stopped the run are ready again.
+        let failed = |r: &Record| r.status == TaskStatus::Failed && !r.tolerated;
         let mut ready: Vec<u32> = s.ready.iter().copied().collect();
         ready.extend(s.held_nodes());
         ready.extend(s.running_nodes());
-        let runners = shared
-            .runners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let nodes = s
+        ready.extend(
+            s.records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| failed(r))
+                .map(|(n, _)| n as u32),
+        );
+        let mut nodes: Vec<NodeRef<'a>> = s
             .records
             .iter()
-            .enumerate()
-            .map(|(node, r)| {
-                // A running task's status is provisional: it is pending again on resume.
-                let status = if r.status == TaskStatus::Cancelled {
+            .map(|r| {
+                // A running task's status is provisional, and a failed one runs again: both
+                // are pending on resume. A running task's start is not counted.
+                let running = r.status == TaskStatus::Cancelled;
+                let status = if running || failed(r) {
                     TaskStatus::Skipped
                 } else {
                     r.status
                 };
-                NodeState {
+                NodeRef {
                     status: status_code(status),
                     attempts: r.attempts,
-                    runs: if r.status == TaskStatus::Cancelled {
+                    runs: if running {
                         r.runs.saturating_sub(1)
                     } else {
                         r.runs
                     },
                     tolerated: r.tolerated,
-                    error: r.error.as_deref().map(str::to_owned),
+                    error: r.error.as_deref(),
                     start_us: micros(r.start),
                     duration_us: micros(r.duration),
-                    runner: runners
-                        .get(&(node as u32))
-                        .map(|r| r.to_string())
-                        .or_else(|| r.runner.as_deref().map(str::to_owned)),
+                    runner: r.runner.as_deref(),
                 }
             })
             .collect();
-        Ok(Body {
+        let mut indegree = Cow::Borrowed(&s.indegree[..]);
+        let mut groups = Cow::Borrowed(&s.groups[..]);
+        // A group whose policy failed runs its failed members again on resume: they are
+        // pending, and the successors they freed when they failed wait for them again.
+        let failed_groups: Vec<usize> = s
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| matches!(g.verdict, Some(Err(_))))
+            .map(|(g, _)| g)
+            .collect();
+        for g in failed_groups {
+            let state = &mut groups.to_mut()[g];
+            state.verdict = None;
+            for &m in &shared.workflow.group_list()[g].members {
+                let node = &mut nodes[m as usize];
+                if node.status != status_code(TaskStatus::Failed) {
+                    continue;
+                }
+                node.status = status_code(TaskStatus::Skipped);
+                node.tolerated = false;
+                state.done.retain(|&d| d != m);
+                ready.push(m);
+                for succ in s.succs(m) {
+                    indegree.to_mut()[succ as usize] += 1;
+                    ready.retain(|&r| r != succ);
+                }
+            }
+        }
+        Ok(BodyRef {
             nodes,
-            indegree: s.indegree.clone(),
+            indegree,
             ready,
             results,
             channel,
-            added,
+            added: &self.added,
             extra_preds,
-            extra_succs: s.extra_succs.iter().map(|(&k, v)| (k, v.clone())).collect(),
+            extra_succs: s.extra_succs.iter().map(|(&k, v)| (k, &v[..])).collect(),
             overrides,
-            groups: s.groups.clone(),
+            groups,
         })
     }
 }
 
-fn write_atomically(path: &Path, head: &[u8], body: &[u8]) -> Result<(), CheckpointError> {
+fn encode(path: &Path, what: String, value: &Value) -> Result<Stored, CheckpointError> {
+    value
+        .encode()
+        .map(Stored::of)
+        .map_err(|e| CheckpointError::Encode {
+            path: path.to_owned(),
+            reason: format!("{what} cannot be encoded: {e}"),
+        })
+}
+
+/// [`Body`] as written: borrowed where the run already holds the data. Its fields and their
+/// order are [`Body`]'s, so that what is written reads back as a `Body`.
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    nodes: Vec<NodeRef<'a>>,
+    indegree: Cow<'a, [u32]>,
+    ready: Vec<u32>,
+    results: Vec<(u32, &'a Stored)>,
+    channel: Vec<(String, Stored)>,
+    added: &'a [AddedNode],
+    extra_preds: Vec<(u32, Vec<u32>)>,
+    extra_succs: Vec<(u32, &'a [u32])>,
+    overrides: Vec<(u32, Vec<(String, Stored)>)>,
+    groups: Cow<'a, [GroupState]>,
+}
+
+/// [`NodeState`] as written.
+#[derive(Serialize)]
+struct NodeRef<'a> {
+    status: u8,
+    attempts: u32,
+    runs: u32,
+    tolerated: bool,
+    error: Option<&'a str>,
+    start_us: Option<u64>,
+    duration_us: Option<u64>,
+    runner: Option<&'a str>,
+}
+
+fn write_atomically(
+    path: &Path,
+    head: &[u8],
+    body: &[u8],
+    durable: bool,
+) -> Result<(), CheckpointError> {
     let io = |source| CheckpointError::Io {
         action: "write",
         path: path.to_owned(),
@@ -521,8 +614,13 @@ fn write_atomically(path: &Path, head: &[u8], body: &[u8]) -> Result<(), Checkpo
         out.write_all(&checksum.to_le_bytes())?;
         out.flush()?;
         drop(out);
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
+        if !durable {
+            return Ok(());
+        }
         // The rename itself survives a power cut once the directory is synced.
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,

@@ -1,0 +1,468 @@
+//! Checkpoints and resume: what a checkpoint keeps (completed tasks, results, channel, tasks
+//! added while running, iteration inputs), resuming after a failure, after SIGKILL of the
+//! program, and refusing checkpoints of other workflows or builds, and corrupt files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use graflow::prelude::*;
+use graflow::{Checkpoint, CheckpointError, TaskStatus};
+
+mod common;
+
+graflow::enable_test_runner!();
+
+const CHILD: &str = "GRAFLOW_TEST_CHECKPOINT_CHILD";
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("graflow-checkpoint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Appends `id` to the log file named in the channel (one line per run of a task).
+fn log_run(log: &str, id: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    file.write_all(format!("{id}\n").as_bytes()).unwrap();
+}
+
+fn logged(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[task]
+fn step(n: u64, log: String, ctx: &TaskContext) -> u64 {
+    log_run(&log, ctx.task_id());
+    std::thread::sleep(Duration::from_millis(
+        ctx.channel()
+            .try_get::<u64>("pause_ms")
+            .ok()
+            .flatten()
+            .unwrap_or(0),
+    ));
+    n
+}
+
+/// Adds three tasks at run time; the chain after it waits for them.
+#[task]
+fn fan(log: String, ctx: &TaskContext) -> graflow::Result<u64> {
+    log_run(&log, ctx.task_id());
+    for i in 0..3u64 {
+        ctx.next_task(
+            step::task()
+                .with_id(format!("added_{i}"))
+                .with_input("n", 100 + i),
+        )?;
+    }
+    Ok(0)
+}
+
+#[task]
+fn sum_all(log: String, ctx: &TaskContext) -> graflow::Result<u64> {
+    log_run(&log, ctx.task_id());
+    Ok(ctx.upstream::<u64>()?.into_iter().sum())
+}
+
+/// step_0 >> ... >> step_9 >> fan >> [added_0..2] >> step_10 >> ... >> step_19 >> sum_all
+fn long_chain() -> Workflow {
+    let mut wf = Workflow::builder("long-chain");
+    let mut previous = None;
+    for i in 0..20u64 {
+        let node = wf.add(step::task().with_id(format!("step_{i}")).with_input("n", i));
+        if let Some(p) = previous {
+            wf.edge(p, node);
+        }
+        previous = Some(node);
+        if i == 9 {
+            let f = wf.add(fan::task());
+            wf.edge(node, f);
+            previous = Some(f);
+        }
+    }
+    let sink = wf.add(sum_all::task());
+    wf.edge(previous.unwrap(), sink);
+    wf.build()
+}
+
+fn all_ids(wf: &Workflow) -> Vec<String> {
+    let mut ids: Vec<String> = wf.tasks().iter().map(|t| t.id().to_owned()).collect();
+    ids.extend((0..3).map(|i| format!("added_{i}")));
+    ids.sort();
+    ids
+}
+
+/// The child program: runs the long chain with a checkpoint after every task, slowly.
+#[test]
+fn child_program() {
+    let Ok(dir) = std::env::var(CHILD) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let channel = Channel::new()
+        .with("log", dir.join("runs.log").display().to_string())
+        .with("pause_ms", 40u64);
+    let options = RunOptions::new()
+        .checkpoint(dir.join("run.ckpt"))
+        .checkpoint_every(1);
+    let result = WorkflowEngine::new().run_with_options(&long_chain(), channel, &options);
+    panic!("the run ended before the test killed it: {result:?}");
+}
+
+#[test]
+fn after_sigkill_mid_run_a_resume_runs_exactly_the_tasks_the_checkpoint_does_not_have() {
+    let dir = temp("sigkill");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("runs.log");
+    let checkpoint = dir.join("run.ckpt");
+    let _ = std::fs::remove_file(&log);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Past the tasks added at run time, before the end.
+    assert!(
+        common::within(Duration::from_secs(60), || logged(&log).len() >= 17).is_some(),
+        "the child program did not get far: {:?}",
+        logged(&log)
+    );
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    child.wait().unwrap();
+    let before = logged(&log);
+
+    let wf = long_chain();
+    let saved = Checkpoint::load(&checkpoint).expect("a whole checkpoint survives SIGKILL");
+    assert!(!saved.is_final());
+    let mut done = saved.completed(&wf).unwrap();
+    done.sort();
+    assert!(done.len() >= 15, "{done:?}");
+    assert!(
+        done.contains(&"added_1".to_owned()),
+        "the tasks added at run time are kept: {done:?}"
+    );
+    let mut expected: Vec<String> = all_ids(&wf)
+        .into_iter()
+        .filter(|id| !done.contains(id))
+        .collect();
+    expected.sort();
+
+    let report = WorkflowEngine::new()
+        .resume_blocking(&wf, &checkpoint)
+        .unwrap();
+    assert!(report.resumed());
+    let mut resumed: Vec<String> = logged(&log)[before.len()..].to_vec();
+    resumed.sort();
+    assert_eq!(resumed, expected, "exactly the remaining tasks ran again");
+    // Every task ran; none that the checkpoint had ran twice.
+    let mut all: Vec<String> = before.iter().chain(&resumed).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all, all_ids(&wf));
+    // The chain's result: the sink sums step_19 only (its one predecessor).
+    assert_eq!(report.result::<u64>("sum_all").unwrap(), 19);
+    assert_eq!(report.result::<u64>("added_2").unwrap(), 102);
+    assert!(report.tasks().all(|t| t.status == TaskStatus::Succeeded));
+    let last = Checkpoint::load(&checkpoint).unwrap();
+    assert!(last.is_final());
+    assert_eq!(last.completed(&wf).unwrap().len(), all_ids(&wf).len());
+    // A finished run resumes to its report at once: nothing runs again.
+    let again = WorkflowEngine::new()
+        .resume_blocking(&wf, &checkpoint)
+        .unwrap();
+    assert_eq!(logged(&log).len(), before.len() + resumed.len());
+    assert_eq!(again.result::<u64>("sum_all").unwrap(), 19);
+}
+
+static FLAKY_RUNS: AtomicU32 = AtomicU32::new(0);
+static BEFORE_FLAKY_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[task(writes = ["seen"])]
+fn before_flaky(ctx: &TaskContext) -> u32 {
+    BEFORE_FLAKY_RUNS.fetch_add(1, Ordering::SeqCst);
+    ctx.channel().set("seen", "before".to_owned());
+    5
+}
+
+#[task]
+fn flaky(before_flaky: u32) -> Result<u32, String> {
+    if FLAKY_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+        return Err("the database is down".to_owned());
+    }
+    Ok(before_flaky * 2)
+}
+
+#[task]
+fn after_flaky(flaky: u32, seen: String) -> String {
+    format!("{seen}:{flaky}")
+}
+
+#[test]
+fn a_failed_run_resumes_from_the_checkpoint_written_when_it_failed() {
+    let path = temp("failed.ckpt");
+    let wf = workflow! { name: "flaky"; before_flaky >> flaky >> after_flaky; };
+    let options = RunOptions::new().checkpoint(&path);
+    let engine = WorkflowEngine::new();
+    let error = engine
+        .run_with_options(&wf, Channel::new(), &options)
+        .unwrap_err();
+    assert_eq!(error.failure().unwrap().task, "flaky");
+    let saved = Checkpoint::load(&path).unwrap();
+    assert!(saved.is_final());
+    assert_eq!(saved.completed(&wf).unwrap(), ["before_flaky"]);
+
+    let report = engine.resume_blocking(&wf, &path).unwrap();
+    assert_eq!(report.result::<String>("after_flaky").unwrap(), "before:10");
+    assert_eq!(
+        BEFORE_FLAKY_RUNS.load(Ordering::SeqCst),
+        1,
+        "done tasks do not run again"
+    );
+    assert_eq!(FLAKY_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        report.task("before_flaky").unwrap().status,
+        TaskStatus::Succeeded
+    );
+}
+
+static ITERATIONS: AtomicU32 = AtomicU32::new(0);
+
+#[task(max_cycles = 20)]
+fn iterate_then_fail_once(value: u64, ctx: &TaskContext) -> graflow::Result<u64> {
+    let run = ITERATIONS.fetch_add(1, Ordering::SeqCst);
+    if run == 3 {
+        return Err(graflow::Error::from(graflow::ControlError::Unreadable {
+            task: "x".into(),
+            message: "a crash in the fourth run".into(),
+        }));
+    }
+    if value < 40 {
+        ctx.next_iteration().with("value", value + 10).request()?;
+    }
+    Ok(value)
+}
+
+#[test]
+fn a_resume_continues_an_iteration_with_its_inputs_and_run_count() {
+    let path = temp("iterate.ckpt");
+    let wf = workflow! { name: "iterate"; iterate_then_fail_once; };
+    let engine = WorkflowEngine::new();
+    let error = engine
+        .run_with_options(
+            &wf,
+            Channel::new().with("value", 0u64),
+            &RunOptions::new().checkpoint(&path),
+        )
+        .unwrap_err();
+    assert_eq!(
+        error
+            .report()
+            .unwrap()
+            .task("iterate_then_fail_once")
+            .unwrap()
+            .runs,
+        4
+    );
+    let report = engine.resume_blocking(&wf, &path).unwrap();
+    // Runs 1-3 took 0, 10, 20; run 4 (input 30) failed; resumed it runs with 30, then 40.
+    assert_eq!(report.result::<u64>("iterate_then_fail_once").unwrap(), 40);
+    // Every start counts, the failed one included.
+    assert_eq!(report.task("iterate_then_fail_once").unwrap().runs, 6);
+    assert_eq!(ITERATIONS.load(Ordering::SeqCst), 6);
+}
+
+#[task]
+fn asks_for_checkpoint(ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.checkpoint()?;
+    Ok(1)
+}
+
+#[task]
+fn reads_checkpoint(asks_for_checkpoint: u32, path: String) -> graflow::Result<Vec<String>> {
+    let wf = workflow! { name: "asks"; asks_for_checkpoint >> reads_checkpoint; };
+    let _ = asks_for_checkpoint;
+    Ok(Checkpoint::load(&path)?.completed(&wf)?)
+}
+
+#[test]
+fn a_task_asks_for_a_checkpoint_once_it_completes() {
+    let path = temp("asked.ckpt");
+    let wf = workflow! { name: "asks"; asks_for_checkpoint >> reads_checkpoint; };
+    let report = WorkflowEngine::new()
+        .run_with_options(
+            &wf,
+            Channel::new().with("path", path.display().to_string()),
+            &RunOptions::new().checkpoint(&path),
+        )
+        .unwrap();
+    assert_eq!(
+        report.result::<Vec<String>>("reads_checkpoint").unwrap(),
+        ["asks_for_checkpoint"]
+    );
+    // Without a checkpoint path the request is refused, with the way to fix it.
+    let error = WorkflowEngine::new()
+        .run_with(&wf, Channel::new().with("path", String::new()))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("asked for a checkpoint, but this run writes none; run it with RunOptions::new().checkpoint(path)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly() {
+    let path = temp("refuse.ckpt");
+    let wf = workflow! { name: "flaky-other"; before_flaky >> after_flaky; };
+    let channel = Channel::new().with("flaky", 1u32);
+    let engine = WorkflowEngine::new();
+    engine
+        .run_with_options(&wf, channel, &RunOptions::new().checkpoint(&path))
+        .unwrap();
+
+    // Another workflow, and the same name with another shape.
+    let other = workflow! { name: "other"; before_flaky; };
+    let error = engine.resume_blocking(&other, &path).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            RunError::Checkpoint(CheckpointError::OtherWorkflow { .. })
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("belongs to workflow 'flaky-other'"),
+        "{error}"
+    );
+    let changed = workflow! { name: "flaky-other"; before_flaky; after_flaky; };
+    let error = engine.resume_blocking(&changed, &path).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            RunError::Checkpoint(CheckpointError::OtherWorkflow { .. })
+        ),
+        "{error}"
+    );
+
+    let bytes = std::fs::read(&path).unwrap();
+    // Another build: its build id (the first field of the head) changed, checksum recomputed.
+    let mut other_build = bytes.clone();
+    let at = 19 + 4 + 4 + 8 + 1;
+    other_build[at] = if other_build[at] == b'a' { b'b' } else { b'a' };
+    let end = other_build.len() - 8;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in &other_build[35..end] {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    other_build[end..].copy_from_slice(&hash.to_le_bytes());
+    let forged = temp("other-build.ckpt");
+    std::fs::write(&forged, &other_build).unwrap();
+    let error = engine.resume_blocking(&wf, &forged).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            RunError::Checkpoint(CheckpointError::OtherBuild { .. })
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("another build of the program"),
+        "{error}"
+    );
+
+    // Corrupt files: cut, flipped, empty, garbage, appended to. Never a panic.
+    let corrupt = temp("corrupt.ckpt");
+    let mut cases: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"not a checkpoint at all".to_vec(),
+        bytes[..bytes.len() / 2].to_vec(),
+        [bytes.clone(), b"x".to_vec()].concat(),
+    ];
+    for i in (0..bytes.len()).step_by(7) {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0x5a;
+        cases.push(flipped);
+    }
+    for case in cases {
+        std::fs::write(&corrupt, &case).unwrap();
+        let error = engine.resume_blocking(&wf, &corrupt).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            matches!(
+                &error,
+                RunError::Checkpoint(
+                    CheckpointError::Corrupt { .. }
+                        | CheckpointError::Format { .. }
+                        | CheckpointError::OtherBuild { .. }
+                        | CheckpointError::OtherWorkflow { .. }
+                )
+            ),
+            "{text}"
+        );
+        assert!(text.contains(&corrupt.display().to_string()), "{text}");
+    }
+    std::fs::write(&corrupt, &bytes[..10]).unwrap();
+    let text = engine
+        .resume_blocking(&wf, &corrupt)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("is corrupt: it does not start like a graflow checkpoint"),
+        "{text}"
+    );
+    let missing = engine
+        .resume_blocking(&wf, temp("missing.ckpt"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("could not read checkpoint"), "{missing}");
+}
+
+#[task]
+fn numbered(n: u64) -> u64 {
+    n
+}
+
+#[test]
+fn checkpoint_every_writes_after_every_n_finished_tasks() {
+    let path = temp("every.ckpt");
+    let mut wf = Workflow::builder("every");
+    let nodes: Vec<_> = (0..10u64)
+        .map(|n| wf.add(numbered::task().with_id(format!("n{n}")).with_input("n", n)))
+        .collect();
+    wf.chain(&nodes);
+    let wf = wf.build();
+    WorkflowEngine::new()
+        .run_with_options(
+            &wf,
+            Channel::new(),
+            &RunOptions::new().checkpoint(&path).checkpoint_every(3),
+        )
+        .unwrap();
+    // After tasks 3, 6, 9, and the last one when the run ended.
+    assert_eq!(Checkpoint::load(&path).unwrap().sequence(), 4);
+}
