@@ -430,7 +430,21 @@ pub fn expand(input: TokenStream) -> TokenStream {
     });
     let mut errors: Option<syn::Error> = None;
     let mut groups = Vec::new();
-    for group in &graph.groups {
+    for (g, group) in graph.groups.iter().enumerate() {
+        // `(a | b)` written twice, once without options: one group.
+        let plain = group.options.name.is_none() && group.options.policy.is_none();
+        let same_members = |other: &LoweredGroup<'_>| {
+            other.members.len() == group.members.len()
+                && other.members.iter().all(|m| group.members.contains(m))
+        };
+        let repeated = graph.groups.iter().enumerate().any(|(o, other)| {
+            o != g
+                && same_members(other)
+                && (other.options.name.is_some() || other.options.policy.is_some() || o < g)
+        });
+        if plain && repeated {
+            continue;
+        }
         match group_tokens(&gf, &builder, &graph, &vars, group) {
             Ok(tokens) => groups.push(tokens),
             Err(error) => match &mut errors {
