@@ -466,3 +466,44 @@ fn checkpoint_every_writes_after_every_n_finished_tasks() {
     // After tasks 3, 6, 9, and the last one when the run ended.
     assert_eq!(Checkpoint::load(&path).unwrap().sequence(), 4);
 }
+
+#[task]
+fn cancels(ctx: &TaskContext) -> u32 {
+    ctx.cancel("stop here");
+    1
+}
+
+#[test]
+fn a_cancelled_run_writes_its_checkpoint_and_interval_zero_writes_after_every_task() {
+    let path = temp("cancelled.ckpt");
+    let wf = workflow! { name: "cancels"; numbered >> cancels; };
+    let error = WorkflowEngine::new()
+        .run_with_options(
+            &wf,
+            Channel::new().with("n", 1u64),
+            &RunOptions::new().checkpoint(&path),
+        )
+        .unwrap_err();
+    assert!(matches!(error, RunError::Cancelled(_)), "{error}");
+    let saved = Checkpoint::load(&path).unwrap();
+    assert!(saved.is_final());
+    assert_eq!(saved.completed(&wf).unwrap(), ["numbered"]);
+
+    let path = temp("interval.ckpt");
+    let mut wf = Workflow::builder("interval");
+    let nodes: Vec<_> = (0..5u64)
+        .map(|n| wf.add(numbered::task().with_id(format!("n{n}")).with_input("n", n)))
+        .collect();
+    wf.chain(&nodes);
+    WorkflowEngine::new()
+        .run_with_options(
+            &wf.build(),
+            Channel::new(),
+            &RunOptions::new()
+                .checkpoint(&path)
+                .checkpoint_interval(Duration::ZERO)
+                .checkpoint_durable(false),
+        )
+        .unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap().sequence(), 6);
+}

@@ -937,3 +937,39 @@ fn a_sweep_removes_only_its_users_containers_whose_owner_is_proven_dead() {
         "only the proven-dead owner's container is swept"
     );
 }
+
+/// Adds a task and ends the run early, from inside a container.
+#[task(handler = "docker", image = "python:3.11-slim")]
+fn plans_in_a_container(ctx: &TaskContext) -> graflow::Result<String> {
+    ctx.next_task(
+        counted_here::task()
+            .with_id("from_the_container")
+            .with_input("n", 41u32),
+    )?;
+    ctx.terminate("planned in a container");
+    Ok(std::fs::read_to_string("/etc/hostname").unwrap_or_default())
+}
+
+#[task]
+fn counted_here(n: u32) -> u32 {
+    n + 1
+}
+
+#[test]
+fn dynamic_requests_come_back_from_a_container() {
+    if skip_without_docker() {
+        return;
+    }
+    let wf = workflow! { plans_in_a_container; };
+    let report = WorkflowEngine::new().run(&wf).unwrap();
+    assert_eq!(
+        report.terminated(),
+        Some(("plans_in_a_container", "planned in a container"))
+    );
+    // Added, but the run ended before anything new started.
+    assert_eq!(
+        report.task("from_the_container").unwrap().status,
+        graflow::TaskStatus::Skipped
+    );
+    assert!(report.task("from_the_container").unwrap().added);
+}

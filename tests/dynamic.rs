@@ -399,3 +399,122 @@ fn cancel_fails_the_run_whatever_the_attempt_returned_and_is_not_retried() {
             .is_err()
     );
 }
+
+#[task]
+fn replace_successors(ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.next_task_instead(
+        count_words::task()
+            .with_id("instead")
+            .with_input("text", "one two".to_owned()),
+    )?;
+    Ok(1)
+}
+
+#[task]
+fn normal_successor(replace_successors: u32) -> u32 {
+    replace_successors
+}
+
+#[test]
+fn next_task_instead_replaces_the_successors() {
+    let wf = workflow! { replace_successors >> normal_successor; };
+    let report = WorkflowEngine::new().run(&wf).unwrap();
+    assert_eq!(report.result::<usize>("instead").unwrap(), 2);
+    assert_eq!(
+        report.task("normal_successor").unwrap().status,
+        TaskStatus::Skipped
+    );
+    assert!(report.to_string().contains("succeeded (added)"), "{report}");
+}
+
+static FLAKY_ADDER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Adds a task, then fails its first attempt; the retry adds it again.
+#[task(retries = 1, retry_delay = "1ms")]
+fn adds_then_fails_once(ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.next_task(
+        count_words::task()
+            .with_id("from_flaky")
+            .with_input("text", "a".to_owned()),
+    )?;
+    if FLAKY_ADDER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+        return Err(graflow::ControlError::Conflict {
+            task: ctx.task_id().to_owned(),
+            message: "first attempt fails".to_owned(),
+        }
+        .into());
+    }
+    Ok(1)
+}
+
+#[test]
+fn only_a_successful_attempt_s_requests_take_effect() {
+    let report = WorkflowEngine::new()
+        .run(&workflow! { adds_then_fails_once; })
+        .unwrap();
+    assert_eq!(report.task("adds_then_fails_once").unwrap().attempts, 2);
+    // Added once (by the successful attempt), not twice: no duplicate-id refusal either.
+    assert_eq!(report.tasks().filter(|t| t.added).count(), 1);
+    assert_eq!(report.result::<usize>("from_flaky").unwrap(), 1);
+}
+
+#[task]
+fn slow_sibling() -> u32 {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    1
+}
+
+#[task]
+fn root_task() -> u32 {
+    0
+}
+
+#[task]
+fn jumps_back(root_task: u32, ctx: &TaskContext) -> graflow::Result<u32> {
+    // `slow_sibling` runs after `root_task` too: a goto to `root_task` would run it again
+    // while it is still running.
+    ctx.goto("root_task")?;
+    Ok(root_task)
+}
+
+#[test]
+fn a_goto_that_would_rerun_a_running_task_is_refused_when_applied() {
+    let wf = workflow! { root_task >> (jumps_back | slow_sibling); };
+    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "goto 'root_task' would run task 'slow_sibling' again, which is running or about to run"
+        ),
+        "{text}"
+    );
+    assert_eq!(error.failure().unwrap().task, "jumps_back");
+}
+
+#[test]
+fn dynamic_requests_work_on_warm_runners_too() {
+    let pool = graflow::remote::PoolOptions::new()
+        .with_size(1)
+        .reuse_by_default(true);
+    let engine = WorkflowEngine::new()
+        .with_handler("process", graflow::ProcessHandler::new().with_pool(pool));
+    let wf = workflow! { split_out_of_process >> total; };
+    for _ in 0..2 {
+        let report = engine.run_with(&wf, lines()).unwrap();
+        assert_eq!(report.result::<(Vec<String>, usize)>("total").unwrap().1, 9);
+        assert!(
+            report
+                .task("split_out_of_process")
+                .unwrap()
+                .runner
+                .is_some_and(|r| r.contains("warm")),
+            "{report}"
+        );
+    }
+    let mut grow = Workflow::builder("warm-growth");
+    grow.add(grow_out_of_process::task().with_id("grow"));
+    let report = engine
+        .run_with(&grow.build(), Channel::new().with("value", 3u64))
+        .unwrap();
+    assert_eq!(report.result::<u64>("grow").unwrap(), 192);
+}

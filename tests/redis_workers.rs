@@ -1055,3 +1055,41 @@ fn redis_gone_for_good_fails_the_run_naming_the_url() {
         killed.elapsed()
     );
 }
+
+/// Adds two tasks (run wherever their handler says: here, "direct") and iterates once.
+#[task(handler = "redis", max_cycles = 2)]
+fn plans_on_a_worker(rounds: u32, ctx: &TaskContext) -> graflow::Result<u32> {
+    if ctx.cycle() == 1 {
+        for i in 0..2u32 {
+            ctx.next_task(
+                planned::task()
+                    .with_id(format!("planned_{i}"))
+                    .with_input("i", i),
+            )?;
+        }
+        ctx.next_iteration().with("rounds", rounds + 1).request()?;
+    }
+    Ok(rounds)
+}
+
+#[task]
+fn planned(i: u32) -> u32 {
+    i + 100
+}
+
+#[test]
+fn dynamic_requests_come_back_from_a_redis_worker() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = spawn_worker(&server.url(), "w-dynamic", &[]);
+    worker.wait_started();
+    let engine = engine(&server, RedisOptions::new());
+    let mut wf = graflow::Workflow::builder("dynamic-on-redis");
+    wf.add(plans_on_a_worker::task().with_input("rounds", 1u32));
+    let report = engine.run(&wf.build()).unwrap();
+    assert_eq!(report.result::<u32>("plans_on_a_worker").unwrap(), 2);
+    assert_eq!(report.task("plans_on_a_worker").unwrap().runs, 2);
+    assert_eq!(report.result::<u32>("planned_1").unwrap(), 101);
+    assert!(report.task("planned_0").unwrap().added);
+}
