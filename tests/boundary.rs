@@ -566,7 +566,7 @@ fn a_gigabyte_flood_into_the_protocol_stream_is_refused_in_bounded_memory() {
         "zero_flood",
         r#"head -c 1073741824 /dev/zero > "$1""#,
         &[],
-        &["expected a GFOUTCM2 frame"],
+        &["expected a GFOUTCM3 frame"],
     );
     // A header announcing the largest head allowed, then a gigabyte.
     refuses(
@@ -633,7 +633,7 @@ fn attacks_on_the_protocol_stream_from_a_sandboxed_container_are_refused() {
     for (kind, expected) in [
         ("nonce", "another invocation"),
         ("lengths", "exceeds the limit"),
-        ("flood", "expected a GFOUTCM2 frame"),
+        ("flood", "expected a GFOUTCM3 frame"),
     ] {
         let id = format!("sandboxed_{kind}_{}", std::process::id());
         let node = attacks_from_a_sandbox::task()

@@ -368,7 +368,7 @@ fn write_on_pipes(bytes: &[u8]) -> usize {
 
 #[task(handler = "process", reuse = true)]
 fn forges_an_answer() -> u32 {
-    write_on_pipes(b"GFOUTCM2\xff\xff\xff\xff\xff\xff\xff\xffgarbage");
+    write_on_pipes(b"GFOUTCM3\xff\xff\xff\xff\xff\xff\xff\xffgarbage");
     std::process::id()
 }
 
@@ -1017,7 +1017,7 @@ async fn a_warm_runners_output_lines_go_to_the_task_that_printed_them() {
         }
     }
     assert!(
-        !text.contains("GFEND2"),
+        !text.contains("GFEND3"),
         "the end marker leaked into the logs:\n{text}"
     );
 }

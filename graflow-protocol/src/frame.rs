@@ -21,11 +21,11 @@ use crate::{PROTOCOL_VERSION, ProtocolError as E};
 
 /// Written by a runner on its protocol stream as soon as it starts. Whatever precedes it on the
 /// stream (a test harness's banner) is not protocol.
-pub const READY: &[u8; 8] = b"GFREADY2";
+pub const READY: &[u8; 8] = b"GFREADY3";
 /// The tag of an invocation frame.
-pub const INVOCATION_TAG: &[u8; 8] = b"GFINVOK2";
+pub const INVOCATION_TAG: &[u8; 8] = b"GFINVOK3";
 /// The tag of an outcome frame.
-pub const OUTCOME_TAG: &[u8; 8] = b"GFOUTCM2";
+pub const OUTCOME_TAG: &[u8; 8] = b"GFOUTCM3";
 
 /// The length of every frame's header: tag, head length, payload length.
 pub const HEADER_LEN: usize = 24;
@@ -453,6 +453,44 @@ mod tests {
         invocation().write_to(&mut wire).unwrap();
         let back = Invocation::read_from(&mut &wire[..], &Limits::default()).unwrap();
         assert_eq!(back, invocation());
+    }
+
+    /// PROTOCOL.md §8, byte for byte.
+    #[test]
+    fn the_worked_example_of_the_specification() {
+        let mut wire = Vec::new();
+        Outcome {
+            protocol: PROTOCOL_VERSION,
+            build_id: "b".into(),
+            nonce: 0x2a,
+            result: Ok(value("u64", &[7])),
+            channel_writes: Vec::new(),
+            control: Vec::new(),
+            elapsed_ns: 5,
+        }
+        .write_to(&mut wire)
+        .unwrap();
+        let hex: String = wire.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "47464f5554434d33\
+             0d00000000000000\
+             0100000000000000\
+             0301622a000375363401000005\
+             07"
+        );
+        let mut wire = Vec::new();
+        rejection(0x2a, "b", "no".into())
+            .write_to(&mut wire)
+            .unwrap();
+        let hex: String = wire.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "47464f5554434d33\
+             0c00000000000000\
+             0000000000000000\
+             0301622a0103026e6f000000"
+        );
     }
 
     fn outcome() -> Outcome {

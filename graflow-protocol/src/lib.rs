@@ -46,4 +46,4 @@ pub const SERVE_MODE: &str = "serve";
 /// What a warm runner writes on its log stream when a task's output ends, before its outcome,
 /// followed by the invocation's nonce in 16 lowercase hex digits and a newline: the host
 /// attributes the lines before it to that task (`PROTOCOL.md` §9).
-pub const TASK_END_MARKER: &str = "GFEND2 ";
+pub const TASK_END_MARKER: &str = "GFEND3 ";

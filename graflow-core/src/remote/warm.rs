@@ -4,7 +4,7 @@
 //! Everything the runner sends is hostile: an outcome is delimited by its header's lengths
 //! (checked against the limits before anything is buffered), a byte on the protocol stream
 //! between outcomes or after one stops the runner, and its log lines are attributed to the task
-//! it serves until the task's end marker (`GFEND2 <nonce>`) or a short deadline.
+//! it serves until the task's end marker (`GFEND3 <nonce>`) or a short deadline.
 
 use std::collections::HashMap;
 use std::pin::Pin;
