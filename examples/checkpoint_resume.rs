@@ -54,6 +54,6 @@ fn main() -> graflow::Result<()> {
     let report = engine.resume_blocking(&wf, &path)?;
     println!("{report}");
     assert_eq!(report.result::<u64>("load")?, 150);
-    std::fs::remove_file(&path).ok();
+    let _ = std::fs::remove_file(&path);
     Ok(())
 }

@@ -67,7 +67,7 @@ fn sum_squares(ctx: &TaskContext) -> graflow::Result<u32> {
 #[task(max_cycles = 20)]
 fn refine(sum_squares: u32, guess: f64, ctx: &TaskContext) -> graflow::Result<f64> {
     let target = f64::from(sum_squares);
-    let next = (guess + target / guess) / 2.0;
+    let next = f64::midpoint(guess, target / guess);
     println!(
         "refine (run {} of at most {}): {next:.6}",
         ctx.cycle(),

@@ -512,7 +512,7 @@ impl WorkflowEngine {
                     .into_iter()
                     .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
                     .collect();
-                for node in run.dynamic.nodes.into_iter() {
+                for node in run.dynamic.nodes {
                     results.push(node.result.into_inner().unwrap_or_else(|e| e.into_inner()));
                 }
                 (results, run.channel)
@@ -602,7 +602,7 @@ impl WorkflowEngine {
 
     /// [`WorkflowEngine::run`] with an initial channel.
     pub fn run_with(&self, workflow: &Workflow, channel: Channel) -> Result<RunReport, RunError> {
-        self.block_on(self.execute_with(workflow, channel))
+        Self::block_on(self.execute_with(workflow, channel))
     }
 
     /// [`WorkflowEngine::run`] with an initial channel and run options (checkpoints).
@@ -612,7 +612,7 @@ impl WorkflowEngine {
         channel: Channel,
         options: &RunOptions,
     ) -> Result<RunReport, RunError> {
-        self.block_on(self.execute_with_options(workflow, channel, options))
+        Self::block_on(self.execute_with_options(workflow, channel, options))
     }
 
     /// [`WorkflowEngine::resume`] from a plain (non-async) `main`.
@@ -621,12 +621,11 @@ impl WorkflowEngine {
         workflow: &Workflow,
         path: impl AsRef<std::path::Path>,
     ) -> Result<RunReport, RunError> {
-        self.block_on(self.resume(workflow, path))
+        Self::block_on(self.resume(workflow, path))
     }
 
     /// Runs a run's future on a Tokio runtime of its own.
     fn block_on(
-        &self,
         run: impl std::future::Future<Output = Result<RunReport, RunError>>,
     ) -> Result<RunReport, RunError> {
         if tokio::runtime::Handle::try_current().is_ok() {

@@ -587,6 +587,7 @@ mod tests {
             workflow: "w".to_owned(),
             run_id: "r".to_owned(),
             attempt: 1,
+            cycle: 1,
             inputs: Vec::new(),
             channel: Vec::new(),
             upstream: Vec::new(),

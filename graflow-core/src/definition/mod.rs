@@ -287,37 +287,6 @@ pub fn task_named(name: &str) -> Option<TaskInfo> {
     definitions().find(|d| d.name == name).map(TaskDef::info)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FAST: Duration = Duration::from_micros(10);
-    const SLOW: Duration = Duration::from_millis(5);
-
-    #[test]
-    fn one_fast_run_lets_a_body_inline_and_two_slow_runs_send_it_back_for_good() {
-        let stats = BodyStats::new();
-        assert!(!stats.inline_ok(), "unmeasured bodies go to the pool");
-        stats.record(SLOW);
-        assert!(!stats.inline_ok(), "a slow first run proves nothing yet");
-        stats.record(FAST);
-        assert!(stats.inline_ok(), "one preempted run does not decide");
-        stats.record(SLOW);
-        assert!(!stats.inline_ok(), "the second slow run does");
-        stats.record(FAST);
-        assert!(!stats.inline_ok(), "for good");
-    }
-
-    #[test]
-    fn a_body_that_is_always_slow_never_runs_inline() {
-        let stats = BodyStats::new();
-        for _ in 0..5 {
-            stats.record(SLOW);
-            assert!(!stats.inline_ok());
-        }
-    }
-}
-
 /// An id of this program's build: the GNU build id of the executable when it has one (the
 /// linker's hash of the whole binary), else a hash of its task registry (names and types).
 pub fn build_id() -> &'static str {
@@ -348,4 +317,35 @@ pub fn build_id() -> &'static str {
         }
         format!("registry-{hash:016x}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Duration = Duration::from_micros(10);
+    const SLOW: Duration = Duration::from_millis(5);
+
+    #[test]
+    fn one_fast_run_lets_a_body_inline_and_two_slow_runs_send_it_back_for_good() {
+        let stats = BodyStats::new();
+        assert!(!stats.inline_ok(), "unmeasured bodies go to the pool");
+        stats.record(SLOW);
+        assert!(!stats.inline_ok(), "a slow first run proves nothing yet");
+        stats.record(FAST);
+        assert!(stats.inline_ok(), "one preempted run does not decide");
+        stats.record(SLOW);
+        assert!(!stats.inline_ok(), "the second slow run does");
+        stats.record(FAST);
+        assert!(!stats.inline_ok(), "for good");
+    }
+
+    #[test]
+    fn a_body_that_is_always_slow_never_runs_inline() {
+        let stats = BodyStats::new();
+        for _ in 0..5 {
+            stats.record(SLOW);
+            assert!(!stats.inline_ok());
+        }
+    }
 }

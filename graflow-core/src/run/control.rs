@@ -267,8 +267,8 @@ impl RunShared {
         let asking = self.task(node).id().to_owned();
         let mut problems = Vec::new();
         let id = task.id().to_owned();
-        let taken = self.index_of(&id).is_some()
-            || self.dynamic.take_pending_ids(node).iter().any(|p| *p == id);
+        let taken =
+            self.index_of(&id).is_some() || self.dynamic.take_pending_ids(node).contains(&id);
         if taken {
             problems.push(Problem::DuplicateTaskId {
                 id: id.clone(),
@@ -336,17 +336,7 @@ impl RunShared {
                 Source::Bound(i as u32)
             } else if let Some(producer) = self.index_of(param.name) {
                 let ready = producer == node || self.result_value(producer).is_some();
-                if !ready {
-                    problems.push(Problem::MissingInput {
-                        task: id.clone(),
-                        param: param.name.to_owned(),
-                        type_name: param.ty.name(),
-                        hint: format!(
-                            "task '{}' has not finished, so its result may not exist when '{id}' runs; bind the value with Task::with_input",
-                            param.name
-                        ),
-                    });
-                } else {
+                if ready {
                     let output = self.task(producer).def.output;
                     if output.id() != param.ty.id() {
                         problems.push(Problem::InputType {
@@ -357,6 +347,16 @@ impl RunShared {
                             source_desc: format!("the result of task '{}'", param.name),
                         });
                     }
+                } else {
+                    problems.push(Problem::MissingInput {
+                        task: id.clone(),
+                        param: param.name.to_owned(),
+                        type_name: param.ty.name(),
+                        hint: format!(
+                            "task '{}' has not finished, so its result may not exist when '{id}' runs; bind the value with Task::with_input",
+                            param.name
+                        ),
+                    });
                 }
                 Source::Result(producer)
             } else {
