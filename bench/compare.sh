@@ -44,6 +44,10 @@ done
 for n in 10 100 1000 10000; do
   for _ in $(seq "$REPS"); do ours fanout "$n"; theirs fanout "$n"; done
 done
+echo "== checkpoints (10k chain: one when the run ends, one after every task)" >&2
+for _ in $(seq "$REPS"); do ours checkpoint-end 10000; done
+ours checkpoint-every-fast 10000
+ours checkpoint-every 10000
 echo "== per-task overhead" >&2
 for _ in $(seq "$REPS"); do
   ours call 1000000

@@ -135,6 +135,21 @@ def main():
             out.append(f"\n{n} docker tasks in one parallel group: fresh containers (16 at once) {fmt_time(r['cold_seconds'])}; on a pool of {r['pool']} warm containers started by the run itself {fmt_time(r['seconds'])} ({r['ratio']:.3f}× the fresh time); the same group again on the now warm pool {fmt_time(r['warm_again_seconds'])} ({r['again_ratio']:.4f}×).")
             checks.append((f"{n} docker tasks, pool of {r['pool']}, ≤ 0.1 × fresh containers", r["ratio"] <= 0.1, f"{r['ratio']:.3f}× (pool started in the run)"))
 
+    ck_end = get("graflow-rs", "checkpoint_end", 10_000)
+    ck_fast = get("graflow-rs", "checkpoint_every_fast", 10_000)
+    ck_every = get("graflow-rs", "checkpoint_every", 10_000)
+    if ck_end or ck_every:
+        plain = median(get("graflow-rs", "chain", 10_000), "per_item_us")
+        out.append("\n## Checkpoints (a chain of 10,000 tasks)\n")
+        out.append("`RunOptions::checkpoint(path)`: one checkpoint when the run ends, against one after every task (`checkpoint_every(1)`), durable (file and directory synced) and not (`checkpoint_durable(false)`). A checkpoint holds the whole run state (about 240 KB here), so one after every task costs in proportion to the run's size; total time per task, build included.\n")
+        out.append("| checkpoints | runs | per task (median) | checkpoints written | file |")
+        out.append("|---|---|---|---|---|")
+        if plain:
+            out.append(f"| none (the plain chain above) | {len(get('graflow-rs', 'chain', 10_000))} | {fmt_us(plain)} | 0 | - |")
+        for label, rows in (("one, when the run ends", ck_end), ("after every task, not synced", ck_fast), ("after every task, synced", ck_every)):
+            if rows:
+                out.append(f"| {label} | {len(rows)} | {fmt_us(median(rows, 'per_item_us'))} | {rows[0]['checkpoints']:,} | {rows[0]['file_bytes'] / 1024:,.0f} KiB |")
+
     payload_rows = [(h, mb, get("graflow-rs", f"payload-{h}", mb)) for h in ("process", "docker") for mb in (50, 500)]
     payload_rows = [(h, mb, rows) for h, mb, rows in payload_rows if rows]
     if payload_rows:
