@@ -316,6 +316,8 @@ impl Scheduler {
     }
 
     /// `node`'s last attempt failed (or what it asked for was refused).
+    #[cold]
+    #[inline(never)]
     fn failed(&mut self, node: u32, attempts: u32, error: AttemptError) {
         let record = &mut self.records[node as usize];
         record.status = TaskStatus::Failed;
@@ -356,6 +358,8 @@ impl Scheduler {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn cancelled(&mut self, node: u32, message: String) {
         self.shared.clear_result(node);
         let record = &mut self.records[node as usize];
@@ -409,6 +413,8 @@ impl Scheduler {
     }
 
     /// Writes a checkpoint of the current state, if the run keeps them. `last`: the run ended.
+    #[cold]
+    #[inline(never)]
     fn save_checkpoint(&mut self, last: bool) {
         let Some(mut checkpoint) = self.checkpoint.take() else {
             return;
@@ -441,10 +447,16 @@ impl Scheduler {
     }
 
     /// A member of a tolerant group finished: the group's verdict, once decided.
+    #[inline]
     fn member_finished(&mut self, node: u32) {
-        let Some(g) = self.shared.graph.tolerant_group(node) else {
-            return;
-        };
+        if let Some(g) = self.shared.graph.tolerant_group(node) {
+            self.group_member_finished(g, node);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn group_member_finished(&mut self, g: u32, node: u32) {
         let state = &mut self.groups[g as usize];
         if state.verdict.is_some() {
             return;
@@ -514,6 +526,8 @@ impl Scheduler {
 
     /// Applies what `node`'s successful attempt asked for. `Ok(release)`: whether its
     /// successors are freed; `Err`: the node fails with it.
+    #[cold]
+    #[inline(never)]
     fn apply(&mut self, node: u32, requests: Requests) -> Result<bool, AttemptError> {
         let shared = self.shared.clone();
         let task = shared.task(node);
@@ -691,6 +705,8 @@ impl Scheduler {
     }
 
     /// Runs `target` next, and everything after it again once its predecessors are done.
+    #[cold]
+    #[inline(never)]
     fn rearm(&mut self, target: u32, set: &[bool]) {
         for (n, &again) in set.iter().enumerate() {
             if again {
