@@ -518,3 +518,36 @@ fn dynamic_requests_work_on_warm_runners_too() {
         .unwrap();
     assert_eq!(report.result::<u64>("grow").unwrap(), 192);
 }
+
+/// The first attempt times out but its body goes on (a synchronous body cannot be stopped)
+/// and adds a task while the second attempt runs.
+#[task(timeout = "100ms", retries = 1, retry_delay = "1ms")]
+fn slow_first_attempt(ctx: &TaskContext) -> graflow::Result<u32> {
+    if ctx.attempt() == 1 {
+        std::thread::sleep(std::time::Duration::from_millis(130));
+        ctx.next_task(
+            count_words::task()
+                .with_id("stale")
+                .with_input("text", "x".to_owned()),
+        )?;
+        return Ok(1);
+    }
+    // Long enough for the first attempt's body to wake and ask (at about 130 ms).
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    ctx.next_task(
+        count_words::task()
+            .with_id("fresh")
+            .with_input("text", "y".to_owned()),
+    )?;
+    Ok(2)
+}
+
+#[test]
+fn a_given_up_attempt_cannot_add_to_a_later_one() {
+    let report = WorkflowEngine::new()
+        .run(&workflow! { slow_first_attempt; })
+        .unwrap();
+    assert_eq!(report.result::<u32>("slow_first_attempt").unwrap(), 2);
+    assert!(report.task("fresh").is_some());
+    assert!(report.task("stale").is_none(), "{report}");
+}

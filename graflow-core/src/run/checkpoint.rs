@@ -851,9 +851,13 @@ impl Checkpoint {
 }
 
 impl Checkpoint {
-    /// The cadence the run that wrote it used (a resumed run keeps writing the same way).
+    /// The cadence the run that wrote it used (a resumed run keeps writing the same way), to
+    /// the file it was read from (never to a path the file itself names).
     pub(crate) fn cadence(&self) -> Cadence {
-        self.head.cadence.clone()
+        Cadence {
+            path: self.path.clone(),
+            ..self.head.cadence.clone()
+        }
     }
 
     /// The channel as it was.
@@ -875,6 +879,16 @@ impl Checkpoint {
     ) -> Result<Start, CheckpointError> {
         let path = self.path;
         let body = self.body;
+        if body.groups.len() != shared.workflow.group_list().len() {
+            return Err(CheckpointError::Corrupt {
+                path,
+                reason: format!(
+                    "it has {} group(s) where the workflow has {}",
+                    body.groups.len(),
+                    shared.workflow.group_list().len()
+                ),
+            });
+        }
         let restore = |reason: String| CheckpointError::Restore {
             path: path.clone(),
             reason,

@@ -122,9 +122,15 @@ pub(crate) struct Added {
     pub goto: bool,
 }
 
+/// Which attempt of which run of a node asked: (cycle, attempt).
+pub(crate) type Stamp = (u32, u32);
+
 /// What one attempt of one node asked for, in the order it asked.
 #[derive(Default)]
 pub(crate) struct Requests {
+    /// The attempt that asked: a body still running after its attempt was given up (a timed-out
+    /// synchronous body) cannot add to a later attempt's requests.
+    pub stamp: Stamp,
     pub added: Vec<Added>,
     pub goto: Option<String>,
     pub iterate: Option<Vec<(String, Value)>>,
@@ -162,26 +168,44 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Dynamic {
-    /// Records a request of `node`'s running attempt.
-    pub fn record(&self, node: u32, f: impl FnOnce(&mut Requests)) {
-        f(lock(&self.requests).entry(node).or_default());
+    /// Records a request of the attempt `stamp` of `node` (ignored when a later attempt has
+    /// asked already: it comes from an attempt given up).
+    pub fn record(&self, node: u32, stamp: Stamp, f: impl FnOnce(&mut Requests)) {
+        let mut requests = lock(&self.requests);
+        let entry = requests.entry(node).or_insert_with(|| Requests {
+            stamp,
+            ..Requests::default()
+        });
+        if entry.stamp > stamp {
+            return;
+        }
+        if entry.stamp < stamp {
+            *entry = Requests {
+                stamp,
+                ..Requests::default()
+            };
+        }
+        f(entry);
         self.asked.store(true, Ordering::Release);
     }
 
-    /// The requests `node`'s attempt made, if any (the scheduler takes them once it ended).
-    pub fn take(&self, node: u32) -> Option<Requests> {
+    /// The requests the attempt `stamp` of `node` made, if any (the scheduler takes them once
+    /// it ended; those of other attempts are dropped).
+    pub fn take(&self, node: u32, stamp: Stamp) -> Option<Requests> {
         if !self.asked.load(Ordering::Acquire) {
             return None;
         }
-        lock(&self.requests).remove(&node)
+        lock(&self.requests)
+            .remove(&node)
+            .filter(|r| r.stamp == stamp)
     }
 
-    /// Whether `node`'s attempt asked to cancel the run.
-    pub fn cancels(&self, node: u32) -> bool {
+    /// Whether the attempt `stamp` of `node` asked to cancel the run.
+    pub fn cancels(&self, node: u32, stamp: Stamp) -> bool {
         self.asked.load(Ordering::Acquire)
             && lock(&self.requests)
                 .get(&node)
-                .is_some_and(|r| matches!(r.end, Some(End::Cancel(_))))
+                .is_some_and(|r| r.stamp == stamp && matches!(r.end, Some(End::Cancel(_))))
     }
 
     /// Inputs bound for `node`'s next run, by parameter name.
@@ -422,11 +446,17 @@ impl ExecutionContext {
         self.task_id().to_owned()
     }
 
+    fn stamp(&self) -> Stamp {
+        (self.cycle(), self.attempt())
+    }
+
     /// Adds `task` to the run: it runs after this task, and this task's successors wait for it
     /// too; with `goto`, it runs instead of them.
     pub fn next_task(&self, task: Task, goto: bool) -> Result<(), ControlError> {
         let added = self.run.prepare_added(self.node, task, goto)?;
-        self.run.dynamic.record(self.node, |r| r.added.push(added));
+        self.run
+            .dynamic
+            .record(self.node, self.stamp(), |r| r.added.push(added));
         Ok(())
     }
 
@@ -440,7 +470,7 @@ impl ExecutionContext {
             });
         }
         let mut conflict = None;
-        self.run.dynamic.record(self.node, |r| {
+        self.run.dynamic.record(self.node, self.stamp(), |r| {
             if r.iterate.is_some() {
                 conflict = Some("goto after next_iteration; ask for one of them");
             } else {
@@ -485,7 +515,7 @@ impl ExecutionContext {
             });
         }
         let mut conflict = None;
-        self.run.dynamic.record(self.node, |r| {
+        self.run.dynamic.record(self.node, self.stamp(), |r| {
             if r.goto.is_some() || r.added.iter().any(|a| a.goto) {
                 conflict = Some("next_iteration after a goto; ask for one of them");
             } else {
@@ -501,7 +531,7 @@ impl ExecutionContext {
 
     /// Ends the run once this task finished: as a success (`Terminate`) or a failure.
     pub(crate) fn end(&self, end: End) {
-        self.run.dynamic.record(self.node, |r| {
+        self.run.dynamic.record(self.node, self.stamp(), |r| {
             // A cancel wins over a terminate.
             if !matches!(r.end, Some(End::Cancel(_))) {
                 r.end = Some(end);
@@ -516,7 +546,9 @@ impl ExecutionContext {
                 task: self.asking(),
             });
         }
-        self.run.dynamic.record(self.node, |r| r.checkpoint = true);
+        self.run
+            .dynamic
+            .record(self.node, self.stamp(), |r| r.checkpoint = true);
         Ok(())
     }
 
@@ -532,7 +564,7 @@ impl ExecutionContext {
 
     /// The requests this attempt made, taken (a runner sends them back with its outcome).
     pub(crate) fn take_requests(&self) -> Option<Requests> {
-        self.run.dynamic.take(self.node)
+        self.run.dynamic.take(self.node, self.stamp())
     }
 }
 

@@ -282,7 +282,8 @@ impl Scheduler {
                 record.tolerated = false;
                 let mut release = true;
                 let mut checkpoint = false;
-                if let Some(requests) = self.shared.dynamic.take(node) {
+                let stamp = (self.records[node as usize].runs, done.attempts);
+                if let Some(requests) = self.shared.dynamic.take(node, stamp) {
                     checkpoint = requests.checkpoint;
                     match self.apply(node, requests) {
                         Ok(go_on) => release = go_on,
@@ -304,7 +305,8 @@ impl Scheduler {
             }
             Err(error) => {
                 // A cancel stands whatever the attempt returned; nothing else it asked for does.
-                if let Some(requests) = self.shared.dynamic.take(node)
+                let stamp = (self.records[node as usize].runs, done.attempts);
+                if let Some(requests) = self.shared.dynamic.take(node, stamp)
                     && let Some(End::Cancel(message)) = requests.end
                 {
                     self.cancelled(node, message);
@@ -779,9 +781,9 @@ fn try_now(
         Err(error)
             if task.retry_policy().max_attempts() > 1
                 && error.is_retryable()
-                && !shared.dynamic.cancels(node) =>
+                && !shared.dynamic.cancels(node, (cycle, 1)) =>
         {
-            shared.dynamic.take(node);
+            shared.dynamic.take(node, (cycle, 1));
             Some(Err((start, error)))
         }
         result => Some(Ok(NodeDone {
@@ -848,10 +850,10 @@ async fn run_node(
             Err(error)
                 if attempt < policy.max_attempts()
                     && error.is_retryable()
-                    && !shared.dynamic.cancels(node) =>
+                    && !shared.dynamic.cancels(node, (cycle, attempt)) =>
             {
                 // What the failed attempt asked for is dropped.
-                shared.dynamic.take(node);
+                shared.dynamic.take(node, (cycle, attempt));
                 failed = Some(error)
             }
             Err(error) => break Err(error),
