@@ -132,6 +132,8 @@ pub(crate) struct Requests {
     /// synchronous body) cannot add to a later attempt's requests.
     pub stamp: Stamp,
     pub added: Vec<Added>,
+    /// The ids of `added`.
+    pub added_ids: rustc_hash::FxHashSet<String>,
     pub goto: Option<String>,
     pub iterate: Option<Vec<(String, Value)>>,
     pub end: Option<End>,
@@ -291,8 +293,7 @@ impl RunShared {
         let asking = self.task(node).id().to_owned();
         let mut problems = Vec::new();
         let id = task.id().to_owned();
-        let taken =
-            self.index_of(&id).is_some() || self.dynamic.take_pending_ids(node).contains(&id);
+        let taken = self.index_of(&id).is_some() || self.dynamic.pending(node, &id);
         if taken {
             problems.push(Problem::DuplicateTaskId {
                 id: id.clone(),
@@ -429,15 +430,13 @@ impl RunShared {
 }
 
 impl Dynamic {
-    /// Ids already added by `node`'s running attempt (not yet in the graph).
-    fn take_pending_ids(&self, node: u32) -> Vec<String> {
-        if !self.asked.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        lock(&self.requests)
-            .get(&node)
-            .map(|r| r.added.iter().map(|a| a.task.id().to_owned()).collect())
-            .unwrap_or_default()
+    /// Whether `node`'s running attempt added a task of id `id` already (not yet in the
+    /// graph).
+    fn pending(&self, node: u32, id: &str) -> bool {
+        self.asked.load(Ordering::Acquire)
+            && lock(&self.requests)
+                .get(&node)
+                .is_some_and(|r| r.added_ids.contains(id))
     }
 }
 
@@ -454,9 +453,10 @@ impl ExecutionContext {
     /// too; with `goto`, it runs instead of them.
     pub fn next_task(&self, task: Task, goto: bool) -> Result<(), ControlError> {
         let added = self.run.prepare_added(self.node, task, goto)?;
-        self.run
-            .dynamic
-            .record(self.node, self.stamp(), |r| r.added.push(added));
+        self.run.dynamic.record(self.node, self.stamp(), |r| {
+            r.added_ids.insert(added.task.id().to_owned());
+            r.added.push(added);
+        });
         Ok(())
     }
 
