@@ -507,3 +507,95 @@ fn a_cancelled_run_writes_its_checkpoint_and_interval_zero_writes_after_every_ta
         .unwrap();
     assert_eq!(Checkpoint::load(&path).unwrap().sequence(), 6);
 }
+
+static AFTER_STOP: AtomicU32 = AtomicU32::new(0);
+
+#[task]
+fn stopper(ctx: &TaskContext) -> u32 {
+    ctx.terminate("enough");
+    1
+}
+
+#[task]
+fn after_stop(stopper: u32) -> u32 {
+    AFTER_STOP.fetch_add(1, Ordering::SeqCst);
+    stopper + 1
+}
+
+#[test]
+fn a_run_ended_early_resumes_to_its_report_without_running_what_it_skipped() {
+    let wf = workflow! { name: "stops"; stopper >> after_stop; };
+    let path = temp("terminated.ckpt");
+    let engine = WorkflowEngine::new();
+    engine
+        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .unwrap();
+    let report = engine.resume_blocking(&wf, &path).unwrap();
+    assert_eq!(AFTER_STOP.load(Ordering::SeqCst), 0);
+    assert_eq!(report.terminated(), Some(("stopper", "enough")));
+    assert_eq!(
+        report.task("after_stop").unwrap().status,
+        TaskStatus::Skipped
+    );
+}
+
+static B_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static X_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[task]
+fn b_member() -> Result<u32, String> {
+    if B_FAILS.load(Ordering::SeqCst) {
+        Err("b fails".to_owned())
+    } else {
+        Ok(1)
+    }
+}
+
+#[task]
+fn x_after_b(ctx: &TaskContext) -> graflow::Result<u32> {
+    X_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(ctx.upstream::<u32>()?.len() as u32)
+}
+
+#[task]
+async fn c_member() -> Result<u32, String> {
+    graflow::tokio::time::sleep(Duration::from_millis(200)).await;
+    if B_FAILS.load(Ordering::SeqCst) {
+        Err("c fails".to_owned())
+    } else {
+        Ok(3)
+    }
+}
+
+#[test]
+fn resuming_a_failed_group_runs_its_failed_members_and_what_follows_them_once() {
+    let mut wf = Workflow::builder("group-resume");
+    let b = wf.add(b_member::task());
+    let x = wf.add(x_after_b::task());
+    let c = wf.add(c_member::task());
+    wf.edge(b, x);
+    wf.group(
+        "g",
+        &[b, x, c],
+        graflow::GroupPolicy::critical(["c_member"]),
+    );
+    let wf = wf.build();
+    let engine = WorkflowEngine::new();
+    let path = temp("group-resume.ckpt");
+    let error = engine
+        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .unwrap_err();
+    assert!(matches!(error, RunError::GroupFailed(_)), "{error}");
+    // x ran after b's tolerated failure, seeing no result of it.
+    assert_eq!(X_RUNS.load(Ordering::SeqCst), 1);
+    B_FAILS.store(false, Ordering::SeqCst);
+    let report = engine.resume_blocking(&wf, &path).unwrap();
+    // b runs again, so x (after it) runs again, with b's result this time; c runs again.
+    assert_eq!(X_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(report.result::<u32>("x_after_b").unwrap(), 1);
+    assert_eq!(report.result::<u32>("c_member").unwrap(), 3);
+    assert!(
+        matches!(&report.groups()[0].verdict, Some(Ok(_))),
+        "{report}"
+    );
+}

@@ -142,12 +142,8 @@ fn an_added_task_is_validated_when_it_is_added() {
 
 #[task(handler = "process")]
 fn add_bad_out_of_process(ctx: &TaskContext) -> graflow::Result<u32> {
-    // In the runner the engine's handlers are unknown: the engine refuses it on arrival.
-    ctx.next_task(
-        count_words::task()
-            .with_id("nowhere")
-            .with_handler("no-such-handler"),
-    )?;
+    // In the runner the run's tasks and channel are unknown: the engine refuses it on arrival.
+    ctx.next_task(count_words::task().with_id("nowhere"))?;
     Ok(1)
 }
 
@@ -164,7 +160,11 @@ fn an_invalid_task_added_out_of_process_fails_the_attempt_that_added_it() {
         "{text}"
     );
     assert!(
-        text.contains("Unknown handler type: no-such-handler"),
+        text.contains("task 'add_bad_out_of_process' cannot add task 'nowhere' to the run"),
+        "{text}"
+    );
+    assert!(
+        text.contains("parameter `text: alloc::string::String` has no value"),
         "{text}"
     );
 }
@@ -550,4 +550,123 @@ fn a_given_up_attempt_cannot_add_to_a_later_one() {
     assert_eq!(report.result::<u32>("slow_first_attempt").unwrap(), 2);
     assert!(report.task("fresh").is_some());
     assert!(report.task("stale").is_none(), "{report}");
+}
+
+#[task(handler = "process")]
+fn adds_with_other_config(ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.next_task(
+        count_words::task()
+            .with_id("elsewhere")
+            .with_input("text", "a b".to_owned())
+            .with_config("sandbox", false),
+    )?;
+    Ok(1)
+}
+
+#[task(handler = "process")]
+fn where_added_tasks_run(ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.next_task(pid_of_runner::task().with_id("inherits"))?;
+    Ok(std::process::id())
+}
+
+#[task]
+fn pid_of_runner() -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn a_task_added_by_a_runner_runs_where_the_runner_runs_and_cannot_choose_elsewhere() {
+    // Its function's default handler is "direct"; added by a "process" task, it runs in a
+    // child process too, never in the engine.
+    let report = WorkflowEngine::new()
+        .run(&workflow! { where_added_tasks_run; })
+        .unwrap();
+    let record = report.task("inherits").unwrap();
+    assert_eq!(record.handler, "process");
+    assert_ne!(
+        report.result::<u32>("inherits").unwrap(),
+        std::process::id()
+    );
+
+    let error = WorkflowEngine::new()
+        .run(&workflow! { adds_with_other_config; })
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("asked from out of process to add task 'elsewhere' on handler 'direct' with a configuration of its own"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Bool"),
+        "the configuration is not printed: {text}"
+    );
+}
+
+static GOTO_TARGET_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[task]
+async fn slow_predecessor() -> u32 {
+    graflow::tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    1
+}
+
+#[task]
+fn goto_target() -> u32 {
+    GOTO_TARGET_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    0
+}
+
+#[task]
+fn jumps_ahead(ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.goto("goto_target")?;
+    Ok(0)
+}
+
+#[test]
+fn a_goto_target_runs_once_even_when_its_predecessor_finishes_later() {
+    let mut wf = Workflow::builder("ahead");
+    let p = wf.add(slow_predecessor::task());
+    let t = wf.add(goto_target::task());
+    wf.edge(p, t);
+    wf.add(jumps_ahead::task());
+    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    assert_eq!(
+        GOTO_TARGET_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(report.task("goto_target").unwrap().runs, 1);
+}
+
+static SOURCE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static CONSUMER_SAW: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+#[task]
+fn source_value() -> u64 {
+    10 * u64::from(SOURCE_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+}
+
+#[task(max_cycles = 5)]
+fn consumer(source_value: u64, ctx: &TaskContext) -> graflow::Result<u64> {
+    CONSUMER_SAW.lock().unwrap().push(source_value);
+    if ctx.cycle() == 1 {
+        ctx.next_iteration().with("source_value", 99u64).request()?;
+    }
+    Ok(source_value)
+}
+
+#[task(max_cycles = 5)]
+fn loops_once(consumer: u64, ctx: &TaskContext) -> graflow::Result<u64> {
+    if ctx.cycle() == 1 {
+        ctx.goto("source_value")?;
+    }
+    Ok(consumer)
+}
+
+#[test]
+fn iteration_inputs_are_for_the_next_run_only() {
+    let wf = workflow! { source_value >> consumer >> loops_once; };
+    let report = WorkflowEngine::new().run(&wf).unwrap();
+    // source_value: 10, then 20 after the goto; consumer: 10, 99 (its iteration), then 20.
+    assert_eq!(*CONSUMER_SAW.lock().unwrap(), [10, 99, 20]);
+    assert_eq!(report.result::<u64>("loops_once").unwrap(), 20);
 }

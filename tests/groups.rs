@@ -290,3 +290,52 @@ fn a_run_stopped_by_its_group_policy_resumes_with_the_failed_members() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[task(max_cycles = 3)]
+async fn iterating_member(ctx: &TaskContext) -> Result<u32, String> {
+    graflow::tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    if ctx.cycle() == 1 {
+        ctx.next_iteration().request().map_err(|e| e.to_string())?;
+        return Ok(1);
+    }
+    Err("the last iteration failed".to_owned())
+}
+
+#[test]
+fn a_group_judges_an_iterating_member_by_its_last_run() {
+    let wf = workflow! {
+        (iterating_member | good_b).policy(critical(iterating_member)) >> gather;
+        start >> good_b;
+    };
+    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let RunError::GroupFailed(failure) = &error else {
+        panic!("the critical member's last run failed: {error:?}");
+    };
+    assert_eq!(failure.reason, "critical member 'iterating_member' failed");
+}
+
+#[task]
+fn quick_member() -> u32 {
+    1
+}
+
+#[test]
+fn a_group_of_4000_tolerant_members_is_decided() {
+    // Decided in counters, not by rebuilding the outcome for each member (once cubic).
+    let build = |policy: GroupPolicy| {
+        let mut wf = Workflow::builder("wide");
+        let members: Vec<_> = (0..4000)
+            .map(|i| wf.add(quick_member::task().with_id(format!("m{i}"))))
+            .collect();
+        wf.group("wide", &members, policy);
+        wf.build()
+    };
+    let engine = WorkflowEngine::new();
+    let report = engine.run(&build(GroupPolicy::best_effort())).unwrap();
+    assert_eq!(
+        report.groups()[0].verdict,
+        Some(Ok("all 4000 members succeeded".to_owned()))
+    );
+    let report = engine.run(&build(GroupPolicy::at_least(4000))).unwrap();
+    assert!(matches!(&report.groups()[0].verdict, Some(Ok(_))));
+}

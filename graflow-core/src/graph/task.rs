@@ -249,7 +249,21 @@ pub(crate) struct NodeOptions {
     max_cycles: Option<u32>,
 }
 
+impl NodeOptions {
+    /// Whether the node sets handler configuration of its own.
+    pub(crate) fn has_config(&self) -> bool {
+        self.config.is_some()
+    }
+}
+
 impl Task {
+    /// Runs this node on `handler` with exactly `config`.
+    pub(crate) fn on_handler_of(mut self, other: &Task) -> Task {
+        self.handler = other.handler.clone();
+        self.custom_mut().config = Some(other.handler_config().clone());
+        self
+    }
+
     /// What this node changes of its function's options, inputs aside.
     pub(crate) fn node_options(&self) -> NodeOptions {
         match &self.custom {

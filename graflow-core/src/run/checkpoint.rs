@@ -216,6 +216,8 @@ struct Body {
     extra_succs: Vec<(u32, Vec<u32>)>,
     overrides: Vec<(u32, Vec<(String, Stored)>)>,
     groups: Vec<GroupState>,
+    /// The task that ended the run early, and its message: a resume starts nothing.
+    terminated: Option<(u32, String)>,
 }
 
 fn status_code(status: TaskStatus) -> u8 {
@@ -338,7 +340,7 @@ impl Checkpointer {
         self.since = 0;
         self.last = Instant::now();
         self.refresh(s).map_err(|e| e.to_string())?;
-        self.head.sequence += 1;
+        self.head.sequence = self.head.sequence.saturating_add(1);
         self.head.last = last;
         self.head.written_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -503,8 +505,9 @@ impl Checkpointer {
             .collect();
         let mut indegree = Cow::Borrowed(&s.indegree[..]);
         let mut groups = Cow::Borrowed(&s.groups[..]);
-        // A group whose policy failed runs its failed members again on resume: they are
-        // pending, and the successors they freed when they failed wait for them again.
+        // A group whose policy failed runs its failed members again on resume, and everything
+        // after them (their successors ran when their failure was tolerated): all pending,
+        // each waiting for its predecessors again.
         let failed_groups: Vec<usize> = s
             .groups
             .iter()
@@ -512,23 +515,53 @@ impl Checkpointer {
             .filter(|(_, g)| matches!(g.verdict, Some(Err(_))))
             .map(|(g, _)| g)
             .collect();
-        for g in failed_groups {
-            let state = &mut groups.to_mut()[g];
-            state.verdict = None;
-            for &m in &shared.workflow.group_list()[g].members {
-                let node = &mut nodes[m as usize];
-                if node.status != status_code(TaskStatus::Failed) {
-                    continue;
-                }
-                node.status = status_code(TaskStatus::Skipped);
-                node.tolerated = false;
-                state.done.retain(|&d| d != m);
-                ready.push(m);
-                for succ in s.succs(m) {
-                    indegree.to_mut()[succ as usize] += 1;
-                    ready.retain(|&r| r != succ);
+        if !failed_groups.is_empty() {
+            let mut again = vec![false; nodes.len()];
+            let mut stack = Vec::new();
+            for &g in &failed_groups {
+                let state = &mut groups.to_mut()[g];
+                state.verdict = None;
+                for &m in &shared.workflow.group_list()[g].members {
+                    if nodes[m as usize].status != status_code(TaskStatus::Failed) {
+                        continue;
+                    }
+                    if state.done.remove(&m) {
+                        state.failed = state.failed.saturating_sub(1);
+                    }
+                    stack.push(m);
                 }
             }
+            while let Some(n) = stack.pop() {
+                if !std::mem::replace(&mut again[n as usize], true) {
+                    stack.extend(s.succs(n));
+                }
+            }
+            for (n, node) in nodes.iter_mut().enumerate() {
+                if again[n] {
+                    node.status = status_code(TaskStatus::Skipped);
+                    node.tolerated = false;
+                }
+            }
+            let done = |n: u32| {
+                let node = &nodes[n as usize];
+                node.status == status_code(TaskStatus::Succeeded)
+                    || (node.status == status_code(TaskStatus::Failed) && node.tolerated)
+            };
+            let mut fresh = s.indegree.clone();
+            for n in 0..nodes.len() as u32 {
+                if again[n as usize] {
+                    fresh[n as usize] = shared
+                        .preds(n)
+                        .iter()
+                        .filter(|&&p| again[p as usize] || !done(p))
+                        .count() as u32;
+                }
+            }
+            ready.retain(|&r| !again[r as usize]);
+            ready.extend(
+                (0..nodes.len() as u32).filter(|&n| again[n as usize] && fresh[n as usize] == 0),
+            );
+            indegree = Cow::Owned(fresh);
         }
         Ok(BodyRef {
             nodes,
@@ -541,6 +574,7 @@ impl Checkpointer {
             extra_succs: s.extra_succs.iter().map(|(&k, v)| (k, &v[..])).collect(),
             overrides,
             groups,
+            terminated: s.terminated(),
         })
     }
 }
@@ -569,6 +603,7 @@ struct BodyRef<'a> {
     extra_succs: Vec<(u32, &'a [u32])>,
     overrides: Vec<(u32, Vec<(String, Stored)>)>,
     groups: Cow<'a, [GroupState]>,
+    terminated: Option<(u32, &'a str)>,
 }
 
 /// [`NodeState`] as written.
@@ -753,6 +788,7 @@ impl Checkpoint {
                 .iter()
                 .all(|(node, succs)| ok(node) && succs.iter().all(ok))
             && b.overrides.iter().all(|(node, _)| ok(node))
+            && b.terminated.as_ref().is_none_or(|(node, _)| ok(node))
             && b.added.len() <= n
             && b.nodes.iter().all(|s| status_of(s.status).is_some())
             && b.added.iter().all(|a| {
@@ -893,6 +929,10 @@ impl Checkpoint {
             path: path.clone(),
             reason,
         };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
         for added in body.added {
             let Some(def) = definitions().find(|d| d.name == added.function) else {
                 return Err(restore(format!(
@@ -900,6 +940,20 @@ impl Checkpoint {
                     added.id, added.function
                 )));
             };
+            if added.sources.len() != def.params.len() {
+                return Err(corrupt(format!(
+                    "added task '{}' has {} parameter source(s) but its function {} parameter(s)",
+                    added.id,
+                    added.sources.len(),
+                    def.params.len()
+                )));
+            }
+            if shared.index_of(&added.id).is_some() {
+                return Err(corrupt(format!(
+                    "added task '{}' has the id of another task of the run",
+                    added.id
+                )));
+            }
             let slot = slot_for(&added.handler, &added.id).map_err(&restore)?;
             let inputs = added
                 .inputs
@@ -949,12 +1003,39 @@ impl Checkpoint {
         let mut ready = body.ready;
         ready.sort_unstable();
         ready.dedup();
+        // The scheduler's state must agree with itself: a node waits for at most as many
+        // predecessors as it has, and a node that is ready has not finished.
+        let records: Vec<Record> = records;
+        let done = |r: &Record| {
+            r.status == TaskStatus::Succeeded || (r.status == TaskStatus::Failed && r.tolerated)
+        };
+        for (n, &waiting) in body.indegree.iter().enumerate() {
+            let preds = shared.preds(n as u32).len();
+            if waiting as usize > preds {
+                return Err(corrupt(format!(
+                    "node {n} waits for {waiting} predecessor(s) but has {preds}"
+                )));
+            }
+        }
+        if let Some(&n) = ready
+            .iter()
+            .find(|&&n| done(&records[n as usize]) || body.indegree[n as usize] != 0)
+        {
+            return Err(corrupt(format!(
+                "node {n} is ready but has finished or still waits"
+            )));
+        }
+        let mut groups = body.groups;
+        for state in &mut groups {
+            state.done.retain(|&m| (m as usize) < records.len());
+        }
         Ok(Start {
             records,
             indegree: body.indegree,
             ready,
             extra_succs: body.extra_succs.into_iter().collect(),
-            groups: body.groups,
+            groups,
+            terminated: body.terminated,
         })
     }
 }

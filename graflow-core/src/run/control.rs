@@ -81,6 +81,21 @@ pub enum ControlError {
         task: String,
     },
 
+    /// A runner asked to add a task on another handler or configuration than its own.
+    #[error(
+        "task '{task}' (handler '{handler}') asked from out of process to add task '{added}' on {wanted}; a task added by a runner runs on the asking task's handler with its configuration (a runner must not be able to start work where it could not run itself, e.g. a sandboxed container adding a task on \"direct\"): leave the added task's handler and configuration at its function's defaults, or add it from a task that runs in this process"
+    )]
+    Untrusted {
+        /// The asking task.
+        task: String,
+        /// Its handler.
+        handler: String,
+        /// The task it tried to add.
+        added: String,
+        /// What it asked for.
+        wanted: String,
+    },
+
     /// A request that arrived from a runner could not be read.
     #[error("task '{task}' sent a request its run cannot read: {message}")]
     Unreadable {
@@ -222,6 +237,16 @@ impl Dynamic {
             .iter()
             .find(|(name, _)| name == param)
             .map(|(_, v)| v.clone())
+    }
+
+    /// Drops the inputs bound for `node`'s next run (its iteration is over).
+    pub fn clear_override(&self, node: u32) {
+        if self.overridden.load(Ordering::Relaxed) {
+            self.overrides
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&node);
+        }
     }
 
     pub fn set_overrides(&self, node: u32, inputs: Vec<(String, Value)>) {
@@ -639,7 +664,32 @@ impl ExecutionContext {
                             "trailing bytes after an added task's options".to_owned(),
                         ));
                     }
+                    let custom = handler != (def.handler)() || options.has_config();
                     let task = Task::restore(def, id, handler, values(inputs), options);
+                    let asking = self.task();
+                    let task = if !custom {
+                        task.on_handler_of(asking)
+                    } else if task.handler() == asking.handler()
+                        && task.handler_config() == asking.handler_config()
+                    {
+                        task
+                    } else {
+                        return Err(ControlError::Untrusted {
+                            task: self.asking(),
+                            handler: asking.handler().to_owned(),
+                            added: bounded(task.id().to_owned()),
+                            // (Never the configuration itself: it may hold secrets.)
+                            wanted: format!(
+                                "handler '{}'{}",
+                                bounded(task.handler().to_owned()),
+                                if task.handler_config() == asking.handler_config() {
+                                    ""
+                                } else {
+                                    " with a configuration of its own"
+                                }
+                            ),
+                        });
+                    };
                     self.next_task(task, goto)?;
                 }
                 Control::Goto { id } => self.goto(&id)?,

@@ -23,7 +23,7 @@ use super::checkpoint::Checkpointer;
 use super::control::{ControlError, DynNode, End, Requests, refused};
 use super::{ExecutionContext, RunShared, TaskHandler};
 use crate::definition::{AttemptError, BoxFuture, Chain, panic_message};
-use crate::graph::{GroupOutcome, Task};
+use crate::graph::{GroupOutcome, GroupPolicy, Task};
 use crate::report::{Record, TaskStatus};
 use crate::value::Value;
 
@@ -67,7 +67,10 @@ pub(crate) enum Failure {
 /// A tolerant group's progress (groups whose policy is strict are not tracked).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct GroupState {
-    pub done: Vec<u32>,
+    /// Members that finished for good.
+    pub done: rustc_hash::FxHashSet<u32>,
+    pub succeeded: u32,
+    pub failed: u32,
     pub verdict: Option<Result<String, String>>,
 }
 
@@ -78,6 +81,8 @@ pub(crate) struct Start {
     pub ready: Vec<u32>,
     pub extra_succs: HashMap<u32, Vec<u32>>,
     pub groups: Vec<GroupState>,
+    /// The run was ended early already: nothing starts.
+    pub terminated: Option<(u32, String)>,
 }
 
 impl Start {
@@ -91,6 +96,7 @@ impl Start {
             ready: graph.roots.clone(),
             extra_succs: HashMap::default(),
             groups: vec![GroupState::default(); shared.workflow.group_list().len()],
+            terminated: None,
         }
     }
 }
@@ -145,7 +151,7 @@ pub(crate) async fn run(
         inflight: FuturesUnordered::new(),
         records: start.records,
         failure: None,
-        terminated: None,
+        terminated: start.terminated,
         max_concurrency: max_concurrency.max(1),
         run_start,
         extra_succs: start.extra_succs,
@@ -195,7 +201,7 @@ impl Scheduler {
                 }
                 self.running[h] += 1;
                 let record = &mut self.records[node as usize];
-                record.runs += 1;
+                record.runs = record.runs.saturating_add(1);
                 let cycle = record.runs;
                 // Provisional: a node still marked so when the run stops was running, and is
                 // reported as cancelled; `complete` overwrites it.
@@ -282,9 +288,11 @@ impl Scheduler {
                 record.tolerated = false;
                 let mut release = true;
                 let mut checkpoint = false;
+                let mut iterates = false;
                 let stamp = (self.records[node as usize].runs, done.attempts);
                 if let Some(requests) = self.shared.dynamic.take(node, stamp) {
                     checkpoint = requests.checkpoint;
+                    iterates = requests.iterate.is_some();
                     match self.apply(node, requests) {
                         Ok(go_on) => release = go_on,
                         Err(error) => {
@@ -294,13 +302,19 @@ impl Scheduler {
                         }
                     }
                 }
+                if !iterates {
+                    // The inputs of an iteration are for that run only.
+                    self.shared.dynamic.clear_override(node);
+                }
                 if self.failure.is_some() {
                     return;
                 }
                 if release {
                     self.release(node);
                 }
-                self.member_finished(node);
+                if !iterates {
+                    self.member_finished(node);
+                }
                 self.completed(checkpoint);
             }
             Err(error) => {
@@ -384,22 +398,14 @@ impl Scheduler {
         let shared = &self.shared;
         if (node as usize) < shared.static_len() {
             for &next in shared.graph.succs(node) {
-                let pending = &mut self.indegree[next as usize];
-                *pending = pending.saturating_sub(1);
-                if *pending == 0 {
-                    self.ready.push_back(next);
-                }
+                free(&mut self.indegree, &mut self.ready, next);
             }
         }
         if !self.extra_succs.is_empty()
             && let Some(succs) = self.extra_succs.get(&node)
         {
             for &next in succs {
-                let pending = &mut self.indegree[next as usize];
-                *pending = pending.saturating_sub(1);
-                if *pending == 0 {
-                    self.ready.push_back(next);
-                }
+                free(&mut self.indegree, &mut self.ready, next);
             }
         }
     }
@@ -421,11 +427,21 @@ impl Scheduler {
         let Some(mut checkpoint) = self.checkpoint.take() else {
             return;
         };
-        if let Err(error) = checkpoint.save(self, last) {
-            tracing::error!(target: "graflow::engine", error = %error, "could not write a checkpoint");
-            self.checkpoint_error = Some(error);
+        match checkpoint.save(self, last) {
+            Ok(()) => self.checkpoint_error = None,
+            Err(error) => {
+                tracing::error!(target: "graflow::engine", error = %error, "could not write a checkpoint");
+                self.checkpoint_error = Some(error);
+            }
         }
         self.checkpoint = Some(checkpoint);
+    }
+
+    /// The task that ended the run early, and its message.
+    pub(crate) fn terminated(&self) -> Option<(u32, &str)> {
+        self.terminated
+            .as_ref()
+            .map(|(node, message)| (*node, message.as_str()))
     }
 
     /// Whether the node's status counts as done for its successors.
@@ -459,14 +475,32 @@ impl Scheduler {
     #[cold]
     #[inline(never)]
     fn group_member_finished(&mut self, g: u32, node: u32) {
+        let succeeded = self.records[node as usize].status == TaskStatus::Succeeded;
         let state = &mut self.groups[g as usize];
-        if state.verdict.is_some() {
+        if state.verdict.is_some() || !state.done.insert(node) {
             return;
         }
-        if !state.done.contains(&node) {
-            state.done.push(node);
+        if succeeded {
+            state.succeeded += 1;
+        } else {
+            state.failed += 1;
         }
         let group = &self.shared.workflow.group_list()[g as usize];
+        let members = group.members.len() as u32;
+        let pending = members.saturating_sub(state.succeeded + state.failed);
+        // Counters decide whether the group might be decided; the outcome (O(members)) is
+        // built only then.
+        let maybe_decided = pending == 0
+            || match &group.policy {
+                GroupPolicy::AtLeast(n) => ((state.succeeded + pending) as usize) < *n,
+                GroupPolicy::Critical(ids) => {
+                    !succeeded && ids.iter().any(|c| c == self.shared.task(node).id())
+                }
+                _ => false,
+            };
+        if !maybe_decided {
+            return;
+        }
         let verdict = {
             let outcome = self.outcome_of(g);
             if outcome.pending() == 0 {
@@ -712,8 +746,23 @@ impl Scheduler {
     fn rearm(&mut self, target: u32, set: &[bool]) {
         for (n, &again) in set.iter().enumerate() {
             if again {
-                self.records[n].status = TaskStatus::Skipped;
-                self.records[n].tolerated = false;
+                let node = n as u32;
+                let record = &mut self.records[n];
+                let was_ok = record.status == TaskStatus::Succeeded;
+                record.status = TaskStatus::Skipped;
+                record.tolerated = false;
+                self.shared.dynamic.clear_override(node);
+                // A member that runs again counts again, while its group is undecided.
+                if let Some(g) = self.shared.graph.tolerant_group(node) {
+                    let state = &mut self.groups[g as usize];
+                    if state.verdict.is_none() && state.done.remove(&node) {
+                        if was_ok {
+                            state.succeeded -= 1;
+                        } else {
+                            state.failed -= 1;
+                        }
+                    }
+                }
             }
         }
         for (n, &again) in set.iter().enumerate() {
@@ -733,6 +782,21 @@ impl Scheduler {
             again = set.iter().filter(|&&x| x).count(),
             "goto: the task runs next"
         );
+    }
+}
+
+/// One predecessor of `next` is done: `next` is ready when that was the last one. A node
+/// already at 0 (started by a goto before all its predecessors were done) is not queued again.
+#[inline]
+fn free(indegree: &mut [u32], ready: &mut VecDeque<u32>, next: u32) {
+    let pending = &mut indegree[next as usize];
+    match *pending {
+        0 => {}
+        1 => {
+            *pending = 0;
+            ready.push_back(next);
+        }
+        _ => *pending -= 1,
     }
 }
 
