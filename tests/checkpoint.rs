@@ -374,12 +374,9 @@ fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly()
     let mut other_build = bytes.clone();
     let at = 19 + 4 + 4 + 8 + 1;
     other_build[at] = if other_build[at] == b'a' { b'b' } else { b'a' };
-    let end = other_build.len() - 8;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in &other_build[35..end] {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    other_build[end..].copy_from_slice(&hash.to_le_bytes());
+    let end = other_build.len() - 4;
+    let sum = common::crc32(&other_build[35..end]);
+    other_build[end..].copy_from_slice(&sum.to_le_bytes());
     let forged = temp("other-build.ckpt");
     std::fs::write(&forged, &other_build).unwrap();
     let error = engine.resume_blocking(&wf, &forged).unwrap_err();

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use graflow::prelude::*;
 use graflow::{CheckpointError, TaskStatus};
 
+mod common;
+
 graflow::enable_test_runner!();
 
 /// The format, as `graflow-core/src/run/checkpoint.rs` documents it.
@@ -97,13 +99,6 @@ mod forge {
         pub terminated: Option<(u32, String)>,
     }
 
-    fn fnv(bytes: &[u8], mut hash: u64) -> u64 {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        hash
-    }
-
     pub fn read(path: &std::path::Path) -> (Head, Body) {
         let bytes = std::fs::read(path).unwrap();
         let p = MAGIC.len() + 16;
@@ -112,7 +107,7 @@ mod forge {
                 as usize;
         let head: Head = graflow::protocol::codec::decode(&bytes[p..p + head_len]).unwrap();
         let body: Body =
-            graflow::protocol::codec::decode(&bytes[p + head_len..bytes.len() - 8]).unwrap();
+            graflow::protocol::codec::decode(&bytes[p + head_len..bytes.len() - 4]).unwrap();
         (head, body)
     }
 
@@ -125,7 +120,7 @@ mod forge {
         out.extend((body.len() as u64).to_le_bytes());
         out.extend(&head);
         out.extend(&body);
-        let sum = fnv(&body, fnv(&head, 0xcbf2_9ce4_8422_2325));
+        let sum = super::common::crc32(&[&head[..], &body[..]].concat());
         out.extend(sum.to_le_bytes());
         std::fs::write(path, out).unwrap();
     }

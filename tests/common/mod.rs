@@ -189,3 +189,20 @@ pub(crate) fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// CRC-32 (IEEE, reflected, polynomial 0xEDB88320): the checksum of a checkpoint file, as its
+/// format documents it (written here from the definition, so that tests can forge files).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

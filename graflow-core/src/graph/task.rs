@@ -259,7 +259,7 @@ impl NodeOptions {
 impl Task {
     /// Runs this node on `handler` with exactly `config`.
     pub(crate) fn on_handler_of(mut self, other: &Task) -> Task {
-        self.handler = other.handler.clone();
+        self.handler.clone_from(&other.handler);
         self.custom_mut().config = Some(other.handler_config().clone());
         self
     }

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! "GRAFLOW-CHECKPOINT\n" | format (u32 LE) | head length (u32 LE) | body length (u64 LE)
-//! | head (bincode) | body (bincode) | FNV-1a 64 of head and body (u64 LE)
+//! | head (bincode) | body (bincode) | CRC-32 (IEEE) of head and body (u32 LE)
 //! ```
 //!
 //! The head names the build and the workflow (name and a fingerprint of its tasks, handlers,
@@ -290,9 +290,14 @@ pub(crate) struct Checkpointer {
     since: u32,
     last: Instant,
     /// Results already encoded, by node: a result is encoded once, not at every checkpoint.
-    results: Vec<Option<(Value, Stored)>>,
+    /// The bytes are the body's `(node, result)` entry.
+    results: Vec<Option<(Value, Stored, Vec<u8>)>>,
     /// The nodes added while running, encoded once.
     added: Vec<AddedNode>,
+    /// Each node's encoding, and what it was made from.
+    nodes: Vec<Option<(NodeKey, Vec<u8>)>>,
+    /// The length of the last body written (to size the next one).
+    last_len: usize,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -321,6 +326,8 @@ impl Checkpointer {
             last: Instant::now(),
             results: Vec::new(),
             added: Vec::new(),
+            nodes: Vec::new(),
+            last_len: 0,
         }
     }
 
@@ -339,12 +346,13 @@ impl Checkpointer {
     pub fn save(&mut self, s: &Scheduler, last: bool) -> Result<(), String> {
         self.since = 0;
         self.last = Instant::now();
-        self.refresh(s).map_err(|e| e.to_string())?;
         self.head.sequence = self.head.sequence.saturating_add(1);
         self.head.last = last;
         self.head.written_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let body = self.encode_body(s).map_err(|e| e.to_string())?;
+        self.last_len = body.len();
         let path = &self.cadence.path;
         let encode_error = |e: bincode::error::EncodeError| {
             CheckpointError::Encode {
@@ -355,8 +363,6 @@ impl Checkpointer {
         };
         let config = bincode::config::standard();
         let head = bincode::serde::encode_to_vec(&self.head, config).map_err(encode_error)?;
-        let body = self.capture(s).map_err(|e| e.to_string())?;
-        let body = bincode::serde::encode_to_vec(&body, config).map_err(encode_error)?;
         write_atomically(path, &head, &body, self.cadence.durable).map_err(|e| e.to_string())?;
         tracing::debug!(
             target: "graflow::engine",
@@ -366,6 +372,78 @@ impl Checkpointer {
             "checkpoint written"
         );
         Ok(())
+    }
+
+    /// The body's bytes. Each node's record and result are encoded again only when its record
+    /// changed since the last checkpoint; the rest (in-degrees, the ready set, the channel, the
+    /// added nodes' edges, groups) is small or encoded fast. A run whose group policy failed
+    /// (its members' successors are reset) takes the general path.
+    fn encode_body(&mut self, s: &Scheduler) -> Result<Vec<u8>, CheckpointError> {
+        let path = self.cadence.path.clone();
+        let config = bincode::config::standard();
+        let encode_error = |e: bincode::error::EncodeError| CheckpointError::Encode {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        if s.groups.iter().any(|g| matches!(g.verdict, Some(Err(_)))) {
+            self.refresh(s)?;
+            let body = self.capture(s)?;
+            return bincode::serde::encode_to_vec(&body, config).map_err(encode_error);
+        }
+        let shared: &RunShared = &s.shared;
+        let n = s.records.len();
+        self.nodes.resize_with(n, || None);
+        self.results.resize_with(n, || None);
+        let mut out = Vec::with_capacity(self.last_len + 256);
+        put(&mut out, &(n as u64), config).map_err(encode_error)?;
+        for (node, record) in s.records.iter().enumerate() {
+            let state = node_ref(record);
+            let key = key_of(&state);
+            if self.nodes[node].as_ref().is_none_or(|(k, _)| *k != key) {
+                let bytes = bincode::serde::encode_to_vec(&state, config).map_err(encode_error)?;
+                self.nodes[node] = Some((key, bytes));
+                // Its result changes only together with its record.
+                self.results[node] = match shared.result_value(node as u32) {
+                    None => None,
+                    Some(value) => match self.results[node].take() {
+                        Some(cached) if cached.0.same(&value) => Some(cached),
+                        _ => Some(result_entry(&path, shared, node as u32, value)?),
+                    },
+                };
+            }
+            if let Some((_, bytes)) = &self.nodes[node] {
+                out.extend_from_slice(bytes);
+            }
+        }
+        put(&mut out, &s.indegree[..], config).map_err(encode_error)?;
+        let mut ready: Vec<u32> = s.ready.iter().copied().collect();
+        ready.extend(s.held_nodes());
+        ready.extend(s.running_nodes());
+        ready.extend(
+            s.records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.status == TaskStatus::Failed && !r.tolerated)
+                .map(|(n, _)| n as u32),
+        );
+        put(&mut out, &ready, config).map_err(encode_error)?;
+        let results = self.results.iter().flatten().count() as u64;
+        put(&mut out, &results, config).map_err(encode_error)?;
+        for (_, _, bytes) in self.results.iter().flatten() {
+            out.extend_from_slice(bytes);
+        }
+        self.refresh_added(s)?;
+        let rest = self.capture_rest(s)?;
+        put(&mut out, &rest, config).map_err(encode_error)?;
+        #[cfg(debug_assertions)]
+        {
+            // The general path must write the same bytes (tests run debug builds).
+            self.refresh(s)?;
+            let body = self.capture(s)?;
+            let whole = bincode::serde::encode_to_vec(&body, config).map_err(encode_error)?;
+            debug_assert!(whole == out, "the incremental checkpoint encoding diverged");
+        }
+        Ok(out)
     }
 
     /// Encodes what changed since the last checkpoint: new or replaced results, and the
@@ -380,19 +458,20 @@ impl Checkpointer {
                 self.results[node] = None;
                 continue;
             };
-            if let Some((cached, _)) = &self.results[node]
+            if let Some((cached, _, _)) = &self.results[node]
                 && cached.same(&value)
             {
                 continue;
             }
-            let stored = encode(
-                path,
-                format!("the result of task '{}'", shared.task(node as u32).id()),
-                &value,
-            )?;
-            self.results[node] = Some((value, stored));
+            self.results[node] = Some(result_entry(path, shared, node as u32, value)?);
         }
-        for (_, node) in shared.dynamic.nodes.iter().skip(self.added.len()) {
+        self.refresh_added(s)
+    }
+
+    /// Encodes the nodes added since the last checkpoint.
+    fn refresh_added(&mut self, s: &Scheduler) -> Result<(), CheckpointError> {
+        let path = &self.cadence.path;
+        for (_, node) in s.shared.dynamic.nodes.iter().skip(self.added.len()) {
             let task = &node.task;
             self.added.push(AddedNode {
                 function: task.name().to_owned(),
@@ -417,51 +496,12 @@ impl Checkpointer {
     /// The body as it is now, borrowing what `refresh` encoded.
     fn capture<'a>(&'a self, s: &'a Scheduler) -> Result<BodyRef<'a>, CheckpointError> {
         let shared: &RunShared = &s.shared;
-        let path = &self.cadence.path;
         let results = self
             .results
             .iter()
             .enumerate()
-            .filter_map(|(node, r)| r.as_ref().map(|(_, stored)| (node as u32, stored)))
+            .filter_map(|(node, r)| r.as_ref().map(|(_, stored, _)| (node as u32, stored)))
             .collect();
-        let channel = shared
-            .channel
-            .entries()
-            .into_iter()
-            .map(|(key, value)| {
-                let stored = encode(path, format!("channel key '{key}'"), &value)?;
-                Ok((key, stored))
-            })
-            .collect::<Result<_, CheckpointError>>()?;
-        let extra_preds = shared
-            .dynamic
-            .extra_preds
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(&k, v)| (k, v.clone()))
-            .collect();
-        let overrides = shared
-            .dynamic
-            .overrides
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(&node, inputs)| {
-                Ok((
-                    node,
-                    inputs
-                        .iter()
-                        .map(|(k, v)| {
-                            Ok((
-                                k.clone(),
-                                encode(path, format!("iteration input `{k}`"), v)?,
-                            ))
-                        })
-                        .collect::<Result<_, CheckpointError>>()?,
-                ))
-            })
-            .collect::<Result<_, CheckpointError>>()?;
         // Running tasks, tasks held back by their handler's limit, and the task whose failure
         // stopped the run are ready again.
         let failed = |r: &Record| r.status == TaskStatus::Failed && !r.tolerated;
@@ -475,34 +515,7 @@ impl Checkpointer {
                 .filter(|(_, r)| failed(r))
                 .map(|(n, _)| n as u32),
         );
-        let mut nodes: Vec<NodeRef<'a>> = s
-            .records
-            .iter()
-            .map(|r| {
-                // A running task's status is provisional, and a failed one runs again: both
-                // are pending on resume. A running task's start is not counted.
-                let running = r.status == TaskStatus::Cancelled;
-                let status = if running || failed(r) {
-                    TaskStatus::Skipped
-                } else {
-                    r.status
-                };
-                NodeRef {
-                    status: status_code(status),
-                    attempts: r.attempts,
-                    runs: if running {
-                        r.runs.saturating_sub(1)
-                    } else {
-                        r.runs
-                    },
-                    tolerated: r.tolerated,
-                    error: r.error.as_deref(),
-                    start_us: micros(r.start),
-                    duration_us: micros(r.duration),
-                    runner: r.runner.as_deref(),
-                }
-            })
-            .collect();
+        let mut nodes: Vec<NodeRef<'a>> = s.records.iter().map(node_ref).collect();
         let mut indegree = Cow::Borrowed(&s.indegree[..]);
         let mut groups = Cow::Borrowed(&s.groups[..]);
         // A group whose policy failed runs its failed members again on resume, and everything
@@ -563,20 +576,98 @@ impl Checkpointer {
             );
             indegree = Cow::Owned(fresh);
         }
+        let mut rest = self.capture_rest(s)?;
+        rest.groups = groups;
         Ok(BodyRef {
             nodes,
             indegree,
             ready,
             results,
+            rest,
+        })
+    }
+
+    /// The body's fields after the results.
+    fn capture_rest<'a>(&'a self, s: &'a Scheduler) -> Result<RestRef<'a>, CheckpointError> {
+        let shared: &RunShared = &s.shared;
+        let path = &self.cadence.path;
+        let channel = shared
+            .channel
+            .entries()
+            .into_iter()
+            .map(|(key, value)| {
+                let stored = encode(path, format!("channel key '{key}'"), &value)?;
+                Ok((key, stored))
+            })
+            .collect::<Result<_, CheckpointError>>()?;
+        let extra_preds = shared
+            .dynamic
+            .extra_preds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&k, v)| (k, v.clone()))
+            .collect();
+        let overrides = shared
+            .dynamic
+            .overrides
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&node, inputs)| {
+                Ok((
+                    node,
+                    inputs
+                        .iter()
+                        .map(|(k, v)| {
+                            Ok((
+                                k.clone(),
+                                encode(path, format!("iteration input `{k}`"), v)?,
+                            ))
+                        })
+                        .collect::<Result<_, CheckpointError>>()?,
+                ))
+            })
+            .collect::<Result<_, CheckpointError>>()?;
+        Ok(RestRef {
             channel,
             added: &self.added,
             extra_preds,
             extra_succs: s.extra_succs.iter().map(|(&k, v)| (k, &v[..])).collect(),
             overrides,
-            groups,
+            groups: Cow::Borrowed(&s.groups[..]),
             terminated: s.terminated(),
         })
     }
+}
+
+/// Appends the encoding of `value` to `out`.
+fn put<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+    config: bincode::config::Configuration,
+) -> Result<(), bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, out, config).map(drop)
+}
+
+/// A result as the cache keeps it: the value, its wire form, and the body's entry for it.
+fn result_entry(
+    path: &Path,
+    shared: &RunShared,
+    node: u32,
+    value: Value,
+) -> Result<(Value, Stored, Vec<u8>), CheckpointError> {
+    let stored = encode(
+        path,
+        format!("the result of task '{}'", shared.task(node).id()),
+        &value,
+    )?;
+    let bytes = bincode::serde::encode_to_vec((node, &stored), bincode::config::standard())
+        .map_err(|e| CheckpointError::Encode {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok((value, stored, bytes))
 }
 
 fn encode(path: &Path, what: String, value: &Value) -> Result<Stored, CheckpointError> {
@@ -590,13 +681,20 @@ fn encode(path: &Path, what: String, value: &Value) -> Result<Stored, Checkpoint
 }
 
 /// [`Body`] as written: borrowed where the run already holds the data. Its fields and their
-/// order are [`Body`]'s, so that what is written reads back as a `Body`.
+/// order are [`Body`]'s (a nested struct encodes as its fields, one after the other), so that
+/// what is written reads back as a `Body`.
 #[derive(Serialize)]
 struct BodyRef<'a> {
     nodes: Vec<NodeRef<'a>>,
     indegree: Cow<'a, [u32]>,
     ready: Vec<u32>,
     results: Vec<(u32, &'a Stored)>,
+    rest: RestRef<'a>,
+}
+
+/// The fields of [`Body`] after `results`.
+#[derive(Serialize)]
+struct RestRef<'a> {
     channel: Vec<(String, Stored)>,
     added: &'a [AddedNode],
     extra_preds: Vec<(u32, Vec<u32>)>,
@@ -604,6 +702,60 @@ struct BodyRef<'a> {
     overrides: Vec<(u32, Vec<(String, Stored)>)>,
     groups: Cow<'a, [GroupState]>,
     terminated: Option<(u32, &'a str)>,
+}
+
+/// A record as a checkpoint keeps it: a running task's status is provisional, and a failed one
+/// runs again, so both are pending on resume; a running task's start is not counted.
+fn node_ref(r: &Record) -> NodeRef<'_> {
+    let running = r.status == TaskStatus::Cancelled;
+    let failed = r.status == TaskStatus::Failed && !r.tolerated;
+    let status = if running || failed {
+        TaskStatus::Skipped
+    } else {
+        r.status
+    };
+    NodeRef {
+        status: status_code(status),
+        attempts: r.attempts,
+        runs: if running {
+            r.runs.saturating_sub(1)
+        } else {
+            r.runs
+        },
+        tolerated: r.tolerated,
+        error: r.error.as_deref(),
+        start_us: micros(r.start),
+        duration_us: micros(r.duration),
+        runner: r.runner.as_deref(),
+    }
+}
+
+/// What decides a node's encoding: when it is unchanged, so are its bytes (and its result,
+/// which changes only together with its record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NodeKey {
+    status: u8,
+    attempts: u32,
+    runs: u32,
+    tolerated: bool,
+    start_us: Option<u64>,
+    duration_us: Option<u64>,
+    error: Option<(usize, usize)>,
+    runner: Option<(usize, usize)>,
+}
+
+fn key_of(node: &NodeRef<'_>) -> NodeKey {
+    let at = |s: Option<&str>| s.map(|s| (s.as_ptr() as usize, s.len()));
+    NodeKey {
+        status: node.status,
+        attempts: node.attempts,
+        runs: node.runs,
+        tolerated: node.tolerated,
+        start_us: node.start_us,
+        duration_us: node.duration_us,
+        error: at(node.error),
+        runner: at(node.runner),
+    }
 }
 
 /// [`NodeState`] as written.
@@ -630,8 +782,10 @@ fn write_atomically(
         path: path.to_owned(),
         source,
     };
-    let mut checksum = fnv(head, FNV_START);
-    checksum = fnv(body, checksum);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(head);
+    crc.update(body);
+    let checksum = crc.finalize();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -733,7 +887,7 @@ impl Checkpoint {
         let expected = (PREAMBLE as u64)
             .checked_add(u64::from(head_len))
             .and_then(|n| n.checked_add(body_len))
-            .and_then(|n| n.checked_add(8));
+            .and_then(|n| n.checked_add(4));
         if expected != Some(bytes.len() as u64) {
             return Err(corrupt(format!(
                 "it is {} bytes long but its lengths say {} (cut short, or appended to)",
@@ -742,11 +896,10 @@ impl Checkpoint {
             )));
         }
         let head_end = PREAMBLE + head_len as usize;
-        let body_end = bytes.len() - 8;
-        let mut checksum = [0u8; 8];
+        let body_end = bytes.len() - 4;
+        let mut checksum = [0u8; 4];
         checksum.copy_from_slice(&bytes[body_end..]);
-        let sum = fnv(&bytes[PREAMBLE..body_end], FNV_START);
-        if sum != u64::from_le_bytes(checksum) {
+        if crc32fast::hash(&bytes[PREAMBLE..body_end]) != u32::from_le_bytes(checksum) {
             return Err(corrupt(
                 "its checksum does not match its contents (changed on disk?)".to_owned(),
             ));
