@@ -160,10 +160,11 @@ pub(crate) async fn run(
         checkpoint_error: None,
         shared,
     };
-    // A group whose members all finished before a checkpoint was written has its verdict.
     std::future::poll_fn(|cx| scheduler.poll(cx)).await;
     // Whatever is still in flight is cancelled by dropping it.
     drop(std::mem::take(&mut scheduler.inflight));
+    // The run's last checkpoint, however it ended (a failure's included): tasks that were
+    // running are pending in it.
     scheduler.save_checkpoint(true);
     Ended {
         records: scheduler.records,
@@ -370,7 +371,6 @@ impl Scheduler {
                 attempts,
                 error,
             });
-            self.save_checkpoint(false);
         }
     }
 
@@ -389,7 +389,6 @@ impl Scheduler {
                 "a task cancelled the run"
             );
             self.failure = Some(Failure::Cancelled { node, message });
-            self.save_checkpoint(false);
         }
     }
 
@@ -528,7 +527,6 @@ impl Scheduler {
                 reason: reason.clone(),
             });
             self.groups[g as usize].verdict = Some(verdict);
-            self.save_checkpoint(false);
             return;
         }
         self.groups[g as usize].verdict = Some(verdict);
