@@ -339,3 +339,20 @@ fn a_group_of_4000_tolerant_members_is_decided() {
     let report = engine.run(&build(GroupPolicy::at_least(4000))).unwrap();
     assert!(matches!(&report.groups()[0].verdict, Some(Ok(_))));
 }
+
+#[task]
+fn needs_broken(broken: u32) -> u32 {
+    broken
+}
+
+#[test]
+fn a_parameter_named_after_a_tolerated_failure_says_why_it_has_no_value() {
+    let wf = workflow! { start >> (good_a | broken).policy(best_effort) >> needs_broken; };
+    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let text = error.to_string();
+    assert_eq!(error.failure().unwrap().task, "needs_broken");
+    assert!(
+        text.contains("upstream task 'broken' stored no result (a failure its group's policy tolerated?); read the results that exist with ctx.upstream()"),
+        "{text}"
+    );
+}
