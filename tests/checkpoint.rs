@@ -596,3 +596,96 @@ fn resuming_a_failed_group_runs_its_failed_members_and_what_follows_them_once() 
         "{report}"
     );
 }
+
+/// Copies the run's checkpoint in its third run (one written between two iterations).
+#[task(max_cycles = 20)]
+fn iterates_and_copies(value: u64, ckpt: String, ctx: &TaskContext) -> graflow::Result<u64> {
+    if ctx.cycle() == 3 {
+        std::fs::copy(&ckpt, format!("{ckpt}.copy")).unwrap();
+    }
+    if value < 40 {
+        ctx.next_iteration().with("value", value + 10).request()?;
+    }
+    Ok(value)
+}
+
+#[test]
+fn a_checkpoint_written_between_two_iterations_resumes_the_iteration() {
+    let path = temp("between.ckpt");
+    let wf = workflow! { name: "between"; iterates_and_copies; };
+    let engine = WorkflowEngine::new();
+    let report = engine
+        .run_with_options(
+            &wf,
+            Channel::new()
+                .with("value", 0u64)
+                .with("ckpt", path.display().to_string()),
+            &RunOptions::new().checkpoint(&path).checkpoint_every(1),
+        )
+        .unwrap();
+    assert_eq!(report.result::<u64>("iterates_and_copies").unwrap(), 40);
+    // The copy was written after run 2 asked for run 3 (value 20): resumed, the task runs
+    // again from there, with that input.
+    let copy = PathBuf::from(format!("{}.copy", path.display()));
+    let saved = Checkpoint::load(&copy).unwrap();
+    assert!(saved.completed(&wf).unwrap().is_empty());
+    let resumed = engine.resume_blocking(&wf, &copy).unwrap();
+    assert_eq!(resumed.result::<u64>("iterates_and_copies").unwrap(), 40);
+    // Runs 1-2 before the copy, then 3, 4, 5 (inputs 20, 30, 40).
+    assert_eq!(resumed.task("iterates_and_copies").unwrap().runs, 5);
+}
+
+static RETRIED_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+/// The body of `iterating_flaky`: its first call returns 1, its second fails after 300 ms,
+/// its third returns 2.
+async fn iterates_then_retries() -> Result<u64, String> {
+    match RETRIED_ATTEMPTS.fetch_add(1, Ordering::SeqCst) {
+        0 => Ok(1),
+        1 => {
+            graflow::tokio::time::sleep(Duration::from_millis(300)).await;
+            Err("flaky".into())
+        }
+        _ => Ok(2),
+    }
+}
+
+#[task]
+async fn finishes_at_100ms() -> u64 {
+    graflow::tokio::time::sleep(Duration::from_millis(100)).await;
+    1
+}
+
+#[task]
+async fn finishes_at_500ms() -> u64 {
+    graflow::tokio::time::sleep(Duration::from_millis(500)).await;
+    2
+}
+
+/// Run 1 asks for an iteration; run 2 fails once and is retried 800 ms later, while the other
+/// tasks finish and write checkpoints.
+#[task(max_cycles = 5, retries = 2, retry_delay = "800ms")]
+async fn iterating_flaky(ctx: &TaskContext) -> Result<u64, String> {
+    let value = iterates_then_retries().await?;
+    if value == 1 {
+        ctx.next_iteration().request().map_err(|e| e.to_string())?;
+    }
+    Ok(value)
+}
+
+#[test]
+fn checkpoints_written_while_a_task_waits_to_retry_match_the_run() {
+    // Debug builds check every checkpoint's bytes against a full encoding of the run.
+    let path = temp("retry-wait.ckpt");
+    let wf =
+        workflow! { name: "retry-wait"; iterating_flaky; finishes_at_100ms; finishes_at_500ms; };
+    let report = WorkflowEngine::new()
+        .run_with_options(
+            &wf,
+            Channel::new(),
+            &RunOptions::new().checkpoint(&path).checkpoint_every(1),
+        )
+        .unwrap();
+    assert_eq!(report.result::<u64>("iterating_flaky").unwrap(), 2);
+    assert_eq!(RETRIED_ATTEMPTS.load(Ordering::SeqCst), 3);
+}

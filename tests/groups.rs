@@ -356,3 +356,35 @@ fn a_parameter_named_after_a_tolerated_failure_says_why_it_has_no_value() {
         "{text}"
     );
 }
+
+#[task(max_cycles = 5)]
+fn succeeds_then_fails(ctx: &TaskContext) -> graflow::Result<u64> {
+    if ctx.cycle() == 1 {
+        ctx.next_iteration().request()?;
+        return Ok(111);
+    }
+    Err(graflow::ControlError::Conflict {
+        task: ctx.task_id().to_owned(),
+        message: "the second run fails".into(),
+    }
+    .into())
+}
+
+#[task]
+fn after_member(ctx: &TaskContext) -> graflow::Result<Vec<u64>> {
+    Ok(ctx.upstream::<u64>()?)
+}
+
+#[task]
+fn steady() -> u64 {
+    2
+}
+
+#[test]
+fn a_tolerated_failure_has_no_result_even_after_an_earlier_successful_run() {
+    let wf = workflow! { (succeeds_then_fails | steady).policy(best_effort) >> after_member; };
+    let report = WorkflowEngine::new().run(&wf).unwrap();
+    assert!(report.task("succeeds_then_fails").unwrap().tolerated);
+    assert!(report.result::<u64>("succeeds_then_fails").is_err());
+    assert_eq!(report.result::<Vec<u64>>("after_member").unwrap(), [2]);
+}

@@ -730,8 +730,11 @@ fn node_ref(r: &Record) -> NodeRef<'_> {
     }
 }
 
-/// What decides a node's encoding: when it is unchanged, so are its bytes (and its result,
-/// which changes only together with its record).
+/// What decides a node's encoding: when it is unchanged, so are its bytes, and so is its
+/// result: the scheduler stores or clears a result only together with a change of its record
+/// (a run starts: status and run count; it ends: status, timings; it goes back to pending for an
+/// iteration or a goto, or fails: status, and its result is cleared). Debug builds check the
+/// bytes against the general path at every save.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NodeKey {
     status: u8,
@@ -740,12 +743,19 @@ struct NodeKey {
     tolerated: bool,
     start_us: Option<u64>,
     duration_us: Option<u64>,
-    error: Option<(usize, usize)>,
-    runner: Option<(usize, usize)>,
+    error: Option<u64>,
+    runner: Option<u64>,
 }
 
 fn key_of(node: &NodeRef<'_>) -> NodeKey {
-    let at = |s: Option<&str>| s.map(|s| (s.as_ptr() as usize, s.len()));
+    let at = |s: Option<&str>| {
+        s.map(|s| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
+            hasher.write(s.as_bytes());
+            hasher.finish()
+        })
+    };
     NodeKey {
         status: node.status,
         attempts: node.attempts,

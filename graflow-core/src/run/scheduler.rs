@@ -303,7 +303,12 @@ impl Scheduler {
                         }
                     }
                 }
-                if !iterates {
+                if iterates {
+                    // Pending again: it has no result until its next run ends (a checkpoint
+                    // written meanwhile has it as pending, with its run count).
+                    self.records[node as usize].status = TaskStatus::Skipped;
+                    self.shared.clear_result(node);
+                } else {
                     // The inputs of an iteration are for that run only.
                     self.shared.dynamic.clear_override(node);
                 }
@@ -336,6 +341,8 @@ impl Scheduler {
     #[cold]
     #[inline(never)]
     fn failed(&mut self, node: u32, attempts: u32, error: AttemptError) {
+        // A failed task has no result, not even one of an earlier run.
+        self.shared.clear_result(node);
         let record = &mut self.records[node as usize];
         record.status = TaskStatus::Failed;
         record.attempts = attempts;
@@ -749,6 +756,8 @@ impl Scheduler {
                 let was_ok = record.status == TaskStatus::Succeeded;
                 record.status = TaskStatus::Skipped;
                 record.tolerated = false;
+                // Pending again: no result until it runs again.
+                self.shared.clear_result(node);
                 self.shared.dynamic.clear_override(node);
                 // A member that runs again counts again, while its group is undecided.
                 if let Some(g) = self.shared.graph.tolerant_group(node) {
