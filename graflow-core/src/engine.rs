@@ -352,16 +352,7 @@ impl WorkflowEngine {
         let (graph, slots) = self.prepare(workflow, &channel)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
         let cadence = options.cadence();
-        let shared = Arc::new(RunShared::new(
-            run_id.clone(),
-            workflow.clone(),
-            graph,
-            channel,
-            self.cpu.clone(),
-            None,
-            Some(Arc::new(self.lookup())),
-            cadence.is_some(),
-        ));
+        let shared = self.run_state(&run_id, workflow, graph, channel, cadence.is_some());
         let start = Start::fresh(&shared);
         let checkpointer = cadence.map(|c| Checkpointer::new(c, workflow, &run_id, 0));
         self.drive(shared, slots, start, checkpointer, false).await
@@ -387,16 +378,7 @@ impl WorkflowEngine {
         let run_id: Arc<str> = Arc::from(checkpoint.run_id());
         let cadence = checkpoint.cadence();
         let sequence = checkpoint.sequence();
-        let shared = Arc::new(RunShared::new(
-            run_id.clone(),
-            workflow.clone(),
-            graph,
-            channel,
-            self.cpu.clone(),
-            None,
-            Some(Arc::new(self.lookup())),
-            true,
-        ));
+        let shared = self.run_state(&run_id, workflow, graph, channel, true);
         let lookup = self.lookup();
         let mut slots = slots;
         let start = checkpoint.restore(&shared, &mut |handler, task| {
@@ -417,6 +399,28 @@ impl WorkflowEngine {
         let checkpointer = Checkpointer::new(cadence, workflow, &run_id, sequence);
         self.drive(shared, slots, start, Some(checkpointer), true)
             .await
+    }
+
+    /// A run's shared state, in this process, with this engine's handlers for tasks added while
+    /// it runs.
+    fn run_state(
+        &self,
+        run_id: &Arc<str>,
+        workflow: &Workflow,
+        graph: Arc<Graph>,
+        channel: Channel,
+        checkpoints: bool,
+    ) -> Arc<RunShared> {
+        Arc::new(RunShared::new(
+            run_id.clone(),
+            workflow.clone(),
+            graph,
+            channel,
+            self.cpu.clone(),
+            None,
+            Some(Arc::new(self.lookup())),
+            checkpoints,
+        ))
     }
 
     /// Runs a prepared run from `start` and reports it.

@@ -458,8 +458,12 @@ mod tests {
     /// PROTOCOL.md §8, byte for byte.
     #[test]
     fn the_worked_example_of_the_specification() {
-        let mut wire = Vec::new();
-        Outcome {
+        let hex = |outcome: Outcome| {
+            let mut wire = Vec::new();
+            outcome.write_to(&mut wire).unwrap();
+            wire.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let ok = Outcome {
             protocol: PROTOCOL_VERSION,
             build_id: "b".into(),
             nonce: 0x2a,
@@ -467,25 +471,17 @@ mod tests {
             channel_writes: Vec::new(),
             control: Vec::new(),
             elapsed_ns: 5,
-        }
-        .write_to(&mut wire)
-        .unwrap();
-        let hex: String = wire.iter().map(|b| format!("{b:02x}")).collect();
+        };
         assert_eq!(
-            hex,
+            hex(ok),
             "47464f5554434d33\
              0d00000000000000\
              0100000000000000\
              0301622a000375363401000005\
              07"
         );
-        let mut wire = Vec::new();
-        rejection(0x2a, "b", "no".into())
-            .write_to(&mut wire)
-            .unwrap();
-        let hex: String = wire.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            hex,
+            hex(rejection(0x2a, "b", "no".into())),
             "47464f5554434d33\
              0c00000000000000\
              0000000000000000\
