@@ -689,3 +689,28 @@ fn checkpoints_written_while_a_task_waits_to_retry_match_the_run() {
     assert_eq!(report.result::<u64>("iterating_flaky").unwrap(), 2);
     assert_eq!(RETRIED_ATTEMPTS.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn temporary_files_a_killed_program_left_are_removed_by_the_next_run() {
+    let path = temp("leftover.ckpt");
+    let dir = path.parent().unwrap();
+    // A write interrupted by SIGKILL: pid 4194303 is above any pid this machine hands out.
+    let dead = dir.join(".leftover.ckpt.4194303.0.tmp");
+    let ours = dir.join(format!(".leftover.ckpt.{}.999.tmp", std::process::id()));
+    let other = dir.join(".other.ckpt.4194303.0.tmp");
+    for file in [&dead, &ours, &other] {
+        std::fs::write(file, b"half a checkpoint").unwrap();
+    }
+    WorkflowEngine::new()
+        .run_with_options(
+            &workflow! { name: "leftover"; numbered; },
+            Channel::new().with("n", 1u64),
+            &RunOptions::new().checkpoint(&path),
+        )
+        .unwrap();
+    assert!(!dead.exists(), "a dead program's temporary file is removed");
+    assert!(ours.exists(), "a living program's is left alone");
+    assert!(other.exists(), "another checkpoint's is left alone");
+    let _ = std::fs::remove_file(ours);
+    let _ = std::fs::remove_file(other);
+}

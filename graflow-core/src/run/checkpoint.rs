@@ -310,6 +310,7 @@ impl std::fmt::Debug for Checkpointer {
 
 impl Checkpointer {
     pub fn new(cadence: Cadence, workflow: &Workflow, run_id: &str, sequence: u64) -> Self {
+        sweep_temporaries(&cadence.path);
         Checkpointer {
             head: Head {
                 build_id: build_id().to_owned(),
@@ -416,17 +417,7 @@ impl Checkpointer {
             }
         }
         put(&mut out, &s.indegree[..], config).map_err(encode_error)?;
-        let mut ready: Vec<u32> = s.ready.iter().copied().collect();
-        ready.extend(s.held_nodes());
-        ready.extend(s.running_nodes());
-        ready.extend(
-            s.records
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.status == TaskStatus::Failed && !r.tolerated)
-                .map(|(n, _)| n as u32),
-        );
-        put(&mut out, &ready, config).map_err(encode_error)?;
+        put(&mut out, &ready_on_resume(s), config).map_err(encode_error)?;
         let results = self.results.iter().flatten().count() as u64;
         put(&mut out, &results, config).map_err(encode_error)?;
         for (_, _, bytes) in self.results.iter().flatten() {
@@ -502,19 +493,7 @@ impl Checkpointer {
             .enumerate()
             .filter_map(|(node, r)| r.as_ref().map(|(_, stored, _)| (node as u32, stored)))
             .collect();
-        // Running tasks, tasks held back by their handler's limit, and the task whose failure
-        // stopped the run are ready again.
-        let failed = |r: &Record| r.status == TaskStatus::Failed && !r.tolerated;
-        let mut ready: Vec<u32> = s.ready.iter().copied().collect();
-        ready.extend(s.held_nodes());
-        ready.extend(s.running_nodes());
-        ready.extend(
-            s.records
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| failed(r))
-                .map(|(n, _)| n as u32),
-        );
+        let mut ready = ready_on_resume(s);
         let mut nodes: Vec<NodeRef<'a>> = s.records.iter().map(node_ref).collect();
         let mut indegree = Cow::Borrowed(&s.indegree[..]);
         let mut groups = Cow::Borrowed(&s.groups[..]);
@@ -704,12 +683,33 @@ struct RestRef<'a> {
     terminated: Option<(u32, &'a str)>,
 }
 
+/// Whether `r` is a failure that stopped the run (not one its group tolerated): that task runs
+/// again on resume.
+fn stopped_the_run(r: &Record) -> bool {
+    r.status == TaskStatus::Failed && !r.tolerated
+}
+
+/// The ready set a resume starts from: tasks ready now, tasks held back by their handler's
+/// limit, running tasks, and the task whose failure stopped the run.
+fn ready_on_resume(s: &Scheduler) -> Vec<u32> {
+    let mut ready: Vec<u32> = s.ready.iter().copied().collect();
+    ready.extend(s.held_nodes());
+    ready.extend(s.running_nodes());
+    ready.extend(
+        s.records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| stopped_the_run(r))
+            .map(|(n, _)| n as u32),
+    );
+    ready
+}
+
 /// A record as a checkpoint keeps it: a running task's status is provisional, and a failed one
 /// runs again, so both are pending on resume; a running task's start is not counted.
 fn node_ref(r: &Record) -> NodeRef<'_> {
     let running = r.status == TaskStatus::Cancelled;
-    let failed = r.status == TaskStatus::Failed && !r.tolerated;
-    let status = if running || failed {
+    let status = if running || stopped_the_run(r) {
         TaskStatus::Skipped
     } else {
         r.status
@@ -781,6 +781,51 @@ struct NodeRef<'a> {
     runner: Option<&'a str>,
 }
 
+/// The temporary file a write of `path` goes through: `.{name}.{pid}.{n}.tmp` beside it.
+fn temporary(path: &Path, n: u64) -> PathBuf {
+    path.with_file_name(format!(
+        ".{}.{}.{n}.tmp",
+        file_name(path),
+        std::process::id()
+    ))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".to_owned())
+}
+
+/// Removes the temporary files of `path` that programs killed in the middle of a write left
+/// (their pid no longer runs). Best effort: a file it cannot read or remove stays.
+fn sweep_temporaries(path: &Path) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{}.", file_name(path));
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let gone = pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
+        if gone && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::debug!(target: "graflow::engine", file = %entry.path().display(), "removed a checkpoint file a killed program left");
+        }
+    }
+}
+
 fn write_atomically(
     path: &Path,
     head: &[u8],
@@ -796,17 +841,12 @@ fn write_atomically(
     crc.update(head);
     crc.update(body);
     let checksum = crc.finalize();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".to_owned());
     // Unique per write: two runs of one process may checkpoint to the same path.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    let tmp = temporary(
+        path,
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
     let result = (|| -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         let mut out = std::io::BufWriter::new(&mut file);
