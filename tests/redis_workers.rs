@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use graflow::redis::{RedisError, RedisHandler, RedisOptions};
 use graflow::{TaskContext, WorkflowEngine, task};
 use redis::Commands;
-use redis_common::{RedisServer, WorkerProcess, spawn_worker, spawn_worker_of, task_conn};
+use redis_common::{
+    RedisServer, WorkerProcess, spawn_worker, spawn_worker_of, task_conn, with_task_conn,
+};
 use serde::{Deserialize, Serialize};
 
 graflow::enable_test_runner!();
@@ -64,11 +66,16 @@ fn measured(summarise: Sample) -> f64 {
 /// Records that it ran (`runs:<key>`, and which worker pid), sleeps, returns `n * n`.
 #[task(handler = "redis")]
 fn slow_square(key: String, n: u64, sleep_ms: u64) -> u64 {
-    let mut conn = task_conn();
-    let _: () = conn.incr(format!("runs:{key}"), 1).unwrap();
-    let _: () = conn
-        .rpush(format!("pids:{key}"), std::process::id())
-        .unwrap();
+    // (One test restarts Redis while these run: the bookkeeping waits for it, atomically.)
+    with_task_conn(|conn| {
+        redis::pipe()
+            .atomic()
+            .incr(format!("runs:{key}"), 1)
+            .ignore()
+            .rpush(format!("pids:{key}"), std::process::id())
+            .ignore()
+            .query::<()>(conn)
+    });
     std::thread::sleep(Duration::from_millis(sleep_ms));
     n * n
 }

@@ -270,6 +270,24 @@ impl Drop for WorkerProcess {
 }
 
 /// In a task body running on a worker: a connection to the test's server.
+/// Runs `f` on a fresh connection of a task to the test's redis-server until it succeeds
+/// (for up to 20 s): tasks that run while the test restarts Redis keep their bookkeeping.
+pub fn with_task_conn<T>(mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>) -> T {
+    let url = std::env::var("GRAFLOW_TEST_REDIS").expect("GRAFLOW_TEST_REDIS in the worker");
+    let mut last = None;
+    for _ in 0..400 {
+        match redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut conn| f(&mut conn))
+        {
+            Ok(value) => return value,
+            Err(error) => last = Some(error),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the task could not reach the test's redis-server for 20 s: {last:?}")
+}
+
 pub fn task_conn() -> redis::Connection {
     let url = std::env::var("GRAFLOW_TEST_REDIS").expect("GRAFLOW_TEST_REDIS in the worker");
     redis::Client::open(url)
