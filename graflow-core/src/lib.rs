@@ -10,7 +10,7 @@
 //! | `value`, `config`, `retry`, `channel` | data: type-erased values, handler configuration, retry policy, the run's key/value store |
 //! | `definition/` | the macro contract: `TaskDef`, `Body`, `TaskInfo`, the `TaskContext` a body sees, `AttemptError` |
 //! | `graph/` | `Task` nodes, the `Workflow` DAG and its builder, the compiled graph, validation `Problem`s |
-//! | `report.rs` | what a run did |
+//! | `report/` | what a run did: the report, its timeline |
 //! | `run/` | one run: shared state, `ExecutionContext`, the body-execution policy, the `TaskHandler` contract, the scheduler, `RunError` |
 //! | `remote/`, `runner.rs` | the runner protocol's host side (one driver for every out-of-process handler) and runner side |
 //! | `handlers/` | the built-in handlers, one file each |
