@@ -171,7 +171,7 @@ def main():
     redis_py = {(n, w): [r for r in get("graflow-py", "redis", n) if r.get("workers") == w] for n, w in redis_rows}
     if any(redis_rs.values()):
         out.append("\n## Remote workers on Redis (the same `redis-server`, alternated in one run)\n")
-        out.append("`src >> (p0 | ... | pN-1) >> sink` with the N members on Redis workers: ours (the benchmark program in worker mode, `--concurrency 16`, Redis Streams) against Graflow 0.2's (`python -m graflow.worker.main --max-concurrent-tasks 16`, its Redis list queue and Redis channel). Total time of the run (build included), medians.\n")
+        out.append("`src >> (p0 | ... | pN-1) >> sink` with the N members on Redis workers: ours (the benchmark program in worker mode, `--graflow-worker-concurrency 16`, Redis Streams) against Graflow 0.2's (`python -m graflow.worker.main --max-concurrent-tasks 16`, its Redis list queue and Redis channel). Total time of the run (build included), medians.\n")
         out.append("| N | workers | runs (rs/py) | graflow-rs total | per task | Graflow 0.2 total | per task | Graflow 0.2 / graflow-rs |")
         out.append("|---|---|---|---|---|---|---|---|")
         for n, w in redis_rows:

@@ -100,9 +100,9 @@ fn main() -> anyhow::Result<()> {
                     .args([
                         "--graflow-worker",
                         &url,
-                        "--name",
+                        "--graflow-worker-name",
                         name,
-                        "--concurrency",
+                        "--graflow-worker-concurrency",
                         "4",
                     ])
                     .env("RUST_LOG", "graflow=warn"),

@@ -74,12 +74,18 @@ impl Workers {
             .map(|i| {
                 let mut command = Command::new(&exe);
                 command
-                    .args(["--graflow-worker", url, "--prefix", prefix, "--concurrency"])
+                    .args([
+                        "--graflow-worker",
+                        url,
+                        "--graflow-worker-prefix",
+                        prefix,
+                        "--graflow-worker-concurrency",
+                    ])
                     .arg(
                         std::env::var("BENCH_WORKER_CONCURRENCY")
                             .unwrap_or_else(|_| "16".to_owned()),
                     )
-                    .args(["--name", &format!("bench-w{i}")])
+                    .args(["--graflow-worker-name", &format!("bench-w{i}")])
                     .args(extra)
                     .env("RUST_LOG", "error")
                     .stdout(Stdio::null());
@@ -669,7 +675,8 @@ async fn main() -> graflow::Result<()> {
             let mut samples = Vec::new();
             for rep in 0..n {
                 let prefix = format!("bench{}k{rep}", std::process::id());
-                let mut workers = Workers::start(url, &prefix, 2, &["--lease", "2s"]);
+                let mut workers =
+                    Workers::start(url, &prefix, 2, &["--graflow-worker-lease", "2s"]);
                 let engine = redis_engine(url, &prefix);
                 engine.execute(&redis_fanout(50)).await?;
                 // 16 tasks of 300 ms on 2 workers of 4 slots: both hold tasks when one dies.

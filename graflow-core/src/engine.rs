@@ -20,6 +20,8 @@ use crate::definition::{AttemptError, panic_message};
 use crate::graph::{Graph, Problem, Task, Workflow};
 use crate::handlers::{DirectHandler, ProcessHandler};
 use crate::interrupt::RunSignals;
+use crate::observe::{EventKind, Observers, ProgressBar, RunEvent, RunObserver};
+use crate::program::Describe;
 use crate::report::{GroupRecord, Record, RunReport};
 use crate::run::checkpoint::{Checkpoint, Checkpointer};
 use crate::run::control::HandlerLookup;
@@ -74,6 +76,7 @@ pub struct WorkflowEngine {
     cpu: Arc<Semaphore>,
     cpu_limit: usize,
     handle_signals: bool,
+    observers: Observers,
 }
 
 impl std::fmt::Debug for WorkflowEngine {
@@ -84,6 +87,7 @@ impl std::fmt::Debug for WorkflowEngine {
             .field("max_concurrency", &self.max_concurrency)
             .field("cpu_limit", &self.cpu_limit)
             .field("handle_signals", &self.handle_signals)
+            .field("observers", &self.observers)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +146,10 @@ impl WorkflowEngine {
             handlers.insert(name.to_owned(), entry);
         }
         let cpu_limit = cpu_count();
+        let mut observers = Observers::default();
+        if crate::program::flags().progress {
+            observers.push(Arc::new(ProgressBar::stderr()));
+        }
         WorkflowEngine {
             handlers: Arc::new(handlers),
             handler_limits: Arc::new(BTreeMap::new()),
@@ -149,7 +157,17 @@ impl WorkflowEngine {
             cpu: Arc::new(Semaphore::new(cpu_limit)),
             cpu_limit,
             handle_signals: true,
+            observers,
         }
+    }
+
+    /// Adds an observer of every run this engine starts afterwards: it sees each
+    /// [`RunEvent`](crate::RunEvent) (run started and finished; task ready, started, retrying,
+    /// succeeded, failed, cancelled; runners' output lines). An engine without observers builds
+    /// no event. [`RunOptions::observer`] adds one for a single run.
+    pub fn add_observer(&mut self, observer: impl RunObserver) -> &mut Self {
+        self.observers.push(Arc::new(observer));
+        self
     }
 
     /// Adds `handler` under `name`, replacing any handler of that name (replacing "docker" with
@@ -349,10 +367,20 @@ impl WorkflowEngine {
         channel: Channel,
         options: &RunOptions,
     ) -> Result<RunReport, RunError> {
+        if let Some(describe) = crate::program::flags().describe {
+            self.describe(workflow, &channel, describe);
+        }
         let (graph, slots) = self.prepare(workflow, &channel)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
         let cadence = options.cadence();
-        let shared = self.run_state(&run_id, workflow, graph, channel, cadence.is_some());
+        let shared = self.run_state(
+            &run_id,
+            workflow,
+            graph,
+            channel,
+            cadence.is_some(),
+            options.observers(),
+        );
         let start = Start::fresh(&shared);
         let checkpointer = cadence.map(|c| Checkpointer::new(c, workflow, &run_id, 0));
         self.drive(shared, slots, start, checkpointer, false).await
@@ -374,11 +402,21 @@ impl WorkflowEngine {
         let mut checkpoint = Checkpoint::load(path)?;
         checkpoint.check(workflow)?;
         let channel = checkpoint.channel();
+        if let Some(describe) = crate::program::flags().describe {
+            self.describe(workflow, &channel, describe);
+        }
         let (graph, slots) = self.prepare(workflow, &channel)?;
         let run_id: Arc<str> = Arc::from(checkpoint.run_id());
         let cadence = checkpoint.cadence();
         let sequence = checkpoint.sequence();
-        let shared = self.run_state(&run_id, workflow, graph, channel, true);
+        let shared = self.run_state(
+            &run_id,
+            workflow,
+            graph,
+            channel,
+            true,
+            &Observers::default(),
+        );
         let lookup = self.lookup();
         let mut slots = slots;
         let start = checkpoint.restore(&shared, &mut |handler, task| {
@@ -401,6 +439,34 @@ impl WorkflowEngine {
             .await
     }
 
+    /// What `--graflow-list`, `--graflow-graph` and `--graflow-validate` do instead of the
+    /// program's first run: print and exit.
+    #[cold]
+    fn describe(&self, workflow: &Workflow, channel: &Channel, describe: Describe) -> ! {
+        use crate::program::print_and_exit;
+        match describe {
+            Describe::List => print_and_exit(&crate::program::list(workflow), 0),
+            Describe::Mermaid => print_and_exit(&workflow.to_mermaid(), 0),
+            Describe::Dot => print_and_exit(&workflow.to_dot(), 0),
+            Describe::Validate => match self.prepare(workflow, channel) {
+                Ok((graph, slots)) => {
+                    let handlers: Vec<&str> = slots.iter().map(|s| &*s.name).collect();
+                    print_and_exit(
+                        &format!(
+                            "workflow '{}' is valid: {} task(s), {} edge(s), handlers: {}\n",
+                            workflow.name(),
+                            graph.len(),
+                            workflow.edges().count(),
+                            handlers.join(", ")
+                        ),
+                        0,
+                    )
+                }
+                Err(error) => print_and_exit(&format!("{error}\n"), 1),
+            },
+        }
+    }
+
     /// A run's shared state, in this process, with this engine's handlers for tasks added while
     /// it runs.
     fn run_state(
@@ -410,7 +476,9 @@ impl WorkflowEngine {
         graph: Arc<Graph>,
         channel: Channel,
         checkpoints: bool,
+        observers: &Observers,
     ) -> Arc<RunShared> {
+        let observers = self.observers.with(observers);
         Arc::new(RunShared::new(
             run_id.clone(),
             workflow.clone(),
@@ -420,6 +488,7 @@ impl WorkflowEngine {
             None,
             Some(Arc::new(self.lookup())),
             checkpoints,
+            (!observers.is_empty()).then_some(observers),
         ))
     }
 
@@ -444,6 +513,7 @@ impl WorkflowEngine {
         } else {
             None
         };
+        shared.run_event(|| EventKind::RunStarted { tasks: n, resumed });
         let ended = async {
             tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, cpu_limit = self.cpu_limit, resumed, "run started");
             let run = scheduler::run(
@@ -486,6 +556,7 @@ impl WorkflowEngine {
         .await;
         drop(signals);
         let elapsed = run_start.elapsed();
+        let observers = shared.observers.clone();
 
         let Ended {
             mut records,
@@ -562,6 +633,21 @@ impl WorkflowEngine {
             checkpoint_error,
             resumed,
         };
+        if let Some(observers) = observers {
+            observers.emit(&RunEvent {
+                at: SystemTime::now(),
+                run_id: report.run_id.clone(),
+                workflow: Arc::from(workflow.name()),
+                task: None,
+                handler: None,
+                attempt: 0,
+                kind: EventKind::RunFinished {
+                    succeeded: !report.failed,
+                    elapsed,
+                    counts: report.counts(),
+                },
+            });
+        }
         match failure {
             None => Ok(report),
             Some(Failure::Task {

@@ -37,6 +37,9 @@ pub enum Error {
     /// A checkpoint could not be read or resumed.
     #[error(transparent)]
     Checkpoint(#[from] crate::run::CheckpointError),
+    /// A run's report could not be saved.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
 }
 
 impl Error {

@@ -11,7 +11,9 @@
 //! | `definition/` | the macro contract: `TaskDef`, `Body`, `TaskInfo`, the `TaskContext` a body sees, `AttemptError` |
 //! | `graph/` | `Task` nodes, the `Workflow` DAG and its builder, the compiled graph, validation `Problem`s |
 //! | `report/` | what a run did: the report, its timeline |
+//! | `observe/` | what happens in a run as it happens: `RunEvent`s, `RunObserver`, the event stream, the progress bar |
 //! | `run/` | one run: shared state, `ExecutionContext`, the body-execution policy, the `TaskHandler` contract, the scheduler, `RunError` |
+//! | `program.rs` | the program's `--graflow-*` flags, `program_args()` |
 //! | `remote/`, `runner.rs` | the runner protocol's host side (one driver for every out-of-process handler) and runner side |
 //! | `handlers/` | the built-in handlers, one file each |
 //! | `engine.rs` | handler registry, validation, running, `RunError` |
@@ -27,6 +29,8 @@ mod error;
 mod graph;
 pub mod handlers;
 pub mod interrupt;
+mod observe;
+mod program;
 pub mod remote;
 mod report;
 mod retry;
@@ -49,15 +53,18 @@ pub use graph::{
     WorkflowBuilder,
 };
 pub use handlers::{DirectHandler, ProcessHandler};
-pub use report::{GroupRecord, RunReport, TaskRecord, TaskStatus};
+pub use observe::{
+    EventKind, EventStream, ProgressBar, RunEvent, RunObserver, StreamObserver, event_stream,
+};
+pub use report::{GroupRecord, ReportError, RunReport, TaskRecord, TaskStatus};
 pub use retry::RetryPolicy;
 pub use run::{
     Checkpoint, CheckpointError, ControlError, ExecutionContext, GroupFailure, Iteration,
     RunCancelled, RunError, RunFailure, RunOptions, TaskHandler,
 };
 
-/// How many times a task may run in one run when `#[task(max_cycles = N)]` does not say.
-pub const DEFAULT_MAX_CYCLES: u32 = 100;
+pub use definition::DEFAULT_MAX_CYCLES;
+pub use program::program_args;
 pub use runner::{init, is_runner};
 pub use value::{Data, TypeInfo, Value, ValueError};
 
@@ -79,9 +86,10 @@ pub mod __private {
 
     pub use crate::config::{ConfigValue, HandlerConfig};
     pub use crate::definition::{Body, Param, TaskDef, TaskRegistration, TaskReturn};
+    pub use crate::program::{Flag, ProgramMode, graflow_args};
     pub use crate::retry::RetryPolicy;
     pub use crate::run::HandlerRegistration;
-    pub use crate::runner::{ProgramMode, TestRunnerEntry, runner_command};
+    pub use crate::runner::{TestRunnerEntry, runner_command};
     pub use crate::value::decode_from;
     pub use crate::value::spec::{ViaClone, ViaSerde, Wrap};
 }

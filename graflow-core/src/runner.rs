@@ -20,6 +20,7 @@ use futures_util::FutureExt;
 use crate::channel::Channel;
 use crate::definition::{AttemptError, TaskDef, definitions, panic_message};
 use crate::graph::Task;
+use crate::program::ProgramMode;
 use crate::remote::{build_id, outcome_of, runner_failure};
 use crate::run::ExecutionContext;
 use crate::run::{RunError, TaskHandler};
@@ -31,9 +32,12 @@ use graflow_protocol::{
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
-/// Call first in `main` (or use `#[graflow::main]`). In a normal run it only records that it
-/// was called. In a process started by the "process" or "docker" handler it runs the one task
-/// it was sent and exits the process, so the rest of `main` never runs there.
+/// Call first in `main` (or use `#[graflow::main]`). In a process started by the "process" or
+/// "docker" handler it runs the one task it was sent and exits the process, so the rest of
+/// `main` never runs there. Otherwise it reads the program's `--graflow-*` flags (and only
+/// those: see the README's *Program flags*): `--graflow-help` prints them and exits, a
+/// mistake in one is a usage error (exit 64), and a mode a backend registers (a Redis worker,
+/// `--graflow-worker URL`) runs to its end and exits.
 pub fn init() {
     INITIALISED.store(true, Ordering::SeqCst);
     if is_runner() {
@@ -41,6 +45,7 @@ pub fn init() {
         SERVING.store(true, Ordering::SeqCst);
         std::process::exit(if warm { serve_many() } else { serve() });
     }
+    crate::program::read_flags();
     for mode in inventory::iter::<ProgramMode> {
         if let Some(code) = (mode.enter)() {
             std::process::exit(code);
@@ -559,19 +564,6 @@ pub async fn answer(
         });
     finish(&prepared, result, started.elapsed())
 }
-
-/// Another way a graflow program can be started, registered by a backend crate (a queue
-/// worker: `--graflow-worker redis://...`). [`init`] asks each registered mode, after the
-/// runner check and before `main` goes on: `enter` returns `None` when the process was not
-/// started in its mode, else it runs the mode to its end and returns the exit code.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct ProgramMode {
-    pub name: &'static str,
-    pub enter: fn() -> Option<i32>,
-}
-
-inventory::collect!(ProgramMode);
 
 #[cfg(test)]
 mod tests {

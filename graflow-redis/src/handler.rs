@@ -439,7 +439,7 @@ impl TaskHandler for RedisHandler {
             "worker {}, delivery {}",
             reply.worker, reply.delivery
         ));
-        crate::logs::replay(&reply.logs, task.id(), &reply.worker);
+        crate::logs::replay(&reply.logs, ctx, &reply.worker);
         match reply.kind {
             ReplyKind::Dead { reason } => Err(fail(reason)),
             ReplyKind::Outcome(bytes) => {
@@ -698,7 +698,7 @@ fn fail_queue(shared: &Shared, queue: &str) {
         shared,
         |w| w.queue == queue,
         &format!(
-            "no live worker has served queue `{queue}` at {} for {:?}; start one: `<your program> --graflow-worker {} --queue {queue}`",
+            "no live worker has served queue `{queue}` at {} for {:?}; start one: `<your program> --graflow-worker {} --graflow-worker-queue {queue}`",
             shared.url, shared.options.no_worker_timeout, shared.url
         ),
     );

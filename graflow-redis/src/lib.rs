@@ -47,5 +47,9 @@ pub use mode::WORKER_ENV;
 pub use worker::{Worker, WorkerOptions, WorkerStats};
 
 graflow_core::__private::inventory::submit! {
-    graflow_core::__private::ProgramMode { name: "redis worker", enter: mode::enter }
+    graflow_core::__private::ProgramMode {
+        name: "redis worker",
+        enter: mode::enter,
+        flags: mode::FLAGS,
+    }
 }

@@ -199,9 +199,11 @@ where
     }
 }
 
-/// Logs the lines a worker sent back for task `task`, under `graflow::handlers`. The text is
-/// hostile input: at most [`MAX_LINES`] + 1 lines of at most [`MAX_LINE`] bytes are logged.
-pub(crate) fn replay(text: &str, task: &str, worker: &str) {
+/// Logs the lines a worker sent back for the task of `ctx`, under `graflow::handlers`, and hands
+/// each to the run's observers. The text is hostile input: at most [`MAX_LINES`] + 1 lines of at
+/// most [`MAX_LINE`] bytes are logged.
+pub(crate) fn replay(text: &str, ctx: &graflow_core::ExecutionContext, worker: &str) {
+    let task = ctx.task_id();
     for raw in text.lines().take(MAX_LINES + 1) {
         let mut parts = raw.splitn(3, '\t');
         let (level, target, message) = match (parts.next(), parts.next(), parts.next()) {
@@ -217,6 +219,7 @@ pub(crate) fn replay(text: &str, task: &str, worker: &str) {
             message.truncate(end);
         }
         let target: String = target.chars().take(128).collect();
+        ctx.runner_output(&message);
         match level {
             "E" => {
                 tracing::error!(target: "graflow::handlers", task = %task, worker = %worker, origin = %target, "{message}");

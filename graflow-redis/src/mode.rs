@@ -4,12 +4,12 @@
 //! | flag | environment | default |
 //! |---|---|---|
 //! | `--graflow-worker URL` | `GRAFLOW_WORKER` | (worker mode off) |
-//! | `--queue Q` (repeat, or `a,b`) | `GRAFLOW_WORKER_QUEUES` | `default` |
-//! | `--concurrency N` | `GRAFLOW_WORKER_CONCURRENCY` | CPUs |
-//! | `--lease DURATION` | `GRAFLOW_WORKER_LEASE` | `30s` |
-//! | `--max-deliveries N` | `GRAFLOW_WORKER_MAX_DELIVERIES` | `3` |
-//! | `--name NAME` | `GRAFLOW_WORKER_NAME` | host-pid-random |
-//! | `--prefix P` | `GRAFLOW_WORKER_PREFIX` | `graflow` |
+//! | `--graflow-worker-queue Q` (repeat, or `a,b`) | `GRAFLOW_WORKER_QUEUES` | `default` |
+//! | `--graflow-worker-concurrency N` | `GRAFLOW_WORKER_CONCURRENCY` | CPUs |
+//! | `--graflow-worker-lease DURATION` | `GRAFLOW_WORKER_LEASE` | `30s` |
+//! | `--graflow-worker-max-deliveries N` | `GRAFLOW_WORKER_MAX_DELIVERIES` | `3` |
+//! | `--graflow-worker-name NAME` | `GRAFLOW_WORKER_NAME` | host-pid-random |
+//! | `--graflow-worker-prefix P` | `GRAFLOW_WORKER_PREFIX` | `graflow` |
 //!
 //! Flags win over the environment. Durations: `250ms`, `30s`, `2m`, `1h`.
 
@@ -21,13 +21,68 @@ use crate::{CaptureLayer, RedisError, Worker, WorkerOptions};
 pub const WORKER_ENV: &str = "GRAFLOW_WORKER";
 
 const SETTINGS: [(&str, &str); 6] = [
-    ("--queue", "GRAFLOW_WORKER_QUEUES"),
-    ("--concurrency", "GRAFLOW_WORKER_CONCURRENCY"),
-    ("--lease", "GRAFLOW_WORKER_LEASE"),
-    ("--max-deliveries", "GRAFLOW_WORKER_MAX_DELIVERIES"),
-    ("--name", "GRAFLOW_WORKER_NAME"),
-    ("--prefix", "GRAFLOW_WORKER_PREFIX"),
+    ("--graflow-worker-queue", "GRAFLOW_WORKER_QUEUES"),
+    ("--graflow-worker-concurrency", "GRAFLOW_WORKER_CONCURRENCY"),
+    ("--graflow-worker-lease", "GRAFLOW_WORKER_LEASE"),
+    (
+        "--graflow-worker-max-deliveries",
+        "GRAFLOW_WORKER_MAX_DELIVERIES",
+    ),
+    ("--graflow-worker-name", "GRAFLOW_WORKER_NAME"),
+    ("--graflow-worker-prefix", "GRAFLOW_WORKER_PREFIX"),
 ];
+
+/// The flags of worker mode, for `graflow::init()` (which refuses unknown `--graflow-*` flags)
+/// and `--graflow-help`.
+pub(crate) const FLAGS: &[graflow_core::__private::Flag] = &[
+    flag(
+        "--graflow-worker",
+        "URL",
+        "run as a Redis worker of that server (redis://host:port/db) instead of main",
+    ),
+    flag(
+        "--graflow-worker-queue",
+        "Q",
+        "worker: a queue it serves (repeat, or a,b; default `default`)",
+    ),
+    flag(
+        "--graflow-worker-concurrency",
+        "N",
+        "worker: attempts at once (default: CPUs)",
+    ),
+    flag(
+        "--graflow-worker-lease",
+        "DURATION",
+        "worker: idle time after which another worker takes a job over (default 30s)",
+    ),
+    flag(
+        "--graflow-worker-max-deliveries",
+        "N",
+        "worker: deliveries before the dead-letter stream (default 3)",
+    ),
+    flag(
+        "--graflow-worker-name",
+        "NAME",
+        "worker: its name (default host-pid-random)",
+    ),
+    flag(
+        "--graflow-worker-prefix",
+        "P",
+        "worker: key prefix (default `graflow`)",
+    ),
+];
+
+const fn flag(
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+) -> graflow_core::__private::Flag {
+    graflow_core::__private::Flag {
+        name,
+        value: Some(value),
+        help,
+    }
+}
 
 /// Exit codes of worker mode.
 const EXIT_USAGE: i32 = 64;
@@ -102,7 +157,7 @@ fn options(
                 .map_err(|_| setting(flag, &format!("`{text}` is not a whole number")))
         };
         match flag {
-            "--queue" => {
+            "--graflow-worker-queue" => {
                 options.queues = values
                     .iter()
                     .flat_map(|v| v.split(','))
@@ -111,15 +166,15 @@ fn options(
                     .map(str::to_owned)
                     .collect();
             }
-            "--concurrency" => {
+            "--graflow-worker-concurrency" => {
                 options.concurrency = usize::try_from(number(&last)?).unwrap_or(usize::MAX);
             }
-            "--lease" => {
+            "--graflow-worker-lease" => {
                 options.lease = parse_duration(&last).map_err(|m| setting(flag, &m))?;
             }
-            "--max-deliveries" => options.max_deliveries = number(&last)?,
-            "--name" => options.name = Some(last),
-            "--prefix" => options.prefix = last,
+            "--graflow-worker-max-deliveries" => options.max_deliveries = number(&last)?,
+            "--graflow-worker-name" => options.name = Some(last),
+            "--graflow-worker-prefix" => options.prefix = last,
             _ => {}
         }
     }
@@ -153,7 +208,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Called by `graflow::init()` (registered as a program mode): runs the worker to its end when
 /// the program was started in worker mode.
 pub(crate) fn enter() -> Option<i32> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Only the program's `--graflow-*` arguments: its own are never read.
+    let args = graflow_core::__private::graflow_args();
     let parsed = parse(&args, &|var| std::env::var(var).ok())?;
     // Programs the tasks start are not workers.
     // SAFETY: init() belongs first in main, before the program starts threads of its own (the
@@ -231,12 +287,12 @@ mod tests {
             &strings(&[
                 "--graflow-worker",
                 "redis://h:1/0",
-                "--queue=gpu,cpu",
-                "--queue",
+                "--graflow-worker-queue=gpu,cpu",
+                "--graflow-worker-queue",
                 "io",
-                "--lease",
+                "--graflow-worker-lease",
                 "1500ms",
-                "--concurrency=3",
+                "--graflow-worker-concurrency=3",
             ]),
             &none,
         )
@@ -253,21 +309,26 @@ mod tests {
             "GRAFLOW_WORKER_CONCURRENCY" => Some("8".to_owned()),
             _ => None,
         };
-        let (url, options) = parse(&strings(&["--concurrency", "2"]), &env)
+        let (url, options) = parse(&strings(&["--graflow-worker-concurrency", "2"]), &env)
             .unwrap()
             .unwrap();
         assert_eq!(url, "redis://e:2/1");
         assert_eq!((options.max_deliveries, options.concurrency), (5, 2));
 
         let error = parse(
-            &strings(&["--graflow-worker", "u", "--lease", "3 parsecs"]),
+            &strings(&[
+                "--graflow-worker",
+                "u",
+                "--graflow-worker-lease",
+                "3 parsecs",
+            ]),
             &none,
         )
         .unwrap()
         .unwrap_err()
         .to_string();
         assert!(
-            error.contains("--lease") && error.contains("unknown unit"),
+            error.contains("--graflow-worker-lease") && error.contains("unknown unit"),
             "{error}"
         );
         assert!(

@@ -206,6 +206,19 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
+impl Chain<'_> {
+    /// The error's message, then each of its sources', in order (what `Display` joins).
+    pub fn links(&self) -> Vec<String> {
+        let mut links = vec![self.0.to_string()];
+        let mut next = self.0.source();
+        while let Some(err) = next {
+            links.push(err.to_string());
+            next = err.source();
+        }
+        links
+    }
+}
+
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)?;

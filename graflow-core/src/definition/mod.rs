@@ -25,6 +25,9 @@ pub use context::TaskContext;
 pub(crate) use error::panic_message;
 pub use error::{AttemptError, BoxError, Chain, TaskReturn};
 
+/// How many times a task may run in one run when `#[task(max_cycles = N)]` does not say.
+pub const DEFAULT_MAX_CYCLES: u32 = 100;
+
 /// A boxed, sendable future borrowing for `'a` (what an async body returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

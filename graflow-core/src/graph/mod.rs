@@ -4,6 +4,7 @@
 
 mod group;
 mod problem;
+mod render;
 mod task;
 mod workflow;
 

@@ -122,7 +122,7 @@ impl Task {
     /// How many times this node may run in one run: its first run, plus every
     /// [`next_iteration`](crate::TaskContext::next_iteration) and every
     /// [`goto`](crate::TaskContext::goto) back to it (`#[task(max_cycles = N)]`, default
-    /// [`DEFAULT_MAX_CYCLES`](crate::DEFAULT_MAX_CYCLES)).
+    /// [`DEFAULT_MAX_CYCLES`](crate::definition::DEFAULT_MAX_CYCLES)).
     pub fn max_cycles(&self) -> u32 {
         self.custom
             .as_ref()

@@ -318,6 +318,9 @@ impl TaskHandler for ProcessHandler {
             program,
         } = spawn_runner("1")
             .map_err(|message| AttemptError::handler(task.id(), handler, message))?;
+        if let Some(pid) = child.id() {
+            ctx.set_runner(format!("pid {pid}"));
+        }
         let driven = RemoteAttempt::new(task, ctx)
             .limits(self.limits)
             .startup_timeout(self.startup_timeout)

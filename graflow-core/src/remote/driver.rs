@@ -154,7 +154,7 @@ impl<'a> RemoteAttempt<'a> {
         let limits = self.limits;
         let decode = task.def.decode;
         let output_type = task.def.output.name();
-        let banner = LogLines::new(task.id(), self.target, limits.max_log_line);
+        let banner = LogLines::new(task.id(), self.target, limits.max_log_line).observed(self.ctx);
         // A thread of its own (not the blocking pool, which synchronous task bodies fill): it
         // lives as long as the attempt and only ever waits for the runner's bytes.
         let (decoded_tx, mut decoder) = oneshot::channel::<Decoded>();
@@ -182,7 +182,8 @@ impl<'a> RemoteAttempt<'a> {
                 )
             })?;
 
-        let mut logs = LogLines::new(task.id(), self.target, limits.max_log_line);
+        let mut logs =
+            LogLines::new(task.id(), self.target, limits.max_log_line).observed(self.ctx);
         let mut output = output;
         let mut tx = Some(tx);
         let mut ready = false;

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 
+use crate::run::ExecutionContext;
+
 /// Where `needle` first occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || haystack.len() < needle.len() {
@@ -32,6 +34,8 @@ pub struct LogLines {
     /// Bytes of the current line dropped because it exceeded `max_line`.
     cut: u64,
     tail: VecDeque<String>,
+    /// The attempt whose observers see each line, when the run is observed.
+    observed: Option<ExecutionContext>,
 }
 
 impl LogLines {
@@ -48,7 +52,16 @@ impl LogLines {
             partial: Vec::new(),
             cut: 0,
             tail: VecDeque::new(),
+            observed: None,
         }
+    }
+
+    /// Also hands each line to the observers of `ctx`'s run, as the output of its attempt
+    /// ([`ExecutionContext::runner_output`]); nothing when the run has none.
+    #[must_use]
+    pub fn observed(mut self, ctx: &ExecutionContext) -> Self {
+        self.observed = ctx.is_observed().then(|| ctx.clone());
+        self
     }
 
     /// Feeds a chunk; every complete line is logged.
@@ -139,6 +152,9 @@ impl LogLines {
             LogTarget::Docker => {
                 tracing::info!(target: "graflow::docker", "[{}] {}", self.task, text)
             }
+        }
+        if let Some(ctx) = &self.observed {
+            ctx.runner_output(&text);
         }
         if self.tail.len() == Self::TAIL {
             self.tail.pop_front();

@@ -653,6 +653,7 @@ impl Lease {
             limits,
             task: task.id().to_owned(),
             span: tracing::Span::current(),
+            observed: ctx.is_observed().then(|| ctx.clone()),
             reply,
         };
         if runner.jobs.send(job).await.is_err() {

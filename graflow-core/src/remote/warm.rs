@@ -118,6 +118,8 @@ pub(super) struct Job {
     pub limits: Limits,
     pub task: String,
     pub span: tracing::Span,
+    /// The attempt whose observers see the task's output lines, when its run is observed.
+    pub observed: Option<crate::run::ExecutionContext>,
     pub reply: oneshot::Sender<Served>,
 }
 
@@ -330,6 +332,7 @@ impl RunnerIo {
             limits,
             task,
             span: _,
+            observed,
             mut reply,
         } = job;
         // Anything the runner sent while idle comes first: bytes on its protocol stream, or its
@@ -365,7 +368,10 @@ impl RunnerIo {
             flushed = self.input.flush() => flushed,
             () = reply.closed() => return false,
         };
-        let logs = LogLines::new(&task, self.target, limits.max_log_line);
+        let mut logs = LogLines::new(&task, self.target, limits.max_log_line);
+        if let Some(ctx) = &observed {
+            logs = logs.observed(ctx);
+        }
         let marker = format!("{}{nonce:016x}", graflow_protocol::TASK_END_MARKER).into_bytes();
         let (served, sound) = tokio::select! {
             read = self.read_answer(&limits, logs, &marker, flushed.is_err()) => read,

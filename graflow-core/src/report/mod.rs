@@ -1,5 +1,10 @@
 //! The report of a run: what ran where, for how long, with which outcome, and every result.
 
+mod json;
+mod timeline;
+
+pub use json::ReportError;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -49,6 +54,9 @@ pub(crate) struct Record {
     pub start: Option<Duration>,
     pub duration: Option<Duration>,
     pub error: Option<Box<str>>,
+    /// `error` and its sources, one message each (`None` in a run resumed from a checkpoint:
+    /// `error` alone then).
+    pub error_chain: Option<Box<[Box<str>]>>,
     /// Where the last attempt ran, as its handler described it.
     pub runner: Option<Box<str>>,
     /// How many times the node started (iterations and gotos run it again).
@@ -64,6 +72,7 @@ impl Record {
         start: None,
         duration: None,
         error: None,
+        error_chain: None,
         runner: None,
         runs: 0,
         tolerated: false,
@@ -86,8 +95,11 @@ pub struct TaskRecord<'a> {
     pub start: Option<Duration>,
     /// How long it took, retries and backoff included.
     pub duration: Option<Duration>,
-    /// The error of its last attempt, with its cause chain.
+    /// The error of its last attempt, with its cause chain (the messages joined by ": ").
     pub error: Option<&'a str>,
+    /// The same error as a list: its message, then each of its sources' (empty when it did not
+    /// fail; one message in a run resumed from a checkpoint).
+    pub error_chain: &'a [Box<str>],
     /// Where its last attempt ran, when its handler said (out-of-process handlers: the worker,
     /// container or process; `None` in this process).
     pub runner: Option<&'a str>,
@@ -265,13 +277,17 @@ impl RunReport {
         &self.channel
     }
 
+    /// Node `n`'s task: the workflow's, or one added while running.
+    fn node_task(&self, n: usize) -> &Task {
+        match self.workflow.tasks().get(n) {
+            Some(task) => task,
+            None => &self.added[n - self.workflow.len()],
+        }
+    }
+
     fn record(&self, n: usize) -> TaskRecord<'_> {
         let added = n >= self.workflow.len();
-        let task = if added {
-            &self.added[n - self.workflow.len()]
-        } else {
-            &self.workflow.tasks()[n]
-        };
+        let task = self.node_task(n);
         let r = &self.records[n];
         TaskRecord {
             id: task.id(),
@@ -281,6 +297,11 @@ impl RunReport {
             start: r.start,
             duration: r.duration,
             error: r.error.as_deref(),
+            error_chain: match (&r.error_chain, &r.error) {
+                (Some(chain), _) => chain,
+                (None, Some(error)) => std::slice::from_ref(error),
+                (None, None) => &[],
+            },
             runner: r.runner.as_deref(),
             runs: r.runs,
             tolerated: r.tolerated,

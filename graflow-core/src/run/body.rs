@@ -18,6 +18,9 @@ use crate::definition::{AttemptError, Body, BodyStats, TaskContext, panic_messag
 use crate::graph::Task;
 use crate::value::Value;
 
+/// A synchronous body the scheduler may run on its own thread.
+pub(crate) type InlineBody = fn(&TaskContext) -> Result<Value, AttemptError>;
+
 impl Task {
     /// Runs the function in this process, with its inputs resolved from `ctx`, and returns its
     /// output. This is what the direct handler does; other handlers may wrap it.
@@ -72,31 +75,28 @@ impl Task {
         }
     }
 
-    /// Runs the body at once, on this thread, if it is synchronous and known to be short (see
-    /// [`BodyStats`]); `None` otherwise. The scheduler's fast path for the direct handler: what
-    /// [`Task::run`] does in that case, without a future.
-    pub(crate) fn try_run_now(
-        &self,
-        ctx: &ExecutionContext,
-    ) -> Option<Result<Value, AttemptError>> {
+    /// The body, if it is synchronous and known to be short (see [`BodyStats`]): the
+    /// scheduler's fast path for the direct handler runs it at once with [`Task::run_inline`].
+    pub(crate) fn inline_body(&self) -> Option<InlineBody> {
         let Body::Sync(body) = self.def.body else {
             return None;
         };
-        if !self.may_run_inline() {
-            return None;
-        }
-        Some(
-            ctx.task_context(self)
-                .and_then(|tctx| self.call_inline(body, tctx)),
-        )
+        self.may_run_inline().then_some(body)
+    }
+
+    /// Runs `body` (from [`Task::inline_body`]) on this thread: what [`Task::run`] does in that
+    /// case, without a future.
+    pub(crate) fn run_inline(
+        &self,
+        body: InlineBody,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        ctx.task_context(self)
+            .and_then(|tctx| self.call_inline(body, tctx))
     }
 
     /// Timed by the scheduler, which reports slow inline runs to the stats.
-    fn call_inline(
-        &self,
-        body: fn(&TaskContext) -> Result<Value, AttemptError>,
-        tctx: &TaskContext,
-    ) -> Result<Value, AttemptError> {
+    fn call_inline(&self, body: InlineBody, tctx: &TaskContext) -> Result<Value, AttemptError> {
         std::panic::catch_unwind(AssertUnwindSafe(|| body(tctx)))
             .unwrap_or_else(|payload| Err(self.panicked(&*payload)))
     }

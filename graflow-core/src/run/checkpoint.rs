@@ -1204,6 +1204,7 @@ impl Checkpoint {
                 start: s.start_us.map(Duration::from_micros),
                 duration: s.duration_us.map(Duration::from_micros),
                 error: s.error.map(String::into_boxed_str),
+                error_chain: None,
                 runner: s.runner.map(String::into_boxed_str),
                 runs: s.runs,
                 tolerated: s.tolerated,

@@ -72,6 +72,7 @@ impl ExecutionContext {
             upstream,
             None,
             false,
+            None,
         ));
         Ok(ExecutionContext::new(run, 0, attempt, cycle))
     }
@@ -86,6 +87,24 @@ impl ExecutionContext {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.node, description);
+    }
+
+    /// Whether anyone observes the run's events ([`RunObserver`](crate::RunObserver)): a
+    /// handler that would do extra work to report them (split output into lines) can skip it.
+    pub fn is_observed(&self) -> bool {
+        self.run.observers.is_some()
+    }
+
+    /// Reports one line the attempt's runner printed (a child process's, a container's, a
+    /// remote worker's output) to the run's observers, as [`EventKind::Log`](crate::observe::EventKind::Log).
+    /// Handlers built on [`remote`](crate::remote) get this for free; a custom handler that
+    /// captures output calls it per line (logging the line through `tracing` is its own
+    /// business).
+    pub fn runner_output(&self, line: &str) {
+        self.run
+            .task_event(self.node, self.attempt, || crate::observe::EventKind::Log {
+                line: line.to_owned(),
+            });
     }
 
     /// The task this context executes.

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::channel::Channel;
 use crate::graph::{Graph, Source, Task, Workflow};
+use crate::observe::{EventKind, Observers, RunEvent};
 use crate::value::{Data, Value, ValueError};
 
 pub use checkpoint::{Checkpoint, CheckpointError};
@@ -49,6 +50,10 @@ pub(crate) struct RunShared {
     pub registry: Option<Arc<dyn control::HandlerLookup>>,
     /// Whether the run writes checkpoints (so `ctx.checkpoint()` may ask for one).
     pub checkpoints: bool,
+    /// Who sees the run's events; `None`: nobody, and no event is built.
+    pub observers: Option<Observers>,
+    /// The workflow's name, shared by the run's events.
+    pub workflow_name: Arc<str>,
 }
 
 impl RunShared {
@@ -63,9 +68,12 @@ impl RunShared {
         upstream: Option<Vec<(String, Value)>>,
         registry: Option<Arc<dyn control::HandlerLookup>>,
         checkpoints: bool,
+        observers: Option<Observers>,
     ) -> RunShared {
         let n = graph.len();
         RunShared {
+            workflow_name: Arc::from(workflow.name()),
+            observers,
             run_id,
             workflow,
             graph,
@@ -77,6 +85,44 @@ impl RunShared {
             dynamic: control::Dynamic::default(),
             registry,
             checkpoints,
+        }
+    }
+
+    /// Hands an event of task `node` (`attempt`) to the run's observers, if any.
+    #[inline]
+    pub fn task_event(&self, node: u32, attempt: u32, kind: impl FnOnce() -> EventKind) {
+        if let Some(observers) = &self.observers {
+            self.emit_task_event(observers, node, attempt, kind());
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn emit_task_event(&self, observers: &Observers, node: u32, attempt: u32, kind: EventKind) {
+        let task = self.task(node);
+        observers.emit(&RunEvent {
+            at: std::time::SystemTime::now(),
+            run_id: self.run_id.clone(),
+            workflow: self.workflow_name.clone(),
+            task: Some(task.id().to_owned()),
+            handler: Some(task.handler().to_owned()),
+            attempt,
+            kind,
+        });
+    }
+
+    /// Hands an event of the run itself to its observers, if any.
+    pub fn run_event(&self, kind: impl FnOnce() -> EventKind) {
+        if let Some(observers) = &self.observers {
+            observers.emit(&RunEvent {
+                at: std::time::SystemTime::now(),
+                run_id: self.run_id.clone(),
+                workflow: self.workflow_name.clone(),
+                task: None,
+                handler: None,
+                attempt: 0,
+                kind: kind(),
+            });
         }
     }
 

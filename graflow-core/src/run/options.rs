@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::checkpoint::Cadence;
+use crate::observe::{Observers, RunObserver};
 
-/// Options of one run: today, its checkpoints.
+/// Options of one run: its checkpoints, and observers of this run only.
 ///
 /// ```no_run
 /// # use graflow_core::{Channel, RunOptions, Workflow, WorkflowEngine};
@@ -29,6 +30,7 @@ pub struct RunOptions {
     every: Option<u32>,
     interval: Option<Duration>,
     fast: bool,
+    observers: Observers,
 }
 
 impl RunOptions {
@@ -68,6 +70,17 @@ impl RunOptions {
     pub fn checkpoint_durable(mut self, durable: bool) -> Self {
         self.fast = !durable;
         self
+    }
+
+    /// Adds an observer of this run's events, besides the engine's
+    /// ([`WorkflowEngine::add_observer`](crate::WorkflowEngine::add_observer)).
+    pub fn observer(mut self, observer: impl RunObserver) -> Self {
+        self.observers.push(std::sync::Arc::new(observer));
+        self
+    }
+
+    pub(crate) fn observers(&self) -> &Observers {
+        &self.observers
     }
 
     /// Where checkpoints go, if anywhere.

@@ -18,12 +18,14 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, Stream};
 use rustc_hash::FxHashMap as HashMap;
+use tracing::Instrument;
 
 use super::checkpoint::Checkpointer;
 use super::control::{ControlError, DynNode, End, Requests, refused};
 use super::{ExecutionContext, RunShared, TaskHandler};
 use crate::definition::{AttemptError, BoxFuture, Chain, panic_message};
 use crate::graph::{GroupOutcome, GroupPolicy, Task};
+use crate::observe::EventKind;
 use crate::report::{Record, TaskStatus};
 use crate::value::Value;
 
@@ -160,6 +162,7 @@ pub(crate) async fn run(
         checkpoint_error: None,
         shared,
     };
+    scheduler.announce(0);
     std::future::poll_fn(|cx| scheduler.poll(cx)).await;
     // Whatever is still in flight is cancelled by dropping it.
     drop(std::mem::take(&mut scheduler.inflight));
@@ -278,6 +281,7 @@ impl Scheduler {
         if let Some(next) = self.held[h].pop_front() {
             self.ready.push_front(next);
         }
+        let before = self.ready.len();
         let record = &mut self.records[node as usize];
         record.attempts = done.attempts;
         record.start = Some(done.start.saturating_duration_since(self.run_start));
@@ -286,6 +290,7 @@ impl Scheduler {
             Ok(()) => {
                 record.status = TaskStatus::Succeeded;
                 record.error = None;
+                record.error_chain = None;
                 record.tolerated = false;
                 let mut release = true;
                 let mut checkpoint = false;
@@ -315,9 +320,14 @@ impl Scheduler {
                 if self.failure.is_some() {
                     return;
                 }
+                self.shared
+                    .task_event(node, done.attempts, || EventKind::TaskSucceeded {
+                        duration: done.end.saturating_duration_since(done.start),
+                    });
                 if release {
                     self.release(node);
                 }
+                self.announce(before);
                 if !iterates {
                     self.member_finished(node);
                 }
@@ -347,10 +357,24 @@ impl Scheduler {
         record.status = TaskStatus::Failed;
         record.attempts = attempts;
         record.error = Some(Chain(&error).to_string().into_boxed_str());
+        record.error_chain = Some(
+            Chain(&error)
+                .links()
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
+        );
         let group = self.shared.graph.tolerant_group(node);
+        let tolerated = group.is_some() && self.failure.is_none();
+        self.shared
+            .task_event(node, attempts, || EventKind::TaskFailed {
+                error: Chain(&error).to_string(),
+                tolerated,
+            });
         if let Some(group) = group
-            && self.failure.is_none()
+            && tolerated
         {
+            let record = &mut self.records[node as usize];
             record.tolerated = true;
             tracing::warn!(
                 target: "graflow::engine",
@@ -360,7 +384,9 @@ impl Scheduler {
                 error = %Chain(&error),
                 "task failed; its group's policy decides"
             );
+            let before = self.ready.len();
             self.release(node);
+            self.announce(before);
             self.member_finished(node);
             self.completed(false);
             return;
@@ -388,6 +414,13 @@ impl Scheduler {
         let record = &mut self.records[node as usize];
         record.status = TaskStatus::Failed;
         record.error = Some(format!("cancelled the run: {message}").into_boxed_str());
+        record.error_chain = None;
+        let attempts = record.attempts;
+        self.shared
+            .task_event(node, attempts, || EventKind::TaskFailed {
+                error: format!("cancelled the run: {message}"),
+                tolerated: false,
+            });
         if self.failure.is_none() {
             tracing::warn!(
                 target: "graflow::engine",
@@ -413,6 +446,22 @@ impl Scheduler {
             for &next in succs {
                 free(&mut self.indegree, &mut self.ready, next);
             }
+        }
+    }
+
+    /// Tells the run's observers that the nodes queued from `from` on are ready.
+    #[inline]
+    fn announce(&self, from: usize) {
+        if self.shared.observers.is_some() {
+            self.announce_ready(from);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn announce_ready(&self, from: usize) {
+        for &node in self.ready.range(from.min(self.ready.len())..) {
+            self.shared.task_event(node, 0, || EventKind::TaskReady);
         }
     }
 
@@ -830,13 +879,18 @@ fn try_now(
     if !slot.direct || task.timeout().is_some() {
         return None;
     }
+    let body = task.inline_body()?;
     let ctx = ExecutionContext::new(shared.clone(), node, 1, cycle);
+    let span = attempt_span(task, 1);
+    let entered = span.enter();
+    shared.task_event(node, 1, || EventKind::TaskStarted);
     let start = Instant::now();
     // (A body's panic is caught inside; nothing else here can panic.)
     let result = task
-        .try_run_now(&ctx)?
+        .run_inline(body, &ctx)
         .map(|output| store(shared, node, output));
     let end = Instant::now();
+    drop(entered);
     task.record_inline_run(end.saturating_duration_since(start));
     tracing::debug!(
         target: "graflow::handlers",
@@ -864,6 +918,39 @@ fn try_now(
             end,
             result,
         })),
+    }
+}
+
+/// The span of one attempt, a child of the run's: what `tracing-opentelemetry` exports as the
+/// attempt's span (named after the task), with the task, its handler and the attempt as fields
+/// (the attempt as an `i64`: exporters record unsigned integers as text).
+#[inline]
+fn attempt_span(task: &Task, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        target: "graflow::engine",
+        "task",
+        task = %task.id(),
+        handler = %task.handler(),
+        attempt = i64::from(attempt),
+        otel.name = %task.id(),
+    )
+}
+
+/// Tells observers that an attempt was cancelled when its future is dropped before it ended
+/// (the run stopped); disarmed when the attempt ends. Exists only when the run is observed.
+struct CancelGuard<'a> {
+    shared: &'a RunShared,
+    node: u32,
+    attempt: u32,
+    armed: bool,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared
+                .task_event(self.node, self.attempt, || EventKind::TaskCancelled);
+        }
     }
 }
 
@@ -897,15 +984,28 @@ async fn run_node(
         if let Some(error) = failed.take() {
             let delay = policy.delay_after(attempt);
             log_retry(task, attempt, &error, delay);
+            shared.task_event(node, attempt, || EventKind::TaskRetrying {
+                error: Chain(&error).to_string(),
+                delay,
+            });
             shared.clear_result(node);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
         let ctx = ExecutionContext::new(shared.clone(), node, attempt, cycle);
         let attempt_start = if attempt == 1 { start } else { Instant::now() };
+        shared.task_event(node, attempt, || EventKind::TaskStarted);
+        let mut guard = CancelGuard {
+            shared: &shared,
+            node,
+            attempt,
+            armed: shared.observers.is_some(),
+        };
         let result = attempt_once(handler.as_ref(), task, &ctx)
+            .instrument(attempt_span(task, attempt))
             .await
             .map(|output| store(&shared, node, output));
+        guard.armed = false;
         // (Fields are evaluated only when the event is enabled: no clock read otherwise.)
         tracing::debug!(
             target: "graflow::handlers",

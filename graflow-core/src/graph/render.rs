@@ -1,0 +1,180 @@
+//! Pictures of a workflow: [`Workflow::to_mermaid`] and [`Workflow::to_dot`]. Each node shows
+//! its task id and handler; groups are subgraphs; edges appear once.
+//!
+//! Ids, handler and group names are the user's strings, so they are escaped for each language
+//! and nodes get generated names (`n0`, `n1`, ...): no id can change the structure of the text.
+//! A task in several groups (plain groups may overlap) is drawn in the first one declared.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::Workflow;
+
+/// A workflow laid out for drawing: nodes per group, top-level nodes, unique edges.
+struct Layout<'a> {
+    /// Per group drawn: its label and its node indices.
+    groups: Vec<(String, Vec<usize>)>,
+    top: Vec<usize>,
+    edges: Vec<(usize, usize)>,
+    labels: Vec<(&'a str, &'a str)>,
+}
+
+impl Workflow {
+    fn layout(&self) -> Layout<'_> {
+        let tasks = self.tasks();
+        let mut index: HashMap<&str, usize> = HashMap::default();
+        for (i, task) in tasks.iter().enumerate() {
+            index.entry(task.id()).or_insert(i);
+        }
+        let mut placed = vec![false; tasks.len()];
+        let mut groups = Vec::new();
+        for (name, members, policy) in self.groups() {
+            let mine: Vec<usize> = members
+                .iter()
+                .filter_map(|id| index.get(id).copied())
+                .filter(|&i| !std::mem::replace(&mut placed[i], true))
+                .collect();
+            if !mine.is_empty() {
+                groups.push((format!("{name} ({})", policy.describe()), mine));
+            }
+        }
+        let top = (0..tasks.len()).filter(|&i| !placed[i]).collect();
+        let mut seen = HashSet::new();
+        let edges = self
+            .edges()
+            .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?)))
+            .filter(|edge| seen.insert(*edge))
+            .collect();
+        Layout {
+            groups,
+            top,
+            edges,
+            labels: tasks.iter().map(|t| (t.id(), t.handler())).collect(),
+        }
+    }
+
+    /// The workflow as a Mermaid flowchart: a node per task (its id and handler), groups as
+    /// subgraphs labelled with their policy, an arrow per dependency. Paste it into a Markdown
+    /// file on GitHub or GitLab, or <https://mermaid.live>.
+    ///
+    /// ```
+    /// # use graflow_core::Workflow;
+    /// # #[graflow_macros::task(crate = "graflow_core")] fn a() -> u32 { 1 }
+    /// # #[graflow_macros::task(crate = "graflow_core")] fn b(a: u32) -> u32 { a }
+    /// let mut wf = Workflow::builder("pipeline");
+    /// let (x, y) = (wf.add(a::task()), wf.add(b::task().with_handler("process")));
+    /// wf.edge(x, y);
+    /// let text = wf.build().to_mermaid();
+    /// assert!(text.starts_with("flowchart TD\n"));
+    /// assert!(text.contains(r#"n1["b<br/>process"]"#) && text.contains("n0 --> n1"));
+    /// ```
+    pub fn to_mermaid(&self) -> String {
+        let layout = self.layout();
+        let node = |out: &mut String, indent: &str, i: usize| {
+            let (id, handler) = layout.labels[i];
+            let _ = writeln!(
+                out,
+                "{indent}n{i}[\"{}<br/>{}\"]",
+                mermaid_text(id),
+                mermaid_text(handler)
+            );
+        };
+        let mut out = String::from("flowchart TD\n");
+        for (g, (label, members)) in layout.groups.iter().enumerate() {
+            let _ = writeln!(out, "    subgraph g{g}[\"{}\"]", mermaid_text(label));
+            for &i in members {
+                node(&mut out, "        ", i);
+            }
+            out.push_str("    end\n");
+        }
+        for &i in &layout.top {
+            node(&mut out, "    ", i);
+        }
+        for &(a, b) in &layout.edges {
+            let _ = writeln!(out, "    n{a} --> n{b}");
+        }
+        out
+    }
+
+    /// The workflow as a Graphviz DOT digraph: a box per task (its id and handler), groups as
+    /// clusters labelled with their policy, an arrow per dependency. Render it with
+    /// `dot -Tsvg flow.dot > flow.svg`.
+    ///
+    /// ```
+    /// # use graflow_core::Workflow;
+    /// # #[graflow_macros::task(crate = "graflow_core")] fn a() -> u32 { 1 }
+    /// let mut wf = Workflow::builder("pipeline");
+    /// wf.add(a::task());
+    /// let text = wf.build().to_dot();
+    /// assert!(text.starts_with("digraph \"pipeline\" {\n"));
+    /// assert!(text.contains(r#"n0 [label="a\ndirect"];"#));
+    /// ```
+    pub fn to_dot(&self) -> String {
+        let layout = self.layout();
+        let node = |out: &mut String, indent: &str, i: usize| {
+            let (id, handler) = layout.labels[i];
+            let _ = writeln!(
+                out,
+                "{indent}n{i} [label=\"{}\\n{}\"];",
+                dot_text(id),
+                dot_text(handler)
+            );
+        };
+        let mut out = format!("digraph \"{}\" {{\n", dot_text(self.name()));
+        out.push_str("    rankdir=TB;\n    node [shape=box, style=rounded];\n");
+        for (g, (label, members)) in layout.groups.iter().enumerate() {
+            let _ = writeln!(out, "    subgraph cluster_{g} {{");
+            let _ = writeln!(out, "        label=\"{}\";", dot_text(label));
+            out.push_str("        style=dashed;\n");
+            for &i in members {
+                node(&mut out, "        ", i);
+            }
+            out.push_str("    }\n");
+        }
+        for &i in &layout.top {
+            node(&mut out, "    ", i);
+        }
+        for &(a, b) in &layout.edges {
+            let _ = writeln!(out, "    n{a} -> n{b};");
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// Text for a Mermaid quoted label: characters Mermaid or HTML would read become entity codes
+/// (`#quot;`, `#35;`, ...), control characters a space.
+fn mermaid_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("#quot;"),
+            '#' => out.push_str("#35;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            '&' => out.push_str("#amp;"),
+            '`' => out.push_str("#96;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for a DOT double-quoted string: `"` and `\` escaped, a newline as `\n`, other control
+/// characters a space.
+fn dot_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}

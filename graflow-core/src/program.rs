@@ -1,0 +1,370 @@
+//! The program's own flags: `--graflow-list`, `--graflow-graph mermaid|dot`,
+//! `--graflow-validate`, `--graflow-progress`, `--graflow-help`, and those of the modes backends
+//! register (`--graflow-worker URL` and its settings).
+//!
+//! Read by [`init`](crate::init) (so only by programs that call it, or use `#[graflow::main]`),
+//! and only arguments that begin with `--graflow-` (with their values), before a `--`. The
+//! program's other arguments are never read; [`program_args`] returns them without ours, for the
+//! program's own parser.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::sync::OnceLock;
+
+use crate::graph::Workflow;
+
+/// Every flag begins with this.
+pub const PREFIX: &str = "--graflow-";
+
+/// One `--graflow-*` flag, for parsing and for `--graflow-help`.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// `--graflow-...`
+    pub name: &'static str,
+    /// What its value is (`URL`), or `None` for a flag without one.
+    pub value: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+const CORE_FLAGS: &[Flag] = &[
+    Flag {
+        name: "--graflow-list",
+        value: None,
+        help: "print the tasks of the first workflow the program runs (id, function, handler, options) and exit without running it",
+    },
+    Flag {
+        name: "--graflow-graph",
+        value: Some("mermaid|dot"),
+        help: "print the graph of the first workflow the program runs (Mermaid or Graphviz DOT) and exit without running it",
+    },
+    Flag {
+        name: "--graflow-validate",
+        value: None,
+        help: "validate the first workflow the program runs (handlers, parameters, groups) and exit without running it: 0 when valid, 1 with its problems",
+    },
+    Flag {
+        name: "--graflow-progress",
+        value: None,
+        help: "draw a progress bar of every run on stderr, when stderr is a terminal",
+    },
+    Flag {
+        name: "--graflow-help",
+        value: None,
+        help: "print these flags and exit",
+    },
+];
+
+/// Another way a graflow program can be started, registered by a backend crate (a queue
+/// worker: `--graflow-worker redis://...`). [`init`](crate::init) asks each registered mode,
+/// after the runner check and before `main` goes on: `enter` returns `None` when the process
+/// was not started in its mode, else it runs the mode to its end and returns the exit code.
+/// `flags` are the mode's `--graflow-*` flags (read by the mode through [`graflow_args`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ProgramMode {
+    pub name: &'static str,
+    pub enter: fn() -> Option<i32>,
+    pub flags: &'static [Flag],
+}
+
+inventory::collect!(ProgramMode);
+
+/// What a describe flag asks for instead of running the first workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Describe {
+    List,
+    Mermaid,
+    Dot,
+    Validate,
+}
+
+/// What the program's flags say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ProgramFlags {
+    pub describe: Option<Describe>,
+    pub progress: bool,
+    pub help: bool,
+}
+
+static FLAGS: OnceLock<ProgramFlags> = OnceLock::new();
+
+/// What the flags said, once [`init`](crate::init) read them (the defaults otherwise).
+pub(crate) fn flags() -> &'static ProgramFlags {
+    static NONE: ProgramFlags = ProgramFlags {
+        describe: None,
+        progress: false,
+        help: false,
+    };
+    FLAGS.get().unwrap_or(&NONE)
+}
+
+/// The `--graflow-*` arguments of `args` (flags and their values, in order), and the others.
+/// Everything from a `--` on belongs to the program.
+fn split(args: &[OsString], known: &[Flag]) -> (Vec<String>, Vec<OsString>) {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            theirs.push(arg.clone());
+            theirs.extend(iter.cloned());
+            break;
+        }
+        let Some(text) = arg.to_str().filter(|t| t.starts_with(PREFIX)) else {
+            theirs.push(arg.clone());
+            continue;
+        };
+        ours.push(text.to_owned());
+        let takes_value = known.iter().any(|f| f.name == text && f.value.is_some());
+        if takes_value && let Some(value) = iter.next() {
+            ours.push(value.to_string_lossy().into_owned());
+        }
+    }
+    (ours, theirs)
+}
+
+/// The flags every part of the program understands: the core's and the registered modes'.
+fn known() -> Vec<Flag> {
+    let mut known = CORE_FLAGS.to_vec();
+    for mode in inventory::iter::<ProgramMode> {
+        known.extend_from_slice(mode.flags);
+    }
+    known
+}
+
+/// Parses the `--graflow-*` arguments among `args` (the program's, without its name).
+fn parse(args: &[OsString], known: &[Flag]) -> Result<ProgramFlags, String> {
+    let (ours, _) = split(args, known);
+    let mut flags = ProgramFlags::default();
+    let mut iter = ours.into_iter();
+    let describe = |flags: &mut ProgramFlags, what: Describe, flag: &str| {
+        if flags.describe.is_some_and(|d| d != what) {
+            return Err(format!(
+                "{flag}: only one of --graflow-list, --graflow-graph and --graflow-validate at a time"
+            ));
+        }
+        flags.describe = Some(what);
+        Ok(())
+    };
+    while let Some(arg) = iter.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let Some(flag) = known.iter().find(|f| f.name == name) else {
+            return Err(format!(
+                "unknown flag {name} (every --graflow- argument is read by graflow; --graflow-help lists them)"
+            ));
+        };
+        let value = match (flag.value, inline) {
+            (None, Some(_)) => return Err(format!("{name} takes no value")),
+            (None, None) => None,
+            (Some(_), Some(value)) => Some(value),
+            (Some(what), None) => match iter.next() {
+                Some(value) => Some(value),
+                None => return Err(format!("{name} needs a value: {name} {what}")),
+            },
+        };
+        match (name.as_str(), value.as_deref()) {
+            ("--graflow-list", _) => describe(&mut flags, Describe::List, &name)?,
+            ("--graflow-validate", _) => describe(&mut flags, Describe::Validate, &name)?,
+            ("--graflow-graph", Some("mermaid")) => {
+                describe(&mut flags, Describe::Mermaid, &name)?;
+            }
+            ("--graflow-graph", Some("dot")) => describe(&mut flags, Describe::Dot, &name)?,
+            ("--graflow-graph", Some(other)) => {
+                return Err(format!(
+                    "--graflow-graph {other}: the formats are `mermaid` and `dot`"
+                ));
+            }
+            ("--graflow-progress", _) => flags.progress = true,
+            ("--graflow-help", _) => flags.help = true,
+            // A mode's flag: the mode reads it.
+            _ => {}
+        }
+    }
+    Ok(flags)
+}
+
+/// Exit code of a usage error (`EX_USAGE`).
+const EXIT_USAGE: i32 = 64;
+
+/// Called by [`init`](crate::init): reads the flags; prints help or a usage error and exits
+/// when they say so.
+pub(crate) fn read_flags() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let known = known();
+    match parse(&args, &known) {
+        Ok(flags) => {
+            if flags.help {
+                let _ = std::io::stdout().write_all(help(&known).as_bytes());
+                std::process::exit(0);
+            }
+            let _ = FLAGS.set(flags);
+        }
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            std::process::exit(EXIT_USAGE);
+        }
+    }
+}
+
+fn help(known: &[Flag]) -> String {
+    let rows: Vec<(String, &str)> = known
+        .iter()
+        .map(|f| {
+            let name = match f.value {
+                Some(value) => format!("{} {value}", f.name),
+                None => f.name.to_owned(),
+            };
+            (name, f.help)
+        })
+        .collect();
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let mut text = String::from("graflow flags (the program's other arguments are its own):\n");
+    for (name, help) in rows {
+        text.push_str(&format!("  {name:<width$}  {help}\n"));
+    }
+    text
+}
+
+/// The `--graflow-*` arguments (flags and their values) the program was started with, before
+/// a `--`: what a mode a backend registers reads, and nothing else.
+#[doc(hidden)]
+pub fn graflow_args() -> Vec<String> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    split(&args, &known()).0
+}
+
+/// The program's arguments (its name first) without graflow's (`--graflow-*` flags and their
+/// values): hand them to the program's own parser, e.g. `Cli::parse_from(graflow::program_args())`
+/// with clap, which would otherwise refuse `--graflow-graph dot`.
+pub fn program_args() -> Vec<OsString> {
+    let mut args = std::env::args_os();
+    let name = args.next();
+    let rest: Vec<OsString> = args.collect();
+    name.into_iter().chain(split(&rest, &known()).1).collect()
+}
+
+/// The text `--graflow-list` prints: one line per task with its handler and options.
+pub(crate) fn list(workflow: &Workflow) -> String {
+    let mut text = format!(
+        "workflow '{}': {} task(s)\n",
+        workflow.name(),
+        workflow.len()
+    );
+    let rows: Vec<[String; 4]> = workflow
+        .tasks()
+        .iter()
+        .map(|task| {
+            let mut options = Vec::new();
+            let retry = task.retry_policy();
+            if retry.max_attempts() > 1 {
+                options.push(format!("retries={}", retry.max_attempts() - 1));
+            }
+            if let Some(timeout) = task.timeout() {
+                options.push(format!("timeout={timeout:?}"));
+            }
+            if task.max_cycles() != crate::definition::DEFAULT_MAX_CYCLES {
+                options.push(format!("max_cycles={}", task.max_cycles()));
+            }
+            for (key, value) in task.handler_config().iter() {
+                options.push(format!("{key}={value}"));
+            }
+            let inputs: Vec<&str> = task.bound_inputs().map(|(name, _)| name).collect();
+            if !inputs.is_empty() {
+                options.push(format!("inputs=[{}]", inputs.join(",")));
+            }
+            [
+                task.id().to_owned(),
+                task.name().to_owned(),
+                task.handler().to_owned(),
+                options.join(" "),
+            ]
+        })
+        .collect();
+    let header = ["TASK", "FUNCTION", "HANDLER", "OPTIONS"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        let line = format!(
+            "{:<a$}  {:<b$}  {:<c$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            a = widths[0],
+            b = widths[1],
+            c = widths[2]
+        );
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Prints `text` on stdout and exits with `code`: what a describe flag does instead of a run.
+pub(crate) fn print_and_exit(text: &str, code: i32) -> ! {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn only_graflow_arguments_are_read() {
+        let args = os(&[
+            "--graflow-graph",
+            "dot",
+            "--output",
+            "x",
+            "--graflow-progress",
+            "--",
+            "--graflow-list",
+        ]);
+        let (ours, theirs) = split(&args, CORE_FLAGS);
+        assert_eq!(ours, ["--graflow-graph", "dot", "--graflow-progress"]);
+        assert_eq!(theirs, os(&["--output", "x", "--", "--graflow-list"]));
+        let flags = parse(&args, CORE_FLAGS).unwrap();
+        assert_eq!(flags.describe, Some(Describe::Dot));
+        assert!(flags.progress);
+        assert_eq!(
+            parse(&os(&["--graflow-graph=mermaid"]), CORE_FLAGS)
+                .unwrap()
+                .describe,
+            Some(Describe::Mermaid)
+        );
+        assert_eq!(
+            parse(&os(&["-v", "file"]), CORE_FLAGS).unwrap(),
+            ProgramFlags::default()
+        );
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for (args, expected) in [
+            (&["--graflow-lsit"][..], "unknown flag --graflow-lsit"),
+            (&["--graflow-graph"][..], "needs a value"),
+            (&["--graflow-graph", "png"][..], "`mermaid` and `dot`"),
+            (&["--graflow-list=yes"][..], "takes no value"),
+            (&["--graflow-list", "--graflow-validate"][..], "only one of"),
+        ] {
+            let error = parse(&os(args), CORE_FLAGS).unwrap_err();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+}

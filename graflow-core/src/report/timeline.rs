@@ -1,0 +1,95 @@
+//! A run's timeline: [`RunReport::to_gantt`], a Mermaid Gantt chart of what ran where and when.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{RunReport, TaskStatus};
+
+impl RunReport {
+    /// The run as a Mermaid Gantt chart: a section per handler, a bar per task that started
+    /// (from its start to its end, retries included; its id, where it ran, its attempts and
+    /// runs when more than one), marked `done` when it succeeded, `crit` when it failed,
+    /// `active` when it was cancelled. The axis is the time since the run started (`mm:ss.ms`).
+    /// Tasks that never started have no bar.
+    ///
+    /// ```
+    /// # use graflow_core::{Workflow, WorkflowEngine};
+    /// # #[graflow_macros::task(crate = "graflow_core")] fn hello() -> u32 { 1 }
+    /// let mut wf = Workflow::builder("timeline");
+    /// wf.add(hello::task());
+    /// let report = WorkflowEngine::new().run(&wf.build())?;
+    /// let gantt = report.to_gantt();
+    /// assert!(gantt.starts_with("gantt\n"));
+    /// assert!(gantt.contains("    section direct\n    hello :done, t0, "));
+    /// # Ok::<(), graflow_core::RunError>(())
+    /// ```
+    pub fn to_gantt(&self) -> String {
+        let mut out = String::from("gantt\n");
+        let _ = writeln!(
+            out,
+            "    title {}",
+            gantt_text(&format!(
+                "{} (run {}, {} in {:.1} ms)",
+                self.workflow(),
+                self.run_id,
+                if self.failed { "failed" } else { "succeeded" },
+                self.elapsed.as_secs_f64() * 1e3
+            ))
+        );
+        out.push_str("    dateFormat x\n    axisFormat %M:%S.%L\n");
+        // Sections in the order their handlers first appear.
+        let mut sections: Vec<(&str, Vec<String>)> = Vec::new();
+        for (n, t) in self.tasks().enumerate() {
+            let Some(start) = t.start else {
+                continue;
+            };
+            let from = start.as_millis();
+            // Mermaid draws nothing for an empty bar: at least 1 ms.
+            let to = (start + t.duration.unwrap_or(Duration::ZERO))
+                .as_millis()
+                .max(from + 1);
+            let tag = match t.status {
+                TaskStatus::Succeeded => "done",
+                TaskStatus::Failed => "crit",
+                TaskStatus::Cancelled | TaskStatus::Skipped => "active",
+            };
+            let mut name = t.id.to_owned();
+            if let Some(runner) = t.runner {
+                name.push_str(&format!(" on {runner}"));
+            }
+            if t.attempts > 1 {
+                name.push_str(&format!(", {} attempts", t.attempts));
+            }
+            if t.runs > 1 {
+                name.push_str(&format!(", {} runs", t.runs));
+            }
+            let bar = format!("    {} :{tag}, t{n}, {from}, {to}", gantt_text(&name));
+            match sections.iter_mut().find(|(h, _)| *h == t.handler) {
+                Some((_, bars)) => bars.push(bar),
+                None => sections.push((t.handler, vec![bar])),
+            }
+        }
+        for (handler, bars) in sections {
+            let _ = writeln!(out, "    section {}", gantt_text(handler));
+            for bar in bars {
+                out.push_str(&bar);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Text for a Gantt title, section or bar name: one line, without the `:`, `;` and `#` that
+/// Mermaid reads as syntax (a full-width colon, a comma and a numero sign stand in for them).
+fn gantt_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            ':' => '\u{ff1a}',
+            ';' => ',',
+            '#' => '\u{2116}',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
