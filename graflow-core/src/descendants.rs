@@ -171,16 +171,23 @@ pub(crate) fn kill_own_descendants() {
 }
 
 /// SIGKILLs every descendant of `root`, scanning again until none is left (a process may fork
-/// while the tree is read; with `root` a subreaper its orphans stay in the tree). Bounded.
+/// while the tree is read; with `root` a subreaper its orphans stay in the tree). A signalled
+/// process dies asynchronously: on a loaded machine it can outlive a few quick scans, so after
+/// those the scans pause 1 ms each, until the tree is empty or 2 s have passed.
 pub(crate) fn kill_descendants(root: libc::pid_t) {
-    for _ in 0..16 {
+    const QUICK: u32 = 16;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    for round in 0.. {
         let found = descendants(root);
-        if found.is_empty() {
+        if found.is_empty() || (round >= QUICK && std::time::Instant::now() >= deadline) {
             return;
         }
         for pid in found {
             // SAFETY: a signal to a process just seen in this tree.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if round >= QUICK {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }
