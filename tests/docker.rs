@@ -187,6 +187,46 @@ fn a_fifty_megabyte_result_arrives_intact() {
 }
 
 #[task(handler = "docker", image = "python:3.11-slim")]
+fn prints_in_a_container() -> u8 {
+    println!("hello from the container");
+    eprint!("and a last line without newline");
+    3
+}
+
+#[test]
+fn a_containers_output_lines_are_log_events_of_its_task() {
+    if skip_without_docker() {
+        return;
+    }
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    let mut engine = WorkflowEngine::new();
+    engine.add_observer(move |e: &graflow::RunEvent| {
+        if let graflow::EventKind::Log { line } = &e.kind {
+            seen.lock()
+                .unwrap()
+                .push((e.task.clone(), e.handler.clone(), e.attempt, line.clone()));
+        }
+    });
+    engine.run(&workflow! { prints_in_a_container }).unwrap();
+    let lines = lines.lock().unwrap();
+    for want in [
+        "hello from the container",
+        "and a last line without newline",
+    ] {
+        assert!(
+            lines.iter().any(|(task, handler, attempt, line)| {
+                task.as_deref() == Some("prints_in_a_container")
+                    && handler.as_deref() == Some("docker")
+                    && *attempt == 1
+                    && line == want
+            }),
+            "{want}: {lines:?}"
+        );
+    }
+}
+
+#[task(handler = "docker", image = "python:3.11-slim")]
 fn refuses() -> Result<u8, std::io::Error> {
     Err(std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,

@@ -56,6 +56,7 @@ fn short(kind: &EventKind) -> &'static str {
     match kind {
         EventKind::RunStarted { .. } => "run-started",
         EventKind::RunFinished { .. } => "run-finished",
+        EventKind::RunAbandoned { .. } => "run-abandoned",
         EventKind::TaskReady => "ready",
         EventKind::TaskStarted => "started",
         EventKind::TaskRetrying { .. } => "retrying",
@@ -98,7 +99,8 @@ fn every_task_is_ready_then_started_then_succeeded_between_the_run_events() {
         events.first().map(|e| &e.kind),
         Some(EventKind::RunStarted {
             tasks: 4,
-            resumed: false
+            resumed: false,
+            done: 0
         })
     ));
     match &events.last().unwrap().kind {
@@ -375,4 +377,98 @@ async fn the_event_stream_is_bounded_and_counts_what_it_dropped() {
     assert_eq!(all.len(), 8, "{all:?}");
     assert_eq!(all.last(), Some(&"run-finished"));
     assert_eq!(events.dropped(), 0);
+}
+
+#[task(retries = 3, retry_delay = "10s")]
+fn patient() -> Result<u32, String> {
+    Err("not yet".to_owned())
+}
+
+#[test]
+fn a_task_waiting_to_retry_when_the_run_fails_is_cancelled_with_its_attempt() {
+    let recorder = Recorder::default();
+    let wf = workflow! { (patient | fails_soon) };
+    recorder.engine().run(&wf).unwrap_err();
+    assert_eq!(
+        recorder.of("patient"),
+        ["ready:0", "started:1", "retrying:1", "cancelled:1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_run_is_abandoned_and_its_running_tasks_cancelled() {
+    let recorder = Recorder::default();
+    let engine = recorder.engine();
+    let wf = workflow! { name: "dropped"; first >> slow; };
+    let run = engine.execute(&wf);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), run)
+            .await
+            .is_err()
+    );
+    assert_eq!(recorder.of("slow"), ["ready:0", "started:1", "cancelled:1"]);
+    let last = recorder.events().pop().unwrap();
+    match last.kind {
+        EventKind::RunAbandoned { elapsed, reason } => {
+            assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+            assert!(reason.contains("dropped"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !recorder
+            .events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::RunFinished { .. }))
+    );
+}
+
+#[task]
+fn resumable_step(first: u32, ctx: &TaskContext) -> Result<u32, String> {
+    if ctx.channel().get::<bool>("fail").unwrap_or(false) {
+        Err("asked to fail".to_owned())
+    } else {
+        Ok(first + 10)
+    }
+}
+
+#[test]
+fn a_resumed_run_says_how_many_tasks_were_done_and_only_the_rest_send_events() {
+    let dir = std::env::temp_dir().join(format!("graflow-observe-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.ckpt");
+    let wf = workflow! { name: "resumed"; first >> resumable_step >> last_one; };
+    let options = RunOptions::new().checkpoint(&path);
+    let engine = WorkflowEngine::new();
+    engine
+        .run_with_options(&wf, Channel::new().with("fail", true), &options)
+        .unwrap_err();
+    let recorder = Recorder::default();
+    // (The checkpoint's channel still says fail: the resumed run fails again, after `first`.)
+    let report = recorder.engine().resume_blocking(&wf, &path);
+    let events = recorder.events();
+    assert!(matches!(
+        events[0].kind,
+        EventKind::RunStarted {
+            tasks: 3,
+            resumed: true,
+            done: 1
+        }
+    ));
+    assert!(
+        recorder.of("first").is_empty(),
+        "{:?}",
+        recorder.of("first")
+    );
+    assert_eq!(
+        recorder.of("resumable_step")[..2],
+        ["ready:0".to_owned(), "started:1".to_owned()]
+    );
+    drop(report);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[task]
+fn last_one(resumable_step: u32) -> u32 {
+    resumable_step
 }

@@ -185,7 +185,16 @@ fn typed_values_channel_writes_and_logs_round_trip() {
     let logs = logs();
     let worker = spawn_worker(&server.url(), "w-round-trip", &[]);
     worker.wait_started();
-    let engine = engine(&server, RedisOptions::new());
+    let mut engine = engine(&server, RedisOptions::new());
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    engine.add_observer(move |e: &graflow::RunEvent| {
+        if let graflow::EventKind::Log { line } = &e.kind {
+            seen.lock()
+                .unwrap()
+                .push((e.task.clone(), e.handler.clone(), e.attempt, line.clone()));
+        }
+    });
     let mut wf = graflow::Workflow::builder("round-trip");
     let a = wf.add(
         summarise::task()
@@ -222,6 +231,17 @@ fn typed_values_channel_writes_and_logs_round_trip() {
     assert!(
         line.contains("task=summarise") && line.contains("worker=w-round-trip"),
         "{line}"
+    );
+    // ... and reached the run's observers as a Log event of its task, handler and attempt.
+    let events = events.lock().unwrap();
+    assert!(
+        events.iter().any(|(task, handler, attempt, line)| {
+            task.as_deref() == Some("summarise")
+                && handler.as_deref() == Some("redis")
+                && *attempt == 1
+                && line.contains("summarising s1")
+        }),
+        "{events:?}"
     );
 }
 

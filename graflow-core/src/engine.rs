@@ -33,6 +33,24 @@ use crate::run::{
 use crate::value::Value;
 use futures_util::FutureExt;
 
+/// Emits [`EventKind::RunAbandoned`] when a run's future is dropped before the run ended.
+struct Abandoned<'a> {
+    shared: &'a RunShared,
+    start: Instant,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.run_event(|| EventKind::RunAbandoned {
+                elapsed: self.start.elapsed(),
+                reason: "the run's future was dropped before it ended".to_owned(),
+            });
+        }
+    }
+}
+
 /// A validated run: the compiled graph and one slot per distinct handler name.
 type Prepared = (Arc<Graph>, Vec<Slot>);
 
@@ -306,6 +324,10 @@ impl WorkflowEngine {
     /// per environment). The workflow is validated first, as [`Self::validate`] does except for
     /// parameters fed from the initial channel. Returns how many runners were started.
     pub async fn warm_up(&self, workflow: &Workflow) -> Result<usize, RunError> {
+        // A describing flag (`--graflow-list`...) starts nothing: the first run prints and exits.
+        if crate::program::flags().describe.is_some() {
+            return Ok(0);
+        }
         let (graph, handlers) = self.prepare_with(workflow, None)?;
         let tasks = workflow.tasks();
         let warm_ups = handlers.iter().enumerate().map(|(h, slot)| {
@@ -399,12 +421,16 @@ impl WorkflowEngine {
         workflow: &Workflow,
         path: impl AsRef<std::path::Path>,
     ) -> Result<RunReport, RunError> {
+        if let Some(describe) = crate::program::flags().describe {
+            // Validated against the checkpoint's channel when it can be read.
+            let channel = Checkpoint::load(path.as_ref())
+                .map(|mut c| c.channel())
+                .unwrap_or_default();
+            self.describe(workflow, &channel, describe);
+        }
         let mut checkpoint = Checkpoint::load(path)?;
         checkpoint.check(workflow)?;
         let channel = checkpoint.channel();
-        if let Some(describe) = crate::program::flags().describe {
-            self.describe(workflow, &channel, describe);
-        }
         let (graph, slots) = self.prepare(workflow, &channel)?;
         let run_id: Arc<str> = Arc::from(checkpoint.run_id());
         let cadence = checkpoint.cadence();
@@ -513,7 +539,21 @@ impl WorkflowEngine {
         } else {
             None
         };
-        shared.run_event(|| EventKind::RunStarted { tasks: n, resumed });
+        shared.run_event(|| EventKind::RunStarted {
+            tasks: n,
+            resumed,
+            done: start
+                .records
+                .iter()
+                .filter(|r| r.status == crate::report::TaskStatus::Succeeded)
+                .count(),
+        });
+        // Tells observers if this future is dropped before the run has its report.
+        let mut abandoned = Abandoned {
+            shared: &shared,
+            start: run_start,
+            armed: shared.observers.is_some(),
+        };
         let ended = async {
             tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, cpu_limit = self.cpu_limit, resumed, "run started");
             let run = scheduler::run(
@@ -536,6 +576,10 @@ impl WorkflowEngine {
                         Err(signal) => {
                             // The run's future is dropped by now: its tasks are cancelled.
                             tracing::warn!(target: "graflow::engine", signal, "signal caught; the run is cancelled");
+                            shared.run_event(|| EventKind::RunAbandoned {
+                                elapsed: run_start.elapsed(),
+                                reason: format!("the program was interrupted by signal {signal}"),
+                            });
                             match signals.take() {
                                 Some(catcher) => catcher.finish_interrupted(signal).await,
                                 None => std::process::exit(128 + signal),
@@ -554,6 +598,8 @@ impl WorkflowEngine {
         }
         .instrument(span)
         .await;
+        abandoned.armed = false;
+        drop(abandoned);
         drop(signals);
         let elapsed = run_start.elapsed();
         let observers = shared.observers.clone();

@@ -101,24 +101,26 @@ pub(crate) fn flags() -> &'static ProgramFlags {
 }
 
 /// The `--graflow-*` arguments of `args` (flags and their values, in order), and the others.
-/// Everything from a `--` on belongs to the program.
+/// Everything from a `--` on belongs to the program (a `--` is never a flag's value). An
+/// argument with our prefix that is not UTF-8 is ours too (and then unknown, a usage error).
 fn split(args: &[OsString], known: &[Flag]) -> (Vec<String>, Vec<OsString>) {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
-    let mut iter = args.iter();
+    let mut iter = args.iter().peekable();
     while let Some(arg) = iter.next() {
         if arg == "--" {
             theirs.push(arg.clone());
             theirs.extend(iter.cloned());
             break;
         }
-        let Some(text) = arg.to_str().filter(|t| t.starts_with(PREFIX)) else {
+        if !arg.as_encoded_bytes().starts_with(PREFIX.as_bytes()) {
             theirs.push(arg.clone());
             continue;
-        };
-        ours.push(text.to_owned());
+        }
+        let text = arg.to_string_lossy().into_owned();
         let takes_value = known.iter().any(|f| f.name == text && f.value.is_some());
-        if takes_value && let Some(value) = iter.next() {
+        ours.push(text);
+        if takes_value && let Some(value) = iter.next_if(|v| *v != "--") {
             ours.push(value.to_string_lossy().into_owned());
         }
     }
@@ -352,6 +354,29 @@ mod tests {
             parse(&os(&["-v", "file"]), CORE_FLAGS).unwrap(),
             ProgramFlags::default()
         );
+    }
+
+    #[test]
+    fn a_double_dash_is_never_a_value_and_what_follows_it_is_the_programs() {
+        let args = os(&["--graflow-graph", "--", "--graflow-list", "--out"]);
+        let (ours, theirs) = split(&args, CORE_FLAGS);
+        assert_eq!(ours, ["--graflow-graph"]);
+        assert_eq!(theirs, os(&["--", "--graflow-list", "--out"]));
+        let error = parse(&args, CORE_FLAGS).unwrap_err();
+        assert!(error.contains("--graflow-graph needs a value"), "{error}");
+    }
+
+    #[test]
+    fn a_graflow_argument_that_is_not_utf8_is_a_usage_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let mut bytes = b"--graflow-lis".to_vec();
+        bytes.extend([0xff, b't']);
+        let args = vec![OsString::from_vec(bytes), OsString::from("mine")];
+        let (ours, theirs) = split(&args, CORE_FLAGS);
+        assert_eq!(ours.len(), 1);
+        assert_eq!(theirs, os(&["mine"]));
+        let error = parse(&args, CORE_FLAGS).unwrap_err();
+        assert!(error.contains("unknown flag --graflow-lis"), "{error}");
     }
 
     #[test]

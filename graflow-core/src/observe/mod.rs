@@ -46,8 +46,13 @@ pub struct RunEvent {
 #[non_exhaustive]
 pub enum EventKind {
     /// The run started, with `tasks` tasks (those of the workflow; tasks added while it runs
-    /// announce themselves with [`EventKind::TaskReady`]). `resumed`: from a checkpoint.
-    RunStarted { tasks: usize, resumed: bool },
+    /// announce themselves with [`EventKind::TaskReady`]). `resumed`: from a checkpoint, which
+    /// had `done` of them done already (they send no events).
+    RunStarted {
+        tasks: usize,
+        resumed: bool,
+        done: usize,
+    },
     /// The run ended: whether it succeeded, how long it took, and how many tasks ended each
     /// way.
     RunFinished {
@@ -56,6 +61,10 @@ pub enum EventKind {
         /// Tasks that succeeded, failed, were cancelled, never started.
         counts: (usize, usize, usize, usize),
     },
+    /// The run stopped without a report: its future was dropped (the caller gave up on it, a
+    /// timeout around it) or the program was interrupted (`reason` says which). Its running
+    /// tasks were cancelled (each has its [`EventKind::TaskCancelled`]).
+    RunAbandoned { elapsed: Duration, reason: String },
     /// Every predecessor of the task is done: it waits for a free slot of its handler.
     TaskReady,
     /// An attempt started.
@@ -77,9 +86,10 @@ pub enum EventKind {
 
 /// Sees every event of the runs it observes.
 ///
-/// Called on the thread that runs the scheduler, in the order things happen: keep it quick
-/// (hand heavy work to a channel, or use [`event_stream`]). A panic in an observer is caught
-/// and logged; the run goes on.
+/// Run and task events are called on the thread that runs the scheduler, in the order things
+/// happen; [`EventKind::Log`] lines on the thread that reads the runner's output, as they
+/// arrive (between the attempt's start and end). Keep it quick (hand heavy work to a channel,
+/// or use [`event_stream`]). A panic in an observer is caught and logged; the run goes on.
 ///
 /// ```
 /// # use graflow_core::{EventKind, RunEvent, WorkflowEngine};

@@ -31,6 +31,8 @@ struct Bar {
     /// Tasks known to the run (the workflow's, then those added while it runs).
     total: u64,
     seen: HashSet<String>,
+    /// Tasks a resumed run's checkpoint had done.
+    done_before: u64,
     finished: HashSet<String>,
     running: BTreeSet<String>,
 }
@@ -67,6 +69,7 @@ impl Bar {
             drawn: bar,
             total: tasks as u64,
             seen: HashSet::new(),
+            done_before: 0,
             finished: HashSet::new(),
             running: BTreeSet::new(),
         }
@@ -101,11 +104,14 @@ impl RunObserver for ProgressBar {
             return;
         };
         let mut bars = inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let EventKind::RunStarted { tasks, .. } = event.kind {
-            bars.insert(event.run_id.clone(), Bar::new(tasks));
+        if let EventKind::RunStarted { tasks, done, .. } = event.kind {
+            let mut bar = Bar::new(tasks);
+            bar.done_before = done as u64;
+            bar.drawn.set_position(bar.done_before);
+            bars.insert(event.run_id.clone(), bar);
             return;
         }
-        if let EventKind::RunFinished { .. } = event.kind {
+        if let EventKind::RunFinished { .. } | EventKind::RunAbandoned { .. } = event.kind {
             if let Some(bar) = bars.remove(&event.run_id) {
                 bar.drawn.finish_and_clear();
             }
@@ -131,7 +137,8 @@ impl RunObserver for ProgressBar {
             EventKind::TaskSucceeded { .. } | EventKind::TaskFailed { .. } => {
                 bar.running.remove(task);
                 if bar.finished.insert(task.clone()) {
-                    bar.drawn.set_position(bar.finished.len() as u64);
+                    let done = (bar.done_before + bar.finished.len() as u64).min(bar.total);
+                    bar.drawn.set_position(done);
                 }
             }
             _ => return,

@@ -5,6 +5,7 @@
 //! Unix epoch, or since the run's start) for programs.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
@@ -199,8 +200,14 @@ impl RunReport {
             path: path.to_owned(),
             source,
         };
+        // Unique per save: two saves to one path (threads, runs) never share a temporary file.
+        static SAVES: AtomicU64 = AtomicU64::new(0);
         let mut temp = path.as_os_str().to_owned();
-        temp.push(format!(".{}.tmp", std::process::id()));
+        temp.push(format!(
+            ".{}-{}.tmp",
+            std::process::id(),
+            SAVES.fetch_add(1, Ordering::Relaxed)
+        ));
         let temp = PathBuf::from(temp);
         std::fs::write(&temp, self.to_json()).map_err(error)?;
         std::fs::rename(&temp, path).map_err(|e| {

@@ -8,9 +8,11 @@ use super::{RunReport, TaskStatus};
 impl RunReport {
     /// The run as a Mermaid Gantt chart: a section per handler, a bar per task that started
     /// (from its start to its end, retries included; its id, where it ran, its attempts and
-    /// runs when more than one), marked `done` when it succeeded, `crit` when it failed,
-    /// `active` when it was cancelled. The axis is the time since the run started (`mm:ss.ms`).
-    /// Tasks that never started have no bar.
+    /// runs when more than one), marked `done` when it succeeded, `crit` when it failed. The
+    /// axis is the time since the run started (`mm:ss.ms`). A task has a bar once one of its
+    /// runs ended: one that never started, or was cancelled in its first run, has none.
+    /// Every bar starts with a zero-width space, so that no task id is read as a Gantt
+    /// statement (`title`, `section`, `click`...); `:`, `;`, `#` and `%` in names are replaced.
     ///
     /// ```
     /// # use graflow_core::{Workflow, WorkflowEngine};
@@ -20,7 +22,7 @@ impl RunReport {
     /// let report = WorkflowEngine::new().run(&wf.build())?;
     /// let gantt = report.to_gantt();
     /// assert!(gantt.starts_with("gantt\n"));
-    /// assert!(gantt.contains("    section direct\n    hello :done, t0, "));
+    /// assert!(gantt.contains("    section direct\n    \u{200b}hello :done, t0, "));
     /// # Ok::<(), graflow_core::RunError>(())
     /// ```
     pub fn to_gantt(&self) -> String {
@@ -63,7 +65,12 @@ impl RunReport {
             if t.runs > 1 {
                 name.push_str(&format!(", {} runs", t.runs));
             }
-            let bar = format!("    {} :{tag}, t{n}, {from}, {to}", gantt_text(&name));
+            // A zero-width space first: a bar named `title`, `dateFormat`, `click`... would
+            // otherwise be read as that statement.
+            let bar = format!(
+                "    \u{200b}{} :{tag}, t{n}, {from}, {to}",
+                gantt_text(&name)
+            );
             match sections.iter_mut().find(|(h, _)| *h == t.handler) {
                 Some((_, bars)) => bars.push(bar),
                 None => sections.push((t.handler, vec![bar])),
@@ -80,14 +87,16 @@ impl RunReport {
     }
 }
 
-/// Text for a Gantt title, section or bar name: one line, without the `:`, `;` and `#` that
-/// Mermaid reads as syntax (a full-width colon, a comma and a numero sign stand in for them).
+/// Text for a Gantt title, section or bar name: one line, without the `:`, `;`, `#` and `%`
+/// that Mermaid reads as syntax or comments (a full-width colon, a comma, a numero sign and a
+/// full-width percent sign stand in for them).
 fn gantt_text(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             ':' => '\u{ff1a}',
             ';' => ',',
             '#' => '\u{2116}',
+            '%' => '\u{ff05}',
             c if c.is_control() => ' ',
             c => c,
         })

@@ -936,8 +936,9 @@ fn attempt_span(task: &Task, attempt: u32) -> tracing::Span {
     )
 }
 
-/// Tells observers that an attempt was cancelled when its future is dropped before it ended
-/// (the run stopped); disarmed when the attempt ends. Exists only when the run is observed.
+/// Tells observers that a task was cancelled when its future is dropped before it ended (the
+/// run stopped during an attempt or a backoff wait, with the attempt it was at); disarmed when
+/// the task ends. Armed only when the run is observed.
 struct CancelGuard<'a> {
     shared: &'a RunShared,
     node: u32,
@@ -980,6 +981,13 @@ async fn run_node(
     let policy = *task.retry_policy();
     let mut attempt = 1;
     let mut failed = failed_first;
+    // Armed from the first attempt to the end, backoff waits included.
+    let mut guard = CancelGuard {
+        shared: &shared,
+        node,
+        attempt,
+        armed: shared.observers.is_some(),
+    };
     let result = loop {
         if let Some(error) = failed.take() {
             let delay = policy.delay_after(attempt);
@@ -991,21 +999,15 @@ async fn run_node(
             shared.clear_result(node);
             tokio::time::sleep(delay).await;
             attempt += 1;
+            guard.attempt = attempt;
         }
         let ctx = ExecutionContext::new(shared.clone(), node, attempt, cycle);
         let attempt_start = if attempt == 1 { start } else { Instant::now() };
         shared.task_event(node, attempt, || EventKind::TaskStarted);
-        let mut guard = CancelGuard {
-            shared: &shared,
-            node,
-            attempt,
-            armed: shared.observers.is_some(),
-        };
         let result = attempt_once(handler.as_ref(), task, &ctx)
             .instrument(attempt_span(task, attempt))
             .await
             .map(|output| store(&shared, node, output));
-        guard.armed = false;
         // (Fields are evaluated only when the event is enabled: no clock read otherwise.)
         tracing::debug!(
             target: "graflow::handlers",
@@ -1030,6 +1032,7 @@ async fn run_node(
             Err(error) => break Err(error),
         }
     };
+    guard.armed = false;
     NodeDone {
         node,
         attempts: attempt,
