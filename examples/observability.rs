@@ -82,13 +82,13 @@ fn main() -> graflow::Result<()> {
         name: "observability";
         download >> clean >> (stats | mirror).name("outputs").policy(best_effort) >> publish;
     };
-    println!("{}", wf.to_mermaid());
-
     let mut engine = WorkflowEngine::new();
     engine.add_observer(|event: &RunEvent| println!("event: {}", describe(event)));
     let report = engine.run(&wf)?;
 
     println!("{report}");
+    // (After the run: with --graflow-graph or --graflow-list, the run prints only that.)
+    println!("{}", wf.to_mermaid());
     println!("{}", report.to_gantt());
     let path = std::env::temp_dir().join("graflow-observability-report.json");
     report.save_json(&path)?;

@@ -472,3 +472,56 @@ fn a_resumed_run_says_how_many_tasks_were_done_and_only_the_rest_send_events() {
 fn last_one(resumable_step: u32) -> u32 {
     resumable_step
 }
+
+#[task]
+fn count_words(text: String) -> usize {
+    text.split_whitespace().count()
+}
+
+#[task]
+fn fan_out(ctx: &TaskContext) -> graflow::Result<usize> {
+    for (i, text) in ["a b", "c d e"].iter().enumerate() {
+        ctx.next_task(
+            count_words::task()
+                .with_id(format!("count_{i}"))
+                .with_input("text", (*text).to_owned()),
+        )?;
+    }
+    Ok(2)
+}
+
+#[test]
+fn tasks_added_while_running_are_announced_with_who_added_them() {
+    let recorder = Recorder::default();
+    let wf = workflow! { name: "added"; fan_out >> last_one_of_fan; };
+    recorder.engine().run(&wf).unwrap();
+    for id in ["count_0", "count_1"] {
+        assert_eq!(
+            recorder.of(id),
+            ["other:0", "ready:0", "started:1", "succeeded:1"],
+            "{id}"
+        );
+        let added = recorder
+            .events()
+            .into_iter()
+            .find(|e| e.task.as_deref() == Some(id))
+            .unwrap();
+        assert_eq!(
+            added.kind,
+            EventKind::TaskAdded {
+                by: "fan_out".to_owned()
+            }
+        );
+        assert_eq!(added.handler.as_deref(), Some("direct"));
+        // Added as the attempt that asked ends well (just before its success), and before
+        // the adder's successor is ready.
+        assert!(recorder.position(id, "other") > recorder.position("fan_out", "started"));
+        assert!(recorder.position(id, "other") < recorder.position("fan_out", "succeeded"));
+        assert!(recorder.position(id, "other") < recorder.position("last_one_of_fan", "ready"));
+    }
+}
+
+#[task]
+fn last_one_of_fan(fan_out: usize) -> usize {
+    fan_out
+}

@@ -540,12 +540,16 @@ impl WorkflowEngine {
             None
         };
         shared.run_event(|| EventKind::RunStarted {
-            tasks: n,
+            // A resumed run's own tasks and those its checkpoint had added.
+            tasks: start.records.len(),
             resumed,
             done: start
                 .records
                 .iter()
-                .filter(|r| r.status == crate::report::TaskStatus::Succeeded)
+                .filter(|r| {
+                    r.status == crate::report::TaskStatus::Succeeded
+                        || (r.status == crate::report::TaskStatus::Failed && r.tolerated)
+                })
                 .count(),
         });
         // Tells observers if this future is dropped before the run has its report.

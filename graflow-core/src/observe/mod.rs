@@ -45,9 +45,10 @@ pub struct RunEvent {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// The run started, with `tasks` tasks (those of the workflow; tasks added while it runs
-    /// announce themselves with [`EventKind::TaskReady`]). `resumed`: from a checkpoint, which
-    /// had `done` of them done already (they send no events).
+    /// The run started, with `tasks` tasks (the workflow's, and in a resumed run those its
+    /// checkpoint had added; tasks added while it runs come with [`EventKind::TaskAdded`]).
+    /// `resumed`: from a checkpoint, which had `done` of them done already (they send no
+    /// events).
     RunStarted {
         tasks: usize,
         resumed: bool,
@@ -65,6 +66,10 @@ pub enum EventKind {
     /// timeout around it) or the program was interrupted (`reason` says which). Its running
     /// tasks were cancelled (each has its [`EventKind::TaskCancelled`]).
     RunAbandoned { elapsed: Duration, reason: String },
+    /// The task was added to the run while it ran, by task `by`
+    /// ([`TaskContext::next_task`](crate::TaskContext::next_task)): as the asking attempt's
+    /// success is applied, so just before `by`'s [`EventKind::TaskSucceeded`].
+    TaskAdded { by: String },
     /// Every predecessor of the task is done: it waits for a free slot of its handler.
     TaskReady,
     /// An attempt started.

@@ -30,7 +30,6 @@ struct Bar {
     drawn: indicatif::ProgressBar,
     /// Tasks known to the run (the workflow's, then those added while it runs).
     total: u64,
-    seen: HashSet<String>,
     /// Tasks a resumed run's checkpoint had done.
     done_before: u64,
     finished: HashSet<String>,
@@ -68,7 +67,6 @@ impl Bar {
         Bar {
             drawn: bar,
             total: tasks as u64,
-            seen: HashSet::new(),
             done_before: 0,
             finished: HashSet::new(),
             running: BTreeSet::new(),
@@ -120,14 +118,11 @@ impl RunObserver for ProgressBar {
         let (Some(bar), Some(task)) = (bars.get_mut(&event.run_id), &event.task) else {
             return;
         };
-        if !bar.seen.contains(task) {
-            bar.seen.insert(task.clone());
-            if bar.seen.len() as u64 > bar.total {
-                bar.total = bar.seen.len() as u64;
+        match &event.kind {
+            EventKind::TaskAdded { .. } => {
+                bar.total += 1;
                 bar.drawn.set_length(bar.total);
             }
-        }
-        match &event.kind {
             EventKind::TaskStarted => {
                 bar.running.insert(task.clone());
             }

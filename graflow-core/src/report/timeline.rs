@@ -42,7 +42,9 @@ impl RunReport {
         // Sections in the order their handlers first appear.
         let mut sections: Vec<(&str, Vec<String>)> = Vec::new();
         for (n, t) in self.tasks().enumerate() {
-            let Some(start) = t.start else {
+            // A task sent back by a goto that did not run again is pending (skipped): its
+            // earlier run is not this run's outcome.
+            let Some(start) = t.start.filter(|_| t.status != TaskStatus::Skipped) else {
                 continue;
             };
             let from = start.as_millis();

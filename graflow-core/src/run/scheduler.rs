@@ -745,6 +745,9 @@ impl Scheduler {
             added_by = %shared.task(parent).id(),
             "task added to the run"
         );
+        shared.task_event(new, 0, || EventKind::TaskAdded {
+            by: shared.task(parent).id().to_owned(),
+        });
         new
     }
 
