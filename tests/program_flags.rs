@@ -12,6 +12,50 @@ use graflow::prelude::*;
 const CHILD: &str = "GRAFLOW_FLAGS_TEST_DIR";
 /// Set in the child: a handler name for `fetch` (to make the workflow invalid).
 const HANDLER: &str = "GRAFLOW_FLAGS_TEST_HANDLER";
+/// Set in the child: `wide` (six tasks at once) or `long` (a task that runs until the test
+/// interrupts the program), instead of the usual workflow.
+const MODE: &str = "GRAFLOW_FLAGS_TEST_MODE";
+
+#[task]
+async fn nap(i: u32) -> u32 {
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    i
+}
+
+#[task]
+async fn forever() -> u32 {
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    0
+}
+
+/// The child's run in `MODE`, with an observer that appends each event to `events.txt`.
+fn child_mode(dir: &Path, mode: &str) {
+    use std::io::Write as _;
+    let wf = if mode == "wide" {
+        let mut builder = Workflow::builder("wide");
+        for i in 0..6u32 {
+            builder.add(nap::task().with_id(format!("nap_{i}")).with_input("i", i));
+        }
+        builder.build()
+    } else {
+        workflow! { name: "long"; fetch >> forever; }
+    };
+    let file = std::sync::Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events.txt"))
+            .unwrap(),
+    );
+    let mut engine = WorkflowEngine::new();
+    engine.add_observer(move |e: &graflow::RunEvent| {
+        let mut file = file.lock().unwrap();
+        let _ = writeln!(file, "{:?} {:?} {:?}", e.task, e.attempt, e.kind);
+        let _ = file.flush();
+    });
+    let report = engine.run(&wf).unwrap();
+    std::fs::write(dir.join("ran.txt"), report.run_id()).unwrap();
+}
 
 #[task(handler = "process", retries = 2)]
 fn fetch() -> u32 {
@@ -45,6 +89,12 @@ fn child(dir: &Path) {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     std::fs::write(dir.join("args.txt"), args.join("\n")).unwrap();
+    if let Ok(mode) = std::env::var(MODE)
+        && !mode.is_empty()
+    {
+        child_mode(dir, &mode);
+        return;
+    }
     let wf = match std::env::var(HANDLER) {
         Ok(handler) => {
             let mut builder = Workflow::builder("flags");
@@ -79,6 +129,7 @@ impl Child {
             .args(args)
             .env(CHILD, &self.dir)
             .env_remove(HANDLER)
+            .env_remove(MODE)
             .stdin(Stdio::null());
         command
     }
@@ -242,6 +293,10 @@ fn the_programs_own_arguments_are_never_read() {
 
 /// `script` (util-linux) runs the child on a pseudo-terminal.
 fn on_a_terminal(child: &Child, args: &str) -> String {
+    on_a_terminal_in(child, args, None)
+}
+
+fn on_a_terminal_in(child: &Child, args: &str, mode: Option<&str>) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("script")
         .args(["-q", "-e", "-c"])
@@ -249,6 +304,7 @@ fn on_a_terminal(child: &Child, args: &str) -> String {
         .arg("/dev/null")
         .env(CHILD, &child.dir)
         .env_remove(HANDLER)
+        .env(MODE, mode.unwrap_or(""))
         .stdin(Stdio::null())
         .output()
         .expect("`script` (util-linux) runs a program on a terminal");
@@ -270,6 +326,59 @@ fn progress_is_drawn_on_a_terminal_only_and_only_when_asked() {
     assert!(out.status.success());
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("tasks, ETA"), "{stderr:?}");
+    // Six tasks at once: three by name, then how many more; the bar is cleared at the end
+    // (its last output erases the line).
+    let wide = on_a_terminal_in(&child, "--graflow-progress", Some("wide"));
+    assert!(wide.contains("/6 tasks"), "{wide:?}");
+    assert!(
+        wide.contains("running: nap_0, nap_1, nap_2 +3 more"),
+        "{wide:?}"
+    );
+    let last_frame = wide.rfind("/6 tasks").unwrap();
+    assert!(
+        wide[last_frame..].contains("\u{1b}[2K"),
+        "{:?}",
+        &wide[last_frame..]
+    );
+}
+
+fn ctrl_c_cancels_the_running_task_and_abandons_the_run_for_observers() {
+    let child = Child::new("ctrl-c");
+    let mut running = child
+        .command(&[])
+        .env(MODE, "long")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = child.dir.join("events.txt");
+    let started = || {
+        std::fs::read_to_string(&events)
+            .is_ok_and(|t| t.contains("Some(\"forever\") 1 TaskStarted"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !started() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long task never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: a signal to our own, not yet reaped, child.
+    assert_eq!(
+        unsafe { libc::kill(running.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let status = running.wait().unwrap();
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(text.contains("Some(\"forever\") 1 TaskCancelled"), "{text}");
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("None 0 RunAbandoned") && last.contains("signal 2"),
+        "{text}"
+    );
+    assert_eq!(child.ran(), None);
 }
 
 #[graflow::main]
@@ -278,7 +387,7 @@ fn main() {
         child(Path::new(&dir));
         return;
     }
-    let tests: [(&str, fn()); 7] = [
+    let tests: [(&str, fn()); 8] = [
         (
             "list_prints_the_tasks_and_runs_nothing",
             list_prints_the_tasks_and_runs_nothing,
@@ -303,6 +412,10 @@ fn main() {
         (
             "progress_is_drawn_on_a_terminal_only_and_only_when_asked",
             progress_is_drawn_on_a_terminal_only_and_only_when_asked,
+        ),
+        (
+            "ctrl_c_cancels_the_running_task_and_abandons_the_run_for_observers",
+            ctrl_c_cancels_the_running_task_and_abandons_the_run_for_observers,
         ),
     ];
     // `cargo test --test program_flags -- NAME` runs the tests whose name contains NAME.
