@@ -18,6 +18,7 @@
 //! | `handlers/` | the built-in handlers, one file each |
 //! | `engine.rs` | handler registry, validation, running, `RunError` |
 //! | `error.rs` | the top-level `Error` every layer's error converts into |
+//! | `files.rs` | replacing a file atomically (checkpoints, saved reports) |
 //! | `interrupt.rs`, `descendants.rs` | SIGINT/SIGTERM during a run; finding a task's processes |
 
 mod channel;
@@ -26,6 +27,7 @@ mod definition;
 mod descendants;
 mod engine;
 mod error;
+mod files;
 mod graph;
 pub mod handlers;
 pub mod interrupt;

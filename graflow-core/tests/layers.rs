@@ -7,7 +7,14 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. Modules on one line are independent of each other.
 const LAYERS: &[&[&str]] = &[
-    &["value", "config", "retry", "descendants", "interrupt"],
+    &[
+        "value",
+        "config",
+        "retry",
+        "descendants",
+        "interrupt",
+        "files",
+    ],
     &["channel"],
     &["definition"],
     &["graph"],

@@ -5,7 +5,6 @@
 //! Unix epoch, or since the run's start) for programs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
@@ -191,28 +190,19 @@ impl RunReport {
         serde_json::to_string_pretty(&self.json()).unwrap_or_default()
     }
 
-    /// Writes [`RunReport::to_json`] to `path` (through a temporary file beside it, renamed
-    /// over `path`: a reader never sees half a report).
+    /// Writes [`RunReport::to_json`] to `path`, atomically (a temporary file beside it, synced,
+    /// renamed over `path`: a reader never sees half a report, and a program killed while
+    /// writing leaves the previous one; its temporary file is removed by the next save).
     pub fn save_json(&self, path: impl AsRef<Path>) -> Result<(), ReportError> {
         let path = path.as_ref();
-        let error = |source: std::io::Error| ReportError::Write {
-            run_id: self.run_id.to_string(),
-            path: path.to_owned(),
-            source,
-        };
-        // Unique per save: two saves to one path (threads, runs) never share a temporary file.
-        static SAVES: AtomicU64 = AtomicU64::new(0);
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(format!(
-            ".{}-{}.tmp",
-            std::process::id(),
-            SAVES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let temp = PathBuf::from(temp);
-        std::fs::write(&temp, self.to_json()).map_err(error)?;
-        std::fs::rename(&temp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            error(e)
+        crate::files::sweep_temporaries(path);
+        let json = self.to_json();
+        crate::files::replace(path, true, |out| out.write_all(json.as_bytes())).map_err(|source| {
+            ReportError::Write {
+                run_id: self.run_id.to_string(),
+                path: path.to_owned(),
+                source,
+            }
         })
     }
 }

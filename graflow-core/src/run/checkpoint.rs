@@ -20,7 +20,6 @@
 //! a reader sees the previous checkpoint or the new one, never a part.
 
 use std::borrow::Cow;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -310,7 +309,7 @@ impl std::fmt::Debug for Checkpointer {
 
 impl Checkpointer {
     pub fn new(cadence: Cadence, workflow: &Workflow, run_id: &str, sequence: u64) -> Self {
-        sweep_temporaries(&cadence.path);
+        crate::files::sweep_temporaries(&cadence.path);
         Checkpointer {
             head: Head {
                 build_id: build_id().to_owned(),
@@ -782,101 +781,31 @@ struct NodeRef<'a> {
 }
 
 /// The temporary file a write of `path` goes through: `.{name}.{pid}.{n}.tmp` beside it.
-fn temporary(path: &Path, n: u64) -> PathBuf {
-    path.with_file_name(format!(
-        ".{}.{}.{n}.tmp",
-        file_name(path),
-        std::process::id()
-    ))
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".to_owned())
-}
-
-/// Removes the temporary files of `path` that programs killed in the middle of a write left
-/// (their pid no longer runs). Best effort: a file it cannot read or remove stays.
-fn sweep_temporaries(path: &Path) {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!(".{}.", file_name(path));
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|n| n.strip_suffix(".tmp"))
-        else {
-            continue;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let gone = pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
-        if gone && std::fs::remove_file(entry.path()).is_ok() {
-            tracing::debug!(target: "graflow::engine", file = %entry.path().display(), "removed a checkpoint file a killed program left");
-        }
-    }
-}
-
+/// Replaces `path` with a checkpoint of `head` and `body` (see [`crate::files::replace`]).
 fn write_atomically(
     path: &Path,
     head: &[u8],
     body: &[u8],
     durable: bool,
 ) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    };
     let mut crc = crc32fast::Hasher::new();
     crc.update(head);
     crc.update(body);
     let checksum = crc.finalize();
-    // Unique per write: two runs of one process may checkpoint to the same path.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = temporary(
-        path,
-        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-    );
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        let mut out = std::io::BufWriter::new(&mut file);
+    crate::files::replace(path, durable, |out| {
         out.write_all(MAGIC)?;
         out.write_all(&FORMAT.to_le_bytes())?;
         out.write_all(&(head.len() as u32).to_le_bytes())?;
         out.write_all(&(body.len() as u64).to_le_bytes())?;
         out.write_all(head)?;
         out.write_all(body)?;
-        out.write_all(&checksum.to_le_bytes())?;
-        out.flush()?;
-        drop(out);
-        if durable {
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if !durable {
-            return Ok(());
-        }
-        // The rename itself survives a power cut once the directory is synced.
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+        out.write_all(&checksum.to_le_bytes())
+    })
+    .map_err(|source| CheckpointError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// A checkpoint read from its file: what the run had done when it was written.
