@@ -287,27 +287,11 @@ pub(crate) fn list(workflow: &Workflow) -> String {
             ]
         })
         .collect();
-    let header = ["TASK", "FUNCTION", "HANDLER", "OPTIONS"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        let line = format!(
-            "{:<a$}  {:<b$}  {:<c$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            a = widths[0],
-            b = widths[1],
-            c = widths[2]
-        );
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
+    text.push_str(&crate::report::table(
+        ["TASK", "FUNCTION", "HANDLER", "OPTIONS"],
+        &rows,
+        4,
+    ));
     text
 }
 

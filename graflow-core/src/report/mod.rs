@@ -325,6 +325,38 @@ impl fmt::Debug for RunReport {
     }
 }
 
+/// A text table: each column as wide as its widest cell, the first `left` columns aligned left
+/// and the others right, two spaces between columns, no trailing spaces.
+pub(crate) fn table<const N: usize>(
+    header: [&str; N],
+    rows: &[[String; N]],
+    left: usize,
+) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut text = String::new();
+    for cells in
+        std::iter::once(header).chain(rows.iter().map(|r| r.each_ref().map(String::as_str)))
+    {
+        let mut line = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            let sep = if i == 0 { "" } else { "  " };
+            if i < left {
+                line += &format!("{sep}{cell:<w$}");
+            } else {
+                line += &format!("{sep}{cell:>w$}");
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
 fn millis(d: Option<Duration>) -> String {
     match d {
         Some(d) => format!("{:.3} ms", d.as_secs_f64() * 1e3),
@@ -366,28 +398,7 @@ impl fmt::Display for RunReport {
             })
             .collect();
         let header = ["TASK", "HANDLER", "STATUS", "ATTEMPTS", "START", "DURATION"];
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| -> fmt::Result {
-            let mut text = String::new();
-            for (i, cell) in cells.iter().enumerate() {
-                let sep = if i == 0 { "" } else { "  " };
-                if i < 3 {
-                    text += &format!("{sep}{cell:<w$}", w = widths[i]);
-                } else {
-                    text += &format!("{sep}{cell:>w$}", w = widths[i]);
-                }
-            }
-            writeln!(f, "{}", text.trim_end())
-        };
-        line(f, header)?;
-        for row in &rows {
-            line(f, row.each_ref().map(String::as_str))?;
-        }
+        f.write_str(&table(header, &rows, 3))?;
         for t in self.tasks() {
             if let Some(error) = t.error {
                 writeln!(f, "{}: {error}", t.id)?;
