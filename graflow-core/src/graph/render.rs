@@ -71,31 +71,20 @@ impl Workflow {
     /// assert!(text.contains(r#"n1["b<br/>process"]"#) && text.contains("n0 --> n1"));
     /// ```
     pub fn to_mermaid(&self) -> String {
-        let layout = self.layout();
-        let node = |out: &mut String, indent: &str, i: usize| {
-            let (id, handler) = layout.labels[i];
-            let _ = writeln!(
-                out,
-                "{indent}n{i}[\"{}<br/>{}\"]",
-                mermaid_text(id),
-                mermaid_text(handler)
-            );
-        };
-        let mut out = String::from("flowchart TD\n");
-        for (g, (label, members)) in layout.groups.iter().enumerate() {
-            let _ = writeln!(out, "    subgraph g{g}[\"{}\"]", mermaid_text(label));
-            for &i in members {
-                node(&mut out, "        ", i);
-            }
-            out.push_str("    end\n");
-        }
-        for &i in &layout.top {
-            node(&mut out, "    ", i);
-        }
-        for &(a, b) in &layout.edges {
-            let _ = writeln!(out, "    n{a} --> n{b}");
-        }
-        out
+        self.draw(&Syntax {
+            header: "flowchart TD\n".to_owned(),
+            group_open: |g, label| format!("    subgraph g{g}[\"{}\"]\n", mermaid_text(label)),
+            group_close: "    end\n",
+            node: |i, id, handler| {
+                format!(
+                    "n{i}[\"{}<br/>{}\"]",
+                    mermaid_text(id),
+                    mermaid_text(handler)
+                )
+            },
+            edge: |a, b| format!("    n{a} --> n{b}\n"),
+            footer: "",
+        })
     }
 
     /// The workflow as a Graphviz DOT digraph: a box per task (its id and handler), groups as
@@ -112,36 +101,61 @@ impl Workflow {
     /// assert!(text.contains(r#"n0 [label="a\ndirect"];"#));
     /// ```
     pub fn to_dot(&self) -> String {
+        self.draw(&Syntax {
+            header: format!(
+                "digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box, style=rounded];\n",
+                dot_text(self.name())
+            ),
+            group_open: |g, label| {
+                format!(
+                    "    subgraph cluster_{g} {{\n        label=\"{}\";\n        style=dashed;\n",
+                    dot_text(label)
+                )
+            },
+            group_close: "    }\n",
+            node: |i, id, handler| {
+                format!("n{i} [label=\"{}\\n{}\"];", dot_text(id), dot_text(handler))
+            },
+            edge: |a, b| format!("    n{a} -> n{b};\n"),
+            footer: "}\n",
+        })
+    }
+
+    /// The layout in one language: groups with their nodes, then the other nodes, then edges.
+    fn draw(&self, syntax: &Syntax) -> String {
         let layout = self.layout();
         let node = |out: &mut String, indent: &str, i: usize| {
             let (id, handler) = layout.labels[i];
-            let _ = writeln!(
-                out,
-                "{indent}n{i} [label=\"{}\\n{}\"];",
-                dot_text(id),
-                dot_text(handler)
-            );
+            let _ = writeln!(out, "{indent}{}", (syntax.node)(i, id, handler));
         };
-        let mut out = format!("digraph \"{}\" {{\n", dot_text(self.name()));
-        out.push_str("    rankdir=TB;\n    node [shape=box, style=rounded];\n");
+        let mut out = syntax.header.clone();
         for (g, (label, members)) in layout.groups.iter().enumerate() {
-            let _ = writeln!(out, "    subgraph cluster_{g} {{");
-            let _ = writeln!(out, "        label=\"{}\";", dot_text(label));
-            out.push_str("        style=dashed;\n");
+            out.push_str(&(syntax.group_open)(g, label));
             for &i in members {
                 node(&mut out, "        ", i);
             }
-            out.push_str("    }\n");
+            out.push_str(syntax.group_close);
         }
         for &i in &layout.top {
             node(&mut out, "    ", i);
         }
         for &(a, b) in &layout.edges {
-            let _ = writeln!(out, "    n{a} -> n{b};");
+            out.push_str(&(syntax.edge)(a, b));
         }
-        out.push_str("}\n");
+        out.push_str(syntax.footer);
         out
     }
+}
+
+/// How one language writes each part of a picture (user strings already escaped by it).
+struct Syntax {
+    header: String,
+    group_open: fn(usize, &str) -> String,
+    group_close: &'static str,
+    /// A node's statement, without indentation or line end.
+    node: fn(usize, &str, &str) -> String,
+    edge: fn(usize, usize) -> String,
+    footer: &'static str,
 }
 
 /// Text for a Mermaid quoted label: characters Mermaid or HTML would read become entity codes
