@@ -7,31 +7,9 @@ use std::time::{Duration, Instant};
 use graflow::TaskStatus;
 use graflow::prelude::*;
 
-#[derive(Debug)]
-struct DiskFull;
+mod common;
 
-impl std::fmt::Display for DiskFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("disk full")
-    }
-}
-
-impl std::error::Error for DiskFull {}
-
-#[derive(Debug)]
-struct SaveFailed(DiskFull);
-
-impl std::fmt::Display for SaveFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("could not save the model")
-    }
-}
-
-impl std::error::Error for SaveFailed {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+use common::{DiskFull, SaveFailed};
 
 static AFTER_RUNS: AtomicU32 = AtomicU32::new(0);
 

@@ -7,33 +7,11 @@ use std::time::Duration;
 use graflow::prelude::*;
 use serde_json::Value as Json;
 
+mod common;
+
+use common::{DiskFull, SaveFailed};
+
 graflow::enable_test_runner!();
-
-#[derive(Debug)]
-struct DiskFull;
-
-impl std::fmt::Display for DiskFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("disk full")
-    }
-}
-
-impl std::error::Error for DiskFull {}
-
-#[derive(Debug)]
-struct SaveFailed(DiskFull);
-
-impl std::fmt::Display for SaveFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("could not save the model")
-    }
-}
-
-impl std::error::Error for SaveFailed {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
 
 #[task]
 async fn load() -> Vec<u32> {
