@@ -5,7 +5,7 @@
 //! re-exports, `graflow::tokio`: a program needs no tokio dependency of its own.)
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use graflow::prelude::*;
@@ -197,5 +197,60 @@ fn docker_runs_at_most_sixteen_containers_of_a_run_by_default() {
     assert_eq!(
         WorkflowEngine::new().handler_concurrency("process"),
         Some(cpus)
+    );
+}
+
+static HOG_INSIDE: AtomicBool = AtomicBool::new(false);
+static HOG_DONE: AtomicBool = AtomicBool::new(false);
+static LATE_RAN: AtomicBool = AtomicBool::new(false);
+
+#[task(blocking = true)]
+fn hog() -> u8 {
+    HOG_INSIDE.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(500));
+    HOG_DONE.store(true, Ordering::SeqCst);
+    1
+}
+
+/// Lets `late` become ready only once `hog` holds the one CPU slot.
+#[task]
+async fn gate() -> u8 {
+    while !HOG_INSIDE.load(Ordering::SeqCst) {
+        graflow::tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    1
+}
+
+#[task(timeout = "50ms")]
+fn late() -> u8 {
+    LATE_RAN.store(true, Ordering::SeqCst);
+    1
+}
+
+#[test]
+fn a_body_whose_attempt_timed_out_while_queued_never_runs() {
+    let engine = WorkflowEngine::new().with_cpu_limit(1);
+    let mut wf = Workflow::builder("queued");
+    wf.add(hog::task());
+    let g = wf.add(gate::task());
+    let l = wf.add(late::task());
+    wf.edge(g, l);
+    let error = engine
+        .run(&wf.build())
+        .expect_err("late timed out waiting for the CPU slot");
+    assert!(
+        error.to_string().contains("late"),
+        "the failure names the task: {error}"
+    );
+    // The hog's thread then takes the queue's next body, late's: it must skip it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !HOG_DONE.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(HOG_DONE.load(Ordering::SeqCst), "the hog finished");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !LATE_RAN.load(Ordering::SeqCst),
+        "a body whose attempt had ended ran anyway"
     );
 }

@@ -13,8 +13,6 @@ use std::time::{Instant, SystemTime};
 
 use tracing::Instrument;
 
-use tokio::sync::Semaphore;
-
 use crate::channel::Channel;
 use crate::definition::{AttemptError, panic_message};
 use crate::graph::{Graph, Problem, Task, Workflow};
@@ -27,8 +25,8 @@ use crate::run::checkpoint::{Checkpoint, Checkpointer};
 use crate::run::control::HandlerLookup;
 use crate::run::scheduler::{self, Ended, Failure, GroupState, Slot, Start};
 use crate::run::{
-    GroupFailure, HandlerRegistration, RunCancelled, RunError, RunFailure, RunOptions, RunShared,
-    TaskHandler, cpu_count,
+    CpuPool, GroupFailure, HandlerRegistration, RunCancelled, RunError, RunFailure, RunOptions,
+    RunShared, TaskHandler, cpu_count,
 };
 use crate::value::Value;
 use futures_util::FutureExt;
@@ -81,8 +79,9 @@ enum Registered {
 /// `graflow`, "docker"), and those added with [`WorkflowEngine::register_handler`].
 ///
 /// How many tasks run at once depends on the kind of work:
-/// - a synchronous body that runs on the blocking pool holds one of [`cpu_limit`](WorkflowEngine::cpu_limit)
-///   permits (default: the number of CPUs): CPU-bound work never oversubscribes the machine;
+/// - synchronous bodies that run on the blocking pool run at most [`cpu_limit`](WorkflowEngine::cpu_limit)
+///   at once (default: the number of CPUs), in the order they became ready: CPU-bound work
+///   never oversubscribes the machine;
 /// - async bodies and out-of-process tasks only wait, and are limited by their handler's limit
 ///   ([`TaskHandler::concurrency_limit`], "docker": 16, or [`WorkflowEngine::set_handler_concurrency`])
 ///   and the overall [`max_concurrency`](WorkflowEngine::max_concurrency) (default 1024).
@@ -91,7 +90,7 @@ pub struct WorkflowEngine {
     handlers: Arc<BTreeMap<String, Registered>>,
     handler_limits: Arc<BTreeMap<String, usize>>,
     max_concurrency: usize,
-    cpu: Arc<Semaphore>,
+    cpu: Arc<CpuPool>,
     cpu_limit: usize,
     handle_signals: bool,
     observers: Observers,
@@ -172,7 +171,7 @@ impl WorkflowEngine {
             handlers: Arc::new(handlers),
             handler_limits: Arc::new(BTreeMap::new()),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            cpu: Arc::new(Semaphore::new(cpu_limit)),
+            cpu: CpuPool::new(cpu_limit),
             cpu_limit,
             handle_signals: true,
             observers,
@@ -255,7 +254,7 @@ impl WorkflowEngine {
     /// Sets the CPU limit (at least 1). Runs started afterwards use it.
     pub fn set_cpu_limit(&mut self, limit: usize) -> &mut Self {
         self.cpu_limit = limit.max(1);
-        self.cpu = Arc::new(Semaphore::new(self.cpu_limit));
+        self.cpu = CpuPool::new(self.cpu_limit);
         self
     }
 

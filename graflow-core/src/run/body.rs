@@ -3,8 +3,9 @@
 //! - An async body is polled on the scheduler's task, like any future.
 //! - A synchronous body runs inline on the scheduler once it is known to be short (see
 //!   [`BodyStats`]): no thread hop, no boxed future.
-//! - Any other synchronous body runs on Tokio's blocking pool, holding one permit of the run's
-//!   CPU limit while it runs: CPU-bound work is limited by the CPU count, waiting work is not.
+//! - Any other synchronous body runs on Tokio's blocking pool through the engine's CPU queue
+//!   ([`CpuPool`](super::CpuPool)), at most the CPU limit at once: CPU-bound work is limited
+//!   by the CPU count, waiting (async) work is not.
 //!
 //! Panics in a body are caught and become [`AttemptError::Panicked`].
 
@@ -40,35 +41,27 @@ impl Task {
                 if self.may_run_inline() {
                     return self.call_inline(body, tctx);
                 }
-                let permit = ctx.run.cpu.clone().acquire_owned().await.map_err(|_| {
-                    AttemptError::handler(
-                        self.id(),
-                        self.handler(),
-                        "the run's CPU limit was closed: the run is ending",
-                    )
-                })?;
                 let stats = &self.def.stats;
                 let owned = ctx.clone();
                 // The body's events belong to the span it was called in (the run's, a remote
                 // attempt's on a worker), on the blocking thread too.
                 let span = tracing::Span::current();
-                let handle = tokio::task::spawn_blocking(move || {
+                let done = ctx.run.cpu.run(move || {
                     let _entered = span.enter();
                     let started = Instant::now();
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         body(TaskContext::new(&owned))
                     }));
                     stats.record(started.elapsed());
-                    drop(permit);
                     result
                 });
-                match handle.await {
+                match done.await {
                     Ok(Ok(result)) => result,
                     Ok(Err(payload)) => Err(self.panicked(&*payload)),
-                    Err(join) => Err(AttemptError::handler(
+                    Err(_) => Err(AttemptError::handler(
                         self.id(),
                         self.handler(),
-                        format!("the blocking thread running the task was lost: {join}"),
+                        "the blocking thread running the task was lost (the runtime is shutting down?)",
                     )),
                 }
             }

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
-use super::{RunShared, cpu_count};
+use super::{CpuPool, RunShared, cpu_count};
 use crate::channel::Channel;
 use crate::definition::{AttemptError, BodyAccess, TaskContext};
 use crate::graph::{Source, Task, Workflow};
@@ -68,7 +66,7 @@ impl ExecutionContext {
             workflow,
             graph,
             channel,
-            Arc::new(Semaphore::new(cpu_count())),
+            CpuPool::new(cpu_count()),
             upstream,
             None,
             false,

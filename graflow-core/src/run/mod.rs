@@ -6,14 +6,13 @@ mod body;
 pub(crate) mod checkpoint;
 mod context;
 pub(crate) mod control;
+mod cpu;
 mod error;
 mod handler;
 mod options;
 pub(crate) mod scheduler;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use tokio::sync::Semaphore;
 
 use crate::channel::Channel;
 use crate::graph::{Graph, Source, Task, Workflow};
@@ -23,6 +22,7 @@ use crate::value::{Data, Value, ValueError};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use context::ExecutionContext;
 pub use control::{ControlError, Iteration};
+pub(crate) use cpu::CpuPool;
 pub use error::{GroupFailure, RunCancelled, RunError, RunFailure};
 pub use handler::{HandlerRegistration, TaskHandler};
 pub use options::RunOptions;
@@ -34,9 +34,9 @@ pub(crate) struct RunShared {
     pub graph: Arc<Graph>,
     pub results: Box<[Mutex<Option<Value>>]>,
     pub channel: Channel,
-    /// Permits for synchronous bodies on the blocking pool: CPU-bound work runs at most this
-    /// many at once (the engine's CPU limit), whatever else is in flight.
-    pub cpu: Arc<Semaphore>,
+    /// Where synchronous bodies too long to run inline run: at most the engine's CPU limit at
+    /// once, whatever else is in flight.
+    pub cpu: Arc<CpuPool>,
     /// In a runner process: the results of the task's direct upstream tasks, as the handler
     /// sent them (the graph there has the one task only). `None` in a normal run.
     pub upstream: Option<Vec<(String, Value)>>,
@@ -64,7 +64,7 @@ impl RunShared {
         workflow: Workflow,
         graph: Arc<Graph>,
         channel: Channel,
-        cpu: Arc<Semaphore>,
+        cpu: Arc<CpuPool>,
         upstream: Option<Vec<(String, Value)>>,
         registry: Option<Arc<dyn control::HandlerLookup>>,
         checkpoints: bool,
