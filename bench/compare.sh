@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks graflow-rs against Graflow 0.2 (Python) and the docker CLI, in one run:
-# installs graflow==0.2.0 from PyPI into a throwaway venv, builds the Rust side in release
-# mode, runs both sides alternately on the same workloads, prints a markdown table and writes
-# it, with the machine description, to BENCHMARKS.md.
+# installs graflow==0.2.0 (and matplotlib, for the chart) from PyPI into a throwaway venv,
+# builds the Rust side in release mode, runs both sides alternately on the same workloads,
+# prints a markdown table and writes it, with the machine description, to BENCHMARKS.md, and
+# the per-task cost chart to bench/per-task-cost.svg.
 #
 #   bench/compare.sh   (REPS=7 runs per row; DOCKER=0 skips the docker rows, REDIS=0 the redis rows)
 set -euo pipefail
@@ -22,7 +23,7 @@ results="$work/results.jsonl"
 
 echo "== Graflow 0.2.0 into a throwaway venv" >&2
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q --disable-pip-version-check graflow==0.2.0 redis
+"$work/venv/bin/pip" install -q --disable-pip-version-check graflow==0.2.0 redis matplotlib
 echo "== graflow-bench (release)" >&2
 cargo build -q --release -p graflow-bench
 if [ "$DOCKER" = 1 ]; then
@@ -32,18 +33,27 @@ fi
 ours() { echo "   graflow-rs $*" >&2; ./target/release/graflow-bench "$@" >>"$results"; }
 theirs() { echo "   graflow-py $*" >&2; "$work/venv/bin/python" bench/graflow_py.py "$@" >>"$results"; }
 
-echo "== chain and fan-out, alternating" >&2
+echo "== chain and fan-out, alternating (Graflow 0.2 in each of its forms)" >&2
 for n in 100 1000 10000; do
-  for _ in $(seq "$REPS"); do ours chain "$n"; theirs chain "$n"; done
+  for _ in $(seq "$REPS"); do ours chain "$n"; theirs chain "$n" pairwise; theirs chain "$n" reduce; done
 done
 for rep in $(seq "$REPS"); do
   ours chain 100000
-  # Graflow 0.2 needs minutes for this one: once.
-  [ "$rep" = 1 ] && theirs chain 100000
+  # Graflow 0.2 needs up to minutes for this one: once, in its fast form (the reduce form is
+  # quadratic to build).
+  if [ "$rep" = 1 ]; then theirs chain 100000 pairwise; fi
 done
 for n in 10 100 1000 10000; do
-  for _ in $(seq "$REPS"); do ours fanout "$n"; theirs fanout "$n"; done
+  for _ in $(seq "$REPS"); do ours fanout "$n"; theirs fanout "$n" direct; theirs fanout "$n" threads; done
 done
+for rep in $(seq "$REPS"); do
+  ours fanout 100000
+  if [ "$rep" = 1 ]; then theirs fanout 100000 direct; fi
+done
+echo "== scaling: a million tasks" >&2
+for _ in $(seq 3); do ours chain 1000000; ours fanout 1000000; done
+echo "== parallel efficiency: 64 CPU-bound tasks of about 10 ms" >&2
+for _ in $(seq "$REPS"); do ours parallel 64; theirs parallel 64 threads; theirs parallel 64 direct; done
 echo "== checkpoints (10k chain: one when the run ends, one after every task)" >&2
 for _ in $(seq "$REPS"); do ours checkpoint-end 10000; done
 ours checkpoint-every-fast 10000
@@ -120,4 +130,7 @@ machine="$work/machine.txt"
   echo "reps:      $REPS per row"
 } >"$machine"
 
-python3 bench/report.py "$results" "$machine" | tee BENCHMARKS.md
+# The raw results outlive the run, for report.py alone: python bench/report.py FILE MACHINE --svg PATH.
+cp "$results" "${TMPDIR:-/tmp}/graflow-bench-results.jsonl"
+cp "$machine" "${TMPDIR:-/tmp}/graflow-bench-machine.txt"
+"$work/venv/bin/python" bench/report.py "$results" "$machine" --svg bench/per-task-cost.svg | tee BENCHMARKS.md

@@ -4,6 +4,8 @@
 //! ```text
 //! graflow-bench chain N           t0 >> t1 >> ... >> tN-1 of trivial tasks (build + run)
 //! graflow-bench fanout N          src >> (p0 | ... | pN-1) >> sink, the sink summing every member
+//! graflow-bench parallel N        N CPU-bound tasks of about 10 ms each in one group: wall time
+//!                                 against the same work in a plain loop (parallel efficiency)
 //! graflow-bench call N            a plain function call, N times (the floor of "overhead")
 //! graflow-bench handler N         the direct handler's execute_task alone, N times
 //! graflow-bench docker R IMAGE    a trivial docker task and `docker run --rm IMAGE true`, alternated R times
@@ -45,6 +47,71 @@ fn member(index: u64) -> u64 {
 #[task]
 fn sink(ctx: &TaskContext) -> graflow::Result<u64> {
     Ok(ctx.upstream::<u64>()?.into_iter().sum())
+}
+
+/// The CPU work of one `parallel` task: `rounds` steps of a 64-bit linear congruential
+/// generator, the same steps as the Python side's `crunch`.
+fn crunch_rounds(seed: u64, rounds: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..rounds {
+        // black_box: the loop must run, not be folded into a closed form.
+        x = std::hint::black_box(
+            x.wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407),
+        );
+    }
+    x
+}
+
+#[task]
+fn crunch(seed: u64, rounds: u64) -> u64 {
+    crunch_rounds(seed, rounds)
+}
+
+#[task]
+fn fold_xor(ctx: &TaskContext) -> graflow::Result<u64> {
+    Ok(ctx.upstream::<u64>()?.into_iter().fold(0, |a, b| a ^ b))
+}
+
+/// Rounds of [`crunch_rounds`] that take about `target` here (a first estimate, then the
+/// median of five runs of about the target's length).
+fn calibrate(target: Duration) -> u64 {
+    let mut rounds = 200_000u64;
+    for _ in 0..2 {
+        let mut estimates: Vec<f64> = (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(crunch_rounds(1, rounds));
+                rounds as f64 * target.as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9)
+            })
+            .collect();
+        estimates.sort_by(f64::total_cmp);
+        rounds = (estimates[2] as u64).max(1);
+    }
+    rounds
+}
+
+/// The `parallel` workload's work done in a plain loop: its time and the sink's expected value.
+fn serial_work(n: u64, rounds: u64) -> (f64, u64) {
+    let started = Instant::now();
+    let expected = (0..n).fold(0, |acc, i| acc ^ crunch_rounds(i + 1, rounds));
+    (started.elapsed().as_secs_f64(), expected)
+}
+
+fn parallel_cpu(n: u64, rounds: u64) -> Workflow {
+    let mut wf = Workflow::builder("parallel");
+    let src = wf.add(source::task().with_id("src"));
+    let out = wf.add(fold_xor::task().with_id("sink"));
+    for i in 0..n {
+        let c = wf.add(
+            crunch::task()
+                .with_id(format!("c{i}"))
+                .with_input("seed", i + 1)
+                .with_input("rounds", rounds),
+        );
+        wf.edge(src, c).edge(c, out);
+    }
+    wf.build()
 }
 
 #[task(handler = "redis")]
@@ -272,7 +339,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 #[graflow::main]
 async fn main() -> graflow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: graflow-bench chain|fanout|call|process|warm-process|checkpoint-every|checkpoint-end N | docker|docker8|warm-docker R IMAGE | docker-group N POOL IMAGE";
+    let usage = "usage: graflow-bench chain|fanout|parallel|call|process|warm-process|checkpoint-every|checkpoint-end N | docker|docker8|warm-docker R IMAGE | docker-group N POOL IMAGE";
     let (Some(what), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!("{usage}");
@@ -340,6 +407,36 @@ async fn main() -> graflow::Result<()> {
             );
             assert_eq!(report.result::<u64>("sink")?, n * (n - 1) / 2);
             emit("fanout", n, seconds, &format!(",\"run_seconds\":{run:.9}"));
+        }
+        "parallel" => {
+            // N tasks of about 10 ms of computation each in one group, on the direct handler
+            // (a body that long runs on Tokio's blocking pool, see the README's *Scheduling*).
+            // The same work in a plain loop, timed before and after the run (averaged), is the
+            // total work; efficiency = work / (cores × wall time of the run).
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            let rounds = calibrate(Duration::from_millis(10));
+            let (before, expected) = serial_work(n, rounds);
+            let wf = parallel_cpu(n, rounds);
+            let started = Instant::now();
+            let report = engine.execute(&wf).await?;
+            let wall = started.elapsed().as_secs_f64();
+            assert_eq!(
+                report.result::<u64>("sink")?,
+                expected,
+                "the group's results differ from the loop's"
+            );
+            let (after, _) = serial_work(n, rounds);
+            let work = (before + after) / 2.0;
+            emit(
+                "parallel",
+                n,
+                wall,
+                &format!(
+                    ",\"run_seconds\":{wall:.9},\"cores\":{cores},\"work_seconds\":{work:.9},\"unit_seconds\":{:.9},\"efficiency\":{:.4}",
+                    work / n as f64,
+                    work / (cores as f64 * wall)
+                ),
+            );
         }
         "handler" => {
             // The direct handler alone, on a context of its own (Graflow 0.2's
