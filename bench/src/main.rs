@@ -426,7 +426,7 @@ async fn main() -> graflow::Result<()> {
                 "the group's results differ from the loop's"
             );
             let (after, _) = serial_work(n, rounds);
-            let work = (before + after) / 2.0;
+            let work = f64::midpoint(before, after);
             emit(
                 "parallel",
                 n,
