@@ -62,12 +62,7 @@ impl CpuPool {
             start
         };
         if start_runner {
-            let pool = Arc::clone(self);
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || pool.drain())),
-                // Polled outside a Tokio runtime (a custom executor): a thread of its own.
-                Err(_) => drop(std::thread::spawn(move || pool.drain())),
-            }
+            Runner(Some(Arc::clone(self))).start();
         }
         receiver
     }
@@ -93,6 +88,51 @@ impl CpuPool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One counted runner, not yet running: it drains the queue on a blocking thread. If Tokio
+/// drops it unrun (its runtime is shutting down), it drains on a thread of its own instead: a
+/// counted runner that never ran would leave the queued bodies waiting forever.
+struct Runner(Option<Arc<CpuPool>>);
+
+impl Runner {
+    fn start(mut self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || self.run())),
+            // Polled outside a Tokio runtime (a custom executor).
+            Err(_) => {
+                if let Some(pool) = self.0.take() {
+                    drain_on_a_thread(pool);
+                }
+            }
+        }
+    }
+
+    fn run(mut self) {
+        if let Some(pool) = self.0.take() {
+            pool.drain();
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            drain_on_a_thread(pool);
+        }
+    }
+}
+
+fn drain_on_a_thread(pool: Arc<CpuPool>) {
+    let runner = Arc::clone(&pool);
+    let spawned = std::thread::Builder::new()
+        .name("graflow-cpu".to_owned())
+        .spawn(move || runner.drain());
+    if let Err(error) = spawned {
+        // Not counted any more: the next body queued starts a runner again.
+        pool.lock().runners -= 1;
+        tracing::error!(target: "graflow::engine", %error, "no thread to run synchronous task bodies on");
     }
 }
 
@@ -154,5 +194,23 @@ mod tests {
             0,
             "a job nobody waits for never ran"
         );
+    }
+
+    #[test]
+    fn runs_outside_a_runtime_and_after_its_runtime_shut_down() {
+        let pool = CpuPool::new(1);
+        // No runtime at all: a thread of its own.
+        assert_eq!(pool.run(|| 1u8).blocking_recv().expect("ran on a thread"), 1);
+        // A runtime that has shut down refuses blocking tasks: the runner drains elsewhere,
+        // and the pool still runs what is queued afterwards.
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let handle = runtime.handle().clone();
+        drop(runtime);
+        let _entered = handle.enter();
+        assert_eq!(
+            pool.run(|| 2u8).blocking_recv().expect("ran although Tokio refused it"),
+            2
+        );
+        assert_eq!(pool.run(|| 3u8).blocking_recv().expect("the pool goes on"), 3);
     }
 }
