@@ -156,7 +156,9 @@ def main():
         out.extend(form_rows)
 
     out.append("\n## Scaling: per-task cost from 10² to 10⁶ tasks (graflow-rs)\n")
-    out.append(f"Per task, medians (total = build + run). A flat column is linear growth of the total time. Graflow 0.2's fastest form beside it where it was run. Chart: [bench/per-task-cost.svg](bench/per-task-cost.svg) (log-log, both sides).\n")
+    out.append("Per task, medians (total = build + run). A flat column is linear growth of the total time. Graflow 0.2's fastest form beside it where it was run.\n")
+    out.append("![Per-task cost against N, log-log, graflow-rs and Graflow 0.2](bench/per-task-cost.svg)\n")
+    out.append("The chart: [bench/per-task-cost.svg](bench/per-task-cost.svg) (drawn by `bench/report.py` with matplotlib from the chain and fan-out medians).\n")
     out.append("| N | chain: total | chain: run only | fan-out: total | fan-out: run only | runs (chain/fan-out) | Graflow 0.2 chain: total | Graflow 0.2 fan-out: total |")
     out.append("|---|---|---|---|---|---|---|---|")
     for n in SCALING_NS:
