@@ -165,6 +165,11 @@ mod tests {
         }
         assert_eq!(results, (0..16).collect::<Vec<_>>());
         assert_eq!(most.load(Ordering::SeqCst), 2);
+        // A runner leaves once it finds the queue empty, just after sending its last result.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.lock().runners > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert_eq!(
             pool.lock().runners,
             0,
@@ -200,7 +205,10 @@ mod tests {
     fn runs_outside_a_runtime_and_after_its_runtime_shut_down() {
         let pool = CpuPool::new(1);
         // No runtime at all: a thread of its own.
-        assert_eq!(pool.run(|| 1u8).blocking_recv().expect("ran on a thread"), 1);
+        assert_eq!(
+            pool.run(|| 1u8).blocking_recv().expect("ran on a thread"),
+            1
+        );
         // A runtime that has shut down refuses blocking tasks: the runner drains elsewhere,
         // and the pool still runs what is queued afterwards.
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
@@ -208,9 +216,14 @@ mod tests {
         drop(runtime);
         let _entered = handle.enter();
         assert_eq!(
-            pool.run(|| 2u8).blocking_recv().expect("ran although Tokio refused it"),
+            pool.run(|| 2u8)
+                .blocking_recv()
+                .expect("ran although Tokio refused it"),
             2
         );
-        assert_eq!(pool.run(|| 3u8).blocking_recv().expect("the pool goes on"), 3);
+        assert_eq!(
+            pool.run(|| 3u8).blocking_recv().expect("the pool goes on"),
+            3
+        );
     }
 }
