@@ -254,3 +254,151 @@ fn a_body_whose_attempt_timed_out_while_queued_never_runs() {
         "a body whose attempt had ended ran anyway"
     );
 }
+
+// ----- one engine, several runtimes: a body runs on its own run's runtime -----
+
+static A_INSIDE: AtomicBool = AtomicBool::new(false);
+
+#[task(blocking = true)]
+fn a_hog() -> u8 {
+    A_INSIDE.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    1
+}
+
+static B_RUNTIME: Mutex<Option<graflow::tokio::runtime::Id>> = Mutex::new(None);
+static B_BODY_RUNTIME: Mutex<Option<graflow::tokio::runtime::Id>> = Mutex::new(None);
+
+#[task]
+async fn b_first() -> u8 {
+    *B_RUNTIME.lock().unwrap() = Some(graflow::tokio::runtime::Handle::current().id());
+    1
+}
+
+/// A synchronous body that uses its runtime (calls async code).
+#[task(blocking = true)]
+fn b_sync(b_first: u8) -> u8 {
+    let handle = graflow::tokio::runtime::Handle::current();
+    *B_BODY_RUNTIME.lock().unwrap() = Some(handle.id());
+    handle.block_on(graflow::tokio::time::sleep(Duration::from_millis(50)));
+    b_first
+}
+
+/// Run A (on its own runtime) holds the one CPU slot while run B queues a body: B's body must
+/// run on B's runtime, not on A's (which `engine.run` shuts down when A ends).
+#[test]
+fn a_body_runs_on_its_own_runs_runtime_when_runs_share_an_engine() {
+    let engine = WorkflowEngine::new().with_cpu_limit(1);
+    let other = engine.clone();
+    let a = std::thread::spawn(move || {
+        let mut wf = Workflow::builder("a");
+        wf.add(a_hog::task());
+        other.run(&wf.build()).map(|_| ())
+    });
+    while !A_INSIDE.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut wf = Workflow::builder("b");
+    let first = wf.add(b_first::task());
+    let body = wf.add(b_sync::task());
+    wf.edge(first, body);
+    let result = engine.run(&wf.build());
+    a.join().expect("run a's thread").expect("run a");
+    result.expect("run b");
+    assert_eq!(
+        *B_RUNTIME.lock().unwrap(),
+        *B_BODY_RUNTIME.lock().unwrap(),
+        "run b's body ran on another runtime"
+    );
+}
+
+static C_INSIDE: AtomicBool = AtomicBool::new(false);
+static D_RUNTIMES: Mutex<Vec<graflow::tokio::runtime::Id>> = Mutex::new(Vec::new());
+
+#[task(blocking = true)]
+fn c_short() -> u8 {
+    C_INSIDE.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    1
+}
+
+#[task(blocking = true)]
+fn d_body(i: u64) -> u64 {
+    D_RUNTIMES
+        .lock()
+        .unwrap()
+        .push(graflow::tokio::runtime::Handle::current().id());
+    std::thread::sleep(Duration::from_millis(20));
+    i
+}
+
+/// Runtime C's run ends while runtime D's bodies wait behind it in the shared queue: C's
+/// blocking thread must hand them to D (had it run them, dropping runtime C would have waited
+/// for all of them).
+#[test]
+fn another_runtimes_bodies_run_on_that_runtime() {
+    let engine = WorkflowEngine::new().with_cpu_limit(1);
+    let other = engine.clone();
+    let c = graflow::tokio::runtime::Runtime::new().unwrap();
+    let d = graflow::tokio::runtime::Runtime::new().unwrap();
+    let d_id = d.handle().id();
+    let queued = std::thread::spawn(move || {
+        while !C_INSIDE.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut wf = Workflow::builder("d");
+        for i in 0..10u64 {
+            wf.add(d_body::task().with_id(format!("d{i}")).with_input("i", i));
+        }
+        d.block_on(other.execute(&wf.build())).map(|_| ())
+    });
+    let mut wf = Workflow::builder("c");
+    wf.add(c_short::task());
+    c.block_on(engine.execute(&wf.build())).expect("run c");
+    drop(c);
+    queued.join().expect("run d's thread").expect("run d");
+    let seen = D_RUNTIMES.lock().unwrap();
+    assert_eq!(seen.len(), 10);
+    assert!(
+        seen.iter().all(|id| *id == d_id),
+        "run d's bodies ran on another runtime: {seen:?}, d is {d_id:?}"
+    );
+}
+
+static E_RAN: AtomicUsize = AtomicUsize::new(0);
+
+#[task(blocking = true)]
+fn e_tiny(i: u64) -> u64 {
+    E_RAN.fetch_add(1, Ordering::SeqCst);
+    i
+}
+
+/// Many runs at once on one engine from six threads, each with a runtime of its own: every
+/// run finishes (no body waits forever for a runner) and every body ran once.
+#[test]
+fn runs_on_many_runtimes_share_the_queue() {
+    let engine = WorkflowEngine::new().with_cpu_limit(2);
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for r in 0..20 {
+                    let mut wf = Workflow::builder(format!("s{t}-{r}"));
+                    for i in 0..8u64 {
+                        wf.add(e_tiny::task().with_id(format!("e{i}")).with_input("i", i));
+                    }
+                    engine.run(&wf.build()).expect("run");
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for t in threads {
+        while !t.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "a run never finished");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.join().expect("a run's thread");
+    }
+    assert_eq!(E_RAN.load(Ordering::SeqCst), 6 * 20 * 8);
+}

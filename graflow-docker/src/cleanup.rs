@@ -327,11 +327,34 @@ pub async fn remove(docker: &Docker, container: &str) -> Result<(), String> {
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(()),
-        // "removal already in progress"
+        // "removal already in progress": the daemon's own (an auto-removed container killed by
+        // this request) or another caller's. Done only once it is gone: a program that exits
+        // right after must not leave it listed.
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
-        }) => Ok(()),
+        }) => {
+            docker
+                .call(
+                    || format!("waiting for the removal of container {container}"),
+                    gone(docker, container),
+                )
+                .await
+        }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Returns once inspecting `container` says it does not exist (any other answer: asks again).
+async fn gone(docker: &Docker, container: &str) {
+    loop {
+        let inspect = docker.inspect_container(container, None::<InspectContainerOptions>);
+        if let Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) = inspect.await
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -512,6 +535,77 @@ pub async fn sweep(docker: &Docker) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concurrent force-removals of one auto-removed, running container: some get 409
+    /// ("removal already in progress"); every one returns only once the container is gone.
+    /// Needs a daemon with python:3.11-slim (`graflow-docker/scripts/setup.sh`); skipped
+    /// without one unless `GRAFLOW_REQUIRE_DOCKER=1`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removal_in_progress_is_waited_for() {
+        let address = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+        let docker = match Docker::connect(&address, Duration::from_secs(10), "test").await {
+            Ok(docker) => docker,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("GRAFLOW_REQUIRE_DOCKER").is_none_or(|v| v != "1"),
+                    "GRAFLOW_REQUIRE_DOCKER=1 but {e}"
+                );
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        for round in 0..3 {
+            let name = format!("graflow-removal-race-{}-{round}", std::process::id());
+            let body = bollard::models::ContainerCreateBody {
+                image: Some("python:3.11-slim".to_owned()),
+                cmd: Some(vec!["sleep".to_owned(), "60".to_owned()]),
+                host_config: Some(bollard::models::HostConfig {
+                    auto_remove: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                .name(&name)
+                .build();
+            docker
+                .create_container(Some(options), body)
+                .await
+                .expect("create the container");
+            docker
+                .start_container(
+                    &name,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .expect("start the container");
+            let removals: Vec<_> = (0..4)
+                .map(|_| {
+                    let (docker, name) = (docker.clone(), name.clone());
+                    tokio::spawn(async move {
+                        remove(&docker, &name).await.expect("removed");
+                        docker
+                            .inspect_container(&name, None::<InspectContainerOptions>)
+                            .await
+                    })
+                })
+                .collect();
+            for removal in removals {
+                let after = removal.await.expect("the removal task ran");
+                assert!(
+                    matches!(
+                        after,
+                        Err(bollard::errors::Error::DockerResponseServerError {
+                            status_code: 404,
+                            ..
+                        })
+                    ),
+                    "remove() returned while the container still existed: {after:?}"
+                );
+            }
+        }
+    }
 
     fn me() -> Owner {
         Owner::this_process()

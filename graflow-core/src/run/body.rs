@@ -61,7 +61,7 @@ impl Task {
                     Err(_) => Err(AttemptError::handler(
                         self.id(),
                         self.handler(),
-                        "the blocking thread running the task was lost (the runtime is shutting down?)",
+                        "no thread ran the task's body: its runtime is shutting down, or no thread could be started (see the graflow::engine log)",
                     )),
                 }
             }

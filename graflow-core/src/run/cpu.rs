@@ -5,15 +5,26 @@
 //! one at once, on the same thread, with no wake-up in between. (A semaphore handing its
 //! permit to a waiting task, which then asked the blocking pool for a thread, cost two
 //! wake-ups per body: on a loaded 2-core machine each could wait out another thread's time
-//! slice, and 64 tasks of 10 ms ran at 77–93% of the cores instead of 92–96%.)
+//! slice; see the README's *Performance*.)
+//!
+//! A body runs on the blocking pool of the runtime that queued it: an engine's clones share
+//! one queue across runtimes, and a runner meeting a body of another runtime hands its slot
+//! to a runner there. So `Handle::current()` in a body is its own run's runtime, and dropping
+//! a runtime never waits for another runtime's bodies.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::runtime::{Handle, Id};
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A queued body, and the runtime whose blocking pool it runs on (`None`: queued outside any
+/// runtime; it runs on a thread of its own).
+struct Job {
+    work: Box<dyn FnOnce() + Send>,
+    runtime: Option<Handle>,
+}
 
 /// Runs closures on blocking threads, at most `limit` at once.
 pub(crate) struct CpuPool {
@@ -23,7 +34,7 @@ pub(crate) struct CpuPool {
 
 struct State {
     queue: VecDeque<Job>,
-    /// Blocking threads currently taking jobs from the queue (at most `limit`).
+    /// Runners: threads taking jobs from the queue, or about to (at most `limit`).
     runners: usize,
 }
 
@@ -41,17 +52,21 @@ impl CpuPool {
 
     /// Queues `work`; its result arrives through the receiver. Work whose receiver was dropped
     /// before a thread took it (a cancelled or timed-out attempt) never runs. A panic in
-    /// `work` drops the sender: the receiver reports an error and the pool goes on.
+    /// `work`, or no thread to run it on, drops the sender: the receiver reports an error.
     pub(crate) fn run<T: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> oneshot::Receiver<T> {
         let (sender, receiver) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            if !sender.is_closed() {
-                let _ = sender.send(work());
-            }
-        });
+        let runtime = Handle::try_current().ok();
+        let job = Job {
+            work: Box::new(move || {
+                if !sender.is_closed() {
+                    let _ = sender.send(work());
+                }
+            }),
+            runtime: runtime.clone(),
+        };
         let start_runner = {
             let mut state = self.lock();
             state.queue.push_back(job);
@@ -62,27 +77,35 @@ impl CpuPool {
             start
         };
         if start_runner {
-            Runner(Some(Arc::clone(self))).start();
+            Runner::new(Arc::clone(self)).start(runtime);
         }
         receiver
     }
 
-    /// Takes jobs until the queue is empty.
-    fn drain(&self) {
+    /// Takes the jobs of runtime `mine` until the queue is empty (the runner then leaves) or
+    /// its front belongs to another runtime (the runner's slot goes to a runner there).
+    fn drain(self: Arc<Self>, mine: Option<Id>) {
         loop {
-            let job = {
+            let work = {
                 let mut state = self.lock();
+                let Some(front) = state.queue.front() else {
+                    state.runners -= 1;
+                    return;
+                };
+                if front.runtime.as_ref().map(Handle::id) != mine {
+                    let theirs = front.runtime.clone();
+                    drop(state);
+                    Runner::new(self).start(theirs);
+                    return;
+                }
                 match state.queue.pop_front() {
-                    Some(job) => job,
-                    None => {
-                        state.runners -= 1;
-                        return;
-                    }
+                    Some(job) => job.work,
+                    None => continue,
                 }
             };
             // The body's own panics are caught where it is called; this keeps the runner
             // count right whatever a job does.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(work));
         }
     }
 
@@ -91,48 +114,71 @@ impl CpuPool {
     }
 }
 
-/// One counted runner, not yet running: it drains the queue on a blocking thread. If Tokio
-/// drops it unrun (its runtime is shutting down), it drains on a thread of its own instead: a
-/// counted runner that never ran would leave the queued bodies waiting forever.
-struct Runner(Option<Arc<CpuPool>>);
+/// One counted runner, not yet running. Started on a runtime's blocking pool; if that runtime
+/// refuses it (it is shutting down) the runner is dropped unrun, and its drop drains that
+/// runtime's jobs on a thread of its own instead (their attempts have mostly been dropped with
+/// the runtime, so they are skipped): a counted runner that never ran would leave the queued
+/// bodies waiting forever.
+struct Runner {
+    pool: Option<Arc<CpuPool>>,
+    /// The runtime whose jobs it takes.
+    mine: Option<Id>,
+}
 
 impl Runner {
-    fn start(mut self) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(move || self.run())),
-            // Polled outside a Tokio runtime (a custom executor).
-            Err(_) => {
-                if let Some(pool) = self.0.take() {
-                    drain_on_a_thread(pool);
+    fn new(pool: Arc<CpuPool>) -> Runner {
+        Runner {
+            pool: Some(pool),
+            mine: None,
+        }
+    }
+
+    fn start(mut self, runtime: Option<Handle>) {
+        self.mine = runtime.as_ref().map(Handle::id);
+        match runtime {
+            Some(runtime) => drop(runtime.spawn_blocking(move || self.run())),
+            None => {
+                if let Some(pool) = self.pool.take() {
+                    drain_on_a_thread(pool, None);
                 }
             }
         }
     }
 
     fn run(mut self) {
-        if let Some(pool) = self.0.take() {
-            pool.drain();
+        if let Some(pool) = self.pool.take() {
+            pool.drain(self.mine);
         }
     }
 }
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        if let Some(pool) = self.0.take() {
-            drain_on_a_thread(pool);
+        if let Some(pool) = self.pool.take() {
+            drain_on_a_thread(pool, self.mine);
         }
     }
 }
 
-fn drain_on_a_thread(pool: Arc<CpuPool>) {
+fn drain_on_a_thread(pool: Arc<CpuPool>, mine: Option<Id>) {
     let runner = Arc::clone(&pool);
     let spawned = std::thread::Builder::new()
         .name("graflow-cpu".to_owned())
-        .spawn(move || runner.drain());
+        .spawn(move || runner.drain(mine));
     if let Err(error) = spawned {
-        // Not counted any more: the next body queued starts a runner again.
-        pool.lock().runners -= 1;
-        tracing::error!(target: "graflow::engine", %error, "no thread to run synchronous task bodies on");
+        tracing::error!(target: "graflow::engine", %error, "no thread to run synchronous task bodies on; their attempts fail");
+        let orphans = {
+            let mut state = pool.lock();
+            state.runners -= 1;
+            // With no runner left, nothing would take the queued bodies: their attempts fail
+            // now (dropped senders) rather than wait forever.
+            if state.runners == 0 {
+                std::mem::take(&mut state.queue)
+            } else {
+                VecDeque::new()
+            }
+        };
+        drop(orphans);
     }
 }
 
