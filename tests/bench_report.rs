@@ -39,21 +39,17 @@ fn python(chart: bool) -> Option<&'static str> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if !chart {
-        return candidates.into_iter().find(|p| works(p, "pass"));
-    }
-    if let Some(found) = candidates
-        .into_iter()
-        .find(|p| works(p, "import matplotlib"))
-    {
+    let check = if chart { "import matplotlib" } else { "pass" };
+    if let Some(found) = candidates.into_iter().find(|p| works(p, check)) {
         return Some(found);
     }
     assert!(
         std::env::var_os("GRAFLOW_REQUIRE_MATPLOTLIB").is_none_or(|v| v != "1"),
-        "GRAFLOW_REQUIRE_MATPLOTLIB=1 but no python3 here imports matplotlib: \
-         `bash scripts/debian-package.sh python3:matplotlib python3-matplotlib`"
+        "GRAFLOW_REQUIRE_MATPLOTLIB=1 but no python3 here {}: \
+         `bash scripts/debian-package.sh python3:matplotlib python3-matplotlib`",
+        if chart { "imports matplotlib" } else { "runs" }
     );
-    eprintln!("skipped: matplotlib is not installed (apt-get install python3-matplotlib)");
+    eprintln!("skipped: no python3 with matplotlib here (apt-get install python3-matplotlib)");
     None
 }
 
@@ -233,9 +229,55 @@ fn parallel_efficiency_is_checked_against_ninety_percent() {
         ("yes", "95.0%; Graflow 0.2 50.0% (direct)")
     );
     assert!(
-        table_row(&met, "| 64 | Graflow 0.2 | threads | 3 | 2 |").ends_with("| 45.0% |"),
+        table_row(&met, "| 64 | Graflow 0.2 | threads | 3 | 2 |")
+            .ends_with("| 45.0% | 45.0–45.0% |"),
         "{met}"
     );
+}
+
+#[test]
+fn the_spread_failed_graflow_runs_and_odd_rows_are_reported_not_hidden() {
+    let parallel = |efficiency: f64| {
+        row(
+            "graflow-rs",
+            "parallel",
+            64,
+            0.4,
+            &format!(
+                ",\"run_seconds\":0.4,\"cores\":2,\"work_seconds\":0.64,\"unit_seconds\":0.01,\"efficiency\":{efficiency}"
+            ),
+        )
+    };
+    let mut rows = vec![parallel(0.52), parallel(0.97), parallel(1.14)];
+    // A truncated parallel row, a handler no slower than a plain call, and Redis rows where
+    // every Graflow run failed.
+    rows.push(row("graflow-rs", "parallel", 64, 0.4, ""));
+    rows.push(row("graflow-rs", "call", 1_000_000, 0.1, ""));
+    rows.push(row("graflow-rs", "handler", 1_000_000, 0.1, ""));
+    rows.push(row("graflow-py", "call", 1_000_000, 0.1, ""));
+    rows.push(row("graflow-py", "handler", 10_000, 0.2, ""));
+    for _ in 0..2 {
+        rows.push(row("graflow-rs", "redis", 1_000, 0.12, ",\"workers\":2"));
+        rows.push("{\"side\":\"graflow-py\",\"workload\":\"redis-failed\",\"n\":1000,\"workers\":2,\"error\":\"Barrier wait timeout\"}".to_owned());
+    }
+    let Some(markdown) = report("odd", &rows, None) else {
+        return;
+    };
+    assert!(
+        table_row(&markdown, "| 64 | graflow-rs |").ends_with("| 97.0% | 52.0–114.0% |"),
+        "the spread of a load-sensitive figure is shown: {markdown}"
+    );
+    assert_eq!(
+        target(
+            &markdown,
+            "≥ 100× Graflow 0.2's best, every row both sides run on Redis"
+        ),
+        (
+            "**no**",
+            "not measured: every Graflow 0.2 Redis run failed or none ran"
+        )
+    );
+    assert!(markdown.contains("failed 2 of 2 runs: Barrier wait timeout"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! graflow-bench chain N           t0 >> t1 >> ... >> tN-1 of trivial tasks (build + run)
 //! graflow-bench fanout N          src >> (p0 | ... | pN-1) >> sink, the sink summing every member
-//! graflow-bench parallel N        N CPU-bound tasks of about 10 ms each in one group: wall time
+//! graflow-bench parallel N        N CPU-bound tasks of about 10 ms each side by side: wall time
 //!                                 against the same work in a plain loop (parallel efficiency)
 //! graflow-bench call N            a plain function call, N times (the floor of "overhead")
 //! graflow-bench handler N         the direct handler's execute_task alone, N times
@@ -409,7 +409,7 @@ async fn main() -> graflow::Result<()> {
             emit("fanout", n, seconds, &format!(",\"run_seconds\":{run:.9}"));
         }
         "parallel" => {
-            // N tasks of about 10 ms of computation each in one group, on the direct handler
+            // N tasks of about 10 ms of computation each side by side (a fan-out), on the direct handler
             // (a body that long runs on Tokio's blocking pool, see the README's *Scheduling*).
             // The same work in a plain loop, timed before and after the run (averaged), is the
             // total work; efficiency = work / (cores × wall time of the run).
