@@ -402,3 +402,53 @@ fn runs_on_many_runtimes_share_the_queue() {
     }
     assert_eq!(E_RAN.load(Ordering::SeqCst), 6 * 20 * 8);
 }
+
+static F_STARTED: AtomicUsize = AtomicUsize::new(0);
+static F_RELEASE: AtomicBool = AtomicBool::new(false);
+static F_DONE: AtomicUsize = AtomicUsize::new(0);
+
+#[task(blocking = true)]
+fn f_body(i: u64) -> u64 {
+    F_STARTED.fetch_add(1, Ordering::SeqCst);
+    while !F_RELEASE.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    F_DONE.fetch_add(1, Ordering::SeqCst);
+    i
+}
+
+/// A run dropped while one body holds the only CPU slot and nine wait in the queue: the
+/// waiting bodies never start.
+#[test]
+fn a_dropped_run_s_queued_bodies_never_start() {
+    let engine = WorkflowEngine::new().with_cpu_limit(1);
+    let runtime = graflow::tokio::runtime::Runtime::new().unwrap();
+    let mut wf = Workflow::builder("dropped");
+    for i in 0..10u64 {
+        wf.add(f_body::task().with_id(format!("f{i}")).with_input("i", i));
+    }
+    let wf = wf.build();
+    runtime.block_on(async {
+        let run = engine.execute(&wf);
+        graflow::tokio::select! {
+            _ = run => panic!("the run ended while its first body was held"),
+            () = async {
+                while F_STARTED.load(Ordering::SeqCst) == 0 {
+                    graflow::tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            } => {}
+        }
+    });
+    // The run's future is gone; let the held body finish, then give the queue time to move.
+    F_RELEASE.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while F_DONE.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        F_STARTED.load(Ordering::SeqCst),
+        1,
+        "bodies of a dropped run started"
+    );
+}

@@ -272,4 +272,27 @@ mod tests {
             3
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_run_in_the_order_they_were_queued() {
+        let pool = CpuPool::new(1);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let first = pool.run(move || hold.recv().is_ok());
+        let receivers: Vec<_> = (0..20)
+            .map(|i| {
+                let order = order.clone();
+                pool.run(move || order.lock().expect("the order").push(i))
+            })
+            .collect();
+        release.send(()).expect("the first job waits");
+        assert!(first.await.expect("the first job ran"));
+        for receiver in receivers {
+            receiver.await.expect("every job ran");
+        }
+        assert_eq!(
+            *order.lock().expect("the order"),
+            (0..20).collect::<Vec<_>>()
+        );
+    }
 }
