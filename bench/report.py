@@ -36,13 +36,18 @@ def median(rows, key):
     return statistics.median(values) if values else None
 
 
+def by_form(rows, unnamed=""):
+    """Rows grouped by their `form` (rows without one under `unnamed`), in form order."""
+    forms = defaultdict(list)
+    for r in rows:
+        forms[r.get("form", unnamed)].append(r)
+    return sorted(forms.items())
+
+
 def best(rows, key):
     """(median, form) of the form with the lowest median of `key`: rows without a form are
     one form. (None, None) without rows."""
-    forms = defaultdict(list)
-    for r in rows:
-        forms[r.get("form", "")].append(r)
-    medians = [(median(group, key), form) for form, group in forms.items()]
+    medians = [(median(group, key), form) for form, group in by_form(rows)]
     medians = [(m, form) for m, form in medians if m is not None]
     return min(medians) if medians else (None, None)
 
@@ -144,10 +149,7 @@ def main():
                 f"| {label} | {n:,} | {len(rs)}/{len(py)} | {fmt_time(rs_t)} | {fmt_us(median(rs, 'per_item_us'))} | {fmt_time(rs_run)} "
                 f"| {fmt_time(py_t)}{forms} | {fmt_us(py_t * 1e6 / n) if py_t else '-'} | {fmt_time(py_run)}{run_forms} | {fmt_ratio(ratio)} | {fmt_ratio(run_ratio)} |"
             )
-            by_form = defaultdict(list)
-            for r in py:
-                by_form[r.get("form", "-")].append(r)
-            for form, rows in sorted(by_form.items()):
+            for form, rows in by_form(py, "-"):
                 form_rows.append(f"| {label} | {n:,} | {form} | {len(rows)} | {fmt_time(median(rows, 'seconds'))} | {fmt_time(median(rows, 'run_seconds'))} |")
     if form_rows:
         out.append("\nGraflow 0.2's forms, each measured (the fastest is used above). Chain: `pairwise` is one `a >> b` statement per pair of neighbours; `reduce` is one expression `t0 >> t1 >> ...` (`functools.reduce`, or Graflow's own `chain(*tasks)`, which does the same), where every `>>` copies the growing sequence, so building it is quadratic: it is not run at 100,000. Fan-out: `parallel(*members)` on Graflow's default `threads` backend (a thread pool) or its `direct` backend (the members one after the other, no pool).\n")
@@ -188,19 +190,13 @@ def main():
         par_rs = [r for r in par_rs if all(k in r for k in ("cores", "work_seconds", "efficiency"))]
         par_py = [r for r in par_py if all(k in r for k in ("cores", "work_seconds", "efficiency"))]
         for name, rows_all in (("graflow-rs", par_rs), ("Graflow 0.2", par_py)):
-            by_form = defaultdict(list)
-            for r in rows_all:
-                by_form[r.get("form", "direct handler")].append(r)
-            for form, rows in sorted(by_form.items()):
+            for form, rows in by_form(rows_all, "direct handler"):
                 cores = rows[0]["cores"]
                 work = median(rows, "work_seconds")
                 low, high = min(r["efficiency"] for r in rows), max(r["efficiency"] for r in rows)
                 out.append(f"| {n} | {name} | {form} | {len(rows)} | {cores} | {fmt_time(median(rows, 'unit_seconds'))} | {fmt_time(work)} | {fmt_time(work / max(cores, 1))} | {fmt_time(median(rows, 'seconds'))} | {median(rows, 'efficiency') * 100:.1f}% | {low * 100:.1f}–{high * 100:.1f}% |")
         rs_eff = median(par_rs, "efficiency")
-        py_forms = defaultdict(list)
-        for r in par_py:
-            py_forms[r.get("form", "")].append(r)
-        py_eff = max(((median(rows, "efficiency"), form) for form, rows in py_forms.items()), default=None)
+        py_eff = max(((median(rows, "efficiency"), form) for form, rows in by_form(par_py)), default=None)
         if rs_eff is not None:
             graflow = f"; Graflow 0.2 {py_eff[0] * 100:.1f}% ({py_eff[1]})" if py_eff else ""
             checks.append((f"{n} CPU-bound tasks ≥ {EFFICIENCY_TARGET * 100:.0f}% parallel efficiency on this machine's cores", rs_eff >= EFFICIENCY_TARGET, f"{rs_eff * 100:.1f}%{graflow}"))

@@ -99,19 +99,12 @@ fn serial_work(n: u64, rounds: u64) -> (f64, u64) {
 }
 
 fn parallel_cpu(n: u64, rounds: u64) -> Workflow {
-    let mut wf = Workflow::builder("parallel");
-    let src = wf.add(source::task().with_id("src"));
-    let out = wf.add(fold_xor::task().with_id("sink"));
-    for i in 0..n {
-        let c = wf.add(
-            crunch::task()
-                .with_id(format!("c{i}"))
-                .with_input("seed", i + 1)
-                .with_input("rounds", rounds),
-        );
-        wf.edge(src, c).edge(c, out);
-    }
-    wf.build()
+    fan_out("parallel", fold_xor::task(), n, |i| {
+        crunch::task()
+            .with_id(format!("c{i}"))
+            .with_input("seed", i + 1)
+            .with_input("rounds", rounds)
+    })
 }
 
 #[task(handler = "redis")]
@@ -195,18 +188,11 @@ fn redis_engine(url: &str, prefix: &str) -> WorkflowEngine {
 }
 
 fn redis_fanout(n: u64) -> Workflow {
-    let mut wf = Workflow::builder("redis_fanout");
-    let src = wf.add(source::task().with_id("src"));
-    let out = wf.add(sink::task().with_id("sink"));
-    for i in 0..n {
-        let m = wf.add(
-            remote_member::task()
-                .with_id(format!("p{i}"))
-                .with_input("index", i),
-        );
-        wf.edge(src, m).edge(m, out);
-    }
-    wf.build()
+    fan_out("redis_fanout", sink::task(), n, |i| {
+        remote_member::task()
+            .with_id(format!("p{i}"))
+            .with_input("index", i)
+    })
 }
 
 #[task(handler = "docker", image = "python:3.11-slim")]
@@ -262,15 +248,20 @@ fn chain(n: u64) -> Workflow {
 }
 
 fn fanout(n: u64) -> Workflow {
-    let mut wf = Workflow::builder("fanout");
+    fan_out("fanout", sink::task(), n, |i| {
+        member::task()
+            .with_id(format!("p{i}"))
+            .with_input("index", i)
+    })
+}
+
+/// `src >> (member(0) | ... | member(n-1)) >> sink`: the shape of every fan-out workload.
+fn fan_out(name: &str, sink: Task, n: u64, member: impl Fn(u64) -> Task) -> Workflow {
+    let mut wf = Workflow::builder(name);
     let src = wf.add(source::task().with_id("src"));
-    let out = wf.add(sink::task().with_id("sink"));
+    let out = wf.add(sink.with_id("sink"));
     for i in 0..n {
-        let m = wf.add(
-            member::task()
-                .with_id(format!("p{i}"))
-                .with_input("index", i),
-        );
+        let m = wf.add(member(i));
         wf.edge(src, m).edge(m, out);
     }
     wf.build()
