@@ -266,3 +266,69 @@ fn a_forged_checkpoint_cannot_redirect_where_the_resumed_run_writes() {
     assert_eq!(done.len(), 3);
     let _ = TaskStatus::Succeeded;
 }
+
+#[task]
+fn member_ok() -> u32 {
+    1
+}
+
+#[task]
+fn member_broken() -> Result<u32, String> {
+    Err("broken on purpose".to_owned())
+}
+
+/// A best-effort group (one member fails, tolerated), then a task that fails once: the run
+/// stops with a checkpoint whose group state counts both members.
+fn forged_group(name: &str) -> (Workflow, PathBuf, forge::Head, forge::Body) {
+    let wf = workflow! {
+        name: "forged-group";
+        fan_one >> (member_ok | member_broken).policy(best_effort) >> fails_once_then_ok;
+    };
+    let path = temp(name);
+    let error = WorkflowEngine::new()
+        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .unwrap_err();
+    assert_eq!(error.failure().unwrap().task, "fails_once_then_ok");
+    let (head, body) = forge::read(&path);
+    assert_eq!(body.groups.len(), 1);
+    assert_eq!((body.groups[0].succeeded, body.groups[0].failed), (1, 1));
+    (wf, path, head, body)
+}
+
+#[test]
+fn the_unforged_group_checkpoint_resumes() {
+    let (wf, path, head, body) = forged_group("group-base.ckpt");
+    forge::write(&path, &head, &body);
+    let report = resume(&wf, &path).unwrap();
+    assert_eq!(report.result::<u32>("fails_once_then_ok").unwrap(), 5);
+    assert_eq!(report.task("member_ok").unwrap().runs, 1);
+}
+
+#[test]
+fn group_counters_that_disagree_with_its_finished_members_are_refused() {
+    // Counters recomputed near u32::MAX used to overflow when the next member finished (a
+    // panic in debug builds) or decide a wrong verdict.
+    let (wf, path, head, mut body) = forged_group("group-counters.ckpt");
+    body.groups[0].succeeded = u32::MAX;
+    forge::write(&path, &head, &body);
+    assert_corrupt(
+        resume(&wf, &path),
+        "says 4294967295 member(s) succeeded and 1 failed, but the members it counts as finished are 1 and 1",
+    );
+}
+
+#[test]
+fn a_group_that_counts_a_task_outside_it_or_an_unfinished_member_is_refused() {
+    let (wf, path, head, mut body) = forged_group("group-outsider.ckpt");
+    // Node 0 is fan_one, not a member.
+    body.groups[0].done.push(0);
+    forge::write(&path, &head, &body);
+    assert_corrupt(resume(&wf, &path), "counts node 0 as a finished member");
+
+    let (wf, path, head, mut body) = forged_group("group-unfinished.ckpt");
+    // member_ok put back to pending, but still counted as done by its group.
+    let member = body.groups[0].done[0] as usize;
+    body.nodes[member].status = 3;
+    forge::write(&path, &head, &body);
+    assert_corrupt(resume(&wf, &path), "as finished, but its status is");
+}

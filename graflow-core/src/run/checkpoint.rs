@@ -1164,10 +1164,8 @@ impl Checkpoint {
                 "node {n} is ready but has finished or still waits"
             )));
         }
-        let mut groups = body.groups;
-        for state in &mut groups {
-            state.done.retain(|&m| (m as usize) < records.len());
-        }
+        let groups = body.groups;
+        check_groups(shared, &groups, &records).map_err(corrupt)?;
         Ok(Start {
             records,
             indegree: body.indegree,
@@ -1177,4 +1175,47 @@ impl Checkpoint {
             terminated: body.terminated,
         })
     }
+}
+
+/// Every group's state agrees with the workflow and with the nodes' records: the members it
+/// counts as finished are its own members, finished for good, and its counters count exactly
+/// them (the scheduler decides verdicts from the counters, so forged ones would give wrong
+/// verdicts or overflow).
+fn check_groups(
+    shared: &RunShared,
+    groups: &[GroupState],
+    records: &[Record],
+) -> Result<(), String> {
+    let list = shared.workflow.group_list();
+    for (g, (state, group)) in groups.iter().zip(list).enumerate() {
+        let mut succeeded = 0u32;
+        let mut failed = 0u32;
+        for &m in &state.done {
+            if shared.graph.tolerant_group(m) != Some(g as u32) {
+                return Err(format!(
+                    "group '{}' counts node {m} as a finished member, but it is not one of its members",
+                    group.name
+                ));
+            }
+            let record = &records[m as usize];
+            match record.status {
+                TaskStatus::Succeeded => succeeded += 1,
+                TaskStatus::Failed if record.tolerated => failed += 1,
+                status => {
+                    return Err(format!(
+                        "group '{}' counts member '{}' as finished, but its status is {status}",
+                        group.name,
+                        shared.task(m).id()
+                    ));
+                }
+            }
+        }
+        if (state.succeeded, state.failed) != (succeeded, failed) {
+            return Err(format!(
+                "group '{}' says {} member(s) succeeded and {} failed, but the members it counts as finished are {succeeded} and {failed}",
+                group.name, state.succeeded, state.failed
+            ));
+        }
+    }
+    Ok(())
 }
