@@ -670,3 +670,82 @@ fn iteration_inputs_are_for_the_next_run_only() {
     assert_eq!(*CONSUMER_SAW.lock().unwrap(), [10, 99, 20]);
     assert_eq!(report.result::<u64>("loops_once").unwrap(), 20);
 }
+
+#[task]
+fn always_back(draft: u32, ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.goto("draft")?;
+    Ok(draft)
+}
+
+#[test]
+fn a_goto_past_the_targets_max_cycles_fails_the_asking_task_and_names_the_target() {
+    let mut wf = Workflow::builder("goto-limit");
+    let d = wf.add(draft::task().with_max_cycles(2));
+    let r = wf.add(always_back::task());
+    wf.edge(d, r);
+    let error = WorkflowEngine::new().run(&wf.build()).unwrap_err();
+    let failure = error.failure().expect("a task failed");
+    assert_eq!(failure.task, "always_back", "{error}");
+    let text = graflow::Chain(&error).to_string();
+    assert!(
+        text.contains(
+            "task 'always_back' asked to go to task 'draft', which has run 2 time(s), its max_cycles (2)"
+        ),
+        "{text}"
+    );
+    assert_eq!(failure.attempts, 1, "a refused goto is not retried");
+}
+
+#[task]
+fn other_source() -> u32 {
+    7
+}
+
+#[task]
+fn joined(other_source: u32) -> u32 {
+    other_source + 1
+}
+
+#[task]
+fn only_after_replace(replace_successors: u32) -> u32 {
+    replace_successors
+}
+
+#[task]
+fn after_the_skipped_one(other_source: u32) -> u32 {
+    other_source * 2
+}
+
+/// The README: with `next_task_instead`, the asking task's successors "are skipped unless
+/// something else leads to them". A successor that another predecessor leads to runs; one
+/// that only the asking task led to is skipped, and so is what only it led to, while a task
+/// after it that another finished task leads to still runs.
+#[test]
+fn next_task_instead_skips_only_the_successors_nothing_else_leads_to() {
+    for handler in ["direct", "process"] {
+        let mut wf = Workflow::builder("instead-join");
+        let asking = wf.add(replace_successors::task().with_handler(handler));
+        let other = wf.add(other_source::task());
+        let join = wf.add(joined::task());
+        let only = wf.add(only_after_replace::task());
+        let after = wf.add(after_the_skipped_one::task());
+        wf.edge(asking, join);
+        wf.edge(other, join);
+        wf.edge(asking, only);
+        wf.edge(only, after);
+        wf.edge(other, after);
+        let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+        assert_eq!(report.result::<usize>("instead").unwrap(), 2, "{handler}");
+        assert_eq!(report.result::<u32>("joined").unwrap(), 8, "{handler}");
+        assert_eq!(
+            report.task("only_after_replace").unwrap().status,
+            TaskStatus::Skipped,
+            "{handler}"
+        );
+        assert_eq!(
+            report.result::<u32>("after_the_skipped_one").unwrap(),
+            14,
+            "{handler}"
+        );
+    }
+}

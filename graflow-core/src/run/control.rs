@@ -72,6 +72,22 @@ pub enum ControlError {
         runs: u32,
     },
 
+    /// A task asked to go to a task that has used up its `max_cycles`: the asking task fails
+    /// (not retried), and the message names the target and its limit.
+    #[error(
+        "task '{task}' asked to go to task '{target}', which has run {runs} time(s), its max_cycles ({max_cycles}); raise the target's limit with #[task(max_cycles = N)] or Task::with_max_cycles, or stop going back to it"
+    )]
+    GotoCycleLimit {
+        /// The asking task.
+        task: String,
+        /// The task it asked to go to.
+        target: String,
+        /// How many times the target ran.
+        runs: u32,
+        /// The target's limit.
+        max_cycles: u32,
+    },
+
     /// [`TaskContext::checkpoint`] in a run that writes no checkpoints.
     #[error(
         "task '{task}' asked for a checkpoint, but this run writes none; run it with RunOptions::new().checkpoint(path)"

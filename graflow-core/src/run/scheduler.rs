@@ -131,8 +131,23 @@ pub(crate) struct Scheduler {
     /// Successors added while running (a node added after `c` precedes `c`'s successors).
     pub(crate) extra_succs: HashMap<u32, Vec<u32>>,
     pub(crate) groups: Vec<GroupState>,
+    /// Nodes that asked for a task *instead* of their successors: they lead to none of them
+    /// (derived from the added nodes, so a resumed run knows them too).
+    instead: rustc_hash::FxHashSet<u32>,
     checkpoint: Option<Checkpointer>,
     checkpoint_error: Option<String>,
+}
+
+/// What a node's end does to its successors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// They may start (once their other predecessors are done).
+    Yes,
+    /// They wait (the node runs again first: an iteration, or a goto's path leads back).
+    No,
+    /// The node asked for a task instead of them: this node does not lead to them, and each
+    /// runs only if another of its predecessors does.
+    Bypass,
 }
 
 /// Runs the workflow of `shared` from `start` to completion, first failure or early end.
@@ -156,6 +171,7 @@ pub(crate) async fn run(
         terminated: start.terminated,
         max_concurrency: max_concurrency.max(1),
         run_start,
+        instead: instead_askers(&shared, &start.extra_succs),
         extra_succs: start.extra_succs,
         groups: start.groups,
         checkpoint,
@@ -292,7 +308,7 @@ impl Scheduler {
                 record.error = None;
                 record.error_chain = None;
                 record.tolerated = false;
-                let mut release = true;
+                let mut release = Release::Yes;
                 let mut checkpoint = false;
                 let mut iterates = false;
                 let stamp = (self.records[node as usize].runs, done.attempts);
@@ -324,8 +340,10 @@ impl Scheduler {
                     .task_event(node, done.attempts, || EventKind::TaskSucceeded {
                         duration: done.end.saturating_duration_since(done.start),
                     });
-                if release {
-                    self.release(node);
+                match release {
+                    Release::Yes => self.release(node),
+                    Release::Bypass => self.bypass(node),
+                    Release::No => {}
                 }
                 self.announce(before);
                 if !iterates {
@@ -447,6 +465,40 @@ impl Scheduler {
                 free(&mut self.indegree, &mut self.ready, next);
             }
         }
+    }
+
+    /// `node` asked for a task instead of its successors: each of them stops waiting for it,
+    /// and one that waits for nothing more runs if another of its predecessors led to it, or
+    /// is skipped otherwise (and then leads to none of its own successors either).
+    #[cold]
+    #[inline(never)]
+    fn bypass(&mut self, node: u32) {
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            for next in self.succs(n) {
+                let pending = &mut self.indegree[next as usize];
+                if *pending == 0 {
+                    continue;
+                }
+                *pending -= 1;
+                if *pending == 0 {
+                    if self.led(next) {
+                        self.ready.push_back(next);
+                    } else {
+                        stack.push(next);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a predecessor of `node` (all of which are through) led to it: it finished for
+    /// good and did not ask for a task instead of its successors.
+    fn led(&self, node: u32) -> bool {
+        self.shared
+            .preds(node)
+            .iter()
+            .any(|&p| self.done(p) && !self.instead.contains(&p))
     }
 
     /// Tells the run's observers that the nodes queued from `from` on are ready.
@@ -614,17 +666,17 @@ impl Scheduler {
         outcome
     }
 
-    /// Applies what `node`'s successful attempt asked for. `Ok(release)`: whether its
-    /// successors are freed; `Err`: the node fails with it.
+    /// Applies what `node`'s successful attempt asked for. `Ok(release)`: what becomes of its
+    /// successors; `Err`: the node fails with it.
     #[cold]
     #[inline(never)]
-    fn apply(&mut self, node: u32, requests: Requests) -> Result<bool, AttemptError> {
+    fn apply(&mut self, node: u32, requests: Requests) -> Result<Release, AttemptError> {
         let shared = self.shared.clone();
         let task = shared.task(node);
         match requests.end {
             Some(End::Cancel(message)) => {
                 self.cancelled(node, message);
-                return Ok(false);
+                return Ok(Release::No);
             }
             Some(End::Terminate(message)) => {
                 tracing::info!(
@@ -662,12 +714,20 @@ impl Scheduler {
                 let runs = self.records[t as usize].runs;
                 let target_task = shared.task(t);
                 if runs >= target_task.max_cycles() {
-                    return Err(cycle_limit(target_task, runs));
+                    return Err(refused(
+                        task,
+                        ControlError::GotoCycleLimit {
+                            task: task.id().to_owned(),
+                            target: target_task.id().to_owned(),
+                            runs,
+                            max_cycles: target_task.max_cycles(),
+                        },
+                    ));
                 }
                 Some((t, self.rearm_set(node, t).map_err(|e| refused(task, e))?))
             }
         };
-        let mut release = true;
+        let mut release = Release::Yes;
         for added in requests.added {
             let Some(slot) = added.slot else {
                 return Err(AttemptError::handler(
@@ -676,7 +736,10 @@ impl Scheduler {
                     "a task added out of process reached the scheduler unvalidated (a bug of graflow)",
                 ));
             };
-            release &= !added.goto;
+            if added.goto {
+                release = Release::Bypass;
+                self.instead.insert(node);
+            }
             let slot = self.slot_index(slot);
             let new = self.add_node(node, added.task, added.sources, slot, added.goto);
             self.ready.push_back(new);
@@ -684,11 +747,11 @@ impl Scheduler {
         if let Some(inputs) = requests.iterate {
             shared.dynamic.set_overrides(node, inputs);
             self.ready.push_back(node);
-            release = false;
+            release = Release::No;
         }
         if let Some((t, set)) = rearm {
             self.rearm(t, &set);
-            release = false;
+            release = Release::No;
         }
         Ok(release)
     }
@@ -842,6 +905,24 @@ impl Scheduler {
             "goto: the task runs next"
         );
     }
+}
+
+/// The nodes that asked for a task instead of their successors: the parents of the added
+/// nodes that have no successors of their own (a task added with `next_task` always has an
+/// entry in `extra_succs`, one added instead has none).
+fn instead_askers(
+    shared: &RunShared,
+    extra_succs: &HashMap<u32, Vec<u32>>,
+) -> rustc_hash::FxHashSet<u32> {
+    let mut askers = rustc_hash::FxHashSet::default();
+    let first = shared.static_len() as u32;
+    for at in 0..shared.dynamic.nodes.count() as u32 {
+        let added = first + at;
+        if !extra_succs.contains_key(&added) {
+            askers.extend(shared.dynamic.extra_preds(added));
+        }
+    }
+    askers
 }
 
 /// One predecessor of `next` is done: `next` is ready when that was the last one. A node
