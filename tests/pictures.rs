@@ -148,7 +148,7 @@ fn hostile_ids_handlers_and_group_names_cannot_break_the_structure() {
     for line in &lines[2..4] {
         assert_eq!(line.matches('"').count(), 2, "{line}");
     }
-    assert!(lines[5].starts_with("    n0[\"a#quot;];evil[#quot;x } --#gt;\\ #35;quot; #lt;b#gt;#amp;#96;;:<br/>h#quot;}]\"]"), "{}", lines[5]);
+    assert!(lines[5].starts_with("    n0[\"a#quot;];evil[#quot;x #125; --#gt;\\ #35;quot; #lt;b#gt;#amp;#96;;:<br/>h#quot;#125;]\"]"), "{}", lines[5]);
     assert_eq!(&lines[6..], ["    n0 --> n1", "    n0 --> n2"]);
 
     let dot = hostile().to_dot();
@@ -164,6 +164,34 @@ fn hostile_ids_handlers_and_group_names_cannot_break_the_structure() {
         dot.contains("label=\"g\\\"]; end\\nsubgraph x (best_effort)\";"),
         "{dot}"
     );
+}
+
+/// Mermaid reads a directive (`%%{init: ...}%%`) or a comment (`%%`) anywhere in its text, even
+/// inside a quoted label, and a U+2028/U+2029 as a line end: an id holding them is just text.
+#[test]
+fn an_id_cannot_carry_a_mermaid_directive_or_a_line_break() {
+    let mut wf = Workflow::builder("directive");
+    let a = wf.add(
+        download::task()
+            .with_id("x%%{init: {'theme': 'dark', 'securityLevel': 'loose'}}%%")
+            .with_handler("direct"),
+    );
+    let b = wf.add(
+        clean::task()
+            .with_input("download", 1u32)
+            .with_id("line\u{2028}break\u{2029}para%%comment"),
+    );
+    wf.edge(a, b);
+    let mermaid = wf.build().to_mermaid();
+    assert!(!mermaid.contains("%%"), "{mermaid}");
+    assert!(!mermaid.contains('%'), "{mermaid}");
+    assert!(!mermaid.contains("{init"), "{mermaid}");
+    assert!(!mermaid.contains(['\u{2028}', '\u{2029}']), "{mermaid:?}");
+    assert!(
+        mermaid.contains("x#37;#37;#123;init: #123;'theme': 'dark'"),
+        "{mermaid}"
+    );
+    assert_eq!(mermaid.lines().count(), 4, "{mermaid}");
 }
 
 /// Graphviz's `dot`, or `None` (the test then says it was skipped, unless

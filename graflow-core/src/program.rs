@@ -254,7 +254,7 @@ pub fn program_args() -> Vec<OsString> {
 pub(crate) fn list(workflow: &Workflow) -> String {
     let mut text = format!(
         "workflow '{}': {} task(s)\n",
-        workflow.name(),
+        crate::report::one_line(workflow.name()),
         workflow.len()
     );
     let rows: Vec<[String; 4]> = workflow

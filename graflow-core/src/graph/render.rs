@@ -158,8 +158,16 @@ struct Syntax {
     footer: &'static str,
 }
 
+/// Whether `c` breaks a line somewhere: a control character, or U+2028/U+2029 (which
+/// JavaScript, and so Mermaid, reads as line ends).
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 /// Text for a Mermaid quoted label: characters Mermaid or HTML would read become entity codes
-/// (`#quot;`, `#35;`, ...), control characters a space.
+/// (`#quot;`, `#35;`, ...), line breaks a space. Mermaid finds a directive (`%%{init: ...}%%`)
+/// or a comment (`%%`) anywhere in the text, even inside quotes, so `%`, `{` and `}` are
+/// entity codes too.
 fn mermaid_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -170,7 +178,10 @@ fn mermaid_text(text: &str) -> String {
             '>' => out.push_str("#gt;"),
             '&' => out.push_str("#amp;"),
             '`' => out.push_str("#96;"),
-            c if c.is_control() => out.push(' '),
+            '%' => out.push_str("#37;"),
+            '{' => out.push_str("#123;"),
+            '}' => out.push_str("#125;"),
+            c if breaks_lines(c) => out.push(' '),
             c => out.push(c),
         }
     }
@@ -186,7 +197,7 @@ fn dot_text(text: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push(' '),
+            c if breaks_lines(c) => out.push(' '),
             c => out.push(c),
         }
     }

@@ -5,7 +5,8 @@ mod timeline;
 
 pub use json::ReportError;
 
-use std::fmt;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -332,16 +333,19 @@ pub(crate) fn table<const N: usize>(
     rows: &[[String; N]],
     left: usize,
 ) -> String {
+    // A cell is one line whatever its text: an id with a newline must not start a row.
+    let rows: Vec<[Cow<'_, str>; N]> = rows
+        .iter()
+        .map(|r| r.each_ref().map(|c| one_line(c)))
+        .collect();
     let mut widths = header.map(str::len);
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
     let mut text = String::new();
-    for cells in
-        std::iter::once(header).chain(rows.iter().map(|r| r.each_ref().map(String::as_str)))
-    {
+    for cells in std::iter::once(header).chain(rows.iter().map(|r| r.each_ref().map(|c| &**c))) {
         let mut line = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             let sep = if i == 0 { "" } else { "  " };
@@ -355,6 +359,28 @@ pub(crate) fn table<const N: usize>(
         text.push('\n');
     }
     text
+}
+
+/// `text` on one line of a terminal: line breaks (U+2028 and U+2029 included) and other control
+/// characters written as escapes (`\n`, `\u{2028}`), everything else as it is.
+pub(crate) fn one_line(text: &str) -> Cow<'_, str> {
+    let breaks = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.contains(breaks) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if breaks(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn millis(d: Option<Duration>) -> String {
