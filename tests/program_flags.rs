@@ -31,7 +31,12 @@ async fn forever() -> u32 {
 /// The child's run in `MODE`, with an observer that appends each event to `events.txt`.
 fn child_mode(dir: &Path, mode: &str) {
     use std::io::Write as _;
-    let wf = if mode == "wide" {
+    let wf = if mode == "hostile" {
+        let mut builder = Workflow::builder("hostile\nname");
+        builder.add(fetch::task().with_id("fetch\nleft  fake-row"));
+        builder.add(fetch::task().with_id("%%{init: {'theme': 'dark'}}%%"));
+        builder.build()
+    } else if mode == "wide" {
         let mut builder = Workflow::builder("wide");
         for i in 0..6u32 {
             builder.add(nap::task().with_id(format!("nap_{i}")).with_input("i", i));
@@ -244,6 +249,64 @@ fn mistakes_in_graflow_flags_are_usage_errors() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(child.ran(), None);
     }
+    // Worker flags that cannot mean anything: a second server, or settings without worker
+    // mode (they would be ignored while main runs).
+    if cfg!(feature = "redis") {
+        for (args, expected) in [
+            (
+                &[
+                    "--graflow-worker",
+                    "redis://:hunter2@127.0.0.1:1/0",
+                    "--graflow-worker",
+                    "redis://127.0.0.1:2/0",
+                ][..],
+                "given twice",
+            ),
+            (
+                &["--graflow-worker-concurrency", "4"][..],
+                "not started as a worker",
+            ),
+        ] {
+            let out = child
+                .command(args)
+                .env_remove("GRAFLOW_WORKER")
+                .output()
+                .unwrap();
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+            assert!(stderr.contains(expected), "{args:?}: {stderr}");
+            assert!(
+                !stderr.contains("hunter2"),
+                "a password was printed: {stderr}"
+            );
+            assert_eq!(child.ran(), None);
+        }
+    }
+}
+
+/// Ids are the user's strings: in `--graflow-list` an id with a line break stays in its row,
+/// and in `--graflow-graph mermaid` an id cannot carry a directive.
+fn hostile_ids_stay_text_in_the_list_and_the_graph() {
+    let child = Child::new("hostile");
+    let out = child
+        .command(&["--graflow-list"])
+        .env(MODE, "hostile")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    // The title, the header, one row per task.
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(stdout.contains("fetch\\nleft  fake-row"), "{stdout}");
+    let out = child
+        .command(&["--graflow-graph", "mermaid"])
+        .env(MODE, "hostile")
+        .output()
+        .unwrap();
+    let mermaid = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{mermaid}");
+    assert!(!mermaid.contains('%'), "{mermaid}");
+    assert_eq!(child.ran(), None);
 }
 
 fn help_lists_every_flag_including_the_workers() {
@@ -387,7 +450,11 @@ fn main() {
         child(Path::new(&dir));
         return;
     }
-    let tests: [(&str, fn()); 8] = [
+    let tests: [(&str, fn()); 9] = [
+        (
+            "hostile_ids_stay_text_in_the_list_and_the_graph",
+            hostile_ids_stay_text_in_the_list_and_the_graph,
+        ),
         (
             "list_prints_the_tasks_and_runs_nothing",
             list_prints_the_tasks_and_runs_nothing,

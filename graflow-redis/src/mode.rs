@@ -13,6 +13,7 @@
 //!
 //! Flags win over the environment. Durations: `250ms`, `30s`, `2m`, `1h`.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use crate::{CaptureLayer, RedisError, Worker, WorkerOptions};
@@ -116,12 +117,42 @@ fn parse(
         }
         i += 1;
     }
-    let url = flags
-        .iter()
-        .find(|(flag, _)| flag == "--graflow-worker")
-        .map(|(_, v)| v.clone())
-        .or_else(|| env(WORKER_ENV))?;
+    let mut urls = flags.iter().filter(|(flag, _)| flag == "--graflow-worker");
+    let first = urls.next().map(|(_, url)| url.clone());
+    if let Some((_, second)) = urls.next() {
+        return Some(Err(setting(
+            "--graflow-worker",
+            &format!(
+                "given twice (`{}` and `{}`): a worker serves one Redis server; start one worker per server",
+                redact(first.as_deref().unwrap_or_default()),
+                redact(second)
+            ),
+        )));
+    }
+    let Some(url) = first.or_else(|| env(WORKER_ENV)) else {
+        // Settings without the mode would be ignored silently while main runs.
+        return flags.first().map(|(flag, _)| {
+            Err(setting(
+                flag,
+                "is a worker setting, but the program was not started as a worker: add --graflow-worker URL (or set GRAFLOW_WORKER), or drop the setting",
+            ))
+        });
+    };
     Some(options(&flags, env).map(|options| (url, options)))
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn setting(what: &str, message: &str) -> RedisError {
@@ -224,7 +255,8 @@ pub(crate) fn enter() -> Option<i32> {
     let (url, options) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
-            tracing::error!(target: "graflow::handlers", "cannot start the worker: {e}");
+            // A usage error, said as the core's flag mistakes are.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             return Some(EXIT_USAGE);
         }
     };
@@ -336,5 +368,49 @@ mod tests {
                 .unwrap()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_second_worker_url_or_settings_without_worker_mode_are_usage_errors() {
+        let none = |_: &str| None;
+        let error = parse(
+            &strings(&[
+                "--graflow-worker",
+                "redis://:secret@h:1/0",
+                "--graflow-worker=redis://h:2/0",
+            ]),
+            &none,
+        )
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("given twice") && error.contains("redis://h:2/0"),
+            "{error}"
+        );
+        assert!(!error.contains("secret"), "{error}");
+        let error = parse(&strings(&["--graflow-worker-concurrency", "4"]), &none)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--graflow-worker-concurrency")
+                && error.contains("not started as a worker"),
+            "{error}"
+        );
+        // With GRAFLOW_WORKER set, the same setting is the worker's.
+        let env = |var: &str| (var == WORKER_ENV).then(|| "redis://e:2/1".to_owned());
+        assert!(
+            parse(&strings(&["--graflow-worker-concurrency", "4"]), &env)
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact("rediss://user:pw@h:1/0"), "rediss://user:***@h:1/0");
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
     }
 }
