@@ -714,3 +714,119 @@ fn temporary_files_a_killed_program_left_are_removed_by_the_next_run() {
     let _ = std::fs::remove_file(ours);
     let _ = std::fs::remove_file(other);
 }
+
+static GATE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static GATE_WAITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits until the test opens the gate.
+#[task]
+fn gate() -> u32 {
+    GATE_WAITING.store(true, Ordering::SeqCst);
+    while !GATE_OPEN.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    1
+}
+
+#[task]
+fn after_gate(gate: u32) -> u32 {
+    gate + 1
+}
+
+/// Two programs running one run would run its tasks twice: while a run holds its checkpoint,
+/// a resume of it, and a fresh run writing to it, are refused and name the holder; once it
+/// ends, the checkpoint resumes.
+#[test]
+fn a_checkpoint_in_use_by_a_run_cannot_be_resumed_or_written_by_another() {
+    let path = temp("locked.ckpt");
+    let wf = workflow! { name: "locked"; gate >> after_gate; };
+    let running = {
+        let (wf, path) = (wf.clone(), path.clone());
+        std::thread::spawn(move || {
+            WorkflowEngine::new().run_with_options(
+                &wf,
+                Channel::new(),
+                &RunOptions::new().checkpoint(&path),
+            )
+        })
+    };
+    while !GATE_WAITING.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let me = format!("pid {}", std::process::id());
+    match WorkflowEngine::new().resume_blocking(&wf, &path) {
+        Err(RunError::Checkpoint(error @ CheckpointError::Locked { .. })) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("is in use by another run") && text.contains(&me),
+                "{text}"
+            );
+        }
+        other => panic!("expected a locked checkpoint, got {other:?}"),
+    }
+    let fresh = WorkflowEngine::new().run_with_options(
+        &wf,
+        Channel::new(),
+        &RunOptions::new().checkpoint(&path),
+    );
+    assert!(
+        matches!(
+            fresh,
+            Err(RunError::Checkpoint(CheckpointError::Locked { .. }))
+        ),
+        "{fresh:?}"
+    );
+    GATE_OPEN.store(true, Ordering::SeqCst);
+    let report = running.join().unwrap().unwrap();
+    assert_eq!(report.result::<u32>("after_gate").unwrap(), 2);
+    // Released at the end of the run: the finished run's checkpoint resumes (to its report).
+    let again = WorkflowEngine::new().resume_blocking(&wf, &path).unwrap();
+    assert_eq!(again.result::<u32>("after_gate").unwrap(), 2);
+}
+
+/// The lock of a program killed with SIGKILL is released by the system: the next resume takes
+/// it over, with no stale lock to clean by hand.
+#[test]
+fn the_lock_of_a_killed_program_is_taken_over() {
+    let (wf, path) = (
+        workflow! { name: "taken-over"; step; },
+        temp("taken-over.ckpt"),
+    );
+    let log = temp("taken-over.log");
+    WorkflowEngine::new()
+        .run_with_options(
+            &wf,
+            Channel::new()
+                .with("n", 1u64)
+                .with("log", log.display().to_string()),
+            &RunOptions::new().checkpoint(&path),
+        )
+        .unwrap();
+    // Another program takes the lock the way graflow does (flock on `.NAME.lock`) and says
+    // who it is.
+    let lock = path.with_file_name(".taken-over.ckpt.lock");
+    let mut holder = Command::new("bash")
+        .arg("-c")
+        .arg(r#"exec 9<>"$0"; flock -x 9; : > "$0"; printf 'pid %s on elsewhere' $$ >&9; echo locked; exec sleep 600"#)
+        .arg(&lock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    match WorkflowEngine::new().resume_blocking(&wf, &path) {
+        Err(RunError::Checkpoint(CheckpointError::Locked { holder: who, .. })) => {
+            assert_eq!(who, format!("pid {} on elsewhere", holder.id()));
+        }
+        other => panic!("expected a locked checkpoint, got {other:?}"),
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let report = WorkflowEngine::new().resume_blocking(&wf, &path).unwrap();
+    assert_eq!(report.result::<u64>("step").unwrap(), 1);
+}

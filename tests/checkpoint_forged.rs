@@ -313,6 +313,13 @@ fn group_counters_that_disagree_with_its_finished_members_are_refused() {
     forge::write(&path, &head, &body);
     assert_corrupt(
         resume(&wf, &path),
+        "says 4294967295 member(s) succeeded and 1 failed, but it counts 2 as finished",
+    );
+    // The same while the group is undecided (its counters decide its verdict).
+    body.groups[0].verdict = None;
+    forge::write(&path, &head, &body);
+    assert_corrupt(
+        resume(&wf, &path),
         "says 4294967295 member(s) succeeded and 1 failed, but the members it counts as finished are 1 and 1",
     );
 }
@@ -329,6 +336,7 @@ fn a_group_that_counts_a_task_outside_it_or_an_unfinished_member_is_refused() {
     // member_ok put back to pending, but still counted as done by its group.
     let member = body.groups[0].done[0] as usize;
     body.nodes[member].status = 3;
+    body.groups[0].verdict = None;
     forge::write(&path, &head, &body);
     assert_corrupt(resume(&wf, &path), "as finished, but its status is");
 }

@@ -403,7 +403,9 @@ impl WorkflowEngine {
             options.observers(),
         );
         let start = Start::fresh(&shared);
-        let checkpointer = cadence.map(|c| Checkpointer::new(c, workflow, &run_id, 0));
+        let checkpointer = cadence
+            .map(|c| Checkpointer::new(c, workflow, &run_id, 0))
+            .transpose()?;
         self.drive(shared, slots, start, checkpointer, false).await
     }
 
@@ -427,6 +429,8 @@ impl WorkflowEngine {
                 .unwrap_or_default();
             self.describe(workflow, &channel, describe);
         }
+        // The lock first: what is read below is what the holder, if any, may be rewriting.
+        let cadence_lock = Checkpointer::lock_for(path.as_ref())?;
         let mut checkpoint = Checkpoint::load(path)?;
         checkpoint.check(workflow)?;
         let channel = checkpoint.channel();
@@ -459,7 +463,8 @@ impl WorkflowEngine {
             done = start.records.iter().filter(|r| r.status == crate::report::TaskStatus::Succeeded).count(),
             "resuming from a checkpoint"
         );
-        let checkpointer = Checkpointer::new(cadence, workflow, &run_id, sequence);
+        let checkpointer =
+            Checkpointer::with_lock(cadence, workflow, &run_id, sequence, cadence_lock);
         self.drive(shared, slots, start, Some(checkpointer), true)
             .await
     }

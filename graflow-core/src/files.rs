@@ -86,3 +86,60 @@ fn directory(path: &Path) -> &Path {
         _ => Path::new("."),
     }
 }
+
+/// An exclusive lock on `path` for as long as a program holds it: an advisory `flock` on the
+/// hidden file `.NAME.lock` beside `path`, which says who holds it (pid and host). The system
+/// releases it when its holder exits, however it exits (SIGKILL included), so a lock a killed
+/// program left is taken over by the next one with no stale state to clean. The lock file
+/// stays (removing it would race with a program that opened it and waits); it is a few bytes.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    /// Held open: closing it releases the lock.
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Takes the lock on `path`, or says who holds it (`Err(Ok(holder))`), or why it could not
+    /// be taken (`Err(Err(io))`).
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock, Result<String, std::io::Error>> {
+        use std::io::{Read as _, Seek as _};
+        use std::os::fd::AsRawFd as _;
+        let lock = path.with_file_name(format!(".{}.lock", file_name(path)));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .map_err(Err)?;
+        // SAFETY: flock on a descriptor this function owns; it touches no memory.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !taken {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Err(error));
+            }
+            let mut holder = String::new();
+            let _ = std::io::Read::by_ref(&mut file)
+                .take(256)
+                .read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Ok(if holder.is_empty() {
+                "another program (it has not said which yet)".to_owned()
+            } else {
+                crate::report::one_line(holder).into_owned()
+            }));
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "this host".to_owned());
+        let me = format!("pid {} on {host}", std::process::id());
+        // Who holds it, for the next program that asks; the lock holds without it.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(me.as_bytes()))
+            .and_then(|()| file.flush());
+        Ok(FileLock { _file: file })
+    }
+}

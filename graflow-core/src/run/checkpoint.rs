@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::scheduler::{GroupState, Scheduler, Start};
 use super::{RunShared, control};
 use crate::definition::{build_id, definitions};
+use crate::files::FileLock;
 use crate::graph::{NodeOptions, Source, Task, Workflow};
 use crate::report::{Record, TaskStatus};
 use crate::value::Value;
@@ -65,6 +66,19 @@ pub enum CheckpointError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+
+    /// Another program runs or resumes the run of this checkpoint now: two programs running
+    /// one run would run its tasks twice.
+    #[error(
+        "checkpoint '{}' is in use by another run ({holder}); wait until that program ends, or stop it (a program that was killed releases it)",
+        path.display()
+    )]
+    Locked {
+        /// The file.
+        path: PathBuf,
+        /// Who holds it: its pid and host.
+        holder: String,
     },
 
     /// Written by another format of checkpoint.
@@ -297,6 +311,8 @@ pub(crate) struct Checkpointer {
     nodes: Vec<Option<(NodeKey, Vec<u8>)>>,
     /// The length of the last body written (to size the next one).
     last_len: usize,
+    /// This program's exclusive hold on the file while the run lasts.
+    _lock: FileLock,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -308,7 +324,41 @@ impl std::fmt::Debug for Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn new(cadence: Cadence, workflow: &Workflow, run_id: &str, sequence: u64) -> Self {
+    /// A checkpointer of the run `run_id`, holding the lock on `cadence.path` (refused while
+    /// another program holds it).
+    pub fn new(
+        cadence: Cadence,
+        workflow: &Workflow,
+        run_id: &str,
+        sequence: u64,
+    ) -> Result<Self, CheckpointError> {
+        let lock = Self::lock_for(&cadence.path)?;
+        Ok(Self::with_lock(cadence, workflow, run_id, sequence, lock))
+    }
+
+    /// This program's exclusive hold on the checkpoint at `path`, or who holds it.
+    pub fn lock_for(path: &Path) -> Result<FileLock, CheckpointError> {
+        FileLock::acquire(path).map_err(|e| match e {
+            Ok(holder) => CheckpointError::Locked {
+                path: path.to_owned(),
+                holder,
+            },
+            Err(source) => CheckpointError::Io {
+                action: "lock",
+                path: path.to_owned(),
+                source,
+            },
+        })
+    }
+
+    /// [`Checkpointer::new`] with the lock taken already.
+    pub fn with_lock(
+        cadence: Cadence,
+        workflow: &Workflow,
+        run_id: &str,
+        sequence: u64,
+        lock: FileLock,
+    ) -> Self {
         crate::files::sweep_temporaries(&cadence.path);
         Checkpointer {
             head: Head {
@@ -328,6 +378,7 @@ impl Checkpointer {
             added: Vec::new(),
             nodes: Vec::new(),
             last_len: 0,
+            _lock: lock,
         }
     }
 
@@ -525,6 +576,20 @@ impl Checkpointer {
             while let Some(n) = stack.pop() {
                 if !std::mem::replace(&mut again[n as usize], true) {
                     stack.extend(s.succs(n));
+                }
+            }
+            // A member that runs again counts again: out of its group's finished members.
+            for (g, group) in shared.workflow.group_list().iter().enumerate() {
+                for &m in &group.members {
+                    if again[m as usize] && groups.as_ref()[g].done.contains(&m) {
+                        let state = &mut groups.to_mut()[g];
+                        state.done.remove(&m);
+                        if nodes[m as usize].status == status_code(TaskStatus::Succeeded) {
+                            state.succeeded = state.succeeded.saturating_sub(1);
+                        } else {
+                            state.failed = state.failed.saturating_sub(1);
+                        }
+                    }
                 }
             }
             for (n, node) in nodes.iter_mut().enumerate() {
@@ -1197,6 +1262,11 @@ fn check_groups(
                     group.name
                 ));
             }
+            if state.verdict.is_some() {
+                // Decided: members may have run again since (a goto), and the counters are
+                // no longer read; they only have to add up.
+                continue;
+            }
             let record = &records[m as usize];
             match record.status {
                 TaskStatus::Succeeded => succeeded += 1,
@@ -1210,7 +1280,17 @@ fn check_groups(
                 }
             }
         }
-        if (state.succeeded, state.failed) != (succeeded, failed) {
+        if state.verdict.is_some() {
+            if u64::from(state.succeeded) + u64::from(state.failed) != state.done.len() as u64 {
+                return Err(format!(
+                    "group '{}' says {} member(s) succeeded and {} failed, but it counts {} as finished",
+                    group.name,
+                    state.succeeded,
+                    state.failed,
+                    state.done.len()
+                ));
+            }
+        } else if (state.succeeded, state.failed) != (succeeded, failed) {
             return Err(format!(
                 "group '{}' says {} member(s) succeeded and {} failed, but the members it counts as finished are {succeeded} and {failed}",
                 group.name, state.succeeded, state.failed
