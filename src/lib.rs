@@ -53,12 +53,12 @@ pub use graflow_core::{
     AttemptError, BoxError, BoxFuture, Chain, Channel, Checkpoint, CheckpointError, ConfigValue,
     ControlError, CustomGroupPolicy, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CYCLES, Data,
     DirectHandler, Error, EventKind, EventStream, ExecutionContext, GroupFailure, GroupOutcome,
-    GroupPolicy, GroupRecord, HandlerConfig, Iteration, NodeRef, Problem, ProcessHandler,
-    ProgressBar, ReportError, Result, RetryPolicy, RunCancelled, RunError, RunEvent, RunFailure,
-    RunObserver, RunOptions, RunReport, StreamObserver, Task, TaskContext, TaskFn, TaskHandler,
-    TaskInfo, TaskRecord, TaskStatus, TypeInfo, Value, ValueError, Workflow, WorkflowBuilder,
-    WorkflowEngine, enable_test_runner, event_stream, init, is_runner, program_args,
-    register_handler, task_named, tasks,
+    GroupPolicy, GroupRecord, HandlerConfig, HandlerFailure, Iteration, NodeRef, Problem,
+    ProcessHandler, ProgressBar, ReportError, Result, RetryPolicy, RunCancelled, RunError,
+    RunEvent, RunFailure, RunObserver, RunOptions, RunReport, StreamObserver, Task, TaskContext,
+    TaskFn, TaskHandler, TaskInfo, TaskRecord, TaskStatus, TypeInfo, Value, ValueError, Workflow,
+    WorkflowBuilder, WorkflowEngine, enable_test_runner, event_stream, init, is_runner,
+    program_args, register_handler, task_named, tasks,
 };
 
 /// The runner protocol, for handlers that run tasks out of process.

@@ -323,6 +323,38 @@ fn in_scratch() -> u8 {
     0
 }
 
+#[task(
+    handler = "docker",
+    image = "graflow/scratch",
+    retries = 3,
+    retry_delay = "10ms"
+)]
+fn in_scratch_with_retries() -> u8 {
+    0
+}
+
+/// An image that cannot run the program fails the same way every time: it is not retried, and
+/// code can tell that kind of failure from a transient one.
+#[test]
+fn an_incompatible_image_is_not_retried() {
+    if skip_without_docker() {
+        return;
+    }
+    let err = WorkflowEngine::new()
+        .run(&workflow! { in_scratch_with_retries; })
+        .unwrap_err();
+    let failure = err.failure().expect("the task failed");
+    assert_eq!(failure.attempts, 1, "{err}");
+    let cause = &failure.cause;
+    assert_eq!(
+        cause.handler_failure(),
+        Some(graflow::HandlerFailure::Incompatible),
+        "{err}"
+    );
+    assert!(!cause.is_retryable());
+    assert_gone("graflow.run", &run_id_of(&err));
+}
+
 #[test]
 fn a_missing_image_and_an_incompatible_binary_are_explained() {
     if skip_without_docker() {

@@ -157,10 +157,12 @@ pub fn body(
     })
 }
 
+/// The image cannot run this program: another attempt would fail the same way.
 fn incompatible(task: &Task, image: &str, detail: &str) -> AttemptError {
-    AttemptError::handler(
+    AttemptError::handler_kind(
         task.id(),
         task.handler(),
+        graflow_core::HandlerFailure::Incompatible,
         incompatible_message(image, detail),
     )
 }

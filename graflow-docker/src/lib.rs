@@ -207,9 +207,10 @@ impl DockerHandler {
 
     /// Whether `task` runs in a warm container.
     fn reuses(&self, task: &Task) -> Result<bool, AttemptError> {
-        self.pool.options().reuses(task).map_err(|problem| {
-            AttemptError::handler(task.id(), task.handler(), problem.to_string())
-        })
+        self.pool
+            .options()
+            .reuses(task)
+            .map_err(|problem| invalid(task, problem.to_string()))
     }
 
     /// The task's options over this handler's defaults; every problem, in one error.
@@ -229,14 +230,13 @@ impl TaskHandler for DockerHandler {
         task: &Task,
         ctx: &ExecutionContext,
     ) -> Result<Value, AttemptError> {
-        let options = self.options(task).map_err(|problem| {
-            AttemptError::handler(task.id(), task.handler(), problem.to_string())
-        })?;
+        let options = self
+            .options(task)
+            .map_err(|problem| invalid(task, problem.to_string()))?;
         let image = options.image.clone().unwrap_or_default();
         let docker = self.client(task).await?;
         if self.reuses(task)? {
-            let spec = warm::Spec::new(options, image)
-                .map_err(|message| AttemptError::handler(task.id(), task.handler(), message))?;
+            let spec = warm::Spec::new(options, image).map_err(|message| invalid(task, message))?;
             // The image matters when containers start: checked (and, with `pull = "always"`,
             // pulled) when the environment has no runner yet, not for every task.
             if self.pool.live(&spec.key) == 0 {
@@ -272,7 +272,7 @@ impl TaskHandler for DockerHandler {
             if !self.reuses(task)? {
                 continue;
             }
-            let fail = |message: String| AttemptError::handler(task.id(), task.handler(), message);
+            let fail = |message: String| invalid(task, message);
             let options = self.options(task).map_err(|p| fail(p.to_string()))?;
             let image = options.image.clone().unwrap_or_default();
             let spec = warm::Spec::new(options, image).map_err(fail)?;
@@ -332,3 +332,14 @@ impl TaskHandler for DockerHandler {
 pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 
 graflow_core::register_handler!("docker", DockerHandler::new);
+
+/// A failure of the task's configuration: the same attempt would fail again, so it is not
+/// retried.
+fn invalid(task: &Task, message: String) -> AttemptError {
+    AttemptError::handler_kind(
+        task.id(),
+        task.handler(),
+        graflow_core::HandlerFailure::InvalidConfig,
+        message,
+    )
+}

@@ -334,7 +334,26 @@ mod tests {
 #[derive(Debug)]
 pub(crate) struct RawEntry {
     pub id: String,
-    pub fields: Result<HashMap<String, RValue>, String>,
+    pub fields: Result<HashMap<String, RValue>, BadEntry>,
+}
+
+/// Why an entry's fields cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BadEntry {
+    /// The entry has no fields: it was deleted from the stream after it was delivered (XDEL,
+    /// trimming). Nothing to run or apply; not malformed.
+    Deleted,
+    /// The fields are not what a graflow entry holds.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for BadEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadEntry::Deleted => f.write_str("the entry has no fields (deleted from the stream)"),
+            BadEntry::Malformed(why) => f.write_str(why),
+        }
+    }
 }
 
 fn text_of(value: &RValue) -> Option<String> {
@@ -358,10 +377,12 @@ fn raw_entry(value: RValue) -> Option<RawEntry> {
     let mut parts = items(value)?.into_iter();
     let id = text_of(&parts.next()?)?;
     let fields = match parts.next() {
-        None | Some(RValue::Nil) => Err("the entry has no fields (deleted?)".to_owned()),
+        None | Some(RValue::Nil) => Err(BadEntry::Deleted),
         Some(list) => match items(list) {
-            None => Err("the entry's fields are not a list".to_owned()),
-            Some(list) if list.len() % 2 != 0 => Err("the entry's fields are not pairs".to_owned()),
+            None => Err(BadEntry::Malformed("the entry's fields are not a list")),
+            Some(list) if list.len() % 2 != 0 => {
+                Err(BadEntry::Malformed("the entry's fields are not pairs"))
+            }
             Some(list) => {
                 let mut map = HashMap::with_capacity(list.len() / 2);
                 let mut pairs = list.into_iter();
@@ -371,7 +392,9 @@ fn raw_entry(value: RValue) -> Option<RawEntry> {
                         Some(name) => {
                             map.insert(name, value);
                         }
-                        None => bad = Some("a field name is not UTF-8 text".to_owned()),
+                        None => {
+                            bad = Some(BadEntry::Malformed("a field name is not UTF-8 text"));
+                        }
                     }
                 }
                 bad.map_or(Ok(map), Err)
@@ -423,9 +446,7 @@ pub(crate) fn autoclaim_reply(value: RValue) -> Result<(String, Vec<RawEntry>), 
         .unwrap_or_default()
         .into_iter()
         .filter_map(raw_entry)
-        .filter(|entry| {
-            entry.fields.is_ok() || !matches!(entry.fields, Err(ref e) if e.contains("deleted"))
-        })
+        .filter(|entry| !matches!(entry.fields, Err(BadEntry::Deleted)))
         .collect();
     Ok((cursor, entries))
 }
@@ -464,9 +485,17 @@ mod raw_tests {
                 .fields
                 .as_ref()
                 .unwrap_err()
+                .to_string()
                 .contains("not UTF-8")
         );
-        assert!(entries[2].fields.as_ref().unwrap_err().contains("pairs"));
+        assert!(
+            entries[2]
+                .fields
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("pairs")
+        );
         assert!(read_reply(RValue::Nil).unwrap().is_empty());
 
         let claimed = RValue::Array(vec![
@@ -483,6 +512,10 @@ mod raw_tests {
         let (cursor, entries) = autoclaim_reply(claimed).unwrap();
         assert_eq!(cursor, "5-0");
         assert_eq!(entries.len(), 1, "a vanished entry is left out");
-        assert!(entries[0].fields.is_err());
+        assert_eq!(
+            entries[0].fields.as_ref().unwrap_err(),
+            &BadEntry::Malformed("a field name is not UTF-8 text"),
+            "a malformed entry is kept (it goes to the dead letters), a deleted one is not"
+        );
     }
 }

@@ -545,7 +545,7 @@ async fn dispatch(shared: Arc<Shared>, mut blocking: ConnectionManager) {
 fn deliver(shared: &Shared, entry: RawEntry) {
     let parsed = match &entry.fields {
         Ok(map) => Reply::parse(map, shared.options.max_outcome),
-        Err(why) => Err((None, why.clone())),
+        Err(why) => Err((None, why.to_string())),
     };
     let (att, result) = match parsed {
         Ok(reply) => (reply.att.clone(), Ok(reply)),

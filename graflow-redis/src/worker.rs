@@ -724,7 +724,7 @@ async fn attempt(
             state.options.max_invocation,
             &state.keys.replies(""),
         ),
-        Err(why) => Err((None, why.clone())),
+        Err(why) => Err((None, why.to_string())),
     };
     let job = match parsed {
         Ok(job) => job,

@@ -48,12 +48,15 @@ pub enum AttemptError {
     },
 
     /// A handler failed for a reason of its own (infrastructure, configuration, transport).
+    /// Its [`HandlerFailure`] says whether another attempt could succeed.
     #[error("handler '{handler}' could not run task '{task}': {message}")]
     Handler {
         /// The task.
         task: String,
         /// The handler.
         handler: String,
+        /// What kind of failure: retried only when [`HandlerFailure::Transient`].
+        kind: HandlerFailure,
         /// What went wrong and what to do.
         message: String,
         /// The underlying error, if any.
@@ -114,14 +117,57 @@ pub enum AttemptError {
     },
 }
 
+/// What kind of failure a handler met, so that the engine (and code that matches on it)
+/// knows whether another attempt could succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerFailure {
+    /// Something that may pass: a daemon or server unreachable or slow, a runner or connection
+    /// lost, a resource busy. Retried as the task's retry policy says.
+    Transient,
+    /// The task's configuration cannot work on this handler (invalid options, an environment
+    /// variable to pass that is not set): the same attempt would fail again. Not retried.
+    InvalidConfig,
+    /// The place the task would run in cannot run it (an image without a loader, a C library
+    /// older than the build's, another architecture). Not retried.
+    Incompatible,
+}
+
+impl HandlerFailure {
+    /// Whether another attempt could succeed.
+    pub fn is_retryable(self) -> bool {
+        self == HandlerFailure::Transient
+    }
+}
+
 impl AttemptError {
-    /// A handler failure with a message (for handler authors).
+    /// A handler failure with a message (for handler authors): [`HandlerFailure::Transient`],
+    /// retried per the task's policy. See [`AttemptError::handler_kind`] for the others.
     pub fn handler(task: &str, handler: &str, message: impl Into<String>) -> Self {
+        Self::handler_kind(task, handler, HandlerFailure::Transient, message)
+    }
+
+    /// A handler failure of `kind` with a message (for handler authors).
+    pub fn handler_kind(
+        task: &str,
+        handler: &str,
+        kind: HandlerFailure,
+        message: impl Into<String>,
+    ) -> Self {
         AttemptError::Handler {
             task: task.to_owned(),
             handler: handler.to_owned(),
+            kind,
             message: message.into(),
             source: None,
+        }
+    }
+
+    /// The kind of a handler failure (`None` for the other errors).
+    pub fn handler_failure(&self) -> Option<HandlerFailure> {
+        match self {
+            AttemptError::Handler { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 
@@ -135,6 +181,7 @@ impl AttemptError {
         AttemptError::Handler {
             task: task.to_owned(),
             handler: handler.to_owned(),
+            kind: HandlerFailure::Transient,
             message: message.into(),
             source: Some(source.into()),
         }
@@ -155,15 +202,18 @@ impl AttemptError {
     }
 
     /// Whether another attempt could succeed: not when an input is missing or unreadable (the
-    /// graph decides those) nor when a handler returns the wrong type (a bug of the handler).
+    /// graph decides those), when a handler returns the wrong type (a bug of the handler), when
+    /// the run refused a request, nor for a handler failure that is not
+    /// [`HandlerFailure::Transient`] (invalid options, an image that cannot run the task).
     pub fn is_retryable(&self) -> bool {
-        !matches!(
-            self,
+        match self {
+            AttemptError::Handler { kind, .. } => kind.is_retryable(),
             AttemptError::MissingInput { .. }
-                | AttemptError::Input { .. }
-                | AttemptError::WrongOutput { .. }
-                | AttemptError::Control { .. }
-        )
+            | AttemptError::Input { .. }
+            | AttemptError::WrongOutput { .. }
+            | AttemptError::Control { .. } => false,
+            _ => true,
+        }
     }
 }
 
@@ -228,5 +278,28 @@ impl std::fmt::Display for Chain<'_> {
             next = err.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_handler_failures_are_retried() {
+        let of = |kind| AttemptError::handler_kind("t", "h", kind, "m");
+        assert!(of(HandlerFailure::Transient).is_retryable());
+        assert!(!of(HandlerFailure::InvalidConfig).is_retryable());
+        assert!(!of(HandlerFailure::Incompatible).is_retryable());
+        assert_eq!(
+            AttemptError::handler("t", "h", "m").handler_failure(),
+            Some(HandlerFailure::Transient)
+        );
+        let panicked = AttemptError::Panicked {
+            task: "t".to_owned(),
+            message: "m".to_owned(),
+        };
+        assert!(panicked.is_retryable());
+        assert_eq!(panicked.handler_failure(), None);
     }
 }

@@ -23,7 +23,7 @@ use crate::value::{TypeInfo, Value};
 pub(crate) use context::BodyAccess;
 pub use context::TaskContext;
 pub(crate) use error::panic_message;
-pub use error::{AttemptError, BoxError, Chain, TaskReturn};
+pub use error::{AttemptError, BoxError, Chain, HandlerFailure, TaskReturn};
 
 /// How many times a task may run in one run when `#[task(max_cycles = N)]` does not say.
 pub const DEFAULT_MAX_CYCLES: u32 = 100;
