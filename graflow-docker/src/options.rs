@@ -45,7 +45,7 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// When to pull the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Pull {
     /// Pull only when the image is not present (the default).
@@ -57,7 +57,7 @@ pub enum Pull {
 }
 
 /// GPUs to request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Gpus {
     /// All GPUs.
@@ -67,7 +67,7 @@ pub enum Gpus {
 }
 
 /// A bind mount `/host:/container[:ro|rw]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Volume {
     /// Absolute path on the daemon's host.

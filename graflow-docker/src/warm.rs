@@ -5,8 +5,6 @@
 //! image reference, volumes, the environment as resolved from the host, network, memory and
 //! CPU limits, GPUs, user, working directory, labels, sandbox, removal and pull settings.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,17 +24,93 @@ pub const WARM_RUN: &str = "warm";
 /// image and the environment as resolved from this process. Tasks share warm containers only
 /// when their keys are equal.
 pub struct Spec {
+    /// The pool's name of the environment ([`Environment`] interned).
     pub key: String,
     pub options: DockerOptions,
     pub image: String,
     pub env: Vec<String>,
 }
 
+/// Everything that shapes a warm container, compared field by field. Built by destructuring
+/// [`DockerOptions`] without `..`, so a field added to the options must be placed here (or
+/// said not to matter) for the code to compile.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Environment {
+    image: String,
+    volumes: Vec<crate::options::Volume>,
+    /// As resolved from this process (values included; never printed).
+    env: Vec<String>,
+    network: Option<String>,
+    memory: Option<i64>,
+    /// The CPU limit's bits (equal limits, equal bits: the options are validated finite).
+    cpus: Option<u64>,
+    gpus: Option<crate::options::Gpus>,
+    user: Option<String>,
+    workdir: Option<String>,
+    pull: crate::options::Pull,
+    auto_remove: bool,
+    labels: std::collections::BTreeMap<String, String>,
+    sandbox: bool,
+}
+
+impl Environment {
+    fn of(options: &DockerOptions, image: &str, env: &[String]) -> Environment {
+        let DockerOptions {
+            // The image reference, as the task names it, is `image`.
+            image: _,
+            volumes,
+            // Resolved from the host: `env`.
+            env: _,
+            network,
+            memory,
+            cpus,
+            gpus,
+            user,
+            workdir,
+            pull,
+            auto_remove,
+            labels,
+            sandbox,
+        } = options;
+        Environment {
+            image: image.to_owned(),
+            volumes: volumes.clone(),
+            env: env.to_vec(),
+            network: network.clone(),
+            memory: *memory,
+            cpus: cpus.map(f64::to_bits),
+            gpus: *gpus,
+            user: user.clone(),
+            workdir: workdir.clone(),
+            pull: *pull,
+            auto_remove: *auto_remove,
+            labels: labels.clone(),
+            sandbox: *sandbox,
+        }
+    }
+
+    /// The pool's key of this environment: equal environments, one key; each new one a new
+    /// key (`env-N`), in this process.
+    fn pool_key(self) -> String {
+        static KNOWN: OnceLock<std::sync::Mutex<std::collections::HashMap<Environment, String>>> =
+            OnceLock::new();
+        let mut known = KNOWN
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = known.len();
+        known
+            .entry(self)
+            .or_insert_with(|| format!("env-{next}"))
+            .clone()
+    }
+}
+
 impl Spec {
     /// The spec of a task's container (`options` merged, `image` taken from them).
     pub fn new(options: DockerOptions, image: String) -> Result<Spec, String> {
         let env = options.resolved_env()?;
-        let key = format!("{image}\n{options:?}\n{env:?}");
+        let key = Environment::of(&options, &image, &env).pool_key();
         Ok(Spec {
             key,
             options,
@@ -57,14 +131,6 @@ impl Spec {
     }
 }
 
-/// A short name of a key for logs and container names. Keys hold environment values, so the
-/// hash is keyed with this process's random keys: it says nothing of them.
-fn key_hash(key: &str) -> String {
-    static KEYS: OnceLock<RandomState> = OnceLock::new();
-    let hash = KEYS.get_or_init(RandomState::new).hash_one(key);
-    format!("{:08x}", hash as u32)
-}
-
 /// Starts one warm container of `key`.
 fn starter(
     docker: Daemon,
@@ -74,7 +140,8 @@ fn starter(
     key: &str,
 ) -> Starter {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let tag = key_hash(key);
+    // The key says nothing of the environment's values: `env-N`.
+    let tag = key.to_owned();
     Box::new(move || {
         async move {
             let name = format!(
@@ -114,4 +181,32 @@ fn starter(
         }
         .boxed()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_environments_share_a_key_and_any_difference_makes_another() {
+        let base = DockerOptions::image("python:3.11-slim").with_memory(256 << 20);
+        let key = |options: &DockerOptions| {
+            Spec::new(options.clone(), "python:3.11-slim".to_owned())
+                .unwrap()
+                .key
+        };
+        assert_eq!(key(&base), key(&base.clone()));
+        // Two values of one variable: the Debug form redacts values, the key does not.
+        let a = base.clone().with_env("TOKEN=a").unwrap();
+        let b = base.clone().with_env("TOKEN=b").unwrap();
+        assert_ne!(key(&a), key(&b));
+        assert_ne!(key(&base), key(&base.clone().with_cpus(0.5)));
+        assert_ne!(key(&base), key(&base.clone().with_sandbox(true)));
+        assert_ne!(
+            key(&base),
+            Spec::new(base.clone(), "python:3.12-slim".to_owned())
+                .unwrap()
+                .key
+        );
+    }
 }
