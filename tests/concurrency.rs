@@ -221,25 +221,34 @@ async fn gate() -> u8 {
     1
 }
 
-#[task(timeout = "50ms")]
+#[task]
 fn late() -> u8 {
     LATE_RAN.store(true, Ordering::SeqCst);
     1
 }
 
+/// Fails the run while `late` waits in the CPU queue (`late` is started, and queued, first:
+/// both become ready when `gate` ends, in edge order).
+#[task]
+async fn fails_while_late_is_queued() -> Result<u8, String> {
+    Err("the run fails while a body is queued".to_owned())
+}
+
 #[test]
-fn a_body_whose_attempt_timed_out_while_queued_never_runs() {
+fn a_body_whose_attempt_ended_while_queued_never_runs() {
     let engine = WorkflowEngine::new().with_cpu_limit(1);
     let mut wf = Workflow::builder("queued");
     wf.add(hog::task());
     let g = wf.add(gate::task());
     let l = wf.add(late::task());
+    let f = wf.add(fails_while_late_is_queued::task());
     wf.edge(g, l);
+    wf.edge(g, f);
     let error = engine
         .run(&wf.build())
-        .expect_err("late timed out waiting for the CPU slot");
+        .expect_err("the run failed while late waited for the CPU slot");
     assert!(
-        error.to_string().contains("late"),
+        error.to_string().contains("fails_while_late_is_queued"),
         "the failure names the task: {error}"
     );
     // The hog's thread then takes the queue's next body, late's: it must skip it.
@@ -451,4 +460,64 @@ fn a_dropped_run_s_queued_bodies_never_start() {
         1,
         "bodies of a dropped run started"
     );
+}
+
+static BACKOFF_ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+/// Fails its first attempt, then waits a long backoff before its second.
+#[task(retries = 1, retry_delay = "1s")]
+fn fails_then_backs_off(ctx: &TaskContext) -> Result<u32, String> {
+    BACKOFF_ORDER.lock().unwrap().push(if ctx.attempt() == 1 {
+        "flaky attempt 1"
+    } else {
+        "flaky attempt 2"
+    });
+    if ctx.attempt() == 1 {
+        Err("first attempt fails".to_owned())
+    } else {
+        Ok(1)
+    }
+}
+
+#[task]
+async fn runs_during_the_backoff() -> u32 {
+    BACKOFF_ORDER.lock().unwrap().push("other task");
+    2
+}
+
+/// A retry's backoff holds no slot of its handler: with "direct" limited to one task at a
+/// time, another task runs while the failed one waits to retry (it used to wait for the whole
+/// backoff and the retry). Checked by order, not by time.
+#[test]
+fn a_task_waiting_to_retry_holds_no_handler_slot() {
+    let mut engine = WorkflowEngine::new();
+    engine.set_handler_concurrency("direct", 1);
+    let wf = workflow! { name: "backoff-slot"; (fails_then_backs_off | runs_during_the_backoff); };
+    let report = engine.run(&wf).unwrap();
+    assert_eq!(report.task("fails_then_backs_off").unwrap().attempts, 2);
+    assert_eq!(
+        *BACKOFF_ORDER.lock().unwrap(),
+        ["flaky attempt 1", "other task", "flaky attempt 2"]
+    );
+}
+
+#[task]
+fn hogs_the_cpu_queue() -> u32 {
+    std::thread::sleep(Duration::from_secs(3));
+    1
+}
+
+#[task(timeout = "1s")]
+fn short_with_a_timeout() -> u32 {
+    2
+}
+
+/// A timeout limits the task's own execution: with a CPU limit of 1, a short body queued 3 s
+/// behind a long one does not time out after 1 s (it did: the queue's wait counted).
+#[test]
+fn waiting_in_the_cpu_queue_does_not_count_against_the_timeout() {
+    let engine = WorkflowEngine::new().with_cpu_limit(1);
+    let wf = workflow! { name: "queue-wait"; (hogs_the_cpu_queue | short_with_a_timeout); };
+    let report = engine.run(&wf).unwrap();
+    assert_eq!(report.result::<u32>("short_with_a_timeout").unwrap(), 2);
 }

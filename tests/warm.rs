@@ -1104,3 +1104,24 @@ async fn what_a_warm_task_spawned_does_not_run_into_the_next_task() {
         "the first task's spawned ticker ran {ticks} times during the second"
     );
 }
+
+#[task(handler = "process", reuse = true)]
+fn holds_the_runner() -> u32 {
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    1
+}
+
+#[task(handler = "process", reuse = true, timeout = "1s")]
+fn quick_with_a_timeout() -> u32 {
+    2
+}
+
+/// A timeout limits the task's own execution: waiting for the pool's one warm runner, held
+/// 3 s by another task, does not count against a 1 s timeout (it timed out before).
+#[tokio::test]
+async fn waiting_for_a_warm_runner_does_not_count_against_the_timeout() {
+    let engine = engine(PoolOptions::new().with_size(1));
+    let wf = workflow! { name: "pool-wait"; (holds_the_runner | quick_with_a_timeout); };
+    let report = engine.execute(&wf).await.unwrap();
+    assert_eq!(report.result::<u32>("quick_with_a_timeout").unwrap(), 2);
+}

@@ -63,7 +63,7 @@ pub use report::{GroupRecord, ReportError, RunReport, TaskRecord, TaskStatus};
 pub use retry::RetryPolicy;
 pub use run::{
     Checkpoint, CheckpointError, ControlError, ExecutionContext, GroupFailure, Iteration,
-    RunCancelled, RunError, RunFailure, RunOptions, TaskHandler,
+    RunCancelled, RunError, RunFailure, RunOptions, TaskHandler, TimeoutPause,
 };
 
 pub use definition::DEFAULT_MAX_CYCLES;

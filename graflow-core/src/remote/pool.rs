@@ -341,6 +341,18 @@ impl RunnerPool {
         task: &Task,
         starter: impl Fn() -> Starter,
     ) -> Result<Lease, AttemptError> {
+        self.checkout_for(key, task, starter, None).await
+    }
+
+    /// [`Self::checkout`]; waiting for a runner to be freed pauses the timeout of `ctx`'s
+    /// task (starting a runner does not).
+    async fn checkout_for(
+        &self,
+        key: &str,
+        task: &Task,
+        starter: impl Fn() -> Starter,
+        ctx: Option<&ExecutionContext>,
+    ) -> Result<Lease, AttemptError> {
         loop {
             let freed = lock(&self.inner.state)
                 .keys
@@ -366,7 +378,10 @@ impl RunnerPool {
                 Found::Room(reservation) => {
                     return self.start(reservation, task, starter()).await;
                 }
-                Found::Wait => notified.await,
+                Found::Wait => {
+                    let _waiting = ctx.map(ExecutionContext::pause_timeout);
+                    notified.await;
+                }
             }
         }
     }
@@ -410,7 +425,7 @@ impl RunnerPool {
         starter: impl Fn() -> Starter,
     ) -> Result<Value, AttemptError> {
         for _ in 0..3 {
-            let mut lease = self.checkout(key, task, &starter).await?;
+            let mut lease = self.checkout_for(key, task, &starter, Some(ctx)).await?;
             match lease.deliver(task, ctx, limits).await {
                 Delivered::Answer(result) => return result,
                 Delivered::NotTaken => {

@@ -46,7 +46,10 @@ impl Task {
                 // The body's events belong to the span it was called in (the run's, a remote
                 // attempt's on a worker), on the blocking thread too.
                 let span = tracing::Span::current();
+                // Waiting for a place in the CPU queue is not the task's time.
+                let queued = ctx.pause_timeout();
                 let done = ctx.run.cpu.run(move || {
+                    drop(queued);
                     let _entered = span.enter();
                     let started = Instant::now();
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -17,6 +17,23 @@ pub struct ExecutionContext {
     pub(crate) node: u32,
     attempt: u32,
     cycle: u32,
+    /// How many waits for capacity pause the task's timeout now (with a timeout only).
+    clock: Option<Arc<tokio::sync::watch::Sender<u32>>>,
+}
+
+/// Pauses the task's timeout while it lives: see [`ExecutionContext::pause_timeout`].
+#[derive(Debug)]
+#[must_use = "the timeout is paused only while this lives"]
+pub struct TimeoutPause {
+    clock: Option<Arc<tokio::sync::watch::Sender<u32>>>,
+}
+
+impl Drop for TimeoutPause {
+    fn drop(&mut self) {
+        if let Some(clock) = &self.clock {
+            clock.send_modify(|paused| *paused = paused.saturating_sub(1));
+        }
+    }
 }
 
 impl ExecutionContext {
@@ -26,6 +43,32 @@ impl ExecutionContext {
             node,
             attempt,
             cycle,
+            clock: None,
+        }
+    }
+
+    /// This context with a timeout clock that waits for capacity can pause.
+    pub(crate) fn with_timeout_clock(mut self) -> Self {
+        self.clock = Some(Arc::new(tokio::sync::watch::Sender::new(0)));
+        self
+    }
+
+    /// Whether the timeout clock is paused now, and its changes (`None` without a timeout).
+    pub(crate) fn timeout_clock(&self) -> Option<tokio::sync::watch::Receiver<u32>> {
+        self.clock.as_ref().map(|clock| clock.subscribe())
+    }
+
+    /// Pauses the task's timeout until the returned guard is dropped: for a handler that
+    /// waits for capacity (a free warm runner, a place in a queue) before the task can start.
+    /// A timeout limits the task's own execution, not the time it waited for room; the
+    /// engine's own waits (its CPU queue, its runner pools) pause it this way. Without a
+    /// timeout it does nothing.
+    pub fn pause_timeout(&self) -> TimeoutPause {
+        if let Some(clock) = &self.clock {
+            clock.send_modify(|paused| *paused += 1);
+        }
+        TimeoutPause {
+            clock: self.clock.clone(),
         }
     }
 

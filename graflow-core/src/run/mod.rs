@@ -20,7 +20,7 @@ use crate::observe::{EventKind, Observers, RunEvent};
 use crate::value::{Data, Value, ValueError};
 
 pub use checkpoint::{Checkpoint, CheckpointError};
-pub use context::ExecutionContext;
+pub use context::{ExecutionContext, TimeoutPause};
 pub use control::{ControlError, Iteration};
 pub(crate) use cpu::CpuPool;
 pub use error::{GroupFailure, RunCancelled, RunError, RunFailure};

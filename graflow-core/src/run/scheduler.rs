@@ -43,13 +43,16 @@ pub(crate) struct Slot {
     pub limit: usize,
 }
 
-/// The end of one node, after its retries.
+/// The end of one attempt of a node: its last, or one to retry after `backoff`.
 struct NodeDone {
     node: u32,
     attempts: u32,
+    /// When the node's first attempt started.
     start: Instant,
     end: Instant,
     result: Result<(), AttemptError>,
+    /// The attempt failed and is retried after this wait (which holds no handler slot).
+    backoff: Option<std::time::Duration>,
 }
 
 /// How a run stopped without success.
@@ -123,6 +126,10 @@ pub(crate) struct Scheduler {
     pub(crate) indegree: Vec<u32>,
     pub(crate) ready: VecDeque<u32>,
     inflight: FuturesUnordered<BoxFuture<'static, NodeDone>>,
+    /// Nodes waiting out a retry's backoff: each yields its node when the wait is over.
+    backoffs: FuturesUnordered<BoxFuture<'static, u32>>,
+    /// The next attempt of a node whose backoff ended, and when its first attempt started.
+    retrying: HashMap<u32, (u32, Instant)>,
     pub(crate) records: Vec<Record>,
     failure: Option<Failure>,
     terminated: Option<(u32, String)>,
@@ -166,6 +173,8 @@ pub(crate) async fn run(
         indegree: start.indegree,
         ready: start.ready.into_iter().collect(),
         inflight: FuturesUnordered::new(),
+        backoffs: FuturesUnordered::new(),
+        retrying: HashMap::default(),
         records: start.records,
         failure: None,
         terminated: start.terminated,
@@ -180,8 +189,9 @@ pub(crate) async fn run(
     };
     scheduler.announce(0);
     std::future::poll_fn(|cx| scheduler.poll(cx)).await;
-    // Whatever is still in flight is cancelled by dropping it.
+    // Whatever is still in flight, or waiting to retry, is cancelled by dropping it.
     drop(std::mem::take(&mut scheduler.inflight));
+    drop(std::mem::take(&mut scheduler.backoffs));
     // The run's last checkpoint, however it ended (a failure's included): tasks that were
     // running are pending in it.
     scheduler.save_checkpoint(true);
@@ -202,16 +212,11 @@ impl Scheduler {
         }
     }
 
-    /// Whether new nodes may start.
-    fn starting(&self) -> bool {
-        self.failure.is_none() && self.terminated.is_none()
-    }
-
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut budget = BUDGET;
         loop {
-            while self.starting() && self.inflight.len() < self.max_concurrency {
-                let Some(node) = self.ready.pop_front() else {
+            while self.failure.is_none() && self.inflight.len() < self.max_concurrency {
+                let Some(node) = self.next_to_start() else {
                     break;
                 };
                 let h = self.slot_of(node);
@@ -220,35 +225,34 @@ impl Scheduler {
                     continue;
                 }
                 self.running[h] += 1;
+                let retry = self.retrying.remove(&node);
                 let record = &mut self.records[node as usize];
-                record.runs = record.runs.saturating_add(1);
+                if retry.is_none() {
+                    record.runs = record.runs.saturating_add(1);
+                }
                 let cycle = record.runs;
                 // Provisional: a node still marked so when the run stops was running, and is
                 // reported as cancelled; `complete` overwrites it.
                 record.status = TaskStatus::Cancelled;
-                let future = match try_now(&self.shared, &self.handlers[h], node, cycle) {
+                let (attempt, start) = retry.unwrap_or_else(|| (1, Instant::now()));
+                let inline = if attempt == 1 {
+                    try_now(&self.shared, &self.handlers[h], node, cycle)
+                } else {
+                    None
+                };
+                let future = match inline {
                     // Its handler ran it at once (a short synchronous body on "direct").
-                    Some(Ok(done)) => {
+                    Some(done) => {
                         self.complete(done);
                         None
                     }
-                    // That first attempt failed and may be retried: continue asynchronously.
-                    Some(Err((start, error))) => Some(Box::pin(run_node(
-                        self.shared.clone(),
-                        self.handlers[h].handler.clone(),
-                        node,
-                        cycle,
-                        start,
-                        Some(error),
-                    ))
-                        as BoxFuture<'static, NodeDone>),
                     None => Some(Box::pin(run_node(
                         self.shared.clone(),
                         self.handlers[h].handler.clone(),
                         node,
                         cycle,
-                        Instant::now(),
-                        None,
+                        attempt,
+                        start,
                     )) as BoxFuture<'static, NodeDone>),
                 };
                 if let Some(mut future) = future {
@@ -272,6 +276,15 @@ impl Scheduler {
             if self.failure.is_some() {
                 return Poll::Ready(());
             }
+            // Nodes whose retry backoff ended wait for their handler's slot again, first.
+            let mut waited = false;
+            while let Poll::Ready(Some(node)) = Pin::new(&mut self.backoffs).poll_next(cx) {
+                self.ready.push_front(node);
+                waited = true;
+            }
+            if waited {
+                continue;
+            }
             match Pin::new(&mut self.inflight).poll_next(cx) {
                 Poll::Ready(Some(done)) => {
                     self.complete(done);
@@ -281,13 +294,39 @@ impl Scheduler {
                         return Poll::Pending;
                     }
                 }
-                Poll::Ready(None) if self.ready.is_empty() || !self.starting() => {
+                Poll::Ready(None) if self.backoffs.is_empty() && self.idle() => {
                     return Poll::Ready(());
                 }
+                // Only backoffs left: their timers wake this task.
+                Poll::Ready(None) if self.idle() => return Poll::Pending,
                 Poll::Ready(None) => {}
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Whether no ready node may start now.
+    fn idle(&self) -> bool {
+        self.ready.is_empty()
+            || self.failure.is_some()
+            || (self.terminated.is_some()
+                && !self.ready.iter().any(|n| self.retrying.contains_key(n)))
+    }
+
+    /// The next ready node to start: the first, or, once the run was ended early (nothing new
+    /// starts), the first that is retrying (a task that was running goes on to its end).
+    fn next_to_start(&mut self) -> Option<u32> {
+        if self.terminated.is_none() {
+            return self.ready.pop_front();
+        }
+        if self.retrying.is_empty() {
+            return None;
+        }
+        let at = self
+            .ready
+            .iter()
+            .position(|n| self.retrying.contains_key(n))?;
+        self.ready.remove(at)
     }
 
     fn complete(&mut self, done: NodeDone) {
@@ -296,6 +335,10 @@ impl Scheduler {
         self.running[h] -= 1;
         if let Some(next) = self.held[h].pop_front() {
             self.ready.push_front(next);
+        }
+        if let Some(delay) = done.backoff {
+            self.wait_to_retry(node, done.attempts + 1, done.start, delay);
+            return;
         }
         let before = self.ready.len();
         let record = &mut self.records[node as usize];
@@ -363,6 +406,26 @@ impl Scheduler {
                 self.failed(node, done.attempts, error);
             }
         }
+    }
+
+    /// `node` waits `delay` before its attempt `attempt`, holding no slot of its handler (it
+    /// stays "running" for the run: a checkpoint written meanwhile has it pending).
+    #[cold]
+    #[inline(never)]
+    fn wait_to_retry(
+        &mut self,
+        node: u32,
+        attempt: u32,
+        start: Instant,
+        delay: std::time::Duration,
+    ) {
+        self.retrying.insert(node, (attempt, start));
+        self.backoffs.push(Box::pin(backoff(
+            self.shared.clone(),
+            node,
+            attempt - 1,
+            delay,
+        )));
     }
 
     /// `node`'s last attempt failed (or what it asked for was refused).
@@ -952,13 +1015,7 @@ fn cycle_limit(task: &Task, runs: u32) -> AttemptError {
 
 /// The first attempt through the handler's `try_execute_now`, when it takes it: `Ok` with the
 /// node's end, or `Err` with the start and error when a retry is due. `None`: await instead.
-#[allow(clippy::result_large_err)]
-fn try_now(
-    shared: &Arc<RunShared>,
-    slot: &Slot,
-    node: u32,
-    cycle: u32,
-) -> Option<Result<NodeDone, (Instant, AttemptError)>> {
+fn try_now(shared: &Arc<RunShared>, slot: &Slot, node: u32, cycle: u32) -> Option<NodeDone> {
     let task = shared.task(node);
     if !slot.direct || task.timeout().is_some() {
         return None;
@@ -986,23 +1043,68 @@ fn try_now(
         inline = true,
         "attempt finished"
     );
-    match result {
+    Some(attempt_done(shared, node, cycle, 1, start, end, result))
+}
+
+/// The end of attempt `attempt` of `node`: to retry after a backoff when it failed, may be
+/// retried and attempts are left (what it asked for is dropped then), else final.
+fn attempt_done(
+    shared: &RunShared,
+    node: u32,
+    cycle: u32,
+    attempt: u32,
+    start: Instant,
+    end: Instant,
+    result: Result<(), AttemptError>,
+) -> NodeDone {
+    let task = shared.task(node);
+    let policy = task.retry_policy();
+    let backoff = match &result {
         Err(error)
-            if task.retry_policy().max_attempts() > 1
+            if attempt < policy.max_attempts()
                 && error.is_retryable()
-                && !shared.dynamic.cancels(node, (cycle, 1)) =>
+                && !shared.dynamic.cancels(node, (cycle, attempt)) =>
         {
-            shared.dynamic.take(node, (cycle, 1));
-            Some(Err((start, error)))
+            // What the failed attempt asked for is dropped.
+            shared.dynamic.take(node, (cycle, attempt));
+            let delay = policy.delay_after(attempt);
+            log_retry(task, attempt, error, delay);
+            shared.task_event(node, attempt, || EventKind::TaskRetrying {
+                error: Chain(error).to_string(),
+                delay,
+            });
+            shared.clear_result(node);
+            Some(delay)
         }
-        result => Some(Ok(NodeDone {
-            node,
-            attempts: 1,
-            start,
-            end,
-            result,
-        })),
+        _ => None,
+    };
+    NodeDone {
+        node,
+        attempts: attempt,
+        start,
+        end,
+        result,
+        backoff,
     }
+}
+
+/// Waits out a retry's backoff; says which node may retry now. Dropped when the run stops:
+/// observers then hear that the task was cancelled.
+async fn backoff(
+    shared: Arc<RunShared>,
+    node: u32,
+    attempt: u32,
+    delay: std::time::Duration,
+) -> u32 {
+    let mut guard = CancelGuard {
+        shared: &shared,
+        node,
+        attempt,
+        armed: shared.observers.is_some(),
+    };
+    tokio::time::sleep(delay).await;
+    guard.armed = false;
+    node
 }
 
 /// The span of one attempt, a child of the run's: what `tracing-opentelemetry` exports as the
@@ -1051,79 +1153,44 @@ fn log_retry(task: &Task, attempt: u32, error: &AttemptError, delay: std::time::
     );
 }
 
-/// Runs the attempts of one node, with backoff between them. `failed_first` is the error of
-/// a first attempt already made (by `try_now`): this then starts with the retry.
+/// Runs attempt `attempt` of one node (its first started at `start`).
 async fn run_node(
     shared: Arc<RunShared>,
     handler: Arc<dyn TaskHandler>,
     node: u32,
     cycle: u32,
+    attempt: u32,
     start: Instant,
-    failed_first: Option<AttemptError>,
 ) -> NodeDone {
     let task = shared.task(node);
-    let policy = *task.retry_policy();
-    let mut attempt = 1;
-    let mut failed = failed_first;
-    // Armed from the first attempt to the end, backoff waits included.
     let mut guard = CancelGuard {
         shared: &shared,
         node,
         attempt,
         armed: shared.observers.is_some(),
     };
-    let result = loop {
-        if let Some(error) = failed.take() {
-            let delay = policy.delay_after(attempt);
-            log_retry(task, attempt, &error, delay);
-            shared.task_event(node, attempt, || EventKind::TaskRetrying {
-                error: Chain(&error).to_string(),
-                delay,
-            });
-            shared.clear_result(node);
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-            guard.attempt = attempt;
-        }
-        let ctx = ExecutionContext::new(shared.clone(), node, attempt, cycle);
-        let attempt_start = if attempt == 1 { start } else { Instant::now() };
-        shared.task_event(node, attempt, || EventKind::TaskStarted);
-        let result = attempt_once(handler.as_ref(), task, &ctx)
-            .instrument(attempt_span(task, attempt))
-            .await
-            .map(|output| store(&shared, node, output));
-        // (Fields are evaluated only when the event is enabled: no clock read otherwise.)
-        tracing::debug!(
-            target: "graflow::handlers",
-            task = %task.id(),
-            handler = %task.handler(),
-            attempt,
-            elapsed_us = attempt_start.elapsed().as_micros() as u64,
-            ok = result.is_ok(),
-            "attempt finished"
-        );
-        match result {
-            Ok(()) => break Ok(()),
-            Err(error)
-                if attempt < policy.max_attempts()
-                    && error.is_retryable()
-                    && !shared.dynamic.cancels(node, (cycle, attempt)) =>
-            {
-                // What the failed attempt asked for is dropped.
-                shared.dynamic.take(node, (cycle, attempt));
-                failed = Some(error)
-            }
-            Err(error) => break Err(error),
-        }
-    };
-    guard.armed = false;
-    NodeDone {
-        node,
-        attempts: attempt,
-        start,
-        end: Instant::now(),
-        result,
+    let mut ctx = ExecutionContext::new(shared.clone(), node, attempt, cycle);
+    if task.timeout().is_some() {
+        ctx = ctx.with_timeout_clock();
     }
+    let attempt_start = if attempt == 1 { start } else { Instant::now() };
+    shared.task_event(node, attempt, || EventKind::TaskStarted);
+    let result = attempt_once(handler.as_ref(), task, &ctx)
+        .instrument(attempt_span(task, attempt))
+        .await
+        .map(|output| store(&shared, node, output));
+    // (Fields are evaluated only when the event is enabled: no clock read otherwise.)
+    tracing::debug!(
+        target: "graflow::handlers",
+        task = %task.id(),
+        handler = %task.handler(),
+        attempt,
+        elapsed_us = attempt_start.elapsed().as_micros() as u64,
+        ok = result.is_ok(),
+        "attempt finished"
+    );
+    guard.armed = false;
+    attempt_done(&shared, node, cycle, attempt, start, Instant::now(), result)
 }
 
 /// Stores a checked output as the node's result.
@@ -1154,6 +1221,33 @@ fn handler_panicked(task: &Task, payload: &(dyn std::any::Any + Send)) -> Attemp
     )
 }
 
+/// Ends when the task has run for `limit`, not counting the time the clock was paused (the
+/// attempt waited for capacity: see [`ExecutionContext::pause_timeout`]).
+async fn deadline(limit: std::time::Duration, clock: Option<tokio::sync::watch::Receiver<u32>>) {
+    let Some(mut paused) = clock else {
+        return tokio::time::sleep(limit).await;
+    };
+    let mut left = limit;
+    loop {
+        while *paused.borrow_and_update() > 0 {
+            if paused.changed().await.is_err() {
+                // The context is gone: nothing can pause it any more.
+                break;
+            }
+        }
+        let running = Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(left) => return,
+            changed = paused.changed() => {
+                left = left.saturating_sub(running.elapsed());
+                if changed.is_err() {
+                    return tokio::time::sleep(left).await;
+                }
+            }
+        }
+    }
+}
+
 /// One attempt: the handler, under the task's timeout, with panics caught, and the check that
 /// the handler's output has the task's output type.
 async fn attempt_once(
@@ -1169,16 +1263,19 @@ async fn attempt_once(
         };
     let execution = AssertUnwindSafe(future).catch_unwind();
     let outcome = match task.timeout() {
-        Some(limit) => match tokio::time::timeout(limit, execution).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                return Err(AttemptError::TimedOut {
-                    task: task.id().to_owned(),
-                    handler: task.handler().to_owned(),
-                    timeout: limit,
-                });
+        Some(limit) => {
+            tokio::select! {
+                biased;
+                outcome = execution => outcome,
+                () = deadline(limit, ctx.timeout_clock()) => {
+                    return Err(AttemptError::TimedOut {
+                        task: task.id().to_owned(),
+                        handler: task.handler().to_owned(),
+                        timeout: limit,
+                    });
+                }
             }
-        },
+        }
         None => execution.await,
     };
     match outcome {
