@@ -521,3 +521,108 @@ fn waiting_in_the_cpu_queue_does_not_count_against_the_timeout() {
     let report = engine.run(&wf).unwrap();
     assert_eq!(report.result::<u32>("short_with_a_timeout").unwrap(), 2);
 }
+
+static ENGINE_WIDE: Gauge = Gauge::new();
+static PER_RUN: Gauge = Gauge::new();
+
+/// Inside `ENGINE_WIDE` until three are inside at once or 1.5 s pass.
+#[task]
+async fn counted_engine_wide(i: u32) -> u32 {
+    ENGINE_WIDE.enter();
+    meet(&ENGINE_WIDE, 3, Duration::from_millis(1500)).await;
+    ENGINE_WIDE.leave();
+    i
+}
+
+#[task]
+async fn counted_per_run(i: u32) -> u32 {
+    PER_RUN.enter();
+    meet(&PER_RUN, 3, Duration::from_millis(1500)).await;
+    PER_RUN.leave();
+    i
+}
+
+fn three_of(task: fn() -> graflow::Task, name: &str) -> Workflow {
+    let mut wf = Workflow::builder(name);
+    for i in 0..3u32 {
+        wf.add(task().with_id(format!("t{i}")).with_input("i", i));
+    }
+    wf.build()
+}
+
+/// A handler's limit holds for the engine, over all its runs at once (a service running many
+/// workflows, the console resuming runs): two runs of three tasks each, "direct" limited to 2,
+/// never have more than 2 inside together.
+#[test]
+fn a_handlers_limit_holds_across_the_engines_runs() {
+    let engine = WorkflowEngine::new().with_handler_concurrency("direct", 2);
+    let runs: Vec<_> = (0..2)
+        .map(|r| {
+            let (engine, wf) = (
+                engine.clone(),
+                three_of(counted_engine_wide::task, &format!("wide-{r}")),
+            );
+            std::thread::spawn(move || engine.run(&wf).map(|report| report.tasks().count()))
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.join().unwrap().unwrap(), 3);
+    }
+    assert_eq!(
+        ENGINE_WIDE.most(),
+        2,
+        "the engine's limit held over both runs"
+    );
+}
+
+/// The per-run limit is an option on top: each run at most 1, two runs at once, 2 together.
+#[test]
+fn a_per_run_limit_caps_each_run() {
+    let mut engine = WorkflowEngine::new();
+    engine.set_handler_concurrency_per_run("direct", 1);
+    let runs: Vec<_> = (0..2)
+        .map(|r| {
+            let (engine, wf) = (
+                engine.clone(),
+                three_of(counted_per_run::task, &format!("per-run-{r}")),
+            );
+            std::thread::spawn(move || engine.run(&wf).map(|report| report.tasks().count()))
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.join().unwrap().unwrap(), 3);
+    }
+    assert!(PER_RUN.most() <= 2, "{}", PER_RUN.most());
+}
+
+#[task]
+async fn tiny(i: u32) -> u32 {
+    graflow::tokio::task::yield_now().await;
+    i
+}
+
+/// Many runs contend for an engine-wide limit of 2, each finishing tasks all the time: none is
+/// left waiting for a wake-up that never comes (a lost wake-up would hang a run).
+#[test]
+fn runs_contending_for_an_engine_wide_limit_all_finish() {
+    let engine = WorkflowEngine::new().with_handler_concurrency("direct", 2);
+    let (done, finished) = std::sync::mpsc::channel();
+    for r in 0..6 {
+        let (engine, done) = (engine.clone(), done.clone());
+        let mut wf = Workflow::builder(format!("contend-{r}"));
+        for i in 0..200u32 {
+            wf.add(tiny::task().with_id(format!("t{i}")).with_input("i", i));
+        }
+        let wf = wf.build();
+        std::thread::spawn(move || {
+            let _ = done.send(engine.run(&wf).map(|report| report.tasks().count()));
+        });
+    }
+    drop(done);
+    for _ in 0..6 {
+        let ran = finished
+            .recv_timeout(Duration::from_secs(300))
+            .expect("a run waited forever for room under the engine's limit");
+        assert_eq!(ran.unwrap(), 200);
+    }
+}

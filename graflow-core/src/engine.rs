@@ -23,6 +23,7 @@ use crate::program::Describe;
 use crate::report::{GroupRecord, Record, RunReport};
 use crate::run::checkpoint::{Checkpoint, Checkpointer};
 use crate::run::control::HandlerLookup;
+use crate::run::gate::Gate;
 use crate::run::scheduler::{self, Ended, Failure, GroupState, Slot, Start};
 use crate::run::{
     CpuPool, GroupFailure, HandlerRegistration, RunCancelled, RunError, RunFailure, RunOptions,
@@ -89,6 +90,9 @@ enum Registered {
 pub struct WorkflowEngine {
     handlers: Arc<BTreeMap<String, Registered>>,
     handler_limits: Arc<BTreeMap<String, usize>>,
+    per_run_limits: Arc<BTreeMap<String, usize>>,
+    /// The handlers' limits over all runs, shared by the runs (and the engine's clones).
+    gates: Gates,
     max_concurrency: usize,
     cpu: Arc<CpuPool>,
     cpu_limit: usize,
@@ -170,6 +174,8 @@ impl WorkflowEngine {
         WorkflowEngine {
             handlers: Arc::new(handlers),
             handler_limits: Arc::new(BTreeMap::new()),
+            per_run_limits: Arc::new(BTreeMap::new()),
+            gates: Gates::default(),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             cpu: CpuPool::new(cpu_limit),
             cpu_limit,
@@ -276,13 +282,28 @@ impl WorkflowEngine {
         Lookup {
             handlers: self.handlers.clone(),
             limits: self.handler_limits.clone(),
+            per_run: self.per_run_limits.clone(),
+            gates: self.gates.clone(),
         }
     }
 
-    /// Limits how many tasks of handler `name` may be in flight at once in one run (at least 1),
-    /// replacing the handler's own limit: e.g. `engine.set_handler_concurrency("docker", 4)`.
+    /// Limits how many tasks of handler `name` this engine has in flight at once, over all
+    /// its runs (at least 1), replacing the handler's own limit: e.g.
+    /// `engine.set_handler_concurrency("docker", 4)`. Runs started afterwards use it.
     pub fn set_handler_concurrency(&mut self, name: impl Into<String>, limit: usize) -> &mut Self {
         Arc::make_mut(&mut self.handler_limits).insert(name.into(), limit.max(1));
+        self
+    }
+
+    /// Limits how many tasks of handler `name` one run has in flight at once (at least 1), on
+    /// top of the engine's limit over all runs ([`WorkflowEngine::set_handler_concurrency`]):
+    /// for a program that runs many workflows at once and wants each to get its share.
+    pub fn set_handler_concurrency_per_run(
+        &mut self,
+        name: impl Into<String>,
+        limit: usize,
+    ) -> &mut Self {
+        Arc::make_mut(&mut self.per_run_limits).insert(name.into(), limit.max(1));
         self
     }
 
@@ -885,9 +906,31 @@ impl WorkflowEngine {
 struct Lookup {
     handlers: Arc<BTreeMap<String, Registered>>,
     limits: Arc<BTreeMap<String, usize>>,
+    per_run: Arc<BTreeMap<String, usize>>,
+    gates: Gates,
 }
 
+/// Per handler with a limit, the gate every run of the engine (and of its clones) shares.
+type Gates = Arc<std::sync::Mutex<BTreeMap<String, Arc<Gate>>>>;
+
 impl Lookup {
+    /// The engine's gate of handler `name`, made anew when its limit changed (runs already
+    /// going keep the one they have).
+    fn gate(&self, name: &str, limit: usize) -> Arc<Gate> {
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match gates.get(name) {
+            Some(gate) if gate.limit() == limit => gate.clone(),
+            _ => {
+                let gate = Gate::new(limit);
+                gates.insert(name.to_owned(), gate.clone());
+                gate
+            }
+        }
+    }
+
     fn limit(&self, name: &str) -> Option<usize> {
         if let Some(&limit) = self.limits.get(name) {
             return Some(limit);
@@ -906,7 +949,8 @@ impl HandlerLookup for Lookup {
                 name: Cow::Owned(name.to_owned()),
                 handler: entry.handler.clone(),
                 direct: entry.direct,
-                limit: self.limit(name).unwrap_or(usize::MAX),
+                limit: self.per_run.get(name).copied().unwrap_or(usize::MAX),
+                gate: self.limit(name).map(|limit| self.gate(name, limit)),
             }),
             Some(Registered::Ambiguous(modules)) => Err(Problem::AmbiguousHandler {
                 task: task.to_owned(),

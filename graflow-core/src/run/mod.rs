@@ -8,6 +8,7 @@ mod context;
 pub(crate) mod control;
 mod cpu;
 mod error;
+pub(crate) mod gate;
 mod handler;
 mod options;
 pub(crate) mod scheduler;

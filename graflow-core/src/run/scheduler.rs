@@ -39,8 +39,10 @@ pub(crate) struct Slot {
     pub handler: Arc<dyn TaskHandler>,
     /// The built-in direct handler: short synchronous bodies run inline, without a future.
     pub direct: bool,
-    /// How many of its tasks may be in flight at once.
+    /// How many of its tasks may be in flight at once in this run.
     pub limit: usize,
+    /// How many may be in flight at once over all the engine's runs (`None`: no limit).
+    pub gate: Option<Arc<super::gate::Gate>>,
 }
 
 /// The end of one attempt of a node: its last, or one to retry after `backoff`.
@@ -126,6 +128,9 @@ pub(crate) struct Scheduler {
     pub(crate) indegree: Vec<u32>,
     pub(crate) ready: VecDeque<u32>,
     inflight: FuturesUnordered<BoxFuture<'static, NodeDone>>,
+    /// Some node waits for room under the engine's limit of its handler (a wake-up from the
+    /// limit means: look again).
+    gated: bool,
     /// Nodes waiting out a retry's backoff: each yields its node when the wait is over.
     backoffs: FuturesUnordered<BoxFuture<'static, u32>>,
     /// The next attempt of a node whose backoff ended, and when its first attempt started.
@@ -173,6 +178,7 @@ pub(crate) async fn run(
         indegree: start.indegree,
         ready: start.ready.into_iter().collect(),
         inflight: FuturesUnordered::new(),
+        gated: false,
         backoffs: FuturesUnordered::new(),
         retrying: HashMap::default(),
         records: start.records,
@@ -224,6 +230,18 @@ impl Scheduler {
                     self.held[h].push_back(node);
                     continue;
                 }
+                // The engine's limit, over all its runs.
+                let permit = match &self.handlers[h].gate {
+                    None => None,
+                    Some(gate) => match gate.take(cx.waker()) {
+                        Some(permit) => Some(permit),
+                        None => {
+                            self.held[h].push_back(node);
+                            self.gated = true;
+                            continue;
+                        }
+                    },
+                };
                 self.running[h] += 1;
                 let retry = self.retrying.remove(&node);
                 let record = &mut self.records[node as usize];
@@ -246,14 +264,25 @@ impl Scheduler {
                         self.complete(done);
                         None
                     }
-                    None => Some(Box::pin(run_node(
-                        self.shared.clone(),
-                        self.handlers[h].handler.clone(),
-                        node,
-                        cycle,
-                        attempt,
-                        start,
-                    )) as BoxFuture<'static, NodeDone>),
+                    None => {
+                        let attempt = run_node(
+                            self.shared.clone(),
+                            self.handlers[h].handler.clone(),
+                            node,
+                            cycle,
+                            attempt,
+                            start,
+                        );
+                        Some(match permit {
+                            None => Box::pin(attempt) as BoxFuture<'static, NodeDone>,
+                            // Held by the attempt: given back when it ends or is dropped.
+                            Some(permit) => Box::pin(async move {
+                                let done = attempt.await;
+                                drop(permit);
+                                done
+                            }),
+                        })
+                    }
                 };
                 if let Some(mut future) = future {
                     match future.as_mut().poll(cx) {
@@ -276,6 +305,10 @@ impl Scheduler {
             if self.failure.is_some() {
                 return Poll::Ready(());
             }
+            // Room made by another run's task: the nodes held back for it try again.
+            if std::mem::take(&mut self.gated) {
+                self.ungate(cx.waker());
+            }
             // Nodes whose retry backoff ended wait for their handler's slot again, first.
             let mut waited = false;
             while let Poll::Ready(Some(node)) = Pin::new(&mut self.backoffs).poll_next(cx) {
@@ -294,7 +327,9 @@ impl Scheduler {
                         return Poll::Pending;
                     }
                 }
-                Poll::Ready(None) if self.backoffs.is_empty() && self.idle() => {
+                Poll::Ready(None)
+                    if self.backoffs.is_empty() && self.idle() && !self.waits_for_room() =>
+                {
                     return Poll::Ready(());
                 }
                 // Only backoffs left: their timers wake this task.
@@ -303,6 +338,49 @@ impl Scheduler {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Moves the nodes held back by the engine's limit, as many as it has room for now, back
+    /// to the ready queue (those still without room come back, and wait again).
+    #[cold]
+    #[inline(never)]
+    fn ungate(&mut self, waker: &std::task::Waker) {
+        for h in 0..self.handlers.len() {
+            let Some(gate) = self.handlers[h].gate.clone() else {
+                continue;
+            };
+            loop {
+                let mut room = gate
+                    .room()
+                    .min(self.handlers[h].limit.saturating_sub(self.running[h]));
+                while room > 0
+                    && let Some(node) = self.held[h].pop_front()
+                {
+                    self.ready.push_back(node);
+                    room -= 1;
+                }
+                if self.held[h].is_empty() {
+                    break;
+                }
+                // Still waiting for room: woken again when another task ends (the wake-up
+                // that brought us here was used up), unless room came meanwhile.
+                self.gated = true;
+                if !gate.watch(waker) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether a node that may still start is held back (by the engine's limit, when nothing
+    /// of this run is in flight: another run's task ending wakes this one).
+    fn waits_for_room(&self) -> bool {
+        self.failure.is_none()
+            && self
+                .held
+                .iter()
+                .flatten()
+                .any(|n| self.terminated.is_none() || self.retrying.contains_key(n))
     }
 
     /// Whether no ready node may start now.
