@@ -16,7 +16,7 @@ use graflow::docker::DockerHandler;
 use graflow::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use common::skip_without_docker;
+use common::{PROMPTLY, skip_without_docker};
 
 graflow::enable_test_runner!();
 
@@ -661,7 +661,8 @@ fn a_daemon_that_never_answers_fails_the_task_within_its_timeout() {
         )),
         "{msg}"
     );
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    // The message says which limit fired (1 s); the run only must not hang on.
+    assert!(elapsed < PROMPTLY, "took {elapsed:?}");
     assert_eq!(
         err.report().unwrap().task("in_scratch").unwrap().status,
         TaskStatus::Failed
