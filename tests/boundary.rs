@@ -648,7 +648,17 @@ fn attacks_on_the_protocol_stream_from_a_sandboxed_container_are_refused() {
 /// task runs; the program must exit promptly, its container already removed when it has.
 fn a_signal_leaves_no_container(signal: libc::c_int, name: &str) {
     let id = format!("{name}_{}", std::process::id());
-    let mut program = start_child("docker-sleeps", &id);
+    let program = start_child("docker-sleeps", &id);
+    a_signal_to_the_program_leaves_no_container(program, id, signal, name);
+}
+
+/// `a_signal_leaves_no_container` for a program already started, running the docker task `id`.
+fn a_signal_to_the_program_leaves_no_container(
+    mut program: std::process::Child,
+    id: String,
+    signal: libc::c_int,
+    name: &str,
+) {
     let running = within(Duration::from_secs(60), || {
         !running_with("graflow.task", &id).is_empty()
     });
@@ -701,6 +711,41 @@ fn sigterm_to_a_plain_program_during_a_docker_task_leaves_no_container() {
         return;
     }
     a_signal_leaves_no_container(libc::SIGTERM, "sigterm");
+}
+
+/// A program started in the background by a shell (`program &`, as CI scripts do) inherits
+/// SIGINT ignored; SIGTERM is still at its default, and still gets the clean-up.
+#[test]
+fn sigterm_to_a_plain_program_that_ignores_sigint_leaves_no_container() {
+    use std::os::unix::process::CommandExt;
+    if skip_without_docker() {
+        return;
+    }
+    let name = "sigterm_sigint_ignored";
+    let id = format!("{name}_{}", std::process::id());
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    // SAFETY: signal() is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let program = command
+        .args([
+            "child_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "docker-sleeps")
+        .env(CHILD_ARG, &id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    a_signal_to_the_program_leaves_no_container(program, id, libc::SIGTERM, name);
 }
 
 #[task(handler = "process", timeout = "2s")]
