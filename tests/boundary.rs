@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use graflow::prelude::*;
 
-use common::{PROMPTLY, alive, docker_ps, skip_without_docker, within};
+use common::{PROMPTLY, alive, default_signals, docker_ps, skip_without_docker, within};
 
 graflow::enable_test_runner!();
 
@@ -110,7 +110,7 @@ fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
 
 /// Starts this test binary as the child program `mode` (see [`child_program`]).
 fn start_child(mode: &str, arg: &str) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
+    default_signals(&mut Command::new(std::env::current_exe().unwrap()))
         .args([
             "child_program",
             "--exact",

@@ -16,7 +16,7 @@ use graflow::docker::DockerHandler;
 use graflow::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use common::{PROMPTLY, skip_without_docker};
+use common::{PROMPTLY, default_signals, skip_without_docker};
 
 graflow::enable_test_runner!();
 
@@ -713,7 +713,7 @@ async fn child_runs_a_long_docker_task_until_ctrl_c() {
 
 /// Starts this test binary as the child above, and waits until its container runs.
 fn start_child(id: &str) -> std::process::Child {
-    let child = Command::new(std::env::current_exe().unwrap())
+    let child = default_signals(&mut Command::new(std::env::current_exe().unwrap()))
         .args([
             "child_runs_a_long_docker_task_until_ctrl_c",
             "--exact",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod common;
 
-use common::{PROMPTLY, alive};
+use common::{PROMPTLY, alive, default_signals};
 
 graflow::enable_test_runner!();
 
@@ -306,17 +306,19 @@ fn signal_a_plain_program(signal: i32) {
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("runner.pid");
     let _ = std::fs::remove_file(&pid_file);
-    let mut program = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "plain_program_runs_a_long_process_task",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(PLAIN_CHILD, &pid_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut program = default_signals(&mut std::process::Command::new(
+        std::env::current_exe().unwrap(),
+    ))
+    .args([
+        "plain_program_runs_a_long_process_task",
+        "--exact",
+        "--nocapture",
+    ])
+    .env(PLAIN_CHILD, &pid_file)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let runner: i32 = loop {
         if let Ok(text) = std::fs::read_to_string(&pid_file)
@@ -334,10 +336,14 @@ fn signal_a_plain_program(signal: i32) {
         if let Some(status) = program.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            sent.elapsed() < PROMPTLY,
-            "the program did not end within {PROMPTLY:?} of signal {signal}"
-        );
+        if sent.elapsed() > PROMPTLY {
+            // Nothing of a failed test is left running.
+            let _ = program.kill();
+            let _ = program.wait();
+            // SAFETY: best-effort cleanup of the runner this test's child started.
+            unsafe { libc::kill(runner, libc::SIGKILL) };
+            panic!("the program did not end within {PROMPTLY:?} of signal {signal}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
     use std::os::unix::process::ExitStatusExt;

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{PROMPTLY, alive};
+use common::{PROMPTLY, alive, default_signals};
 #[cfg(feature = "docker")]
 use common::{docker_ps, skip_without_docker};
 #[cfg(feature = "docker")]
@@ -32,7 +32,7 @@ fn within(limit: Duration, done: impl FnMut() -> bool) -> bool {
 
 /// Starts this test binary as the child program `mode` (see [`child_program`]).
 fn start_child(mode: &str, arg: &std::path::Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
+    default_signals(&mut Command::new(std::env::current_exe().unwrap()))
         .args([
             "child_program",
             "--exact",
@@ -530,7 +530,21 @@ fn ctrl_c_stops_busy_and_idle_warm_runners() {
         unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGINT) },
         0
     );
-    let status = program.wait().unwrap();
+    let mut status = None;
+    let ended = within(PROMPTLY, || {
+        status = program.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        // Nothing of a failed test is left running.
+        sigkill(&mut program);
+        for &pid in &pids {
+            // SAFETY: best-effort cleanup of this test's child's runners.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        panic!("the program still runs {PROMPTLY:?} after SIGINT");
+    }
+    let status = status.unwrap();
     assert!(
         !status.success(),
         "the interrupted program ended as the signal asks: {status}"

@@ -163,6 +163,25 @@ pub(crate) fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
     })
 }
 
+/// Gives a child program SIGINT and SIGTERM at their default actions. A test suite started in
+/// the background by a script (`cargo test &`) inherits SIGINT ignored, and passes that on; the
+/// engine respects an ignored SIGINT (the program's choice), so a test that interrupts its child
+/// must not depend on how its own suite was started.
+pub(crate) fn default_signals(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                if libc::signal(signal, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Whether process `pid` runs (a zombie, state Z, is dead and only waits to be reaped).
 pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
