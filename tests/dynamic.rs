@@ -458,9 +458,14 @@ fn only_a_successful_attempt_s_requests_take_effect() {
     assert_eq!(report.result::<usize>("from_flaky").unwrap(), 1);
 }
 
+/// `jumps_back` has asked for its goto.
+static JUMPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[task]
 fn slow_sibling() -> u32 {
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Still running when `jumps_back`'s goto is applied, however late a busy machine runs it.
+    wait_for(&JUMPED);
+    std::thread::sleep(std::time::Duration::from_secs(1));
     1
 }
 
@@ -473,7 +478,9 @@ fn root_task() -> u32 {
 fn jumps_back(root_task: u32, ctx: &TaskContext) -> graflow::Result<u32> {
     // `slow_sibling` runs after `root_task` too: a goto to `root_task` would run it again
     // while it is still running.
-    ctx.goto("root_task")?;
+    let asked = ctx.goto("root_task");
+    JUMPED.store(true, std::sync::atomic::Ordering::SeqCst);
+    asked?;
     Ok(root_task)
 }
 
@@ -519,21 +526,39 @@ fn dynamic_requests_work_on_warm_runners_too() {
     assert_eq!(report.result::<u64>("grow").unwrap(), 192);
 }
 
+/// `slow_first_attempt`'s second attempt has started; its first attempt's body has asked.
+static SECOND_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STALE_ASKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits (bounded) until `flag` is set.
+fn wait_for(flag: &std::sync::atomic::AtomicBool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// The first attempt times out but its body goes on (a synchronous body cannot be stopped)
-/// and adds a task while the second attempt runs.
+/// and adds a task while the second attempt runs. The order is by flags, not by sleeps: on a
+/// busy machine a body sleeping 30 ms past its timeout could return before the timeout fired.
 #[task(timeout = "100ms", retries = 1, retry_delay = "1ms")]
 fn slow_first_attempt(ctx: &TaskContext) -> graflow::Result<u32> {
+    use std::sync::atomic::Ordering;
     if ctx.attempt() == 1 {
-        std::thread::sleep(std::time::Duration::from_millis(130));
-        ctx.next_task(
+        // The second attempt starts only once this one has timed out.
+        wait_for(&SECOND_STARTED);
+        let asked = ctx.next_task(
             count_words::task()
                 .with_id("stale")
                 .with_input("text", "x".to_owned()),
-        )?;
+        );
+        STALE_ASKED.store(true, Ordering::SeqCst);
+        asked?;
         return Ok(1);
     }
-    // Long enough for the first attempt's body to wake and ask (at about 130 ms).
-    std::thread::sleep(std::time::Duration::from_millis(80));
+    SECOND_STARTED.store(true, Ordering::SeqCst);
+    // The first attempt's body asks while this one runs.
+    wait_for(&STALE_ASKED);
     ctx.next_task(
         count_words::task()
             .with_id("fresh")

@@ -9,7 +9,7 @@ use graflow::prelude::*;
 
 mod common;
 
-use common::{DiskFull, SaveFailed};
+use common::{DiskFull, PROMPTLY, SaveFailed};
 
 static AFTER_RUNS: AtomicU32 = AtomicU32::new(0);
 
@@ -152,7 +152,8 @@ async fn sleepy_async() -> u8 {
 
 #[task(timeout = "100ms")]
 fn sleepy_sync() -> u8 {
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Far longer than `PROMPTLY`: a run that ends within that bound did not wait for the body.
+    std::thread::sleep(Duration::from_secs(300));
     0
 }
 
@@ -164,11 +165,7 @@ fn a_timeout_fails_the_task() {
     ] {
         let started = Instant::now();
         let err = WorkflowEngine::new().run(&wf).unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
         assert!(
             matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
             "{err}"
@@ -200,14 +197,19 @@ impl Drop for SetOnDrop {
 async fn slow_sibling() -> u8 {
     SLOW_STARTED.store(true, Ordering::SeqCst);
     let _dropped = SetOnDrop(&SLOW_DROPPED);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Far longer than `PROMPTLY`: a future dropped within that bound was cancelled.
+    tokio::time::sleep(Duration::from_secs(300)).await;
     SLOW_FINISHED.store(true, Ordering::SeqCst);
     0
 }
 
 #[task]
 async fn quick_failure() -> Result<u8, String> {
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Fails once its sibling runs (on a busy machine a fixed delay may pass before it starts).
+    let deadline = Instant::now() + PROMPTLY;
+    while !SLOW_STARTED.load(Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     Err("bad input".to_owned())
 }
 
@@ -221,11 +223,7 @@ async fn a_failure_cancels_running_tasks_and_starts_nothing_new() {
     let started = Instant::now();
     let wf = workflow! { (slow_sibling | quick_failure) >> after_both; };
     let err = WorkflowEngine::new().execute(&wf).await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
     let report = err.report().unwrap();
     assert_eq!(
         report.task("quick_failure").unwrap().status,
@@ -241,17 +239,17 @@ async fn a_failure_cancels_running_tasks_and_starts_nothing_new() {
     );
     assert_eq!(report.counts(), (0, 1, 1, 1));
     // The sibling was running, and is cancelled for real: its future is dropped (now, or soon
-    // if the runtime drops it), well before its 5 s sleep could end. A body left running
+    // if the runtime drops it), well before its 300 s sleep could end. A body left running
     // detached would never be dropped in time, and would finish later.
     assert!(
         SLOW_STARTED.load(Ordering::SeqCst),
         "slow_sibling never started"
     );
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + PROMPTLY;
     while !SLOW_DROPPED.load(Ordering::SeqCst) {
         assert!(
             Instant::now() < deadline,
-            "slow_sibling's future was not dropped within 2 s of the failure"
+            "slow_sibling's future was not dropped within {PROMPTLY:?} of the failure"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -400,12 +400,29 @@ async fn a_dropped_run_is_abandoned_and_its_running_tasks_cancelled() {
     let recorder = Recorder::default();
     let engine = recorder.engine();
     let wf = workflow! { name: "dropped"; first >> slow; };
-    let run = engine.execute(&wf);
+    let mut run = Box::pin(engine.execute(&wf));
+    // Dropped once `slow` runs (however long a busy machine takes to get there), and at least
+    // 300 ms into the run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !recorder.of("slow").contains(&"started:1".to_owned()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow never started: {:?}",
+            recorder.of("slow")
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), &mut run)
+                .await
+                .is_err(),
+            "the run ended"
+        );
+    }
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), run)
+        tokio::time::timeout(Duration::from_millis(300), &mut run)
             .await
             .is_err()
     );
+    drop(run);
     assert_eq!(recorder.of("slow"), ["ready:0", "started:1", "cancelled:1"]);
     let last = recorder.events().pop().unwrap();
     match last.kind {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod common;
 
-use common::alive;
+use common::{PROMPTLY, alive, default_signals};
 
 graflow::enable_test_runner!();
 
@@ -175,7 +175,8 @@ fn errors_and_panics_cross_the_boundary() {
 #[task(handler = "process", timeout = "500ms")]
 fn hangs(pid_file: String) -> u8 {
     std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
-    std::thread::sleep(Duration::from_secs(60));
+    // Far longer than `PROMPTLY`: a child gone within that bound was killed.
+    std::thread::sleep(Duration::from_secs(600));
     0
 }
 
@@ -190,17 +191,13 @@ fn a_timeout_kills_the_child() {
             Channel::new().with("pid_file", pid_file.display().to_string()),
         )
         .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
     assert!(
         matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
         "{err}"
     );
     let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + PROMPTLY;
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -277,7 +274,7 @@ const PLAIN_CHILD: &str = "GRAFLOW_TEST_PLAIN_PROGRAM";
 #[task(handler = "process")]
 fn sleeps_with_pid_file(path: String) -> u8 {
     std::fs::write(&path, std::process::id().to_string()).unwrap();
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(600));
     0
 }
 
@@ -309,17 +306,19 @@ fn signal_a_plain_program(signal: i32) {
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("runner.pid");
     let _ = std::fs::remove_file(&pid_file);
-    let mut program = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "plain_program_runs_a_long_process_task",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(PLAIN_CHILD, &pid_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut program = default_signals(&mut std::process::Command::new(
+        std::env::current_exe().unwrap(),
+    ))
+    .args([
+        "plain_program_runs_a_long_process_task",
+        "--exact",
+        "--nocapture",
+    ])
+    .env(PLAIN_CHILD, &pid_file)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let runner: i32 = loop {
         if let Ok(text) = std::fs::read_to_string(&pid_file)
@@ -337,10 +336,14 @@ fn signal_a_plain_program(signal: i32) {
         if let Some(status) = program.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            sent.elapsed() < Duration::from_secs(10),
-            "the program did not end within 10 s of signal {signal}"
-        );
+        if sent.elapsed() > PROMPTLY {
+            // Nothing of a failed test is left running.
+            let _ = program.kill();
+            let _ = program.wait();
+            // SAFETY: best-effort cleanup of the runner this test's child started.
+            unsafe { libc::kill(runner, libc::SIGKILL) };
+            panic!("the program did not end within {PROMPTLY:?} of signal {signal}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
     use std::os::unix::process::ExitStatusExt;
@@ -349,7 +352,7 @@ fn signal_a_plain_program(signal: i32) {
         Some(signal),
         "the program ends as the signal asks, after cleaning up: {status:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + PROMPTLY;
     while !pid_is_gone(runner) {
         assert!(
             Instant::now() < deadline,

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::alive;
+use common::{PROMPTLY, alive, default_signals};
 #[cfg(feature = "docker")]
 use common::{docker_ps, skip_without_docker};
 #[cfg(feature = "docker")]
@@ -32,7 +32,7 @@ fn within(limit: Duration, done: impl FnMut() -> bool) -> bool {
 
 /// Starts this test binary as the child program `mode` (see [`child_program`]).
 fn start_child(mode: &str, arg: &std::path::Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
+    default_signals(&mut Command::new(std::env::current_exe().unwrap()))
         .args([
             "child_program",
             "--exact",
@@ -118,7 +118,7 @@ async fn one_warm_process_serves_a_chain_and_the_report_says_so() {
     assert!(results_of(&again, 3).iter().all(|&(p, _, _)| p == pid));
     drop(engine);
     assert!(
-        within(Duration::from_secs(5), || !alive(pid)),
+        within(PROMPTLY, || !alive(pid)),
         "warm runner {pid} still runs after its engine was dropped"
     );
 }
@@ -192,7 +192,7 @@ async fn a_runner_whose_task_panicked_is_replaced_and_the_retry_succeeds() {
     let new = report.result::<u32>("panics_first").unwrap();
     assert_ne!(new, old, "the retry ran in the runner whose task panicked");
     assert!(
-        within(Duration::from_secs(5), || !alive(old)),
+        within(PROMPTLY, || !alive(old)),
         "the poisoned runner {old} still runs"
     );
     // The replacement stays warm for the next task.
@@ -203,7 +203,8 @@ async fn a_runner_whose_task_panicked_is_replaced_and_the_retry_succeeds() {
 #[task(handler = "process", reuse = true, timeout = "300ms")]
 fn sleeps_too_long(pid_file: String) -> u32 {
     std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
-    std::thread::sleep(Duration::from_secs(30));
+    // Far longer than `PROMPTLY`: a runner gone within that bound was stopped.
+    std::thread::sleep(Duration::from_secs(600));
     0
 }
 
@@ -224,7 +225,7 @@ async fn a_runner_whose_task_timed_out_is_stopped_and_replaced() {
     let old: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let _ = std::fs::remove_file(&pid_file);
     assert!(
-        within(Duration::from_secs(5), || !alive(old)),
+        within(PROMPTLY, || !alive(old)),
         "the runner {old} of the timed-out task still runs"
     );
     let next = engine.execute(&chain_of(2, "next")).await.unwrap();
@@ -269,7 +270,7 @@ async fn runners_are_replaced_after_max_uses() {
     assert_ne!(pids[2], pids[3]);
     assert_eq!(pids[3], pids[5]);
     assert_ne!(pids[5], pids[6]);
-    assert!(within(Duration::from_secs(5), || !alive(pids[0])));
+    assert!(within(PROMPTLY, || !alive(pids[0])));
 }
 
 #[tokio::test]
@@ -281,7 +282,7 @@ async fn an_idle_runner_is_stopped_after_the_idle_timeout() {
     );
     let pid = results(&engine.execute(&chain_of(1, "idle")).await.unwrap(), 1)[0].0;
     assert!(
-        within(Duration::from_secs(5), || !alive(pid)),
+        within(PROMPTLY, || !alive(pid)),
         "runner {pid} still runs long after its idle timeout"
     );
     let next = results(&engine.execute(&chain_of(1, "later")).await.unwrap(), 1)[0];
@@ -400,7 +401,7 @@ async fn hostile_bytes_from_a_warm_runner_fail_only_its_task_and_replace_it() {
         .unwrap();
     let writer = report.result::<u32>("writes_after_answering").unwrap();
     assert!(
-        within(Duration::from_secs(5), || !alive(writer)),
+        within(PROMPTLY, || !alive(writer)),
         "runner {writer} wrote between tasks and still runs"
     );
     let next = results(&engine.execute(&chain_of(1, "b")).await.unwrap(), 1)[0];
@@ -492,7 +493,7 @@ fn child_program() {
 #[task(handler = "process", reuse = true)]
 fn sleeps_too_long_untimed(pid_file: String) -> u32 {
     std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(600));
     0
 }
 
@@ -529,12 +530,26 @@ fn ctrl_c_stops_busy_and_idle_warm_runners() {
         unsafe { libc::kill(program.id() as libc::pid_t, libc::SIGINT) },
         0
     );
-    let status = program.wait().unwrap();
+    let mut status = None;
+    let ended = within(PROMPTLY, || {
+        status = program.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        // Nothing of a failed test is left running.
+        sigkill(&mut program);
+        for &pid in &pids {
+            // SAFETY: best-effort cleanup of this test's child's runners.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        panic!("the program still runs {PROMPTLY:?} after SIGINT");
+    }
+    let status = status.unwrap();
     assert!(
         !status.success(),
         "the interrupted program ended as the signal asks: {status}"
     );
-    let gone = within(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p)));
+    let gone = within(PROMPTLY, || pids.iter().all(|&p| !alive(p)));
     for &pid in &pids {
         if alive(pid) {
             // SAFETY: best-effort cleanup of a leaked runner.
@@ -543,7 +558,7 @@ fn ctrl_c_stops_busy_and_idle_warm_runners() {
     }
     assert!(
         gone,
-        "warm runners {pids:?} outlived the interrupted program by 5 s"
+        "warm runners {pids:?} outlived the interrupted program by {PROMPTLY:?}"
     );
 }
 
@@ -570,7 +585,7 @@ fn warm_runners_exit_when_their_program_is_sigkilled() {
         "warm runners idle and alive: {pids:?}"
     );
     sigkill(&mut program);
-    let gone = within(Duration::from_secs(2), || pids.iter().all(|&p| !alive(p)));
+    let gone = within(PROMPTLY, || pids.iter().all(|&p| !alive(p)));
     for &pid in &pids {
         if alive(pid) {
             // SAFETY: best-effort cleanup of a leaked runner.
@@ -579,7 +594,7 @@ fn warm_runners_exit_when_their_program_is_sigkilled() {
     }
     assert!(
         gone,
-        "warm runners {pids:?} outlived their SIGKILLed program by 2 s"
+        "warm runners {pids:?} outlived their SIGKILLed program by {PROMPTLY:?}"
     );
 }
 
@@ -650,7 +665,7 @@ fn one_warm_container_serves_many_tasks_and_is_removed_with_its_engine() {
     assert_eq!(again.result::<(String, u32)>("where_am_i").unwrap().1, 5);
     drop(engine);
     assert!(
-        within(Duration::from_secs(20), || !container_exists(&name)),
+        within(PROMPTLY, || !container_exists(&name)),
         "warm container {name} outlived its engine"
     );
 }
@@ -751,7 +766,7 @@ fn a_warm_container_killed_for_memory_is_replaced_and_the_next_task_succeeds() {
     let after = run(false).unwrap();
     assert_ne!(container_of(&after, "hungry_then_fine"), before);
     assert!(
-        within(Duration::from_secs(20), || !container_exists(&before)),
+        within(PROMPTLY, || !container_exists(&before)),
         "the OOM-killed container {before} is left"
     );
 }
@@ -763,7 +778,7 @@ fn a_warm_container_killed_for_memory_is_replaced_and_the_next_task_succeeds() {
     timeout = "2s"
 )]
 fn docker_sleeps_too_long() -> u8 {
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(600));
     0
 }
 
@@ -785,13 +800,13 @@ fn a_warm_container_whose_task_timed_out_is_removed() {
     assert_ne!(container_of(&next, "where_am_i"), name);
     assert_eq!(next.result::<(String, u32)>("where_am_i").unwrap().1, 0);
     assert!(
-        within(Duration::from_secs(20), || !container_exists(&name)),
+        within(PROMPTLY, || !container_exists(&name)),
         "the container {name} of the timed-out task is left"
     );
 }
 
 /// Starts the child program `mode`, which reports its warm container's name, SIGKILLs it, and
-/// checks that the container is gone within 10 s (`busy`: after giving it its long task).
+/// checks that the container is gone promptly (`busy`: after giving it its long task).
 #[cfg(feature = "docker")]
 fn assert_warm_container_gone_after_sigkill(mode: &str, busy: bool) {
     if skip_without_docker() {
@@ -817,13 +832,13 @@ fn assert_warm_container_gone_after_sigkill(mode: &str, busy: bool) {
     }
     assert!(container_exists(&name), "warm container {name} runs");
     sigkill(&mut program);
-    let gone = within(Duration::from_secs(10), || !container_exists(&name));
+    let gone = within(PROMPTLY, || !container_exists(&name));
     if !gone {
         let _ = Command::new("docker").args(["rm", "-f", &name]).output();
     }
     assert!(
         gone,
-        "warm container {name} (busy: {busy}) outlived its SIGKILLed program by 10 s"
+        "warm container {name} (busy: {busy}) outlived its SIGKILLed program by {PROMPTLY:?}"
     );
 }
 
@@ -835,7 +850,7 @@ fn warm_containers_are_removed_when_their_program_is_sigkilled() {
 
 #[task(handler = "docker", image = "python:3.11-slim", reuse = true)]
 fn docker_sleeps_long() -> u8 {
-    std::thread::sleep(Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(600));
     0
 }
 
@@ -874,7 +889,10 @@ async fn docker_warm_up_starts_one_pool_per_environment_before_the_run() {
     let wf = wf.build();
     // Flavour a: 3 tasks, a pool of 2; flavour b: 1 task.
     assert_eq!(engine.warm_up(&wf).await.unwrap(), 3);
-    let before: HashSet<String> = docker_ps(&["label=graflow.run=warm", "status=running"])
+    // This program's warm containers (`graflow-warm-<key>-<pid>-<n>`): other programs on the
+    // daemon have theirs.
+    let ours = format!("name=^/?graflow-warm-[0-9a-f]+-{}-", std::process::id());
+    let before: HashSet<String> = docker_ps(&["label=graflow.run=warm", "status=running", &ours])
         .into_iter()
         .collect();
     let report = engine.execute(&wf).await.unwrap();
@@ -971,7 +989,7 @@ async fn a_runner_killed_while_idle_is_replaced_without_failing_the_next_task() 
         assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
         // Dead with every thread gone (a killed process's leader is a zombie while its other
         // threads still exit and hold its descriptors).
-        assert!(within(Duration::from_secs(5), || !alive(pid)
+        assert!(within(PROMPTLY, || !alive(pid)
             && std::fs::read_dir(format!("/proc/{pid}/task"))
                 .map_or(true, |t| t.count() <= 1)));
         let next = engine.execute(&chain_of(1, "after-kill")).await;
@@ -1051,11 +1069,7 @@ async fn the_pool_keeps_at_most_max_idle_runners() {
         "three tasks at once, three runners: {pids:?}"
     );
     assert!(
-        within(Duration::from_secs(5), || pids
-            .iter()
-            .filter(|&&p| alive(p))
-            .count()
-            == 1),
+        within(PROMPTLY, || pids.iter().filter(|&&p| alive(p)).count() == 1),
         "more than one idle runner kept: {:?}",
         pids.iter().map(|&p| (p, alive(p))).collect::<Vec<_>>()
     );

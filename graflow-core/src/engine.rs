@@ -324,10 +324,10 @@ impl WorkflowEngine {
         self.validate_with(workflow, &Channel::new())
     }
 
-    /// Whether a run catches SIGINT and SIGTERM (default: yes, when the program has no handler
-    /// of its own). A caught signal cancels the run, waits for its clean-up (child processes
-    /// killed, containers removed) and then ends the program as the signal would have; see
-    /// the `interrupt` module. `false` leaves signals entirely to the program.
+    /// Whether a run catches SIGINT and SIGTERM (default: yes, each that the program neither
+    /// handles nor ignores). A caught signal cancels the run, waits for its clean-up (child
+    /// processes killed, containers removed) and then ends the program as the signal would
+    /// have; see the `interrupt` module. `false` leaves signals entirely to the program.
     pub fn with_signal_handling(mut self, enabled: bool) -> Self {
         self.handle_signals = enabled;
         self

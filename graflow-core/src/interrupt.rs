@@ -1,8 +1,10 @@
 //! Interruption: SIGINT and SIGTERM during a run, and the clean-up work that must finish before
 //! the program may exit.
 //!
-//! While a run is in progress, and only if the program left SIGINT and SIGTERM at their default
-//! action (it installed no handler of its own), the engine catches them. A caught signal cancels
+//! While a run is in progress, the engine catches each of SIGINT and SIGTERM that the program
+//! left at its default action (no handler of its own, not ignored). Each signal is judged on its
+//! own: a program started in the background by a shell (`program &`) inherits SIGINT ignored,
+//! and still gets the clean-up when SIGTERM ends it. A caught signal cancels
 //! every run in progress (their futures are dropped, so child process groups are killed and
 //! containers removed), waits up to [`CLEANUP_DEADLINE`] for that clean-up to finish, restores
 //! the default action and raises the signal again: the program ends as the signal would have
@@ -11,8 +13,8 @@
 //! async body that blocks its executor can keep a run from noticing the cancellation). When the
 //! last run ends the default action is restored.
 //!
-//! A program with its own SIGINT/SIGTERM handling (including `tokio::signal`) is left alone: it
-//! decides what a signal means, and cancels a run by dropping its future.
+//! A signal the program handles itself (including through `tokio::signal`) or ignores is left
+//! alone: the program decides what it means, and cancels a run by dropping its future.
 //! [`WorkflowEngine::with_signal_handling(false)`](crate::WorkflowEngine::with_signal_handling)
 //! turns the engine's handling off.
 
@@ -215,12 +217,16 @@ pub(crate) struct RunSignals {
 }
 
 impl RunSignals {
-    /// Starts catching the signals for a run, if the program left them at their defaults (or
-    /// another run already catches them).
+    /// Starts catching, for a run, the signals the program left at their defaults (or that
+    /// another run already catches); `None` if there is none.
     pub(crate) fn install() -> Option<RunSignals> {
         let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
         if *active == 0 {
-            if !SIGNALS.iter().all(|&s| disposition_is_default(s)) {
+            let defaults: Vec<libc::c_int> = SIGNALS
+                .into_iter()
+                .filter(|&s| disposition_is_default(s))
+                .collect();
+            if defaults.is_empty() {
                 return None;
             }
             let sender = caught();
@@ -228,7 +234,7 @@ impl RunSignals {
                 return None;
             }
             sender.send_replace(0);
-            for signal in SIGNALS {
+            for signal in defaults {
                 set_handler(signal, ours());
             }
         }

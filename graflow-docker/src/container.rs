@@ -10,7 +10,8 @@ use std::pin::Pin;
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, EventsOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, EventsOptions, InspectContainerOptions,
+    WaitContainerOptions,
 };
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
@@ -309,6 +310,9 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
         }))
     };
 
+    // Its `oom` event, if the kernel kills it at its memory limit (see `OomWatch`).
+    let oom_watch = OomWatch::start(docker, &name, created_at);
+
     let attached = attach_and_start(docker, &name, image, &what)
         .await
         .map_err(fail)?;
@@ -380,7 +384,7 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
         }
         (_, Err(error)) => return Err(error),
     };
-    let oom = code == 137 && was_oom_killed(docker, &name, created_at).await;
+    let oom = code == 137 && oom_watch.oom_killed(docker, !options.auto_remove).await;
 
     let was_ready = driven.started();
     let logs = &driven.logs;
@@ -434,25 +438,132 @@ pub fn oom_message(memory: Option<i64>) -> String {
     )
 }
 
-/// Whether the daemon reported that the container was OOM-killed. The container may already be
-/// removed (auto_remove), so the answer comes from the daemon's event log, not from inspecting.
-pub async fn was_oom_killed(docker: &Daemon, name: &str, since: std::time::SystemTime) -> bool {
-    let seconds = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    };
+/// How long, after a container's runner has ended, the daemon may take to report the
+/// container's end (its `die` event) to an [`OomWatch`].
+pub const DIE_GRACE: Duration = Duration::from_secs(30);
+
+/// Watches one container's `oom` and `die` events, from its creation on, to tell whether the
+/// kernel's out-of-memory killer ended it.
+///
+/// The daemon logs `oom` when containerd reports it, which is usually before `die`; a container
+/// that is auto-removed as it dies cannot be inspected afterwards, so its events are the only
+/// record. They are streamed live from before the container starts (with the history since its
+/// creation replayed first), not looked up once afterwards within a time window: an `oom` the
+/// daemon logs a moment after such a lookup is missed, and the daemon keeps only its last 256
+/// events, which a busy daemon (other programs' containers) overwrites within seconds.
+pub struct OomWatch {
+    name: String,
+    watch: AbortOnDrop<Option<bool>>,
+}
+
+impl OomWatch {
+    /// Starts watching container `name`, created at `created_at` (on the current runtime: for a
+    /// container that ends within the caller's run).
+    pub fn start(docker: &Daemon, name: &str, created_at: std::time::SystemTime) -> Self {
+        let watch = tokio::spawn(oom_then_die(docker.clone(), name.to_owned(), created_at));
+        OomWatch {
+            name: name.to_owned(),
+            watch: AbortOnDrop(watch),
+        }
+    }
+
+    /// Whether the container was OOM-killed, once the daemon has reported its end (waited for up
+    /// to [`DIE_GRACE`]). A container that is not auto-removed can be inspected too: its state
+    /// says so even if the `oom` event came after `die` (asked again for a moment, while the
+    /// daemon has not recorded it yet).
+    pub async fn oom_killed(mut self, docker: &Daemon, inspectable: bool) -> bool {
+        let seen = tokio::time::timeout(DIE_GRACE, &mut self.watch.0).await;
+        let seen = match seen {
+            Ok(Ok(seen)) => seen,
+            _ => None,
+        };
+        decide(docker, &self.name, seen, inspectable).await
+    }
+}
+
+/// Whether container `name`, created at `created_at`, was OOM-killed: its events since its
+/// creation up to its `die` (waited for up to [`DIE_GRACE`]). For a container whose end is
+/// diagnosed after it ended, by a caller that could not watch it live.
+pub async fn oom_killed_after(
+    docker: &Daemon,
+    name: &str,
+    created_at: std::time::SystemTime,
+    inspectable: bool,
+) -> bool {
+    let watch = oom_then_die(docker.clone(), name.to_owned(), created_at);
+    let seen = tokio::time::timeout(DIE_GRACE, watch).await.ok().flatten();
+    decide(docker, name, seen, inspectable).await
+}
+
+/// What the events said (`Some(oom)` once `die` came; `None`: no end reported), completed by the
+/// container's state when it can be inspected.
+async fn decide(docker: &Daemon, name: &str, seen: Option<bool>, inspectable: bool) -> bool {
+    match seen {
+        Some(true) => return true,
+        Some(false) => {}
+        None => {
+            tracing::debug!(target: "graflow::docker", container = %name, "the daemon reported no end of the container within {DIE_GRACE:?}; it is not known to be OOM-killed");
+        }
+    }
+    if !inspectable {
+        return false;
+    }
+    for _ in 0..10 {
+        let inspect = docker.inspect_container(name, None::<InspectContainerOptions>);
+        let state = docker
+            .call(|| format!("inspecting container {name}"), inspect)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|c| c.state);
+        match state.and_then(|s| s.oom_killed) {
+            Some(true) => return true,
+            Some(false) => tokio::time::sleep(Duration::from_millis(100)).await,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Reads container `name`'s events from its creation on until its `die`: whether an `oom` came
+/// first. `None` if the stream ends or fails before.
+async fn oom_then_die(
+    docker: Daemon,
+    name: String,
+    created_at: std::time::SystemTime,
+) -> Option<bool> {
+    let since = created_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let options = EventsOptions {
-        since: Some(seconds(since).saturating_sub(1).to_string()),
-        until: Some((seconds(std::time::SystemTime::now()) + 1).to_string()),
+        since: Some(since.saturating_sub(1).to_string()),
+        until: None,
         filters: Some(HashMap::from([
-            ("container".to_owned(), vec![name.to_owned()]),
-            ("event".to_owned(), vec!["oom".to_owned()]),
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("container".to_owned(), vec![name.clone()]),
+            ("event".to_owned(), vec!["oom".to_owned(), "die".to_owned()]),
         ])),
     };
-    let events = docker.events(Some(options)).take(16).collect::<Vec<_>>();
-    match tokio::time::timeout(Duration::from_secs(5), events).await {
-        Ok(events) => events.iter().any(|e| e.is_ok()),
-        Err(_) => false,
+    let mut events = docker.events(Some(options));
+    let mut oom = false;
+    while let Some(event) = events.next().await {
+        let event = event.ok()?;
+        // The daemon's `container` filter also takes a name that merely starts with the one
+        // given ("…-1" matches "…-12").
+        let named = event
+            .actor
+            .as_ref()
+            .and_then(|actor| actor.attributes.as_ref())
+            .and_then(|attributes| attributes.get("name"))
+            .is_some_and(|n| *n == name);
+        if !named {
+            continue;
+        }
+        match event.action.as_deref() {
+            Some("oom") => oom = true,
+            Some("die") => return Some(oom),
+            _ => {}
+        }
     }
+    None
 }

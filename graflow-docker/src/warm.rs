@@ -166,7 +166,10 @@ fn starter(
             let autopsy = {
                 let name = name.clone();
                 async move {
-                    container::was_oom_killed(&docker, &name, created_at)
+                    // A warm container outlives the run (and runtime) that started it: its
+                    // events are read when it has ended. It is auto-removed: they are the only
+                    // record.
+                    container::oom_killed_after(&docker, &name, created_at, false)
                         .await
                         .then(|| container::oom_message(memory))
                 }

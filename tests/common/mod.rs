@@ -163,6 +163,25 @@ pub(crate) fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
     })
 }
 
+/// Gives a child program SIGINT and SIGTERM at their default actions. A test suite started in
+/// the background by a script (`cargo test &`) inherits SIGINT ignored, and passes that on; the
+/// engine respects an ignored SIGINT (the program's choice), so a test that interrupts its child
+/// must not depend on how its own suite was started.
+pub(crate) fn default_signals(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                if libc::signal(signal, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Whether process `pid` runs (a zombie, state Z, is dead and only waits to be reaped).
 pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -175,6 +194,13 @@ pub(crate) fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// How long "at once" may take in these tests. What a test waits for (a process to die, a
+/// container to be removed, a timeout to fire) takes milliseconds on an idle machine, but CI and
+/// users run the tests on busy, shared machines, where a second is no bound at all. What such a
+/// wait is told apart from (a task's own sleep, an idle timeout) is made far longer than this,
+/// so the bound still separates "at once" from "never" or "when the task ended on its own".
+pub(crate) const PROMPTLY: Duration = Duration::from_secs(30);
 
 /// Polls `done` until it holds or `limit` passes; how long it took, or `None` on timeout.
 pub(crate) fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {

@@ -12,12 +12,19 @@ use std::time::{Duration, Instant};
 /// `graflow-redis/scripts/setup.sh` has run, a missing server is a failure).
 const REQUIRE_REDIS: &str = "GRAFLOW_REQUIRE_REDIS";
 
+/// How long "at once" may take in these tests (a worker noticing a cancellation, a job being
+/// acknowledged): milliseconds on an idle machine, but CI and users run the tests on busy,
+/// shared machines. (As `common::PROMPTLY`, for the tests built without Docker.)
+pub const PROMPTLY: Duration = Duration::from_secs(30);
+
 /// A `redis-server` of the test's own, killed when dropped.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
     aof: bool,
+    /// Whether it ever answered (a restart keeps its port).
+    launched: bool,
 }
 
 fn free_port() -> u16 {
@@ -63,12 +70,44 @@ impl RedisServer {
             port: free_port(),
             dir,
             aof,
+            launched: false,
         };
         server.launch();
         Some(server)
     }
 
     fn launch(&mut self) {
+        // The port was free when `free_port` looked; another program (a second copy of this
+        // suite, another test) may take it before redis-server binds it. Then that server
+        // exits, or, worse, the one answering on the port is someone else's: a server is ours
+        // only if it says it has our child's pid. A first launch moves to another port; a
+        // restart must keep its port, and tries it again.
+        let first = !self.launched;
+        for _ in 0..20 {
+            match self.try_launch() {
+                Ok(()) => {
+                    self.launched = true;
+                    return;
+                }
+                Err(why) => {
+                    self.kill();
+                    if first {
+                        self.port = free_port();
+                    } else {
+                        eprintln!("redis-server on port {}: {why}; trying again", self.port);
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                }
+            }
+        }
+        panic!(
+            "no redis-server of this test answered on port {}",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port` and waits until it answers as itself.
+    fn try_launch(&mut self) -> Result<(), String> {
         let mut command = Command::new("redis-server");
         command
             .arg("--port")
@@ -89,19 +128,33 @@ impl RedisServer {
             command.args(["--appendonly", "no"]);
         }
         die_with_parent(&mut command);
-        self.child = Some(command.spawn().expect("start redis-server"));
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let child = command.spawn().expect("start redis-server");
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(mut conn) = self.try_conn()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
             {
-                return;
+                return Err(format!("it exited ({status}): the port is taken"));
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {}",
-                self.port
-            );
+            if let Ok(mut conn) = self.try_conn()
+                && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn)
+            {
+                let theirs = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("process_id:"))
+                    .map(str::trim);
+                if theirs == Some(pid.to_string().as_str()) {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "another program's redis-server (pid {theirs:?}) answers there"
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err("it did not answer within 60 s".to_owned());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
