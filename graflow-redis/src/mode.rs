@@ -91,7 +91,7 @@ const EXIT_SOFTWARE: i32 = 70;
 
 /// What `--graflow-worker` and its settings say, from `args` and `env`; `None` when not in
 /// worker mode.
-fn parse(
+pub(crate) fn parse(
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Result<(String, WorkerOptions), RedisError>> {

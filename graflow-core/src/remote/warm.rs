@@ -138,6 +138,47 @@ pub(super) enum Served {
     NotTaken,
 }
 
+/// Delimits one outcome frame on a runner's protocol stream: the lengths in its header, checked
+/// against the limits before anything past the header is buffered, say where it ends.
+#[derive(Debug, Default)]
+pub(super) struct OutcomeFrame {
+    bytes: Vec<u8>,
+    /// The frame's whole length, once its header was read.
+    need: Option<usize>,
+}
+
+impl OutcomeFrame {
+    /// Takes the next bytes of the protocol stream: `Ok(true)` once the frame is whole, an error
+    /// for a header beyond the limits or for bytes past the frame's end.
+    pub(super) fn feed(&mut self, bytes: &[u8], limits: &Limits) -> Result<bool, ProtocolError> {
+        self.bytes.extend_from_slice(bytes);
+        if self.need.is_none() && self.bytes.len() >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&self.bytes[..HEADER_LEN]);
+            // Within max_frame, which bounds what is buffered.
+            let (head, payload) = parse_header(&header, OUTCOME_TAG, limits)?;
+            self.need = Some(HEADER_LEN + (head + payload) as usize);
+        }
+        match self.need {
+            Some(need) if self.bytes.len() > need => {
+                Err(ProtocolError::Trailing((self.bytes.len() - need) as u64))
+            }
+            Some(need) => Ok(self.bytes.len() == need),
+            None => Ok(false),
+        }
+    }
+
+    /// How many bytes the frame still misses, once its header was read.
+    pub(super) fn missing(&self) -> Option<usize> {
+        self.need.map(|need| need - self.bytes.len())
+    }
+
+    /// The frame's bytes.
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// The pool's handle on a started runner.
 pub(super) struct Started {
     pub name: String,
@@ -389,8 +430,7 @@ impl RunnerIo {
         marker: &[u8],
         unflushed: bool,
     ) -> (Served, bool) {
-        let mut answer: Vec<u8> = Vec::new();
-        let mut need: Option<usize> = None;
+        let mut answer = OutcomeFrame::default();
         let mut ended_lines = false;
         let refused = |mut logs: LogLines, error: ProtocolError| {
             logs.finish();
@@ -401,34 +441,14 @@ impl RunnerIo {
                 Some(Chunk::Stderr(bytes)) => {
                     self.task_lines(&bytes, &mut logs, marker, &mut ended_lines);
                 }
-                Some(Chunk::Stdout(bytes)) => {
-                    answer.extend_from_slice(&bytes);
-                    if need.is_none() && answer.len() >= HEADER_LEN {
-                        let mut header = [0u8; HEADER_LEN];
-                        header.copy_from_slice(&answer[..HEADER_LEN]);
-                        match parse_header(&header, OUTCOME_TAG, limits) {
-                            // Within max_frame, which bounds what is buffered.
-                            Ok((head, payload)) => {
-                                need = Some(HEADER_LEN + (head + payload) as usize);
-                            }
-                            Err(error) => return refused(logs, error),
-                        }
-                    }
-                    if let Some(need) = need {
-                        if answer.len() > need {
-                            let extra = (answer.len() - need) as u64;
-                            return refused(logs, ProtocolError::Trailing(extra));
-                        }
-                        if answer.len() == need {
-                            break;
-                        }
-                    }
-                }
+                Some(Chunk::Stdout(bytes)) => match answer.feed(&bytes, limits) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(error) => return refused(logs, error),
+                },
                 Some(Chunk::StdoutClosed) | None => {
-                    let mut detail = match need {
-                        Some(need) => {
-                            format!("its answer stopped {} byte(s) short", need - answer.len())
-                        }
+                    let mut detail = match answer.missing() {
+                        Some(missing) => format!("its answer stopped {missing} byte(s) short"),
                         None if unflushed => "it closed its input".to_owned(),
                         None => "it sent no answer".to_owned(),
                     };
@@ -470,7 +490,7 @@ impl RunnerIo {
         logs.finish();
         (
             Served::Answer {
-                frame: answer,
+                frame: answer.into_bytes(),
                 logs,
             },
             sound,
@@ -479,13 +499,25 @@ impl RunnerIo {
 
     /// Log bytes while a task is served: its lines until its end marker, the runner's after.
     fn task_lines(&mut self, bytes: &[u8], logs: &mut LogLines, marker: &[u8], ended: &mut bool) {
-        if *ended {
-            self.idle_logs.push(bytes);
-            return;
-        }
-        if let Some(rest) = logs.push_until(bytes, marker) {
-            *ended = true;
-            self.idle_logs.push(&bytes[rest..]);
-        }
+        task_lines(bytes, logs, &mut self.idle_logs, marker, ended);
+    }
+}
+
+/// Log bytes while a task is served: its lines (`logs`) until its end marker, the runner's
+/// (`idle`) after.
+pub(super) fn task_lines(
+    bytes: &[u8],
+    logs: &mut LogLines,
+    idle: &mut LogLines,
+    marker: &[u8],
+    ended: &mut bool,
+) {
+    if *ended {
+        idle.push(bytes);
+        return;
+    }
+    if let Some(rest) = logs.push_until(bytes, marker) {
+        *ended = true;
+        idle.push(&bytes[rest..]);
     }
 }
