@@ -308,11 +308,12 @@ pub fn parse_header(
             hint: "",
         });
     }
-    let total = head.saturating_add(payload);
-    if total > limits.max_frame {
+    // Lengths whose sum overflows are too large whatever the limit (even u64::MAX).
+    let total = head.checked_add(payload);
+    if total.is_none_or(|total| total > limits.max_frame) {
         return Err(E::TooLarge {
             what: "a frame",
-            len: total,
+            len: total.unwrap_or(u64::MAX),
             limit: limits.max_frame,
             hint: "; raise the handler's frame limit (Limits::with_max_frame) if results this large are expected",
         });
@@ -565,6 +566,33 @@ mod tests {
         wire.extend_from_slice(&(u64::MAX).to_le_bytes());
         wire.extend_from_slice(&0u64.to_le_bytes());
         let err = read_encoded_outcome(&mut &wire[..], &Limits::default(), EXPECTED).unwrap_err();
+        assert!(matches!(err, E::TooLarge { .. }), "{err}");
+    }
+
+    /// Found by the `warm` fuzz target: with the limits raised to u64::MAX, a head and a
+    /// payload length whose sum overflows passed the check (the sum saturated), and the
+    /// warm runner's frame splitter then overflowed adding them.
+    #[test]
+    fn lengths_whose_sum_overflows_are_refused_even_without_limits() {
+        let limits = Limits::default()
+            .with_max_frame(u64::MAX)
+            .with_max_head(u64::MAX);
+        let mut header = OUTCOME_TAG.to_vec();
+        header.extend_from_slice(&0x01f7u64.to_le_bytes());
+        header.extend_from_slice(&u64::MAX.to_le_bytes());
+        let header: [u8; HEADER_LEN] = header.try_into().unwrap();
+        let err = parse_header(&header, OUTCOME_TAG, &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                E::TooLarge {
+                    what: "a frame",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = read_encoded_outcome(&mut &header[..], &limits, EXPECTED).unwrap_err();
         assert!(matches!(err, E::TooLarge { .. }), "{err}");
     }
 

@@ -155,9 +155,20 @@ impl OutcomeFrame {
         if self.need.is_none() && self.bytes.len() >= HEADER_LEN {
             let mut header = [0u8; HEADER_LEN];
             header.copy_from_slice(&self.bytes[..HEADER_LEN]);
-            // Within max_frame, which bounds what is buffered.
+            // Within max_frame, which bounds what is buffered; a frame this process could not
+            // address (a limit raised past memory) is refused as too large.
             let (head, payload) = parse_header(&header, OUTCOME_TAG, limits)?;
-            self.need = Some(HEADER_LEN + (head + payload) as usize);
+            let need = head
+                .checked_add(payload)
+                .and_then(|len| usize::try_from(len).ok())
+                .and_then(|len| len.checked_add(HEADER_LEN))
+                .ok_or(ProtocolError::TooLarge {
+                    what: "a frame",
+                    len: head.saturating_add(payload),
+                    limit: limits.max_frame,
+                    hint: "",
+                })?;
+            self.need = Some(need);
         }
         match self.need {
             Some(need) if self.bytes.len() > need => {
@@ -519,5 +530,27 @@ pub(super) fn task_lines(
     if let Some(rest) = logs.push_until(bytes, marker) {
         *ended = true;
         idle.push(&bytes[rest..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `warm` fuzz target: under limits raised to u64::MAX, a header whose head
+    /// and payload lengths overflow when added panicked the splitter; now it is refused.
+    #[test]
+    fn a_header_whose_lengths_overflow_is_refused_not_a_panic() {
+        let limits = Limits::default()
+            .with_max_frame(u64::MAX)
+            .with_max_head(u64::MAX);
+        for (head, payload) in [(0x01f7, u64::MAX), (u64::MAX, 1), (u64::MAX - 8, 0)] {
+            let mut header = OUTCOME_TAG.to_vec();
+            header.extend_from_slice(&u64::to_le_bytes(head));
+            header.extend_from_slice(&u64::to_le_bytes(payload));
+            let mut split = OutcomeFrame::default();
+            let err = split.feed(&header, &limits).unwrap_err();
+            assert!(matches!(err, ProtocolError::TooLarge { .. }), "{err}");
+        }
     }
 }
