@@ -377,3 +377,50 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::os::unix::ffi::OsStringExt;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arg() -> impl Strategy<Value = OsString> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "--graflow-list",
+                "--graflow-graph",
+                "--graflow-graph=dot",
+                "--graflow-graph=",
+                "--graflow-validate",
+                "--graflow-progress",
+                "--graflow-help",
+                "--graflow-",
+                "--",
+                "dot",
+                "mermaid",
+            ])
+            .prop_map(OsString::from),
+            "\\PC{0,12}".prop_map(OsString::from),
+            prop::collection::vec(any::<u8>(), 0..12)
+                .prop_map(|bytes| OsString::from_vec([b"--graflow-".to_vec(), bytes].concat())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any arguments are split into ours and the program's, losing none, and parsed or
+        /// refused with a usage message, never a panic.
+        #[test]
+        fn arbitrary_arguments_never_panic(args in prop::collection::vec(arg(), 0..10)) {
+            let known = known();
+            let (ours, theirs) = split(&args, &known);
+            prop_assert_eq!(ours.len() + theirs.len(), args.len());
+            if let Err(message) = parse(&args, &known) {
+                prop_assert!(!message.is_empty());
+            }
+        }
+    }
+}

@@ -534,8 +534,39 @@ pub(super) fn task_lines(
 }
 
 #[cfg(test)]
-mod tests {
+mod properties {
+    use graflow_protocol::{Outcome, PROTOCOL_VERSION};
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn frame(result: Vec<u8>) -> Vec<u8> {
+        let outcome = Outcome {
+            protocol: PROTOCOL_VERSION,
+            build_id: "b".into(),
+            nonce: 42,
+            result: Ok(graflow_protocol::EncodedValue {
+                type_name: "u8".into(),
+                bytes: result,
+            }),
+            channel_writes: Vec::new(),
+            control: Vec::new(),
+            elapsed_ns: 0,
+        };
+        let mut wire = Vec::new();
+        outcome.write_to(&mut wire).unwrap();
+        wire
+    }
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        prop::sample::select(vec![
+            Limits::default(),
+            Limits::default().with_max_frame(256).with_max_head(64),
+            Limits::default()
+                .with_max_frame(u64::MAX)
+                .with_max_head(u64::MAX),
+        ])
+    }
 
     /// Found by the `warm` fuzz target: under limits raised to u64::MAX, a header whose head
     /// and payload lengths overflow when added panicked the splitter; now it is refused.
@@ -551,6 +582,75 @@ mod tests {
             let mut split = OutcomeFrame::default();
             let err = split.feed(&header, &limits).unwrap_err();
             assert!(matches!(err, ProtocolError::TooLarge { .. }), "{err}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A frame in chunks of any size is whole exactly at its last byte; a byte more is
+        /// refused.
+        #[test]
+        fn a_frame_is_delimited_across_any_chunking(
+            result in prop::collection::vec(any::<u8>(), 0..200),
+            size in 1usize..64,
+        ) {
+            let wire = frame(result);
+            let mut split = OutcomeFrame::default();
+            let chunks: Vec<&[u8]> = wire.chunks(size).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let whole = split.feed(chunk, &Limits::default()).unwrap();
+                prop_assert_eq!(whole, i + 1 == chunks.len());
+            }
+            prop_assert_eq!(split.missing(), Some(0));
+            prop_assert!(split.feed(b"x", &Limits::default()).is_err());
+        }
+
+        /// Protocol bytes of any kind, under any limits, are delimited or refused, never a
+        /// panic; nothing past the frame limit is kept.
+        #[test]
+        fn arbitrary_protocol_bytes_never_panic(
+            limits in limits(),
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..8),
+            head in any::<u64>(),
+            payload in any::<u64>(),
+        ) {
+            let mut header = OUTCOME_TAG.to_vec();
+            header.extend_from_slice(&head.to_le_bytes());
+            header.extend_from_slice(&payload.to_le_bytes());
+            for first in [header, Vec::new()] {
+                let mut split = OutcomeFrame::default();
+                for chunk in std::iter::once(&first).chain(&chunks) {
+                    match split.feed(chunk, &limits) {
+                        Ok(true) | Err(_) => break,
+                        Ok(false) => {}
+                    }
+                }
+                let _ = split.missing();
+            }
+        }
+
+        /// A task's log bytes are its own until its end marker, the runner's after, however
+        /// they are cut.
+        #[test]
+        fn log_lines_are_attributed_across_any_chunking(
+            before in "[a-z \n]{0,40}",
+            after in "[a-z \n]{0,40}",
+            size in 1usize..16,
+        ) {
+            let marker = b"GFEND3 000000000000002a";
+            let bytes = format!("{before}\nGFEND3 000000000000002a\n{after}");
+            let mut logs = LogLines::new("t", LogTarget::Handlers, 1024);
+            let mut idle = LogLines::new("idle", LogTarget::Handlers, 1024);
+            let mut ended = false;
+            for chunk in bytes.as_bytes().chunks(size) {
+                task_lines(chunk, &mut logs, &mut idle, marker, &mut ended);
+            }
+            prop_assert!(ended);
+            logs.finish();
+            idle.finish();
+            let own: Vec<String> = before.split('\n').map(str::to_owned).collect();
+            prop_assert_eq!(logs.tail(), own[own.len().saturating_sub(20)..].to_vec());
         }
     }
 }

@@ -1197,6 +1197,8 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn encoded<T: Serialize>(value: &T) -> Vec<u8> {
@@ -1330,6 +1332,73 @@ mod tests {
         // A head whose build id claims as much.
         let err = load(&file_bytes(&body[6..], &[])).unwrap_err();
         assert!(err.to_string().contains("head cannot be read"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// load(save(x)) == x: what a checkpoint file holds reads back as it was written (the
+        /// decoded head and body encode to the very bytes they were read from).
+        #[test]
+        fn checkpoints_round_trip(
+            workflow in "\\PC{0,12}",
+            run_id in "[a-z0-9-]{0,16}",
+            sequence in any::<u64>(),
+            last in any::<bool>(),
+            nodes in prop::collection::vec((any::<u8>(), any::<u32>(), prop::option::of("\\PC{0,8}")), 0..8),
+            picks in prop::collection::vec(any::<u32>(), 6),
+            values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..16), 0..4),
+            keys in prop::collection::vec("[a-z]{1,6}", 0..4),
+        ) {
+            let head = head(workflow, run_id, sequence, last);
+            let body = body(nodes, &picks, values, keys);
+            let bytes = file(&head, &body);
+            let back = load(&bytes).unwrap();
+            prop_assert_eq!(encoded(&back.head), encoded(&head));
+            prop_assert_eq!(encoded(&back.body), encoded(&body));
+            prop_assert_eq!(back.workflow(), head.workflow.as_str());
+        }
+
+        /// Arbitrary bytes, as a file and as a head and body under agreeing lengths and
+        /// checksum, are refused or read, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+            split in any::<usize>(),
+        ) {
+            let _ = load(&bytes);
+            let at = split % (bytes.len() + 1);
+            let _ = load(&file_bytes(&bytes[..at], &bytes[at..]));
+        }
+
+        /// A valid checkpoint cut short, with a bit flipped (checksum fixed up, as a forger
+        /// would), or with a length set huge, is refused or read, never a panic.
+        #[test]
+        fn mutated_checkpoints_never_panic(
+            cut in any::<usize>(),
+            flip in any::<usize>(),
+            bit in 0u8..8,
+            at in any::<usize>(),
+            huge in prop::sample::select(vec![u64::MAX, 1 << 60, 1 << 40, u64::from(u32::MAX)]),
+        ) {
+            let bytes = sample();
+            let _ = load(&bytes[..cut % bytes.len()]);
+            let content = &bytes[PREAMBLE..bytes.len() - 4];
+            let head_len = u32::from_le_bytes(bytes[23..27].try_into().unwrap()) as usize;
+            let mut flipped = content.to_vec();
+            let i = flip % flipped.len();
+            flipped[i] ^= 1 << bit;
+            let _ = load(&file_bytes(&flipped[..head_len], &flipped[head_len..]));
+            // A varint length (253 then a u64) spliced in anywhere.
+            let mut long = content.to_vec();
+            let i = at % long.len();
+            let mut varint = vec![253u8];
+            varint.extend_from_slice(&huge.to_le_bytes());
+            long.splice(i..i, varint);
+            let split = head_len.min(i);
+            let _ = load(&file_bytes(&long[..split], &long[split..]));
+            let _ = load(&file_bytes(&long[..head_len + 9], &long[head_len + 9..]));
+        }
     }
 
     /// Writes the checkpoint target's seed corpus (`fuzz/seeds/checkpoint/`).
