@@ -47,7 +47,7 @@ for target in "${targets[@]}"; do
     -max_total_time="$seconds" -max_len="$(max_len "$target")" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1 \
     >"$logs/$target.log" 2>&1; then
-    grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units)' "$logs/$target.log" | tail -n 2 || true
+    grep -E '^#[0-9]+[[:space:]]+DONE' "$logs/$target.log" | tail -n 1 || true
   else
     echo "!! $target FAILED (log: $logs/$target.log)"
     grep -E 'panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|==ERROR' "$logs/$target.log" | head -n 3 || true
