@@ -127,7 +127,11 @@ impl FileLock {
             return Err(Ok(if holder.is_empty() {
                 "another program (it has not said which yet)".to_owned()
             } else {
-                crate::report::one_line(holder).into_owned()
+                // Another program's words, on one line.
+                holder
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect()
             }));
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -28,6 +28,9 @@ mod descendants;
 mod engine;
 mod error;
 mod files;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod graph;
 pub mod handlers;
 pub mod interrupt;

@@ -103,7 +103,7 @@ pub(crate) fn flags() -> &'static ProgramFlags {
 /// The `--graflow-*` arguments of `args` (flags and their values, in order), and the others.
 /// Everything from a `--` on belongs to the program (a `--` is never a flag's value). An
 /// argument with our prefix that is not UTF-8 is ours too (and then unknown, a usage error).
-fn split(args: &[OsString], known: &[Flag]) -> (Vec<String>, Vec<OsString>) {
+pub(crate) fn split(args: &[OsString], known: &[Flag]) -> (Vec<String>, Vec<OsString>) {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     let mut iter = args.iter().peekable();
@@ -128,7 +128,7 @@ fn split(args: &[OsString], known: &[Flag]) -> (Vec<String>, Vec<OsString>) {
 }
 
 /// The flags every part of the program understands: the core's and the registered modes'.
-fn known() -> Vec<Flag> {
+pub(crate) fn known() -> Vec<Flag> {
     let mut known = CORE_FLAGS.to_vec();
     for mode in inventory::iter::<ProgramMode> {
         known.extend_from_slice(mode.flags);
@@ -137,7 +137,7 @@ fn known() -> Vec<Flag> {
 }
 
 /// Parses the `--graflow-*` arguments among `args` (the program's, without its name).
-fn parse(args: &[OsString], known: &[Flag]) -> Result<ProgramFlags, String> {
+pub(crate) fn parse(args: &[OsString], known: &[Flag]) -> Result<ProgramFlags, String> {
     let (ours, _) = split(args, known);
     let mut flags = ProgramFlags::default();
     let mut iter = ours.into_iter();
@@ -374,6 +374,53 @@ mod tests {
         ] {
             let error = parse(&os(args), CORE_FLAGS).unwrap_err();
             assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use std::os::unix::ffi::OsStringExt;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arg() -> impl Strategy<Value = OsString> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "--graflow-list",
+                "--graflow-graph",
+                "--graflow-graph=dot",
+                "--graflow-graph=",
+                "--graflow-validate",
+                "--graflow-progress",
+                "--graflow-help",
+                "--graflow-",
+                "--",
+                "dot",
+                "mermaid",
+            ])
+            .prop_map(OsString::from),
+            "\\PC{0,12}".prop_map(OsString::from),
+            prop::collection::vec(any::<u8>(), 0..12)
+                .prop_map(|bytes| OsString::from_vec([b"--graflow-".to_vec(), bytes].concat())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any arguments are split into ours and the program's, losing none, and parsed or
+        /// refused with a usage message, never a panic.
+        #[test]
+        fn arbitrary_arguments_never_panic(args in prop::collection::vec(arg(), 0..10)) {
+            let known = known();
+            let (ours, theirs) = split(&args, &known);
+            prop_assert_eq!(ours.len() + theirs.len(), args.len());
+            if let Err(message) = parse(&args, &known) {
+                prop_assert!(!message.is_empty());
+            }
         }
     }
 }

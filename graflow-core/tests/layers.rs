@@ -27,6 +27,8 @@ const LAYERS: &[&[&str]] = &[
     &["handlers"],
     &["engine"],
     &["error"],
+    // Compiled only for the fuzz targets (`--cfg fuzzing`): drives the decoders of every layer.
+    &["fuzzing"],
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -26,6 +26,9 @@
 mod cleanup;
 mod container;
 mod daemon;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod image;
 mod mounts;
 pub mod options;

@@ -1008,3 +1008,92 @@ mod tests {
         assert_eq!(o.network.as_deref(), Some("none"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config_value() -> impl Strategy<Value = ConfigValue> {
+        let leaf = prop_oneof![
+            "\\PC{0,16}".prop_map(ConfigValue::Str),
+            prop::sample::select(vec![
+                "/data:/data:ro",
+                "/:/",
+                "/a:/graflow/x",
+                "512m",
+                "1k",
+                "8589934592g",
+                "all",
+                "container:",
+                "none",
+                "1000:1000",
+                "KEY=v",
+                "K",
+                "/w",
+                "always",
+                "never",
+            ])
+            .prop_map(|s| ConfigValue::Str(s.to_owned())),
+            any::<i64>().prop_map(ConfigValue::Int),
+            any::<f64>().prop_map(ConfigValue::Float),
+            any::<bool>().prop_map(ConfigValue::Bool),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| {
+            prop::collection::vec(inner, 0..4).prop_map(ConfigValue::List)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn volumes_read_back(host in "(/[a-z0-9._-]{0,8}){1,3}", container in "(/[a-z0-9._-]{0,8}){1,3}", read_only in any::<bool>()) {
+            let volume = Volume::parse(&format!("{host}:{container}:{}", if read_only { "ro" } else { "rw" })).unwrap();
+            prop_assert_eq!(&volume.host, &host);
+            prop_assert_eq!(volume.read_only, read_only);
+            prop_assert_eq!(Volume::parse(&volume.bind()), Ok(volume));
+        }
+
+        #[test]
+        fn memory_reads_back(mebibytes in 6i64..1 << 20) {
+            prop_assert_eq!(parse_memory(&format!("{mebibytes}m")), Ok(mebibytes << 20));
+            prop_assert_eq!(parse_memory(&format!("{}", mebibytes << 20)), Ok(mebibytes << 20));
+        }
+
+        /// Any text is a volume, an environment entry and a memory size, or says why not.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,40}") {
+            let _ = Volume::parse(&text);
+            let _ = EnvVar::parse(&text);
+            if let Ok(bytes) = parse_memory(&text) {
+                prop_assert!(bytes >= MIN_MEMORY);
+            }
+        }
+
+        /// Any task configuration is merged and validated, or its problems are listed.
+        #[test]
+        fn arbitrary_configurations_never_panic(
+            entries in prop::collection::vec(
+                (prop_oneof![prop::sample::select(KEYS.to_vec()).prop_map(str::to_owned), "[a-z_]{0,8}"], config_value()),
+                0..8,
+            ),
+            sandbox in any::<bool>(),
+        ) {
+            let mut config = HandlerConfig::new();
+            for (key, value) in entries {
+                config.set(key, value);
+            }
+            let defaults = DockerOptions::image("python:3.11-slim").with_sandbox(sandbox);
+            match defaults.merged(&config) {
+                Ok(options) => {
+                    if let Some(memory) = options.memory {
+                        prop_assert!(memory >= MIN_MEMORY);
+                    }
+                }
+                Err(problems) => prop_assert!(!problems.is_empty()),
+            }
+        }
+    }
+}

@@ -281,3 +281,92 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type Mixed = (
+        String,
+        Vec<u8>,
+        Vec<u32>,
+        Option<i64>,
+        BTreeMap<String, Vec<String>>,
+    );
+
+    fn mixed() -> impl Strategy<Value = Mixed> {
+        (
+            "\\PC{0,16}",
+            prop::collection::vec(any::<u8>(), 0..64),
+            prop::collection::vec(any::<u32>(), 0..16),
+            any::<Option<i64>>(),
+            prop::collection::btree_map(
+                "[a-z]{0,4}",
+                prop::collection::vec("\\PC{0,4}", 0..3),
+                0..4,
+            ),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn values_round_trip_through_decode_and_decode_from(value in mixed()) {
+            let bytes = encode(&value).unwrap();
+            prop_assert_eq!(decode::<Mixed>(&bytes).unwrap(), value.clone());
+            let mut stream = &bytes[..];
+            prop_assert_eq!(decode_from::<Mixed>(&mut stream, bytes.len() as u64).unwrap(), value);
+            prop_assert!(stream.is_empty());
+        }
+
+        #[test]
+        fn bytes_and_strings_round_trip_natively(bytes in prop::collection::vec(any::<u8>(), 0..300), text in "\\PC{0,64}") {
+            let wire = encode_value(&bytes).unwrap();
+            prop_assert_eq!(&wire, &encode(&bytes).unwrap());
+            prop_assert_eq!(decode_from::<Vec<u8>>(&mut &wire[..], wire.len() as u64).unwrap(), bytes);
+            let wire = encode_value(&text).unwrap();
+            prop_assert_eq!(&wire, &encode(&text).unwrap());
+            prop_assert_eq!(decode_from::<String>(&mut &wire[..], wire.len() as u64).unwrap(), text);
+        }
+
+        /// Arbitrary bytes, told to be as long as they are or not, decode or are refused.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256), delta in -8i64..8) {
+            let len = (bytes.len() as u64).saturating_add_signed(delta);
+            let _ = decode::<Mixed>(&bytes);
+            let _ = decode::<String>(&bytes);
+            let _ = decode::<Vec<String>>(&bytes);
+            let _ = decode_from::<Mixed>(&mut &bytes[..], len);
+            let _ = decode_from::<Vec<u8>>(&mut &bytes[..], len);
+            let _ = decode_from::<String>(&mut &bytes[..], len);
+        }
+
+        /// A valid encoding with a huge length spliced in, cut short or with a bit flipped.
+        #[test]
+        fn mutated_values_never_panic(
+            value in mixed(),
+            at in any::<usize>(),
+            huge in prop::sample::select(vec![u64::MAX, 1 << 60, 1 << 36, 1 << 28]),
+        ) {
+            let bytes = encode(&value).unwrap();
+            let i = at % bytes.len();
+            let mut long = bytes.clone();
+            let mut claim = vec![253u8];
+            claim.extend_from_slice(&huge.to_le_bytes());
+            long.splice(i..i, claim);
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 1 << (at % 8);
+            for wire in [long, flipped, bytes[..i].to_vec()] {
+                let _ = decode::<Mixed>(&wire);
+                let _ = decode_from::<Mixed>(&mut &wire[..], wire.len() as u64);
+                let _ = decode_from::<String>(&mut &wire[..], wire.len() as u64);
+                let _ = decode_from::<Vec<u8>>(&mut &wire[..], wire.len() as u64);
+            }
+        }
+    }
+}

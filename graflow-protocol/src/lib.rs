@@ -22,6 +22,9 @@ pub mod build_id;
 pub mod codec;
 pub mod error;
 pub mod frame;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod message;
 

@@ -519,3 +519,134 @@ mod raw_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const REPLIES: &str = "graflow:replies:";
+
+    fn map(fields: Vec<(&'static str, Vec<u8>)>) -> HashMap<String, RValue> {
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), RValue::BulkString(v)))
+            .collect()
+    }
+
+    /// A RESP value of any shape, a few levels deep.
+    fn value() -> impl Strategy<Value = RValue> {
+        let leaf = prop_oneof![
+            Just(RValue::Nil),
+            any::<i64>().prop_map(RValue::Int),
+            prop::collection::vec(any::<u8>(), 0..12).prop_map(RValue::BulkString),
+            "[a-z0-9:-]{0,12}".prop_map(RValue::SimpleString),
+            prop::sample::select(vec!["v", "att", "reply", "kind", "out", "inv", "1", "0-1"])
+                .prop_map(|s| RValue::BulkString(s.as_bytes().to_vec())),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(RValue::Array),
+                prop::collection::vec(inner.clone(), 0..4).prop_map(RValue::Set),
+                prop::collection::vec((inner.clone(), inner), 0..4).prop_map(RValue::Map),
+            ]
+        })
+    }
+
+    /// Fields named like a job's or a reply's (or not), of any value.
+    fn fields() -> impl Strategy<Value = HashMap<String, RValue>> {
+        prop::collection::hash_map(
+            prop_oneof![
+                prop::sample::select(vec![
+                    "v",
+                    "att",
+                    "reply",
+                    "task",
+                    "timeout_ms",
+                    "inner",
+                    "max_out",
+                    "inv",
+                    "worker",
+                    "delivery",
+                    "logs",
+                    "kind",
+                    "out",
+                    "reason",
+                ])
+                .prop_map(str::to_owned),
+                "\\PC{0,6}",
+            ],
+            value(),
+            0..16,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn jobs_round_trip(
+            engine in "[a-z0-9]{1,12}",
+            nonce in any::<u64>(),
+            task in "\\PC{0,32}",
+            inv in prop::collection::vec(any::<u8>(), 0..256),
+            timeout_ms in any::<u64>(),
+            inner in "[a-z]{0,12}",
+            max_out in any::<u64>(),
+        ) {
+            let job = Job {
+                att: format!("{engine}-{nonce:016x}"),
+                reply: format!("{REPLIES}{engine}"),
+                task, inv, timeout_ms, inner, max_out,
+            };
+            let back = Job::parse(&map(job.fields()), 256, REPLIES).unwrap();
+            prop_assert_eq!(back.fields(), job.fields());
+        }
+
+        #[test]
+        fn replies_round_trip(
+            att in "[a-z0-9-]{1,40}",
+            worker in "\\PC{0,20}",
+            delivery in any::<u64>(),
+            logs in "\\PC{0,64}",
+            outcome in prop::option::of(prop::collection::vec(any::<u8>(), 0..256)),
+            reason in "\\PC{0,32}",
+        ) {
+            let kind = match outcome {
+                Some(bytes) => ReplyKind::Outcome(bytes),
+                None => ReplyKind::Dead { reason },
+            };
+            let reply = Reply { att, worker, delivery, kind, logs };
+            let back = Reply::parse(&map(reply.fields()), 256).unwrap();
+            prop_assert_eq!(back.fields(), reply.fields());
+        }
+
+        /// Entries of any shape are parsed or refused, never a panic, and what is accepted
+        /// keeps to the limits and names only a reply stream under the prefix.
+        #[test]
+        fn arbitrary_entries_never_panic(fields in fields(), max in 0u64..64) {
+            if let Ok(job) = Job::parse(&fields, max, REPLIES) {
+                prop_assert!(job.inv.len() as u64 <= max);
+                prop_assert!(job.reply.starts_with(REPLIES));
+            }
+            if let Ok(Reply { kind: ReplyKind::Outcome(bytes), .. }) = Reply::parse(&fields, max) {
+                prop_assert!(bytes.len() as u64 <= max);
+            }
+        }
+
+        /// Stream read replies of any shape, and RESP bytes of any kind, never panic.
+        #[test]
+        fn arbitrary_stream_replies_never_panic(
+            value in value(),
+            bytes in prop::collection::vec(any::<u8>(), 0..128),
+        ) {
+            let _ = read_reply(value.clone());
+            let _ = autoclaim_reply(value);
+            if let Ok(value) = redis::parse_redis_value(&bytes) {
+                let _ = read_reply(value.clone());
+                let _ = autoclaim_reply(value);
+            }
+        }
+    }
+}

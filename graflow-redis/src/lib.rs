@@ -33,6 +33,9 @@
 mod connect;
 mod entry;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod keys;
 mod logs;

@@ -92,7 +92,7 @@ const EXIT_SOFTWARE: i32 = 70;
 
 /// What `--graflow-worker` and its settings say, from `args` and `env`; `None` when not in
 /// worker mode.
-fn parse(
+pub(crate) fn parse(
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Result<(String, WorkerOptions), RedisError>> {
@@ -412,5 +412,59 @@ mod tests {
         assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(redact("rediss://user:pw@h:1/0"), "rediss://user:***@h:1/0");
         assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arg() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "--graflow-worker",
+                "--graflow-worker-queue",
+                "--graflow-worker-concurrency",
+                "--graflow-worker-lease",
+                "--graflow-worker-max-deliveries",
+                "--graflow-worker-name",
+                "--graflow-worker-prefix",
+                "--graflow-worker-lease=",
+                "--",
+            ])
+            .prop_map(str::to_owned),
+            "\\PC{0,12}",
+            "[0-9.]{0,8}(ms|s|m|h|)",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_flags_never_panic(
+            args in prop::collection::vec(arg(), 0..12),
+            env in prop::collection::hash_map(
+                prop::sample::select(SETTINGS.iter().map(|(_, var)| *var).chain([WORKER_ENV]).collect::<Vec<_>>()),
+                "\\PC{0,12}",
+                0..4,
+            ),
+        ) {
+            let lookup = |var: &str| env.get(var).cloned();
+            let _ = parse(&args, &lookup);
+            for arg in &args {
+                let _ = parse_duration(arg);
+            }
+        }
+
+        #[test]
+        fn durations_read_back(millis in 0u64..1 << 40) {
+            let read = parse_duration(&format!("{millis}ms")).unwrap();
+            // Through seconds as a float: within a microsecond.
+            prop_assert!(read.abs_diff(Duration::from_millis(millis)) <= Duration::from_micros(1));
+            prop_assert_eq!(parse_duration(&format!(" {millis} ")), Ok(Duration::from_secs(millis)));
+        }
     }
 }

@@ -524,3 +524,55 @@ pub fn apply_outcome_bytes(
 pub fn attempt_nonce() -> u64 {
     new_nonce().max(1)
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bytes with READY (or a piece of it) here and there.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(READY.to_vec()),
+                Just(READY[..5].to_vec()),
+                Just(READY[3..].to_vec()),
+                prop::collection::vec(any::<u8>(), 0..12),
+            ],
+            0..8,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// However the stream is cut into chunks, what the scan hands on after READY is what
+        /// follows the first READY, and it holds back no more than a READY less a byte.
+        #[test]
+        fn ready_is_found_across_any_chunking(bytes in stream(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let mut scan = ReadyScan::default();
+            let mut banner = LogLines::new("t", LogTarget::Handlers, 64);
+            let mut start = 0;
+            let mut found = None;
+            for cut in cuts {
+                if let Some(rest) = scan.feed(&bytes[start..cut], &mut banner) {
+                    found = Some((cut, rest));
+                    break;
+                }
+                prop_assert!(scan.carry.len() < READY.len());
+                start = cut;
+            }
+            let first = bytes.windows(READY.len()).position(|w| w == READY);
+            match (first, found) {
+                (Some(at), Some((cut, rest))) => prop_assert_eq!(rest, bytes[at + READY.len()..cut].to_vec()),
+                (None, None) => scan.end(&mut banner),
+                (first, found) => prop_assert!(false, "READY at {:?}, found {:?}", first, found),
+            }
+        }
+    }
+}

@@ -204,3 +204,39 @@ mod tests {
         assert_eq!(tail[19], "line 999");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Output in chunks of any size keeps within its bounds: a partial line at most the line
+        /// limit, at most 20 lines kept, each at most 512 bytes and " [...]".
+        #[test]
+        fn lines_stay_bounded(
+            max_line in 0usize..200,
+            chunks in prop::collection::vec((any::<bool>(), prop::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'G'), any::<u8>()], 0..300)), 0..16),
+        ) {
+            let mut logs = LogLines::new("t", LogTarget::Handlers, max_line);
+            for (until, chunk) in &chunks {
+                if *until {
+                    if let Some(rest) = logs.push_until(chunk, b"GFEND3 ") {
+                        prop_assert!(rest <= chunk.len());
+                    }
+                } else {
+                    logs.push(chunk);
+                }
+                prop_assert!(logs.partial.len() <= max_line.max(64));
+            }
+            logs.finish();
+            let tail = logs.tail();
+            prop_assert!(tail.len() <= LogLines::TAIL);
+            prop_assert!(tail.iter().all(|l| l.len() <= LogLines::TAIL_LINE + 6), "{:?}", tail);
+        }
+    }
+}

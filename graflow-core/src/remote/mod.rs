@@ -13,6 +13,8 @@
 
 mod attempt;
 mod driver;
+#[cfg(fuzzing)]
+pub(crate) mod fuzzing;
 mod logs;
 mod pool;
 mod warm;

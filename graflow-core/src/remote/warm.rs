@@ -138,6 +138,58 @@ pub(super) enum Served {
     NotTaken,
 }
 
+/// Delimits one outcome frame on a runner's protocol stream: the lengths in its header, checked
+/// against the limits before anything past the header is buffered, say where it ends.
+#[derive(Debug, Default)]
+pub(super) struct OutcomeFrame {
+    bytes: Vec<u8>,
+    /// The frame's whole length, once its header was read.
+    need: Option<usize>,
+}
+
+impl OutcomeFrame {
+    /// Takes the next bytes of the protocol stream: `Ok(true)` once the frame is whole, an error
+    /// for a header beyond the limits or for bytes past the frame's end.
+    pub(super) fn feed(&mut self, bytes: &[u8], limits: &Limits) -> Result<bool, ProtocolError> {
+        self.bytes.extend_from_slice(bytes);
+        if self.need.is_none() && self.bytes.len() >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&self.bytes[..HEADER_LEN]);
+            // Within max_frame, which bounds what is buffered; a frame this process could not
+            // address (a limit raised past memory) is refused as too large.
+            let (head, payload) = parse_header(&header, OUTCOME_TAG, limits)?;
+            let need = head
+                .checked_add(payload)
+                .and_then(|len| usize::try_from(len).ok())
+                .and_then(|len| len.checked_add(HEADER_LEN))
+                .ok_or(ProtocolError::TooLarge {
+                    what: "a frame",
+                    len: head.saturating_add(payload),
+                    limit: limits.max_frame,
+                    hint: "",
+                })?;
+            self.need = Some(need);
+        }
+        match self.need {
+            Some(need) if self.bytes.len() > need => {
+                Err(ProtocolError::Trailing((self.bytes.len() - need) as u64))
+            }
+            Some(need) => Ok(self.bytes.len() == need),
+            None => Ok(false),
+        }
+    }
+
+    /// How many bytes the frame still misses, once its header was read.
+    pub(super) fn missing(&self) -> Option<usize> {
+        self.need.map(|need| need - self.bytes.len())
+    }
+
+    /// The frame's bytes.
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// The pool's handle on a started runner.
 pub(super) struct Started {
     pub name: String,
@@ -389,8 +441,7 @@ impl RunnerIo {
         marker: &[u8],
         unflushed: bool,
     ) -> (Served, bool) {
-        let mut answer: Vec<u8> = Vec::new();
-        let mut need: Option<usize> = None;
+        let mut answer = OutcomeFrame::default();
         let mut ended_lines = false;
         let refused = |mut logs: LogLines, error: ProtocolError| {
             logs.finish();
@@ -401,34 +452,14 @@ impl RunnerIo {
                 Some(Chunk::Stderr(bytes)) => {
                     self.task_lines(&bytes, &mut logs, marker, &mut ended_lines);
                 }
-                Some(Chunk::Stdout(bytes)) => {
-                    answer.extend_from_slice(&bytes);
-                    if need.is_none() && answer.len() >= HEADER_LEN {
-                        let mut header = [0u8; HEADER_LEN];
-                        header.copy_from_slice(&answer[..HEADER_LEN]);
-                        match parse_header(&header, OUTCOME_TAG, limits) {
-                            // Within max_frame, which bounds what is buffered.
-                            Ok((head, payload)) => {
-                                need = Some(HEADER_LEN + (head + payload) as usize);
-                            }
-                            Err(error) => return refused(logs, error),
-                        }
-                    }
-                    if let Some(need) = need {
-                        if answer.len() > need {
-                            let extra = (answer.len() - need) as u64;
-                            return refused(logs, ProtocolError::Trailing(extra));
-                        }
-                        if answer.len() == need {
-                            break;
-                        }
-                    }
-                }
+                Some(Chunk::Stdout(bytes)) => match answer.feed(&bytes, limits) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(error) => return refused(logs, error),
+                },
                 Some(Chunk::StdoutClosed) | None => {
-                    let mut detail = match need {
-                        Some(need) => {
-                            format!("its answer stopped {} byte(s) short", need - answer.len())
-                        }
+                    let mut detail = match answer.missing() {
+                        Some(missing) => format!("its answer stopped {missing} byte(s) short"),
                         None if unflushed => "it closed its input".to_owned(),
                         None => "it sent no answer".to_owned(),
                     };
@@ -470,7 +501,7 @@ impl RunnerIo {
         logs.finish();
         (
             Served::Answer {
-                frame: answer,
+                frame: answer.into_bytes(),
                 logs,
             },
             sound,
@@ -479,13 +510,147 @@ impl RunnerIo {
 
     /// Log bytes while a task is served: its lines until its end marker, the runner's after.
     fn task_lines(&mut self, bytes: &[u8], logs: &mut LogLines, marker: &[u8], ended: &mut bool) {
-        if *ended {
-            self.idle_logs.push(bytes);
-            return;
+        task_lines(bytes, logs, &mut self.idle_logs, marker, ended);
+    }
+}
+
+/// Log bytes while a task is served: its lines (`logs`) until its end marker, the runner's
+/// (`idle`) after.
+pub(super) fn task_lines(
+    bytes: &[u8],
+    logs: &mut LogLines,
+    idle: &mut LogLines,
+    marker: &[u8],
+    ended: &mut bool,
+) {
+    if *ended {
+        idle.push(bytes);
+        return;
+    }
+    if let Some(rest) = logs.push_until(bytes, marker) {
+        *ended = true;
+        idle.push(&bytes[rest..]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use graflow_protocol::{Outcome, PROTOCOL_VERSION};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn frame(result: Vec<u8>) -> Vec<u8> {
+        let outcome = Outcome {
+            protocol: PROTOCOL_VERSION,
+            build_id: "b".into(),
+            nonce: 42,
+            result: Ok(graflow_protocol::EncodedValue {
+                type_name: "u8".into(),
+                bytes: result,
+            }),
+            channel_writes: Vec::new(),
+            control: Vec::new(),
+            elapsed_ns: 0,
+        };
+        let mut wire = Vec::new();
+        outcome.write_to(&mut wire).unwrap();
+        wire
+    }
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        prop::sample::select(vec![
+            Limits::default(),
+            Limits::default().with_max_frame(256).with_max_head(64),
+            Limits::default()
+                .with_max_frame(u64::MAX)
+                .with_max_head(u64::MAX),
+        ])
+    }
+
+    /// Found by the `warm` fuzz target: under limits raised to u64::MAX, a header whose head
+    /// and payload lengths overflow when added panicked the splitter; now it is refused.
+    #[test]
+    fn a_header_whose_lengths_overflow_is_refused_not_a_panic() {
+        let limits = Limits::default()
+            .with_max_frame(u64::MAX)
+            .with_max_head(u64::MAX);
+        for (head, payload) in [(0x01f7, u64::MAX), (u64::MAX, 1), (u64::MAX - 8, 0)] {
+            let mut header = OUTCOME_TAG.to_vec();
+            header.extend_from_slice(&u64::to_le_bytes(head));
+            header.extend_from_slice(&u64::to_le_bytes(payload));
+            let mut split = OutcomeFrame::default();
+            let err = split.feed(&header, &limits).unwrap_err();
+            assert!(matches!(err, ProtocolError::TooLarge { .. }), "{err}");
         }
-        if let Some(rest) = logs.push_until(bytes, marker) {
-            *ended = true;
-            self.idle_logs.push(&bytes[rest..]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A frame in chunks of any size is whole exactly at its last byte; a byte more is
+        /// refused.
+        #[test]
+        fn a_frame_is_delimited_across_any_chunking(
+            result in prop::collection::vec(any::<u8>(), 0..200),
+            size in 1usize..64,
+        ) {
+            let wire = frame(result);
+            let mut split = OutcomeFrame::default();
+            let chunks: Vec<&[u8]> = wire.chunks(size).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let whole = split.feed(chunk, &Limits::default()).unwrap();
+                prop_assert_eq!(whole, i + 1 == chunks.len());
+            }
+            prop_assert_eq!(split.missing(), Some(0));
+            prop_assert!(split.feed(b"x", &Limits::default()).is_err());
+        }
+
+        /// Protocol bytes of any kind, under any limits, are delimited or refused, never a
+        /// panic; nothing past the frame limit is kept.
+        #[test]
+        fn arbitrary_protocol_bytes_never_panic(
+            limits in limits(),
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..8),
+            head in any::<u64>(),
+            payload in any::<u64>(),
+        ) {
+            let mut header = OUTCOME_TAG.to_vec();
+            header.extend_from_slice(&head.to_le_bytes());
+            header.extend_from_slice(&payload.to_le_bytes());
+            for first in [header, Vec::new()] {
+                let mut split = OutcomeFrame::default();
+                for chunk in std::iter::once(&first).chain(&chunks) {
+                    match split.feed(chunk, &limits) {
+                        Ok(true) | Err(_) => break,
+                        Ok(false) => {}
+                    }
+                }
+                let _ = split.missing();
+            }
+        }
+
+        /// A task's log bytes are its own until its end marker, the runner's after, however
+        /// they are cut.
+        #[test]
+        fn log_lines_are_attributed_across_any_chunking(
+            before in "[a-z \n]{0,40}",
+            after in "[a-z \n]{0,40}",
+            size in 1usize..16,
+        ) {
+            let marker = b"GFEND3 000000000000002a";
+            let bytes = format!("{before}\nGFEND3 000000000000002a\n{after}");
+            let mut logs = LogLines::new("t", LogTarget::Handlers, 1024);
+            let mut idle = LogLines::new("idle", LogTarget::Handlers, 1024);
+            let mut ended = false;
+            for chunk in bytes.as_bytes().chunks(size) {
+                task_lines(chunk, &mut logs, &mut idle, marker, &mut ended);
+            }
+            prop_assert!(ended);
+            logs.finish();
+            idle.finish();
+            let own: Vec<String> = before.split('\n').map(str::to_owned).collect();
+            prop_assert_eq!(logs.tail(), own[own.len().saturating_sub(20)..].to_vec());
         }
     }
 }
