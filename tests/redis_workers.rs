@@ -1120,3 +1120,97 @@ fn dynamic_requests_come_back_from_a_redis_worker() {
     assert_eq!(report.result::<u32>("planned_1").unwrap(), 101);
     assert!(report.task("planned_0").unwrap().added);
 }
+
+/// Waits here, in the engine's process.
+#[task]
+fn local_wait(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Queued only once `local_wait` ends (in the tests, while Redis is frozen).
+#[task(handler = "redis")]
+fn after_wait(local_wait: u64, key: String) -> u64 {
+    with_task_conn(|conn| conn.incr::<_, _, ()>(format!("runs:{key}"), 1));
+    local_wait + 1
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_frozen_redis_server_is_survived() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let env = [("GRAFLOW_WORKER_CONCURRENCY", "2")];
+    let a = spawn_worker(&url, "w-frozen-a", &env);
+    let b = spawn_worker(&url, "w-frozen-b", &env);
+    a.wait_started();
+    b.wait_started();
+    let engine = std::sync::Arc::new(engine(&server, RedisOptions::new()));
+    let mut wf = graflow::Workflow::builder("frozen");
+    for i in 0..4u64 {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("f{i}"))
+                .with_input("key", format!("f{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 500u64),
+        );
+    }
+    let wait = wf.add(local_wait::task().with_input("ms", 2000u64));
+    let late = wf.add(after_wait::task().with_input("key", "late".to_owned()));
+    wf.edge(wait, late);
+    let wf = wf.build();
+    let running = engine.clone();
+    let run = std::thread::spawn(move || running.run(&wf));
+    let mut conn = server.conn();
+    wait_for("a task started", Duration::from_secs(30), || {
+        conn.exists::<_, bool>("runs:f0").unwrap()
+    });
+    // Frozen past every response timeout (10 s); `after_wait` is queued meanwhile.
+    server.freeze();
+    std::thread::sleep(Duration::from_secs(14));
+    server.thaw();
+    let report = run.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "the run failed after Redis froze: {e:#}\n{}\n{}",
+            a.log(),
+            b.log()
+        )
+    });
+    for i in 0..4u64 {
+        assert_eq!(report.result::<u64>(&format!("f{i}")).unwrap(), i * i);
+    }
+    assert_eq!(report.result::<u64>("after_wait").unwrap(), 2001);
+    let runs: u64 = conn.get("runs:late").unwrap();
+    assert_eq!(runs, 1, "queued once, run once");
+    // The workers carry on serving.
+    let mut wf = graflow::Workflow::builder("after-the-freeze");
+    for i in 0..4u64 {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("g{i}"))
+                .with_input("key", format!("g{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 10u64),
+        );
+    }
+    let report = engine.run(&wf.build()).unwrap_or_else(|e| {
+        panic!(
+            "a run after the freeze failed: {e:#}\n{}\n{}",
+            a.log(),
+            b.log()
+        )
+    });
+    for i in 0..4u64 {
+        assert_eq!(report.result::<u64>(&format!("g{i}")).unwrap(), i * i);
+    }
+}

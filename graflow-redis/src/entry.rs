@@ -429,6 +429,15 @@ pub(crate) fn read_reply(value: RValue) -> Result<Vec<(String, Vec<RawEntry>)>, 
         .collect())
 }
 
+/// An XRANGE reply: its entries (an entry deleted meanwhile is simply absent).
+pub(crate) fn range_reply(value: RValue) -> Vec<RawEntry> {
+    items(value)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(raw_entry)
+        .collect()
+}
+
 /// An XAUTOCLAIM reply: the cursor for the next call and the entries claimed (entries that
 /// vanished from the stream are left out: Redis removed them from the pending list).
 pub(crate) fn autoclaim_reply(value: RValue) -> Result<(String, Vec<RawEntry>), String> {

@@ -20,7 +20,7 @@ use crate::RedisError;
 use crate::connect::{Backoff, connect, ensure_group};
 use crate::entry::{Job, RawEntry, Reply, ReplyKind, read_reply};
 use crate::keys::{Keys, MARK_TTL_SECS, check_name, process_name, redact};
-use crate::scripts::{LIVE_WORKERS, LOST};
+use crate::scripts::{ENQUEUE, LIVE_WORKERS, LOST};
 
 /// The queue a task goes to when it names none (`#[task(handler = "redis", queue = "...")]`).
 pub const DEFAULT_QUEUE: &str = "default";
@@ -43,7 +43,9 @@ pub struct RedisOptions {
     /// The largest outcome accepted from a worker, in bytes (default 16 MiB); a larger one
     /// fails its task. Workers check it too, and send a clear failure instead.
     pub max_outcome: u64,
-    /// How long queueing a job may retry while Redis does not answer (default 10 s).
+    /// How long queueing a job may retry while Redis does not answer (default 30 s, as
+    /// long as a waiting attempt waits for Redis: a server frozen past the response timeout
+    /// of 10 s must not fail a task that is queued meanwhile).
     pub reconnect_window: Duration,
     /// How many attempts may be in flight at once in one run (default: the engine's limit).
     pub max_concurrency: Option<usize>,
@@ -56,7 +58,7 @@ impl Default for RedisOptions {
             queue: DEFAULT_QUEUE.to_owned(),
             no_worker_timeout: Duration::from_secs(30),
             max_outcome: 16 << 20,
-            reconnect_window: Duration::from_secs(10),
+            reconnect_window: Duration::from_secs(30),
             max_concurrency: None,
         }
     }
@@ -451,24 +453,26 @@ impl TaskHandler for RedisHandler {
     }
 }
 
-/// XADDs a job to its queue, retrying while Redis does not answer (within the reconnect window).
+/// Queues a job (once: see [`ENQUEUE`]), retrying while Redis does not answer (within the
+/// reconnect window).
 async fn enqueue(shared: Arc<Shared>, queue: String, job: Job) -> Result<String, String> {
     let stream = shared.keys.queue(&queue);
+    let queued = shared.keys.queued(&job.att);
     let fields = job.fields();
     let deadline = Instant::now() + shared.options.reconnect_window;
     let mut conn = shared.conn.clone();
     let mut backoff = Backoff::new();
     loop {
-        let added: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg(&fields)
-            .query_async(&mut conn)
-            .await;
+        let mut call = ENQUEUE.key(&stream);
+        call.key(&queued).arg(MARK_TTL_SECS);
+        for (name, value) in &fields {
+            call.arg(*name).arg(value.as_slice());
+        }
+        let added: redis::RedisResult<String> = call.invoke_async(&mut conn).await;
         match added {
             Ok(id) => return Ok(id),
             Err(e) if Instant::now() < deadline && retryable(&e) => {
-                tracing::debug!(target: "graflow::handlers", error = %e, "XADD failed; retrying");
+                tracing::debug!(target: "graflow::handlers", error = %e, "queueing a job failed; retrying");
                 backoff.wait().await;
             }
             Err(e) => return Err(e.to_string()),

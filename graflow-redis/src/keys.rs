@@ -50,6 +50,12 @@ impl Keys {
         format!("{}:done:{attempt}", self.prefix)
     }
 
+    /// Set, with the entry id, when an attempt's job is queued (a retried XADD adds no second
+    /// entry).
+    pub fn queued(&self, attempt: &str) -> String {
+        format!("{}:queued:{attempt}", self.prefix)
+    }
+
     /// Set when the engine no longer wants an attempt (timeout, cancelled run).
     pub fn cancel(&self, attempt: &str) -> String {
         format!("{}:cancel:{attempt}", self.prefix)

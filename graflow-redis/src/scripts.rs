@@ -6,6 +6,24 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Queues an attempt's job, once: a retry of a call whose answer never came (Redis frozen or
+/// slow past the response timeout, then answering everything) returns the entry the first call
+/// added instead of adding another.
+///
+/// KEYS: queue stream, the attempt's "queued" mark. ARGV: mark TTL (s), then the job's fields.
+/// Returns the entry id.
+pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = redis.call('GET', KEYS[2])
+if id then return id end
+id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
+return id
+",
+    )
+});
+
 /// Records an attempt's outcome, once, and acknowledges its entry.
 ///
 /// KEYS: queue stream, done mark, reply stream. ARGV: group, entry id, consumer, mark TTL (s),

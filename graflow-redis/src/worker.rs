@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::RedisError;
 use crate::connect::{Backoff, connect, ensure_group};
-use crate::entry::{Job, RawEntry, Reply, ReplyKind, autoclaim_reply, read_reply};
+use crate::entry::{Job, RawEntry, Reply, ReplyKind, autoclaim_reply, range_reply, read_reply};
 use crate::handler::{DEFAULT_QUEUE, retryable};
 use crate::keys::{GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
 use crate::logs::{ATTEMPT_SPAN, Capture};
@@ -375,6 +375,9 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
         .zip(state.options.queues.iter().cloned())
         .collect();
     let mut backoff = Backoff::new();
+    // A read failed (a response timeout, a dropped connection): Redis may have carried it out
+    // all the same, giving this worker jobs whose answer never came.
+    let mut unsure = false;
     loop {
         // Wait until fewer than twice the concurrency jobs are held, then ask for as many as
         // that leaves room for. Each job takes its held slot and then a run slot; one read
@@ -408,9 +411,15 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
         let reply = match reply {
             Ok(reply) => {
                 backoff.reset();
+                if std::mem::take(&mut unsure) {
+                    // This answer on the same connection comes after every earlier read's:
+                    // whatever those gave this worker is pending under its name now.
+                    adopt_unseen(&state).await;
+                }
                 reply
             }
             Err(e) => {
+                unsure = true;
                 if e.code() == Some("NOGROUP") {
                     // Redis lost the group (restarted without persistence): make it again.
                     let mut conn = state.conn.clone();
@@ -438,6 +447,65 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
             for entry in entries {
                 let slot = held.pop();
                 tokio::spawn(attempt(state.clone(), queue.clone(), entry, 1, slot));
+            }
+        }
+    }
+}
+
+/// Runs the jobs pending under this worker's name that no attempt of it holds: a read (or a
+/// claim) whose answer was lost to a response timeout, while Redis was frozen or slow, gave
+/// them to this worker, which never saw them. Without this they would wait for the lease to
+/// run out.
+async fn adopt_unseen(state: &Arc<State>) {
+    let mut conn = state.conn.clone();
+    for queue in &state.options.queues {
+        let stream = state.keys.queue(queue);
+        let pending: redis::RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1024)
+            .arg(&state.name)
+            .query_async(&mut conn)
+            .await;
+        let pending = match pending {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::debug!(target: "graflow::handlers", worker = %state.name, error = %e, "cannot list this worker's pending jobs");
+                continue;
+            }
+        };
+        for p in pending.ids {
+            let held = state
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&(queue.clone(), p.id.clone()));
+            if held {
+                continue;
+            }
+            let range: redis::RedisResult<redis::Value> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(&p.id)
+                .arg(&p.id)
+                .query_async(&mut conn)
+                .await;
+            let Ok(range) = range else { continue };
+            let delivery = p.times_delivered as u64;
+            let entries = range_reply(range);
+            if entries.is_empty() {
+                // Deleted meanwhile (its attempt was cancelled): nothing to run.
+                let _: redis::RedisResult<()> = redis::cmd("XACK")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&p.id)
+                    .query_async(&mut conn)
+                    .await;
+            }
+            for entry in entries {
+                tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, delivery, "took up a job given to this worker by a read whose answer was lost");
+                tokio::spawn(attempt(state.clone(), queue.clone(), entry, delivery, None));
             }
         }
     }

@@ -127,6 +127,23 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its sockets stay open and accept, nothing answers.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: a signal to our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
     /// Kills the server and starts it again on the same port, from the same directory.
     pub fn restart(&mut self) {
         self.kill();
@@ -136,6 +153,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.thaw();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -207,6 +225,42 @@ pub fn spawn_worker_of(
     WorkerProcess {
         child,
         name: name.to_owned(),
+        log,
+    }
+}
+
+/// Starts this test binary running only the (ignored) test `test`, a helper program (e.g. an
+/// engine the test kills), with `env`; its output goes to a file, as a worker's does.
+pub fn spawn_test_program(test: &str, env: &[(&str, &str)]) -> WorkerProcess {
+    let exe = std::env::current_exe().expect("this test binary");
+    let log = std::env::temp_dir().join(format!(
+        "graflow-program-{}-{test}-{}.log",
+        std::process::id(),
+        free_port()
+    ));
+    let file = std::fs::File::create(&log).expect("a log file");
+    let mut command = Command::new(exe);
+    command
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("RUST_LOG", "graflow=debug")
+        .env_remove("GRAFLOW_WORKER")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("a log file"))
+        .stderr(file);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    die_with_parent(&mut command);
+    WorkerProcess {
+        child: command.spawn().expect("start the helper program"),
+        name: test.to_owned(),
         log,
     }
 }
