@@ -16,7 +16,8 @@ use graflow::redis::{RedisError, RedisHandler, RedisOptions};
 use graflow::{TaskContext, WorkflowEngine, task};
 use redis::Commands;
 use redis_common::{
-    RedisServer, WorkerProcess, spawn_worker, spawn_worker_of, task_conn, with_task_conn,
+    RedisServer, WorkerProcess, spawn_test_program, spawn_worker, spawn_worker_of, task_conn,
+    with_task_conn,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1121,6 +1122,13 @@ fn dynamic_requests_come_back_from_a_redis_worker() {
     assert!(report.task("planned_0").unwrap().added);
 }
 
+/// Writes a marker file: proof that it ran.
+#[task(handler = "redis")]
+fn marker(path: String) -> u64 {
+    std::fs::write(&path, b"ran").expect("write the marker file");
+    1
+}
+
 /// Waits here, in the engine's process.
 #[task]
 fn local_wait(ms: u64) -> u64 {
@@ -1141,6 +1149,159 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what} (waited {limit:?})");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn stream_len(conn: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query(conn).unwrap()
+}
+
+/// Not a test: the engine program that `an_engine_killed_with_sigkill_leaves_no_job_to_run`
+/// starts and kills (three marker tasks, queued with no worker).
+#[test]
+#[ignore = "a helper program that another test starts"]
+fn orphan_engine_program() {
+    let (Ok(url), Ok(dir)) = (
+        std::env::var("GRAFLOW_TEST_ENGINE_URL"),
+        std::env::var("GRAFLOW_TEST_MARKERS"),
+    ) else {
+        return;
+    };
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler(
+        "redis",
+        RedisHandler::connect_with(
+            &url,
+            RedisOptions::new().with_no_worker_timeout(Duration::from_secs(3600)),
+        )
+        .expect("connect to the test's Redis"),
+    );
+    let mut wf = graflow::Workflow::builder("orphans");
+    for i in 0..3 {
+        wf.add(
+            marker::task()
+                .with_id(format!("orphan{i}"))
+                .with_input("path", format!("{dir}/orphan{i}")),
+        );
+    }
+    let _ = engine.run(&wf.build());
+}
+
+#[test]
+fn an_engine_killed_with_sigkill_leaves_no_job_to_run() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let markers = std::env::temp_dir().join(format!(
+        "graflow-markers-{}-{}",
+        std::process::id(),
+        server.port
+    ));
+    std::fs::create_dir_all(&markers).unwrap();
+    let mut conn = server.conn();
+    let mut program = spawn_test_program(
+        "orphan_engine_program",
+        &[
+            ("GRAFLOW_TEST_ENGINE_URL", url.as_str()),
+            ("GRAFLOW_TEST_MARKERS", markers.to_str().unwrap()),
+        ],
+    );
+    wait_for(
+        "the engine program queued its 3 jobs",
+        Duration::from_secs(60),
+        || stream_len(&mut conn, "graflow:queue:default") >= 3,
+    );
+    let dead_engine: Vec<String> = conn.keys("graflow:engine:*").unwrap();
+    assert_eq!(dead_engine.len(), 1, "{dead_engine:?}\n{}", program.log());
+    program.kill();
+
+    // A live engine queues jobs too, while no worker runs.
+    let live = engine(
+        &server,
+        RedisOptions::new().with_no_worker_timeout(Duration::from_secs(120)),
+    );
+    let mut wf = graflow::Workflow::builder("alive");
+    for i in 0..3 {
+        wf.add(
+            marker::task().with_id(format!("live{i}")).with_input(
+                "path",
+                markers
+                    .join(format!("live{i}"))
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+        );
+    }
+    let wf = wf.build();
+    let run = std::thread::spawn(move || live.run(&wf));
+    wait_for(
+        "the live engine queued its jobs",
+        Duration::from_secs(30),
+        || stream_len(&mut conn, "graflow:queue:default") >= 6,
+    );
+    wait_for(
+        "the killed engine's liveness key expired",
+        Duration::from_secs(60),
+        || !conn.exists::<_, bool>(&dead_engine[0]).unwrap(),
+    );
+    // The live engine's key lost, as when Redis restarts without persistence: its jobs must
+    // still run (the worker waits for the engine to write it again).
+    let live_keys: Vec<String> = conn.keys("graflow:engine:*").unwrap();
+    assert_eq!(live_keys.len(), 1, "{live_keys:?}");
+    let _: () = conn.del(&live_keys[0]).unwrap();
+    let worker = spawn_worker(&url, "w-orphans", &[]);
+    let report = run
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the live engine's run failed: {e:#}\n{}", worker.log()));
+    for i in 0..3 {
+        assert_eq!(report.result::<u64>(&format!("live{i}")).unwrap(), 1);
+        assert!(markers.join(format!("live{i}")).exists());
+    }
+    wait_for(
+        "the killed engine's jobs went to the dead letters",
+        Duration::from_secs(60),
+        || stream_len(&mut conn, "graflow:dead:default") >= 3,
+    );
+    let dead: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("graflow:dead:default")
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(&mut conn)
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .iter()
+                .filter_map(|(k, v)| {
+                    redis::from_redis_value::<String>(v.clone())
+                        .ok()
+                        .map(|v| (k.clone(), v))
+                })
+                .collect();
+            (e.id, fields)
+        })
+        .collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for (_, fields) in &dead {
+        assert!(
+            fields["reason"].contains("its engine is gone"),
+            "{fields:?}"
+        );
+        assert!(fields["task"].starts_with("orphan"), "{fields:?}");
+    }
+    for i in 0..3 {
+        assert!(
+            !markers.join(format!("orphan{i}")).exists(),
+            "orphan{i} ran for a dead engine"
+        );
+    }
+    assert_eq!(pending_count(&mut conn, "default"), 0);
+    assert_eq!(stream_len(&mut conn, "graflow:queue:default"), 0);
+    let _ = std::fs::remove_dir_all(&markers);
 }
 
 #[test]

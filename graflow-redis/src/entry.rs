@@ -33,12 +33,15 @@ pub(crate) struct Job {
     pub inner: String,
     /// The largest outcome the engine accepts, in bytes.
     pub max_out: u64,
+    /// The engine's liveness key (`<prefix>:engine:<engine>`); `None` from an engine that
+    /// keeps none (an older one): its jobs always run.
+    pub engine: Option<String>,
 }
 
 impl Job {
     /// The fields of the entry, for XADD.
     pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
-        vec![
+        let mut fields = vec![
             ("v", ENTRY_VERSION.as_bytes().to_vec()),
             ("att", self.att.as_bytes().to_vec()),
             ("reply", self.reply.as_bytes().to_vec()),
@@ -47,7 +50,11 @@ impl Job {
             ("inner", self.inner.as_bytes().to_vec()),
             ("max_out", self.max_out.to_string().into_bytes()),
             ("inv", self.inv.clone()),
-        ]
+        ];
+        if let Some(engine) = &self.engine {
+            fields.push(("engine", engine.as_bytes().to_vec()));
+        }
+        fields
     }
 
     /// Reads a job; `Err` says what is wrong with the entry. With `Err((Some(att, reply), _))`
@@ -99,6 +106,24 @@ impl Job {
         let inner = text(map, "inner", MAX_NAME).map_err(named)?;
         let max_out = number(map, "max_out").map_err(named)?;
         let inv = bytes(map, "inv", max_invocation).map_err(named)?.to_vec();
+        // Only the liveness key of the engine that owns the reply stream: a hostile job cannot
+        // make a worker drop it by naming a key that does not exist.
+        let engine = match map.contains_key("engine") {
+            false => None,
+            true => {
+                let key = text(map, "engine", MAX_NAME).map_err(named)?;
+                let expected = format!(
+                    "{}engine:{engine}",
+                    replies.strip_suffix("replies:").unwrap_or(replies)
+                );
+                if key != expected {
+                    return Err(named(format!(
+                        "`engine` is not the liveness key of the engine that owns `{reply}`: `{key}`"
+                    )));
+                }
+                Some(key)
+            }
+        };
         Ok(Job {
             att,
             reply,
@@ -107,6 +132,7 @@ impl Job {
             timeout_ms,
             inner,
             max_out,
+            engine,
         })
     }
 }
@@ -251,6 +277,7 @@ mod tests {
             timeout_ms: 5,
             inner: "direct".to_owned(),
             max_out: 99,
+            engine: Some("graflow:engine:c".to_owned()),
         }
     }
 
@@ -263,6 +290,7 @@ mod tests {
             ("c-00000000000000a1", &[1u8, 2, 3][..])
         );
         assert_eq!((parsed.timeout_ms, parsed.max_out), (5, 99));
+        assert_eq!(parsed.engine.as_deref(), Some("graflow:engine:c"));
 
         let (named, why) = Job::parse(&map(job().fields()), 2, replies).unwrap_err();
         assert!(
@@ -300,6 +328,20 @@ mod tests {
                 .1
                 .contains("not a reply stream")
         );
+        let mut fields = map(job().fields());
+        fields.insert(
+            "engine".to_owned(),
+            RValue::BulkString(b"graflow:engine:other".to_vec()),
+        );
+        assert!(
+            Job::parse(&fields, 10, replies)
+                .unwrap_err()
+                .1
+                .contains("not the liveness key")
+        );
+        let mut fields = map(job().fields());
+        fields.remove("engine");
+        assert!(Job::parse(&fields, 10, replies).unwrap().engine.is_none());
         let mut fields = map(job().fields());
         fields.insert("task".to_owned(), RValue::BulkString(vec![0xff, 0xfe]));
         assert!(

@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 use crate::RedisError;
 use crate::connect::{Backoff, connect, ensure_group};
 use crate::entry::{Job, RawEntry, Reply, ReplyKind, read_reply};
-use crate::keys::{Keys, MARK_TTL_SECS, check_name, process_name, redact};
+use crate::keys::{
+    ENGINE_REFRESH, ENGINE_TTL_SECS, Keys, MARK_TTL_SECS, check_name, process_name, redact,
+};
 use crate::scripts::{ENQUEUE, LIVE_WORKERS, LOST};
 
 /// The queue a task goes to when it names none (`#[task(handler = "redis", queue = "...")]`).
@@ -167,6 +169,8 @@ struct Shared {
     keys: Keys,
     client: String,
     replies: String,
+    /// This engine's liveness key (see [`keep_alive`]).
+    alive: String,
     conn: ConnectionManager,
     options: RedisOptions,
     waiting: Mutex<HashMap<String, Waiter>>,
@@ -232,11 +236,13 @@ impl RedisHandler {
             url: redact(url),
             source: redis::RedisError::from((redis::ErrorKind::Io, "the connecting task ended")),
         })??;
+        let alive = keys.engine(&client);
         let shared = Arc::new(Shared {
             url: redact(url),
             keys,
             client,
             replies,
+            alive,
             conn,
             options,
             waiting: Mutex::new(HashMap::new()),
@@ -245,6 +251,7 @@ impl RedisHandler {
         });
         io.handle().spawn(dispatch(shared.clone(), blocking));
         io.handle().spawn(monitor(shared.clone()));
+        io.handle().spawn(keep_alive(shared.clone()));
         tracing::debug!(target: "graflow::handlers", url = %shared.url, client = %shared.client, "redis handler connected");
         Ok(RedisHandler { shared, io })
     }
@@ -382,6 +389,7 @@ impl TaskHandler for RedisHandler {
             }),
             inner: inner.to_owned(),
             max_out: shared.options.max_outcome,
+            engine: Some(shared.alive.clone()),
         };
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
@@ -464,7 +472,10 @@ async fn enqueue(shared: Arc<Shared>, queue: String, job: Job) -> Result<String,
     let mut backoff = Backoff::new();
     loop {
         let mut call = ENQUEUE.key(&stream);
-        call.key(&queued).arg(MARK_TTL_SECS);
+        call.key(&queued)
+            .key(&shared.alive)
+            .arg(MARK_TTL_SECS)
+            .arg(ENGINE_TTL_SECS);
         for (name, value) in &fields {
             call.arg(*name).arg(value.as_slice());
         }
@@ -477,6 +488,30 @@ async fn enqueue(shared: Arc<Shared>, queue: String, job: Job) -> Result<String,
             }
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+/// Renews this engine's liveness key while the handler lives: workers skip (dead-letter) the
+/// jobs of an engine whose key is gone, a killed engine's included. Sooner after a failure, so
+/// that a key Redis lost (a restart without persistence) is back within a refresh period.
+async fn keep_alive(shared: Arc<Shared>) {
+    let mut conn = shared.conn.clone();
+    loop {
+        let renewed: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&shared.alive)
+            .arg(1)
+            .arg("EX")
+            .arg(ENGINE_TTL_SECS)
+            .query_async(&mut conn)
+            .await;
+        let next = match renewed {
+            Ok(()) => ENGINE_REFRESH,
+            Err(e) => {
+                tracing::debug!(target: "graflow::handlers", error = %e, "cannot renew the engine's liveness key; retrying");
+                Duration::from_millis(250)
+            }
+        };
+        tokio::time::sleep(next).await;
     }
 }
 

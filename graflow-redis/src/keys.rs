@@ -10,6 +10,17 @@ pub(crate) const GROUP: &str = "graflow-workers";
 /// outcome, and a cancelled entry delivered later, harmless).
 pub(crate) const MARK_TTL_SECS: u64 = 24 * 3600;
 
+/// How often an engine renews its liveness key ([`Keys::engine`]).
+pub(crate) const ENGINE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long an engine's liveness key lives without renewal: three refresh periods.
+pub(crate) const ENGINE_TTL_SECS: u64 = 6;
+
+/// How long a worker must see an engine's liveness key absent before it takes the engine for
+/// gone: more than two refresh periods, so that an engine whose key Redis lost (a restart
+/// without persistence) has written it again.
+pub(crate) const ENGINE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Key names.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -43,6 +54,12 @@ impl Keys {
     /// One engine's reply stream.
     pub fn replies(&self, client: &str) -> String {
         format!("{}:replies:{client}", self.prefix)
+    }
+
+    /// An engine's liveness key: renewed every [`ENGINE_REFRESH`] while the engine lives, and
+    /// with each job it queues; gone [`ENGINE_TTL_SECS`] after it ends, however it ends.
+    pub fn engine(&self, client: &str) -> String {
+        format!("{}:engine:{client}", self.prefix)
     }
 
     /// Set, once, by the first outcome of an attempt.

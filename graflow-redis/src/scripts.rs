@@ -10,14 +10,19 @@ use redis::Script;
 /// slow past the response timeout, then answering everything) returns the entry the first call
 /// added instead of adding another.
 ///
-/// KEYS: queue stream, the attempt's "queued" mark. ARGV: mark TTL (s), then the job's fields.
-/// Returns the entry id.
+/// The engine's liveness key is renewed in the same step, so a worker never sees a job whose
+/// engine's key is missing for want of a renewal (after a Redis restart without persistence,
+/// say).
+///
+/// KEYS: queue stream, the attempt's "queued" mark, the engine's liveness key. ARGV: mark TTL
+/// (s), liveness key TTL (s), then the job's fields. Returns the entry id.
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 local id = redis.call('GET', KEYS[2])
 if id then return id end
-id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
 return id
 ",

@@ -21,7 +21,7 @@ use crate::RedisError;
 use crate::connect::{Backoff, connect, ensure_group};
 use crate::entry::{Job, RawEntry, Reply, ReplyKind, autoclaim_reply, range_reply, read_reply};
 use crate::handler::{DEFAULT_QUEUE, retryable};
-use crate::keys::{GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
+use crate::keys::{ENGINE_GRACE, GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
 use crate::logs::{ATTEMPT_SPAN, Capture};
 use crate::scripts::{DEAD_LETTER, FINISH, HEARTBEAT};
 
@@ -226,6 +226,9 @@ struct State {
     held_slots: Arc<Semaphore>,
     /// Jobs this worker holds, by entry id (ids are unique per stream; the key adds the queue).
     held: Mutex<HashMap<(String, String), Held>>,
+    /// Engines whose liveness key this worker found absent, and since when (see
+    /// [`engine_gone`]).
+    absent: Mutex<HashMap<String, Instant>>,
     stopping: AtomicBool,
     answered: AtomicU64,
     reclaimed: AtomicU64,
@@ -287,6 +290,7 @@ impl Worker {
             conn,
             handlers: self.handlers,
             held: Mutex::new(HashMap::new()),
+            absent: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             answered: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
@@ -888,6 +892,38 @@ async fn attempt(
         return;
     }
 
+    if let Some(engine) = &job.engine
+        && engine_gone(&state, engine).await
+    {
+        let reason = format!(
+            "its engine is gone: its liveness key `{engine}` was absent for {ENGINE_GRACE:?} (the engine ended or was killed with its job queued, or lost Redis for that long); nobody waits for the outcome, so worker {} did not run it; the job is in the dead-letter stream `{}` (source id {id})",
+            state.name,
+            state.keys.dead(&queue)
+        );
+        tracing::warn!(target: "graflow::handlers", worker = %state.name, task = %job.task, queue, entry = %id, engine, "the job's engine is gone; dead-lettered without running");
+        let reply = Reply {
+            att: job.att.clone(),
+            worker: state.name.clone(),
+            delivery,
+            kind: ReplyKind::Dead {
+                reason: reason.clone(),
+            },
+            logs: String::new(),
+        };
+        dead_letter(
+            &state,
+            &queue,
+            &id,
+            delivery,
+            &reason,
+            &done,
+            &job.reply,
+            Some(&reply),
+        )
+        .await;
+        return;
+    }
+
     let started = Instant::now();
     let limits = Limits::default()
         .with_max_frame(state.options.max_invocation)
@@ -980,6 +1016,39 @@ async fn attempt(
     };
     finish(&state, &queue, &id, &done, &job.reply, Some(&reply)).await;
     state.answered.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether the engine whose liveness key is `key` is gone: the key absent now and still absent
+/// [`ENGINE_GRACE`] after this worker first found it so (more than two of the engine's refresh
+/// periods: an engine whose key Redis lost writes it again meanwhile). In doubt (Redis does not
+/// answer), the engine lives.
+async fn engine_gone(state: &State, key: &str) -> bool {
+    let mut conn = state.conn.clone();
+    loop {
+        let exists: redis::RedisResult<bool> =
+            redis::cmd("EXISTS").arg(key).query_async(&mut conn).await;
+        let waited = {
+            let mut absent = state.absent.lock().unwrap_or_else(PoisonError::into_inner);
+            match exists {
+                Ok(true) => {
+                    absent.remove(key);
+                    return false;
+                }
+                Ok(false) => {}
+                Err(_) => return false,
+            }
+            // An absence seen long ago, with nothing seen since, proves nothing now.
+            absent.retain(|_, since| since.elapsed() < ENGINE_GRACE * 4);
+            absent
+                .entry(key.to_owned())
+                .or_insert_with(Instant::now)
+                .elapsed()
+        };
+        if waited >= ENGINE_GRACE {
+            return true;
+        }
+        tokio::time::sleep(ENGINE_GRACE - waited).await;
+    }
 }
 
 fn failure(nonce: u64, message: String, started: Instant) -> Outcome {
