@@ -419,14 +419,17 @@ fn other_build() -> std::path::PathBuf {
 }
 
 #[test]
-fn an_invocation_from_another_build_is_refused() {
+fn a_job_no_worker_of_its_build_serves_fails_naming_the_builds() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     let copy = other_build();
     let worker = spawn_worker_of(Some(&copy), &server.url(), "w-other-build", &[]);
     worker.wait_started();
-    let engine = engine(&server, RedisOptions::new());
+    let engine = engine(
+        &server,
+        RedisOptions::new().with_no_worker_timeout(Duration::from_secs(3)),
+    );
     let mut wf = graflow::Workflow::builder("other-build");
     wf.add(total::task().with_input("sample", sample("x")));
     let error = format!("{:#}", engine.run(&wf.build()).expect_err("refused"));
@@ -434,6 +437,17 @@ fn an_invocation_from_another_build_is_refused() {
     let ours = graflow::remote::build_id();
     assert!(error.contains(ours), "{error}");
     assert!(error.contains("another build"), "{error}");
+    assert!(error.contains("no live worker of this build"), "{error}");
+    assert!(
+        error.contains(&format!("--graflow-worker {}", server.url())),
+        "says how to start a worker of this build: {error}"
+    );
+    // The worker handed the job back untouched: it ran nothing, failed nothing.
+    assert!(
+        worker.log().contains("handed back a job of another build"),
+        "{}",
+        worker.log()
+    );
     let theirs_logged = worker.log();
     let theirs = theirs_logged
         .split("build_id=")
@@ -1374,4 +1388,137 @@ fn a_frozen_redis_server_is_survived() {
     for i in 0..4u64 {
         assert_eq!(report.result::<u64>(&format!("g{i}")).unwrap(), i * i);
     }
+}
+
+#[test]
+fn jobs_go_only_to_workers_of_their_build() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let copy = other_build();
+    let stale = spawn_worker_of(Some(&copy), &url, "w-stale", &[]);
+    stale.wait_started();
+    let engine = std::sync::Arc::new(engine(&server, RedisOptions::new()));
+    let n = 30u64;
+    let mut wf = graflow::Workflow::builder("routed");
+    for i in 0..n {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("b{i}"))
+                .with_input("key", format!("b{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 20u64),
+        );
+    }
+    let wf = wf.build();
+    let running = engine.clone();
+    let run = std::thread::spawn(move || running.run(&wf));
+    // Only the stale worker runs yet: it takes jobs it cannot run, and must hand them back.
+    stale.wait_for_log("of another build", Duration::from_secs(30));
+    let current = [
+        spawn_worker(&url, "w-current-1", &[]),
+        spawn_worker(&url, "w-current-2", &[]),
+    ];
+    let report = run.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "a run failed beside a worker of another build: {e:#}\n{}",
+            stale.log()
+        )
+    });
+    let _ = std::fs::remove_file(&copy);
+    for i in 0..n {
+        let id = format!("b{i}");
+        assert_eq!(report.result::<u64>(&id).unwrap(), i * i);
+        let runner = report.task(&id).unwrap().runner.unwrap().to_owned();
+        assert!(
+            runner.starts_with("worker w-current-") && runner.ends_with("delivery 1"),
+            "{id}: {runner}"
+        );
+    }
+    drop(current);
+}
+
+#[test]
+fn dead_workers_leave_the_consumer_group() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let env = [
+        ("GRAFLOW_WORKER_LEASE", "1s"),
+        ("GRAFLOW_WORKER_CONCURRENCY", "1"),
+    ];
+    let mut killed = [
+        spawn_worker(&url, "w-gone-1", &env),
+        spawn_worker(&url, "w-gone-2", &env),
+    ];
+    let mut left = spawn_worker(&url, "w-left", &env);
+    for worker in killed.iter().chain([&left]) {
+        worker.wait_started();
+    }
+    let mut conn = server.conn();
+    let consumers = |conn: &mut redis::Connection| -> Vec<String> {
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg("graflow:queue:default")
+            .arg("graflow-workers")
+            .query(conn)
+            .unwrap();
+        let mut names: Vec<String> = reply.consumers.into_iter().map(|c| c.name).collect();
+        names.sort();
+        names
+    };
+    // A worker is a consumer of the group once it was given a job: run tasks until each was.
+    let engine = engine(&server, RedisOptions::new());
+    for round in 0..10 {
+        if consumers(&mut conn).len() == 3 {
+            break;
+        }
+        assert!(
+            round < 9,
+            "some worker never got a job: {:?}",
+            consumers(&mut conn)
+        );
+        let mut wf = graflow::Workflow::builder("consumers");
+        for i in 0..12u64 {
+            wf.add(
+                slow_square::task()
+                    .with_id(format!("c{i}"))
+                    .with_input("key", format!("c{round}-{i}"))
+                    .with_input("n", i)
+                    .with_input("sleep_ms", 200u64),
+            );
+        }
+        engine.run(&wf.build()).expect("the run succeeds");
+    }
+    for worker in &mut killed {
+        worker.kill();
+    }
+    assert!(left.terminate().success());
+    assert!(
+        !consumers(&mut conn).contains(&"w-left".to_owned()),
+        "a worker that exits cleanly leaves the group"
+    );
+    let live = spawn_worker(&url, "w-live", &env);
+    live.wait_started();
+    // (A worker is a consumer only once it got a job: w-live may not be one.)
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = consumers(&mut conn);
+        if !left.iter().any(|name| name.starts_with("w-gone-")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed workers' consumers were not removed: {left:?}\n{}",
+            live.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        live.log().contains("removed the consumer of a worker gone"),
+        "{}",
+        live.log()
+    );
 }

@@ -36,6 +36,9 @@ pub(crate) struct Job {
     /// The engine's liveness key (`<prefix>:engine:<engine>`); `None` from an engine that
     /// keeps none (an older one): its jobs always run.
     pub engine: Option<String>,
+    /// The engine's build id: only a worker of that build takes the job. `None` from an older
+    /// engine: any worker takes it (and refuses an invocation of another build).
+    pub build: Option<String>,
 }
 
 impl Job {
@@ -53,6 +56,9 @@ impl Job {
         ];
         if let Some(engine) = &self.engine {
             fields.push(("engine", engine.as_bytes().to_vec()));
+        }
+        if let Some(build) = &self.build {
+            fields.push(("build", build.as_bytes().to_vec()));
         }
         fields
     }
@@ -124,6 +130,10 @@ impl Job {
                 Some(key)
             }
         };
+        let build = match map.contains_key("build") {
+            false => None,
+            true => Some(text(map, "build", MAX_NAME).map_err(named)?),
+        };
         Ok(Job {
             att,
             reply,
@@ -133,6 +143,7 @@ impl Job {
             inner,
             max_out,
             engine,
+            build,
         })
     }
 }
@@ -278,6 +289,7 @@ mod tests {
             inner: "direct".to_owned(),
             max_out: 99,
             engine: Some("graflow:engine:c".to_owned()),
+            build: Some("b1".to_owned()),
         }
     }
 
@@ -291,6 +303,7 @@ mod tests {
         );
         assert_eq!((parsed.timeout_ms, parsed.max_out), (5, 99));
         assert_eq!(parsed.engine.as_deref(), Some("graflow:engine:c"));
+        assert_eq!(parsed.build.as_deref(), Some("b1"));
 
         let (named, why) = Job::parse(&map(job().fields()), 2, replies).unwrap_err();
         assert!(
@@ -480,26 +493,34 @@ pub(crate) fn range_reply(value: RValue) -> Vec<RawEntry> {
         .collect()
 }
 
-/// An XAUTOCLAIM reply: the cursor for the next call and the entries claimed (entries that
-/// vanished from the stream are left out: Redis removed them from the pending list).
-pub(crate) fn autoclaim_reply(value: RValue) -> Result<(String, Vec<RawEntry>), String> {
+/// A [`CLAIM`](crate::scripts::CLAIM) reply: the next start, and the entries taken with their
+/// delivery counts.
+pub(crate) fn claim_reply(value: RValue) -> Result<(String, Vec<(RawEntry, u64)>), String> {
     let mut parts = items(value)
-        .ok_or_else(|| "unexpected reply to XAUTOCLAIM".to_owned())?
+        .ok_or_else(|| "unexpected reply to the claim script".to_owned())?
         .into_iter();
     let cursor = parts
         .next()
         .as_ref()
         .and_then(text_of)
-        .ok_or_else(|| "XAUTOCLAIM gave no cursor".to_owned())?;
-    let entries = parts
-        .next()
-        .and_then(items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(raw_entry)
-        .filter(|entry| !matches!(entry.fields, Err(BadEntry::Deleted)))
-        .collect();
-    Ok((cursor, entries))
+        .ok_or_else(|| "the claim script gave no cursor".to_owned())?;
+    let entries = parts.next().and_then(items).unwrap_or_default();
+    let deliveries = parts.next().and_then(items).unwrap_or_default();
+    Ok((
+        cursor,
+        entries
+            .into_iter()
+            .zip(deliveries)
+            .filter_map(|(entry, delivery)| {
+                let delivery = match delivery {
+                    RValue::Int(n) => u64::try_from(n).ok()?,
+                    _ => return None,
+                };
+                Some((raw_entry(entry)?, delivery))
+            })
+            .filter(|(entry, _)| !matches!(entry.fields, Err(BadEntry::Deleted)))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -550,7 +571,7 @@ mod raw_tests {
         assert!(read_reply(RValue::Nil).unwrap().is_empty());
 
         let claimed = RValue::Array(vec![
-            bulk(b"5-0"),
+            bulk(b"(5-0"),
             RValue::Array(vec![
                 RValue::Array(vec![
                     bulk(b"4-0"),
@@ -558,13 +579,14 @@ mod raw_tests {
                 ]),
                 RValue::Array(vec![bulk(b"4-1"), RValue::Nil]),
             ]),
-            RValue::Array(vec![]),
+            RValue::Array(vec![RValue::Int(1), RValue::Int(3)]),
         ]);
-        let (cursor, entries) = autoclaim_reply(claimed).unwrap();
-        assert_eq!(cursor, "5-0");
+        let (cursor, entries) = claim_reply(claimed).unwrap();
+        assert_eq!(cursor, "(5-0");
         assert_eq!(entries.len(), 1, "a vanished entry is left out");
+        assert_eq!(entries[0].1, 1);
         assert_eq!(
-            entries[0].fields.as_ref().unwrap_err(),
+            entries[0].0.fields.as_ref().unwrap_err(),
             &BadEntry::Malformed("a field name is not UTF-8 text"),
             "a malformed entry is kept (it goes to the dead letters), a deleted one is not"
         );

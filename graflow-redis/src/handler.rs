@@ -390,6 +390,7 @@ impl TaskHandler for RedisHandler {
             inner: inner.to_owned(),
             max_out: shared.options.max_outcome,
             engine: Some(shared.alive.clone()),
+            build: Some(remote::build_id().to_owned()),
         };
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
@@ -687,20 +688,24 @@ async fn monitor(shared: Arc<Shared>) {
             {
                 known_groups.insert(queue.clone());
             }
-            let live: redis::RedisResult<u64> = LIVE_WORKERS
+            let live: redis::RedisResult<Vec<String>> = LIVE_WORKERS
                 .key(shared.keys.workers(&queue))
+                .key(shared.keys.builds(&queue))
                 .arg(WORKER_TTL.as_millis() as u64)
+                .arg(remote::build_id())
                 .invoke_async(&mut conn)
                 .await;
             match live {
-                Ok(0) => {
+                Ok(live) => {
+                    let count = |i: usize| live.get(i).and_then(|n| n.parse::<u64>().ok());
+                    if count(1).unwrap_or(0) > 0 {
+                        unserved_since.remove(&queue);
+                        continue;
+                    }
                     let since = *unserved_since.entry(queue.clone()).or_insert(now);
                     if now.duration_since(since) >= shared.options.no_worker_timeout {
-                        fail_queue(&shared, &queue);
+                        fail_queue(&shared, &queue, live.get(2..).unwrap_or_default());
                     }
-                }
-                Ok(_) => {
-                    unserved_since.remove(&queue);
                 }
                 Err(e) => {
                     tracing::debug!(target: "graflow::handlers", error = %e, "cannot count live workers");
@@ -732,15 +737,28 @@ async fn monitor(shared: Arc<Shared>) {
     }
 }
 
-fn fail_queue(shared: &Shared, queue: &str) {
-    fail_waiters(
-        shared,
-        |w| w.queue == queue,
-        &format!(
-            "no live worker has served queue `{queue}` at {} for {:?}; start one: `<your program> --graflow-worker {} --graflow-worker-queue {queue}`",
-            shared.url, shared.options.no_worker_timeout, shared.url
-        ),
+/// Fails the attempts waiting on `queue`, which no live worker of this build served for the
+/// no-worker timeout; `others`: the builds of the live workers there.
+fn fail_queue(shared: &Shared, queue: &str, others: &[String]) {
+    let start = format!(
+        "`<your program> --graflow-worker {} --graflow-worker-queue {queue}`",
+        shared.url
     );
+    let message = if others.is_empty() {
+        format!(
+            "no live worker has served queue `{queue}` at {} for {:?}; start one: {start}",
+            shared.url, shared.options.no_worker_timeout
+        )
+    } else {
+        format!(
+            "no live worker of this build has served queue `{queue}` at {} for {:?}: the job needs build {}, and the live workers there are of build {} (another build of this program cannot run this build's tasks); start a worker of this build, this same binary: {start}",
+            shared.url,
+            shared.options.no_worker_timeout,
+            remote::build_id(),
+            others.join(", ")
+        )
+    };
+    fail_waiters(shared, |w| w.queue == queue, &message);
 }
 
 /// Fails the waiting attempts `which` selects with `message`.

@@ -51,6 +51,11 @@ impl Keys {
         format!("{}:workers:{queue}", self.prefix)
     }
 
+    /// The hash of a queue's live workers' builds (field: worker name, value: build id).
+    pub fn builds(&self, queue: &str) -> String {
+        format!("{}:builds:{queue}", self.prefix)
+    }
+
     /// One engine's reply stream.
     pub fn replies(&self, client: &str) -> String {
         format!("{}:replies:{client}", self.prefix)
