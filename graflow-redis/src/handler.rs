@@ -17,7 +17,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::oneshot;
 
 use crate::RedisError;
-use crate::connect::{Backoff, connect, ensure_group};
+use crate::connect::{Backoff, TlsOptions, connect, ensure_group};
 use crate::entry::{Job, RawEntry, Reply, ReplyKind, read_reply};
 use crate::keys::{
     ENGINE_REFRESH, ENGINE_TTL_SECS, Keys, MARK_TTL_SECS, check_name, process_name, redact,
@@ -51,6 +51,9 @@ pub struct RedisOptions {
     pub reconnect_window: Duration,
     /// How many attempts may be in flight at once in one run (default: the engine's limit).
     pub max_concurrency: Option<usize>,
+    /// TLS settings for a `rediss://` URL (default: the environment's, else the system's
+    /// roots and no client certificate).
+    pub tls: TlsOptions,
 }
 
 impl Default for RedisOptions {
@@ -62,6 +65,7 @@ impl Default for RedisOptions {
             max_outcome: 16 << 20,
             reconnect_window: Duration::from_secs(30),
             max_concurrency: None,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -99,6 +103,12 @@ impl RedisOptions {
     /// Sets how long queueing a job retries while Redis does not answer.
     pub fn with_reconnect_window(mut self, window: Duration) -> Self {
         self.reconnect_window = window;
+        self
+    }
+
+    /// Sets the TLS settings (for a `rediss://` URL).
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -198,8 +208,8 @@ impl std::fmt::Debug for RedisHandler {
 }
 
 impl RedisHandler {
-    /// Connects to Redis at `url` (`redis://host:port/db`, `redis://:password@host:port/db`)
-    /// with the default [`RedisOptions`]. Fails at once, naming the URL, when nothing answers
+    /// Connects to Redis at `url` (`redis://host:port/db`, `redis://:password@host:port/db`,
+    /// `rediss://host:port/db` for TLS: see [`TlsOptions`]) with the default [`RedisOptions`]. Fails at once, naming the URL, when nothing answers
     /// there within 2 s. Blocks the calling thread while it connects.
     pub fn connect(url: &str) -> Result<RedisHandler, RedisError> {
         Self::connect_with(url, RedisOptions::default())
@@ -220,13 +230,14 @@ impl RedisHandler {
         let client = process_name();
         let replies = keys.replies(&client);
         let owned_url = url.to_owned();
+        let tls = options.tls.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         io.handle().spawn(async move {
             let result = async {
-                let conn = connect(&owned_url, Duration::from_secs(10)).await?;
+                let conn = connect(&owned_url, Duration::from_secs(10), &tls).await?;
                 // Blocking reads get a connection of their own: on a shared one they would hold
                 // up every other command.
-                let blocking = connect(&owned_url, Duration::from_secs(10)).await?;
+                let blocking = connect(&owned_url, Duration::from_secs(10), &tls).await?;
                 Ok::<_, RedisError>((conn, blocking))
             }
             .await;

@@ -44,6 +44,7 @@ mod mode;
 mod scripts;
 mod worker;
 
+pub use connect::{CA_CERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, TlsOptions};
 pub use error::RedisError;
 pub use handler::{DEFAULT_QUEUE, RedisHandler, RedisOptions};
 pub use logs::{ATTEMPT_SPAN, CaptureLayer};

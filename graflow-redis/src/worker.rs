@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::RedisError;
-use crate::connect::{Backoff, connect, ensure_group};
+use crate::connect::{Backoff, TlsOptions, connect, ensure_group};
 use crate::entry::{Job, RawEntry, Reply, ReplyKind, claim_reply, range_reply, read_reply};
 use crate::handler::{DEFAULT_QUEUE, retryable};
 use crate::keys::{ENGINE_GRACE, GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
@@ -52,6 +52,9 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// The dead-letter stream keeps about this many entries (default 10,000).
     pub dead_letter_cap: u64,
+    /// TLS settings for a `rediss://` URL (default: the environment's, else the system's
+    /// roots and no client certificate).
+    pub tls: TlsOptions,
 }
 
 impl Default for WorkerOptions {
@@ -66,6 +69,7 @@ impl Default for WorkerOptions {
             max_invocation: 256 << 20,
             shutdown_grace: Duration::from_secs(30),
             dead_letter_cap: 10_000,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -119,6 +123,12 @@ impl WorkerOptions {
     /// Sets the largest invocation accepted.
     pub fn with_max_invocation(mut self, bytes: u64) -> Self {
         self.max_invocation = bytes;
+        self
+    }
+
+    /// Sets the TLS settings (for a `rediss://` URL).
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -278,8 +288,9 @@ impl Worker {
         self.options.check()?;
         let keys = Keys::new(&self.options.prefix)?;
         let name = self.options.name.clone().unwrap_or_else(process_name);
-        let mut conn = connect(&self.url, Duration::from_secs(10)).await?;
-        let blocking = connect(&self.url, Duration::from_secs(10)).await?;
+        let tls = &self.options.tls;
+        let mut conn = connect(&self.url, Duration::from_secs(10), tls).await?;
+        let blocking = connect(&self.url, Duration::from_secs(10), tls).await?;
         for queue in &self.options.queues {
             ensure_group(&mut conn, &self.url, &keys.queue(queue)).await?;
         }
@@ -680,7 +691,7 @@ fn start_lease_keeper(state: Arc<State>, url: &str) -> Result<LeaseKeeper, Redis
         .spawn(move || {
             runtime.block_on(async move {
                 let mut conn = loop {
-                    match connect(&url, Duration::from_secs(5)).await {
+                    match connect(&url, Duration::from_secs(5), &state.options.tls).await {
                         Ok(conn) => break conn,
                         Err(e) => {
                             tracing::warn!(target: "graflow::handlers", error = %e, "lease keeper cannot connect; retrying");

@@ -25,6 +25,87 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Whether `command` runs; when it does not, the test is skipped, saying so (a failure with
+/// `GRAFLOW_REQUIRE_REDIS=1`).
+pub fn available(command: &str, install: &str) -> bool {
+    let probe = if command == "redis-server" {
+        "--version"
+    } else {
+        "version"
+    };
+    if Command::new(command)
+        .arg(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    let required = std::env::var(REQUIRE_REDIS).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{REQUIRE_REDIS} is set, but there is no {command}: run {install}"
+    );
+    eprintln!(
+        "skipped {}: no {command} (run {install}; set {REQUIRE_REDIS}=1 to make this a failure)",
+        std::thread::current().name().unwrap_or("a redis test")
+    );
+    false
+}
+
+/// A `redis-server` with settings of the test's own (a password, TLS), killed when dropped;
+/// ready once its port accepts connections.
+pub struct CustomServer {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl CustomServer {
+    /// `port_flag` (`--port` or `--tls-port`) on a free port, plus `args`.
+    pub fn start(port_flag: &str, args: &[&str]) -> Option<CustomServer> {
+        if !available("redis-server", "graflow-redis/scripts/setup.sh") {
+            return None;
+        }
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "graflow-redis-custom-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg(port_flag)
+            .arg(port.to_string())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut command);
+        let child = command.spawn().expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(CustomServer { child, port, dir })
+    }
+}
+
+impl Drop for CustomServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl RedisServer {
     /// A server without persistence; `None` (the test is skipped, saying so) when there is no
     /// `redis-server` and `GRAFLOW_REQUIRE_REDIS` is not set.
@@ -35,21 +116,7 @@ impl RedisServer {
     /// A server; with `aof`, every write is in its append-only file before it is answered
     /// (`appendfsync always`), so a restart loses nothing acknowledged.
     pub fn start_with(aof: bool) -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            let required = std::env::var(REQUIRE_REDIS).is_ok_and(|v| !v.is_empty() && v != "0");
-            assert!(
-                !required,
-                "{REQUIRE_REDIS} is set, but there is no redis-server: run graflow-redis/scripts/setup.sh"
-            );
-            eprintln!(
-                "skipped {}: no redis-server (run graflow-redis/scripts/setup.sh; set {REQUIRE_REDIS}=1 to make this a failure)",
-                std::thread::current().name().unwrap_or("a redis test")
-            );
+        if !available("redis-server", "graflow-redis/scripts/setup.sh") {
             return None;
         }
         let dir = std::env::temp_dir().join(format!(
@@ -161,7 +228,7 @@ impl Drop for RedisServer {
 
 /// The child gets SIGKILL when the thread that started it ends: nothing outlives the test,
 /// even a test killed by its harness.
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
