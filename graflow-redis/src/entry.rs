@@ -114,25 +114,25 @@ impl Job {
         let inv = bytes(map, "inv", max_invocation).map_err(named)?.to_vec();
         // Only the liveness key of the engine that owns the reply stream: a hostile job cannot
         // make a worker drop it by naming a key that does not exist.
-        let engine = match map.contains_key("engine") {
-            false => None,
-            true => {
-                let key = text(map, "engine", MAX_NAME).map_err(named)?;
-                let expected = format!(
-                    "{}engine:{engine}",
-                    replies.strip_suffix("replies:").unwrap_or(replies)
-                );
-                if key != expected {
-                    return Err(named(format!(
-                        "`engine` is not the liveness key of the engine that owns `{reply}`: `{key}`"
-                    )));
-                }
-                Some(key)
+        let engine = if map.contains_key("engine") {
+            let key = text(map, "engine", MAX_NAME).map_err(named)?;
+            let expected = format!(
+                "{}engine:{engine}",
+                replies.strip_suffix("replies:").unwrap_or(replies)
+            );
+            if key != expected {
+                return Err(named(format!(
+                    "`engine` is not the liveness key of the engine that owns `{reply}`: `{key}`"
+                )));
             }
+            Some(key)
+        } else {
+            None
         };
-        let build = match map.contains_key("build") {
-            false => None,
-            true => Some(text(map, "build", MAX_NAME).map_err(named)?),
+        let build = if map.contains_key("build") {
+            Some(text(map, "build", MAX_NAME).map_err(named)?)
+        } else {
+            None
         };
         Ok(Job {
             att,

@@ -1163,7 +1163,7 @@ async fn engine_gone(state: &State, key: &str) -> bool {
         if waited >= ENGINE_GRACE {
             return true;
         }
-        tokio::time::sleep(ENGINE_GRACE - waited).await;
+        tokio::time::sleep(ENGINE_GRACE.saturating_sub(waited)).await;
     }
 }
 
