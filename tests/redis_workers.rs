@@ -12,11 +12,12 @@ mod redis_common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use graflow::redis::{RedisError, RedisHandler, RedisOptions};
+use graflow::redis::{RedisError, RedisHandler, RedisOptions, TlsOptions};
 use graflow::{TaskContext, WorkflowEngine, task};
 use redis::Commands;
 use redis_common::{
-    PROMPTLY, RedisServer, WorkerProcess, spawn_worker, spawn_worker_of, task_conn, with_task_conn,
+    CustomServer, PROMPTLY, RedisServer, WorkerProcess, spawn_test_program, spawn_worker,
+    spawn_worker_of, task_conn, with_task_conn,
 };
 use serde::{Deserialize, Serialize};
 
@@ -463,14 +464,17 @@ fn other_build() -> std::path::PathBuf {
 }
 
 #[test]
-fn an_invocation_from_another_build_is_refused() {
+fn a_job_no_worker_of_its_build_serves_fails_naming_the_builds() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     let copy = other_build();
     let worker = spawn_worker_of(Some(&copy), &server.url(), "w-other-build", &[]);
     worker.wait_started();
-    let engine = engine(&server, RedisOptions::new());
+    let engine = engine(
+        &server,
+        RedisOptions::new().with_no_worker_timeout(Duration::from_secs(3)),
+    );
     let mut wf = graflow::Workflow::builder("other-build");
     wf.add(total::task().with_input("sample", sample("x")));
     let error = format!("{:#}", engine.run(&wf.build()).expect_err("refused"));
@@ -478,6 +482,17 @@ fn an_invocation_from_another_build_is_refused() {
     let ours = graflow::remote::build_id();
     assert!(error.contains(ours), "{error}");
     assert!(error.contains("another build"), "{error}");
+    assert!(error.contains("no live worker of this build"), "{error}");
+    assert!(
+        error.contains(&format!("--graflow-worker {}", server.url())),
+        "says how to start a worker of this build: {error}"
+    );
+    // The worker handed the job back untouched: it ran nothing, failed nothing.
+    assert!(
+        worker.log().contains("handed back a job of another build"),
+        "{}",
+        worker.log()
+    );
     let theirs_logged = worker.log();
     let theirs = theirs_logged
         .split("build_id=")
@@ -1161,4 +1176,618 @@ fn dynamic_requests_come_back_from_a_redis_worker() {
     assert_eq!(report.task("plans_on_a_worker").unwrap().runs, 2);
     assert_eq!(report.result::<u32>("planned_1").unwrap(), 101);
     assert!(report.task("planned_0").unwrap().added);
+}
+
+/// Writes a marker file: proof that it ran.
+#[task(handler = "redis")]
+fn marker(path: String) -> u64 {
+    std::fs::write(&path, b"ran").expect("write the marker file");
+    1
+}
+
+/// Waits here, in the engine's process.
+#[task]
+fn local_wait(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Queued only once `local_wait` ends (in the tests, while Redis is frozen).
+#[task(handler = "redis")]
+fn after_wait(local_wait: u64, key: String) -> u64 {
+    with_task_conn(|conn| conn.incr::<_, _, ()>(format!("runs:{key}"), 1));
+    local_wait + 1
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stream_len(conn: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query(conn).unwrap()
+}
+
+/// Not a test: the engine program that `an_engine_killed_with_sigkill_leaves_no_job_to_run`
+/// starts and kills (three marker tasks, queued with no worker).
+#[test]
+#[ignore = "a helper program that another test starts"]
+fn orphan_engine_program() {
+    let (Ok(url), Ok(dir)) = (
+        std::env::var("GRAFLOW_TEST_ENGINE_URL"),
+        std::env::var("GRAFLOW_TEST_MARKERS"),
+    ) else {
+        return;
+    };
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler(
+        "redis",
+        RedisHandler::connect_with(
+            &url,
+            RedisOptions::new().with_no_worker_timeout(Duration::from_secs(3600)),
+        )
+        .expect("connect to the test's Redis"),
+    );
+    let mut wf = graflow::Workflow::builder("orphans");
+    for i in 0..3 {
+        wf.add(
+            marker::task()
+                .with_id(format!("orphan{i}"))
+                .with_input("path", format!("{dir}/orphan{i}")),
+        );
+    }
+    let _ = engine.run(&wf.build());
+}
+
+#[test]
+fn an_engine_killed_with_sigkill_leaves_no_job_to_run() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let markers = std::env::temp_dir().join(format!(
+        "graflow-markers-{}-{}",
+        std::process::id(),
+        server.port
+    ));
+    std::fs::create_dir_all(&markers).unwrap();
+    let mut conn = server.conn();
+    let mut program = spawn_test_program(
+        "orphan_engine_program",
+        &[
+            ("GRAFLOW_TEST_ENGINE_URL", url.as_str()),
+            ("GRAFLOW_TEST_MARKERS", markers.to_str().unwrap()),
+        ],
+    );
+    wait_for(
+        "the engine program queued its 3 jobs",
+        Duration::from_secs(60),
+        || stream_len(&mut conn, "graflow:queue:default") >= 3,
+    );
+    let dead_engine: Vec<String> = conn.keys("graflow:engine:*").unwrap();
+    assert_eq!(dead_engine.len(), 1, "{dead_engine:?}\n{}", program.log());
+    program.kill();
+
+    // A live engine queues jobs too, while no worker runs.
+    let live = engine(
+        &server,
+        RedisOptions::new().with_no_worker_timeout(Duration::from_secs(120)),
+    );
+    let mut wf = graflow::Workflow::builder("alive");
+    for i in 0..3 {
+        wf.add(
+            marker::task().with_id(format!("live{i}")).with_input(
+                "path",
+                markers
+                    .join(format!("live{i}"))
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+        );
+    }
+    let wf = wf.build();
+    let run = std::thread::spawn(move || live.run(&wf));
+    wait_for(
+        "the live engine queued its jobs",
+        Duration::from_secs(30),
+        || stream_len(&mut conn, "graflow:queue:default") >= 6,
+    );
+    wait_for(
+        "the killed engine's liveness key expired",
+        Duration::from_secs(60),
+        || !conn.exists::<_, bool>(&dead_engine[0]).unwrap(),
+    );
+    // The live engine's key lost, as when Redis restarts without persistence: its jobs must
+    // still run (the worker waits for the engine to write it again).
+    let live_keys: Vec<String> = conn.keys("graflow:engine:*").unwrap();
+    assert_eq!(live_keys.len(), 1, "{live_keys:?}");
+    let _: () = conn.del(&live_keys[0]).unwrap();
+    let worker = spawn_worker(&url, "w-orphans", &[]);
+    let report = run
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the live engine's run failed: {e:#}\n{}", worker.log()));
+    for i in 0..3 {
+        assert_eq!(report.result::<u64>(&format!("live{i}")).unwrap(), 1);
+        assert!(markers.join(format!("live{i}")).exists());
+    }
+    wait_for(
+        "the killed engine's jobs went to the dead letters",
+        Duration::from_secs(60),
+        || stream_len(&mut conn, "graflow:dead:default") >= 3,
+    );
+    let dead: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("graflow:dead:default")
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(&mut conn)
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .iter()
+                .filter_map(|(k, v)| {
+                    redis::from_redis_value::<String>(v.clone())
+                        .ok()
+                        .map(|v| (k.clone(), v))
+                })
+                .collect();
+            (e.id, fields)
+        })
+        .collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for (_, fields) in &dead {
+        assert!(
+            fields["reason"].contains("its engine is gone"),
+            "{fields:?}"
+        );
+        assert!(fields["task"].starts_with("orphan"), "{fields:?}");
+    }
+    for i in 0..3 {
+        assert!(
+            !markers.join(format!("orphan{i}")).exists(),
+            "orphan{i} ran for a dead engine"
+        );
+    }
+    assert_eq!(pending_count(&mut conn, "default"), 0);
+    assert_eq!(stream_len(&mut conn, "graflow:queue:default"), 0);
+    let _ = std::fs::remove_dir_all(&markers);
+}
+
+#[test]
+fn a_frozen_redis_server_is_survived() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let env = [("GRAFLOW_WORKER_CONCURRENCY", "2")];
+    let a = spawn_worker(&url, "w-frozen-a", &env);
+    let b = spawn_worker(&url, "w-frozen-b", &env);
+    a.wait_started();
+    b.wait_started();
+    let engine = std::sync::Arc::new(engine(&server, RedisOptions::new()));
+    let mut wf = graflow::Workflow::builder("frozen");
+    for i in 0..4u64 {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("f{i}"))
+                .with_input("key", format!("f{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 500u64),
+        );
+    }
+    let wait = wf.add(local_wait::task().with_input("ms", 2000u64));
+    let late = wf.add(after_wait::task().with_input("key", "late".to_owned()));
+    wf.edge(wait, late);
+    let wf = wf.build();
+    let running = engine.clone();
+    let run = std::thread::spawn(move || running.run(&wf));
+    let mut conn = server.conn();
+    wait_for("a task started", Duration::from_secs(30), || {
+        conn.exists::<_, bool>("runs:f0").unwrap()
+    });
+    // Frozen past every response timeout (10 s); `after_wait` is queued meanwhile.
+    server.freeze();
+    std::thread::sleep(Duration::from_secs(14));
+    server.thaw();
+    let report = run.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "the run failed after Redis froze: {e:#}\n{}\n{}",
+            a.log(),
+            b.log()
+        )
+    });
+    for i in 0..4u64 {
+        assert_eq!(report.result::<u64>(&format!("f{i}")).unwrap(), i * i);
+    }
+    assert_eq!(report.result::<u64>("after_wait").unwrap(), 2001);
+    let runs: u64 = conn.get("runs:late").unwrap();
+    assert_eq!(runs, 1, "queued once, run once");
+    // The workers carry on serving.
+    let mut wf = graflow::Workflow::builder("after-the-freeze");
+    for i in 0..4u64 {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("g{i}"))
+                .with_input("key", format!("g{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 10u64),
+        );
+    }
+    let report = engine.run(&wf.build()).unwrap_or_else(|e| {
+        panic!(
+            "a run after the freeze failed: {e:#}\n{}\n{}",
+            a.log(),
+            b.log()
+        )
+    });
+    for i in 0..4u64 {
+        assert_eq!(report.result::<u64>(&format!("g{i}")).unwrap(), i * i);
+    }
+}
+
+#[test]
+fn jobs_go_only_to_workers_of_their_build() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let copy = other_build();
+    let stale = spawn_worker_of(Some(&copy), &url, "w-stale", &[]);
+    stale.wait_started();
+    let engine = std::sync::Arc::new(engine(&server, RedisOptions::new()));
+    let n = 30u64;
+    let mut wf = graflow::Workflow::builder("routed");
+    for i in 0..n {
+        wf.add(
+            slow_square::task()
+                .with_id(format!("b{i}"))
+                .with_input("key", format!("b{i}"))
+                .with_input("n", i)
+                .with_input("sleep_ms", 20u64),
+        );
+    }
+    let wf = wf.build();
+    let running = engine.clone();
+    let run = std::thread::spawn(move || running.run(&wf));
+    // Only the stale worker runs yet: it takes jobs it cannot run, and must hand them back.
+    stale.wait_for_log("of another build", Duration::from_secs(30));
+    let current = [
+        spawn_worker(&url, "w-current-1", &[]),
+        spawn_worker(&url, "w-current-2", &[]),
+    ];
+    let report = run.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "a run failed beside a worker of another build: {e:#}\n{}",
+            stale.log()
+        )
+    });
+    let _ = std::fs::remove_file(&copy);
+    for i in 0..n {
+        let id = format!("b{i}");
+        assert_eq!(report.result::<u64>(&id).unwrap(), i * i);
+        let runner = report.task(&id).unwrap().runner.unwrap().to_owned();
+        assert!(
+            runner.starts_with("worker w-current-") && runner.ends_with("delivery 1"),
+            "{id}: {runner}"
+        );
+    }
+    drop(current);
+}
+
+#[test]
+fn dead_workers_leave_the_consumer_group() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let env = [
+        ("GRAFLOW_WORKER_LEASE", "1s"),
+        ("GRAFLOW_WORKER_CONCURRENCY", "1"),
+    ];
+    let mut killed = [
+        spawn_worker(&url, "w-gone-1", &env),
+        spawn_worker(&url, "w-gone-2", &env),
+    ];
+    let mut left = spawn_worker(&url, "w-left", &env);
+    for worker in killed.iter().chain([&left]) {
+        worker.wait_started();
+    }
+    let mut conn = server.conn();
+    let consumers = |conn: &mut redis::Connection| -> Vec<String> {
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg("graflow:queue:default")
+            .arg("graflow-workers")
+            .query(conn)
+            .unwrap();
+        let mut names: Vec<String> = reply.consumers.into_iter().map(|c| c.name).collect();
+        names.sort();
+        names
+    };
+    // A worker is a consumer of the group once it was given a job: run tasks until each was.
+    let engine = engine(&server, RedisOptions::new());
+    for round in 0..10 {
+        if consumers(&mut conn).len() == 3 {
+            break;
+        }
+        assert!(
+            round < 9,
+            "some worker never got a job: {:?}",
+            consumers(&mut conn)
+        );
+        let mut wf = graflow::Workflow::builder("consumers");
+        for i in 0..12u64 {
+            wf.add(
+                slow_square::task()
+                    .with_id(format!("c{i}"))
+                    .with_input("key", format!("c{round}-{i}"))
+                    .with_input("n", i)
+                    .with_input("sleep_ms", 200u64),
+            );
+        }
+        engine.run(&wf.build()).expect("the run succeeds");
+    }
+    for worker in &mut killed {
+        worker.kill();
+    }
+    assert!(left.terminate().success());
+    assert!(
+        !consumers(&mut conn).contains(&"w-left".to_owned()),
+        "a worker that exits cleanly leaves the group"
+    );
+    let live = spawn_worker(&url, "w-live", &env);
+    live.wait_started();
+    // (A worker is a consumer only once it got a job: w-live may not be one.)
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = consumers(&mut conn);
+        if !left.iter().any(|name| name.starts_with("w-gone-")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed workers' consumers were not removed: {left:?}\n{}",
+            live.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        live.log().contains("removed the consumer of a worker gone"),
+        "{}",
+        live.log()
+    );
+}
+
+#[test]
+fn each_connection_failure_gets_its_own_advice() {
+    let Some(server) = CustomServer::start("--port", &["--requirepass", "s3cret-pass"]) else {
+        return;
+    };
+    let port = server.port;
+    let error = RedisHandler::connect(&format!("redis://:wrong-pass@127.0.0.1:{port}/0"))
+        .expect_err("a wrong password");
+    let text = error.to_string();
+    assert!(matches!(error, RedisError::Credentials { .. }), "{error:?}");
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(
+        text.contains(&format!("redis://:***@127.0.0.1:{port}/0")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong-pass"),
+        "the password is never shown: {text}"
+    );
+    assert!(!text.contains("start redis-server"), "{text}");
+    RedisHandler::connect(&format!("redis://:s3cret-pass@127.0.0.1:{port}/0"))
+        .expect("the right password");
+    let error = RedisHandler::connect(&format!("rediss://:s3cret-pass@127.0.0.1:{port}/0"))
+        .expect_err("TLS to a server that does not speak it");
+    let text = error.to_string();
+    assert!(matches!(error, RedisError::Tls { .. }), "{error:?}");
+    assert!(text.contains("TLS handshake"), "{text}");
+    assert!(!text.contains("s3cret-pass"), "{text}");
+    drop(server);
+    let error = RedisHandler::connect(&format!("redis://127.0.0.1:{port}/0"))
+        .expect_err("nothing listens there now");
+    assert!(matches!(error, RedisError::Unreachable { .. }), "{error:?}");
+    assert!(error.to_string().contains("start redis-server"), "{error}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it signs, and another CA,
+/// made with `openssl`; `None` (the test skipped) without it.
+struct Certs {
+    dir: std::path::PathBuf,
+}
+
+impl Certs {
+    fn make() -> Option<Certs> {
+        if !redis_common::available("openssl", "apt-get install openssl") {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "graflow-tls-{}-{}",
+            std::process::id(),
+            graflow::remote::attempt_nonce()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=graflow test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ]);
+        }
+        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            std::fs::write(
+                dir.join(format!("{name}.ext")),
+                format!(
+                    "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n"
+                ),
+            )
+            .unwrap();
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN=graflow test {name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        }
+        Some(Certs { dir })
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    fn server(&self, auth_clients: &str) -> Option<CustomServer> {
+        CustomServer::start(
+            "--tls-port",
+            &[
+                "--port",
+                "0",
+                "--tls-cert-file",
+                &self.path("server.crt"),
+                "--tls-key-file",
+                &self.path("server.key"),
+                "--tls-ca-cert-file",
+                &self.path("ca.crt"),
+                "--tls-auth-clients",
+                auth_clients,
+            ],
+        )
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `total` task through a TLS connection, on a worker configured by the environment.
+fn total_over_tls(url: &str, tls: TlsOptions, worker_env: &[(&str, &str)], name: &str) {
+    let worker = spawn_worker(url, name, worker_env);
+    worker.wait_started();
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler(
+        "redis",
+        RedisHandler::connect_with(url, RedisOptions::new().with_tls(tls))
+            .expect("connect over TLS"),
+    );
+    let mut wf = graflow::Workflow::builder("tls");
+    wf.add(total::task().with_input("sample", sample("tls")));
+    let report = engine
+        .run(&wf.build())
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", worker.log()));
+    assert!((report.result::<f64>("total").unwrap() - 3.0).abs() < 1e-9);
+}
+
+#[test]
+fn tls_and_mutual_tls_to_redis() {
+    let Some(certs) = Certs::make() else {
+        return;
+    };
+    let Some(server) = certs.server("no") else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    let ca = certs.path("ca.crt");
+    total_over_tls(
+        &url,
+        TlsOptions::new().with_ca_cert(&ca),
+        &[("GRAFLOW_REDIS_CA_CERT", ca.as_str())],
+        "w-tls",
+    );
+    // A server whose certificate the CA given does not sign is refused, saying so.
+    let error = RedisHandler::connect_with(
+        &url,
+        RedisOptions::new().with_tls(TlsOptions::new().with_ca_cert(certs.path("other-ca.crt"))),
+    )
+    .expect_err("a certificate of another CA");
+    let text = error.to_string();
+    assert!(matches!(error, RedisError::Tls { .. }), "{error:?}");
+    assert!(
+        text.contains("TLS handshake") && text.contains("GRAFLOW_REDIS_CA_CERT"),
+        "{text}"
+    );
+
+    // Mutual TLS: without a client certificate the server refuses; with one, tasks run.
+    let Some(server) = certs.server("yes") else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    let error = RedisHandler::connect_with(
+        &url,
+        RedisOptions::new().with_tls(TlsOptions::new().with_ca_cert(&ca)),
+    )
+    .expect_err("no client certificate");
+    assert!(
+        matches!(error, RedisError::Tls { .. }),
+        "{error:?}: {error}"
+    );
+    let (cert, key) = (certs.path("client.crt"), certs.path("client.key"));
+    total_over_tls(
+        &url,
+        TlsOptions::new()
+            .with_ca_cert(&ca)
+            .with_client_cert(&cert, &key),
+        &[
+            ("GRAFLOW_REDIS_CA_CERT", ca.as_str()),
+            ("GRAFLOW_REDIS_CLIENT_CERT", cert.as_str()),
+            ("GRAFLOW_REDIS_CLIENT_KEY", key.as_str()),
+        ],
+        "w-mtls",
+    );
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes `redis-server` available for the redis tests, examples and benchmarks: installs Debian's
-# package when the binary is absent (as root). Starts nothing: tests and examples start their own
+# Makes `redis-server` (and `openssl`, for the TLS test's certificates) available for the redis
+# tests, examples and benchmarks: installs Debian's package when the binary is absent (as root). Starts nothing: tests and examples start their own
 # server on a private loopback port. Idempotent.
 set -euo pipefail
 installed_before=$(command -v redis-server || true)
@@ -9,4 +9,6 @@ bash "$(dirname "$0")/../../scripts/debian-package.sh" redis-server redis-server
 if [ -z "$installed_before" ] && [ -x /etc/init.d/redis-server ]; then
   /etc/init.d/redis-server stop >/dev/null 2>&1 || true
 fi
-echo "[graflow redis setup] $(redis-server --version | head -n1)"
+# The TLS test makes its certificates with the openssl command.
+bash "$(dirname "$0")/../../scripts/debian-package.sh" openssl openssl
+echo "[graflow redis setup] $(redis-server --version | head -n1); $(openssl version)"

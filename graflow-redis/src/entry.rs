@@ -33,12 +33,18 @@ pub(crate) struct Job {
     pub inner: String,
     /// The largest outcome the engine accepts, in bytes.
     pub max_out: u64,
+    /// The engine's liveness key (`<prefix>:engine:<engine>`); `None` from an engine that
+    /// keeps none (an older one): its jobs always run.
+    pub engine: Option<String>,
+    /// The engine's build id: only a worker of that build takes the job. `None` from an older
+    /// engine: any worker takes it (and refuses an invocation of another build).
+    pub build: Option<String>,
 }
 
 impl Job {
     /// The fields of the entry, for XADD.
     pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
-        vec![
+        let mut fields = vec![
             ("v", ENTRY_VERSION.as_bytes().to_vec()),
             ("att", self.att.as_bytes().to_vec()),
             ("reply", self.reply.as_bytes().to_vec()),
@@ -47,7 +53,14 @@ impl Job {
             ("inner", self.inner.as_bytes().to_vec()),
             ("max_out", self.max_out.to_string().into_bytes()),
             ("inv", self.inv.clone()),
-        ]
+        ];
+        if let Some(engine) = &self.engine {
+            fields.push(("engine", engine.as_bytes().to_vec()));
+        }
+        if let Some(build) = &self.build {
+            fields.push(("build", build.as_bytes().to_vec()));
+        }
+        fields
     }
 
     /// Reads a job; `Err` says what is wrong with the entry. With `Err((Some(att, reply), _))`
@@ -99,6 +112,28 @@ impl Job {
         let inner = text(map, "inner", MAX_NAME).map_err(named)?;
         let max_out = number(map, "max_out").map_err(named)?;
         let inv = bytes(map, "inv", max_invocation).map_err(named)?.to_vec();
+        // Only the liveness key of the engine that owns the reply stream: a hostile job cannot
+        // make a worker drop it by naming a key that does not exist.
+        let engine = if map.contains_key("engine") {
+            let key = text(map, "engine", MAX_NAME).map_err(named)?;
+            let expected = format!(
+                "{}engine:{engine}",
+                replies.strip_suffix("replies:").unwrap_or(replies)
+            );
+            if key != expected {
+                return Err(named(format!(
+                    "`engine` is not the liveness key of the engine that owns `{reply}`: `{key}`"
+                )));
+            }
+            Some(key)
+        } else {
+            None
+        };
+        let build = if map.contains_key("build") {
+            Some(text(map, "build", MAX_NAME).map_err(named)?)
+        } else {
+            None
+        };
         Ok(Job {
             att,
             reply,
@@ -107,6 +142,8 @@ impl Job {
             timeout_ms,
             inner,
             max_out,
+            engine,
+            build,
         })
     }
 }
@@ -251,6 +288,8 @@ mod tests {
             timeout_ms: 5,
             inner: "direct".to_owned(),
             max_out: 99,
+            engine: Some("graflow:engine:c".to_owned()),
+            build: Some("b1".to_owned()),
         }
     }
 
@@ -263,6 +302,8 @@ mod tests {
             ("c-00000000000000a1", &[1u8, 2, 3][..])
         );
         assert_eq!((parsed.timeout_ms, parsed.max_out), (5, 99));
+        assert_eq!(parsed.engine.as_deref(), Some("graflow:engine:c"));
+        assert_eq!(parsed.build.as_deref(), Some("b1"));
 
         let (named, why) = Job::parse(&map(job().fields()), 2, replies).unwrap_err();
         assert!(
@@ -300,6 +341,20 @@ mod tests {
                 .1
                 .contains("not a reply stream")
         );
+        let mut fields = map(job().fields());
+        fields.insert(
+            "engine".to_owned(),
+            RValue::BulkString(b"graflow:engine:other".to_vec()),
+        );
+        assert!(
+            Job::parse(&fields, 10, replies)
+                .unwrap_err()
+                .1
+                .contains("not the liveness key")
+        );
+        let mut fields = map(job().fields());
+        fields.remove("engine");
+        assert!(Job::parse(&fields, 10, replies).unwrap().engine.is_none());
         let mut fields = map(job().fields());
         fields.insert("task".to_owned(), RValue::BulkString(vec![0xff, 0xfe]));
         assert!(
@@ -429,26 +484,43 @@ pub(crate) fn read_reply(value: RValue) -> Result<Vec<(String, Vec<RawEntry>)>, 
         .collect())
 }
 
-/// An XAUTOCLAIM reply: the cursor for the next call and the entries claimed (entries that
-/// vanished from the stream are left out: Redis removed them from the pending list).
-pub(crate) fn autoclaim_reply(value: RValue) -> Result<(String, Vec<RawEntry>), String> {
+/// An XRANGE reply: its entries (an entry deleted meanwhile is simply absent).
+pub(crate) fn range_reply(value: RValue) -> Vec<RawEntry> {
+    items(value)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(raw_entry)
+        .collect()
+}
+
+/// A [`CLAIM`](crate::scripts::CLAIM) reply: the next start, and the entries taken with their
+/// delivery counts.
+pub(crate) fn claim_reply(value: RValue) -> Result<(String, Vec<(RawEntry, u64)>), String> {
     let mut parts = items(value)
-        .ok_or_else(|| "unexpected reply to XAUTOCLAIM".to_owned())?
+        .ok_or_else(|| "unexpected reply to the claim script".to_owned())?
         .into_iter();
     let cursor = parts
         .next()
         .as_ref()
         .and_then(text_of)
-        .ok_or_else(|| "XAUTOCLAIM gave no cursor".to_owned())?;
-    let entries = parts
-        .next()
-        .and_then(items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(raw_entry)
-        .filter(|entry| !matches!(entry.fields, Err(BadEntry::Deleted)))
-        .collect();
-    Ok((cursor, entries))
+        .ok_or_else(|| "the claim script gave no cursor".to_owned())?;
+    let entries = parts.next().and_then(items).unwrap_or_default();
+    let deliveries = parts.next().and_then(items).unwrap_or_default();
+    Ok((
+        cursor,
+        entries
+            .into_iter()
+            .zip(deliveries)
+            .filter_map(|(entry, delivery)| {
+                let delivery = match delivery {
+                    RValue::Int(n) => u64::try_from(n).ok()?,
+                    _ => return None,
+                };
+                Some((raw_entry(entry)?, delivery))
+            })
+            .filter(|(entry, _)| !matches!(entry.fields, Err(BadEntry::Deleted)))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -499,7 +571,7 @@ mod raw_tests {
         assert!(read_reply(RValue::Nil).unwrap().is_empty());
 
         let claimed = RValue::Array(vec![
-            bulk(b"5-0"),
+            bulk(b"(5-0"),
             RValue::Array(vec![
                 RValue::Array(vec![
                     bulk(b"4-0"),
@@ -507,13 +579,14 @@ mod raw_tests {
                 ]),
                 RValue::Array(vec![bulk(b"4-1"), RValue::Nil]),
             ]),
-            RValue::Array(vec![]),
+            RValue::Array(vec![RValue::Int(1), RValue::Int(3)]),
         ]);
-        let (cursor, entries) = autoclaim_reply(claimed).unwrap();
-        assert_eq!(cursor, "5-0");
+        let (cursor, entries) = claim_reply(claimed).unwrap();
+        assert_eq!(cursor, "(5-0");
         assert_eq!(entries.len(), 1, "a vanished entry is left out");
+        assert_eq!(entries[0].1, 1);
         assert_eq!(
-            entries[0].fields.as_ref().unwrap_err(),
+            entries[0].0.fields.as_ref().unwrap_err(),
             &BadEntry::Malformed("a field name is not UTF-8 text"),
             "a malformed entry is kept (it goes to the dead letters), a deleted one is not"
         );
@@ -594,11 +667,15 @@ mod properties {
             timeout_ms in any::<u64>(),
             inner in "[a-z]{0,12}",
             max_out in any::<u64>(),
+            live in any::<bool>(),
+            build in prop::option::of("[0-9a-f]{0,40}"),
         ) {
             let job = Job {
                 att: format!("{engine}-{nonce:016x}"),
                 reply: format!("{REPLIES}{engine}"),
                 task, inv, timeout_ms, inner, max_out,
+                engine: live.then(|| format!("graflow:engine:{engine}")),
+                build,
             };
             let back = Job::parse(&map(job.fields()), 256, REPLIES).unwrap();
             prop_assert_eq!(back.fields(), job.fields());
@@ -642,10 +719,10 @@ mod properties {
             bytes in prop::collection::vec(any::<u8>(), 0..128),
         ) {
             let _ = read_reply(value.clone());
-            let _ = autoclaim_reply(value);
+            let _ = claim_reply(value);
             if let Ok(value) = redis::parse_redis_value(&bytes) {
                 let _ = read_reply(value.clone());
-                let _ = autoclaim_reply(value);
+                let _ = claim_reply(value);
             }
         }
     }

@@ -6,7 +6,9 @@
 #[non_exhaustive]
 pub enum RedisError {
     /// The URL does not parse.
-    #[error("`{url}` is not a Redis URL ({source}); write it as redis://host:port/db")]
+    #[error(
+        "`{url}` is not a Redis URL ({source}); write it as redis://host:port/db, or rediss://host:port/db for TLS"
+    )]
     BadUrl {
         /// The URL as given.
         url: String,
@@ -23,6 +25,31 @@ pub enum RedisError {
         /// The URL (its password, if any, hidden).
         url: String,
         /// What the connection attempt said.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// The server refused the credentials (a wrong or missing password or user).
+    #[error(
+        "Redis at {url} refused the credentials ({source}); check the password in the URL (redis://:password@host:port/db, or redis://user:password@host:port/db with an ACL user) against the server's requirepass or ACL"
+    )]
+    Credentials {
+        /// The URL (its password, if any, hidden).
+        url: String,
+        /// What the server said.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// The TLS handshake with the server failed (an untrusted or mismatched certificate, a
+    /// client certificate required or refused, a server that does not speak TLS there).
+    #[error(
+        "the TLS handshake with Redis at {url} failed: {source}; check that the server speaks TLS on that port (--tls-port), that its certificate is signed by the CA you trust (GRAFLOW_REDIS_CA_CERT or TlsOptions::ca_cert; default: the system's roots) and names the host of the URL, and, if it requires client certificates (--tls-auth-clients), give one (GRAFLOW_REDIS_CLIENT_CERT and GRAFLOW_REDIS_CLIENT_KEY)"
+    )]
+    Tls {
+        /// The URL (its password, if any, hidden).
+        url: String,
+        /// What the handshake said.
         #[source]
         source: redis::RedisError,
     },

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use redis::Value as RValue;
 
-use crate::entry::{Job, RawEntry, Reply, autoclaim_reply, read_reply};
+use crate::entry::{Job, RawEntry, Reply, claim_reply, read_reply};
 
 /// The reply stream prefix the seeds' jobs name (`graflow:replies:<engine>`).
 pub const REPLIES: &str = "graflow:replies:";
@@ -28,8 +28,8 @@ pub fn entries(bytes: &[u8]) {
                 entries.iter().for_each(parse_entry);
             }
         }
-        if let Ok((_, entries)) = autoclaim_reply(value) {
-            entries.iter().for_each(parse_entry);
+        if let Ok((_, entries)) = claim_reply(value) {
+            entries.iter().for_each(|(entry, _)| parse_entry(entry));
         }
     } else {
         let parts: Vec<&[u8]> = rest.split(|&b| b == 0).collect();

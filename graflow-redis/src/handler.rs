@@ -17,10 +17,12 @@ use redis::aio::ConnectionManager;
 use tokio::sync::oneshot;
 
 use crate::RedisError;
-use crate::connect::{Backoff, connect, ensure_group};
+use crate::connect::{Backoff, TlsOptions, connect, ensure_group};
 use crate::entry::{Job, RawEntry, Reply, ReplyKind, read_reply};
-use crate::keys::{Keys, MARK_TTL_SECS, check_name, process_name, redact};
-use crate::scripts::{LIVE_WORKERS, LOST};
+use crate::keys::{
+    ENGINE_REFRESH, ENGINE_TTL_SECS, Keys, MARK_TTL_SECS, check_name, process_name, redact,
+};
+use crate::scripts::{ENQUEUE, LIVE_WORKERS, LOST};
 
 /// The queue a task goes to when it names none (`#[task(handler = "redis", queue = "...")]`).
 pub const DEFAULT_QUEUE: &str = "default";
@@ -43,10 +45,15 @@ pub struct RedisOptions {
     /// The largest outcome accepted from a worker, in bytes (default 16 MiB); a larger one
     /// fails its task. Workers check it too, and send a clear failure instead.
     pub max_outcome: u64,
-    /// How long queueing a job may retry while Redis does not answer (default 10 s).
+    /// How long queueing a job may retry while Redis does not answer (default 30 s, as
+    /// long as a waiting attempt waits for Redis: a server frozen past the response timeout
+    /// of 10 s must not fail a task that is queued meanwhile).
     pub reconnect_window: Duration,
     /// How many attempts may be in flight at once in one run (default: the engine's limit).
     pub max_concurrency: Option<usize>,
+    /// TLS settings for a `rediss://` URL (default: the environment's, else the system's
+    /// roots and no client certificate).
+    pub tls: TlsOptions,
 }
 
 impl Default for RedisOptions {
@@ -56,8 +63,9 @@ impl Default for RedisOptions {
             queue: DEFAULT_QUEUE.to_owned(),
             no_worker_timeout: Duration::from_secs(30),
             max_outcome: 16 << 20,
-            reconnect_window: Duration::from_secs(10),
+            reconnect_window: Duration::from_secs(30),
             max_concurrency: None,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -95,6 +103,12 @@ impl RedisOptions {
     /// Sets how long queueing a job retries while Redis does not answer.
     pub fn with_reconnect_window(mut self, window: Duration) -> Self {
         self.reconnect_window = window;
+        self
+    }
+
+    /// Sets the TLS settings (for a `rediss://` URL).
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -165,6 +179,8 @@ struct Shared {
     keys: Keys,
     client: String,
     replies: String,
+    /// This engine's liveness key (see [`keep_alive`]).
+    alive: String,
     conn: ConnectionManager,
     options: RedisOptions,
     waiting: Mutex<HashMap<String, Waiter>>,
@@ -192,8 +208,8 @@ impl std::fmt::Debug for RedisHandler {
 }
 
 impl RedisHandler {
-    /// Connects to Redis at `url` (`redis://host:port/db`, `redis://:password@host:port/db`)
-    /// with the default [`RedisOptions`]. Fails at once, naming the URL, when nothing answers
+    /// Connects to Redis at `url` (`redis://host:port/db`, `redis://:password@host:port/db`,
+    /// `rediss://host:port/db` for TLS: see [`TlsOptions`]) with the default [`RedisOptions`]. Fails at once, naming the URL, when nothing answers
     /// there within 2 s. Blocks the calling thread while it connects.
     pub fn connect(url: &str) -> Result<RedisHandler, RedisError> {
         Self::connect_with(url, RedisOptions::default())
@@ -214,13 +230,14 @@ impl RedisHandler {
         let client = process_name();
         let replies = keys.replies(&client);
         let owned_url = url.to_owned();
+        let tls = options.tls.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         io.handle().spawn(async move {
             let result = async {
-                let conn = connect(&owned_url, Duration::from_secs(10)).await?;
+                let conn = connect(&owned_url, Duration::from_secs(10), &tls).await?;
                 // Blocking reads get a connection of their own: on a shared one they would hold
                 // up every other command.
-                let blocking = connect(&owned_url, Duration::from_secs(10)).await?;
+                let blocking = connect(&owned_url, Duration::from_secs(10), &tls).await?;
                 Ok::<_, RedisError>((conn, blocking))
             }
             .await;
@@ -230,11 +247,13 @@ impl RedisHandler {
             url: redact(url),
             source: redis::RedisError::from((redis::ErrorKind::Io, "the connecting task ended")),
         })??;
+        let alive = keys.engine(&client);
         let shared = Arc::new(Shared {
             url: redact(url),
             keys,
             client,
             replies,
+            alive,
             conn,
             options,
             waiting: Mutex::new(HashMap::new()),
@@ -243,6 +262,7 @@ impl RedisHandler {
         });
         io.handle().spawn(dispatch(shared.clone(), blocking));
         io.handle().spawn(monitor(shared.clone()));
+        io.handle().spawn(keep_alive(shared.clone()));
         tracing::debug!(target: "graflow::handlers", url = %shared.url, client = %shared.client, "redis handler connected");
         Ok(RedisHandler { shared, io })
     }
@@ -380,6 +400,8 @@ impl TaskHandler for RedisHandler {
             }),
             inner: inner.to_owned(),
             max_out: shared.options.max_outcome,
+            engine: Some(shared.alive.clone()),
+            build: Some(remote::build_id().to_owned()),
         };
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
@@ -451,28 +473,57 @@ impl TaskHandler for RedisHandler {
     }
 }
 
-/// XADDs a job to its queue, retrying while Redis does not answer (within the reconnect window).
+/// Queues a job (once: see [`ENQUEUE`]), retrying while Redis does not answer (within the
+/// reconnect window).
 async fn enqueue(shared: Arc<Shared>, queue: String, job: Job) -> Result<String, String> {
     let stream = shared.keys.queue(&queue);
+    let queued = shared.keys.queued(&job.att);
     let fields = job.fields();
     let deadline = Instant::now() + shared.options.reconnect_window;
     let mut conn = shared.conn.clone();
     let mut backoff = Backoff::new();
     loop {
-        let added: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg(&fields)
-            .query_async(&mut conn)
-            .await;
+        let mut call = ENQUEUE.key(&stream);
+        call.key(&queued)
+            .key(&shared.alive)
+            .arg(MARK_TTL_SECS)
+            .arg(ENGINE_TTL_SECS);
+        for (name, value) in &fields {
+            call.arg(*name).arg(value.as_slice());
+        }
+        let added: redis::RedisResult<String> = call.invoke_async(&mut conn).await;
         match added {
             Ok(id) => return Ok(id),
             Err(e) if Instant::now() < deadline && retryable(&e) => {
-                tracing::debug!(target: "graflow::handlers", error = %e, "XADD failed; retrying");
+                tracing::debug!(target: "graflow::handlers", error = %e, "queueing a job failed; retrying");
                 backoff.wait().await;
             }
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+/// Renews this engine's liveness key while the handler lives: workers skip (dead-letter) the
+/// jobs of an engine whose key is gone, a killed engine's included. Sooner after a failure, so
+/// that a key Redis lost (a restart without persistence) is back within a refresh period.
+async fn keep_alive(shared: Arc<Shared>) {
+    let mut conn = shared.conn.clone();
+    loop {
+        let renewed: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&shared.alive)
+            .arg(1)
+            .arg("EX")
+            .arg(ENGINE_TTL_SECS)
+            .query_async(&mut conn)
+            .await;
+        let next = match renewed {
+            Ok(()) => ENGINE_REFRESH,
+            Err(e) => {
+                tracing::debug!(target: "graflow::handlers", error = %e, "cannot renew the engine's liveness key; retrying");
+                Duration::from_millis(250)
+            }
+        };
+        tokio::time::sleep(next).await;
     }
 }
 
@@ -648,20 +699,24 @@ async fn monitor(shared: Arc<Shared>) {
             {
                 known_groups.insert(queue.clone());
             }
-            let live: redis::RedisResult<u64> = LIVE_WORKERS
+            let live: redis::RedisResult<Vec<String>> = LIVE_WORKERS
                 .key(shared.keys.workers(&queue))
+                .key(shared.keys.builds(&queue))
                 .arg(WORKER_TTL.as_millis() as u64)
+                .arg(remote::build_id())
                 .invoke_async(&mut conn)
                 .await;
             match live {
-                Ok(0) => {
+                Ok(live) => {
+                    let count = |i: usize| live.get(i).and_then(|n| n.parse::<u64>().ok());
+                    if count(1).unwrap_or(0) > 0 {
+                        unserved_since.remove(&queue);
+                        continue;
+                    }
                     let since = *unserved_since.entry(queue.clone()).or_insert(now);
                     if now.duration_since(since) >= shared.options.no_worker_timeout {
-                        fail_queue(&shared, &queue);
+                        fail_queue(&shared, &queue, live.get(2..).unwrap_or_default());
                     }
-                }
-                Ok(_) => {
-                    unserved_since.remove(&queue);
                 }
                 Err(e) => {
                     tracing::debug!(target: "graflow::handlers", error = %e, "cannot count live workers");
@@ -693,15 +748,28 @@ async fn monitor(shared: Arc<Shared>) {
     }
 }
 
-fn fail_queue(shared: &Shared, queue: &str) {
-    fail_waiters(
-        shared,
-        |w| w.queue == queue,
-        &format!(
-            "no live worker has served queue `{queue}` at {} for {:?}; start one: `<your program> --graflow-worker {} --graflow-worker-queue {queue}`",
-            shared.url, shared.options.no_worker_timeout, shared.url
-        ),
+/// Fails the attempts waiting on `queue`, which no live worker of this build served for the
+/// no-worker timeout; `others`: the builds of the live workers there.
+fn fail_queue(shared: &Shared, queue: &str, others: &[String]) {
+    let start = format!(
+        "`<your program> --graflow-worker {} --graflow-worker-queue {queue}`",
+        shared.url
     );
+    let message = if others.is_empty() {
+        format!(
+            "no live worker has served queue `{queue}` at {} for {:?}; start one: {start}",
+            shared.url, shared.options.no_worker_timeout
+        )
+    } else {
+        format!(
+            "no live worker of this build has served queue `{queue}` at {} for {:?}: the job needs build {}, and the live workers there are of build {} (another build of this program cannot run this build's tasks); start a worker of this build, this same binary: {start}",
+            shared.url,
+            shared.options.no_worker_timeout,
+            remote::build_id(),
+            others.join(", ")
+        )
+    };
+    fail_waiters(shared, |w| w.queue == queue, &message);
 }
 
 /// Fails the waiting attempts `which` selects with `message`.

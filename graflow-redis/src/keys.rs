@@ -10,6 +10,17 @@ pub(crate) const GROUP: &str = "graflow-workers";
 /// outcome, and a cancelled entry delivered later, harmless).
 pub(crate) const MARK_TTL_SECS: u64 = 24 * 3600;
 
+/// How often an engine renews its liveness key ([`Keys::engine`]).
+pub(crate) const ENGINE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long an engine's liveness key lives without renewal: three refresh periods.
+pub(crate) const ENGINE_TTL_SECS: u64 = 6;
+
+/// How long a worker must see an engine's liveness key absent before it takes the engine for
+/// gone: more than two refresh periods, so that an engine whose key Redis lost (a restart
+/// without persistence) has written it again.
+pub(crate) const ENGINE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Key names.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -40,14 +51,31 @@ impl Keys {
         format!("{}:workers:{queue}", self.prefix)
     }
 
+    /// The hash of a queue's live workers' builds (field: worker name, value: build id).
+    pub fn builds(&self, queue: &str) -> String {
+        format!("{}:builds:{queue}", self.prefix)
+    }
+
     /// One engine's reply stream.
     pub fn replies(&self, client: &str) -> String {
         format!("{}:replies:{client}", self.prefix)
     }
 
+    /// An engine's liveness key: renewed every [`ENGINE_REFRESH`] while the engine lives, and
+    /// with each job it queues; gone [`ENGINE_TTL_SECS`] after it ends, however it ends.
+    pub fn engine(&self, client: &str) -> String {
+        format!("{}:engine:{client}", self.prefix)
+    }
+
     /// Set, once, by the first outcome of an attempt.
     pub fn done(&self, attempt: &str) -> String {
         format!("{}:done:{attempt}", self.prefix)
+    }
+
+    /// Set, with the entry id, when an attempt's job is queued (a retried XADD adds no second
+    /// entry).
+    pub fn queued(&self, attempt: &str) -> String {
+        format!("{}:queued:{attempt}", self.prefix)
     }
 
     /// Set when the engine no longer wants an attempt (timeout, cancelled run).

@@ -27,8 +27,12 @@
 //!   dropped attempt (timeout, cancelled run) is marked cancelled (`<prefix>:cancel:<attempt>`)
 //!   and its entry deleted if no worker took it; a worker checks the marks of its running
 //!   attempts every 100 ms and stops them.
-//! - **Build ids.** A worker answers only invocations of its own build (the runner protocol's
-//!   check); the error names both build ids.
+//! - **Builds.** Each job names its engine's build id; a worker takes only jobs of its own
+//!   build and hands any other back untouched (no delivery counted) for a worker of that build.
+//!   A task fails for a build mismatch only when no live worker of its build serves its queue
+//!   for the no-worker timeout; the error names both builds and how to start a worker.
+//! - **Engine liveness.** A job names its engine's liveness key; a worker dead-letters, without
+//!   running them, the jobs of an engine whose key stays absent for 5 s.
 
 mod connect;
 mod entry;
@@ -43,6 +47,7 @@ mod mode;
 mod scripts;
 mod worker;
 
+pub use connect::{CA_CERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, TlsOptions};
 pub use error::RedisError;
 pub use handler::{DEFAULT_QUEUE, RedisHandler, RedisOptions};
 pub use logs::{ATTEMPT_SPAN, CaptureLayer};

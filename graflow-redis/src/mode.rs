@@ -11,7 +11,9 @@
 //! | `--graflow-worker-name NAME` | `GRAFLOW_WORKER_NAME` | host-pid-random |
 //! | `--graflow-worker-prefix P` | `GRAFLOW_WORKER_PREFIX` | `graflow` |
 //!
-//! Flags win over the environment. Durations: `250ms`, `30s`, `2m`, `1h`.
+//! Flags win over the environment. Durations: `250ms`, `30s`, `2m`, `1h`. A `rediss://` URL
+//! connects with TLS, set up by `GRAFLOW_REDIS_CA_CERT`, `GRAFLOW_REDIS_CLIENT_CERT` and
+//! `GRAFLOW_REDIS_CLIENT_KEY` (see [`TlsOptions`](crate::TlsOptions)).
 
 use std::io::Write as _;
 use std::time::Duration;

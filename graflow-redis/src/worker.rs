@@ -18,12 +18,12 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::RedisError;
-use crate::connect::{Backoff, connect, ensure_group};
-use crate::entry::{Job, RawEntry, Reply, ReplyKind, autoclaim_reply, read_reply};
+use crate::connect::{Backoff, TlsOptions, connect, ensure_group};
+use crate::entry::{Job, RawEntry, Reply, ReplyKind, claim_reply, range_reply, read_reply};
 use crate::handler::{DEFAULT_QUEUE, retryable};
-use crate::keys::{GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
+use crate::keys::{ENGINE_GRACE, GROUP, Keys, MARK_TTL_SECS, check_name, process_name, redact};
 use crate::logs::{ATTEMPT_SPAN, Capture};
-use crate::scripts::{DEAD_LETTER, FINISH, HEARTBEAT};
+use crate::scripts::{CLAIM, DEAD_LETTER, FINISH, HEARTBEAT, REMOVE_CONSUMER};
 
 /// How a worker is set up. Every field has a default; change them with the `with_*` methods.
 /// The lease and the delivery cap are decisions of the whole fleet: give every worker of a
@@ -52,6 +52,9 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// The dead-letter stream keeps about this many entries (default 10,000).
     pub dead_letter_cap: u64,
+    /// TLS settings for a `rediss://` URL (default: the environment's, else the system's
+    /// roots and no client certificate).
+    pub tls: TlsOptions,
 }
 
 impl Default for WorkerOptions {
@@ -66,6 +69,7 @@ impl Default for WorkerOptions {
             max_invocation: 256 << 20,
             shutdown_grace: Duration::from_secs(30),
             dead_letter_cap: 10_000,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -122,6 +126,12 @@ impl WorkerOptions {
         self
     }
 
+    /// Sets the TLS settings (for a `rediss://` URL).
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Sets the shutdown grace period.
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
@@ -174,6 +184,8 @@ pub struct WorkerStats {
     pub malformed: u64,
     /// Attempts stopped because the engine cancelled them.
     pub cancelled: u64,
+    /// Jobs of another build it handed back, untouched, to workers of that build.
+    pub handed_back: u64,
 }
 
 /// A worker: serves the tasks of this program from Redis queues. Most programs get one from
@@ -226,12 +238,16 @@ struct State {
     held_slots: Arc<Semaphore>,
     /// Jobs this worker holds, by entry id (ids are unique per stream; the key adds the queue).
     held: Mutex<HashMap<(String, String), Held>>,
+    /// Engines whose liveness key this worker found absent, and since when (see
+    /// [`engine_gone`]).
+    absent: Mutex<HashMap<String, Instant>>,
     stopping: AtomicBool,
     answered: AtomicU64,
     reclaimed: AtomicU64,
     dead_lettered: AtomicU64,
     malformed: AtomicU64,
     cancelled: AtomicU64,
+    handed_back: AtomicU64,
 }
 
 impl Worker {
@@ -272,8 +288,9 @@ impl Worker {
         self.options.check()?;
         let keys = Keys::new(&self.options.prefix)?;
         let name = self.options.name.clone().unwrap_or_else(process_name);
-        let mut conn = connect(&self.url, Duration::from_secs(10)).await?;
-        let blocking = connect(&self.url, Duration::from_secs(10)).await?;
+        let tls = &self.options.tls;
+        let mut conn = connect(&self.url, Duration::from_secs(10), tls).await?;
+        let blocking = connect(&self.url, Duration::from_secs(10), tls).await?;
         for queue in &self.options.queues {
             ensure_group(&mut conn, &self.url, &keys.queue(queue)).await?;
         }
@@ -287,12 +304,14 @@ impl Worker {
             conn,
             handlers: self.handlers,
             held: Mutex::new(HashMap::new()),
+            absent: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             answered: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            handed_back: AtomicU64::new(0),
         });
         tracing::info!(
             target: "graflow::handlers",
@@ -327,10 +346,24 @@ impl Worker {
         lease_keeper.stop();
         let mut conn = state.conn.clone();
         for queue in &state.options.queues {
-            let _: redis::RedisResult<()> = redis::cmd("ZREM")
+            let _: redis::RedisResult<()> = redis::pipe()
+                .cmd("ZREM")
                 .arg(state.keys.workers(queue))
                 .arg(&state.name)
+                .ignore()
+                .cmd("HDEL")
+                .arg(state.keys.builds(queue))
+                .arg(&state.name)
+                .ignore()
                 .query_async(&mut conn)
+                .await;
+            // It leaves the consumer group too, unless it still holds jobs (a grace that ran
+            // out): those stay pending under its name for other workers to take over.
+            let _: redis::RedisResult<u64> = REMOVE_CONSUMER
+                .key(state.keys.queue(queue))
+                .arg(GROUP)
+                .arg(&state.name)
+                .invoke_async(&mut conn)
                 .await;
         }
         let stats = WorkerStats {
@@ -339,6 +372,7 @@ impl Worker {
             dead_lettered: state.dead_lettered.load(Ordering::Relaxed),
             malformed: state.malformed.load(Ordering::Relaxed),
             cancelled: state.cancelled.load(Ordering::Relaxed),
+            handed_back: state.handed_back.load(Ordering::Relaxed),
         };
         tracing::info!(target: "graflow::handlers", worker = %state.name, ?stats, "redis worker stopped");
         Ok(stats)
@@ -375,6 +409,9 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
         .zip(state.options.queues.iter().cloned())
         .collect();
     let mut backoff = Backoff::new();
+    // A read failed (a response timeout, a dropped connection): Redis may have carried it out
+    // all the same, giving this worker jobs whose answer never came.
+    let mut unsure = false;
     loop {
         // Wait until fewer than twice the concurrency jobs are held, then ask for as many as
         // that leaves room for. Each job takes its held slot and then a run slot; one read
@@ -408,9 +445,15 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
         let reply = match reply {
             Ok(reply) => {
                 backoff.reset();
+                if std::mem::take(&mut unsure) {
+                    // This answer on the same connection comes after every earlier read's:
+                    // whatever those gave this worker is pending under its name now.
+                    adopt_unseen(&state).await;
+                }
                 reply
             }
             Err(e) => {
+                unsure = true;
                 if e.code() == Some("NOGROUP") {
                     // Redis lost the group (restarted without persistence): make it again.
                     let mut conn = state.conn.clone();
@@ -443,17 +486,87 @@ async fn read_loop(state: Arc<State>, mut blocking: ConnectionManager) {
     }
 }
 
-/// Takes over the jobs of workers whose lease ran out, while this one has free slots. Scans
-/// each queue's pending list with a cursor (XAUTOCLAIM looks at no more than ten times COUNT
-/// entries per call), from the start again once it reaches the end.
+/// Runs the jobs pending under this worker's name that no attempt of it holds: a read (or a
+/// claim) whose answer was lost to a response timeout, while Redis was frozen or slow, gave
+/// them to this worker, which never saw them. Without this they would wait for the lease to
+/// run out.
+async fn adopt_unseen(state: &Arc<State>) {
+    let mut conn = state.conn.clone();
+    for queue in &state.options.queues {
+        let stream = state.keys.queue(queue);
+        let pending: redis::RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1024)
+            .arg(&state.name)
+            .query_async(&mut conn)
+            .await;
+        let pending = match pending {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::debug!(target: "graflow::handlers", worker = %state.name, error = %e, "cannot list this worker's pending jobs");
+                continue;
+            }
+        };
+        for p in pending.ids {
+            let held = state
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&(queue.clone(), p.id.clone()));
+            if held {
+                continue;
+            }
+            let range: redis::RedisResult<redis::Value> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(&p.id)
+                .arg(&p.id)
+                .query_async(&mut conn)
+                .await;
+            let Ok(range) = range else { continue };
+            let delivery = p.times_delivered as u64;
+            let entries = range_reply(range);
+            if entries.is_empty() {
+                // Deleted meanwhile (its attempt was cancelled): nothing to run.
+                let _: redis::RedisResult<()> = redis::cmd("XACK")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&p.id)
+                    .query_async(&mut conn)
+                    .await;
+            }
+            for entry in entries {
+                tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, delivery, "took up a job given to this worker by a read whose answer was lost");
+                tokio::spawn(attempt(state.clone(), queue.clone(), entry, delivery, None));
+            }
+        }
+    }
+}
+
+/// Takes over the jobs of workers whose lease ran out, and those handed back by workers of
+/// another build, while this one has free slots: only jobs of its own build ([`CLAIM`]).
+/// Scans each queue's pending list with a cursor, from the start again once it reaches the end.
+/// Now and then, also removes from the group the consumers of workers long gone.
 async fn reclaim_loop(state: Arc<State>) {
     let tick = (state.options.lease / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+    let gone_after =
+        (state.options.lease * 4).clamp(Duration::from_secs(10), Duration::from_secs(600));
     let mut conn = state.conn.clone();
     let mut cursors: HashMap<String, String> = HashMap::new();
+    let mut swept = Instant::now();
+    let mut unsure = false;
     loop {
         tokio::time::sleep(tick).await;
         if state.stopping.load(Ordering::SeqCst) {
             return;
+        }
+        if swept.elapsed() >= gone_after / 2 {
+            swept = Instant::now();
+            for queue in &state.options.queues {
+                remove_gone_consumers(&state, &mut conn, queue, gone_after).await;
+            }
         }
         for queue in &state.options.queues {
             let free = state.permits.available_permits();
@@ -464,28 +577,33 @@ async fn reclaim_loop(state: Arc<State>) {
             let cursor = cursors
                 .get(queue)
                 .cloned()
-                .unwrap_or_else(|| "0-0".to_owned());
-            let claimed: redis::RedisResult<redis::Value> = redis::cmd("XAUTOCLAIM")
-                .arg(&stream)
+                .unwrap_or_else(|| "-".to_owned());
+            let count = free.min(64);
+            let claimed: redis::RedisResult<redis::Value> = CLAIM
+                .key(&stream)
                 .arg(GROUP)
                 .arg(&state.name)
                 .arg(state.options.lease.as_millis() as u64)
+                .arg(count)
+                .arg(build_id())
                 .arg(&cursor)
-                .arg("COUNT")
-                .arg(free.min(64))
-                .query_async(&mut conn)
+                .arg(count * 10)
+                .invoke_async(&mut conn)
                 .await;
-            let (next, entries) = match claimed.map_err(|e| e.to_string()).and_then(autoclaim_reply)
-            {
+            let (next, entries) = match claimed.map_err(|e| e.to_string()).and_then(claim_reply) {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::debug!(target: "graflow::handlers", worker = %state.name, error = %e, "cannot reclaim jobs");
                     cursors.remove(queue);
+                    unsure = true;
                     continue;
                 }
             };
+            if std::mem::take(&mut unsure) {
+                adopt_unseen(&state).await;
+            }
             cursors.insert(queue.clone(), next);
-            for entry in entries {
+            for (entry, delivery) in entries {
                 // A job this worker still runs (its own lease lapsed while Redis was away):
                 // the attempt that holds it goes on; the claim only renewed the lease.
                 let mine = state
@@ -496,22 +614,50 @@ async fn reclaim_loop(state: Arc<State>) {
                 if mine {
                     continue;
                 }
-                let pending: redis::RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&entry.id)
-                    .arg(&entry.id)
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await;
-                let delivery = match pending {
-                    Ok(p) => p.ids.first().map_or(2, |p| p.times_delivered as u64),
-                    Err(_) => 2,
-                };
-                state.reclaimed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, delivery, "took over a job whose worker's lease ran out");
+                if delivery <= 1 {
+                    tracing::debug!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, "took a job a worker of another build handed back");
+                } else {
+                    state.reclaimed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %entry.id, delivery, "took over a job whose worker's lease ran out");
+                }
                 tokio::spawn(attempt(state.clone(), queue.clone(), entry, delivery, None));
             }
+        }
+    }
+}
+
+/// Removes from a queue's group the consumers idle for `gone_after` that hold no job: workers
+/// killed long ago (one that exits cleanly removes its own). A live worker removed this way
+/// loses nothing: Redis makes its consumer again when it next gets a job.
+async fn remove_gone_consumers(
+    state: &State,
+    conn: &mut ConnectionManager,
+    queue: &str,
+    gone_after: Duration,
+) {
+    let stream = state.keys.queue(queue);
+    let info: redis::RedisResult<redis::streams::StreamInfoConsumersReply> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg(GROUP)
+        .query_async(conn)
+        .await;
+    let Ok(info) = info else { return };
+    for consumer in info.consumers {
+        if consumer.name == state.name
+            || consumer.pending > 0
+            || (consumer.idle as u128) < gone_after.as_millis()
+        {
+            continue;
+        }
+        let removed: redis::RedisResult<u64> = REMOVE_CONSUMER
+            .key(&stream)
+            .arg(GROUP)
+            .arg(&consumer.name)
+            .invoke_async(conn)
+            .await;
+        if let Ok(1) = removed {
+            tracing::info!(target: "graflow::handlers", worker = %state.name, queue, consumer = %consumer.name, idle_ms = consumer.idle, "removed the consumer of a worker gone from the group (idle, no job held)");
         }
     }
 }
@@ -545,7 +691,7 @@ fn start_lease_keeper(state: Arc<State>, url: &str) -> Result<LeaseKeeper, Redis
         .spawn(move || {
             runtime.block_on(async move {
                 let mut conn = loop {
-                    match connect(&url, Duration::from_secs(5)).await {
+                    match connect(&url, Duration::from_secs(5), &state.options.tls).await {
                         Ok(conn) => break conn,
                         Err(e) => {
                             tracing::warn!(target: "graflow::handlers", error = %e, "lease keeper cannot connect; retrying");
@@ -594,8 +740,10 @@ async fn renew(state: &State, conn: &mut ConnectionManager) {
             .collect();
         let mut call = HEARTBEAT.key(state.keys.queue(queue));
         call.key(state.keys.workers(queue))
+            .key(state.keys.builds(queue))
             .arg(GROUP)
-            .arg(&state.name);
+            .arg(&state.name)
+            .arg(build_id());
         for id in &ids {
             call.arg(id);
         }
@@ -761,6 +909,12 @@ async fn attempt(
             return;
         }
     };
+    if let Some(build) = &job.build
+        && build != build_id()
+    {
+        hand_back(&state, &queue, &id, delivery, build).await;
+        return;
+    }
     let done = state.keys.done(&job.att);
     if let Some(held) = state
         .held
@@ -797,6 +951,38 @@ async fn attempt(
             state.keys.dead(&queue)
         );
         tracing::error!(target: "graflow::handlers", worker = %state.name, task = %job.task, queue, entry = %id, delivery, "job dead-lettered");
+        let reply = Reply {
+            att: job.att.clone(),
+            worker: state.name.clone(),
+            delivery,
+            kind: ReplyKind::Dead {
+                reason: reason.clone(),
+            },
+            logs: String::new(),
+        };
+        dead_letter(
+            &state,
+            &queue,
+            &id,
+            delivery,
+            &reason,
+            &done,
+            &job.reply,
+            Some(&reply),
+        )
+        .await;
+        return;
+    }
+
+    if let Some(engine) = &job.engine
+        && engine_gone(&state, engine).await
+    {
+        let reason = format!(
+            "its engine is gone: its liveness key `{engine}` was absent for {ENGINE_GRACE:?} (the engine ended or was killed with its job queued, or lost Redis for that long); nobody waits for the outcome, so worker {} did not run it; the job is in the dead-letter stream `{}` (source id {id})",
+            state.name,
+            state.keys.dead(&queue)
+        );
+        tracing::warn!(target: "graflow::handlers", worker = %state.name, task = %job.task, queue, entry = %id, engine, "the job's engine is gone; dead-lettered without running");
         let reply = Reply {
             att: job.att.clone(),
             worker: state.name.clone(),
@@ -912,6 +1098,73 @@ async fn attempt(
     };
     finish(&state, &queue, &id, &done, &job.reply, Some(&reply)).await;
     state.answered.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How idle a handed-back job is made: any worker's lease is shorter, so a worker of its build
+/// takes it at its next claim.
+const HANDED_BACK_IDLE_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Gives a job of another build back, untouched: it stays pending (under this worker's name,
+/// unrenewed) with its delivery count as it was before this worker read it and an idle time
+/// past any lease, so that a worker of its build takes it (see [`CLAIM`], which never takes a
+/// job of another build).
+async fn hand_back(state: &State, queue: &str, id: &str, delivery: u64, build: &str) {
+    let mut conn = state.conn.clone();
+    let handed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+        .arg(state.keys.queue(queue))
+        .arg(GROUP)
+        .arg(&state.name)
+        .arg(0)
+        .arg(id)
+        .arg("IDLE")
+        .arg(HANDED_BACK_IDLE_MS)
+        .arg("RETRYCOUNT")
+        .arg(delivery.saturating_sub(1))
+        .arg("JUSTID")
+        .query_async(&mut conn)
+        .await;
+    match handed {
+        Ok(_) => {
+            state.handed_back.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "graflow::handlers", worker = %state.name, queue, entry = %id, job_build = build, build_id = build_id(), "handed back a job of another build, for a worker of its build");
+        }
+        Err(e) => {
+            tracing::warn!(target: "graflow::handlers", worker = %state.name, queue, entry = %id, error = %e, "cannot hand back a job of another build; a worker of its build takes it after the lease");
+        }
+    }
+}
+
+/// Whether the engine whose liveness key is `key` is gone: the key absent now and still absent
+/// [`ENGINE_GRACE`] after this worker first found it so (more than two of the engine's refresh
+/// periods: an engine whose key Redis lost writes it again meanwhile). In doubt (Redis does not
+/// answer), the engine lives.
+async fn engine_gone(state: &State, key: &str) -> bool {
+    let mut conn = state.conn.clone();
+    loop {
+        let exists: redis::RedisResult<bool> =
+            redis::cmd("EXISTS").arg(key).query_async(&mut conn).await;
+        let waited = {
+            let mut absent = state.absent.lock().unwrap_or_else(PoisonError::into_inner);
+            match exists {
+                Ok(true) => {
+                    absent.remove(key);
+                    return false;
+                }
+                Ok(false) => {}
+                Err(_) => return false,
+            }
+            // An absence seen long ago, with nothing seen since, proves nothing now.
+            absent.retain(|_, since| since.elapsed() < ENGINE_GRACE * 4);
+            absent
+                .entry(key.to_owned())
+                .or_insert_with(Instant::now)
+                .elapsed()
+        };
+        if waited >= ENGINE_GRACE {
+            return true;
+        }
+        tokio::time::sleep(ENGINE_GRACE.saturating_sub(waited)).await;
+    }
 }
 
 fn failure(nonce: u64, message: String, started: Instant) -> Outcome {

@@ -32,6 +32,87 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Whether `command` runs; when it does not, the test is skipped, saying so (a failure with
+/// `GRAFLOW_REQUIRE_REDIS=1`).
+pub fn available(command: &str, install: &str) -> bool {
+    let probe = if command == "redis-server" {
+        "--version"
+    } else {
+        "version"
+    };
+    if Command::new(command)
+        .arg(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    let required = std::env::var(REQUIRE_REDIS).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{REQUIRE_REDIS} is set, but there is no {command}: run {install}"
+    );
+    eprintln!(
+        "skipped {}: no {command} (run {install}; set {REQUIRE_REDIS}=1 to make this a failure)",
+        std::thread::current().name().unwrap_or("a redis test")
+    );
+    false
+}
+
+/// A `redis-server` with settings of the test's own (a password, TLS), killed when dropped;
+/// ready once its port accepts connections.
+pub struct CustomServer {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl CustomServer {
+    /// `port_flag` (`--port` or `--tls-port`) on a free port, plus `args`.
+    pub fn start(port_flag: &str, args: &[&str]) -> Option<CustomServer> {
+        if !available("redis-server", "graflow-redis/scripts/setup.sh") {
+            return None;
+        }
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "graflow-redis-custom-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg(port_flag)
+            .arg(port.to_string())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut command);
+        let child = command.spawn().expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(CustomServer { child, port, dir })
+    }
+}
+
+impl Drop for CustomServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl RedisServer {
     /// A server without persistence; `None` (the test is skipped, saying so) when there is no
     /// `redis-server` and `GRAFLOW_REQUIRE_REDIS` is not set.
@@ -42,21 +123,7 @@ impl RedisServer {
     /// A server; with `aof`, every write is in its append-only file before it is answered
     /// (`appendfsync always`), so a restart loses nothing acknowledged.
     pub fn start_with(aof: bool) -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            let required = std::env::var(REQUIRE_REDIS).is_ok_and(|v| !v.is_empty() && v != "0");
-            assert!(
-                !required,
-                "{REQUIRE_REDIS} is set, but there is no redis-server: run graflow-redis/scripts/setup.sh"
-            );
-            eprintln!(
-                "skipped {}: no redis-server (run graflow-redis/scripts/setup.sh; set {REQUIRE_REDIS}=1 to make this a failure)",
-                std::thread::current().name().unwrap_or("a redis test")
-            );
+        if !available("redis-server", "graflow-redis/scripts/setup.sh") {
             return None;
         }
         let dir = std::env::temp_dir().join(format!(
@@ -180,6 +247,23 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its sockets stay open and accept, nothing answers.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: a signal to our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
     /// Kills the server and starts it again on the same port, from the same directory.
     pub fn restart(&mut self) {
         self.kill();
@@ -189,6 +273,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.thaw();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -196,7 +281,7 @@ impl Drop for RedisServer {
 
 /// The child gets SIGKILL when the thread that started it ends: nothing outlives the test,
 /// even a test killed by its harness.
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -260,6 +345,42 @@ pub fn spawn_worker_of(
     WorkerProcess {
         child,
         name: name.to_owned(),
+        log,
+    }
+}
+
+/// Starts this test binary running only the (ignored) test `test`, a helper program (e.g. an
+/// engine the test kills), with `env`; its output goes to a file, as a worker's does.
+pub fn spawn_test_program(test: &str, env: &[(&str, &str)]) -> WorkerProcess {
+    let exe = std::env::current_exe().expect("this test binary");
+    let log = std::env::temp_dir().join(format!(
+        "graflow-program-{}-{test}-{}.log",
+        std::process::id(),
+        free_port()
+    ));
+    let file = std::fs::File::create(&log).expect("a log file");
+    let mut command = Command::new(exe);
+    command
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("RUST_LOG", "graflow=debug")
+        .env_remove("GRAFLOW_WORKER")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("a log file"))
+        .stderr(file);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    die_with_parent(&mut command);
+    WorkerProcess {
+        child: command.spawn().expect("start the helper program"),
+        name: test.to_owned(),
         log,
     }
 }
