@@ -55,10 +55,10 @@ pub use graflow_core::{
     DirectHandler, Error, EventKind, EventStream, ExecutionContext, GroupFailure, GroupOutcome,
     GroupPolicy, GroupRecord, HandlerConfig, HandlerFailure, Iteration, NodeRef, Problem,
     ProcessHandler, ProgressBar, ReportError, Result, RetryPolicy, RunCancelled, RunError,
-    RunEvent, RunFailure, RunObserver, RunOptions, RunReport, StreamObserver, Task, TaskContext,
-    TaskFn, TaskHandler, TaskInfo, TaskRecord, TaskStatus, TimeoutPause, TypeInfo, Value,
-    ValueError, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner, event_stream, init,
-    is_runner, program_args, register_handler, task_named, tasks,
+    RunEvent, RunFailure, RunObserver, RunOptions, RunReport, StreamObserver, Task, TaskChannel,
+    TaskContext, TaskFn, TaskHandler, TaskInfo, TaskRecord, TaskStatus, TimeoutPause, TypeInfo,
+    Value, ValueError, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner, event_stream,
+    init, is_runner, program_args, register_handler, task_named, tasks,
 };
 
 /// The runner protocol, for handlers that run tasks out of process.

@@ -469,10 +469,20 @@ fn finish(prepared: &Prepared, result: Result<Value, AttemptError>, elapsed: Dur
     let Prepared { nonce, ctx, before } = prepared;
     let nonce = *nonce;
     let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-    let after = ctx.channel().entries();
+    // What the task wrote (through its TaskChannel), and, from a handler that wrote the
+    // channel itself, what changed in it.
     let mut writes = Vec::new();
+    for (key, write) in ctx.take_channel_writes() {
+        match write.map(|value| value.encode()).transpose() {
+            Ok(encoded) => writes.push((key, encoded)),
+            Err(error) => return runner_failure(nonce, &error, elapsed_ns),
+        }
+    }
+    let after = ctx.channel().entries();
     for (key, value) in &after {
-        if before.get(key).is_none_or(|old| !old.same(value)) {
+        if before.get(key).is_none_or(|old| !old.same(value))
+            && !writes.iter().any(|(k, _)| k == key)
+        {
             match value.encode() {
                 Ok(encoded) => writes.push((key.clone(), Some(encoded))),
                 Err(error) => return runner_failure(nonce, &error, elapsed_ns),
@@ -480,7 +490,7 @@ fn finish(prepared: &Prepared, result: Result<Value, AttemptError>, elapsed: Dur
         }
     }
     for key in before.keys() {
-        if !after.iter().any(|(k, _)| k == key) {
+        if !after.iter().any(|(k, _)| k == key) && !writes.iter().any(|(k, _)| k == key) {
             writes.push((key.clone(), None));
         }
     }

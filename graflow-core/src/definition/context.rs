@@ -1,8 +1,7 @@
 //! [`TaskContext`]: what a task body sees of its run. The run layer provides it (through
 //! [`BodyAccess`]), so that a definition needs to know nothing of runs.
 
-use crate::channel::Channel;
-use crate::definition::AttemptError;
+use crate::definition::{AttemptError, TaskChannel};
 use crate::value::{Data, Value, ValueError};
 
 /// What the run gives a body: implemented by the run layer's execution context.
@@ -12,7 +11,13 @@ pub(crate) trait BodyAccess: Send + Sync {
     fn attempt(&self) -> u32;
     fn cycle(&self) -> u32;
     fn max_cycles(&self) -> u32;
-    fn channel(&self) -> &Channel;
+    /// The value of channel key `key` as this attempt sees it (its own writes first).
+    fn channel_value(&self, key: &str) -> Option<Value>;
+    /// Every channel entry as this attempt sees it, sorted by key.
+    fn channel_entries(&self) -> Vec<(String, Value)>;
+    /// Records a write of this attempt (`None`: a deletion), applied to the run's channel
+    /// when the attempt succeeds.
+    fn channel_write(&self, key: String, value: Option<Value>);
     /// The stored result of task `id`.
     fn result(&self, id: &str) -> Result<Value, ValueError>;
     /// The ids of the direct upstream tasks, in graph order.
@@ -82,9 +87,11 @@ impl TaskContext {
         self.access.max_cycles()
     }
 
-    /// The run's channel: read and write typed values shared by all tasks of the run.
-    pub fn channel(&self) -> &Channel {
-        self.access.channel()
+    /// The run's channel: read and write typed values shared by all tasks of the run. This
+    /// attempt's writes are its own until it succeeds (it reads them back at once); the run's
+    /// channel takes them then, and a failed attempt's writes are discarded, on every handler.
+    pub fn channel(&self) -> TaskChannel<'_> {
+        TaskChannel::new(&self.access)
     }
 
     /// A copy of the result of task `id` (an upstream task, to be sure it exists; out of

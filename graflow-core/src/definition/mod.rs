@@ -7,6 +7,7 @@
 
 mod context;
 mod error;
+mod task_channel;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,6 +25,8 @@ pub(crate) use context::BodyAccess;
 pub use context::TaskContext;
 pub(crate) use error::panic_message;
 pub use error::{AttemptError, BoxError, Chain, HandlerFailure, TaskReturn};
+pub use task_channel::TaskChannel;
+pub(crate) use task_channel::overlay;
 
 /// How many times a task may run in one run when `#[task(max_cycles = N)]` does not say.
 pub const DEFAULT_MAX_CYCLES: u32 = 100;

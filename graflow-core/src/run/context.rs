@@ -253,8 +253,36 @@ impl BodyAccess for ExecutionContext {
         self.run.task(self.node).max_cycles()
     }
 
-    fn channel(&self) -> &Channel {
-        &self.run.channel
+    fn channel_value(&self, key: &str) -> Option<Value> {
+        let own = self
+            .run
+            .dynamic
+            .channel_writes(self.node, self.stamp(), |writes| {
+                writes
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+            });
+        match own {
+            Some(write) => write,
+            None => self.run.channel.value(key),
+        }
+    }
+
+    fn channel_entries(&self) -> Vec<(String, Value)> {
+        let entries = self.run.channel.entries();
+        self.run
+            .dynamic
+            .channel_writes(self.node, self.stamp(), |writes| {
+                crate::definition::overlay(entries, writes)
+            })
+    }
+
+    fn channel_write(&self, key: String, value: Option<Value>) {
+        self.run
+            .dynamic
+            .record(self.node, self.stamp(), |r| r.channel.push((key, value)));
     }
 
     fn result(&self, id: &str) -> Result<Value, ValueError> {

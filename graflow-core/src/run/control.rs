@@ -169,6 +169,9 @@ pub(crate) struct Requests {
     pub iterate: Option<Vec<(String, Value)>>,
     pub end: Option<End>,
     pub checkpoint: bool,
+    /// The attempt's channel writes, in order (`None`: a deletion): the run's channel takes
+    /// them when the attempt succeeds.
+    pub channel: Vec<(String, Option<Value>)>,
 }
 
 /// A node added while the run runs.
@@ -231,6 +234,35 @@ impl Dynamic {
         lock(&self.requests)
             .remove(&node)
             .filter(|r| r.stamp == stamp)
+    }
+
+    /// The channel writes the attempt `stamp` of `node` made so far, in order.
+    pub fn channel_writes<R>(
+        &self,
+        node: u32,
+        stamp: Stamp,
+        f: impl FnOnce(&[(String, Option<Value>)]) -> R,
+    ) -> R {
+        if !self.asked.load(Ordering::Acquire) {
+            return f(&[]);
+        }
+        let requests = lock(&self.requests);
+        match requests.get(&node) {
+            Some(r) if r.stamp == stamp => f(&r.channel),
+            _ => f(&[]),
+        }
+    }
+
+    /// Takes the channel writes of the attempt `stamp` of `node` (a runner sends them with its
+    /// outcome), leaving its other requests.
+    pub fn take_channel_writes(&self, node: u32, stamp: Stamp) -> Vec<(String, Option<Value>)> {
+        if !self.asked.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        match lock(&self.requests).get_mut(&node) {
+            Some(r) if r.stamp == stamp => std::mem::take(&mut r.channel),
+            _ => Vec::new(),
+        }
     }
 
     /// Whether the attempt `stamp` of `node` asked to cancel the run.
@@ -486,7 +518,7 @@ impl ExecutionContext {
         self.task_id().to_owned()
     }
 
-    fn stamp(&self) -> Stamp {
+    pub(crate) fn stamp(&self) -> Stamp {
         (self.cycle(), self.attempt())
     }
 
@@ -606,6 +638,21 @@ impl ExecutionContext {
     /// The requests this attempt made, taken (a runner sends them back with its outcome).
     pub(crate) fn take_requests(&self) -> Option<Requests> {
         self.run.dynamic.take(self.node, self.stamp())
+    }
+
+    /// This attempt's channel writes, last write per key, in the order of their last writes
+    /// (what a runner sends with its outcome); taken.
+    pub(crate) fn take_channel_writes(&self) -> Vec<(String, Option<Value>)> {
+        let writes = self
+            .run
+            .dynamic
+            .take_channel_writes(self.node, self.stamp());
+        let mut last: Vec<(String, Option<Value>)> = Vec::with_capacity(writes.len());
+        for (key, value) in writes {
+            last.retain(|(k, _)| *k != key);
+            last.push((key, value));
+        }
+        last
     }
 }
 

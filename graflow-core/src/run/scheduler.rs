@@ -894,6 +894,15 @@ impl Scheduler {
             self.rearm(t, &set);
             release = Release::No;
         }
+        // The attempt succeeded and what it asked for holds: its channel writes are the run's.
+        for (key, write) in requests.channel {
+            match write {
+                Some(value) => shared.channel.set_value(key, value),
+                None => {
+                    shared.channel.delete(&key);
+                }
+            }
+        }
         Ok(release)
     }
 
