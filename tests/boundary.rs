@@ -178,10 +178,7 @@ fn child_program() {
         // A graflow program started by a task: its main begins with init(), then does its job.
         "main-ran" => {
             graflow::init();
-            println!(
-                "{MARKER} runner-env={}",
-                std::env::var_os("GRAFLOW_RUNNER").is_some()
-            );
+            println!("{MARKER} main ran, runner={}", graflow::is_runner());
         }
         other => panic!("unknown child program {other}"),
     }
@@ -354,15 +351,14 @@ fn a_graflow_program_started_by_a_task_runs_its_own_main() {
     let report = WorkflowEngine::new()
         .run(&workflow! { starts_this_program; })
         .unwrap();
-    let (output, runner_env) = report
+    let (output, _) = report
         .result::<(String, bool)>("starts_this_program")
         .unwrap();
+    // The program inherits the runner's environment (a test binary's runner has the harness's
+    // threads, so nothing removes GRAFLOW_RUNNER from it); only the process the handler
+    // started is a runner all the same.
     assert!(
-        !runner_env,
-        "the task sees GRAFLOW_RUNNER in its environment"
-    );
-    assert!(
-        output.contains(&format!("{MARKER} runner-env=false")),
+        output.contains(&format!("{MARKER} main ran, runner=false")),
         "the program did not run its main: {output}"
     );
 }

@@ -889,9 +889,9 @@ async fn docker_warm_up_starts_one_pool_per_environment_before_the_run() {
     let wf = wf.build();
     // Flavour a: 3 tasks, a pool of 2; flavour b: 1 task.
     assert_eq!(engine.warm_up(&wf).await.unwrap(), 3);
-    // This program's warm containers (`graflow-warm-<key>-<pid>-<n>`): other programs on the
+    // This program's warm containers (`graflow-warm-env-<k>-<pid>-<n>`): other programs on the
     // daemon have theirs.
-    let ours = format!("name=^/?graflow-warm-[0-9a-f]+-{}-", std::process::id());
+    let ours = format!("name=^/?graflow-warm-env-[0-9]+-{}-", std::process::id());
     let before: HashSet<String> = docker_ps(&["label=graflow.run=warm", "status=running", &ours])
         .into_iter()
         .collect();

@@ -10,14 +10,22 @@
 //! Orphaned descendants that exit stay zombies until the runner exits (reaping them would take
 //! the exit statuses of the task's own children from it).
 
-/// The environment variable that marks every process a task starts (inherited from the
-/// runner): `<handler pid>:<runner pid>`. It finds the task's processes after the runner itself
-/// died (a crash): they were re-parented away from its tree then.
+/// The environment variable that marks every process a task starts (set by the handler on the
+/// runner's command, inherited by whatever the task starts): `<handler pid>:<n>`. It finds the
+/// task's processes after the runner itself died (a crash): they were re-parented away from
+/// its tree then. Set at the runner's start, so no process changes its own environment.
 pub(crate) const TREE_ENV: &str = "GRAFLOW_TASK_TREE";
 
-/// The marker of the runner `runner` started by this process.
-pub(crate) fn tree_marker(handler: u32, runner: u32) -> String {
-    format!("{TREE_ENV}={handler}:{runner}")
+/// A new marker for a runner this process starts: `(variable value, NAME=value)`.
+pub(crate) fn new_tree_marker() -> (String, String) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let value = format!(
+        "{}:{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let marker = format!("{TREE_ENV}={value}");
+    (value, marker)
 }
 
 /// SIGKILLs every process of this user whose environment holds `marker` (one scan of `/proc`;

@@ -27,7 +27,8 @@ use crate::run::{RunError, TaskHandler};
 use crate::value::Value;
 use graflow_protocol::frame::rejection;
 use graflow_protocol::{
-    Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV, SERVE_MODE, TASK_END_MARKER,
+    Invocation, Limits, Outcome, PROTOCOL_VERSION, READY, RUNNER_ENV, RUNNER_PARENT_ENV,
+    SERVE_MODE, TASK_END_MARKER,
 };
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -53,9 +54,40 @@ pub fn init() {
     }
 }
 
-/// Whether this process was started as a task runner.
+/// Whether this process was started as a task runner: [`RUNNER_ENV`] is set and, when the
+/// starter named itself ([`RUNNER_PARENT_ENV`]), this process is the one it started (not a
+/// program the task started, which inherits the environment).
 pub fn is_runner() -> bool {
-    SERVING.load(Ordering::SeqCst) || std::env::var_os(RUNNER_ENV).is_some()
+    SERVING.load(Ordering::SeqCst)
+        || (std::env::var_os(RUNNER_ENV).is_some()
+            && std::env::var(RUNNER_PARENT_ENV)
+                .ok()
+                .is_none_or(|parent| started_by(&parent)))
+}
+
+/// Whether `parent` ([`RUNNER_PARENT_ENV`]) names the process that started this one.
+fn started_by(parent: &str) -> bool {
+    let ppid = std::os::unix::process::parent_id();
+    if parent == "container" {
+        // The container's first process, or the first under its init (docker-init, tini).
+        let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+        let init = init.trim();
+        return std::process::id() == 1
+            || (ppid == 1
+                && (init == "docker-init" || init.starts_with("tini") || init == "dumb-init"));
+    }
+    parent.parse::<u32>().is_ok_and(|pid| pid == ppid)
+}
+
+/// Whether this process has exactly one thread now (Linux: `/proc/self/status`): then no
+/// other thread can read the environment while it is changed, and changing it is sound.
+pub fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .is_some_and(|n| n.trim() == "1")
+    })
 }
 
 /// Set once this process serves an invocation (its environment no longer says so).
@@ -136,21 +168,13 @@ fn start_serving() -> Result<(std::fs::File, std::fs::File), i32> {
     };
     // Whatever the task starts stays in this process's tree, to be stopped with the task.
     crate::descendants::become_subreaper();
-    // Programs the task starts are not runners (nor is this process, from here on).
-    // SAFETY: removing a variable races with other threads reading the environment. The
-    // runner has started no thread of its own yet; init() belongs first in main, before the
-    // program starts any (with #[tokio::main], runtime workers exist but run nothing yet; in a
-    // test binary the harness's threads only wait for this test).
-    unsafe {
-        std::env::remove_var(RUNNER_ENV);
-        // Marks whatever the task starts, to be found even should this runner crash.
-        if let Some((key, value)) =
-            crate::descendants::tree_marker(std::os::unix::process::parent_id(), std::process::id())
-                .split_once('=')
-        {
-            std::env::set_var(key, value);
-        }
-    };
+    // Programs the task starts are not runners: they fail the parent check (a starter that
+    // names itself), and, in a process with one thread, the variable is also removed.
+    if single_threaded() {
+        // SAFETY: this process has one thread (checked just now), so no other thread can
+        // read the environment while it changes, nor start meanwhile.
+        unsafe { std::env::remove_var(RUNNER_ENV) };
+    }
     if out.write_all(READY).and_then(|()| out.flush()).is_err() {
         return Err(71);
     }

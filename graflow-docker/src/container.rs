@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
-use graflow_core::protocol::{Limits, RUNNER_ENV};
+use graflow_core::protocol::{Limits, RUNNER_ENV, RUNNER_PARENT_ENV};
 use graflow_core::remote::{Chunk, Ended, LogTarget, RemoteAttempt};
 use graflow_core::{AttemptError, ExecutionContext, Task, Value};
 
@@ -137,7 +137,11 @@ pub fn body(
             ..Default::default()
         }]);
     }
-    let mut full_env = vec![format!("{RUNNER_ENV}={}", purpose.mode)];
+    // Only the container's first process is the runner, not the programs its task starts.
+    let mut full_env = vec![
+        format!("{RUNNER_ENV}={}", purpose.mode),
+        format!("{RUNNER_PARENT_ENV}=container"),
+    ];
     full_env.extend(env);
     Ok(ContainerCreateBody {
         image: Some(image.to_owned()),

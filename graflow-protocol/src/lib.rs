@@ -41,6 +41,13 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// starts are not runners.
 pub const RUNNER_ENV: &str = "GRAFLOW_RUNNER";
 
+/// Names the process that started a runner, so that only that runner acts as one (the
+/// programs its task starts inherit [`RUNNER_ENV`] too): the starting process's pid (a runner
+/// answers only when its parent has that pid), or `container` (a runner answers only as the
+/// container's first process, or the first under its init). Absent: any process with
+/// [`RUNNER_ENV`] is a runner.
+pub const RUNNER_PARENT_ENV: &str = "GRAFLOW_RUNNER_PARENT";
+
 /// The value of [`RUNNER_ENV`] that starts a *warm* runner: it answers invocations one after
 /// another, each outcome right after its invocation, until its input ends (`PROTOCOL.md` §9).
 /// Any other value starts a runner that answers exactly one invocation.

@@ -244,14 +244,21 @@ pub(crate) fn enter() -> Option<i32> {
     // Only the program's `--graflow-*` arguments: its own are never read.
     let args = graflow_core::__private::graflow_args();
     let parsed = parse(&args, &|var| std::env::var(var).ok())?;
-    // Programs the tasks start are not workers.
-    // SAFETY: init() belongs first in main, before the program starts threads of its own (the
-    // same contract as the runner's); nothing reads the environment concurrently here.
-    unsafe {
-        std::env::remove_var(WORKER_ENV);
-        for (_, var) in SETTINGS {
-            std::env::remove_var(var);
+    // Programs the tasks start are not workers: the variables go, when that is sound.
+    if graflow_core::runner::single_threaded() {
+        // SAFETY: this process has one thread (checked just now), so no other thread can read
+        // the environment while it changes, nor start meanwhile.
+        unsafe {
+            std::env::remove_var(WORKER_ENV);
+            for (_, var) in SETTINGS {
+                std::env::remove_var(var);
+            }
         }
+    } else if std::env::var_os(WORKER_ENV).is_some() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: graflow::init() ran after this program started threads, so {WORKER_ENV} stays in its environment and programs its tasks start inherit it (and would start as workers): call init() first in main, before any runtime starts, or use #[graflow::main]"
+        );
     }
     install_logging();
     let (url, options) = match parsed {

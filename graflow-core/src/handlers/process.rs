@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use futures_util::stream::{Stream, StreamExt};
-use graflow_protocol::{Limits, RUNNER_ENV, SERVE_MODE};
+use graflow_protocol::{Limits, RUNNER_ENV, RUNNER_PARENT_ENV, SERVE_MODE};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::definition::AttemptError;
@@ -122,6 +122,8 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
 /// was dropped), unless they are already gone.
 struct ProcessGroup {
     pgid: Option<libc::pid_t>,
+    /// `GRAFLOW_TASK_TREE=...`, which every process the task starts inherits.
+    marker: String,
 }
 
 impl ProcessGroup {
@@ -133,10 +135,7 @@ impl ProcessGroup {
             if tree {
                 crate::descendants::kill_descendants(pgid);
                 // A runner that crashed took its tree with it: its orphans carry its marker.
-                crate::descendants::kill_marked(&crate::descendants::tree_marker(
-                    std::process::id(),
-                    pgid.unsigned_abs(),
-                ));
+                crate::descendants::kill_marked(&self.marker);
             }
             // SAFETY: a plain signal to a process group this handler created. The group leader
             // is not reaped before this runs (the child is only waited for afterwards), so the
@@ -239,9 +238,14 @@ struct Spawned {
 fn spawn_runner(mode: &str) -> Result<Spawned, String> {
     let (program, args) =
         runner_command().map_err(|e| format!("cannot find this program's executable: {e}"))?;
+    let (tree, marker) = crate::descendants::new_tree_marker();
     let mut child = tokio::process::Command::new(&program)
         .args(&args)
         .env(RUNNER_ENV, mode)
+        // Only this child is the runner, not the programs its task starts (they inherit the
+        // environment): it answers only while its parent is this process.
+        .env(RUNNER_PARENT_ENV, std::process::id().to_string())
+        .env(crate::descendants::TREE_ENV, tree)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -251,6 +255,7 @@ fn spawn_runner(mode: &str) -> Result<Spawned, String> {
         .map_err(|e| format!("cannot start `{}` as a task runner: {e}", program.display()))?;
     let group = ProcessGroup {
         pgid: child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()),
+        marker,
     };
     tracing::debug!(target: "graflow::handlers", pid = child.id(), mode, "runner process started");
     let (Some(stdin), Some(stdout), Some(stderr)) =
