@@ -41,18 +41,12 @@ impl Channel {
 
     /// A copy of the value at `key`; an error if it is missing or of another type.
     pub fn get<T: Data>(&self, key: &str) -> Result<T, ValueError> {
-        self.try_get(key)?
-            .ok_or_else(|| ValueError::ChannelKeyMissing {
-                key: key.to_owned(),
-            })
+        required(key, self.try_get(key)?)
     }
 
     /// A copy of the value at `key`, or `None` if it is missing; an error if it has another type.
     pub fn try_get<T: Data>(&self, key: &str) -> Result<Option<T>, ValueError> {
-        match self.value(key) {
-            Some(value) => value.copy_as(|| format!("channel key '{key}'")).map(Some),
-            None => Ok(None),
-        }
+        typed(key, self.value(key))
     }
 
     /// The type-erased value at `key`.
@@ -112,6 +106,22 @@ impl Channel {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Value>> {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A copy of channel key `key`'s `value` as a `T`: what `get` and `try_get` of every view of a
+/// channel read.
+pub(crate) fn typed<T: Data>(key: &str, value: Option<Value>) -> Result<Option<T>, ValueError> {
+    match value {
+        Some(value) => value.copy_as(|| format!("channel key '{key}'")).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `value`, or the error that channel key `key` is missing.
+pub(crate) fn required<T>(key: &str, value: Option<T>) -> Result<T, ValueError> {
+    value.ok_or_else(|| ValueError::ChannelKeyMissing {
+        key: key.to_owned(),
+    })
 }
 
 impl fmt::Debug for Channel {

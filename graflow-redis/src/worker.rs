@@ -951,26 +951,7 @@ async fn attempt(
             state.keys.dead(&queue)
         );
         tracing::error!(target: "graflow::handlers", worker = %state.name, task = %job.task, queue, entry = %id, delivery, "job dead-lettered");
-        let reply = Reply {
-            att: job.att.clone(),
-            worker: state.name.clone(),
-            delivery,
-            kind: ReplyKind::Dead {
-                reason: reason.clone(),
-            },
-            logs: String::new(),
-        };
-        dead_letter(
-            &state,
-            &queue,
-            &id,
-            delivery,
-            &reason,
-            &done,
-            &job.reply,
-            Some(&reply),
-        )
-        .await;
+        bury(&state, &queue, &id, delivery, reason, &done, &job).await;
         return;
     }
 
@@ -983,26 +964,7 @@ async fn attempt(
             state.keys.dead(&queue)
         );
         tracing::warn!(target: "graflow::handlers", worker = %state.name, task = %job.task, queue, entry = %id, engine, "the job's engine is gone; dead-lettered without running");
-        let reply = Reply {
-            att: job.att.clone(),
-            worker: state.name.clone(),
-            delivery,
-            kind: ReplyKind::Dead {
-                reason: reason.clone(),
-            },
-            logs: String::new(),
-        };
-        dead_letter(
-            &state,
-            &queue,
-            &id,
-            delivery,
-            &reason,
-            &done,
-            &job.reply,
-            Some(&reply),
-        )
-        .await;
+        bury(&state, &queue, &id, delivery, reason, &done, &job).await;
         return;
     }
 
@@ -1244,6 +1206,38 @@ async fn finish(
             }
         }
     }
+}
+
+/// Moves `job` to the dead letters for `reason`, and tells its engine why (a dead reply).
+async fn bury(
+    state: &State,
+    queue: &str,
+    id: &str,
+    delivery: u64,
+    reason: String,
+    done: &str,
+    job: &Job,
+) {
+    let reply = Reply {
+        att: job.att.clone(),
+        worker: state.name.clone(),
+        delivery,
+        kind: ReplyKind::Dead {
+            reason: reason.clone(),
+        },
+        logs: String::new(),
+    };
+    dead_letter(
+        state,
+        queue,
+        id,
+        delivery,
+        &reason,
+        done,
+        &job.reply,
+        Some(&reply),
+    )
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -47,18 +47,12 @@ impl<'a> TaskChannel<'a> {
 
     /// A copy of the value at `key`; an error if it is missing or of another type.
     pub fn get<T: Data>(&self, key: &str) -> Result<T, ValueError> {
-        self.try_get(key)?
-            .ok_or_else(|| ValueError::ChannelKeyMissing {
-                key: key.to_owned(),
-            })
+        crate::channel::required(key, self.try_get(key)?)
     }
 
     /// A copy of the value at `key`, or `None` if it is missing; an error if it has another type.
     pub fn try_get<T: Data>(&self, key: &str) -> Result<Option<T>, ValueError> {
-        match self.value(key) {
-            Some(value) => value.copy_as(|| format!("channel key '{key}'")).map(Some),
-            None => Ok(None),
-        }
+        crate::channel::typed(key, self.value(key))
     }
 
     /// The type-erased value at `key`.
