@@ -110,3 +110,36 @@ fn a_failed_attempts_writes_are_discarded_in_a_container() {
     }
     check(writer_in_a_container::task());
 }
+
+#[task]
+fn first_step() -> u32 {
+    1
+}
+
+/// Writes the channel, then asks for a goto the run refuses (its target used its one run):
+/// the attempt fails in the engine after the runner answered, and its write goes with it.
+#[task(handler = "process")]
+fn writes_then_asks_too_much(first_step: u32, ctx: &TaskContext) -> graflow::Result<u32> {
+    ctx.channel().set("from_a_refused_attempt", first_step);
+    ctx.goto("first_step")?;
+    Ok(first_step)
+}
+
+#[test]
+fn writes_of_an_attempt_the_engine_refuses_after_its_answer_are_discarded() {
+    let mut wf = Workflow::builder("refused-after-answer");
+    let a = wf.add(first_step::task().with_max_cycles(1));
+    let b = wf.add(writes_then_asks_too_much::task());
+    wf.edge(a, b);
+    let error = WorkflowEngine::new().run(&wf.build()).unwrap_err();
+    assert_eq!(
+        error.failure().unwrap().task,
+        "writes_then_asks_too_much",
+        "{error}"
+    );
+    let report = error.report().unwrap();
+    assert!(
+        !report.channel().contains("from_a_refused_attempt"),
+        "a failed attempt's write was kept"
+    );
+}

@@ -626,3 +626,30 @@ fn runs_contending_for_an_engine_wide_limit_all_finish() {
         assert_eq!(ran.unwrap(), 200);
     }
 }
+
+/// An engine-wide limit above a per-run one: runs woken by another run's task must not spin
+/// when their own limit, not the engine's, holds them back (they used to loop forever).
+#[test]
+fn an_engine_limit_above_a_per_run_limit_lets_every_run_finish() {
+    let mut engine = WorkflowEngine::new().with_handler_concurrency("direct", 3);
+    engine.set_handler_concurrency_per_run("direct", 2);
+    let (done, finished) = std::sync::mpsc::channel();
+    for r in 0..3 {
+        let (engine, done) = (engine.clone(), done.clone());
+        let mut wf = Workflow::builder(format!("nested-limits-{r}"));
+        for i in 0..50u32 {
+            wf.add(tiny::task().with_id(format!("t{i}")).with_input("i", i));
+        }
+        let wf = wf.build();
+        std::thread::spawn(move || {
+            let _ = done.send(engine.run(&wf).map(|report| report.tasks().count()));
+        });
+    }
+    drop(done);
+    for _ in 0..3 {
+        let ran = finished
+            .recv_timeout(Duration::from_secs(300))
+            .expect("a run never finished under nested limits");
+        assert_eq!(ran.unwrap(), 50);
+    }
+}

@@ -74,7 +74,10 @@ fn started_by(parent: &str) -> bool {
         let init = init.trim();
         return std::process::id() == 1
             || (ppid == 1
-                && (init == "docker-init" || init.starts_with("tini") || init == "dumb-init"));
+                && (init == "docker-init"
+                    || init.starts_with("tini")
+                    || init == "dumb-init"
+                    || init == "catatonit"));
     }
     parent.parse::<u32>().is_ok_and(|pid| pid == ppid)
 }

@@ -389,6 +389,10 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
         (_, Err(error)) => return Err(error),
     };
     let oom = code == 137 && oom_watch.oom_killed(docker, !options.auto_remove).await;
+    // SIGKILLed under a memory limit, by nobody of ours (a timeout or a cancel ends elsewhere):
+    // the daemon drops the OOM event of a container it has already removed (AutoRemove) when
+    // the kernel's report comes after the exit, so say what is most likely.
+    let likely_oom = code == 137 && !oom && options.memory.is_some();
 
     let was_ready = driven.started();
     let logs = &driven.logs;
@@ -408,6 +412,7 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
     };
     match () {
         () if oom => Err(fail(oom_message(options.memory))),
+        () if likely_oom => Err(fail(likely_oom_message(options.memory))),
         () if code == 126 || code == 127 || loader_failure.is_some() => Err(incompatible(
             task,
             image,
@@ -435,6 +440,18 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
 pub fn oom_message(memory: Option<i64>) -> String {
     format!(
         "the container ran out of memory (OOM-killed at its limit of {}); raise `memory` or make the task use less",
+        memory.map_or("the daemon's default".to_owned(), |m| format!(
+            "{} MiB",
+            m / (1024 * 1024)
+        ))
+    )
+}
+
+/// The message for a container SIGKILLed under its memory limit whose OOM kill the daemon did
+/// not report (see `likely_oom` in `run`).
+fn likely_oom_message(memory: Option<i64>) -> String {
+    format!(
+        "the container was SIGKILLed (exit code 137) under its memory limit of {} before answering: it most likely ran out of memory (the daemon reported no OOM kill before the container was removed); raise `memory` or make the task use less",
         memory.map_or("the daemon's default".to_owned(), |m| format!(
             "{} MiB",
             m / (1024 * 1024)

@@ -147,13 +147,10 @@ pub fn apply(
     let id = task.id();
     match outcome.result {
         Ok(value) => {
+            // Kept with the attempt's requests: the run's channel takes them only if nothing
+            // below, nor the run's checks of what the attempt asked for, fails the attempt.
             for (key, write) in outcome.channel_writes {
-                match write {
-                    Some(encoded) => ctx.channel().set_value(key, Value::from_encoded(encoded)),
-                    None => {
-                        ctx.channel().delete(&key);
-                    }
-                }
+                ctx.record_channel_write(key, write.map(Value::from_encoded));
             }
             ctx.apply_control(outcome.control)
                 .map_err(|error| refused(task, error))?;

@@ -280,9 +280,7 @@ impl BodyAccess for ExecutionContext {
     }
 
     fn channel_write(&self, key: String, value: Option<Value>) {
-        self.run
-            .dynamic
-            .record(self.node, self.stamp(), |r| r.channel.push((key, value)));
+        self.record_channel_write(key, value);
     }
 
     fn result(&self, id: &str) -> Result<Value, ValueError> {

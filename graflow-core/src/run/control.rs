@@ -640,6 +640,14 @@ impl ExecutionContext {
         self.run.dynamic.take(self.node, self.stamp())
     }
 
+    /// Records a channel write of this attempt (`None`: a deletion): the run's channel takes
+    /// it when the attempt succeeds.
+    pub(crate) fn record_channel_write(&self, key: String, value: Option<Value>) {
+        self.run
+            .dynamic
+            .record(self.node, self.stamp(), |r| r.channel.push((key, value)));
+    }
+
     /// This attempt's channel writes, last write per key, in the order of their last writes
     /// (what a runner sends with its outcome); taken.
     pub(crate) fn take_channel_writes(&self) -> Vec<(String, Option<Value>)> {

@@ -26,14 +26,16 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.0.used.fetch_sub(1, Ordering::SeqCst);
         if self.0.waiters.load(Ordering::SeqCst) > 0 {
-            let woken = std::mem::take(
-                &mut *self
+            let woken = {
+                let mut waiting = self
                     .0
                     .waiting
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            self.0.waiters.store(0, Ordering::Release);
+                    .unwrap_or_else(PoisonError::into_inner);
+                // Reset under the lock: a waker registered after this lock is released counts.
+                self.0.waiters.store(0, Ordering::SeqCst);
+                std::mem::take(&mut *waiting)
+            };
             for waker in woken {
                 waker.wake();
             }

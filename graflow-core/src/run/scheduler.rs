@@ -306,8 +306,9 @@ impl Scheduler {
                 return Poll::Ready(());
             }
             // Room made by another run's task: the nodes held back for it try again.
-            if std::mem::take(&mut self.gated) {
-                self.ungate(cx.waker());
+            if std::mem::take(&mut self.gated) && self.ungate(cx.waker()) > 0 {
+                // Start them now: the wake-up is not for anything in flight.
+                continue;
             }
             // Nodes whose retry backoff ended wait for their handler's slot again, first.
             let mut waited = false;
@@ -344,32 +345,36 @@ impl Scheduler {
     /// to the ready queue (those still without room come back, and wait again).
     #[cold]
     #[inline(never)]
-    fn ungate(&mut self, waker: &std::task::Waker) {
+    fn ungate(&mut self, waker: &std::task::Waker) -> usize {
+        let mut moved = 0;
         for h in 0..self.handlers.len() {
             let Some(gate) = self.handlers[h].gate.clone() else {
                 continue;
             };
-            loop {
-                let mut room = gate
-                    .room()
-                    .min(self.handlers[h].limit.saturating_sub(self.running[h]));
-                while room > 0
-                    && let Some(node) = self.held[h].pop_front()
-                {
+            // This run's own limit: nodes beyond it wait for this run's tasks (`complete`).
+            let mut per_run = self.handlers[h].limit.saturating_sub(self.running[h]);
+            while per_run > 0 && !self.held[h].is_empty() {
+                let room = gate.room().min(per_run);
+                if room == 0 {
+                    // Woken again when another run's task ends (the wake-up that brought us
+                    // here was used up), unless room came meanwhile.
+                    self.gated = true;
+                    if gate.watch(waker) {
+                        continue;
+                    }
+                    break;
+                }
+                for _ in 0..room {
+                    let Some(node) = self.held[h].pop_front() else {
+                        break;
+                    };
                     self.ready.push_back(node);
-                    room -= 1;
-                }
-                if self.held[h].is_empty() {
-                    break;
-                }
-                // Still waiting for room: woken again when another task ends (the wake-up
-                // that brought us here was used up), unless room came meanwhile.
-                self.gated = true;
-                if !gate.watch(waker) {
-                    break;
+                    moved += 1;
+                    per_run -= 1;
                 }
             }
         }
+        moved
     }
 
     /// Whether a node that may still start is held back (by the engine's limit, when nothing
@@ -400,11 +405,20 @@ impl Scheduler {
         if self.retrying.is_empty() {
             return None;
         }
-        let at = self
+        if let Some(at) = self
             .ready
             .iter()
-            .position(|n| self.retrying.contains_key(n))?;
-        self.ready.remove(at)
+            .position(|n| self.retrying.contains_key(n))
+        {
+            return self.ready.remove(at);
+        }
+        // One held back by its handler's limit: it tries again (and is held again if it must).
+        for held in &mut self.held {
+            if let Some(at) = held.iter().position(|n| self.retrying.contains_key(n)) {
+                return held.remove(at);
+            }
+        }
+        None
     }
 
     fn complete(&mut self, done: NodeDone) {
@@ -461,6 +475,11 @@ impl Scheduler {
                     .task_event(node, done.attempts, || EventKind::TaskSucceeded {
                         duration: done.end.saturating_duration_since(done.start),
                     });
+                if release != Release::Bypass && !self.instead.is_empty() {
+                    // It asked for a task instead of its successors in an earlier run, not
+                    // in this one.
+                    self.instead.remove(&node);
+                }
                 match release {
                     Release::Yes => self.release(node),
                     Release::Bypass => self.bypass(node),
