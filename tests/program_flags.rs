@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use graflow::prelude::*;
 
+mod common;
+
 /// Set in the child: the directory it reports into.
 const CHILD: &str = "GRAFLOW_FLAGS_TEST_DIR";
 /// Set in the child: a handler name for `fetch` (to make the workflow invalid).
@@ -129,21 +131,8 @@ impl Child {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        use std::os::unix::process::CommandExt;
         let mut command = Command::new(std::env::current_exe().unwrap());
-        // SIGINT and SIGTERM at their default actions: a suite started in the background by a
-        // script (`cargo test &`) inherits SIGINT ignored, which the engine respects.
-        // SAFETY: signal() is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                for signal in [libc::SIGINT, libc::SIGTERM] {
-                    if libc::signal(signal, libc::SIG_DFL) == libc::SIG_ERR {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        common::default_signals(&mut command);
         command
             .args(args)
             .env(CHILD, &self.dir)
