@@ -40,7 +40,7 @@ fn main() -> graflow::Result<()> {
     let options = RunOptions::new().checkpoint(&path);
 
     let error = engine
-        .run_with_options(&wf, Channel::new(), &options)
+        .run(&wf, options.clone())
         .expect_err("load fails while the database is down");
     println!("first run: {error}");
     let checkpoint = graflow::Checkpoint::load(&path)?;
@@ -51,7 +51,7 @@ fn main() -> graflow::Result<()> {
     );
 
     DATABASE_UP.store(true, Ordering::SeqCst);
-    let report = engine.resume_blocking(&wf, &path)?;
+    let report = engine.run(&wf, RunOptions::new().resume_from(&path))?;
     println!("{report}");
     assert_eq!(report.result::<u64>("load")?, 150);
     let _ = std::fs::remove_file(&path);

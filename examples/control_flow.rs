@@ -113,7 +113,7 @@ fn main() -> graflow::Result<()> {
         draft >> review;
         (refine | review) >> publish_check >> publish;
     };
-    let report = WorkflowEngine::new().run_with(&wf, Channel::new().with("guess", 1.0f64))?;
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new().param("guess", 1.0f64))?;
     println!("{report}");
     assert!(report.succeeded());
     assert_eq!(report.result::<u32>("sum_squares")?, 14);

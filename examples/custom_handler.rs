@@ -118,7 +118,7 @@ fn main() -> graflow::Result<()> {
 
     let wf =
         workflow! { name: "custom_handler"; download >> square >> (mean | maximum) >> summary; };
-    let report = engine.run(&wf)?;
+    let report = engine.run(&wf, RunOptions::new())?;
     print!("{report}");
     let timings = timing
         .timings

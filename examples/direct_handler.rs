@@ -38,7 +38,7 @@ fn main() -> graflow::Result<()> {
         .init();
 
     let wf = workflow! { name: "direct_handler"; input >> fibonacci >> describe; };
-    let report = WorkflowEngine::new().run(&wf)?;
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new())?;
 
     for step in report.tasks() {
         println!(

@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
         wf.edge(node, join);
     }
     let started = Instant::now();
-    let report = engine.run(&wf.build())?;
+    let report = engine.run(&wf.build(), RunOptions::new())?;
     let elapsed = started.elapsed();
 
     let expected: u64 = (0..100u64)

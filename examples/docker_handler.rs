@@ -79,7 +79,7 @@ fn main() -> graflow::Result<()> {
         std::process::exit(1);
     }
     let wf = workflow! { name: "docker_handler"; prepare >> analyse; };
-    let report = WorkflowEngine::new().run(&wf)?;
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new())?;
     print!("{report}");
     let analysis: Analysis = report.result("analyse")?;
     println!("{analysis:#?}");

@@ -72,7 +72,7 @@ fn main() -> graflow::Result<()> {
         fast_local >> isolated >> configured;
         adaptive;
     };
-    let report = WorkflowEngine::new().run(&wf)?;
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new())?;
     print!("{report}");
     println!("{}", report.result::<String>("isolated")?);
     println!("{}", report.result::<String>("adaptive")?);

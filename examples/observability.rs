@@ -84,7 +84,7 @@ fn main() -> graflow::Result<()> {
     };
     let mut engine = WorkflowEngine::new();
     engine.add_observer(|event: &RunEvent| println!("event: {}", describe(event)));
-    let report = engine.run(&wf)?;
+    let report = engine.run(&wf, RunOptions::new())?;
 
     println!("{report}");
     // (After the run: with --graflow-graph or --graflow-list, the run prints only that.)

@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::subscriber::set_global_default(subscriber)?;
 
     let wf = workflow! { name: "etl"; extract >> transform >> load; };
-    let report = WorkflowEngine::new().run(&wf)?;
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new())?;
     provider.force_flush()?;
 
     let spans = exporter.get_finished_spans()?;

@@ -41,13 +41,13 @@ fn main() -> graflow::Result<()> {
     let engine = WorkflowEngine::new();
     let wf = workflow! { name: "process_handler"; records >> fragile >> report_sum; };
 
-    let report = engine.run(&wf)?;
+    let report = engine.run(&wf, RunOptions::new())?;
     println!("{}", report.result::<String>("report_sum")?);
 
     // The same task on bad input aborts its child process; this process carries on.
     let mut bad = Workflow::builder("process_handler_bad_input");
     bad.add(fragile::task().with_input("records", vec![1i64, -1]));
-    match engine.run(&bad.build()) {
+    match engine.run(&bad.build(), RunOptions::new()) {
         Ok(_) => println!("unexpected: the bad input went through"),
         Err(error) => println!("contained: {error}"),
     }

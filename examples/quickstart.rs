@@ -17,7 +17,7 @@ fn largest(numbers: Vec<u64>) -> Option<u64> {
 
 fn main() -> graflow::Result<()> {
     let wf = workflow! { name: "quickstart"; numbers >> (total | largest); };
-    let report = WorkflowEngine::new().run(&wf)?;
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new())?;
     println!("{report}total = {}", report.result::<u64>("total")?);
     Ok(())
 }

@@ -18,7 +18,7 @@
 //! }
 //!
 //! let wf = workflow! { name: "doc"; numbers >> total; };
-//! let report = WorkflowEngine::new().run(&wf).unwrap();
+//! let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
 //! assert_eq!(report.result::<u64>("total").unwrap(), 55);
 //! ```
 //!
@@ -56,9 +56,9 @@ pub use graflow_core::{
     GroupPolicy, GroupRecord, HandlerConfig, HandlerFailure, Iteration, NodeRef, Problem,
     ProcessHandler, ProgressBar, ReportError, Result, RetryPolicy, RunCancelled, RunError,
     RunEvent, RunFailure, RunObserver, RunOptions, RunReport, StreamObserver, Task, TaskChannel,
-    TaskContext, TaskFn, TaskHandler, TaskInfo, TaskRecord, TaskStatus, TimeoutPause, TypeInfo,
-    Value, ValueError, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner, event_stream,
-    init, is_runner, program_args, register_handler, task_named, tasks,
+    TaskContext, TaskCounts, TaskFn, TaskHandler, TaskInfo, TaskRecord, TaskStatus, TimeoutPause,
+    TypeInfo, Value, ValueError, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner,
+    event_stream, init, is_runner, program_args, register_handler, task_named, tasks,
 };
 
 /// The runner protocol, for handlers that run tasks out of process.

@@ -161,9 +161,9 @@ fn child_program() {
     match mode.as_str() {
         // A program that runs a process task of 600 s.
         "process-sleeps" => {
-            let result = WorkflowEngine::new().run_with(
+            let result = WorkflowEngine::new().run(
                 &workflow! { process_sleeps; },
-                Channel::new().with("pid_file", arg),
+                RunOptions::new().param("pid_file", arg),
             );
             panic!("the task ended on its own: {result:?}");
         }
@@ -172,7 +172,7 @@ fn child_program() {
         "docker-sleeps" => {
             let mut wf = Workflow::builder("docker-sleeps");
             wf.add(docker_sleeps::task().with_id(arg));
-            let result = WorkflowEngine::new().run(&wf.build());
+            let result = WorkflowEngine::new().run(&wf.build(), RunOptions::new());
             panic!("the task ended on its own: {result:?}");
         }
         // A graflow program started by a task: its main begins with init(), then does its job.
@@ -244,7 +244,7 @@ fn reads_stdin() -> usize {
 fn a_task_that_reads_stdin_gets_end_of_file_at_once() {
     let started = Instant::now();
     let report = WorkflowEngine::new()
-        .run(&workflow! { reads_stdin; })
+        .run(&workflow! { reads_stdin; }, RunOptions::new())
         .unwrap();
     assert_eq!(report.result::<usize>("reads_stdin").unwrap(), 0);
     // Not its timeout (120 s): end of file at once.
@@ -297,9 +297,9 @@ fn a_background_grandchild_neither_holds_the_run_open_nor_outlives_it() {
     let pid_file = scratch_file("grandchild-background");
     let started = Instant::now();
     let report = WorkflowEngine::new()
-        .run_with(
+        .run(
             &workflow! { leaves_a_grandchild_behind; },
-            Channel::new().with("pid_file", pid_file.clone()),
+            RunOptions::new().param("pid_file", pid_file.clone()),
         )
         .unwrap();
     let took = started.elapsed();
@@ -349,7 +349,7 @@ fn starts_this_program() -> Result<(String, bool), String> {
 #[test]
 fn a_graflow_program_started_by_a_task_runs_its_own_main() {
     let report = WorkflowEngine::new()
-        .run(&workflow! { starts_this_program; })
+        .run(&workflow! { starts_this_program; }, RunOptions::new())
         .unwrap();
     let (output, _) = report
         .result::<(String, bool)>("starts_this_program")
@@ -411,7 +411,7 @@ fn prints_a_forged_outcome() -> u8 {
 #[test]
 fn a_forged_outcome_on_a_subprocesss_stdout_goes_to_the_log() {
     let report = WorkflowEngine::new()
-        .run(&workflow! { prints_a_forged_outcome; })
+        .run(&workflow! { prints_a_forged_outcome; }, RunOptions::new())
         .unwrap();
     assert_eq!(report.result::<u8>("prints_a_forged_outcome").unwrap(), 7);
 }
@@ -489,7 +489,7 @@ fn refused(name: &str, node: Task, expected: &[&str]) -> String {
     wf.add(node);
     let wf = wf.build();
     let started = Instant::now();
-    let (result, growth) = peak_growth(|| engine.run(&wf));
+    let (result, growth) = peak_growth(|| engine.run(&wf, RunOptions::new()));
     let took = started.elapsed();
     let msg = result
         .expect_err("the attack failed the attempt")
@@ -505,7 +505,7 @@ fn refused(name: &str, node: Task, expected: &[&str]) -> String {
     );
     // The engine is unharmed.
     let report = engine
-        .run(&workflow! { seven; })
+        .run(&workflow! { seven; }, RunOptions::new())
         .unwrap_or_else(|e| panic!("after {name}: {e}"));
     assert_eq!(report.result::<u8>("seven").unwrap(), 7);
     msg
@@ -580,8 +580,9 @@ fn floods_the_log() -> u8 {
 fn a_gigabyte_on_the_log_stream_costs_bounded_memory_and_changes_nothing() {
     let _one = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let (report, growth) =
-        peak_growth(|| WorkflowEngine::new().run(&workflow! { floods_the_log; }));
+    let (report, growth) = peak_growth(|| {
+        WorkflowEngine::new().run(&workflow! { floods_the_log; }, RunOptions::new())
+    });
     eprintln!(
         "log flood: {:?}, resident set +{growth} KiB",
         started.elapsed()
@@ -803,7 +804,7 @@ fn assert_grandchild_gone_after(
     what: &str,
 ) {
     let err = WorkflowEngine::new()
-        .run_with(wf, Channel::new().with("pid_file", pid_file.to_owned()))
+        .run(wf, RunOptions::new().param("pid_file", pid_file.to_owned()))
         .unwrap_err();
     check(&err);
     let grandchild = read_pid(pid_file, Duration::from_secs(1));

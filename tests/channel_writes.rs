@@ -74,7 +74,7 @@ fn check(task: graflow::Task) {
     let r = wf.add(reader::task());
     wf.edge(w, r);
     let report = WorkflowEngine::new()
-        .run_with(&wf.build(), Channel::new().with("initial", 1u32))
+        .run(&wf.build(), RunOptions::new().param("initial", 1u32))
         .unwrap_or_else(|e| panic!("{handler}: {e}"));
     // The successful attempt deleted `initial`: gone for the next task and at the end.
     assert_eq!(
@@ -131,7 +131,9 @@ fn writes_of_an_attempt_the_engine_refuses_after_its_answer_are_discarded() {
     let a = wf.add(first_step::task().with_max_cycles(1));
     let b = wf.add(writes_then_asks_too_much::task());
     wf.edge(a, b);
-    let error = WorkflowEngine::new().run(&wf.build()).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap_err();
     assert_eq!(
         error.failure().unwrap().task,
         "writes_then_asks_too_much",

@@ -117,7 +117,7 @@ fn child_program() {
     let options = RunOptions::new()
         .checkpoint(dir.join("run.ckpt"))
         .checkpoint_every(1);
-    let result = WorkflowEngine::new().run_with_options(&long_chain(), channel, &options);
+    let result = WorkflowEngine::new().run(&long_chain(), options.clone().channel(channel));
     panic!("the run ended before the test killed it: {result:?}");
 }
 
@@ -172,7 +172,7 @@ fn after_sigkill_mid_run_a_resume_runs_exactly_the_tasks_the_checkpoint_does_not
     expected.sort();
 
     let report = WorkflowEngine::new()
-        .resume_blocking(&wf, &checkpoint)
+        .run(&wf, RunOptions::new().resume_from(&checkpoint))
         .unwrap();
     assert!(report.resumed());
     let mut resumed: Vec<String> = logged(&log)[before.len()..].to_vec();
@@ -192,7 +192,7 @@ fn after_sigkill_mid_run_a_resume_runs_exactly_the_tasks_the_checkpoint_does_not
     assert_eq!(last.completed(&wf).unwrap().len(), all_ids(&wf).len());
     // A finished run resumes to its report at once: nothing runs again.
     let again = WorkflowEngine::new()
-        .resume_blocking(&wf, &checkpoint)
+        .run(&wf, RunOptions::new().resume_from(&checkpoint))
         .unwrap();
     assert_eq!(logged(&log).len(), before.len() + resumed.len());
     assert_eq!(again.result::<u64>("sum_all").unwrap(), 19);
@@ -227,15 +227,15 @@ fn a_failed_run_resumes_from_the_checkpoint_written_when_it_failed() {
     let wf = workflow! { name: "flaky"; before_flaky >> flaky >> after_flaky; };
     let options = RunOptions::new().checkpoint(&path);
     let engine = WorkflowEngine::new();
-    let error = engine
-        .run_with_options(&wf, Channel::new(), &options)
-        .unwrap_err();
+    let error = engine.run(&wf, options.clone()).unwrap_err();
     assert_eq!(error.failure().unwrap().task, "flaky");
     let saved = Checkpoint::load(&path).unwrap();
     assert!(saved.is_final());
     assert_eq!(saved.completed(&wf).unwrap(), ["before_flaky"]);
 
-    let report = engine.resume_blocking(&wf, &path).unwrap();
+    let report = engine
+        .run(&wf, RunOptions::new().resume_from(&path))
+        .unwrap();
     assert_eq!(report.result::<String>("after_flaky").unwrap(), "before:10");
     assert_eq!(
         BEFORE_FLAKY_RUNS.load(Ordering::SeqCst),
@@ -272,10 +272,9 @@ fn a_resume_continues_an_iteration_with_its_inputs_and_run_count() {
     let wf = workflow! { name: "iterate"; iterate_then_fail_once; };
     let engine = WorkflowEngine::new();
     let error = engine
-        .run_with_options(
+        .run(
             &wf,
-            Channel::new().with("value", 0u64),
-            &RunOptions::new().checkpoint(&path),
+            RunOptions::new().checkpoint(&path).param("value", 0u64),
         )
         .unwrap_err();
     assert_eq!(
@@ -287,7 +286,9 @@ fn a_resume_continues_an_iteration_with_its_inputs_and_run_count() {
             .runs,
         4
     );
-    let report = engine.resume_blocking(&wf, &path).unwrap();
+    let report = engine
+        .run(&wf, RunOptions::new().resume_from(&path))
+        .unwrap();
     // Runs 1-3 took 0, 10, 20; run 4 (input 30) failed; resumed it runs with 30, then 40.
     assert_eq!(report.result::<u64>("iterate_then_fail_once").unwrap(), 40);
     // Every start counts, the failed one included.
@@ -313,10 +314,11 @@ fn a_task_asks_for_a_checkpoint_once_it_completes() {
     let path = temp("asked.ckpt");
     let wf = workflow! { name: "asks"; asks_for_checkpoint >> reads_checkpoint; };
     let report = WorkflowEngine::new()
-        .run_with_options(
+        .run(
             &wf,
-            Channel::new().with("path", path.display().to_string()),
-            &RunOptions::new().checkpoint(&path),
+            RunOptions::new()
+                .checkpoint(&path)
+                .param("path", path.display().to_string()),
         )
         .unwrap();
     assert_eq!(
@@ -325,7 +327,7 @@ fn a_task_asks_for_a_checkpoint_once_it_completes() {
     );
     // Without a checkpoint path the request is refused, with the way to fix it.
     let error = WorkflowEngine::new()
-        .run_with(&wf, Channel::new().with("path", String::new()))
+        .run(&wf, RunOptions::new().param("path", String::new()))
         .unwrap_err();
     assert!(
         error.to_string().contains("asked for a checkpoint, but this run writes none; run it with RunOptions::new().checkpoint(path)"),
@@ -340,12 +342,14 @@ fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly()
     let channel = Channel::new().with("flaky", 1u32);
     let engine = WorkflowEngine::new();
     engine
-        .run_with_options(&wf, channel, &RunOptions::new().checkpoint(&path))
+        .run(&wf, RunOptions::new().checkpoint(&path).channel(channel))
         .unwrap();
 
     // Another workflow, and the same name with another shape.
     let other = workflow! { name: "other"; before_flaky; };
-    let error = engine.resume_blocking(&other, &path).unwrap_err();
+    let error = engine
+        .run(&other, RunOptions::new().resume_from(&path))
+        .unwrap_err();
     assert!(
         matches!(
             &error,
@@ -360,7 +364,9 @@ fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly()
         "{error}"
     );
     let changed = workflow! { name: "flaky-other"; before_flaky; after_flaky; };
-    let error = engine.resume_blocking(&changed, &path).unwrap_err();
+    let error = engine
+        .run(&changed, RunOptions::new().resume_from(&path))
+        .unwrap_err();
     assert!(
         matches!(
             &error,
@@ -379,7 +385,9 @@ fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly()
     other_build[end..].copy_from_slice(&sum.to_le_bytes());
     let forged = temp("other-build.ckpt");
     std::fs::write(&forged, &other_build).unwrap();
-    let error = engine.resume_blocking(&wf, &forged).unwrap_err();
+    let error = engine
+        .run(&wf, RunOptions::new().resume_from(&forged))
+        .unwrap_err();
     assert!(
         matches!(
             &error,
@@ -407,7 +415,9 @@ fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly()
     }
     for case in cases {
         std::fs::write(&corrupt, &case).unwrap();
-        let error = engine.resume_blocking(&wf, &corrupt).unwrap_err();
+        let error = engine
+            .run(&wf, RunOptions::new().resume_from(&corrupt))
+            .unwrap_err();
         let text = error.to_string();
         assert!(
             matches!(
@@ -425,7 +435,7 @@ fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly()
     }
     std::fs::write(&corrupt, &bytes[..10]).unwrap();
     let text = engine
-        .resume_blocking(&wf, &corrupt)
+        .run(&wf, RunOptions::new().resume_from(&corrupt))
         .unwrap_err()
         .to_string();
     assert!(
@@ -433,7 +443,7 @@ fn checkpoints_of_other_workflows_builds_and_corrupt_files_are_refused_clearly()
         "{text}"
     );
     let missing = engine
-        .resume_blocking(&wf, temp("missing.ckpt"))
+        .run(&wf, RunOptions::new().resume_from(temp("missing.ckpt")))
         .unwrap_err()
         .to_string();
     assert!(missing.contains("could not read checkpoint"), "{missing}");
@@ -454,11 +464,7 @@ fn checkpoint_every_writes_after_every_n_finished_tasks() {
     wf.chain(&nodes);
     let wf = wf.build();
     WorkflowEngine::new()
-        .run_with_options(
-            &wf,
-            Channel::new(),
-            &RunOptions::new().checkpoint(&path).checkpoint_every(3),
-        )
+        .run(&wf, RunOptions::new().checkpoint(&path).checkpoint_every(3))
         .unwrap();
     // After tasks 3, 6, 9, and the last one when the run ended.
     assert_eq!(Checkpoint::load(&path).unwrap().sequence(), 4);
@@ -475,11 +481,7 @@ fn a_cancelled_run_writes_its_checkpoint_and_interval_zero_writes_after_every_ta
     let path = temp("cancelled.ckpt");
     let wf = workflow! { name: "cancels"; numbered >> cancels; };
     let error = WorkflowEngine::new()
-        .run_with_options(
-            &wf,
-            Channel::new().with("n", 1u64),
-            &RunOptions::new().checkpoint(&path),
-        )
+        .run(&wf, RunOptions::new().checkpoint(&path).param("n", 1u64))
         .unwrap_err();
     assert!(matches!(error, RunError::Cancelled(_)), "{error}");
     let saved = Checkpoint::load(&path).unwrap();
@@ -493,10 +495,9 @@ fn a_cancelled_run_writes_its_checkpoint_and_interval_zero_writes_after_every_ta
         .collect();
     wf.chain(&nodes);
     WorkflowEngine::new()
-        .run_with_options(
+        .run(
             &wf.build(),
-            Channel::new(),
-            &RunOptions::new()
+            RunOptions::new()
                 .checkpoint(&path)
                 .checkpoint_interval(Duration::ZERO)
                 .checkpoint_durable(false),
@@ -525,9 +526,11 @@ fn a_run_ended_early_resumes_to_its_report_without_running_what_it_skipped() {
     let path = temp("terminated.ckpt");
     let engine = WorkflowEngine::new();
     engine
-        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .run(&wf, RunOptions::new().checkpoint(&path))
         .unwrap();
-    let report = engine.resume_blocking(&wf, &path).unwrap();
+    let report = engine
+        .run(&wf, RunOptions::new().resume_from(&path))
+        .unwrap();
     assert_eq!(AFTER_STOP.load(Ordering::SeqCst), 0);
     assert_eq!(report.terminated(), Some(("stopper", "enough")));
     assert_eq!(
@@ -580,13 +583,15 @@ fn resuming_a_failed_group_runs_its_failed_members_and_what_follows_them_once() 
     let engine = WorkflowEngine::new();
     let path = temp("group-resume.ckpt");
     let error = engine
-        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .run(&wf, RunOptions::new().checkpoint(&path))
         .unwrap_err();
     assert!(matches!(error, RunError::GroupFailed(_)), "{error}");
     // x ran after b's tolerated failure, seeing no result of it.
     assert_eq!(X_RUNS.load(Ordering::SeqCst), 1);
     B_FAILS.store(false, Ordering::SeqCst);
-    let report = engine.resume_blocking(&wf, &path).unwrap();
+    let report = engine
+        .run(&wf, RunOptions::new().resume_from(&path))
+        .unwrap();
     // b runs again, so x (after it) runs again, with b's result this time; c runs again.
     assert_eq!(X_RUNS.load(Ordering::SeqCst), 2);
     assert_eq!(report.result::<u32>("x_after_b").unwrap(), 1);
@@ -615,12 +620,13 @@ fn a_checkpoint_written_between_two_iterations_resumes_the_iteration() {
     let wf = workflow! { name: "between"; iterates_and_copies; };
     let engine = WorkflowEngine::new();
     let report = engine
-        .run_with_options(
+        .run(
             &wf,
-            Channel::new()
-                .with("value", 0u64)
-                .with("ckpt", path.display().to_string()),
-            &RunOptions::new().checkpoint(&path).checkpoint_every(1),
+            RunOptions::new()
+                .checkpoint(&path)
+                .checkpoint_every(1)
+                .param("value", 0u64)
+                .param("ckpt", path.display().to_string()),
         )
         .unwrap();
     assert_eq!(report.result::<u64>("iterates_and_copies").unwrap(), 40);
@@ -629,7 +635,9 @@ fn a_checkpoint_written_between_two_iterations_resumes_the_iteration() {
     let copy = PathBuf::from(format!("{}.copy", path.display()));
     let saved = Checkpoint::load(&copy).unwrap();
     assert!(saved.completed(&wf).unwrap().is_empty());
-    let resumed = engine.resume_blocking(&wf, &copy).unwrap();
+    let resumed = engine
+        .run(&wf, RunOptions::new().resume_from(&copy))
+        .unwrap();
     assert_eq!(resumed.result::<u64>("iterates_and_copies").unwrap(), 40);
     // Runs 1-2 before the copy, then 3, 4, 5 (inputs 20, 30, 40).
     assert_eq!(resumed.task("iterates_and_copies").unwrap().runs, 5);
@@ -680,11 +688,7 @@ fn checkpoints_written_while_a_task_waits_to_retry_match_the_run() {
     let wf =
         workflow! { name: "retry-wait"; iterating_flaky; finishes_at_100ms; finishes_at_500ms; };
     let report = WorkflowEngine::new()
-        .run_with_options(
-            &wf,
-            Channel::new(),
-            &RunOptions::new().checkpoint(&path).checkpoint_every(1),
-        )
+        .run(&wf, RunOptions::new().checkpoint(&path).checkpoint_every(1))
         .unwrap();
     assert_eq!(report.result::<u64>("iterating_flaky").unwrap(), 2);
     assert_eq!(RETRIED_ATTEMPTS.load(Ordering::SeqCst), 3);
@@ -702,10 +706,9 @@ fn temporary_files_a_killed_program_left_are_removed_by_the_next_run() {
         std::fs::write(file, b"half a checkpoint").unwrap();
     }
     WorkflowEngine::new()
-        .run_with_options(
+        .run(
             &workflow! { name: "leftover"; numbered; },
-            Channel::new().with("n", 1u64),
-            &RunOptions::new().checkpoint(&path),
+            RunOptions::new().checkpoint(&path).param("n", 1u64),
         )
         .unwrap();
     assert!(!dead.exists(), "a dead program's temporary file is removed");
@@ -743,18 +746,14 @@ fn a_checkpoint_in_use_by_a_run_cannot_be_resumed_or_written_by_another() {
     let running = {
         let (wf, path) = (wf.clone(), path.clone());
         std::thread::spawn(move || {
-            WorkflowEngine::new().run_with_options(
-                &wf,
-                Channel::new(),
-                &RunOptions::new().checkpoint(&path),
-            )
+            WorkflowEngine::new().run(&wf, RunOptions::new().checkpoint(&path))
         })
     };
     while !GATE_WAITING.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let me = format!("pid {}", std::process::id());
-    match WorkflowEngine::new().resume_blocking(&wf, &path) {
+    match WorkflowEngine::new().run(&wf, RunOptions::new().resume_from(&path)) {
         Err(RunError::Checkpoint(error @ CheckpointError::Locked { .. })) => {
             let text = error.to_string();
             assert!(
@@ -764,11 +763,7 @@ fn a_checkpoint_in_use_by_a_run_cannot_be_resumed_or_written_by_another() {
         }
         other => panic!("expected a locked checkpoint, got {other:?}"),
     }
-    let fresh = WorkflowEngine::new().run_with_options(
-        &wf,
-        Channel::new(),
-        &RunOptions::new().checkpoint(&path),
-    );
+    let fresh = WorkflowEngine::new().run(&wf, RunOptions::new().checkpoint(&path));
     assert!(
         matches!(
             fresh,
@@ -780,7 +775,9 @@ fn a_checkpoint_in_use_by_a_run_cannot_be_resumed_or_written_by_another() {
     let report = running.join().unwrap().unwrap();
     assert_eq!(report.result::<u32>("after_gate").unwrap(), 2);
     // Released at the end of the run: the finished run's checkpoint resumes (to its report).
-    let again = WorkflowEngine::new().resume_blocking(&wf, &path).unwrap();
+    let again = WorkflowEngine::new()
+        .run(&wf, RunOptions::new().resume_from(&path))
+        .unwrap();
     assert_eq!(again.result::<u32>("after_gate").unwrap(), 2);
 }
 
@@ -794,12 +791,12 @@ fn the_lock_of_a_killed_program_is_taken_over() {
     );
     let log = temp("taken-over.log");
     WorkflowEngine::new()
-        .run_with_options(
+        .run(
             &wf,
-            Channel::new()
-                .with("n", 1u64)
-                .with("log", log.display().to_string()),
-            &RunOptions::new().checkpoint(&path),
+            RunOptions::new()
+                .checkpoint(&path)
+                .param("n", 1u64)
+                .param("log", log.display().to_string()),
         )
         .unwrap();
     // Another program takes the lock the way graflow does (flock on `.NAME.lock`) and says
@@ -819,7 +816,7 @@ fn the_lock_of_a_killed_program_is_taken_over() {
     )
     .unwrap();
     assert_eq!(line.trim(), "locked");
-    match WorkflowEngine::new().resume_blocking(&wf, &path) {
+    match WorkflowEngine::new().run(&wf, RunOptions::new().resume_from(&path)) {
         Err(RunError::Checkpoint(CheckpointError::Locked { holder: who, .. })) => {
             assert_eq!(who, format!("pid {} on elsewhere", holder.id()));
         }
@@ -827,6 +824,8 @@ fn the_lock_of_a_killed_program_is_taken_over() {
     }
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let report = WorkflowEngine::new().resume_blocking(&wf, &path).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf, RunOptions::new().resume_from(&path))
+        .unwrap();
     assert_eq!(report.result::<u64>("step").unwrap(), 1);
 }

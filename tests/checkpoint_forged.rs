@@ -167,7 +167,7 @@ fn forged_base(name: &str) -> (Workflow, PathBuf, forge::Head, forge::Body) {
     let wf = workflow! { name: "forged"; fan_one >> fails_once_then_ok; };
     let path = temp(name);
     let error = WorkflowEngine::new()
-        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .run(&wf, RunOptions::new().checkpoint(&path))
         .unwrap_err();
     assert_eq!(error.failure().unwrap().task, "fails_once_then_ok");
     let (head, body) = forge::read(&path);
@@ -176,7 +176,7 @@ fn forged_base(name: &str) -> (Workflow, PathBuf, forge::Head, forge::Body) {
 
 fn resume(wf: &Workflow, path: &PathBuf) -> Result<RunReport, RunError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        WorkflowEngine::new().resume_blocking(wf, path)
+        WorkflowEngine::new().run(wf, RunOptions::new().resume_from(path))
     }))
     .expect("resume never panics")
 }
@@ -286,7 +286,7 @@ fn forged_group(name: &str) -> (Workflow, PathBuf, forge::Head, forge::Body) {
     };
     let path = temp(name);
     let error = WorkflowEngine::new()
-        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .run(&wf, RunOptions::new().checkpoint(&path))
         .unwrap_err();
     assert_eq!(error.failure().unwrap().task, "fails_once_then_ok");
     let (head, body) = forge::read(&path);

@@ -77,7 +77,9 @@ fn eight(task: fn() -> Task, name: &str) -> Workflow {
 fn async_tasks_are_not_limited_by_the_cpu_count() {
     let engine = WorkflowEngine::new().with_cpu_limit(1);
     assert_eq!(engine.max_concurrency(), DEFAULT_MAX_CONCURRENCY);
-    engine.run(&eight(waits::task, "async")).unwrap();
+    engine
+        .run(&eight(waits::task, "async"), RunOptions::new())
+        .unwrap();
     assert_eq!(
         ASYNC.most(),
         8,
@@ -100,8 +102,10 @@ fn crunches() -> u32 {
 fn synchronous_bodies_are_limited_by_the_cpu_limit() {
     let engine = WorkflowEngine::new().with_cpu_limit(2);
     assert_eq!(engine.cpu_limit(), 2);
-    let report = engine.run(&eight(crunches::task, "blocking")).unwrap();
-    assert_eq!(report.counts().0, 8);
+    let report = engine
+        .run(&eight(crunches::task, "blocking"), RunOptions::new())
+        .unwrap();
+    assert_eq!(report.counts().succeeded, 8);
     assert_eq!(BLOCKING.most(), 2, "two CPU permits, two bodies at once");
 }
 
@@ -149,15 +153,15 @@ fn a_handler_limit_holds_back_only_its_own_tasks_and_the_engine_can_override_it(
     let wf = wf.build();
     let engine = WorkflowEngine::new().with_handler("narrow", Narrow { limit: 3 });
     assert_eq!(engine.handler_concurrency("narrow"), Some(3));
-    let report = engine.run(&wf).unwrap();
-    assert_eq!(report.counts().0, 6);
+    let report = engine.run(&wf, RunOptions::new()).unwrap();
+    assert_eq!(report.counts().succeeded, 6);
     assert_eq!(LIMITED.most(), 3, "the handler's own limit");
     assert_eq!(LIMITED_RUNS.lock().unwrap().len(), 6);
 
     LIMITED.most.store(0, Ordering::SeqCst);
     let engine = engine.with_handler_concurrency("narrow", 1);
     assert_eq!(engine.handler_concurrency("narrow"), Some(1));
-    engine.run(&wf).unwrap();
+    engine.run(&wf, RunOptions::new()).unwrap();
     assert_eq!(LIMITED.most(), 1, "the engine's override wins");
 }
 
@@ -174,7 +178,9 @@ async fn capped() -> u8 {
 #[test]
 fn max_concurrency_caps_everything() {
     let engine = WorkflowEngine::new().with_max_concurrency(3);
-    engine.run(&eight(capped::task, "capped")).unwrap();
+    engine
+        .run(&eight(capped::task, "capped"), RunOptions::new())
+        .unwrap();
     assert_eq!(CAPPED.most(), 3);
 }
 
@@ -245,7 +251,7 @@ fn a_body_whose_attempt_ended_while_queued_never_runs() {
     wf.edge(g, l);
     wf.edge(g, f);
     let error = engine
-        .run(&wf.build())
+        .run(&wf.build(), RunOptions::new())
         .expect_err("the run failed while late waited for the CPU slot");
     assert!(
         error.to_string().contains("fails_while_late_is_queued"),
@@ -302,7 +308,7 @@ fn a_body_runs_on_its_own_runs_runtime_when_runs_share_an_engine() {
     let a = std::thread::spawn(move || {
         let mut wf = Workflow::builder("a");
         wf.add(a_hog::task());
-        other.run(&wf.build()).map(|_| ())
+        other.run(&wf.build(), RunOptions::new()).map(|_| ())
     });
     while !A_INSIDE.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
@@ -311,7 +317,7 @@ fn a_body_runs_on_its_own_runs_runtime_when_runs_share_an_engine() {
     let first = wf.add(b_first::task());
     let body = wf.add(b_sync::task());
     wf.edge(first, body);
-    let result = engine.run(&wf.build());
+    let result = engine.run(&wf.build(), RunOptions::new());
     a.join().expect("run a's thread").expect("run a");
     result.expect("run b");
     assert_eq!(
@@ -359,11 +365,13 @@ fn another_runtimes_bodies_run_on_that_runtime() {
         for i in 0..10u64 {
             wf.add(d_body::task().with_id(format!("d{i}")).with_input("i", i));
         }
-        d.block_on(other.execute(&wf.build())).map(|_| ())
+        d.block_on(other.execute(&wf.build(), RunOptions::new()))
+            .map(|_| ())
     });
     let mut wf = Workflow::builder("c");
     wf.add(c_short::task());
-    c.block_on(engine.execute(&wf.build())).expect("run c");
+    c.block_on(engine.execute(&wf.build(), RunOptions::new()))
+        .expect("run c");
     drop(c);
     queued.join().expect("run d's thread").expect("run d");
     let seen = D_RUNTIMES.lock().unwrap();
@@ -396,7 +404,7 @@ fn runs_on_many_runtimes_share_the_queue() {
                     for i in 0..8u64 {
                         wf.add(e_tiny::task().with_id(format!("e{i}")).with_input("i", i));
                     }
-                    engine.run(&wf.build()).expect("run");
+                    engine.run(&wf.build(), RunOptions::new()).expect("run");
                 }
             })
         })
@@ -438,7 +446,7 @@ fn a_dropped_run_s_queued_bodies_never_start() {
     }
     let wf = wf.build();
     runtime.block_on(async {
-        let run = engine.execute(&wf);
+        let run = engine.execute(&wf, RunOptions::new());
         graflow::tokio::select! {
             _ = run => panic!("the run ended while its first body was held"),
             () = async {
@@ -493,7 +501,7 @@ fn a_task_waiting_to_retry_holds_no_handler_slot() {
     let mut engine = WorkflowEngine::new();
     engine.set_handler_concurrency("direct", 1);
     let wf = workflow! { name: "backoff-slot"; (fails_then_backs_off | runs_during_the_backoff); };
-    let report = engine.run(&wf).unwrap();
+    let report = engine.run(&wf, RunOptions::new()).unwrap();
     assert_eq!(report.task("fails_then_backs_off").unwrap().attempts, 2);
     assert_eq!(
         *BACKOFF_ORDER.lock().unwrap(),
@@ -518,7 +526,7 @@ fn short_with_a_timeout() -> u32 {
 fn waiting_in_the_cpu_queue_does_not_count_against_the_timeout() {
     let engine = WorkflowEngine::new().with_cpu_limit(1);
     let wf = workflow! { name: "queue-wait"; (hogs_the_cpu_queue | short_with_a_timeout); };
-    let report = engine.run(&wf).unwrap();
+    let report = engine.run(&wf, RunOptions::new()).unwrap();
     assert_eq!(report.result::<u32>("short_with_a_timeout").unwrap(), 2);
 }
 
@@ -562,7 +570,11 @@ fn a_handlers_limit_holds_across_the_engines_runs() {
                 engine.clone(),
                 three_of(counted_engine_wide::task, &format!("wide-{r}")),
             );
-            std::thread::spawn(move || engine.run(&wf).map(|report| report.tasks().count()))
+            std::thread::spawn(move || {
+                engine
+                    .run(&wf, RunOptions::new())
+                    .map(|report| report.tasks().count())
+            })
         })
         .collect();
     for run in runs {
@@ -586,7 +598,11 @@ fn a_per_run_limit_caps_each_run() {
                 engine.clone(),
                 three_of(counted_per_run::task, &format!("per-run-{r}")),
             );
-            std::thread::spawn(move || engine.run(&wf).map(|report| report.tasks().count()))
+            std::thread::spawn(move || {
+                engine
+                    .run(&wf, RunOptions::new())
+                    .map(|report| report.tasks().count())
+            })
         })
         .collect();
     for run in runs {
@@ -615,7 +631,11 @@ fn runs_contending_for_an_engine_wide_limit_all_finish() {
         }
         let wf = wf.build();
         std::thread::spawn(move || {
-            let _ = done.send(engine.run(&wf).map(|report| report.tasks().count()));
+            let _ = done.send(
+                engine
+                    .run(&wf, RunOptions::new())
+                    .map(|report| report.tasks().count()),
+            );
         });
     }
     drop(done);
@@ -642,7 +662,11 @@ fn an_engine_limit_above_a_per_run_limit_lets_every_run_finish() {
         }
         let wf = wf.build();
         std::thread::spawn(move || {
-            let _ = done.send(engine.run(&wf).map(|report| report.tasks().count()));
+            let _ = done.send(
+                engine
+                    .run(&wf, RunOptions::new())
+                    .map(|report| report.tasks().count()),
+            );
         });
     }
     drop(done);

@@ -116,9 +116,9 @@ async fn a_typed_struct_and_channel_writes_come_back_from_a_container() {
         "linking graflow registers docker"
     );
     let report = engine
-        .execute_with(
+        .execute(
             &workflow! { ask_python; },
-            Channel::new().with("limit", 5u64),
+            RunOptions::new().param("limit", 5u64),
         )
         .await
         .unwrap();
@@ -158,7 +158,9 @@ fn env_and_volumes_are_visible_inside() {
     std::fs::write(dir.join("note.txt"), "from the host").unwrap();
     let mut wf = Workflow::builder("env");
     wf.add(look_around::task().with_config("volumes", vec![format!("{}:/data:ro", dir.display())]));
-    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap();
     let (greeting, package, note) = report
         .result::<(String, String, String)>("look_around")
         .unwrap();
@@ -179,7 +181,7 @@ fn a_fifty_megabyte_result_arrives_intact() {
         return;
     }
     let report = WorkflowEngine::new()
-        .run(&workflow! { big_in_container; })
+        .run(&workflow! { big_in_container; }, RunOptions::new())
         .unwrap();
     let bytes: Vec<u8> = report.result("big_in_container").unwrap();
     assert_eq!(bytes.len(), 50 * 1024 * 1024);
@@ -208,7 +210,9 @@ fn a_containers_output_lines_are_log_events_of_its_task() {
                 .push((e.task.clone(), e.handler.clone(), e.attempt, line.clone()));
         }
     });
-    engine.run(&workflow! { prints_in_a_container }).unwrap();
+    engine
+        .run(&workflow! { prints_in_a_container }, RunOptions::new())
+        .unwrap();
     let lines = lines.lock().unwrap();
     for want in [
         "hello from the container",
@@ -245,13 +249,17 @@ fn errors_and_panics_cross_the_container_boundary_and_leave_nothing() {
         return;
     }
     let engine = WorkflowEngine::new();
-    let err = engine.run(&workflow! { refuses; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { refuses; }, RunOptions::new())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "task 'refuses' failed on handler 'docker' after 1 attempt(s): task 'refuses' returned an error: quota exceeded"
     );
     assert_gone("graflow.run", &run_id_of(&err));
-    let err = engine.run(&workflow! { panics_inside; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { panics_inside; }, RunOptions::new())
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("task 'panics_inside' panicked: container-side bug"),
@@ -273,7 +281,7 @@ fn a_timeout_kills_and_removes_the_container() {
     }
     let started = Instant::now();
     let err = WorkflowEngine::new()
-        .run(&workflow! { sleeps_forever; })
+        .run(&workflow! { sleeps_forever; }, RunOptions::new())
         .unwrap_err();
     assert!(
         matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
@@ -303,7 +311,7 @@ fn out_of_memory_says_so_with_the_limit() {
         return;
     }
     let err = WorkflowEngine::new()
-        .run(&workflow! { hungry; })
+        .run(&workflow! { hungry; }, RunOptions::new())
         .unwrap_err();
     let msg = err.to_string();
     // The daemon's OOM report, or, when it dropped it (the kernel's report came after the exit
@@ -346,7 +354,7 @@ fn an_incompatible_image_is_not_retried() {
         return;
     }
     let err = WorkflowEngine::new()
-        .run(&workflow! { in_scratch_with_retries; })
+        .run(&workflow! { in_scratch_with_retries; }, RunOptions::new())
         .unwrap_err();
     let failure = err.failure().expect("the task failed");
     assert_eq!(failure.attempts, 1, "{err}");
@@ -366,7 +374,9 @@ fn a_missing_image_and_an_incompatible_binary_are_explained() {
         return;
     }
     let engine = WorkflowEngine::new();
-    let err = engine.run(&workflow! { nowhere; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { nowhere; }, RunOptions::new())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains(
@@ -374,7 +384,9 @@ fn a_missing_image_and_an_incompatible_binary_are_explained() {
         ),
         "{msg}"
     );
-    let err = engine.run(&workflow! { in_scratch; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { in_scratch; }, RunOptions::new())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("this program cannot start inside image graflow/scratch"),
@@ -404,7 +416,7 @@ fn eight_docker_tasks_in_a_parallel_group_overlap() {
     }
     let report = WorkflowEngine::new()
         .with_max_concurrency(8)
-        .run(&wf.build())
+        .run(&wf.build(), RunOptions::new())
         .unwrap();
     let spans: Vec<(Duration, Duration)> = report
         .tasks()
@@ -437,7 +449,8 @@ async fn dropping_the_engine_future_mid_run_leaves_no_container() {
     let mut wf = Workflow::builder("dropped");
     wf.add(long_job::task().with_id(id.clone()));
     let wf = wf.build();
-    let run = tokio::spawn(async move { WorkflowEngine::new().execute(&wf).await });
+    let run =
+        tokio::spawn(async move { WorkflowEngine::new().execute(&wf, RunOptions::new()).await });
     let deadline = Instant::now() + Duration::from_secs(60);
     while containers_with("graflow.task", &id).is_empty() {
         assert!(Instant::now() < deadline, "the container never appeared");
@@ -477,7 +490,7 @@ fn the_sandbox_preset_locks_the_container_down() {
         return;
     }
     let report = WorkflowEngine::new()
-        .run(&workflow! { probe_sandbox; })
+        .run(&workflow! { probe_sandbox; }, RunOptions::new())
         .unwrap();
     let (root_writable, tmp_writable, interfaces, uid) = report
         .result::<(bool, bool, Vec<String>, String)>("probe_sandbox")
@@ -547,7 +560,7 @@ fn a_missing_volume_host_path_fails_validation_and_nothing_is_created() {
     assert!(msg.contains(&expected), "{msg}");
     assert!(msg.contains("create it first"), "{msg}");
     // A run is refused the same way, before any container exists.
-    let err = engine.run(&wf).unwrap_err();
+    let err = engine.run(&wf, RunOptions::new()).unwrap_err();
     assert!(err.to_string().contains(&expected), "{err}");
     assert!(err.report().is_none(), "nothing ran: {err}");
     assert!(!missing.exists(), "the host path was created");
@@ -602,7 +615,7 @@ fn a_remote_daemon_refuses_a_missing_volume_host_path_instead_of_creating_it() {
             .with_config("volumes", vec![format!("{}:/data:ro", missing.display())]),
     );
     // Not checkable here for a remote daemon; Docker refuses it (the Mounts API).
-    let err = engine.run(&wf.build()).unwrap_err();
+    let err = engine.run(&wf.build(), RunOptions::new()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("could not create a container"), "{msg}");
     assert!(msg.contains("bind source path does not exist"), "{msg}");
@@ -648,7 +661,9 @@ fn the_sandbox_limits_memory_and_cpus_unless_the_task_sets_them() {
             .with_config("memory", "256m")
             .with_config("cpus", 0.5),
     );
-    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap();
     let (memory, cpu) = report.result::<(String, String)>("defaults").unwrap();
     assert_eq!(memory, (512u64 * 1024 * 1024).to_string(), "512 MiB");
     assert_eq!(cpu, "100000 100000", "1 CPU");
@@ -689,7 +704,9 @@ fn a_daemon_that_never_answers_fails_the_task_within_its_timeout() {
             .with_daemon_timeout(Duration::from_secs(1)),
     );
     let started = Instant::now();
-    let err = engine.run(&workflow! { in_scratch; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { in_scratch; }, RunOptions::new())
+        .unwrap_err();
     let elapsed = started.elapsed();
     let msg = err.to_string();
     assert!(
@@ -714,7 +731,9 @@ fn an_unreachable_daemon_is_named() {
         "docker",
         DockerHandler::new().with_host("unix:///nonexistent/docker.sock"),
     );
-    let err = engine.run(&workflow! { in_scratch; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { in_scratch; }, RunOptions::new())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("the Docker daemon at unix:///nonexistent/docker.sock is unreachable"),
@@ -742,7 +761,7 @@ async fn child_runs_a_long_docker_task_until_ctrl_c() {
     let wf = wf.build();
     let engine = WorkflowEngine::new();
     tokio::select! {
-        result = engine.execute(&wf) => panic!("the long task ended on its own: {result:?}"),
+        result = engine.execute(&wf, RunOptions::new()) => panic!("the long task ended on its own: {result:?}"),
         // Ctrl-C: drop the run (its containers are removed outside the dropped future) and exit.
         _ = tokio::signal::ctrl_c() => {}
     }
@@ -806,9 +825,9 @@ fn leftovers_of_a_killed_program_are_swept_when_a_handler_starts() {
     // The owner died without cleaning up; a docker handler that starts sweeps the leftovers of
     // dead runs (any engine of this binary may be the one that does).
     let report = WorkflowEngine::new()
-        .run_with(
+        .run(
             &workflow! { ask_python; },
-            Channel::new().with("limit", 2u64),
+            RunOptions::new().param("limit", 2u64),
         )
         .unwrap();
     assert_eq!(
@@ -841,9 +860,9 @@ fn child_sweeps_from_another_pid_namespace() {
         "started in another PID namespace"
     );
     let report = WorkflowEngine::new()
-        .run_with(
+        .run(
             &workflow! { ask_python; },
-            Channel::new().with("limit", 1u64),
+            RunOptions::new().param("limit", 1u64),
         )
         .unwrap();
     assert_eq!(
@@ -867,7 +886,7 @@ fn a_sweep_from_another_pid_namespace_leaves_a_live_programs_running_container_a
     let mut wf = Workflow::builder("live");
     wf.add(outlives_a_sweep::task().with_id(id.clone()));
     let wf = wf.build();
-    let run = std::thread::spawn(move || WorkflowEngine::new().run(&wf));
+    let run = std::thread::spawn(move || WorkflowEngine::new().run(&wf, RunOptions::new()));
     let deadline = Instant::now() + Duration::from_secs(60);
     while running_with("graflow.task", &id).is_empty() {
         assert!(
@@ -1024,9 +1043,9 @@ fn a_sweep_removes_only_its_users_containers_whose_owner_is_proven_dead() {
     // A docker handler's first connection sweeps. (Another program's sweep may remove the dead
     // owner's container first: the same rules, and the same outcome.)
     let report = WorkflowEngine::new()
-        .run_with(
+        .run(
             &workflow! { ask_python; },
-            Channel::new().with("limit", 1u64),
+            RunOptions::new().param("limit", 1u64),
         )
         .unwrap();
     assert_eq!(
@@ -1075,7 +1094,7 @@ fn dynamic_requests_come_back_from_a_container() {
         return;
     }
     let wf = workflow! { plans_in_a_container; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     assert_eq!(
         report.terminated(),
         Some(("plans_in_a_container", "planned in a container"))

@@ -56,7 +56,9 @@ fn lines() -> Channel {
 #[test]
 fn a_task_fans_out_into_tasks_decided_at_run_time_and_its_successor_waits_for_them() {
     let wf = workflow! { split >> total; };
-    let report = WorkflowEngine::new().run_with(&wf, lines()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf, RunOptions::new().channel(lines()))
+        .unwrap();
     let (ids, sum) = report.result::<(Vec<String>, usize)>("total").unwrap();
     assert_eq!(ids, ["split", "count_0", "count_1", "count_2"]);
     assert_eq!(sum, 3 + 3 + 2 + 1);
@@ -70,7 +72,9 @@ fn a_task_fans_out_into_tasks_decided_at_run_time_and_its_successor_waits_for_th
 #[test]
 fn requests_made_in_a_child_process_come_back_in_its_outcome() {
     let wf = workflow! { split_out_of_process >> total; };
-    let report = WorkflowEngine::new().run_with(&wf, lines()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf, RunOptions::new().channel(lines()))
+        .unwrap();
     let (ids, sum) = report.result::<(Vec<String>, usize)>("total").unwrap();
     assert_eq!(
         ids,
@@ -115,7 +119,7 @@ fn add_bad(ctx: &TaskContext) -> graflow::Result<String> {
 #[test]
 fn an_added_task_is_validated_when_it_is_added() {
     let wf = workflow! { add_bad; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     let text = report.result::<String>("add_bad").unwrap();
     assert!(
         text.contains("task 'add_bad' cannot add task 'nowhere' to the run"),
@@ -150,7 +154,9 @@ fn add_bad_out_of_process(ctx: &TaskContext) -> graflow::Result<u32> {
 #[test]
 fn an_invalid_task_added_out_of_process_fails_the_attempt_that_added_it() {
     let wf = workflow! { add_bad_out_of_process; };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let failure = error.failure().unwrap();
     assert_eq!(failure.task, "add_bad_out_of_process");
     assert_eq!(failure.attempts, 1);
@@ -197,7 +203,7 @@ fn after_growth(ctx: &TaskContext) -> graflow::Result<u64> {
 fn a_task_iterates_with_new_input_before_its_successors_run() {
     let wf = workflow! { grow >> after_growth; };
     let report = WorkflowEngine::new()
-        .run_with(&wf, Channel::new().with("value", 3u64))
+        .run(&wf, RunOptions::new().param("value", 3u64))
         .unwrap();
     // 6, 12, 24, 48, 96, 192
     assert_eq!(report.result::<u64>("grow").unwrap(), 192);
@@ -210,7 +216,7 @@ fn a_task_iterates_with_new_input_before_its_successors_run() {
     let a = wf.add(after_growth::task());
     wf.edge(g, a);
     let report = WorkflowEngine::new()
-        .run_with(&wf.build(), Channel::new().with("value", 3u64))
+        .run(&wf.build(), RunOptions::new().param("value", 3u64))
         .unwrap();
     assert_eq!(report.result::<u64>("grow").unwrap(), 192);
     assert_eq!(report.task("grow").unwrap().runs, 6);
@@ -225,7 +231,7 @@ fn past_max_cycles_the_task_fails() {
     let a = wf2.add(after_growth::task());
     wf2.edge(g, a);
     let error = WorkflowEngine::new()
-        .run_with(&wf2.build(), Channel::new().with("value", 1u64))
+        .run(&wf2.build(), RunOptions::new().param("value", 1u64))
         .unwrap_err();
     let text = error.to_string();
     assert!(
@@ -243,7 +249,7 @@ fn past_max_cycles_the_task_fails() {
     let mut wf3 = Workflow::builder("limited-remote");
     wf3.add(grow_out_of_process::task().with_max_cycles(2));
     let error = WorkflowEngine::new()
-        .run_with(&wf3.build(), Channel::new().with("value", 1u64))
+        .run(&wf3.build(), RunOptions::new().param("value", 1u64))
         .unwrap_err();
     assert!(
         error
@@ -276,7 +282,7 @@ fn publish(review: String) -> String {
 #[test]
 fn goto_runs_an_earlier_task_again_and_the_tasks_after_it() {
     let wf = workflow! { draft >> review >> publish; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     assert_eq!(
         report.result::<String>("publish").unwrap(),
         "published: accepted draft 3"
@@ -297,7 +303,7 @@ fn jump_nowhere(ctx: &TaskContext) -> graflow::Result<u32> {
 #[test]
 fn goto_to_a_task_the_run_does_not_have_is_refused() {
     let report = WorkflowEngine::new()
-        .run(&workflow! { jump_nowhere; })
+        .run(&workflow! { jump_nowhere; }, RunOptions::new())
         .unwrap();
     assert_eq!(report.result::<u32>("jump_nowhere").unwrap(), 4);
 }
@@ -322,7 +328,7 @@ fn check_cache_out_of_process(ctx: &TaskContext) -> u32 {
 #[test]
 fn terminate_ends_the_run_early_as_a_success() {
     let wf = workflow! { check_cache >> expensive; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     assert!(report.succeeded());
     assert_eq!(
         report.terminated(),
@@ -343,7 +349,9 @@ fn terminate_ends_the_run_early_as_a_success() {
     let c = wf.add(check_cache_out_of_process::task().with_id("check_cache"));
     let e = wf.add(expensive::task());
     wf.edge(c, e);
-    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap();
     assert_eq!(
         report.terminated(),
         Some(("check_cache", "the cache has it"))
@@ -369,7 +377,9 @@ fn validate_out_of_process(ctx: &TaskContext) -> u32 {
 #[test]
 fn cancel_fails_the_run_whatever_the_attempt_returned_and_is_not_retried() {
     let wf = workflow! { validate_input >> after_growth; };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let RunError::Cancelled(cancelled) = &error else {
         panic!("expected a cancelled run, got {error:?}");
     };
@@ -386,7 +396,7 @@ fn cancel_fails_the_run_whatever_the_attempt_returned_and_is_not_retried() {
     );
 
     let error = WorkflowEngine::new()
-        .run(&workflow! { validate_out_of_process; })
+        .run(&workflow! { validate_out_of_process; }, RunOptions::new())
         .unwrap_err();
     let RunError::Cancelled(cancelled) = &error else {
         panic!("expected a cancelled run, got {error:?}");
@@ -418,7 +428,7 @@ fn normal_successor(replace_successors: u32) -> u32 {
 #[test]
 fn next_task_instead_replaces_the_successors() {
     let wf = workflow! { replace_successors >> normal_successor; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     assert_eq!(report.result::<usize>("instead").unwrap(), 2);
     assert_eq!(
         report.task("normal_successor").unwrap().status,
@@ -450,7 +460,7 @@ fn adds_then_fails_once(ctx: &TaskContext) -> graflow::Result<u32> {
 #[test]
 fn only_a_successful_attempt_s_requests_take_effect() {
     let report = WorkflowEngine::new()
-        .run(&workflow! { adds_then_fails_once; })
+        .run(&workflow! { adds_then_fails_once; }, RunOptions::new())
         .unwrap();
     assert_eq!(report.task("adds_then_fails_once").unwrap().attempts, 2);
     // Added once (by the successful attempt), not twice: no duplicate-id refusal either.
@@ -487,7 +497,9 @@ fn jumps_back(root_task: u32, ctx: &TaskContext) -> graflow::Result<u32> {
 #[test]
 fn a_goto_that_would_rerun_a_running_task_is_refused_when_applied() {
     let wf = workflow! { root_task >> (jumps_back | slow_sibling); };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let text = error.to_string();
     assert!(
         text.contains(
@@ -507,7 +519,7 @@ fn dynamic_requests_work_on_warm_runners_too() {
         .with_handler("process", graflow::ProcessHandler::new().with_pool(pool));
     let wf = workflow! { split_out_of_process >> total; };
     for _ in 0..2 {
-        let report = engine.run_with(&wf, lines()).unwrap();
+        let report = engine.run(&wf, RunOptions::new().channel(lines())).unwrap();
         assert_eq!(report.result::<(Vec<String>, usize)>("total").unwrap().1, 9);
         assert!(
             report
@@ -521,7 +533,7 @@ fn dynamic_requests_work_on_warm_runners_too() {
     let mut grow = Workflow::builder("warm-growth");
     grow.add(grow_out_of_process::task().with_id("grow"));
     let report = engine
-        .run_with(&grow.build(), Channel::new().with("value", 3u64))
+        .run(&grow.build(), RunOptions::new().param("value", 3u64))
         .unwrap();
     assert_eq!(report.result::<u64>("grow").unwrap(), 192);
 }
@@ -570,7 +582,7 @@ fn slow_first_attempt(ctx: &TaskContext) -> graflow::Result<u32> {
 #[test]
 fn a_given_up_attempt_cannot_add_to_a_later_one() {
     let report = WorkflowEngine::new()
-        .run(&workflow! { slow_first_attempt; })
+        .run(&workflow! { slow_first_attempt; }, RunOptions::new())
         .unwrap();
     assert_eq!(report.result::<u32>("slow_first_attempt").unwrap(), 2);
     assert!(report.task("fresh").is_some());
@@ -604,7 +616,7 @@ fn a_task_added_by_a_runner_runs_where_the_runner_runs_and_cannot_choose_elsewhe
     // Its function's default handler is "direct"; added by a "process" task, it runs in a
     // child process too, never in the engine.
     let report = WorkflowEngine::new()
-        .run(&workflow! { where_added_tasks_run; })
+        .run(&workflow! { where_added_tasks_run; }, RunOptions::new())
         .unwrap();
     let record = report.task("inherits").unwrap();
     assert_eq!(record.handler, "process");
@@ -614,7 +626,7 @@ fn a_task_added_by_a_runner_runs_where_the_runner_runs_and_cannot_choose_elsewhe
     );
 
     let error = WorkflowEngine::new()
-        .run(&workflow! { adds_with_other_config; })
+        .run(&workflow! { adds_with_other_config; }, RunOptions::new())
         .unwrap_err();
     let text = error.to_string();
     assert!(
@@ -654,7 +666,9 @@ fn a_goto_target_runs_once_even_when_its_predecessor_finishes_later() {
     let t = wf.add(goto_target::task());
     wf.edge(p, t);
     wf.add(jumps_ahead::task());
-    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap();
     assert_eq!(
         GOTO_TARGET_RUNS.load(std::sync::atomic::Ordering::SeqCst),
         1
@@ -690,7 +704,7 @@ fn loops_once(consumer: u64, ctx: &TaskContext) -> graflow::Result<u64> {
 #[test]
 fn iteration_inputs_are_for_the_next_run_only() {
     let wf = workflow! { source_value >> consumer >> loops_once; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     // source_value: 10, then 20 after the goto; consumer: 10, 99 (its iteration), then 20.
     assert_eq!(*CONSUMER_SAW.lock().unwrap(), [10, 99, 20]);
     assert_eq!(report.result::<u64>("loops_once").unwrap(), 20);
@@ -708,7 +722,9 @@ fn a_goto_past_the_targets_max_cycles_fails_the_asking_task_and_names_the_target
     let d = wf.add(draft::task().with_max_cycles(2));
     let r = wf.add(always_back::task());
     wf.edge(d, r);
-    let error = WorkflowEngine::new().run(&wf.build()).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap_err();
     let failure = error.failure().expect("a task failed");
     assert_eq!(failure.task, "always_back", "{error}");
     let text = graflow::Chain(&error).to_string();
@@ -759,7 +775,9 @@ fn next_task_instead_skips_only_the_successors_nothing_else_leads_to() {
         wf.edge(asking, only);
         wf.edge(only, after);
         wf.edge(other, after);
-        let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+        let report = WorkflowEngine::new()
+            .run(&wf.build(), RunOptions::new())
+            .unwrap();
         assert_eq!(report.result::<usize>("instead").unwrap(), 2, "{handler}");
         assert_eq!(report.result::<u32>("joined").unwrap(), 8, "{handler}");
         assert_eq!(

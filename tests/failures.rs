@@ -33,7 +33,9 @@ fn after_save(save: u32) -> u32 {
 #[test]
 fn an_error_stops_successors_and_names_task_handler_attempts_and_chain() {
     let wf = workflow! { name: "fails"; prepare >> save >> after_save; };
-    let err = WorkflowEngine::new().run(&wf).unwrap_err();
+    let err = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let msg = err.to_string();
     assert_eq!(
         msg,
@@ -80,14 +82,14 @@ async fn explode_async() -> u8 {
 #[test]
 fn a_panic_is_caught_and_reported() {
     let err = WorkflowEngine::new()
-        .run(&workflow! { explode; })
+        .run(&workflow! { explode; }, RunOptions::new())
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "task 'explode' failed on handler 'direct' after 1 attempt(s): task 'explode' panicked: boom at row 17"
     );
     let err = WorkflowEngine::new()
-        .run(&workflow! { explode_async; })
+        .run(&workflow! { explode_async; }, RunOptions::new())
         .unwrap_err();
     assert!(
         err.to_string()
@@ -95,7 +97,9 @@ fn a_panic_is_caught_and_reported() {
         "{err}"
     );
     // The process is alive and the engine still works.
-    let report = WorkflowEngine::new().run(&workflow! { prepare; }).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&workflow! { prepare; }, RunOptions::new())
+        .unwrap();
     assert_eq!(report.result::<u32>("prepare").unwrap(), 1);
 }
 
@@ -114,7 +118,9 @@ fn flaky(ctx: &TaskContext) -> Result<u32, String> {
 #[test]
 fn retries_are_counted_and_back_off_exponentially() {
     let started = Instant::now();
-    let report = WorkflowEngine::new().run(&workflow! { flaky; }).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&workflow! { flaky; }, RunOptions::new())
+        .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(report.result::<u32>("flaky").unwrap(), 3);
     assert_eq!(report.task("flaky").unwrap().attempts, 3);
@@ -132,7 +138,7 @@ fn always_fails(ctx: &TaskContext) -> Result<(), String> {
 #[test]
 fn spent_retries_report_the_attempt_count_and_last_error() {
     let err = WorkflowEngine::new()
-        .run(&workflow! { always_fails; })
+        .run(&workflow! { always_fails; }, RunOptions::new())
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -164,7 +170,9 @@ fn a_timeout_fails_the_task() {
         (workflow! { sleepy_sync; }, "sleepy_sync"),
     ] {
         let started = Instant::now();
-        let err = WorkflowEngine::new().run(&wf).unwrap_err();
+        let err = WorkflowEngine::new()
+            .run(&wf, RunOptions::new())
+            .unwrap_err();
         assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
         assert!(
             matches!(err.cause(), Some(AttemptError::TimedOut { .. })),
@@ -222,7 +230,10 @@ fn after_both(slow_sibling: u8, quick_failure: u8) -> u8 {
 async fn a_failure_cancels_running_tasks_and_starts_nothing_new() {
     let started = Instant::now();
     let wf = workflow! { (slow_sibling | quick_failure) >> after_both; };
-    let err = WorkflowEngine::new().execute(&wf).await.unwrap_err();
+    let err = WorkflowEngine::new()
+        .execute(&wf, RunOptions::new())
+        .await
+        .unwrap_err();
     assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
     let report = err.report().unwrap();
     assert_eq!(
@@ -237,7 +248,11 @@ async fn a_failure_cancels_running_tasks_and_starts_nothing_new() {
         report.task("after_both").unwrap().status,
         TaskStatus::Skipped
     );
-    assert_eq!(report.counts(), (0, 1, 1, 1));
+    let counts = report.counts();
+    assert_eq!(counts.succeeded, 0);
+    assert_eq!(counts.failed, 1);
+    assert_eq!(counts.cancelled, 1);
+    assert_eq!(counts.skipped, 1);
     // The sibling was running, and is cancelled for real: its future is dropped (now, or soon
     // if the runtime drops it), well before its 300 s sleep could end. A body left running
     // detached would never be dropped in time, and would finish later.
@@ -275,7 +290,9 @@ fn a_retry_follows_a_first_attempt_that_ran_inline() {
     // continues asynchronously.
     let engine = WorkflowEngine::new();
     for _ in 0..3 {
-        let report = engine.run(&workflow! { inline_flaky; }).unwrap();
+        let report = engine
+            .run(&workflow! { inline_flaky; }, RunOptions::new())
+            .unwrap();
         assert_eq!(report.result::<u32>("inline_flaky").unwrap(), 2);
         assert_eq!(report.task("inline_flaky").unwrap().attempts, 2);
     }

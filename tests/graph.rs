@@ -44,7 +44,10 @@ fn d(b: u32, c: u32) -> u32 {
 #[tokio::test]
 async fn diamond_runs_the_join_once_after_both_branches() {
     let wf = workflow! { name: "diamond"; a >> b; a >> c; b >> d; c >> d; };
-    let report = WorkflowEngine::new().execute(&wf).await.unwrap();
+    let report = WorkflowEngine::new()
+        .execute(&wf, RunOptions::new())
+        .await
+        .unwrap();
     assert_eq!(report.result::<u32>("d").unwrap(), 112);
     let log = DIAMOND_LOG.lock().unwrap().clone();
     assert_eq!(log.iter().filter(|n| **n == "d").count(), 1, "{log:?}");
@@ -90,11 +93,18 @@ async fn fan_out_fan_in_of_a_thousand_members() {
         wf.edge(src, m).edge(m, out);
     }
     let wf = wf.build();
-    let report = WorkflowEngine::new().execute(&wf).await.unwrap();
+    let report = WorkflowEngine::new()
+        .execute(&wf, RunOptions::new())
+        .await
+        .unwrap();
     let expected: u64 = (0..1_000u64).map(|i| 1_000 + i).sum();
     assert_eq!(report.result::<u64>("sink").unwrap(), expected);
     assert_eq!(report.tasks().len(), 1_002);
-    assert_eq!(report.counts(), (1_002, 0, 0, 0));
+    let counts = report.counts();
+    assert_eq!(counts.succeeded, 1_002);
+    assert_eq!(counts.failed, 0);
+    assert_eq!(counts.cancelled, 0);
+    assert_eq!(counts.skipped, 0);
     // The sink started after every member ended.
     let sink_start = report.task("sink").unwrap().start.unwrap();
     for t in report.tasks().filter(|t| t.id.starts_with("member_")) {
@@ -166,7 +176,10 @@ async fn nested_groups_sequences_and_several_statements() {
         );
     }
     assert_eq!(edges.len(), 6, "{edges:?}");
-    let report = WorkflowEngine::new().execute(&wf).await.unwrap();
+    let report = WorkflowEngine::new()
+        .execute(&wf, RunOptions::new())
+        .await
+        .unwrap();
     assert_eq!(GROUP_RUNS.load(Ordering::SeqCst), 6);
     let mut joined = report.result::<Vec<String>>("g_end").unwrap();
     joined.sort();
@@ -192,7 +205,7 @@ fn lonely() -> u8 {
 #[test]
 fn every_root_runs_from_a_plain_main() {
     let wf = workflow! { root_one >> g_side_free; root_two >> g_side_free; lonely; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     assert_eq!(report.workflow(), "workflow");
     assert_eq!(report.result::<u8>("root_one").unwrap(), 1);
     assert_eq!(report.result::<u8>("root_two").unwrap(), 2);
@@ -238,13 +251,13 @@ fn overlap(report: &RunReport, x: &str, y: &str) -> bool {
 async fn two_sleeping_tasks_overlap() {
     let engine = WorkflowEngine::new().with_max_concurrency(2);
     let report = engine
-        .execute(&workflow! { (nap_a | nap_b); })
+        .execute(&workflow! { (nap_a | nap_b); }, RunOptions::new())
         .await
         .unwrap();
     assert!(overlap(&report, "nap_a", "nap_b"), "{report}");
     // Synchronous bodies too: they go to the blocking pool, not the scheduler's thread.
     let report = engine
-        .execute(&workflow! { (block_a | block_b); })
+        .execute(&workflow! { (block_a | block_b); }, RunOptions::new())
         .await
         .unwrap();
     assert!(overlap(&report, "block_a", "block_b"), "{report}");
@@ -273,7 +286,10 @@ async fn quick_3(quick_2: u8) -> u8 {
 #[tokio::test(flavor = "current_thread")]
 async fn a_long_synchronous_body_does_not_stall_ready_tasks() {
     let wf = workflow! { long_sync; quick_1 >> quick_2 >> quick_3; };
-    let report = WorkflowEngine::new().execute(&wf).await.unwrap();
+    let report = WorkflowEngine::new()
+        .execute(&wf, RunOptions::new())
+        .await
+        .unwrap();
     let long = report.task("long_sync").unwrap();
     let last = report.task("quick_3").unwrap();
     // Even on a single-threaded runtime, the chain ends while the long body still runs.
@@ -306,7 +322,9 @@ fn a_cycle_built_at_run_time_is_an_error_naming_its_path() {
     let b = wf.add(cyc_b::task());
     let c = wf.add(cyc_c::task());
     wf.chain(&[a, b, c]).edge(c, a);
-    let err = WorkflowEngine::new().run(&wf.build()).unwrap_err();
+    let err = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(&err, RunError::Invalid { problems, .. } if matches!(problems[0], graflow::Problem::Cycle { .. })),
@@ -334,7 +352,7 @@ fn duplicate_ids_and_empty_workflows_fail_validation() {
     );
 
     let err = WorkflowEngine::new()
-        .run(&Workflow::builder("nothing").build())
+        .run(&Workflow::builder("nothing").build(), RunOptions::new())
         .unwrap_err();
     assert!(
         err.to_string().contains("workflow 'nothing' has no task"),
@@ -345,10 +363,13 @@ fn duplicate_ids_and_empty_workflows_fail_validation() {
 #[tokio::test]
 async fn run_inside_a_runtime_is_a_clear_error() {
     let err = WorkflowEngine::new()
-        .run(&workflow! { cyc_a; })
+        .run(&workflow! { cyc_a; }, RunOptions::new())
         .unwrap_err();
     assert!(matches!(err, RunError::NestedRuntime), "{err}");
-    assert!(err.to_string().contains("engine.execute(&workflow).await"));
+    assert!(
+        err.to_string()
+            .contains("engine.execute(&workflow, RunOptions::new()).await")
+    );
 }
 
 #[test]
@@ -372,7 +393,8 @@ async fn a_run_can_be_spawned_and_its_error_converts_to_anyhow() -> anyhow::Resu
     let engine = WorkflowEngine::new();
     let wf = workflow! { (root_one | root_two) >> g_side_free; };
     // The run's future is Send: it can move to any worker.
-    let report = tokio::spawn(async move { engine.execute(&wf).await }).await??;
+    let report =
+        tokio::spawn(async move { engine.execute(&wf, RunOptions::new()).await }).await??;
     assert_eq!(report.result::<u8>("g_side_free")?, 3);
     Ok(())
 }

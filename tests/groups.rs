@@ -40,7 +40,9 @@ fn gather(ctx: &TaskContext) -> graflow::Result<(Vec<String>, u32)> {
 #[test]
 fn strict_is_the_default_and_fails_the_run_at_the_first_failure() {
     let wf = workflow! { start >> (good_a | broken) >> gather; };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let failure = error.failure().expect("a task failure");
     assert_eq!(failure.task, "broken");
     let report = error.report().unwrap();
@@ -56,7 +58,9 @@ fn strict_is_the_default_and_fails_the_run_at_the_first_failure() {
 #[test]
 fn best_effort_tolerates_failures_and_the_successor_sees_the_results_that_exist() {
     let wf = workflow! { start >> (good_a | broken | good_b).policy(best_effort) >> gather; };
-    let report = WorkflowEngine::new().run(&wf).expect("best_effort passes");
+    let report = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .expect("best_effort passes");
     assert!(report.succeeded());
     let (ids, sum) = report.result::<(Vec<String>, u32)>("gather").unwrap();
     assert_eq!(ids, ["good_a", "good_b"]);
@@ -84,7 +88,9 @@ fn best_effort_tolerates_failures_and_the_successor_sees_the_results_that_exist(
 #[test]
 fn at_least_passes_with_enough_successes_and_fails_as_soon_as_they_are_out_of_reach() {
     let wf = workflow! { start >> (good_a | broken | good_b).policy(at_least(2)) >> gather; };
-    let report = WorkflowEngine::new().run(&wf).expect("2 of 3 succeed");
+    let report = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .expect("2 of 3 succeed");
     assert!(
         matches!(&report.groups()[0].verdict, Some(Ok(why)) if why.contains("2 of 3 members succeeded"))
     );
@@ -93,7 +99,9 @@ fn at_least_passes_with_enough_successes_and_fails_as_soon_as_they_are_out_of_re
         name: "too-few";
         start >> (good_a | broken | also_broken).name("mirrors").policy(at_least(2)) >> gather;
     };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let RunError::GroupFailed(failure) = &error else {
         panic!("expected a group failure, got {error:?}");
     };
@@ -121,12 +129,14 @@ fn at_least_passes_with_enough_successes_and_fails_as_soon_as_they_are_out_of_re
 fn critical_members_must_succeed_the_others_may_fail() {
     let wf = workflow! { start >> (good_a | broken).policy(critical(good_a)) >> gather; };
     let report = WorkflowEngine::new()
-        .run(&wf)
+        .run(&wf, RunOptions::new())
         .expect("the critical member succeeded");
     assert_eq!(report.result::<(Vec<String>, u32)>("gather").unwrap().1, 11);
 
     let wf = workflow! { start >> (good_a | broken).policy(critical(broken)) >> gather; };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let RunError::GroupFailed(failure) = &error else {
         panic!("expected a group failure, got {error:?}");
     };
@@ -179,7 +189,7 @@ fn a_custom_policy_decides_in_the_builder_too() {
         wf.build()
     };
     let report = WorkflowEngine::new()
-        .run(&build(&[0, 1, 2, 3, 4, 5, 6, 7]))
+        .run(&build(&[0, 1, 2, 3, 4, 5, 6, 7]), RunOptions::new())
         .expect("2 of 8 failed");
     let group = report.group("shards").unwrap();
     assert_eq!(group.policy, "QuarterMayFail");
@@ -191,7 +201,7 @@ fn a_custom_policy_decides_in_the_builder_too() {
 
     // 2 of 4 failed: more than a quarter.
     let error = WorkflowEngine::new()
-        .run(&build(&[3, 7, 0, 1]))
+        .run(&build(&[3, 7, 0, 1]), RunOptions::new())
         .unwrap_err();
     assert!(
         matches!(&error, RunError::GroupFailed(f) if f.reason == "2 of 4 failed, more than a quarter"),
@@ -236,7 +246,9 @@ fn crash_out_of_process(start: u32) -> u32 {
 #[test]
 fn a_member_that_crashes_its_runner_is_tolerated_like_any_failure() {
     let wf = workflow! { start >> (good_a | crash_out_of_process).policy(best_effort) >> gather; };
-    let report = WorkflowEngine::new().run(&wf).expect("best_effort passes");
+    let report = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .expect("best_effort passes");
     let crashed = report.task("crash_out_of_process").unwrap();
     assert!(crashed.tolerated);
     assert!(
@@ -273,10 +285,12 @@ fn a_run_stopped_by_its_group_policy_resumes_with_the_failed_members() {
     };
     let engine = WorkflowEngine::new();
     let error = engine
-        .run_with_options(&wf, Channel::new(), &RunOptions::new().checkpoint(&path))
+        .run(&wf, RunOptions::new().checkpoint(&path))
         .unwrap_err();
     assert!(matches!(error, RunError::GroupFailed(_)), "{error}");
-    let report = engine.resume_blocking(&wf, &path).unwrap();
+    let report = engine
+        .run(&wf, RunOptions::new().resume_from(&path))
+        .unwrap();
     assert_eq!(report.result::<u32>("gather_once").unwrap(), 11 + 7);
     assert_eq!(
         GATHERED.load(std::sync::atomic::Ordering::SeqCst),
@@ -307,7 +321,9 @@ fn a_group_judges_an_iterating_member_by_its_last_run() {
         (iterating_member | good_b).policy(critical(iterating_member)) >> gather;
         start >> good_b;
     };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let RunError::GroupFailed(failure) = &error else {
         panic!("the critical member's last run failed: {error:?}");
     };
@@ -331,12 +347,16 @@ fn a_group_of_4000_tolerant_members_is_decided() {
         wf.build()
     };
     let engine = WorkflowEngine::new();
-    let report = engine.run(&build(GroupPolicy::best_effort())).unwrap();
+    let report = engine
+        .run(&build(GroupPolicy::best_effort()), RunOptions::new())
+        .unwrap();
     assert_eq!(
         report.groups()[0].verdict,
         Some(Ok("all 4000 members succeeded".to_owned()))
     );
-    let report = engine.run(&build(GroupPolicy::at_least(4000))).unwrap();
+    let report = engine
+        .run(&build(GroupPolicy::at_least(4000)), RunOptions::new())
+        .unwrap();
     assert!(matches!(&report.groups()[0].verdict, Some(Ok(_))));
 }
 
@@ -348,7 +368,9 @@ fn needs_broken(broken: u32) -> u32 {
 #[test]
 fn a_parameter_named_after_a_tolerated_failure_says_why_it_has_no_value() {
     let wf = workflow! { start >> (good_a | broken).policy(best_effort) >> needs_broken; };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let text = error.to_string();
     assert_eq!(error.failure().unwrap().task, "needs_broken");
     assert!(
@@ -383,7 +405,7 @@ fn steady() -> u64 {
 #[test]
 fn a_tolerated_failure_has_no_result_even_after_an_earlier_successful_run() {
     let wf = workflow! { (succeeds_then_fails | steady).policy(best_effort) >> after_member; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     assert!(report.task("succeeds_then_fails").unwrap().tolerated);
     assert!(report.result::<u64>("succeeds_then_fails").is_err());
     assert_eq!(report.result::<Vec<u64>>("after_member").unwrap(), [2]);

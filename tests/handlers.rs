@@ -84,7 +84,7 @@ async fn runtime_and_link_time_handlers_mix_with_direct_tasks() {
     );
     engine.register_handler_arc("recorder", recorder.clone());
     let wf = workflow! { plain >> recorded >> linked_task; };
-    let report = engine.execute(&wf).await.unwrap();
+    let report = engine.execute(&wf, RunOptions::new()).await.unwrap();
     assert_eq!(report.result::<u32>("linked_task").unwrap(), 42);
     assert_eq!(*recorder.ran.lock().unwrap(), vec!["recorded".to_owned()]);
     assert_eq!(linked_ran(report.run_id()), ["linked_task"]);
@@ -122,7 +122,7 @@ fn an_unknown_handler_is_reported_before_any_task_runs() {
     for name in ["direct", "process", "linked", "dup"] {
         assert!(registered.contains(&name), "{name} in {registered:?}");
     }
-    let err = engine.run(&wf).unwrap_err();
+    let err = engine.run(&wf, RunOptions::new()).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains(&format!("Unknown handler type: my_handler. Registered: {}. Register it with engine.register_handler() or graflow::register_handler! (used by task 'orphan')", registered.join(", "))),
@@ -141,7 +141,9 @@ fn containerised() -> String {
 fn replacing_docker_with_direct_runs_a_docker_workflow_locally() {
     let mut engine = WorkflowEngine::new();
     engine.register_handler("docker", DirectHandler);
-    let report = engine.run(&workflow! { containerised; }).unwrap();
+    let report = engine
+        .run(&workflow! { containerised; }, RunOptions::new())
+        .unwrap();
     assert_eq!(report.result::<String>("containerised").unwrap(), "ran");
     assert_eq!(report.task("containerised").unwrap().handler, "docker");
 }
@@ -161,7 +163,7 @@ fn a_handler_chosen_by_an_expression_is_evaluated_when_the_workflow_is_built() {
     PRODUCTION.store(false, Ordering::SeqCst);
     assert_eq!(wf.tasks()[0].handler(), "recorder");
     let engine = WorkflowEngine::new().with_handler("recorder", Recorder::default());
-    let report = engine.run(&wf).unwrap();
+    let report = engine.run(&wf, RunOptions::new()).unwrap();
     assert_eq!(report.task("adaptive").unwrap().handler, "recorder");
     assert_eq!(report.result::<u8>("adaptive").unwrap(), 7);
 }
@@ -223,7 +225,9 @@ fn handler_configuration_reaches_the_handler_and_is_validated_first() {
     assert!(!config.contains("handler") && !config.contains("retries"));
 
     let engine = WorkflowEngine::new().with_handler("picky", Picky);
-    let err = engine.run(&workflow! { misconfigured; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { misconfigured; }, RunOptions::new())
+        .unwrap_err();
     assert_eq!(
         err.problems()[0].to_string(),
         "handler 'picky' rejects the configuration of task 'misconfigured': unknown option(s) [\"imgae\"]; valid: image, volumes, env"
@@ -235,7 +239,7 @@ fn handler_configuration_reaches_the_handler_and_is_validated_first() {
             .with_config("image", "alpine")
             .with_handler("picky"),
     );
-    let err = engine.run(&wf.build()).unwrap_err();
+    let err = engine.run(&wf.build(), RunOptions::new()).unwrap_err();
     assert!(err.to_string().contains("imgae"), "{err}");
 }
 
@@ -262,7 +266,7 @@ fn a_handler_that_panics_fails_the_task_by_name() {
     };
     let err = WorkflowEngine::new()
         .with_handler("broken", Broken)
-        .run(&wf)
+        .run(&wf, RunOptions::new())
         .unwrap_err();
     assert!(
         err.to_string().contains(
@@ -293,7 +297,7 @@ fn a_result_of_the_wrong_type_is_rejected() {
     wf.add(plain::task().with_handler("wrong"));
     let err = WorkflowEngine::new()
         .with_handler("wrong", WrongType)
-        .run(&wf.build())
+        .run(&wf.build(), RunOptions::new())
         .unwrap_err();
     assert!(
         err.to_string().contains("handler 'wrong' returned a `alloc::string::String` for task 'plain', whose function returns `u32`"),
@@ -313,7 +317,7 @@ fn a_runtime_registration_replaces_a_link_time_one() {
     engine.register_handler_arc("linked", recorder.clone());
     let mut wf = Workflow::builder("replaced");
     wf.add(plain::task().with_handler("linked"));
-    let report = engine.run(&wf.build()).unwrap();
+    let report = engine.run(&wf.build(), RunOptions::new()).unwrap();
     assert!(
         linked_ran(report.run_id()).is_empty(),
         "the link-time handler ran"
@@ -358,7 +362,9 @@ fn a_name_registered_twice_at_link_time_is_reported_with_both_places() {
     let mut wf = Workflow::builder("dup");
     wf.add(plain::task().with_handler("dup"));
     let wf = wf.build();
-    let err = WorkflowEngine::new().run(&wf).unwrap_err();
+    let err = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     assert!(
         err.to_string().contains("handler 'dup' (used by task 'plain') is registered more than once at link time, in handlers and handlers::elsewhere; register the one you want with engine.register_handler(\"dup\", ...)"),
         "{err}"
@@ -366,7 +372,7 @@ fn a_name_registered_twice_at_link_time_is_reported_with_both_places() {
     // Registering one at run time settles it.
     let report = WorkflowEngine::new()
         .with_handler("dup", DupA)
-        .run(&wf)
+        .run(&wf, RunOptions::new())
         .unwrap();
     assert_eq!(report.result::<u32>("plain").unwrap(), 20);
 }

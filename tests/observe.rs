@@ -93,7 +93,7 @@ fn last(second: u32, third: u32) -> u32 {
 fn every_task_is_ready_then_started_then_succeeded_between_the_run_events() {
     let recorder = Recorder::default();
     let wf = workflow! { name: "observed"; first >> (second | third) >> last; };
-    let report = recorder.engine().run(&wf).unwrap();
+    let report = recorder.engine().run(&wf, RunOptions::new()).unwrap();
     let events = recorder.events();
     assert!(matches!(
         events.first().map(|e| &e.kind),
@@ -108,7 +108,10 @@ fn every_task_is_ready_then_started_then_succeeded_between_the_run_events() {
             succeeded, counts, ..
         } => {
             assert!(succeeded);
-            assert_eq!(*counts, (4, 0, 0, 0));
+            assert_eq!(counts.succeeded, 4);
+            assert_eq!(counts.failed, 0);
+            assert_eq!(counts.cancelled, 0);
+            assert_eq!(counts.skipped, 0);
         }
         other => panic!("the last event is {other:?}"),
     }
@@ -159,7 +162,7 @@ fn flaky(ctx: &TaskContext) -> Result<u32, String> {
 fn a_retry_is_an_event_with_the_failed_attempt_its_error_and_the_delay() {
     let recorder = Recorder::default();
     let wf = workflow! { flaky };
-    recorder.engine().run(&wf).unwrap();
+    recorder.engine().run(&wf, RunOptions::new()).unwrap();
     assert_eq!(
         recorder.of("flaky"),
         [
@@ -196,7 +199,7 @@ fn fine() -> u32 {
 fn a_tolerated_failure_says_so_and_the_run_succeeds() {
     let recorder = Recorder::default();
     let wf = workflow! { (fine | broken).policy(best_effort) };
-    recorder.engine().run(&wf).unwrap();
+    recorder.engine().run(&wf, RunOptions::new()).unwrap();
     let failed = recorder
         .events()
         .into_iter()
@@ -242,7 +245,7 @@ async fn fails_soon() -> Result<u32, String> {
 fn a_failure_cancels_what_runs_and_observers_see_it() {
     let recorder = Recorder::default();
     let wf = workflow! { (slow | fails_soon) };
-    let error = recorder.engine().run(&wf).unwrap_err();
+    let error = recorder.engine().run(&wf, RunOptions::new()).unwrap_err();
     assert_eq!(error.failure().unwrap().task, "fails_soon");
     assert_eq!(recorder.of("slow"), ["ready:0", "started:1", "cancelled:1"]);
     assert_eq!(
@@ -254,7 +257,10 @@ fn a_failure_cancels_what_runs_and_observers_see_it() {
             succeeded, counts, ..
         } => {
             assert!(!succeeded);
-            assert_eq!(*counts, (0, 1, 1, 0));
+            assert_eq!(counts.succeeded, 0);
+            assert_eq!(counts.failed, 1);
+            assert_eq!(counts.cancelled, 1);
+            assert_eq!(counts.skipped, 0);
         }
         other => panic!("{other:?}"),
     }
@@ -279,7 +285,7 @@ fn warm_chatty() -> u32 {
 fn a_runners_output_lines_are_events_of_its_task_handler_and_attempt() {
     let recorder = Recorder::default();
     let wf = workflow! { chatty >> warm_chatty };
-    recorder.engine().run(&wf).unwrap();
+    recorder.engine().run(&wf, RunOptions::new()).unwrap();
     for (id, expected) in [
         (
             "chatty",
@@ -318,7 +324,7 @@ fn an_observer_that_panics_does_not_stop_the_run_or_the_others() {
     let events = recorder.0.clone();
     engine.add_observer(move |e: &RunEvent| events.lock().unwrap().push(e.clone()));
     let wf = workflow! { first >> second };
-    let report = engine.run(&wf).unwrap();
+    let report = engine.run(&wf, RunOptions::new()).unwrap();
     assert_eq!(report.result::<u32>("second").unwrap(), 2);
     assert_eq!(
         recorder.of("second"),
@@ -335,10 +341,8 @@ fn a_run_options_observer_sees_that_run_only() {
     let options =
         RunOptions::new().observer(move |e: &RunEvent| events.lock().unwrap().push(e.clone()));
     let wf = workflow! { first };
-    let observed = engine
-        .run_with_options(&wf, Channel::new(), &options)
-        .unwrap();
-    let other = engine.run(&wf).unwrap();
+    let observed = engine.run(&wf, options.clone()).unwrap();
+    let other = engine.run(&wf, RunOptions::new()).unwrap();
     let runs = |r: &Recorder| -> Vec<String> {
         let mut ids: Vec<String> = r.events().iter().map(|e| e.run_id.to_string()).collect();
         ids.dedup();
@@ -355,7 +359,7 @@ async fn the_event_stream_is_bounded_and_counts_what_it_dropped() {
     let mut engine = WorkflowEngine::new();
     engine.add_observer(observer);
     let wf = workflow! { first >> second };
-    engine.execute(&wf).await.unwrap();
+    engine.execute(&wf, RunOptions::new()).await.unwrap();
     // 2 run events + 3 per task = 8, into room for 4: the run did not wait for a reader.
     let mut got = Vec::new();
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
@@ -368,7 +372,7 @@ async fn the_event_stream_is_bounded_and_counts_what_it_dropped() {
     let (observer, mut events) = event_stream(1000);
     let mut engine = WorkflowEngine::new();
     engine.add_observer(observer);
-    engine.execute(&wf).await.unwrap();
+    engine.execute(&wf, RunOptions::new()).await.unwrap();
     drop(engine);
     let mut all = Vec::new();
     while let Some(e) = events.recv().await {
@@ -388,7 +392,7 @@ fn patient() -> Result<u32, String> {
 fn a_task_waiting_to_retry_when_the_run_fails_is_cancelled_with_its_attempt() {
     let recorder = Recorder::default();
     let wf = workflow! { (patient | fails_soon) };
-    recorder.engine().run(&wf).unwrap_err();
+    recorder.engine().run(&wf, RunOptions::new()).unwrap_err();
     assert_eq!(
         recorder.of("patient"),
         ["ready:0", "started:1", "retrying:1", "cancelled:1"]
@@ -400,7 +404,7 @@ async fn a_dropped_run_is_abandoned_and_its_running_tasks_cancelled() {
     let recorder = Recorder::default();
     let engine = recorder.engine();
     let wf = workflow! { name: "dropped"; first >> slow; };
-    let mut run = Box::pin(engine.execute(&wf));
+    let mut run = Box::pin(engine.execute(&wf, RunOptions::new()));
     // Dropped once `slow` runs (however long a busy machine takes to get there), and at least
     // 300 ms into the run.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -458,11 +462,13 @@ fn a_resumed_run_says_how_many_tasks_were_done_and_only_the_rest_send_events() {
     let options = RunOptions::new().checkpoint(&path);
     let engine = WorkflowEngine::new();
     engine
-        .run_with_options(&wf, Channel::new().with("fail", true), &options)
+        .run(&wf, options.clone().param("fail", true))
         .unwrap_err();
     let recorder = Recorder::default();
     // (The checkpoint's channel still says fail: the resumed run fails again, after `first`.)
-    let report = recorder.engine().resume_blocking(&wf, &path);
+    let report = recorder
+        .engine()
+        .run(&wf, RunOptions::new().resume_from(&path));
     let events = recorder.events();
     assert!(matches!(
         events[0].kind,
@@ -511,7 +517,7 @@ fn fan_out(ctx: &TaskContext) -> graflow::Result<usize> {
 fn tasks_added_while_running_are_announced_with_who_added_them() {
     let recorder = Recorder::default();
     let wf = workflow! { name: "added"; fan_out >> last_one_of_fan; };
-    recorder.engine().run(&wf).unwrap();
+    recorder.engine().run(&wf, RunOptions::new()).unwrap();
     for id in ["count_0", "count_1"] {
         assert_eq!(
             recorder.of(id),

@@ -54,7 +54,7 @@ fn a_run_is_exported_as_one_trace_with_a_child_span_per_attempt() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let wf = workflow! { name: "traced"; extract >> (transform | enrich) >> load; };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     assert_eq!(report.result::<u32>("load").unwrap(), 5);
     provider.force_flush().unwrap();
     let spans = exporter.get_finished_spans().unwrap();

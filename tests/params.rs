@@ -50,7 +50,7 @@ async fn parameters_come_from_results_and_the_channel() {
         .with("source_name", "sales".to_owned())
         .with("scale", 10i64);
     let report = WorkflowEngine::new()
-        .execute_with(&pipeline(), channel)
+        .execute(&pipeline(), RunOptions::new().channel(channel))
         .await
         .unwrap();
     assert_eq!(
@@ -73,7 +73,7 @@ async fn a_bound_input_wins_over_the_channel() {
     wf.edge(l, s);
     let channel = Channel::new().with("source_name", "channel".to_owned());
     let report = WorkflowEngine::new()
-        .execute_with(&wf.build(), channel)
+        .execute(&wf.build(), RunOptions::new().channel(channel))
         .await
         .unwrap();
     assert_eq!(report.result::<Dataset>("load").unwrap().name, "bound");
@@ -82,7 +82,9 @@ async fn a_bound_input_wins_over_the_channel() {
 
 #[test]
 fn missing_parameters_are_reported_together_before_anything_runs() {
-    let err = WorkflowEngine::new().run(&pipeline()).unwrap_err();
+    let err = WorkflowEngine::new()
+        .run(&pipeline(), RunOptions::new())
+        .unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.problems().len(), 2, "{msg}");
     assert!(msg.contains("nothing was run"), "{msg}");
@@ -110,7 +112,7 @@ fn type_mismatches_are_reported_before_anything_runs() {
         .with("source_name", 42u32)
         .with("scale", 1i64);
     let err = WorkflowEngine::new()
-        .run_with(&pipeline(), channel)
+        .run(&pipeline(), RunOptions::new().channel(channel))
         .unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -120,7 +122,7 @@ fn type_mismatches_are_reported_before_anything_runs() {
     // From an upstream result.
     let wf = workflow! { wrong_load >> stats; };
     let err = WorkflowEngine::new()
-        .run_with(&wf, Channel::new().with("scale", 1i64))
+        .run(&wf, RunOptions::new().param("scale", 1i64))
         .unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -141,7 +143,9 @@ fn a_parameter_naming_a_task_that_is_not_upstream_is_an_error() {
     let channel = Channel::new()
         .with("source_name", "x".to_owned())
         .with("scale", 1i64);
-    let err = WorkflowEngine::new().run_with(&wf, channel).unwrap_err();
+    let err = WorkflowEngine::new()
+        .run(&wf, RunOptions::new().channel(channel))
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("task 'load' exists but is not upstream of 'stats'"),
@@ -158,7 +162,9 @@ fn an_input_bound_to_no_parameter_is_an_error() {
             .with_input("sourcename", "x".to_owned())
             .with_input("source_name", "y".to_owned()),
     );
-    let err = WorkflowEngine::new().run(&wf.build()).unwrap_err();
+    let err = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("task 'load' has an input named 'sourcename'"),
@@ -185,7 +191,7 @@ fn forgetful() {}
 #[tokio::test]
 async fn a_key_declared_by_an_upstream_writer_needs_no_initial_value() {
     let report = WorkflowEngine::new()
-        .execute(&workflow! { configure >> apply; })
+        .execute(&workflow! { configure >> apply; }, RunOptions::new())
         .await
         .unwrap();
     assert!(report.result::<bool>("apply").unwrap());
@@ -199,7 +205,7 @@ async fn a_declared_write_that_never_happens_fails_the_reader_before_it_runs() {
     let a = wf.add(apply::task());
     wf.edge(f, a);
     let err = WorkflowEngine::new()
-        .execute(&wf.build())
+        .execute(&wf.build(), RunOptions::new())
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -219,9 +225,9 @@ async fn a_declared_write_that_never_happens_fails_the_reader_before_it_runs() {
 #[test]
 fn results_are_typed_when_read() {
     let report = WorkflowEngine::new()
-        .run_with(
+        .run(
             &workflow! { load; },
-            Channel::new().with("source_name", "n".to_owned()),
+            RunOptions::new().param("source_name", "n".to_owned()),
         )
         .unwrap();
     let err = report.result::<String>("load").unwrap_err();

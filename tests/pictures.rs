@@ -271,7 +271,9 @@ fn the_gantt_chart_has_a_section_per_handler_and_a_bar_per_task_that_ran() {
         name: "gantt";
         download >> clean >> (stats | mirror).policy(best_effort) >> publish >> never;
     };
-    let error = WorkflowEngine::new().run(&wf).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf, RunOptions::new())
+        .unwrap_err();
     let report = error.report().unwrap();
     let gantt = report.to_gantt();
     assert!(gantt.starts_with("gantt\n    title gantt (run "), "{gantt}");
@@ -318,7 +320,9 @@ fn the_gantt_chart_has_a_section_per_handler_and_a_bar_per_task_that_ran() {
 fn gantt_names_cannot_break_its_lines() {
     let mut wf = Workflow::builder("g: #1;");
     wf.add(download::task().with_id("a: b; #c\nd"));
-    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap();
     let gantt = report.to_gantt();
     assert_eq!(gantt.lines().count(), 6, "{gantt}");
     let bar = gantt.lines().last().unwrap();
@@ -350,7 +354,9 @@ fn gantt_bars_named_like_gantt_statements_or_comments_stay_bars() {
     ] {
         wf.add(download::task().with_id(id));
     }
-    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap();
     let gantt = report.to_gantt();
     let bars: Vec<&str> = gantt.lines().skip(5).collect();
     assert_eq!(bars.len(), 7, "{gantt}");

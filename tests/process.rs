@@ -60,7 +60,7 @@ async fn a_typed_struct_and_channel_writes_cross_the_process_boundary() {
         .with("sensor", "t-1".to_owned())
         .with("scratch", 1u8);
     let report = WorkflowEngine::new()
-        .execute_with(&wf, channel)
+        .execute(&wf, RunOptions::new().channel(channel))
         .await
         .unwrap();
     let calibrated: Measurement = report.result("calibrate").unwrap();
@@ -129,7 +129,7 @@ fn a_crash_fails_only_that_task_and_names_the_signal_or_exit_code() {
         (workflow! { exit_three; }, "exit code 3"),
     ];
     for (wf, expected) in cases {
-        let err = engine.run(&wf).unwrap_err();
+        let err = engine.run(&wf, RunOptions::new()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("failed on handler 'process'"), "{msg}");
         assert!(
@@ -139,16 +139,18 @@ fn a_crash_fails_only_that_task_and_names_the_signal_or_exit_code() {
             "{msg}"
         );
     }
-    let err = engine.run(&workflow! { exit_three; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { exit_three; }, RunOptions::new())
+        .unwrap_err();
     assert!(
         err.to_string().contains("giving up"),
         "the last output lines are in the error: {err}"
     );
     // This process is fine and keeps running tasks.
     let report = engine
-        .run_with(
+        .run(
             &workflow! { measure; },
-            Channel::new().with("sensor", "s".to_owned()),
+            RunOptions::new().param("sensor", "s".to_owned()),
         )
         .unwrap();
     assert_eq!(
@@ -160,12 +162,16 @@ fn a_crash_fails_only_that_task_and_names_the_signal_or_exit_code() {
 #[test]
 fn errors_and_panics_cross_the_boundary() {
     let engine = WorkflowEngine::new();
-    let err = engine.run(&workflow! { fails; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { fails; }, RunOptions::new())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "task 'fails' failed on handler 'process' after 1 attempt(s): task 'fails' returned an error: sensor offline"
     );
-    let err = engine.run(&workflow! { panics; }).unwrap_err();
+    let err = engine
+        .run(&workflow! { panics; }, RunOptions::new())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "task 'panics' failed on handler 'process' after 1 attempt(s): task 'panics' panicked: bad calibration table"
@@ -186,9 +192,9 @@ fn a_timeout_kills_the_child() {
     let _ = std::fs::remove_file(&pid_file);
     let started = Instant::now();
     let err = WorkflowEngine::new()
-        .run_with(
+        .run(
             &workflow! { hangs; },
-            Channel::new().with("pid_file", pid_file.display().to_string()),
+            RunOptions::new().param("pid_file", pid_file.display().to_string()),
         )
         .unwrap_err();
     assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
@@ -212,7 +218,9 @@ fn big() -> Vec<u8> {
 
 #[test]
 fn a_fifty_megabyte_result_arrives_intact() {
-    let report = WorkflowEngine::new().run(&workflow! { big; }).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&workflow! { big; }, RunOptions::new())
+        .unwrap();
     let bytes: Vec<u8> = report.result("big").unwrap();
     assert_eq!(bytes.len(), 50 * 1024 * 1024);
     assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
@@ -234,7 +242,9 @@ fn parallel_process_tasks_run_in_separate_children() {
                 .with_input("n", i),
         );
     }
-    let report = WorkflowEngine::new().run(&wf.build()).unwrap();
+    let report = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap();
     for i in 0..4u64 {
         assert_eq!(report.result::<u64>(&format!("child_{i}")).unwrap(), i * 3);
     }
@@ -261,7 +271,10 @@ fn combine(ctx: &TaskContext) -> graflow::Result<(u32, Vec<String>, u32)> {
 #[test]
 fn an_out_of_process_sink_sees_its_upstream_results() {
     let report = WorkflowEngine::new()
-        .run(&workflow! { (part_a | part_b) >> combine; })
+        .run(
+            &workflow! { (part_a | part_b) >> combine; },
+            RunOptions::new(),
+        )
         .unwrap();
     let (sum, ids, a) = report.result::<(u32, Vec<String>, u32)>("combine").unwrap();
     assert_eq!(sum, 42);
@@ -287,7 +300,7 @@ fn plain_program_runs_a_long_process_task() {
     };
     let mut wf = Workflow::builder("plain");
     wf.add(sleeps_with_pid_file::task().with_input("path", path.clone()));
-    let result = WorkflowEngine::new().run(&wf.build());
+    let result = WorkflowEngine::new().run(&wf.build(), RunOptions::new());
     panic!("the run ended on its own: {result:?}");
 }
 

@@ -11,7 +11,7 @@ fn elsewhere() -> u8 {
 
 #[test]
 fn a_program_without_init_is_detected_and_reported() {
-    let result = WorkflowEngine::new().run(&workflow! { elsewhere; });
+    let result = WorkflowEngine::new().run(&workflow! { elsewhere; }, RunOptions::new());
     if graflow::is_runner() {
         // In the child: the engine refuses to run a workflow, which would recurse.
         let err = result.unwrap_err();

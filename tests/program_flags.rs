@@ -60,7 +60,7 @@ fn child_mode(dir: &Path, mode: &str) {
         let _ = writeln!(file, "{:?} {:?} {:?}", e.task, e.attempt, e.kind);
         let _ = file.flush();
     });
-    let report = engine.run(&wf).unwrap();
+    let report = engine.run(&wf, RunOptions::new()).unwrap();
     std::fs::write(dir.join("ran.txt"), report.run_id()).unwrap();
 }
 
@@ -110,7 +110,7 @@ fn child(dir: &Path) {
         }
         Err(_) => workflow! { name: "flags"; fetch >> (left | right).name("sides") >> join; },
     };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     std::fs::write(
         dir.join("ran.txt"),
         report.result::<u32>("join").unwrap().to_string(),

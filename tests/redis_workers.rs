@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use graflow::redis::{RedisError, RedisHandler, RedisOptions, TlsOptions};
-use graflow::{TaskContext, WorkflowEngine, task};
+use graflow::{RunOptions, TaskContext, WorkflowEngine, task};
 use redis::Commands;
 use redis_common::{
     CustomServer, PROMPTLY, RedisServer, WorkerProcess, spawn_test_program, spawn_worker,
@@ -247,7 +247,9 @@ fn typed_values_channel_writes_and_logs_round_trip() {
     );
     let b = wf.add(measured::task());
     wf.edge(a, b);
-    let report = engine.run(&wf.build()).expect("the run succeeds");
+    let report = engine
+        .run(&wf.build(), RunOptions::new())
+        .expect("the run succeeds");
     let out: Sample = report.result("summarise").unwrap();
     assert_eq!(out.label, "s1!");
     assert_eq!(out.values, vec![3.0, 5.0, -2.0]);
@@ -314,7 +316,7 @@ fn a_killed_worker_loses_nothing() {
     }
     let wf = wf.build();
     let engine = engine(&server, RedisOptions::new());
-    let run = std::thread::spawn(move || engine.run(&wf));
+    let run = std::thread::spawn(move || engine.run(&wf, RunOptions::new()));
 
     // Kill the worker once it holds at least two tasks (they have started).
     let mut conn = server.conn();
@@ -384,7 +386,9 @@ fn a_long_task_keeps_its_lease_and_runs_once() {
         .with_input("sleep_ms", 1500u64);
     let mut wf = graflow::Workflow::builder("long");
     wf.add(task);
-    let report = engine.run(&wf.build()).expect("the long task succeeds");
+    let report = engine
+        .run(&wf.build(), RunOptions::new())
+        .expect("the long task succeeds");
     assert_eq!(report.result::<u64>("slow_square").unwrap(), 81);
     let mut conn = server.conn();
     let runs: u64 = conn.get("runs:long").unwrap();
@@ -410,7 +414,7 @@ fn a_task_that_kills_its_worker_is_dead_lettered_at_the_cap() {
     let mut wf = graflow::Workflow::builder("poison");
     wf.add(crash_worker::task());
     let wf = wf.build();
-    let run = std::thread::spawn(move || engine.run(&wf));
+    let run = std::thread::spawn(move || engine.run(&wf, RunOptions::new()));
     // Keep a worker up: each one the task kills is replaced.
     let mut workers: Vec<WorkerProcess> = Vec::new();
     let mut started = 0;
@@ -477,7 +481,12 @@ fn a_job_no_worker_of_its_build_serves_fails_naming_the_builds() {
     );
     let mut wf = graflow::Workflow::builder("other-build");
     wf.add(total::task().with_input("sample", sample("x")));
-    let error = format!("{:#}", engine.run(&wf.build()).expect_err("refused"));
+    let error = format!(
+        "{:#}",
+        engine
+            .run(&wf.build(), RunOptions::new())
+            .expect_err("refused")
+    );
     let _ = std::fs::remove_file(&copy);
     let ours = graflow::remote::build_id();
     assert!(error.contains(ours), "{error}");
@@ -534,7 +543,7 @@ fn redis_restarted_mid_run_loses_nothing() {
         &server,
         RedisOptions::new().with_reconnect_window(Duration::from_secs(20)),
     );
-    let run = std::thread::spawn(move || engine.run(&wf));
+    let run = std::thread::spawn(move || engine.run(&wf, RunOptions::new()));
     std::thread::sleep(Duration::from_millis(400));
     server.restart();
     // With AOF (appendfsync always) nothing acknowledged is lost: the run completes, every
@@ -572,7 +581,9 @@ fn the_workers_concurrency_limit_holds() {
     for i in 0..12u64 {
         wf.add(counted::task().with_id(format!("c{i}")).with_input("n", i));
     }
-    let report = engine.run(&wf.build()).expect("the run succeeds");
+    let report = engine
+        .run(&wf.build(), RunOptions::new())
+        .expect("the run succeeds");
     for i in 0..12u64 {
         assert_eq!(report.result::<u64>(&format!("c{i}")).unwrap(), i + 1);
     }
@@ -594,7 +605,12 @@ fn timeouts_and_cancellation_reach_the_worker() {
             .with_input("key", "t".to_owned())
             .with_timeout(Duration::from_millis(500)),
     );
-    let error = format!("{:#}", engine.run(&wf.build()).expect_err("times out"));
+    let error = format!(
+        "{:#}",
+        engine
+            .run(&wf.build(), RunOptions::new())
+            .expect_err("times out")
+    );
     assert!(error.contains("timed out"), "{error}");
     // The worker stops the attempt (told by the engine, or at the timeout the job carries,
     // whichever comes first) and acknowledges its job.
@@ -623,7 +639,7 @@ fn a_cancelled_run_stops_its_remote_attempts() {
     // The run's future is dropped once its task runs: the run is cancelled, no timeout involved.
     let url = server.url();
     runtime.block_on(async {
-        let mut run = Box::pin(engine.execute(&wf));
+        let mut run = Box::pin(engine.execute(&wf, RunOptions::new()));
         until_sleepy_started(&mut run, &url, "c").await;
     });
     worker.wait_for_log("attempt cancelled by the engine; stopped", PROMPTLY);
@@ -649,7 +665,9 @@ fn named_queues_and_a_queue_without_workers() {
     );
     let mut wf = graflow::Workflow::builder("gpu");
     wf.add(on_gpu::task().with_input("n", 3u64));
-    let report = engine.run(&wf.build()).expect("the gpu worker serves it");
+    let report = engine
+        .run(&wf.build(), RunOptions::new())
+        .expect("the gpu worker serves it");
     let text: String = report.result("on_gpu").unwrap();
     assert_eq!(text, format!("gpu 3 on {}", worker.pid()));
 
@@ -657,7 +675,12 @@ fn named_queues_and_a_queue_without_workers() {
     let mut wf = graflow::Workflow::builder("nobody");
     wf.add(total::task().with_input("sample", sample("x")));
     let started = Instant::now();
-    let error = format!("{:#}", engine.run(&wf.build()).expect_err("no worker"));
+    let error = format!(
+        "{:#}",
+        engine
+            .run(&wf.build(), RunOptions::new())
+            .expect_err("no worker")
+    );
     assert!(
         error.contains("no live worker has served queue `default`"),
         "{error}"
@@ -676,7 +699,9 @@ fn a_worker_runs_a_task_through_its_own_process_handler() {
     let engine = engine(&server, RedisOptions::new());
     let mut wf = graflow::Workflow::builder("inner");
     wf.add(isolated::task());
-    let report = engine.run(&wf.build()).expect("the run succeeds");
+    let report = engine
+        .run(&wf.build(), RunOptions::new())
+        .expect("the run succeeds");
     let (pid, parent): (u32, u32) = report.result("isolated").unwrap();
     assert_eq!(
         parent,
@@ -696,7 +721,12 @@ fn an_oversized_outcome_fails_its_task_clearly() {
     let engine = engine(&server, RedisOptions::new().with_max_outcome(4096));
     let mut wf = graflow::Workflow::builder("big");
     wf.add(big::task().with_input("bytes", 100_000u64));
-    let error = format!("{:#}", engine.run(&wf.build()).expect_err("too big"));
+    let error = format!(
+        "{:#}",
+        engine
+            .run(&wf.build(), RunOptions::new())
+            .expect_err("too big")
+    );
     assert!(error.contains("over the engine's limit of 4096"), "{error}");
     assert!(error.contains("'big'"), "{error}");
     // A small one still passes.
@@ -704,7 +734,7 @@ fn an_oversized_outcome_fails_its_task_clearly() {
     wf.add(big::task().with_input("bytes", 100u64));
     assert_eq!(
         engine
-            .run(&wf.build())
+            .run(&wf.build(), RunOptions::new())
             .unwrap()
             .result::<String>("big")
             .unwrap()
@@ -774,7 +804,7 @@ fn malformed_entries_are_skipped_and_counted() {
     let mut wf = graflow::Workflow::builder("after-junk");
     wf.add(total::task().with_input("sample", sample("ok")));
     let report = engine
-        .run(&wf.build())
+        .run(&wf.build(), RunOptions::new())
         .expect("the worker survived the junk");
     assert!((report.result::<f64>("total").unwrap() - 3.0).abs() < 1e-9);
     worker.wait_for_log("skipped a malformed job", PROMPTLY);
@@ -823,7 +853,12 @@ fn task_options_are_validated_before_anything_runs() {
             .with_config("queue", "no spaces allowed")
             .with_input("sample", sample("x")),
     );
-    let error = format!("{:#}", engine.run(&wf.build()).expect_err("invalid"));
+    let error = format!(
+        "{:#}",
+        engine
+            .run(&wf.build(), RunOptions::new())
+            .expect_err("invalid")
+    );
     assert!(error.contains("no spaces allowed"), "{error}");
 }
 
@@ -845,7 +880,7 @@ fn a_frozen_worker_loses_its_lease_and_the_first_outcome_wins() {
             .with_input("sleep_ms", 1500u64),
     );
     let wf = wf.build();
-    let run = std::thread::spawn(move || engine.run(&wf));
+    let run = std::thread::spawn(move || engine.run(&wf, RunOptions::new()));
     let mut conn = server.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !conn.exists::<_, bool>("runs:f").unwrap() {
@@ -894,7 +929,7 @@ fn a_job_lost_by_redis_fails_its_attempt_instead_of_waiting_forever() {
     wf.add(total::task().with_input("sample", sample("x")));
     let wf = wf.build();
     let started = Instant::now();
-    let run = std::thread::spawn(move || engine.run(&wf));
+    let run = std::thread::spawn(move || engine.run(&wf, RunOptions::new()));
     let mut conn = server.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     while conn.xlen::<_, u64>("graflow:queue:default").unwrap_or(0) == 0 {
@@ -925,7 +960,7 @@ fn sigterm_lets_a_worker_finish_what_it_runs() {
             .with_input("sleep_ms", 1000u64),
     );
     let wf = wf.build();
-    let run = std::thread::spawn(move || engine.run(&wf));
+    let run = std::thread::spawn(move || engine.run(&wf, RunOptions::new()));
     let mut conn = server.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !conn.exists::<_, bool>("runs:term").unwrap() {
@@ -958,7 +993,7 @@ fn a_worker_runs_a_task_in_a_container_on_its_machine() {
     let mut wf = graflow::Workflow::builder("inner-docker");
     wf.add(in_a_container::task());
     let report = engine
-        .run(&wf.build())
+        .run(&wf.build(), RunOptions::new())
         .unwrap_or_else(|e| panic!("{e:#}\n{}", worker.log()));
     let os: String = report.result("in_a_container").unwrap();
     assert!(os.contains("bookworm") || os.contains("Debian"), "{os}");
@@ -1013,7 +1048,7 @@ fn hostile_entries_and_forged_replies_fail_only_what_they_touch() {
     let mut wf = graflow::Workflow::builder("forged");
     wf.add(total::task().with_input("sample", sample("forged")));
     let wf = wf.build();
-    let run = std::thread::spawn(move || forged.run(&wf));
+    let run = std::thread::spawn(move || forged.run(&wf, RunOptions::new()));
     let deadline = Instant::now() + Duration::from_secs(20);
     let att = loop {
         let entries: redis::streams::StreamRangeReply =
@@ -1055,7 +1090,7 @@ fn hostile_entries_and_forged_replies_fail_only_what_they_touch() {
     let mut wf = graflow::Workflow::builder("after");
     wf.add(total::task().with_input("sample", sample("ok")));
     let report = engine
-        .run(&wf.build())
+        .run(&wf.build(), RunOptions::new())
         .unwrap_or_else(|e| panic!("{e:#}\n{}", worker.log()));
     assert!((report.result::<f64>("total").unwrap() - 3.0).abs() < 1e-9);
     let kind: String = redis::cmd("TYPE")
@@ -1089,7 +1124,7 @@ fn dropping_the_engine_mid_run_inside_async_code_is_clean() {
         let mut wf = graflow::Workflow::builder("drop");
         wf.add(sleepy::task().with_input("key", "d".to_owned()));
         let wf = wf.build();
-        let mut run = Box::pin(engine.execute(&wf));
+        let mut run = Box::pin(engine.execute(&wf, RunOptions::new()));
         until_sleepy_started(&mut run, &url, "d").await;
         drop(run);
         // The handler, its I/O runtime and its background tasks go here, inside async code.
@@ -1118,7 +1153,7 @@ fn redis_gone_for_good_fails_the_run_naming_the_url() {
             .with_input("sleep_ms", 3000u64),
     );
     let wf = wf.build();
-    let run = std::thread::spawn(move || engine.run(&wf));
+    let run = std::thread::spawn(move || engine.run(&wf, RunOptions::new()));
     let mut conn = server.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !conn.exists::<_, bool>("runs:g").unwrap() {
@@ -1171,7 +1206,7 @@ fn dynamic_requests_come_back_from_a_redis_worker() {
     let engine = engine(&server, RedisOptions::new());
     let mut wf = graflow::Workflow::builder("dynamic-on-redis");
     wf.add(plans_on_a_worker::task().with_input("rounds", 1u32));
-    let report = engine.run(&wf.build()).unwrap();
+    let report = engine.run(&wf.build(), RunOptions::new()).unwrap();
     assert_eq!(report.result::<u32>("plans_on_a_worker").unwrap(), 2);
     assert_eq!(report.task("plans_on_a_worker").unwrap().runs, 2);
     assert_eq!(report.result::<u32>("planned_1").unwrap(), 101);
@@ -1239,7 +1274,7 @@ fn orphan_engine_program() {
                 .with_input("path", format!("{dir}/orphan{i}")),
         );
     }
-    let _ = engine.run(&wf.build());
+    let _ = engine.run(&wf.build(), RunOptions::new());
 }
 
 #[test]
@@ -1290,7 +1325,7 @@ fn an_engine_killed_with_sigkill_leaves_no_job_to_run() {
         );
     }
     let wf = wf.build();
-    let run = std::thread::spawn(move || live.run(&wf));
+    let run = std::thread::spawn(move || live.run(&wf, RunOptions::new()));
     wait_for(
         "the live engine queued its jobs",
         Duration::from_secs(30),
@@ -1387,7 +1422,7 @@ fn a_frozen_redis_server_is_survived() {
     wf.edge(wait, late);
     let wf = wf.build();
     let running = engine.clone();
-    let run = std::thread::spawn(move || running.run(&wf));
+    let run = std::thread::spawn(move || running.run(&wf, RunOptions::new()));
     let mut conn = server.conn();
     wait_for("a task started", Duration::from_secs(30), || {
         conn.exists::<_, bool>("runs:f0").unwrap()
@@ -1420,13 +1455,15 @@ fn a_frozen_redis_server_is_survived() {
                 .with_input("sleep_ms", 10u64),
         );
     }
-    let report = engine.run(&wf.build()).unwrap_or_else(|e| {
-        panic!(
-            "a run after the freeze failed: {e:#}\n{}\n{}",
-            a.log(),
-            b.log()
-        )
-    });
+    let report = engine
+        .run(&wf.build(), RunOptions::new())
+        .unwrap_or_else(|e| {
+            panic!(
+                "a run after the freeze failed: {e:#}\n{}\n{}",
+                a.log(),
+                b.log()
+            )
+        });
     for i in 0..4u64 {
         assert_eq!(report.result::<u64>(&format!("g{i}")).unwrap(), i * i);
     }
@@ -1455,7 +1492,7 @@ fn jobs_go_only_to_workers_of_their_build() {
     }
     let wf = wf.build();
     let running = engine.clone();
-    let run = std::thread::spawn(move || running.run(&wf));
+    let run = std::thread::spawn(move || running.run(&wf, RunOptions::new()));
     // Only the stale worker runs yet: it takes jobs it cannot run, and must hand them back.
     stale.wait_for_log("of another build", Duration::from_secs(30));
     let current = [
@@ -1532,7 +1569,9 @@ fn dead_workers_leave_the_consumer_group() {
                     .with_input("sleep_ms", 200u64),
             );
         }
-        engine.run(&wf.build()).expect("the run succeeds");
+        engine
+            .run(&wf.build(), RunOptions::new())
+            .expect("the run succeeds");
     }
     for worker in &mut killed {
         worker.kill();
@@ -1729,7 +1768,7 @@ fn total_over_tls(url: &str, tls: TlsOptions, worker_env: &[(&str, &str)], name:
     let mut wf = graflow::Workflow::builder("tls");
     wf.add(total::task().with_input("sample", sample("tls")));
     let report = engine
-        .run(&wf.build())
+        .run(&wf.build(), RunOptions::new())
         .unwrap_or_else(|e| panic!("{e:#}\n{}", worker.log()));
     assert!((report.result::<f64>("total").unwrap() - 3.0).abs() < 1e-9);
 }

@@ -57,7 +57,7 @@ fn task<'a>(json: &'a Json, id: &str) -> &'a Json {
 #[test]
 fn the_json_report_has_each_tasks_timings_handler_attempts_and_error_chain() {
     let wf = workflow! { name: "json"; load >> train >> (save | mirror).name("out").policy(best_effort); };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     let json = parse(&report.to_json());
     assert_eq!(json["format"], 1);
     assert_eq!(json["workflow"], "json");
@@ -116,7 +116,7 @@ fn the_json_report_has_each_tasks_timings_handler_attempts_and_error_chain() {
 #[test]
 fn save_json_writes_the_whole_report_and_says_where_it_could_not() {
     let wf = workflow! { load >> train };
-    let report = WorkflowEngine::new().run(&wf).unwrap();
+    let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
     let dir = std::env::temp_dir().join(format!("graflow-json-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("report.json");
@@ -144,7 +144,9 @@ fn a_failed_run_and_hostile_ids_still_make_valid_json() {
     let a = wf.add(load::task().with_id(hostile));
     let c = wf.add(save::task().with_input("train", 1u32));
     wf.chain(&[a, c]);
-    let error = WorkflowEngine::new().run(&wf.build()).unwrap_err();
+    let error = WorkflowEngine::new()
+        .run(&wf.build(), RunOptions::new())
+        .unwrap_err();
     let report = error.report().unwrap();
     let json = parse(&report.to_json());
     assert_eq!(json["status"], "failed");

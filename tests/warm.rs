@@ -99,7 +99,10 @@ fn results(report: &RunReport, n: u32) -> Vec<(u32, u32, u32)> {
 #[tokio::test]
 async fn one_warm_process_serves_a_chain_and_the_report_says_so() {
     let engine = engine(PoolOptions::new().with_size(1));
-    let report = engine.execute(&chain_of(10, "warm-chain")).await.unwrap();
+    let report = engine
+        .execute(&chain_of(10, "warm-chain"), RunOptions::new())
+        .await
+        .unwrap();
     let results = results(&report, 10);
     let pid = results[0].0;
     assert_ne!(pid, std::process::id());
@@ -114,7 +117,10 @@ async fn one_warm_process_serves_a_chain_and_the_report_says_so() {
         assert_eq!(runner, format!("pid {pid} (warm, task {} of it)", i + 1));
     }
     // A second run of the same engine reuses it too.
-    let again = engine.execute(&chain_of(3, "warm-again")).await.unwrap();
+    let again = engine
+        .execute(&chain_of(3, "warm-again"), RunOptions::new())
+        .await
+        .unwrap();
     assert!(results_of(&again, 3).iter().all(|&(p, _, _)| p == pid));
     drop(engine);
     assert!(
@@ -134,7 +140,7 @@ async fn without_reuse_every_task_gets_a_fresh_process() {
     let b = wf.add(fresh_pid::task().with_id("b"));
     wf.edge(a, b);
     let report = engine(PoolOptions::new())
-        .execute(&wf.build())
+        .execute(&wf.build(), RunOptions::new())
         .await
         .unwrap();
     assert_ne!(
@@ -154,7 +160,7 @@ async fn a_parallel_group_uses_at_most_the_pool_size_and_reuses_them() {
         );
     }
     let report = engine(PoolOptions::new().with_size(2))
-        .execute(&wf.build())
+        .execute(&wf.build(), RunOptions::new())
         .await
         .unwrap();
     let results = results(&report, 24);
@@ -184,9 +190,15 @@ fn panics_first(ctx: &TaskContext) -> u32 {
 #[tokio::test]
 async fn a_runner_whose_task_panicked_is_replaced_and_the_retry_succeeds() {
     let engine = engine(PoolOptions::new().with_size(1));
-    let first = engine.execute(&chain_of(1, "before")).await.unwrap();
+    let first = engine
+        .execute(&chain_of(1, "before"), RunOptions::new())
+        .await
+        .unwrap();
     let old = results(&first, 1)[0].0;
-    let report = engine.execute(&workflow! { panics_first; }).await.unwrap();
+    let report = engine
+        .execute(&workflow! { panics_first; }, RunOptions::new())
+        .await
+        .unwrap();
     let record = report.task("panics_first").unwrap();
     assert_eq!(record.attempts, 2);
     let new = report.result::<u32>("panics_first").unwrap();
@@ -196,7 +208,10 @@ async fn a_runner_whose_task_panicked_is_replaced_and_the_retry_succeeds() {
         "the poisoned runner {old} still runs"
     );
     // The replacement stays warm for the next task.
-    let after = engine.execute(&chain_of(1, "after")).await.unwrap();
+    let after = engine
+        .execute(&chain_of(1, "after"), RunOptions::new())
+        .await
+        .unwrap();
     assert_eq!(results(&after, 1)[0].0, new);
 }
 
@@ -215,9 +230,9 @@ async fn a_runner_whose_task_timed_out_is_stopped_and_replaced() {
         std::env::temp_dir().join(format!("graflow-warm-timeout-{}", std::process::id()));
     let _ = std::fs::remove_file(&pid_file);
     let error = engine
-        .execute_with(
+        .execute(
             &workflow! { sleeps_too_long; },
-            Channel::new().with("pid_file", pid_file.display().to_string()),
+            RunOptions::new().param("pid_file", pid_file.display().to_string()),
         )
         .await
         .unwrap_err();
@@ -228,7 +243,10 @@ async fn a_runner_whose_task_timed_out_is_stopped_and_replaced() {
         within(PROMPTLY, || !alive(old)),
         "the runner {old} of the timed-out task still runs"
     );
-    let next = engine.execute(&chain_of(2, "next")).await.unwrap();
+    let next = engine
+        .execute(&chain_of(2, "next"), RunOptions::new())
+        .await
+        .unwrap();
     let results = results(&next, 2);
     assert_ne!(results[0].0, old);
     assert_eq!(results[0].1, 0, "a new runner serves the next task");
@@ -242,9 +260,16 @@ fn exits(code: i32) -> u32 {
 #[tokio::test]
 async fn a_runner_that_dies_fails_only_its_task_naming_runner_and_exit() {
     let engine = engine(PoolOptions::new().with_size(1));
-    let before = results(&engine.execute(&chain_of(1, "x")).await.unwrap(), 1)[0].0;
+    let before = results(
+        &engine
+            .execute(&chain_of(1, "x"), RunOptions::new())
+            .await
+            .unwrap(),
+        1,
+    )[0]
+    .0;
     let error = engine
-        .execute_with(&workflow! { exits; }, Channel::new().with("code", 3i32))
+        .execute(&workflow! { exits; }, RunOptions::new().param("code", 3i32))
         .await
         .unwrap_err();
     let message = graflow::Chain(&error).to_string();
@@ -254,7 +279,13 @@ async fn a_runner_that_dies_fails_only_its_task_naming_runner_and_exit() {
         )) && message.contains("exit code 3"),
         "{message}"
     );
-    let after = results(&engine.execute(&chain_of(1, "y")).await.unwrap(), 1)[0];
+    let after = results(
+        &engine
+            .execute(&chain_of(1, "y"), RunOptions::new())
+            .await
+            .unwrap(),
+        1,
+    )[0];
     assert_ne!(after.0, before);
     assert_eq!(after.1, 0);
 }
@@ -262,7 +293,10 @@ async fn a_runner_that_dies_fails_only_its_task_naming_runner_and_exit() {
 #[tokio::test]
 async fn runners_are_replaced_after_max_uses() {
     let engine = engine(PoolOptions::new().with_size(1).with_max_uses(3));
-    let report = engine.execute(&chain_of(7, "uses")).await.unwrap();
+    let report = engine
+        .execute(&chain_of(7, "uses"), RunOptions::new())
+        .await
+        .unwrap();
     let results = results(&report, 7);
     let pids: Vec<u32> = results.iter().map(|r| r.0).collect();
     assert_eq!(pids[0], pids[1]);
@@ -280,12 +314,25 @@ async fn an_idle_runner_is_stopped_after_the_idle_timeout() {
             .with_size(1)
             .with_idle_timeout(Duration::from_millis(300)),
     );
-    let pid = results(&engine.execute(&chain_of(1, "idle")).await.unwrap(), 1)[0].0;
+    let pid = results(
+        &engine
+            .execute(&chain_of(1, "idle"), RunOptions::new())
+            .await
+            .unwrap(),
+        1,
+    )[0]
+    .0;
     assert!(
         within(PROMPTLY, || !alive(pid)),
         "runner {pid} still runs long after its idle timeout"
     );
-    let next = results(&engine.execute(&chain_of(1, "later")).await.unwrap(), 1)[0];
+    let next = results(
+        &engine
+            .execute(&chain_of(1, "later"), RunOptions::new())
+            .await
+            .unwrap(),
+        1,
+    )[0];
     assert_ne!(next.0, pid);
 }
 
@@ -306,7 +353,7 @@ async fn warm_up_starts_the_runners_before_the_run() {
     // Already warm: nothing more to start.
     assert_eq!(engine.warm_up(&wf).await.unwrap(), 0);
     let children = children_of_this_process();
-    let report = engine.execute(&wf).await.unwrap();
+    let report = engine.execute(&wf, RunOptions::new()).await.unwrap();
     let pids: HashSet<u32> = results(&report, 5).iter().map(|r| r.0).collect();
     assert!(pids.len() <= 2, "{pids:?}");
     for pid in &pids {
@@ -340,7 +387,10 @@ async fn a_bad_reuse_option_is_a_validation_problem() {
         wf.add(fresh_pid::task().with_config("reuse", "yes"));
         wf.build()
     };
-    let error = WorkflowEngine::new().execute(&wf).await.unwrap_err();
+    let error = WorkflowEngine::new()
+        .execute(&wf, RunOptions::new())
+        .await
+        .unwrap_err();
     let message = error.to_string();
     assert!(
         message.contains("`reuse` must be true or false") && message.contains("fresh_pid"),
@@ -386,17 +436,23 @@ fn writes_after_answering() -> u32 {
 async fn hostile_bytes_from_a_warm_runner_fail_only_its_task_and_replace_it() {
     let engine = engine(PoolOptions::new().with_size(1));
     let error = engine
-        .execute(&workflow! { forges_an_answer; })
+        .execute(&workflow! { forges_an_answer; }, RunOptions::new())
         .await
         .unwrap_err();
     let message = graflow::Chain(&error).to_string();
     assert!(message.contains("was refused"), "{message}");
-    let next = results(&engine.execute(&chain_of(1, "a")).await.unwrap(), 1)[0];
+    let next = results(
+        &engine
+            .execute(&chain_of(1, "a"), RunOptions::new())
+            .await
+            .unwrap(),
+        1,
+    )[0];
     assert_eq!(next.1, 0, "the forging runner was reused");
 
     // Bytes after the answer, between tasks: the runner is dropped, the next task is not hurt.
     let report = engine
-        .execute(&workflow! { writes_after_answering; })
+        .execute(&workflow! { writes_after_answering; }, RunOptions::new())
         .await
         .unwrap();
     let writer = report.result::<u32>("writes_after_answering").unwrap();
@@ -404,7 +460,13 @@ async fn hostile_bytes_from_a_warm_runner_fail_only_its_task_and_replace_it() {
         within(PROMPTLY, || !alive(writer)),
         "runner {writer} wrote between tasks and still runs"
     );
-    let next = results(&engine.execute(&chain_of(1, "b")).await.unwrap(), 1)[0];
+    let next = results(
+        &engine
+            .execute(&chain_of(1, "b"), RunOptions::new())
+            .await
+            .unwrap(),
+        1,
+    )[0];
     assert_ne!(next.0, writer);
 }
 
@@ -421,7 +483,10 @@ async fn state_persists_between_tasks_of_one_warm_runner_as_documented() {
     let engine = engine(PoolOptions::new().with_size(1));
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let report = engine.execute(&workflow! { leaves_state; }).await.unwrap();
+        let report = engine
+            .execute(&workflow! { leaves_state; }, RunOptions::new())
+            .await
+            .unwrap();
         seen.extend(report.result::<Vec<String>>("leaves_state").unwrap());
     }
     assert_eq!(seen, ["", "x", "xx"]);
@@ -438,15 +503,19 @@ fn child_program() {
     if mode == "warm-docker-busy" {
         // A warm container busy with a long task when the test SIGKILLs this program.
         let engine = docker_engine(PoolOptions::new().with_size(1));
-        let report = engine.run(&workflow! { where_am_i; }).unwrap();
+        let report = engine
+            .run(&workflow! { where_am_i; }, RunOptions::new())
+            .unwrap();
         std::fs::write(&pid_file, container_of(&report, "where_am_i")).unwrap();
-        let result = engine.run(&workflow! { docker_sleeps_long; });
+        let result = engine.run(&workflow! { docker_sleeps_long; }, RunOptions::new());
         panic!("the task ended on its own: {result:?}");
     }
     #[cfg(feature = "docker")]
     if mode == "warm-docker-then-wait" {
         let engine = docker_engine(PoolOptions::new().with_size(1));
-        let report = engine.run(&workflow! { where_am_i; }).unwrap();
+        let report = engine
+            .run(&workflow! { where_am_i; }, RunOptions::new())
+            .unwrap();
         let name = container_of(&report, "where_am_i");
         std::fs::write(&pid_file, name).unwrap();
         std::thread::sleep(Duration::from_secs(60));
@@ -463,13 +532,13 @@ fn child_program() {
                     .with_input("n", i),
             );
         }
-        let report = engine.run(&wf.build()).unwrap();
+        let report = engine.run(&wf.build(), RunOptions::new()).unwrap();
         let pids: BTreeSet<u32> = results(&report, 2).iter().map(|r| r.0).collect();
         let list: Vec<String> = pids.iter().map(u32::to_string).collect();
         std::fs::write(format!("{pid_file}.idle"), list.join(" ")).unwrap();
-        let result = engine.run_with(
+        let result = engine.run(
             &workflow! { sleeps_too_long_untimed; },
-            Channel::new().with("pid_file", pid_file),
+            RunOptions::new().param("pid_file", pid_file),
         );
         panic!("the task ended on its own: {result:?}");
     }
@@ -483,7 +552,7 @@ fn child_program() {
                 .with_input("n", i),
         );
     }
-    let report = engine.run(&wf.build()).unwrap();
+    let report = engine.run(&wf.build(), RunOptions::new()).unwrap();
     let pids: BTreeSet<u32> = results(&report, 6).iter().map(|r| r.0).collect();
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     std::fs::write(&pid_file, list.join(" ")).unwrap();
@@ -643,7 +712,7 @@ fn one_warm_container_serves_many_tasks_and_is_removed_with_its_engine() {
         .map(|i| wf.add(where_am_i::task().with_id(format!("w{i}"))))
         .collect();
     wf.chain(&nodes);
-    let report = engine.run(&wf.build()).unwrap();
+    let report = engine.run(&wf.build(), RunOptions::new()).unwrap();
     let served: Vec<(String, u32)> = (0..5)
         .map(|i| report.result(&format!("w{i}")).unwrap())
         .collect();
@@ -661,7 +730,9 @@ fn one_warm_container_serves_many_tasks_and_is_removed_with_its_engine() {
         "the warm container {name} is kept between runs"
     );
     // A second run (engine.run builds a new runtime) still reuses it.
-    let again = engine.run(&workflow! { where_am_i; }).unwrap();
+    let again = engine
+        .run(&workflow! { where_am_i; }, RunOptions::new())
+        .unwrap();
     assert_eq!(again.result::<(String, u32)>("where_am_i").unwrap().1, 5);
     drop(engine);
     assert!(
@@ -703,7 +774,7 @@ fn tasks_whose_containers_differ_never_share_one() {
         chain.push(wf.add(where_am_i::task().with_id(format!("w{i}"))));
     }
     wf.chain(&chain);
-    let report = engine.run(&wf.build()).unwrap();
+    let report = engine.run(&wf.build(), RunOptions::new()).unwrap();
     let host = |id: &str| -> String {
         match report.result::<(String, String)>(id) {
             Ok((host, flavour)) => {
@@ -749,9 +820,9 @@ fn a_warm_container_killed_for_memory_is_replaced_and_the_next_task_succeeds() {
     }
     let engine = docker_engine(PoolOptions::new().with_size(1));
     let run = |hungry: bool| {
-        engine.run_with(
+        engine.run(
             &workflow! { hungry_then_fine; },
-            Channel::new().with("hungry", hungry),
+            RunOptions::new().param("hungry", hungry),
         )
     };
     let first = run(false).unwrap();
@@ -789,13 +860,17 @@ fn a_warm_container_whose_task_timed_out_is_removed() {
         return;
     }
     let engine = docker_engine(PoolOptions::new().with_size(1));
-    let warm = engine.run(&workflow! { where_am_i; }).unwrap();
+    let warm = engine
+        .run(&workflow! { where_am_i; }, RunOptions::new())
+        .unwrap();
     let name = container_of(&warm, "where_am_i");
     let error = engine
-        .run(&workflow! { docker_sleeps_too_long; })
+        .run(&workflow! { docker_sleeps_too_long; }, RunOptions::new())
         .unwrap_err();
     assert!(error.to_string().contains("timed out"), "{error}");
-    let next = engine.run(&workflow! { where_am_i; }).unwrap();
+    let next = engine
+        .run(&workflow! { where_am_i; }, RunOptions::new())
+        .unwrap();
     // The timed-out task took the warm container; the next one gets a new one.
     assert_ne!(container_of(&next, "where_am_i"), name);
     assert_eq!(next.result::<(String, u32)>("where_am_i").unwrap().1, 0);
@@ -895,7 +970,7 @@ async fn docker_warm_up_starts_one_pool_per_environment_before_the_run() {
     let before: HashSet<String> = docker_ps(&["label=graflow.run=warm", "status=running", &ours])
         .into_iter()
         .collect();
-    let report = engine.execute(&wf).await.unwrap();
+    let report = engine.execute(&wf, RunOptions::new()).await.unwrap();
     for id in ["a0", "a1", "a2", "b0"] {
         let name = container_of(&report, id);
         let ids = docker_ps(&[&format!("name=^{name}$")]);
@@ -925,7 +1000,7 @@ fn starts_a_sleeper() -> (u32, u32) {
 async fn processes_a_warm_task_started_are_killed_when_it_ends_and_the_runner_stays() {
     let engine = engine(PoolOptions::new().with_size(1));
     let report = engine
-        .execute(&workflow! { starts_a_sleeper; })
+        .execute(&workflow! { starts_a_sleeper; }, RunOptions::new())
         .await
         .unwrap();
     let (runner, sleeper) = report.result::<(u32, u32)>("starts_a_sleeper").unwrap();
@@ -951,7 +1026,10 @@ async fn processes_a_warm_task_started_are_killed_when_it_ends_and_the_runner_st
         alive(runner),
         "the warm runner {runner} stays for the next task"
     );
-    let next = engine.execute(&chain_of(1, "next")).await.unwrap();
+    let next = engine
+        .execute(&chain_of(1, "next"), RunOptions::new())
+        .await
+        .unwrap();
     assert_eq!(results(&next, 1)[0].0, runner);
 }
 
@@ -963,7 +1041,10 @@ async fn reuse_by_default_and_a_task_that_opts_out() {
     let b = wf.add(fresh_pid::task().with_id("b"));
     let c = wf.add(fresh_pid::task().with_id("c").with_config("reuse", false));
     wf.chain(&[a, b, c]);
-    let report = engine.execute(&wf.build()).await.unwrap();
+    let report = engine
+        .execute(&wf.build(), RunOptions::new())
+        .await
+        .unwrap();
     let pid = |id: &str| report.result::<u32>(id).unwrap();
     assert_eq!(
         pid("a"),
@@ -984,7 +1065,14 @@ async fn reuse_by_default_and_a_task_that_opts_out() {
 async fn a_runner_killed_while_idle_is_replaced_without_failing_the_next_task() {
     let engine = engine(PoolOptions::new().with_size(1));
     for round in 0..5 {
-        let pid = results(&engine.execute(&chain_of(1, "idle")).await.unwrap(), 1)[0].0;
+        let pid = results(
+            &engine
+                .execute(&chain_of(1, "idle"), RunOptions::new())
+                .await
+                .unwrap(),
+            1,
+        )[0]
+        .0;
         // SAFETY: a signal to a warm runner of this test's own engine.
         assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
         // Dead with every thread gone (a killed process's leader is a zombie while its other
@@ -992,7 +1080,9 @@ async fn a_runner_killed_while_idle_is_replaced_without_failing_the_next_task() 
         assert!(within(PROMPTLY, || !alive(pid)
             && std::fs::read_dir(format!("/proc/{pid}/task"))
                 .map_or(true, |t| t.count() <= 1)));
-        let next = engine.execute(&chain_of(1, "after-kill")).await;
+        let next = engine
+            .execute(&chain_of(1, "after-kill"), RunOptions::new())
+            .await;
         let next = next.unwrap_or_else(|e| panic!("round {round}: {}", graflow::Chain(&e)));
         assert_ne!(results(&next, 1)[0].0, pid);
     }
@@ -1023,7 +1113,10 @@ async fn a_warm_runners_output_lines_go_to_the_task_that_printed_them() {
         })
         .collect();
     wf.chain(&nodes);
-    engine.execute(&wf.build()).await.unwrap();
+    engine
+        .execute(&wf.build(), RunOptions::new())
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     for i in 0..5 {
         for line in [
@@ -1059,7 +1152,10 @@ async fn the_pool_keeps_at_most_max_idle_runners() {
     for i in 0..3u32 {
         wf.add(naps::task().with_id(format!("n{i}")).with_input("n", i));
     }
-    let report = engine.execute(&wf.build()).await.unwrap();
+    let report = engine
+        .execute(&wf.build(), RunOptions::new())
+        .await
+        .unwrap();
     let pids: HashSet<u32> = (0..3)
         .map(|i| report.result::<u32>(&format!("n{i}")).unwrap())
         .collect();
@@ -1099,13 +1195,16 @@ async fn what_a_warm_task_spawned_does_not_run_into_the_next_task() {
     let path = std::env::temp_dir().join(format!("graflow-warm-ticker-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let first = engine
-        .execute_with(
+        .execute(
             &workflow! { spawns_a_ticker; },
-            Channel::new().with("path", path.display().to_string()),
+            RunOptions::new().param("path", path.display().to_string()),
         )
         .await
         .unwrap();
-    let second = engine.execute(&workflow! { waits_a_while; }).await.unwrap();
+    let second = engine
+        .execute(&workflow! { waits_a_while; }, RunOptions::new())
+        .await
+        .unwrap();
     let ticks = std::fs::read_to_string(&path).unwrap_or_default().len();
     let _ = std::fs::remove_file(&path);
     assert_eq!(
@@ -1136,6 +1235,6 @@ fn quick_with_a_timeout() -> u32 {
 async fn waiting_for_a_warm_runner_does_not_count_against_the_timeout() {
     let engine = engine(PoolOptions::new().with_size(1));
     let wf = workflow! { name: "pool-wait"; (holds_the_runner | quick_with_a_timeout); };
-    let report = engine.execute(&wf).await.unwrap();
+    let report = engine.execute(&wf, RunOptions::new()).await.unwrap();
     assert_eq!(report.result::<u32>("quick_with_a_timeout").unwrap(), 2);
 }

@@ -341,11 +341,11 @@ async fn main() -> graflow::Result<()> {
     match what.as_str() {
         "chain" => {
             // Warm-up: the first run of a function is measured on the blocking pool.
-            engine.execute(&chain(10)).await?;
+            engine.execute(&chain(10), RunOptions::new()).await?;
             let started = Instant::now();
             let wf = chain(n);
             let run_started = Instant::now();
-            let report = engine.execute(&wf).await?;
+            let report = engine.execute(&wf, RunOptions::new()).await?;
             let (seconds, run) = (
                 started.elapsed().as_secs_f64(),
                 run_started.elapsed().as_secs_f64(),
@@ -365,12 +365,10 @@ async fn main() -> graflow::Result<()> {
             if what == "checkpoint-every-fast" {
                 options = options.checkpoint_durable(false);
             }
-            engine.execute(&chain(10)).await?;
+            engine.execute(&chain(10), RunOptions::new()).await?;
             let wf = chain(n);
             let started = Instant::now();
-            let report = engine
-                .execute_with_options(&wf, graflow::Channel::new(), &options)
-                .await?;
+            let report = engine.execute(&wf, options.clone()).await?;
             let seconds = started.elapsed().as_secs_f64();
             assert_eq!(report.result::<u64>(&format!("t{}", n - 1))?, 1);
             let checkpoint = graflow::Checkpoint::load(&path)?;
@@ -387,11 +385,11 @@ async fn main() -> graflow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
         }
         "fanout" => {
-            engine.execute(&fanout(10)).await?;
+            engine.execute(&fanout(10), RunOptions::new()).await?;
             let started = Instant::now();
             let wf = fanout(n);
             let run_started = Instant::now();
-            let report = engine.execute(&wf).await?;
+            let report = engine.execute(&wf, RunOptions::new()).await?;
             let (seconds, run) = (
                 started.elapsed().as_secs_f64(),
                 run_started.elapsed().as_secs_f64(),
@@ -409,7 +407,7 @@ async fn main() -> graflow::Result<()> {
             let (before, expected) = serial_work(n, rounds);
             let wf = parallel_cpu(n, rounds);
             let started = Instant::now();
-            let report = engine.execute(&wf).await?;
+            let report = engine.execute(&wf, RunOptions::new()).await?;
             let wall = started.elapsed().as_secs_f64();
             assert_eq!(
                 report.result::<u64>("sink")?,
@@ -457,11 +455,11 @@ async fn main() -> graflow::Result<()> {
         }
         "process" => {
             let wf = workflow! { in_process; };
-            engine.execute(&wf).await?;
+            engine.execute(&wf, RunOptions::new()).await?;
             let mut samples = Vec::new();
             for _ in 0..n {
                 let started = Instant::now();
-                let report = engine.execute(&wf).await?;
+                let report = engine.execute(&wf, RunOptions::new()).await?;
                 samples.push(started.elapsed().as_secs_f64());
                 assert_eq!(report.result::<u64>("in_process")?, 1);
             }
@@ -496,13 +494,13 @@ async fn main() -> graflow::Result<()> {
             // one small payload.
             let mut warm = Workflow::builder("payload-warm-up");
             warm.add(task.clone().with_input("mb", 1u64));
-            engine.execute(&warm.build()).await?;
+            engine.execute(&warm.build(), RunOptions::new()).await?;
             let baseline = max_rss_kb();
             let mut wf = Workflow::builder("payload");
             wf.add(task.with_input("mb", n));
             let wf = wf.build();
             let started = Instant::now();
-            let report = engine.execute(&wf).await?;
+            let report = engine.execute(&wf, RunOptions::new()).await?;
             let seconds = started.elapsed().as_secs_f64();
             let peak = max_rss_kb();
             // Checked after the peak was read (reading the result copies it).
@@ -546,12 +544,12 @@ async fn main() -> graflow::Result<()> {
             let wf = wf.build();
             let engine = engine.with_max_concurrency(copies.max(2));
             // Warm-up of both sides (image cache, daemon connection).
-            engine.execute(&wf).await?;
+            engine.execute(&wf, RunOptions::new()).await?;
             docker_cli(image, copies);
             let (mut ours, mut cli) = (Vec::new(), Vec::new());
             for _ in 0..n {
                 let started = Instant::now();
-                let report = engine.execute(&wf).await?;
+                let report = engine.execute(&wf, RunOptions::new()).await?;
                 ours.push(started.elapsed().as_secs_f64());
                 assert!(report.succeeded());
                 let cli_time = tokio::task::spawn_blocking({
@@ -584,19 +582,19 @@ async fn main() -> graflow::Result<()> {
             );
             let wf = workflow! { in_process; };
             warm.warm_up(&wf).await?;
-            warm.execute(&wf).await?;
-            engine.execute(&wf).await?;
+            warm.execute(&wf, RunOptions::new()).await?;
+            engine.execute(&wf, RunOptions::new()).await?;
             let mut hot = Vec::new();
             for _ in 0..n {
                 let started = Instant::now();
-                let report = warm.execute(&wf).await?;
+                let report = warm.execute(&wf, RunOptions::new()).await?;
                 hot.push(started.elapsed().as_secs_f64());
                 assert_eq!(report.result::<u64>("in_process")?, 1);
             }
             let mut cold = Vec::new();
             for _ in 0..(n / 10).max(3) {
                 let started = Instant::now();
-                engine.execute(&wf).await?;
+                engine.execute(&wf, RunOptions::new()).await?;
                 cold.push(started.elapsed().as_secs_f64());
             }
             // And a chain of 1,000 warm tasks: the per-task cost without the run's own.
@@ -607,7 +605,7 @@ async fn main() -> graflow::Result<()> {
             chain.chain(&nodes);
             let chain = chain.build();
             let started = Instant::now();
-            warm.execute(&chain).await?;
+            warm.execute(&chain, RunOptions::new()).await?;
             let per_task = started.elapsed().as_secs_f64() / 1000.0;
             let (hot, cold) = (median(hot), median(cold));
             emit(
@@ -629,17 +627,17 @@ async fn main() -> graflow::Result<()> {
             );
             let wf = workflow! { in_docker; };
             warm.warm_up(&wf).await?;
-            warm.execute(&wf).await?;
-            engine.execute(&wf).await?;
+            warm.execute(&wf, RunOptions::new()).await?;
+            engine.execute(&wf, RunOptions::new()).await?;
             docker_cli(image, 1);
             let (mut hot, mut cold, mut cli) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..n {
                 let started = Instant::now();
-                let report = warm.execute(&wf).await?;
+                let report = warm.execute(&wf, RunOptions::new()).await?;
                 hot.push(started.elapsed().as_secs_f64());
                 assert_eq!(report.result::<u64>("in_docker")?, 1);
                 let started = Instant::now();
-                engine.execute(&wf).await?;
+                engine.execute(&wf, RunOptions::new()).await?;
                 cold.push(started.elapsed().as_secs_f64());
                 let image = image.to_owned();
                 let took = tokio::task::spawn_blocking(move || docker_cli(&image, 1))
@@ -674,9 +672,11 @@ async fn main() -> graflow::Result<()> {
                 );
             }
             let wf = group.build();
-            engine.execute(&workflow! { in_docker; }).await?;
+            engine
+                .execute(&workflow! { in_docker; }, RunOptions::new())
+                .await?;
             let started = Instant::now();
-            let report = engine.execute(&wf).await?;
+            let report = engine.execute(&wf, RunOptions::new()).await?;
             let cold = started.elapsed().as_secs_f64();
             assert!(report.succeeded());
             let warm = WorkflowEngine::new().with_handler(
@@ -685,11 +685,11 @@ async fn main() -> graflow::Result<()> {
                     .with_pool(PoolOptions::new().with_size(pool).reuse_by_default(true)),
             );
             let started = Instant::now();
-            let report = warm.execute(&wf).await?;
+            let report = warm.execute(&wf, RunOptions::new()).await?;
             let first = started.elapsed().as_secs_f64();
             assert!(report.succeeded());
             let started = Instant::now();
-            warm.execute(&wf).await?;
+            warm.execute(&wf, RunOptions::new()).await?;
             let again = started.elapsed().as_secs_f64();
             emit(
                 "docker-group",
@@ -715,12 +715,14 @@ async fn main() -> graflow::Result<()> {
             let engine = redis_engine(url, &prefix);
             // Warm-up, until every worker has taken tasks.
             for _ in 0..3 {
-                engine.execute(&redis_fanout(200)).await?;
+                engine
+                    .execute(&redis_fanout(200), RunOptions::new())
+                    .await?;
             }
             let started = Instant::now();
             let wf = redis_fanout(n);
             let run_started = Instant::now();
-            let report = engine.execute(&wf).await?;
+            let report = engine.execute(&wf, RunOptions::new()).await?;
             let (seconds, run) = (
                 started.elapsed().as_secs_f64(),
                 run_started.elapsed().as_secs_f64(),
@@ -743,12 +745,12 @@ async fn main() -> graflow::Result<()> {
             let engine = redis_engine(url, &prefix);
             let wf = workflow! { name: "rtt"; remote_step; };
             for _ in 0..20 {
-                engine.execute(&wf).await?;
+                engine.execute(&wf, RunOptions::new()).await?;
             }
             let mut samples = Vec::new();
             for _ in 0..n {
                 let started = Instant::now();
-                let report = engine.execute(&wf).await?;
+                let report = engine.execute(&wf, RunOptions::new()).await?;
                 samples.push(started.elapsed().as_secs_f64());
                 assert_eq!(report.result::<u64>("remote_step")?, 1);
             }
@@ -766,7 +768,7 @@ async fn main() -> graflow::Result<()> {
                 let mut workers =
                     Workers::start(url, &prefix, 2, &["--graflow-worker-lease", "2s"]);
                 let engine = redis_engine(url, &prefix);
-                engine.execute(&redis_fanout(50)).await?;
+                engine.execute(&redis_fanout(50), RunOptions::new()).await?;
                 // 16 tasks of 300 ms on 2 workers of 4 slots: both hold tasks when one dies.
                 let mut wf = Workflow::builder("kill");
                 for i in 0..16u64 {
@@ -778,7 +780,7 @@ async fn main() -> graflow::Result<()> {
                     );
                 }
                 let wf = wf.build();
-                let run = engine.execute(&wf);
+                let run = engine.execute(&wf, RunOptions::new());
                 tokio::pin!(run);
                 let killed_at = tokio::select! {
                     _ = &mut run => panic!("the run ended before the kill"),

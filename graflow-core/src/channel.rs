@@ -8,7 +8,8 @@ use crate::value::{Data, Value, ValueError};
 
 /// A typed key/value store shared by every task of a run.
 ///
-/// Give initial values per run with [`WorkflowEngine::execute_with`](crate::WorkflowEngine::execute_with);
+/// Give initial values per run with [`RunOptions::channel`](crate::RunOptions::channel) or
+/// [`RunOptions::param`](crate::RunOptions::param);
 /// tasks read and write it through [`TaskContext::channel`](crate::TaskContext::channel); the
 /// final state is in [`RunReport::channel`](crate::RunReport::channel). A task parameter that
 /// names no upstream task is read from the channel key of the same name.

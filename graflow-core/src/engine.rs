@@ -384,26 +384,39 @@ impl WorkflowEngine {
         Ok(started)
     }
 
-    /// Runs `workflow` with an empty initial channel.
-    pub async fn execute(&self, workflow: &Workflow) -> Result<RunReport, RunError> {
-        self.execute_with(workflow, Channel::new()).await
-    }
-
-    /// Runs `workflow` with `channel` as its initial channel.
+    /// Runs `workflow` as `options` say: its initial channel and parameters, checkpoints,
+    /// observers of this run, or continuing a run from its checkpoint
+    /// ([`RunOptions::resume_from`]). The one async entry point; [`WorkflowEngine::run`] is the
+    /// same from a plain `main`.
     ///
     /// Everything is validated first; nothing runs if anything is wrong. Dropping the returned
     /// future cancels the run (tasks waiting on I/O or timers are dropped).
-    pub async fn execute_with(
+    pub async fn execute(
         &self,
         workflow: &Workflow,
-        channel: Channel,
+        options: RunOptions,
     ) -> Result<RunReport, RunError> {
-        self.execute_with_options(workflow, channel, &RunOptions::new())
-            .await
+        let (channel, resume, options) = options.into_parts();
+        match resume {
+            Some(path) => {
+                if !channel.is_empty() {
+                    return Err(RunError::InvalidOptions {
+                        workflow: workflow.name().to_owned(),
+                        reason: format!(
+                            "a resumed run continues with the channel of its checkpoint '{}', but {} initial channel value(s) were given; drop RunOptions::channel/param, or start a new run",
+                            path.display(),
+                            channel.len()
+                        ),
+                    });
+                }
+                self.resume(workflow, &path, &options).await
+            }
+            None => self.start(workflow, channel, &options).await,
+        }
     }
 
-    /// [`WorkflowEngine::execute_with`] with run options (checkpoints).
-    pub async fn execute_with_options(
+    /// A new run.
+    async fn start(
         &self,
         workflow: &Workflow,
         channel: Channel,
@@ -438,20 +451,21 @@ impl WorkflowEngine {
     /// Refused, with nothing run, when the file is not a whole checkpoint, or belongs to
     /// another workflow (name, tasks, handlers, edges or groups differ) or another build of the
     /// program ([`RunError::Checkpoint`]).
-    pub async fn resume(
+    async fn resume(
         &self,
         workflow: &Workflow,
-        path: impl AsRef<std::path::Path>,
+        path: &std::path::Path,
+        options: &RunOptions,
     ) -> Result<RunReport, RunError> {
         if let Some(describe) = crate::program::flags().describe {
             // Validated against the checkpoint's channel when it can be read.
-            let channel = Checkpoint::load(path.as_ref())
+            let channel = Checkpoint::load(path)
                 .map(|mut c| c.channel())
                 .unwrap_or_default();
             self.describe(workflow, &channel, describe);
         }
         // The lock first: what is read below is what the holder, if any, may be rewriting.
-        let cadence_lock = Checkpointer::lock_for(path.as_ref())?;
+        let cadence_lock = Checkpointer::lock_for(path)?;
         let mut checkpoint = Checkpoint::load(path)?;
         checkpoint.check(workflow)?;
         let channel = checkpoint.channel();
@@ -459,14 +473,7 @@ impl WorkflowEngine {
         let run_id: Arc<str> = Arc::from(checkpoint.run_id());
         let cadence = checkpoint.cadence();
         let sequence = checkpoint.sequence();
-        let shared = self.run_state(
-            &run_id,
-            workflow,
-            graph,
-            channel,
-            true,
-            &Observers::default(),
-        );
+        let shared = self.run_state(&run_id, workflow, graph, channel, true, options.observers());
         let lookup = self.lookup();
         let mut slots = slots;
         let start = checkpoint.restore(&shared, &mut |handler, task| {
@@ -759,34 +766,16 @@ impl WorkflowEngine {
         }
     }
 
-    /// Runs `workflow` to completion from a plain (non-async) `main`, on a Tokio runtime of its
-    /// own.
-    pub fn run(&self, workflow: &Workflow) -> Result<RunReport, RunError> {
-        self.run_with(workflow, Channel::new())
-    }
-
-    /// [`WorkflowEngine::run`] with an initial channel.
-    pub fn run_with(&self, workflow: &Workflow, channel: Channel) -> Result<RunReport, RunError> {
-        Self::block_on(self.execute_with(workflow, channel))
-    }
-
-    /// [`WorkflowEngine::run`] with an initial channel and run options (checkpoints).
-    pub fn run_with_options(
-        &self,
-        workflow: &Workflow,
-        channel: Channel,
-        options: &RunOptions,
-    ) -> Result<RunReport, RunError> {
-        Self::block_on(self.execute_with_options(workflow, channel, options))
-    }
-
-    /// [`WorkflowEngine::resume`] from a plain (non-async) `main`.
-    pub fn resume_blocking(
-        &self,
-        workflow: &Workflow,
-        path: impl AsRef<std::path::Path>,
-    ) -> Result<RunReport, RunError> {
-        Self::block_on(self.resume(workflow, path))
+    /// [`WorkflowEngine::execute`] from a plain (non-async) `main`: runs `workflow` to
+    /// completion on a Tokio runtime of its own.
+    ///
+    /// ```
+    /// # use graflow_core::{RunOptions, Workflow, WorkflowEngine};
+    /// let report = WorkflowEngine::new().run(&Workflow::new("empty"), RunOptions::new()).unwrap();
+    /// assert_eq!(report.summary().succeeded, 0);
+    /// ```
+    pub fn run(&self, workflow: &Workflow, options: RunOptions) -> Result<RunReport, RunError> {
+        Self::block_on(self.execute(workflow, options))
     }
 
     /// Runs a run's future on a Tokio runtime of its own.
@@ -878,7 +867,7 @@ impl WorkflowEngine {
                     param: param.name.to_owned(),
                     type_name: param.ty.name(),
                     hint: format!(
-                        "no upstream task has the id '{0}' or declares #[task(writes = [\"{0}\"])], and the run's initial channel has no key '{0}'; pass it with engine.execute_with(&workflow, Channel::new().with(\"{0}\", value))",
+                        "no upstream task has the id '{0}' or declares #[task(writes = [\"{0}\"])], and the run's initial channel has no key '{0}'; pass it with RunOptions::new().param(\"{0}\", value)",
                         param.name
                     ),
                 }),

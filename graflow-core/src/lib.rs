@@ -62,7 +62,7 @@ pub use handlers::{DirectHandler, ProcessHandler};
 pub use observe::{
     EventKind, EventStream, ProgressBar, RunEvent, RunObserver, StreamObserver, event_stream,
 };
-pub use report::{GroupRecord, ReportError, RunReport, TaskRecord, TaskStatus};
+pub use report::{GroupRecord, ReportError, RunReport, TaskCounts, TaskRecord, TaskStatus};
 pub use retry::RetryPolicy;
 pub use run::{
     Checkpoint, CheckpointError, ControlError, ExecutionContext, GroupFailure, Iteration,

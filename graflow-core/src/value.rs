@@ -110,7 +110,7 @@ enum Repr {
 
 pub use graflow_protocol::EncodedValue;
 
-trait Erased: Send + Sync {
+trait Erased: Any + Send + Sync {
     fn stored_type_id(&self) -> TypeId;
     fn stored_type_name(&self) -> &'static str;
     /// Writes a copy into `out`, which must be an `Option<T>` of the stored type.
@@ -267,6 +267,35 @@ impl Value {
     /// An owned copy of the value as a `T`.
     pub fn get<T: Data>(&self) -> Result<T, ValueError> {
         self.copy_as(|| "this value".to_owned())
+    }
+
+    /// The value as a `T`, moved out without a copy when this is its only handle (else a copy,
+    /// as [`Value::get`]).
+    pub fn into_inner<T: Data>(self) -> Result<T, ValueError> {
+        self.take_as(|| "this value".to_owned())
+    }
+
+    /// [`Value::into_inner`]; `what` names the value in errors.
+    pub(crate) fn take_as<T: Data>(self, what: impl FnOnce() -> String) -> Result<T, ValueError> {
+        let live = match self.0 {
+            Repr::Live(live) if live.stored_type_id() == TypeId::of::<T>() => live,
+            repr => return Value(repr).copy_as(what),
+        };
+        let any: Arc<dyn Any + Send + Sync> = live;
+        match any.downcast::<Holder<T>>() {
+            Ok(holder) => match Arc::try_unwrap(holder) {
+                Ok(holder) => Ok(holder
+                    .value
+                    .into_inner()
+                    .unwrap_or_else(PoisonError::into_inner)),
+                Err(shared) => Value(Repr::Live(shared)).copy_as(what),
+            },
+            Err(_) => Err(ValueError::TypeMismatch {
+                what: what(),
+                expected: std::any::type_name::<T>(),
+                found: "a value of another holder".to_owned(),
+            }),
+        }
     }
 }
 

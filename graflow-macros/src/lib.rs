@@ -50,7 +50,7 @@ use proc_macro::TokenStream;
 ///
 /// let wf = workflow! { orders >> sum_revenue; };
 /// let report = WorkflowEngine::new()
-///     .run_with(&wf, Channel::new().with("min_cents", 100u64))
+///     .run(&wf, RunOptions::new().param("min_cents", 100u64))
 ///     .unwrap();
 /// assert_eq!(report.result::<u64>("revenue").unwrap(), 250);
 /// assert_eq!(report.channel().get::<usize>("order_count").unwrap(), 1);
@@ -95,7 +95,7 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///     fetch >> audit;
 /// };
 /// assert_eq!(wf.len(), 6);
-/// let report = WorkflowEngine::new().run(&wf).unwrap();
+/// let report = WorkflowEngine::new().run(&wf, RunOptions::new()).unwrap();
 /// assert_eq!(report.result::<u32>("report").unwrap(), 220);
 /// assert!(report.result::<bool>("audit").unwrap());
 /// ```

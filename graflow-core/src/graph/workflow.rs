@@ -65,7 +65,7 @@ impl NodeRef {
 ///     wf.edge(node, report);
 /// }
 /// let wf = wf.build();
-/// let report = WorkflowEngine::new().run(&wf)?;
+/// let report = WorkflowEngine::new().run(&wf, RunOptions::new())?;
 /// assert_eq!(report.result::<usize>("summarize")?, 11);
 ///
 /// // workflow! takes the path too.

@@ -59,8 +59,8 @@ pub enum EventKind {
     RunFinished {
         succeeded: bool,
         elapsed: Duration,
-        /// Tasks that succeeded, failed, were cancelled, never started.
-        counts: (usize, usize, usize, usize),
+        /// How many tasks ended each way.
+        counts: crate::report::TaskCounts,
     },
     /// The run stopped without a report: its future was dropped (the caller gave up on it, a
     /// timeout around it) or the program was interrupted (`reason` says which). Its running

@@ -93,7 +93,12 @@ fn rfc3339(at: SystemTime) -> String {
 
 impl RunReport {
     fn json(&self) -> Json<'_> {
-        let (succeeded, failed, cancelled, skipped) = self.counts();
+        let crate::report::TaskCounts {
+            succeeded,
+            failed,
+            cancelled,
+            skipped,
+        } = self.counts();
         let started = self.started_at;
         Json {
             format: REPORT_FORMAT,
@@ -180,7 +185,7 @@ impl RunReport {
     /// # #[graflow_macros::task(crate = "graflow_core")] fn hello() -> u32 { 1 }
     /// let mut wf = Workflow::builder("json");
     /// wf.add(hello::task());
-    /// let report = WorkflowEngine::new().run(&wf.build())?;
+    /// let report = WorkflowEngine::new().run(&wf.build(), RunOptions::new())?;
     /// let json = report.to_json();
     /// assert!(json.contains(r#""status": "succeeded""#));
     /// # Ok::<(), graflow_core::RunError>(())

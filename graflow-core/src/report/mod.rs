@@ -28,6 +28,27 @@ pub enum TaskStatus {
     Skipped,
 }
 
+/// How many of a run's tasks ended with each [`TaskStatus`] ([`RunReport::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TaskCounts {
+    /// Tasks that ran and stored their result.
+    pub succeeded: usize,
+    /// Tasks whose last attempt failed.
+    pub failed: usize,
+    /// Tasks stopped while running.
+    pub cancelled: usize,
+    /// Tasks that never started.
+    pub skipped: usize,
+}
+
+impl TaskCounts {
+    /// Every task of the run.
+    pub fn total(&self) -> usize {
+        self.succeeded + self.failed + self.cancelled + self.skipped
+    }
+}
+
 impl TaskStatus {
     /// Lower-case name, as printed in reports.
     pub fn as_str(self) -> &'static str {
@@ -220,15 +241,15 @@ impl RunReport {
         })
     }
 
-    /// Number of tasks with each status: (succeeded, failed, cancelled, skipped).
-    pub fn counts(&self) -> (usize, usize, usize, usize) {
-        let mut counts = (0, 0, 0, 0);
+    /// How many tasks ended with each status.
+    pub fn counts(&self) -> TaskCounts {
+        let mut counts = TaskCounts::default();
         for r in &self.records {
             match r.status {
-                TaskStatus::Succeeded => counts.0 += 1,
-                TaskStatus::Failed => counts.1 += 1,
-                TaskStatus::Cancelled => counts.2 += 1,
-                TaskStatus::Skipped => counts.3 += 1,
+                TaskStatus::Succeeded => counts.succeeded += 1,
+                TaskStatus::Failed => counts.failed += 1,
+                TaskStatus::Cancelled => counts.cancelled += 1,
+                TaskStatus::Skipped => counts.skipped += 1,
             }
         }
         counts
@@ -236,24 +257,38 @@ impl RunReport {
 
     /// A copy of the result of task `id`.
     pub fn result<T: Data>(&self, id: &str) -> Result<T, ValueError> {
-        let value = self
-            .result_value(id)
-            .ok_or_else(|| ValueError::NoSuchResult {
-                task: id.to_owned(),
-                reason: match self.index_of(id) {
-                    None => format!("workflow '{}' has no task with that id", self.workflow()),
-                    Some(n) => format!(
-                        "the task {} in this run",
-                        match self.records[n].status {
-                            TaskStatus::Succeeded => "stored no result",
-                            TaskStatus::Failed => "failed",
-                            TaskStatus::Cancelled => "was cancelled",
-                            TaskStatus::Skipped => "never started",
-                        }
-                    ),
-                },
-            })?;
+        let value = self.result_value(id).ok_or_else(|| self.no_result(id))?;
         value.copy_as(|| format!("the result of task '{id}'"))
+    }
+
+    /// The result of task `id`, moved out of the report (no copy of a result held only here);
+    /// the report no longer holds it afterwards.
+    pub fn take_result<T: Data>(&mut self, id: &str) -> Result<T, ValueError> {
+        let value = self
+            .index_of(id)
+            .and_then(|n| self.results.get_mut(n)?.take())
+            .ok_or_else(|| self.no_result(id))?;
+        value.take_as(|| format!("the result of task '{id}'"))
+    }
+
+    /// Why task `id` has no result to read.
+    fn no_result(&self, id: &str) -> ValueError {
+        ValueError::NoSuchResult {
+            task: id.to_owned(),
+            reason: match self.index_of(id) {
+                None => format!("workflow '{}' has no task with that id", self.workflow()),
+                Some(n) => format!(
+                    "the task {} in this run",
+                    match self.records[n].status {
+                        TaskStatus::Succeeded =>
+                            "stored no result, or it was taken from this report",
+                        TaskStatus::Failed => "failed",
+                        TaskStatus::Cancelled => "was cancelled",
+                        TaskStatus::Skipped => "never started",
+                    }
+                ),
+            },
+        }
     }
 
     /// The type-erased result of task `id`.
@@ -313,7 +348,12 @@ impl RunReport {
 
 impl fmt::Debug for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (ok, failed, cancelled, skipped) = self.counts();
+        let TaskCounts {
+            succeeded: ok,
+            failed,
+            cancelled,
+            skipped,
+        } = self.counts();
         f.debug_struct("RunReport")
             .field("workflow", &self.workflow())
             .field("run_id", &self.run_id)
@@ -392,7 +432,12 @@ fn millis(d: Option<Duration>) -> String {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (ok, failed, cancelled, skipped) = self.counts();
+        let TaskCounts {
+            succeeded: ok,
+            failed,
+            cancelled,
+            skipped,
+        } = self.counts();
         writeln!(
             f,
             "workflow '{}' (run {}{}): {} in {:.3} ms; {ok} succeeded, {failed} failed, {cancelled} cancelled, {skipped} skipped",

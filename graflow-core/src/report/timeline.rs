@@ -19,7 +19,7 @@ impl RunReport {
     /// # #[graflow_macros::task(crate = "graflow_core")] fn hello() -> u32 { 1 }
     /// let mut wf = Workflow::builder("timeline");
     /// wf.add(hello::task());
-    /// let report = WorkflowEngine::new().run(&wf.build())?;
+    /// let report = WorkflowEngine::new().run(&wf.build(), RunOptions::new())?;
     /// let gantt = report.to_gantt();
     /// assert!(gantt.starts_with("gantt\n"));
     /// assert!(gantt.contains("    section direct\n    \u{200b}hello :done, t0, "));

@@ -1,5 +1,5 @@
 //! Checkpoints: a run's state in a file, written atomically, from which
-//! [`WorkflowEngine::resume`](crate::WorkflowEngine::resume) continues.
+//! [`RunOptions::resume_from`](crate::RunOptions::resume_from) continues.
 //!
 //! What is kept: every node's status, attempts and run count, the scheduler's in-degrees and
 //! ready set (tasks running when it was written are ready again), every result, the channel,
@@ -914,7 +914,7 @@ const MAX_HEAD: u32 = 1 << 20;
 
 impl Checkpoint {
     /// Reads and checks the checkpoint at `path` (whole, unchanged, of a known format). It
-    /// is not compared with any workflow yet: [`WorkflowEngine::resume`](crate::WorkflowEngine::resume)
+    /// is not compared with any workflow yet: [`RunOptions::resume_from`](crate::RunOptions::resume_from)
     /// does that.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
         let path = path.as_ref().to_owned();

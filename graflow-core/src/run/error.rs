@@ -39,6 +39,16 @@ pub enum RunError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
 
+    /// The run's options contradict each other (an initial channel given to a resumed run,
+    /// which continues with its checkpoint's); nothing was run.
+    #[error("workflow '{workflow}' was not run: {reason}")]
+    InvalidOptions {
+        /// The workflow's name.
+        workflow: String,
+        /// What contradicts what, and what to do.
+        reason: String,
+    },
+
     /// A process started as a task runner ran a workflow: its program did not call `init()`.
     #[error(
         "this process was started as a graflow task runner ({} is set) but its program did not call graflow::init(): call graflow::init() at the start of main or use #[graflow::main] (in an integration test file: graflow::enable_test_runner!())",
@@ -48,7 +58,7 @@ pub enum RunError {
 
     /// `engine.run()` was called where a Tokio runtime is already running.
     #[error(
-        "engine.run() was called inside a Tokio runtime, which cannot block; use engine.execute(&workflow).await there"
+        "engine.run() was called inside a Tokio runtime, which cannot block; use engine.execute(&workflow, RunOptions::new()).await there"
     )]
     NestedRuntime,
 

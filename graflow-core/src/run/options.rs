@@ -1,31 +1,40 @@
-//! [`RunOptions`]: how one run is executed, beyond its workflow and initial channel.
+//! [`RunOptions`]: everything about one run besides its workflow.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::checkpoint::Cadence;
+use crate::channel::Channel;
 use crate::observe::{Observers, RunObserver};
+use crate::value::Data;
 
-/// Options of one run: its checkpoints, and observers of this run only.
+/// Everything about one run besides its workflow: its initial channel and parameters, its
+/// checkpoints, observers of this run only, or the checkpoint of an earlier run to continue.
+/// Given to [`WorkflowEngine::run`](crate::WorkflowEngine::run) (blocking) or
+/// [`WorkflowEngine::execute`](crate::WorkflowEngine::execute) (async);
+/// `RunOptions::new()` is a plain run.
 ///
 /// ```no_run
-/// # use graflow_core::{Channel, RunOptions, Workflow, WorkflowEngine};
+/// # use graflow_core::{RunOptions, Workflow, WorkflowEngine};
 /// # fn f(engine: &WorkflowEngine, wf: &Workflow) -> Result<(), graflow_core::RunError> {
-/// // A checkpoint after every 100 finished tasks, every 30 s, when a task asks
-/// // (ctx.checkpoint()), and when the run ends, fails or is cancelled.
+/// // A parameter in the channel; a checkpoint after every 100 finished tasks, every 30 s,
+/// // when a task asks (ctx.checkpoint()), and when the run ends, fails or is cancelled.
 /// let options = RunOptions::new()
+///     .param("date", "2026-12-07".to_owned())
 ///     .checkpoint("etl.ckpt")
 ///     .checkpoint_every(100)
 ///     .checkpoint_interval(std::time::Duration::from_secs(30));
-/// match engine.run_with_options(wf, Channel::new(), &options) {
+/// match engine.run(wf, options) {
 ///     Ok(report) => println!("{report}"),
 ///     // Fix what failed, then continue where it stopped:
-///     Err(_) => println!("{}", engine.resume_blocking(wf, "etl.ckpt")?),
+///     Err(_) => println!("{}", engine.run(wf, RunOptions::new().resume_from("etl.ckpt"))?),
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunOptions {
+    channel: Channel,
+    resume: Option<PathBuf>,
     checkpoint: Option<PathBuf>,
     every: Option<u32>,
     interval: Option<Duration>,
@@ -33,17 +42,68 @@ pub struct RunOptions {
     observers: Observers,
 }
 
+impl Clone for RunOptions {
+    /// A copy whose initial channel is independent of this one's (values are shared).
+    fn clone(&self) -> Self {
+        RunOptions {
+            channel: self.channel.snapshot(),
+            resume: self.resume.clone(),
+            checkpoint: self.checkpoint.clone(),
+            every: self.every,
+            interval: self.interval,
+            fast: self.fast,
+            observers: self.observers.clone(),
+        }
+    }
+}
+
 impl RunOptions {
-    /// No checkpoints.
+    /// A plain run: an empty initial channel, no checkpoints.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The run's initial channel (replacing values given before with
+    /// [`RunOptions::param`]). Tasks read its values as parameters named after their keys.
+    pub fn channel(mut self, channel: Channel) -> Self {
+        self.channel = channel;
+        self
+    }
+
+    /// Sets one value of the initial channel: a parameter of every task with a parameter
+    /// named `key` that no upstream task or bound input feeds.
+    pub fn param<T: Data + Clone>(self, key: impl Into<String>, value: T) -> Self {
+        self.channel.set(key, value);
+        self
+    }
+
+    /// Continues the run whose checkpoint is at `path` instead of starting a new one: tasks it
+    /// recorded as done do not run again; the others run as they would have (tasks that were
+    /// running when it was written run again). The run keeps its id, its channel and its
+    /// checkpoint settings, and writes its checkpoints to the same file. A checkpoint of a
+    /// finished run gives its report at once.
+    ///
+    /// Refused, with nothing run, when the file is not a whole checkpoint, belongs to another
+    /// workflow (name, tasks, handlers, edges or groups differ) or to another build of the
+    /// program ([`RunError::Checkpoint`](crate::RunError::Checkpoint)), or when an initial
+    /// channel was given too ([`RunError::InvalidOptions`](crate::RunError::InvalidOptions)).
+    pub fn resume_from(mut self, path: impl Into<PathBuf>) -> Self {
+        self.resume = Some(path.into());
+        self
+    }
+
+    /// The initial channel, the checkpoint to resume, and the rest.
+    pub(crate) fn into_parts(mut self) -> (Channel, Option<PathBuf>, RunOptions) {
+        let channel = std::mem::take(&mut self.channel);
+        let resume = self.resume.take();
+        (channel, resume, self)
     }
 
     /// Writes checkpoints to `path` (replaced atomically each time): when a task asks
     /// ([`TaskContext::checkpoint`](crate::TaskContext::checkpoint)), as often as
     /// [`RunOptions::checkpoint_every`] and [`RunOptions::checkpoint_interval`] say, and when
     /// the run ends (succeeded, failed or cancelled). Resume with
-    /// [`WorkflowEngine::resume`](crate::WorkflowEngine::resume).
+    /// [`RunOptions::resume_from`].
     pub fn checkpoint(mut self, path: impl Into<PathBuf>) -> Self {
         self.checkpoint = Some(path.into());
         self
