@@ -52,9 +52,9 @@
 pub use graflow_core::{
     AttemptError, BoxError, BoxFuture, Chain, Channel, Checkpoint, CheckpointError, ConfigValue,
     ControlError, CustomGroupPolicy, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CYCLES, Data,
-    DirectHandler, Error, EventKind, EventStream, ExecutionContext, GroupFailure, GroupOutcome,
-    GroupPolicy, GroupRecord, HandlerConfig, HandlerFailure, Iteration, NodeRef, Problem,
-    ProcessHandler, ProgressBar, ReportError, Result, RetryPolicy, RunCancelled, RunError,
+    DirectHandler, Error, ErrorKind, EventKind, EventStream, ExecutionContext, GroupFailure,
+    GroupOutcome, GroupPolicy, GroupRecord, HandlerConfig, HandlerFailure, Iteration, NodeRef,
+    Problem, ProcessHandler, ProgressBar, ReportError, Result, RetryPolicy, RunCancelled, RunError,
     RunEvent, RunFailure, RunObserver, RunOptions, RunReport, StreamObserver, Task, TaskChannel,
     TaskContext, TaskCounts, TaskFn, TaskHandler, TaskInfo, TaskRecord, TaskStatus, TimeoutPause,
     TypeInfo, Value, ValueError, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner,

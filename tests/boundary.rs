@@ -479,7 +479,7 @@ fn refuses(name: &str, script: &str, bytes: &[u8], expected: &[&str]) {
         .with_input("file", file.clone());
     let msg = refused(name, node, expected);
     let _ = std::fs::remove_file(&file);
-    assert!(msg.contains("the process stopped"), "{name}: {msg}");
+    assert!(msg.contains("process stopped"), "{name}: {msg}");
 }
 
 /// Runs the attack `node` and checks the verdict (see [`refuses`]); the error message.

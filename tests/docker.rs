@@ -360,8 +360,8 @@ fn an_incompatible_image_is_not_retried() {
     assert_eq!(failure.attempts, 1, "{err}");
     let cause = &failure.cause;
     assert_eq!(
-        cause.handler_failure(),
-        Some(graflow::HandlerFailure::Incompatible),
+        cause.kind(),
+        graflow::ErrorKind::Handler(graflow::HandlerFailure::Incompatible),
         "{err}"
     );
     assert!(!cause.is_retryable());

@@ -132,6 +132,13 @@ fn a_crash_fails_only_that_task_and_names_the_signal_or_exit_code() {
         let err = engine.run(&wf, RunOptions::new()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("failed on handler 'process'"), "{msg}");
+        let cause = &err.failure().expect("the task failed").cause;
+        assert_eq!(
+            cause.kind(),
+            graflow::ErrorKind::Handler(graflow::HandlerFailure::RunnerLost),
+            "{msg}"
+        );
+        assert!(cause.is_retryable());
         assert!(
             msg.contains(&format!(
                 "the task's process died ({expected}) before reporting a result"

@@ -49,8 +49,8 @@ pub use graflow_protocol as protocol;
 pub use channel::Channel;
 pub use config::{ConfigValue, HandlerConfig};
 pub use definition::{
-    AttemptError, BoxError, BoxFuture, Chain, HandlerFailure, TaskChannel, TaskContext, TaskInfo,
-    task_named, tasks,
+    AttemptError, BoxError, BoxFuture, Chain, ErrorKind, HandlerFailure, TaskChannel, TaskContext,
+    TaskInfo, task_named, tasks,
 };
 pub use engine::{DEFAULT_MAX_CONCURRENCY, WorkflowEngine};
 pub use error::{Error, Result};

@@ -16,7 +16,9 @@ use bollard::query_parameters::{
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
 use graflow_core::protocol::{Limits, RUNNER_ENV, RUNNER_PARENT_ENV};
-use graflow_core::remote::{Chunk, Ended, LogTarget, RemoteAttempt};
+use graflow_core::remote::{Chunk, Ended, RemoteAttempt};
+
+use crate::DOCKER_LOGS;
 use graflow_core::{AttemptError, ExecutionContext, Task, Value};
 
 use crate::cleanup::{self, Guard};
@@ -324,7 +326,7 @@ pub async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
     let mut driven = RemoteAttempt::new(task, ctx)
         .limits(launch.limits)
         .startup_timeout(launch.startup_timeout)
-        .log_target(LogTarget::Docker)
+        .log_target(DOCKER_LOGS)
         .drive(attached.input, output)
         .await?;
     match &driven.ended {

@@ -37,6 +37,9 @@ mod warm;
 use std::time::Duration;
 
 use graflow_core::remote::{LogTarget, PoolOptions, RunnerPool};
+
+/// Where the docker handler logs: `graflow::docker`.
+pub(crate) const DOCKER_LOGS: LogTarget = graflow_core::log_target!("graflow::docker");
 use graflow_core::{AttemptError, ExecutionContext, Problem, Task, TaskHandler, Value};
 use tokio::sync::OnceCell;
 
@@ -99,7 +102,7 @@ impl DockerHandler {
             defaults: DockerOptions::default(),
             host: None,
             startup_timeout,
-            pool: RunnerPool::new(PoolOptions::default(), startup_timeout, LogTarget::Docker),
+            pool: RunnerPool::new(PoolOptions::default(), startup_timeout, DOCKER_LOGS),
             limits: graflow_core::protocol::Limits::default(),
             daemon_timeout: daemon::DEFAULT_TIMEOUT,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
@@ -129,7 +132,7 @@ impl DockerHandler {
     /// How long a container may take to start answering as a runner (default 60 s).
     pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
-        self.pool = RunnerPool::new(self.pool.options().clone(), timeout, LogTarget::Docker);
+        self.pool = RunnerPool::new(self.pool.options().clone(), timeout, DOCKER_LOGS);
         self
     }
 
@@ -139,7 +142,7 @@ impl DockerHandler {
     /// filesystem for the next task of the same environment; a fresh container per task (the
     /// default) shares nothing. Incompatible with `auto_remove = false`.
     pub fn with_pool(mut self, options: PoolOptions) -> Self {
-        self.pool = RunnerPool::new(options, self.startup_timeout, LogTarget::Docker);
+        self.pool = RunnerPool::new(options, self.startup_timeout, DOCKER_LOGS);
         self
     }
 

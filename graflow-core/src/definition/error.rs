@@ -119,14 +119,21 @@ pub enum AttemptError {
 
 /// What kind of failure a handler met, so that the engine (and code that matches on it)
 /// knows whether another attempt could succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HandlerFailure {
-    /// Something that may pass: a daemon or server unreachable or slow, a runner or connection
-    /// lost, a resource busy. Retried as the task's retry policy says.
+    /// Something else that may pass on another attempt (a protocol error on a noisy transport,
+    /// a runner slow to start). Retried as the task's retry policy says.
     Transient,
+    /// The infrastructure the task needs is not there now: a Docker daemon or Redis server
+    /// unreachable or slow, a resource busy. Retried.
+    Unavailable,
+    /// The runner (process, container, worker) died or went silent before it answered.
+    /// Retried: another runner may finish it.
+    RunnerLost,
     /// The task's configuration cannot work on this handler (invalid options, an environment
-    /// variable to pass that is not set): the same attempt would fail again. Not retried.
+    /// variable to pass that is not set, a value that cannot be encoded): the same attempt would
+    /// fail again. Not retried.
     InvalidConfig,
     /// The place the task would run in cannot run it (an image without a loader, a C library
     /// older than the build's, another architecture). Not retried.
@@ -136,7 +143,47 @@ pub enum HandlerFailure {
 impl HandlerFailure {
     /// Whether another attempt could succeed.
     pub fn is_retryable(self) -> bool {
-        self == HandlerFailure::Transient
+        matches!(
+            self,
+            HandlerFailure::Transient | HandlerFailure::Unavailable | HandlerFailure::RunnerLost
+        )
+    }
+}
+
+/// What kind of failure ended an attempt ([`AttemptError::kind`]): one value to match on
+/// without looking into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The task body returned an error. Retried.
+    TaskFailed,
+    /// The task body panicked. Retried.
+    Panicked,
+    /// The attempt ran longer than the task's timeout. Retried.
+    TimedOut,
+    /// The handler failed for a reason of its own; see [`HandlerFailure`].
+    Handler(HandlerFailure),
+    /// A parameter had no value at run time. Not retried.
+    MissingInput,
+    /// A parameter's value could not be read as its type. Not retried.
+    BadInput,
+    /// The handler returned an output of another type. Not retried.
+    WrongOutput,
+    /// The run refused what the task asked of it. Not retried.
+    ControlRefused,
+}
+
+impl ErrorKind {
+    /// Whether another attempt could succeed.
+    pub fn is_retryable(self) -> bool {
+        match self {
+            ErrorKind::TaskFailed | ErrorKind::Panicked | ErrorKind::TimedOut => true,
+            ErrorKind::Handler(failure) => failure.is_retryable(),
+            ErrorKind::MissingInput
+            | ErrorKind::BadInput
+            | ErrorKind::WrongOutput
+            | ErrorKind::ControlRefused => false,
+        }
     }
 }
 
@@ -163,15 +210,8 @@ impl AttemptError {
         }
     }
 
-    /// The kind of a handler failure (`None` for the other errors).
-    pub fn handler_failure(&self) -> Option<HandlerFailure> {
-        match self {
-            AttemptError::Handler { kind, .. } => Some(*kind),
-            _ => None,
-        }
-    }
-
-    /// A handler failure caused by another error (for handler authors).
+    /// A handler failure caused by another error (for handler authors):
+    /// [`HandlerFailure::Transient`]; [`AttemptError::with_kind`] sets another kind.
     pub fn handler_source(
         task: &str,
         handler: &str,
@@ -185,6 +225,15 @@ impl AttemptError {
             message: message.into(),
             source: Some(source.into()),
         }
+    }
+
+    /// This handler failure as one of `kind` (other errors are returned as they are).
+    #[must_use]
+    pub fn with_kind(mut self, new: HandlerFailure) -> Self {
+        if let AttemptError::Handler { kind, .. } = &mut self {
+            *kind = new;
+        }
+        self
     }
 
     /// The id of the task whose attempt failed.
@@ -201,18 +250,26 @@ impl AttemptError {
         }
     }
 
-    /// Whether another attempt could succeed: not when an input is missing or unreadable (the
-    /// graph decides those), when a handler returns the wrong type (a bug of the handler), when
-    /// the run refused a request, nor for a handler failure that is not
-    /// [`HandlerFailure::Transient`] (invalid options, an image that cannot run the task).
+    /// Whether another attempt could succeed ([`ErrorKind::is_retryable`]): not when an input
+    /// is missing or unreadable (the graph decides those), when a handler returns the wrong
+    /// type (a bug of the handler), when the run refused a request, nor for a handler failure
+    /// that another attempt would meet again (invalid options, an image that cannot run the
+    /// task).
     pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            AttemptError::Handler { kind, .. } => kind.is_retryable(),
-            AttemptError::MissingInput { .. }
-            | AttemptError::Input { .. }
-            | AttemptError::WrongOutput { .. }
-            | AttemptError::Control { .. } => false,
-            _ => true,
+            AttemptError::Task { .. } => ErrorKind::TaskFailed,
+            AttemptError::Panicked { .. } => ErrorKind::Panicked,
+            AttemptError::TimedOut { .. } => ErrorKind::TimedOut,
+            AttemptError::Handler { kind, .. } => ErrorKind::Handler(*kind),
+            AttemptError::MissingInput { .. } => ErrorKind::MissingInput,
+            AttemptError::Input { .. } => ErrorKind::BadInput,
+            AttemptError::WrongOutput { .. } => ErrorKind::WrongOutput,
+            AttemptError::Control { .. } => ErrorKind::ControlRefused,
         }
     }
 }
@@ -286,20 +343,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_transient_handler_failures_are_retried() {
+    fn only_failures_another_attempt_could_pass_are_retried() {
         let of = |kind| AttemptError::handler_kind("t", "h", kind, "m");
         assert!(of(HandlerFailure::Transient).is_retryable());
+        assert!(of(HandlerFailure::Unavailable).is_retryable());
+        assert!(of(HandlerFailure::RunnerLost).is_retryable());
         assert!(!of(HandlerFailure::InvalidConfig).is_retryable());
         assert!(!of(HandlerFailure::Incompatible).is_retryable());
         assert_eq!(
-            AttemptError::handler("t", "h", "m").handler_failure(),
-            Some(HandlerFailure::Transient)
+            AttemptError::handler("t", "h", "m").kind(),
+            ErrorKind::Handler(HandlerFailure::Transient)
         );
+        let lost = AttemptError::handler("t", "h", "m").with_kind(HandlerFailure::RunnerLost);
+        assert_eq!(lost.kind(), ErrorKind::Handler(HandlerFailure::RunnerLost));
         let panicked = AttemptError::Panicked {
             task: "t".to_owned(),
             message: "m".to_owned(),
         };
         assert!(panicked.is_retryable());
-        assert_eq!(panicked.handler_failure(), None);
+        assert_eq!(panicked.kind(), ErrorKind::Panicked);
+        // with_kind leaves other errors as they are.
+        assert_eq!(
+            panicked.with_kind(HandlerFailure::InvalidConfig).kind(),
+            ErrorKind::Panicked
+        );
+        let missing = AttemptError::MissingInput {
+            task: "t".to_owned(),
+            param: "p".to_owned(),
+            type_name: "u8",
+            hint: String::new(),
+        };
+        assert_eq!(missing.kind(), ErrorKind::MissingInput);
+        assert!(!missing.is_retryable());
     }
 }

@@ -24,7 +24,7 @@ use crate::value::{TypeInfo, Value};
 pub(crate) use context::BodyAccess;
 pub use context::TaskContext;
 pub(crate) use error::panic_message;
-pub use error::{AttemptError, BoxError, Chain, HandlerFailure, TaskReturn};
+pub use error::{AttemptError, BoxError, Chain, ErrorKind, HandlerFailure, TaskReturn};
 pub use task_channel::TaskChannel;
 pub(crate) use task_channel::overlay;
 

@@ -12,7 +12,7 @@ use futures_util::stream::{Stream, StreamExt};
 use graflow_protocol::{Limits, RUNNER_ENV, RUNNER_PARENT_ENV, SERVE_MODE};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::definition::AttemptError;
+use crate::definition::{AttemptError, HandlerFailure};
 use crate::graph::{Problem, Task};
 use crate::remote::{
     Chunk, Driven, Ended, LogTarget, PoolOptions, RemoteAttempt, RunnerPool, Starter, Transport,
@@ -62,7 +62,7 @@ impl ProcessHandler {
             startup_timeout,
             limits: Limits::default(),
             max_concurrency: crate::run::cpu_count(),
-            pool: RunnerPool::new(PoolOptions::default(), startup_timeout, LogTarget::Handlers),
+            pool: RunnerPool::new(PoolOptions::default(), startup_timeout, LogTarget::HANDLERS),
         }
     }
 
@@ -71,7 +71,7 @@ impl ProcessHandler {
     /// A warm child keeps what a task leaves in its memory, its working directory or `/tmp`
     /// for the next task; a fresh child per task (the default) shares nothing.
     pub fn with_pool(mut self, options: PoolOptions) -> Self {
-        self.pool = RunnerPool::new(options, self.startup_timeout, LogTarget::Handlers);
+        self.pool = RunnerPool::new(options, self.startup_timeout, LogTarget::HANDLERS);
         self
     }
 
@@ -86,7 +86,7 @@ impl ProcessHandler {
     /// Sets how long a child may take to start answering as a runner.
     pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
-        self.pool = RunnerPool::new(self.pool.options().clone(), timeout, LogTarget::Handlers);
+        self.pool = RunnerPool::new(self.pool.options().clone(), timeout, LogTarget::HANDLERS);
         self
     }
 
@@ -305,10 +305,14 @@ impl TaskHandler for ProcessHandler {
         ctx: &ExecutionContext,
     ) -> Result<Value, AttemptError> {
         let handler = task.handler();
-        let reuse =
-            self.pool.options().reuses(task).map_err(|problem| {
-                AttemptError::handler(task.id(), handler, problem.to_string())
-            })?;
+        let reuse = self.pool.options().reuses(task).map_err(|problem| {
+            AttemptError::handler_kind(
+                task.id(),
+                handler,
+                HandlerFailure::InvalidConfig,
+                problem.to_string(),
+            )
+        })?;
         if reuse {
             return self
                 .pool
@@ -321,8 +325,9 @@ impl TaskHandler for ProcessHandler {
             stdin,
             output,
             program,
-        } = spawn_runner("1")
-            .map_err(|message| AttemptError::handler(task.id(), handler, message))?;
+        } = spawn_runner("1").map_err(|message| {
+            AttemptError::handler_kind(task.id(), handler, HandlerFailure::Unavailable, message)
+        })?;
         if let Some(pid) = child.id() {
             ctx.set_runner(format!("pid {pid}"));
         }
@@ -348,29 +353,11 @@ fn diagnose(
     driven: Driven,
     status: Option<ExitStatus>,
 ) -> Result<Value, AttemptError> {
-    let handler = task.handler();
-    let fail = |message: String| AttemptError::handler(task.id(), handler, message);
-    let exit = status.map_or_else(|| "no exit status".to_owned(), describe_exit);
-    let tail = driven.logs.tail_text();
-    match driven.ended {
-        Ended::Answered(result) => result,
-        Ended::StartupTimeout(limit) => Err(fail(format!(
-            "`{}` did not answer as a task runner within {limit:?}: call graflow::init() at the start of main or use #[graflow::main]{tail}",
-            program.display()
-        ))),
-        Ended::NotStarted => Err(fail(format!(
-            "`{}` ended ({exit}) without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{tail}",
-            program.display()
-        ))),
-        Ended::Died { detail } => Err(fail(format!(
-            "the task's process died ({exit}) before reporting a result{}{tail}",
-            detail.map(|d| format!(": {d}")).unwrap_or_default()
-        ))),
-        Ended::Refused(error) => Err(fail(format!(
-            "the runner's answer was refused and the process stopped: {error}{tail}"
-        ))),
-        Ended::AttemptTimeout(limit) => Err(fail(format!(
-            "the task's process ran longer than {limit:?} and was stopped{tail}"
-        ))),
-    }
+    let exit = status.map(describe_exit);
+    let runner = if driven.started() {
+        "the task's process".to_owned()
+    } else {
+        format!("`{}`", program.display())
+    };
+    driven.verdict(task, &runner, exit.as_deref())
 }

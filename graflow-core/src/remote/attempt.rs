@@ -4,7 +4,7 @@
 use graflow_protocol::{Control, EncodedValue, Failure, Invocation, Outcome, PROTOCOL_VERSION};
 
 use crate::channel::Channel;
-use crate::definition::{AttemptError, BodyAccess, BoxError, Chain};
+use crate::definition::{AttemptError, BodyAccess, BoxError, Chain, HandlerFailure};
 use crate::graph::Task;
 use crate::run::ExecutionContext;
 use crate::run::control::refused;
@@ -28,6 +28,7 @@ pub fn invocation(
                 format!("cannot send {what}"),
                 e,
             )
+            .with_kind(HandlerFailure::InvalidConfig)
         }
     };
     let mut inputs = Vec::with_capacity(task.def.params.len());

@@ -23,7 +23,7 @@ use graflow_protocol::{Limits, Outcome, ProtocolError, READY};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::definition::AttemptError;
+use crate::definition::{AttemptError, HandlerFailure};
 use crate::graph::Task;
 use crate::run::ExecutionContext;
 use crate::value::Value;
@@ -82,6 +82,61 @@ impl Driven {
     pub fn started(&self) -> bool {
         !matches!(self.ended, Ended::NotStarted | Ended::StartupTimeout(_))
     }
+
+    /// The attempt's verdict: the result its runner answered, or the one diagnosis every
+    /// out-of-process handler gives of a runner that did not answer. `runner` names it as a
+    /// message's subject ("the task's process", "container graflow-..."); `exit` says how it
+    /// ended ("exit code 1", "signal 9 (SIGKILL)"), when known. A runner that never announced
+    /// itself was not started by a graflow program ([`HandlerFailure::InvalidConfig`] when it
+    /// ended, retried when it was only slow); one that died or whose answer was refused is
+    /// [`HandlerFailure::RunnerLost`].
+    pub fn verdict(
+        self,
+        task: &Task,
+        runner: &str,
+        exit: Option<&str>,
+    ) -> Result<Value, AttemptError> {
+        let fail = |kind: HandlerFailure, message: String| {
+            AttemptError::handler_kind(task.id(), task.handler(), kind, message)
+        };
+        let tail = self.logs.tail_text();
+        let exit = exit.unwrap_or("no exit status");
+        match self.ended {
+            Ended::Answered(result) => result,
+            Ended::StartupTimeout(limit) => Err(fail(
+                HandlerFailure::Transient,
+                format!(
+                    "{runner} did not answer as a task runner within {limit:?}: call graflow::init() at the start of main or use #[graflow::main]{tail}"
+                ),
+            )),
+            Ended::NotStarted => Err(fail(
+                HandlerFailure::InvalidConfig,
+                format!(
+                    "{runner} ended ({exit}) without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{tail}"
+                ),
+            )),
+            Ended::Died { detail } => Err(fail(
+                HandlerFailure::RunnerLost,
+                format!(
+                    "{runner} died ({exit}) before reporting a result{}{}{tail}",
+                    detail.map(|d| format!(": {d}")).unwrap_or_default(),
+                    if self.input_error.is_some() {
+                        " (its input closed early)"
+                    } else {
+                        ""
+                    },
+                ),
+            )),
+            Ended::Refused(error) => Err(fail(
+                HandlerFailure::RunnerLost,
+                format!("the runner's answer was refused and {runner} stopped: {error}{tail}"),
+            )),
+            Ended::AttemptTimeout(limit) => Err(fail(
+                HandlerFailure::Transient,
+                format!("{runner} ran longer than {limit:?} and was stopped{tail}"),
+            )),
+        }
+    }
 }
 
 /// One attempt of one task in a runner.
@@ -105,7 +160,7 @@ impl<'a> RemoteAttempt<'a> {
             limits: Limits::default(),
             startup_timeout: Duration::from_secs(30),
             attempt_timeout: None,
-            target: LogTarget::Handlers,
+            target: LogTarget::HANDLERS,
         }
     }
 
@@ -147,6 +202,7 @@ impl<'a> RemoteAttempt<'a> {
         let invocation = invocation(task, self.ctx, nonce)?;
         let start = invocation.frame_start().map_err(|e| {
             AttemptError::handler_source(task.id(), handler, "could not encode the invocation", e)
+                .with_kind(HandlerFailure::InvalidConfig)
         })?;
 
         let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
@@ -556,7 +612,7 @@ mod properties {
             cuts.push(bytes.len());
             cuts.sort_unstable();
             let mut scan = ReadyScan::default();
-            let mut banner = LogLines::new("t", LogTarget::Handlers, 64);
+            let mut banner = LogLines::new("t", LogTarget::HANDLERS, 64);
             let mut start = 0;
             let mut found = None;
             for cut in cuts {

@@ -36,8 +36,8 @@ pub fn warm(bytes: &[u8]) {
             .with_max_head(u64::MAX),
     };
     let marker = format!("{TASK_END_MARKER}{:016x}", 42).into_bytes();
-    let mut logs = LogLines::new("task", LogTarget::Handlers, limits.max_log_line);
-    let mut idle = LogLines::new("idle", LogTarget::Handlers, limits.max_log_line);
+    let mut logs = LogLines::new("task", LogTarget::HANDLERS, limits.max_log_line);
+    let mut idle = LogLines::new("idle", LogTarget::HANDLERS, limits.max_log_line);
     let mut frame = OutcomeFrame::default();
     let mut ended = false;
     let mut whole = false;
@@ -74,7 +74,7 @@ pub fn logs(bytes: &[u8]) {
         return;
     };
     let marker = format!("{TASK_END_MARKER}{:016x}", 42).into_bytes();
-    let mut logs = LogLines::new("task", LogTarget::Docker, usize::from(max) * 4);
+    let mut logs = LogLines::new("task", LogTarget::HANDLERS, usize::from(max) * 4);
     for (until, chunk) in chunks(bytes) {
         if until == 1 {
             if let Some(rest) = logs.push_until(chunk, &marker) {
@@ -99,7 +99,7 @@ pub fn logs(bytes: &[u8]) {
 /// on after READY must be exactly what follows the first READY in the whole input.
 pub fn ready(bytes: &[u8]) {
     let mut scan = ReadyScan::default();
-    let mut banner = LogLines::new("task", LogTarget::Handlers, 64);
+    let mut banner = LogLines::new("task", LogTarget::HANDLERS, 64);
     let mut fed = Vec::new();
     let mut after = None;
     for (_, chunk) in chunks(bytes) {

@@ -14,13 +14,72 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Where a runner's output lines are logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogTarget {
-    /// `graflow::handlers`
-    Handlers,
-    /// `graflow::docker`
-    Docker,
+/// A [`LogTarget`](crate::remote::LogTarget) logging to the `tracing` target `$name` (a string
+/// literal): `graflow_core::log_target!("graflow::docker")`.
+#[macro_export]
+macro_rules! log_target {
+    ($name:literal) => {
+        $crate::remote::LogTarget::new($name, {
+            fn log(level: $crate::__private::tracing::Level, message: ::std::fmt::Arguments<'_>) {
+                use $crate::__private::tracing::{self, Level};
+                match level {
+                    Level::ERROR => tracing::error!(target: $name, "{}", message),
+                    Level::WARN => tracing::warn!(target: $name, "{}", message),
+                    Level::INFO => tracing::info!(target: $name, "{}", message),
+                    Level::DEBUG => tracing::debug!(target: $name, "{}", message),
+                    _ => tracing::trace!(target: $name, "{}", message),
+                }
+            }
+            log
+        })
+    };
+}
+
+/// Where a handler's runner output lines and warm-runner notes are logged: the handler's own
+/// `tracing` target (a target must be known at compile time, so it is a function that logs one
+/// message at a level there). Make one with [`log_target!`](crate::log_target):
+///
+/// ```
+/// let target: graflow_core::remote::LogTarget = graflow_core::log_target!("my_backend");
+/// target.log(tracing::Level::INFO, format_args!("[task] a line of its output"));
+/// ```
+#[derive(Clone, Copy)]
+pub struct LogTarget {
+    name: &'static str,
+    log: fn(tracing::Level, std::fmt::Arguments<'_>),
+}
+
+impl LogTarget {
+    /// `graflow::handlers`, where the built-in handlers log.
+    pub const HANDLERS: LogTarget = log_target!("graflow::handlers");
+
+    /// A target named `name` that `log` writes to ([`log_target!`](crate::log_target) makes
+    /// both).
+    pub const fn new(name: &'static str, log: fn(tracing::Level, std::fmt::Arguments<'_>)) -> Self {
+        LogTarget { name, log }
+    }
+
+    /// The target's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Logs `message` at `level`.
+    pub fn log(&self, level: tracing::Level, message: std::fmt::Arguments<'_>) {
+        (self.log)(level, message)
+    }
+}
+
+impl std::fmt::Debug for LogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogTarget({})", self.name)
+    }
+}
+
+impl PartialEq for LogTarget {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
 }
 
 /// Reassembles output arriving in arbitrary chunks into lines, logs each line prefixed with the
@@ -145,14 +204,10 @@ impl LogLines {
             text.push_str(&format!(" [... {} byte(s) cut]", self.cut));
             self.cut = 0;
         }
-        match self.target {
-            LogTarget::Handlers => {
-                tracing::info!(target: "graflow::handlers", "[{}] {}", self.task, text)
-            }
-            LogTarget::Docker => {
-                tracing::info!(target: "graflow::docker", "[{}] {}", self.task, text)
-            }
-        }
+        self.target.log(
+            tracing::Level::INFO,
+            format_args!("[{}] {}", self.task, text),
+        );
         if let Some(ctx) = &self.observed {
             ctx.runner_output(&text);
         }
@@ -177,7 +232,7 @@ mod tests {
 
     #[test]
     fn lines_are_reassembled_and_long_ones_cut() {
-        let mut logs = LogLines::new("t", LogTarget::Handlers, 64);
+        let mut logs = LogLines::new("t", LogTarget::HANDLERS, 64);
         logs.push(b"hel");
         logs.push(b"lo\nwor");
         logs.push(&[b'x'; 1000]);
@@ -195,7 +250,7 @@ mod tests {
 
     #[test]
     fn only_the_last_lines_are_kept() {
-        let mut logs = LogLines::new("t", LogTarget::Docker, 1024);
+        let mut logs = LogLines::new("t", LogTarget::HANDLERS, 1024);
         for i in 0..1000 {
             logs.push(format!("line {i}\n").as_bytes());
         }
@@ -222,7 +277,7 @@ mod properties {
             chunks in prop::collection::vec((any::<bool>(), prop::collection::vec(
                 prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'G'), any::<u8>()], 0..300)), 0..16),
         ) {
-            let mut logs = LogLines::new("t", LogTarget::Handlers, max_line);
+            let mut logs = LogLines::new("t", LogTarget::HANDLERS, max_line);
             for (until, chunk) in &chunks {
                 if *until {
                     if let Some(rest) = logs.push_until(chunk, b"GFEND3 ") {

@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::config::ConfigValue;
-use crate::definition::AttemptError;
+use crate::definition::{AttemptError, HandlerFailure};
 use crate::graph::{Problem, Task};
 use crate::run::ExecutionContext;
 use crate::value::Value;
@@ -43,11 +43,8 @@ use super::warm::{Guards, Job, Served, Started, Starter, launch, lock};
 
 /// An event of the pool, on the target of its handler (`graflow::handlers`, `graflow::docker`).
 macro_rules! note {
-    ($target:expr, $level:ident, $($rest:tt)*) => {
-        match $target {
-            LogTarget::Docker => tracing::$level!(target: "graflow::docker", $($rest)*),
-            LogTarget::Handlers => tracing::$level!(target: "graflow::handlers", $($rest)*),
-        }
+    ($target:expr, $level:ident, $($arg:tt)*) => {
+        $target.log(tracing::Level::$level, format_args!($($arg)*))
     };
 }
 
@@ -268,9 +265,8 @@ impl Drop for Inner {
         if stopped > 0 {
             note!(
                 self.target,
-                info,
-                stopped,
-                "warm runners stopped with their pool"
+                INFO,
+                "{stopped} warm runner(s) stopped with their pool"
             );
         }
         if let Some(Ok(runtime)) = self.runtime.take() {
@@ -397,7 +393,12 @@ impl RunnerPool {
                 return Found::Idle(runner);
             }
             slot.live -= 1;
-            note!(self.inner.target, info, runner = %runner.name, "warm runner gone or expired; not reused");
+            note!(
+                self.inner.target,
+                INFO,
+                "warm runner {} gone or expired; not reused",
+                runner.name
+            );
             self.inner.guards.stop(runner.id);
         }
         if slot.live < self.inner.options.size {
@@ -429,7 +430,13 @@ impl RunnerPool {
             match lease.deliver(task, ctx, limits).await {
                 Delivered::Answer(result) => return result,
                 Delivered::NotTaken => {
-                    note!(self.inner.target, info, task = %task.id(), runner = %lease.name(), "warm runner could not take the task; trying another");
+                    note!(
+                        self.inner.target,
+                        INFO,
+                        "warm runner {} could not take task {}; trying another",
+                        lease.name(),
+                        task.id()
+                    );
                 }
             }
         }
@@ -437,7 +444,8 @@ impl RunnerPool {
             task.id(),
             task.handler(),
             "three warm runners in a row could not take the task (they ended or wrote out of turn); their output lines are logged",
-        ))
+        )
+        .with_kind(HandlerFailure::RunnerLost))
     }
 
     fn lease(&self, key: &str, runner: Runner) -> Lease {
@@ -620,7 +628,8 @@ impl Lease {
                     "warm runner {} could not take the task (it ended or wrote out of turn); run it again",
                     self.name()
                 ),
-            )),
+            )
+            .with_kind(HandlerFailure::RunnerLost)),
         }
     }
 
@@ -645,9 +654,10 @@ impl Lease {
         };
         let nonce = attempt_nonce();
         let invocation = invocation(task, ctx, nonce)?;
-        let start = invocation
-            .frame_start()
-            .map_err(|e| fail(format!("could not encode the invocation: {e}")))?;
+        let start = invocation.frame_start().map_err(|e| {
+            fail(format!("could not encode the invocation: {e}"))
+                .with_kind(HandlerFailure::InvalidConfig)
+        })?;
         // The values travel as encoded, in the payload's order (inputs, channel, upstream).
         let payload = invocation
             .inputs
@@ -659,7 +669,13 @@ impl Lease {
         runner.uses += 1;
         let name = runner.name.clone();
         ctx.set_runner(format!("{name} (warm, task {} of it)", runner.uses));
-        note!(self.inner.target, debug, task = %task.id(), runner = %name, uses = runner.uses, "task sent to a warm runner");
+        note!(
+            self.inner.target,
+            DEBUG,
+            "task {} sent to warm runner {name} (task {} of it)",
+            task.id(),
+            runner.uses
+        );
         let (reply, answer) = oneshot::channel();
         let job = Job {
             start,
@@ -694,18 +710,20 @@ impl Lease {
                 // refused answer, a failure of the runner's) may have left it in a bad state.
                 self.keep = matches!(result, Ok(_) | Err(AttemptError::Task { .. }));
                 if !self.keep {
-                    note!(self.inner.target, info, task = %task.id(), runner = %name, "warm runner replaced after an unsound end of its task{}", logs.tail_text());
+                    note!(self.inner.target, INFO, "warm runner {name} replaced after an unsound end of task {}{}", task.id(), logs.tail_text());
                 }
                 result
             }
             Served::Died { detail, logs } => Err(fail(format!(
                 "the task's warm runner {name} died before reporting a result ({detail}); it is replaced{}",
                 logs.tail_text()
-            ))),
+            ))
+            .with_kind(HandlerFailure::RunnerLost)),
             Served::Refused { error, logs } => Err(fail(format!(
                 "the answer of warm runner {name} was refused and the runner stopped: {error}{}",
                 logs.tail_text()
-            ))),
+            ))
+            .with_kind(HandlerFailure::RunnerLost)),
         }))
     }
 }
@@ -732,7 +750,12 @@ impl Drop for Lease {
             };
             drop(state);
             if let Some((key, old)) = evicted {
-                note!(self.inner.target, info, runner = %old.name, "idle warm runner stopped: the pool is at its idle cap");
+                note!(
+                    self.inner.target,
+                    INFO,
+                    "idle warm runner {} stopped: the pool is at its idle cap",
+                    old.name
+                );
                 self.inner.guards.stop(old.id);
                 drop(old);
                 release(&self.inner, &key);
@@ -752,7 +775,13 @@ impl Drop for Lease {
         } else {
             "it is gone"
         };
-        note!(self.inner.target, info, runner = %runner.name, uses = runner.uses, reason, "warm runner discarded");
+        note!(
+            self.inner.target,
+            INFO,
+            "warm runner {} discarded after {} task(s): {reason}",
+            runner.name,
+            runner.uses
+        );
         // Stop it now, not when its I/O task notices.
         self.inner.guards.stop(runner.id);
         drop(runner);
@@ -805,7 +834,12 @@ async fn reap(pool: Weak<Inner>) {
                     }
                 }
                 for (_, runner) in expired {
-                    note!(inner.target, info, runner = %runner.name, "idle warm runner stopped");
+                    note!(
+                        inner.target,
+                        INFO,
+                        "idle warm runner {} stopped",
+                        runner.name
+                    );
                     inner.guards.stop(runner.id);
                 }
                 (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))

@@ -300,10 +300,10 @@ pub(super) async fn launch(
 }
 
 fn note(target: LogTarget, runner: &str, what: &str) {
-    match target {
-        LogTarget::Docker => tracing::info!(target: "graflow::docker", runner, "{what}"),
-        LogTarget::Handlers => tracing::info!(target: "graflow::handlers", runner, "{what}"),
-    }
+    target.log(
+        tracing::Level::INFO,
+        format_args!("{what} (runner {runner})"),
+    );
 }
 
 /// Reads the log stream on until it ends or [`LINGER`] passes (the last lines of a runner that
@@ -640,8 +640,8 @@ mod properties {
         ) {
             let marker = b"GFEND3 000000000000002a";
             let bytes = format!("{before}\nGFEND3 000000000000002a\n{after}");
-            let mut logs = LogLines::new("t", LogTarget::Handlers, 1024);
-            let mut idle = LogLines::new("idle", LogTarget::Handlers, 1024);
+            let mut logs = LogLines::new("t", LogTarget::HANDLERS, 1024);
+            let mut idle = LogLines::new("idle", LogTarget::HANDLERS, 1024);
             let mut ended = false;
             for chunk in bytes.as_bytes().chunks(size) {
                 task_lines(chunk, &mut logs, &mut idle, marker, &mut ended);
