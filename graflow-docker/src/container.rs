@@ -23,6 +23,7 @@ use crate::cleanup::{self, Guard};
 use crate::daemon::Daemon;
 use crate::mounts;
 use crate::options::{self, DockerOptions, Gpus};
+use crate::paths::RUNNER_PATH;
 
 /// A spawned task that ends with the attempt, however the attempt ends.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -35,9 +36,6 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// How long a container may take to end once its runner has finished.
 const EXIT_GRACE: Duration = Duration::from_secs(30);
-
-/// Where this binary is mounted in the container.
-pub const RUNNER_PATH: &str = "/graflow/runner";
 
 const STATIC_BUILD: &str =
     "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --target x86_64-unknown-linux-gnu";

@@ -32,6 +32,7 @@ pub mod fuzzing;
 mod image;
 mod mounts;
 pub mod options;
+mod paths;
 mod warm;
 
 use std::time::Duration;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use bollard::models::{Mount, MountType};
 use graflow_core::__private::runner_command;
 
-use crate::container::RUNNER_PATH;
 use crate::options::Volume;
+use crate::paths::RUNNER_PATH;
 
 /// A bind mount of `host` at `container`.
 fn bind(host: &str, container: &str, read_only: bool) -> Mount {

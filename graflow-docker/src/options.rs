@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 
 use graflow_core::{ConfigValue, HandlerConfig};
 
-use crate::container::RUNNER_PATH;
+use crate::paths::{self, RESERVED_DIR, RUNNER_PATH};
 
 /// Docker's smallest memory limit: 6 MiB.
 pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
@@ -21,10 +21,6 @@ pub const SANDBOX_MEMORY: i64 = 512 * 1024 * 1024;
 
 /// The CPU limit of `sandbox = true` when neither the task nor the handler sets `cpus`.
 pub const SANDBOX_CPUS: f64 = 1.0;
-
-/// The container directory that belongs to the handler (the runner is mounted in it); no volume
-/// may be mounted on it, under it, or on `/`.
-pub const RESERVED_DIR: &str = "/graflow";
 
 /// Every option key a docker task may set.
 pub const KEYS: &[&str] = &[
@@ -371,31 +367,6 @@ fn docker_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// The components of the absolute container path `path` (empty and `.` ones dropped), or why it
-/// is not one: relative, a `..`, a NUL byte.
-fn container_path<'a>(what: &str, path: &'a str) -> Result<Vec<&'a str>, String> {
-    if !path.starts_with('/') {
-        return Err(format!("{what} must be an absolute path in the container"));
-    }
-    if path.contains('\0') {
-        return Err(format!("{what} contains a NUL byte"));
-    }
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect();
-    if parts.contains(&"..") {
-        return Err(format!("{what} must not contain `..`"));
-    }
-    Ok(parts)
-}
-
-/// Whether the container path with these components is the runner or under it.
-fn is_runner(parts: &[&str]) -> bool {
-    let runner: Vec<&str> = RUNNER_PATH.split('/').filter(|p| !p.is_empty()).collect();
-    parts.starts_with(&runner)
-}
-
 fn strings(key: &str, value: &ConfigValue) -> Result<Vec<String>, String> {
     value
         .as_str_list()
@@ -429,7 +400,7 @@ impl DockerOptions {
     /// * `memory` at least 6 MiB ([`MIN_MEMORY`]) and at most 8 EiB; `cpus` within 0.01 to
     ///   1024 ([`CPUS`]); `gpus` "all" or a positive count;
     /// * volumes: both paths absolute, no `..` in the container path, no container path twice,
-    ///   none on `/` or on or under `/graflow` ([`RESERVED_DIR`], where the runner is mounted);
+    ///   none on `/` or on or under `/graflow` (reserved for the handler: the runner is mounted there);
     /// * `workdir` absolute, without `..` or NUL, not the runner or under it;
     /// * `network` is `none`, `host`, `bridge`, `container:<name>` or a network name
     ///   (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`); `user` is `name`, `uid`, `name:group` or `uid:gid`.
@@ -588,7 +559,7 @@ impl DockerOptions {
                     "{what}: the host path must be absolute, without NUL bytes"
                 ));
             }
-            let parts = match container_path(&what, &volume.container) {
+            let parts = match paths::components(&what, &volume.container) {
                 Ok(parts) => parts,
                 Err(problem) => {
                     problems.push(problem);
@@ -617,9 +588,9 @@ impl DockerOptions {
         }
         if let Some(workdir) = &self.workdir {
             let what = format!("`workdir` {workdir:?}");
-            match container_path(&what, workdir) {
+            match paths::components(&what, workdir) {
                 Err(problem) => problems.push(problem),
-                Ok(parts) if is_runner(&parts) => problems.push(format!(
+                Ok(parts) if paths::is_runner(&parts) => problems.push(format!(
                     "{what}: {RUNNER_PATH} is this program's binary, not a directory; pick another working directory"
                 )),
                 Ok(_) => {}
