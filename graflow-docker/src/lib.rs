@@ -30,6 +30,7 @@ mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 mod image;
+pub mod labels;
 mod mounts;
 pub mod options;
 mod paths;
@@ -44,13 +45,6 @@ use tokio::sync::OnceCell;
 use crate::daemon::Daemon;
 
 pub use options::{DockerOptions, EnvVar, Gpus, Pull, Volume};
-
-/// Labels every container of the handler carries: `graflow.managed=true`, `graflow.run=<run
-/// id>`, `graflow.task=<task id>`, `graflow.owner=<uid, user namespace, host, boot id, PID and time
-/// namespaces, pid, start time>` (the README's docker section lists the sweep's rules).
-pub mod labels {
-    pub use crate::cleanup::{KEEP, MANAGED, OWNER, RUN, TASK};
-}
 
 /// Runs tasks in Docker containers. See the crate documentation.
 ///

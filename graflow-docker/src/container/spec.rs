@@ -7,6 +7,7 @@ use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use graflow_core::protocol::{RUNNER_ENV, RUNNER_PARENT_ENV};
 
 use crate::cleanup;
+use crate::labels::{KEEP, MANAGED, OWNER, RUN, TASK};
 use crate::mounts;
 use crate::options::{self, DockerOptions, Gpus};
 use crate::paths::RUNNER_PATH;
@@ -33,12 +34,12 @@ pub(crate) fn body(
     let mut cmd = vec![RUNNER_PATH.to_owned()];
     cmd.extend(args);
     let mut labels = options.label_map();
-    labels.insert(cleanup::MANAGED.to_owned(), "true".to_owned());
-    labels.insert(cleanup::RUN.to_owned(), purpose.run.to_owned());
-    labels.insert(cleanup::TASK.to_owned(), purpose.task.to_owned());
-    labels.insert(cleanup::OWNER.to_owned(), cleanup::owner());
+    labels.insert(MANAGED.to_owned(), "true".to_owned());
+    labels.insert(RUN.to_owned(), purpose.run.to_owned());
+    labels.insert(TASK.to_owned(), purpose.task.to_owned());
+    labels.insert(OWNER.to_owned(), cleanup::owner());
     if !options.auto_remove {
-        labels.insert(cleanup::KEEP.to_owned(), "true".to_owned());
+        labels.insert(KEEP.to_owned(), "true".to_owned());
     }
     let mut host = HostConfig {
         auto_remove: Some(options.auto_remove),
