@@ -8,7 +8,7 @@ use super::limits::{SANDBOX_CPUS, SANDBOX_MEMORY, parse_memory};
 use super::{DockerOptions, EnvVar, Gpus, Pull, Volume};
 
 /// Every option key a docker task may set.
-pub const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "image",
     "volumes",
     "env",
@@ -55,8 +55,8 @@ impl DockerOptions {
     /// defaults for limits neither sets; every problem is listed, whether it comes from the task
     /// or from these defaults. Checked here, before any task runs:
     ///
-    /// * `memory` at least 6 MiB ([`MIN_MEMORY`]) and at most 8 EiB; `cpus` within 0.01 to
-    ///   1024 ([`CPUS`]); `gpus` "all" or a positive count;
+    /// * `memory` at least 6 MiB (Docker's minimum) and at most 8 EiB; `cpus` within 0.01 to
+    ///   1024; `gpus` "all" or a positive count;
     /// * volumes: both paths absolute, no `..` in the container path, no container path twice,
     ///   none on `/` or on or under `/graflow` (reserved for the handler: the runner is mounted there);
     /// * `workdir` absolute, without `..` or NUL, not the runner or under it;
@@ -65,7 +65,7 @@ impl DockerOptions {
     ///
     /// The handler's `validate_task` also checks that volume host paths exist when the daemon
     /// is local.
-    pub fn merged(&self, config: &HandlerConfig) -> Result<DockerOptions, Vec<String>> {
+    pub(crate) fn merged(&self, config: &HandlerConfig) -> Result<DockerOptions, Vec<String>> {
         let mut options = self.clone();
         let mut problems = Vec::new();
         let unknown = config.unknown_keys(KEYS);
@@ -301,7 +301,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::options::MIN_MEMORY;
+    use crate::options::limits::MIN_MEMORY;
 
     fn config_value() -> impl Strategy<Value = ConfigValue> {
         let leaf = prop_oneof![

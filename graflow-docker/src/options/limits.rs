@@ -5,17 +5,17 @@
 use std::ops::RangeInclusive;
 
 /// Docker's smallest memory limit: 6 MiB.
-pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+pub(crate) const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 
 /// The `cpus` a task may ask for: from Docker's smallest share to a bound far above any host
 /// (the daemon also refuses more CPUs than its host has).
-pub const CPUS: RangeInclusive<f64> = 0.01..=1024.0;
+pub(crate) const CPUS: RangeInclusive<f64> = 0.01..=1024.0;
 
 /// The memory limit of `sandbox = true` when neither the task nor the handler sets `memory`.
-pub const SANDBOX_MEMORY: i64 = 512 * 1024 * 1024;
+pub(crate) const SANDBOX_MEMORY: i64 = 512 * 1024 * 1024;
 
 /// The CPU limit of `sandbox = true` when neither the task nor the handler sets `cpus`.
-pub const SANDBOX_CPUS: f64 = 1.0;
+pub(crate) const SANDBOX_CPUS: f64 = 1.0;
 
 /// GPUs to request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,7 +28,7 @@ pub enum Gpus {
 }
 
 /// Parses `"512m"`, `"2g"`, `"1024k"`, `"1000000"` (bytes).
-pub fn parse_memory(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_memory(text: &str) -> Result<i64, String> {
     let t = text.trim().to_ascii_lowercase();
     let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(at) => t.split_at(at),
@@ -63,7 +63,7 @@ pub fn parse_memory(text: &str) -> Result<i64, String> {
 }
 
 /// `cpus` in the nanocpus Docker takes, computed without saturating.
-pub fn nano_cpus(cpus: f64) -> Result<i64, String> {
+pub(crate) fn nano_cpus(cpus: f64) -> Result<i64, String> {
     if !CPUS.contains(&cpus) {
         return Err(format!(
             "`cpus` is {cpus}, outside {} to {} (fractions allowed, e.g. 1.5)",

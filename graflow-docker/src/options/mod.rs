@@ -16,9 +16,11 @@ mod pull;
 mod validate;
 mod volume;
 
-pub use config::KEYS;
 pub use env::EnvVar;
-pub use limits::{CPUS, Gpus, MIN_MEMORY, SANDBOX_CPUS, SANDBOX_MEMORY, nano_cpus, parse_memory};
+pub use limits::Gpus;
+pub(crate) use limits::nano_cpus;
+#[cfg(fuzzing)]
+pub(crate) use limits::parse_memory;
 pub use pull::Pull;
 pub use volume::Volume;
 
@@ -45,9 +47,9 @@ pub struct DockerOptions {
     pub env: Vec<EnvVar>,
     /// Network mode: `bridge`, `host`, `none`, `container:<name>` or a network name.
     pub network: Option<String>,
-    /// Memory limit in bytes, at least [`MIN_MEMORY`].
+    /// Memory limit in bytes, at least Docker's minimum of 6 MiB.
     pub memory: Option<i64>,
-    /// CPU limit, fractions allowed, within [`CPUS`].
+    /// CPU limit, fractions allowed, from 0.01 to 1024.
     pub cpus: Option<f64>,
     /// GPUs to request (device requests).
     pub gpus: Option<Gpus>,
@@ -64,7 +66,7 @@ pub struct DockerOptions {
     /// The preset for untrusted code: network `none`, a read-only root filesystem with a
     /// 64 MiB tmpfs `/tmp`, all capabilities dropped, `no-new-privileges`, a pids limit of 256,
     /// user 65534, and, unless the task or the handler sets them, a memory limit of
-    /// [`SANDBOX_MEMORY`] (512 MiB) and a CPU limit of [`SANDBOX_CPUS`] (1 CPU). An explicit
+    /// 512 MiB and a CPU limit of 1 CPU. An explicit
     /// `network`, `user`, `memory` or `cpus` wins.
     pub sandbox: bool,
 }
@@ -176,12 +178,12 @@ impl Default for DockerOptions {
 
 impl DockerOptions {
     /// The environment for the container (`K=V`), host values resolved now.
-    pub fn resolved_env(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn resolved_env(&self) -> Result<Vec<String>, String> {
         env::resolve(&self.env)
     }
 
     /// Labels as Docker wants them.
-    pub fn label_map(&self) -> HashMap<String, String> {
+    pub(crate) fn label_map(&self) -> HashMap<String, String> {
         self.labels
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
