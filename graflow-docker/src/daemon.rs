@@ -14,14 +14,14 @@ use std::time::Duration;
 use bollard::Docker;
 
 /// How long a control call may take unless the handler says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected client, the address it was reached at, and the bound on control calls.
 ///
 /// Dereferences to the bollard client; a call made through that is unbounded, so every control
 /// call goes through [`Daemon::call`].
 #[derive(Clone)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     client: Docker,
     address: String,
     limit: Duration,
@@ -38,7 +38,11 @@ impl Deref for Daemon {
 impl Daemon {
     /// Connects to the daemon at `address` and negotiates the API version (the first request),
     /// within `limit`. The error says what is wrong and what to do.
-    pub async fn connect(address: &str, limit: Duration, task: &str) -> Result<Daemon, String> {
+    pub(crate) async fn connect(
+        address: &str,
+        limit: Duration,
+        task: &str,
+    ) -> Result<Daemon, String> {
         let unreachable = |e: &dyn std::fmt::Display| {
             format!(
                 "the Docker daemon at {address} is unreachable ({e}); start it (`dockerd`, `systemctl start docker`) or set DOCKER_HOST to a running daemon"
@@ -65,7 +69,7 @@ impl Daemon {
 
     /// `request` (one control call), or the message that the daemon did not answer in time.
     /// `doing` ("creating the container for task 'x'") is only built when it did not.
-    pub async fn call<F: IntoFuture>(
+    pub(crate) async fn call<F: IntoFuture>(
         &self,
         doing: impl FnOnce() -> String,
         request: F,
@@ -77,7 +81,7 @@ impl Daemon {
 }
 
 /// The message for a control call that got no answer within `limit`.
-pub fn no_answer(address: &str, limit: Duration, doing: &str) -> String {
+fn no_answer(address: &str, limit: Duration, doing: &str) -> String {
     format!(
         "the Docker daemon at {address} did not answer within {limit:?} while {doing}; check that dockerd is healthy (`docker info`) or raise DockerHandler::with_daemon_timeout"
     )

@@ -11,7 +11,7 @@ use crate::options::Pull;
 
 /// Images known to be present, so `pull = "missing"` inspects each image once per handler.
 #[derive(Default)]
-pub struct KnownImages(Mutex<HashSet<String>>);
+pub(crate) struct KnownImages(Mutex<HashSet<String>>);
 
 impl KnownImages {
     fn contains(&self, image: &str) -> bool {
@@ -30,7 +30,7 @@ impl KnownImages {
 }
 
 /// Ensures `image` is on the daemon; the error says what is wrong and what to do.
-pub async fn ensure(
+pub(crate) async fn ensure(
     docker: &Daemon,
     image: &str,
     pull: Pull,

@@ -5,23 +5,30 @@
 //! (`graflow::protocol`) over the container's stdin and stdout.
 //!
 //! Linking this crate registers the handler as "docker" (the `graflow` facade does so with its
-//! default `docker` feature). Layout, one module per area:
+//! default `docker` feature). Layout, one module per area, in layers: a module uses only
+//! modules of earlier layers (`tests/module_graph.rs` fails on a cycle between modules):
 //!
-//! | module | what |
-//! |---|---|
-//! | `options` | the task options (`image`, `volumes`, `env`, `sandbox`, ...), parsed and validated |
-//! | `image` | the pull policy |
-//! | `container` | one task in one container: create, attach, start, then graflow's shared driver (`graflow_core::remote`) runs the attempt; exit code and OOM diagnosis |
-//! | `cleanup` | labels, removal however a task ends, the sweep of dead runs' leftovers |
-//! | `daemon` | the daemon a handler talks to, and the bound on its control calls |
-//! | `mounts` | the runner binary and the volumes as bind mounts, checked on a local daemon |
-//! | `warm` | warm containers: the environment key, starting one that serves task after task |
+//! | layer | module | what |
+//! |---|---|---|
+//! | 0 | `paths` | the container's paths: `/graflow` is the handler's, the runner is `/graflow/runner` |
+//! | 0 | `labels` | the label keys every container carries (public) |
+//! | 0 | `daemon` | the daemon a handler talks to, and the bound on its control calls |
+//! | 1 | `options` | the task options (`image`, `volumes`, `env`, `sandbox`, ...): a file per kind of value, the reading of a task's configuration, the checks |
+//! | 1 | `cleanup` | the owner of a container, removal however a task ends, the sweep of dead runs' leftovers |
+//! | 2 | `image` | the pull policy |
+//! | 2 | `mounts` | the runner binary and the volumes as bind mounts, checked on a local daemon |
+//! | 3 | `container` | one task in one container: what it is created with, create, attach, start, then graflow's shared driver (`graflow_core::remote`) runs the attempt; exit code and OOM diagnosis |
+//! | 4 | `warm` | warm containers: the environment key, starting one that serves task after task |
+//!
+//! The crate root holds the handler, [`DockerHandler`], above them all.
 //!
 //! The daemon is the one `DOCKER_HOST` names, else `unix:///var/run/docker.sock`. The binary is
 //! bind-mounted, so a remote daemon needs this executable at the same path on its host (a
 //! shared filesystem) and the image must be able to run it: same architecture, and a C library
 //! at least as new as the build machine's, or a static build
 //! (`RUSTFLAGS="-C target-feature=+crt-static" cargo build --target x86_64-unknown-linux-gnu`).
+
+#![warn(unreachable_pub, missing_docs)]
 
 mod cleanup;
 mod container;
@@ -30,8 +37,10 @@ mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 mod image;
+pub mod labels;
 mod mounts;
-pub mod options;
+mod options;
+mod paths;
 mod warm;
 
 use std::time::Duration;
@@ -46,13 +55,6 @@ use tokio::sync::OnceCell;
 use crate::daemon::Daemon;
 
 pub use options::{DockerOptions, EnvVar, Gpus, Pull, Volume};
-
-/// Labels every container of the handler carries: `graflow.managed=true`, `graflow.run=<run
-/// id>`, `graflow.task=<task id>`, `graflow.owner=<uid, user namespace, host, boot id, PID and time
-/// namespaces, pid, start time>` (the README's docker section lists the sweep's rules).
-pub mod labels {
-    pub use crate::cleanup::{KEEP, MANAGED, OWNER, RUN, TASK};
-}
 
 /// Runs tasks in Docker containers. See the crate documentation.
 ///
@@ -299,8 +301,8 @@ impl TaskHandler for DockerHandler {
         Ok(started)
     }
 
-    /// Everything that can be known before a container exists: the options (see
-    /// [`DockerOptions::merged`]), the environment passed from the host, this program's
+    /// Everything that can be known before a container exists: the options (the task's over
+    /// the handler's defaults, each checked), the environment passed from the host, this program's
     /// executable (it is mounted as the runner) and, when the daemon is local (a unix socket),
     /// that every volume's host path exists. Nothing is created on the host.
     fn validate_task(&self, task: &Task) -> Result<(), Problem> {

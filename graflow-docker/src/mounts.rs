@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use bollard::models::{Mount, MountType};
 use graflow_core::__private::runner_command;
 
-use crate::container::RUNNER_PATH;
 use crate::options::Volume;
+use crate::paths::RUNNER_PATH;
 
 /// A bind mount of `host` at `container`.
 fn bind(host: &str, container: &str, read_only: bool) -> Mount {
@@ -25,7 +25,7 @@ fn bind(host: &str, container: &str, read_only: bool) -> Mount {
 
 /// This program's executable and the arguments that make it a runner; the error says why it
 /// cannot be mounted.
-pub fn runner() -> Result<(String, Vec<String>), String> {
+pub(crate) fn runner() -> Result<(String, Vec<String>), String> {
     let (exe, args) = runner_command().map_err(|e| {
         format!("cannot find this program's executable to mount as the runner: {e}")
     })?;
@@ -46,7 +46,7 @@ pub fn runner() -> Result<(String, Vec<String>), String> {
 }
 
 /// The runner binary (read-only at [`RUNNER_PATH`]) and the volumes.
-pub fn all(exe: &str, volumes: &[Volume]) -> Vec<Mount> {
+pub(crate) fn all(exe: &str, volumes: &[Volume]) -> Vec<Mount> {
     std::iter::once(bind(exe, RUNNER_PATH, true))
         .chain(
             volumes
@@ -58,7 +58,7 @@ pub fn all(exe: &str, volumes: &[Volume]) -> Vec<Mount> {
 
 /// One problem per volume whose host path does not exist here (meaningful when the daemon is
 /// local). A path this process may not look at is left to the daemon, which may.
-pub fn missing_host_paths(volumes: &[Volume]) -> Vec<String> {
+pub(crate) fn missing_host_paths(volumes: &[Volume]) -> Vec<String> {
     volumes
         .iter()
         .filter_map(|v| match std::fs::metadata(&v.host) {

@@ -18,17 +18,18 @@ use crate::daemon::Daemon;
 use crate::options::DockerOptions;
 
 /// The `graflow.run` label of warm containers (they serve many runs).
-pub const WARM_RUN: &str = "warm";
+const WARM_RUN: &str = "warm";
 
 /// What a warm container of one environment is made of, and its key: the merged options, the
 /// image and the environment as resolved from this process. Tasks share warm containers only
 /// when their keys are equal.
-pub struct Spec {
+pub(crate) struct Spec {
     /// The pool's name of the environment ([`Environment`] interned).
-    pub key: String,
-    pub options: DockerOptions,
-    pub image: String,
-    pub env: Vec<String>,
+    pub(crate) key: String,
+    /// The task's merged options.
+    pub(crate) options: DockerOptions,
+    image: String,
+    env: Vec<String>,
 }
 
 /// Everything that shapes a warm container, compared field by field. Built by destructuring
@@ -108,7 +109,7 @@ impl Environment {
 
 impl Spec {
     /// The spec of a task's container (`options` merged, `image` taken from them).
-    pub fn new(options: DockerOptions, image: String) -> Result<Spec, String> {
+    pub(crate) fn new(options: DockerOptions, image: String) -> Result<Spec, String> {
         let env = options.resolved_env()?;
         let key = Environment::of(&options, &image, &env).pool_key();
         Ok(Spec {
@@ -120,7 +121,7 @@ impl Spec {
     }
 
     /// Starts one warm container of this environment.
-    pub fn starter(&self, docker: &Daemon) -> Starter {
+    pub(crate) fn starter(&self, docker: &Daemon) -> Starter {
         starter(
             docker.clone(),
             self.options.clone(),
