@@ -49,6 +49,8 @@
 //! "docker") start with [`init`] or `#[graflow::main]`; integration test files call
 //! [`enable_test_runner!`].
 
+pub use graflow_core::{log_target, register_program_mode};
+
 pub use graflow_core::{
     AttemptError, BoxError, BoxFuture, Chain, Channel, Checkpoint, CheckpointError, ConfigValue,
     ControlError, CustomGroupPolicy, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CYCLES, Data,
@@ -64,12 +66,9 @@ pub use graflow_core::{
 /// The runner protocol, for handlers that run tasks out of process.
 pub use graflow_core::protocol;
 
-/// The driver of one out-of-process attempt, for handlers that run tasks out of process.
-pub use graflow_core::remote;
-
-/// The runner side: what a process started to run tasks does ([`init`], and
-/// [`answer`](runner::answer) for workers of a queue backend).
-pub use graflow_core::runner;
+/// The backend SDK, for handlers that run tasks out of process: the attempt driver, warm
+/// runner pools, queue transports, the worker side, program modes.
+pub use graflow_core::backend;
 
 pub use graflow_macros::{main, task, workflow};
 

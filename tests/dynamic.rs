@@ -512,7 +512,7 @@ fn a_goto_that_would_rerun_a_running_task_is_refused_when_applied() {
 
 #[test]
 fn dynamic_requests_work_on_warm_runners_too() {
-    let pool = graflow::remote::PoolOptions::new()
+    let pool = graflow::handlers::PoolOptions::new()
         .with_size(1)
         .reuse_by_default(true);
     let engine = WorkflowEngine::new()

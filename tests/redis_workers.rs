@@ -451,7 +451,7 @@ fn a_task_that_kills_its_worker_is_dead_lettered_at_the_cap() {
 fn other_build() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let mut bytes = std::fs::read(&exe).unwrap();
-    let id = graflow::remote::build_id();
+    let id = graflow::backend::build_id();
     let raw: Vec<u8> = (0..id.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&id[i..i + 2], 16).expect("a GNU build id (hex)"))
@@ -488,7 +488,7 @@ fn a_job_no_worker_of_its_build_serves_fails_naming_the_builds() {
             .expect_err("refused")
     );
     let _ = std::fs::remove_file(&copy);
-    let ours = graflow::remote::build_id();
+    let ours = graflow::backend::build_id();
     assert!(error.contains(ours), "{error}");
     assert!(error.contains("another build"), "{error}");
     assert!(error.contains("no live worker of this build"), "{error}");
@@ -1653,7 +1653,9 @@ impl Certs {
         let dir = std::env::temp_dir().join(format!(
             "graflow-tls-{}-{}",
             std::process::id(),
-            graflow::remote::attempt_nonce()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let openssl = |args: &[&str]| {

@@ -771,8 +771,11 @@ impl WorkflowEngine {
     ///
     /// ```
     /// # use graflow_core::{RunOptions, Workflow, WorkflowEngine};
-    /// let report = WorkflowEngine::new().run(&Workflow::new("empty"), RunOptions::new()).unwrap();
-    /// assert_eq!(report.summary().succeeded, 0);
+    /// # #[graflow_macros::task(crate = "graflow_core")] fn hello() -> u32 { 1 }
+    /// let mut wf = Workflow::builder("hello");
+    /// wf.add(hello::task());
+    /// let report = WorkflowEngine::new().run(&wf.build(), RunOptions::new()).unwrap();
+    /// assert_eq!(report.counts().succeeded, 1);
     /// ```
     pub fn run(&self, workflow: &Workflow, options: RunOptions) -> Result<RunReport, RunError> {
         Self::block_on(self.execute(workflow, options))

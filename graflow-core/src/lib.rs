@@ -15,12 +15,14 @@
 //! | `run/` | one run: shared state, `ExecutionContext`, the body-execution policy, the `TaskHandler` contract, the scheduler, `RunError` |
 //! | `program.rs` | the program's `--graflow-*` flags, `program_args()` |
 //! | `remote/`, `runner.rs` | the runner protocol's host side (one driver for every out-of-process handler) and runner side |
+//! | `backend.rs` | the backend SDK: the public face of `remote`, `runner`, program modes and clean-up, for handler authors |
 //! | `handlers/` | the built-in handlers, one file each |
 //! | `engine.rs` | handler registry, validation, running, `RunError` |
 //! | `error.rs` | the top-level `Error` every layer's error converts into |
 //! | `files.rs` | replacing a file atomically (checkpoints, saved reports) |
 //! | `interrupt.rs`, `descendants.rs` | SIGINT/SIGTERM during a run; finding a task's processes |
 
+pub mod backend;
 mod channel;
 mod config;
 mod definition;
@@ -33,14 +35,14 @@ mod files;
 pub mod fuzzing;
 mod graph;
 pub mod handlers;
-pub mod interrupt;
+mod interrupt;
 mod observe;
 mod program;
-pub mod remote;
+mod remote;
 mod report;
 mod retry;
 mod run;
-pub mod runner;
+mod runner;
 mod value;
 
 /// The wire protocol between an engine and its runners (the `graflow-protocol` crate).
@@ -92,10 +94,9 @@ pub mod __private {
 
     pub use crate::config::{ConfigValue, HandlerConfig};
     pub use crate::definition::{Body, Param, TaskDef, TaskRegistration, TaskReturn};
-    pub use crate::program::{Flag, ProgramMode, graflow_args};
     pub use crate::retry::RetryPolicy;
     pub use crate::run::HandlerRegistration;
-    pub use crate::runner::{TestRunnerEntry, runner_command};
+    pub use crate::runner::TestRunnerEntry;
     pub use crate::value::decode_from;
     pub use crate::value::spec::{ViaClone, ViaSerde, Wrap};
 }

@@ -17,7 +17,6 @@ use crate::graph::Workflow;
 pub const PREFIX: &str = "--graflow-";
 
 /// One `--graflow-*` flag, for parsing and for `--graflow-help`.
-#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct Flag {
     /// `--graflow-...`
@@ -61,11 +60,14 @@ const CORE_FLAGS: &[Flag] = &[
 /// after the runner check and before `main` goes on: `enter` returns `None` when the process
 /// was not started in its mode, else it runs the mode to its end and returns the exit code.
 /// `flags` are the mode's `--graflow-*` flags (read by the mode through [`graflow_args`]).
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct ProgramMode {
+    /// The mode's name, for messages.
     pub name: &'static str,
+    /// `None` when the process was not started in this mode; else runs the mode to its end and
+    /// gives the process's exit code.
     pub enter: fn() -> Option<i32>,
+    /// The mode's `--graflow-*` flags.
     pub flags: &'static [Flag],
 }
 

@@ -17,7 +17,7 @@
 //! | 1 | `cleanup` | the owner of a container, removal however a task ends, the sweep of dead runs' leftovers |
 //! | 2 | `image` | the pull policy |
 //! | 2 | `mounts` | the runner binary and the volumes as bind mounts, checked on a local daemon |
-//! | 3 | `container` | one task in one container: what it is created with, create, attach, start, then graflow's shared driver (`graflow_core::remote`) runs the attempt; exit code and OOM diagnosis |
+//! | 3 | `container` | one task in one container: what it is created with, create, attach, start, then graflow's shared driver (`graflow_core::backend`) runs the attempt; exit code and OOM diagnosis |
 //! | 4 | `warm` | warm containers: the environment key, starting one that serves task after task |
 //!
 //! The crate root holds the handler, [`DockerHandler`], above them all.
@@ -45,7 +45,7 @@ mod warm;
 
 use std::time::Duration;
 
-use graflow_core::remote::{LogTarget, PoolOptions, RunnerPool};
+use graflow_core::backend::{LogTarget, PoolOptions, RunnerPool};
 
 /// Where the docker handler logs: `graflow::docker`.
 pub(crate) const DOCKER_LOGS: LogTarget = graflow_core::log_target!("graflow::docker");

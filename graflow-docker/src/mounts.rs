@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use bollard::models::{Mount, MountType};
-use graflow_core::__private::runner_command;
+use graflow_core::backend::runner_command;
 
 use crate::options::Volume;
 use crate::paths::RUNNER_PATH;

@@ -1,5 +1,5 @@
 //! Warm containers: a container whose runner serves task after task (`GRAFLOW_RUNNER=serve`),
-//! pooled by `graflow_core::remote::RunnerPool` per environment key.
+//! pooled by `graflow_core::backend::RunnerPool` per environment key.
 //!
 //! Two tasks share a container only when everything that shapes the container is equal: the
 //! image reference, volumes, the environment as resolved from the host, network, memory and
@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
+use graflow_core::backend::{Starter, Transport};
 use graflow_core::protocol::SERVE_MODE;
-use graflow_core::remote::{Starter, Transport};
 
 use crate::cleanup::Guard;
 use crate::container::{self, Purpose};

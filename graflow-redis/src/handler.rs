@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use graflow_core::remote;
+use graflow_core::backend as remote;
 use graflow_core::{AttemptError, ExecutionContext, Problem, Task, TaskHandler, Value};
 use graflow_protocol::Limits;
 use redis::aio::ConnectionManager;
@@ -380,8 +380,8 @@ impl TaskHandler for RedisHandler {
         let handler = task.handler();
         let fail = |message: String| AttemptError::handler(task.id(), handler, message);
         let (queue, inner) = task_options(task, &shared.options.queue).map_err(fail)?;
-        let nonce = remote::attempt_nonce();
-        let invocation = remote::invocation(task, ctx, nonce)?;
+        let invocation = remote::invocation(task, ctx)?;
+        let nonce = invocation.nonce;
         let mut inv = invocation.frame_start().map_err(|e| {
             AttemptError::handler_source(task.id(), handler, "could not encode the invocation", e)
         })?;

@@ -54,10 +54,8 @@ pub use logs::{ATTEMPT_SPAN, CaptureLayer};
 pub use mode::WORKER_ENV;
 pub use worker::{Worker, WorkerOptions, WorkerStats};
 
-graflow_core::__private::inventory::submit! {
-    graflow_core::__private::ProgramMode {
-        name: "redis worker",
-        enter: mode::enter,
-        flags: mode::FLAGS,
-    }
-}
+graflow_core::register_program_mode!(graflow_core::backend::ProgramMode {
+    name: "redis worker",
+    enter: mode::enter,
+    flags: mode::FLAGS,
+});

@@ -37,7 +37,7 @@ const SETTINGS: [(&str, &str); 6] = [
 
 /// The flags of worker mode, for `graflow::init()` (which refuses unknown `--graflow-*` flags)
 /// and `--graflow-help`.
-pub(crate) const FLAGS: &[graflow_core::__private::Flag] = &[
+pub(crate) const FLAGS: &[graflow_core::backend::Flag] = &[
     flag(
         "--graflow-worker",
         "URL",
@@ -79,8 +79,8 @@ const fn flag(
     name: &'static str,
     value: &'static str,
     help: &'static str,
-) -> graflow_core::__private::Flag {
-    graflow_core::__private::Flag {
+) -> graflow_core::backend::Flag {
+    graflow_core::backend::Flag {
         name,
         value: Some(value),
         help,
@@ -242,10 +242,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 /// the program was started in worker mode.
 pub(crate) fn enter() -> Option<i32> {
     // Only the program's `--graflow-*` arguments: its own are never read.
-    let args = graflow_core::__private::graflow_args();
+    let args = graflow_core::backend::graflow_args();
     let parsed = parse(&args, &|var| std::env::var(var).ok())?;
     // Programs the tasks start are not workers: the variables go, when that is sound.
-    if graflow_core::runner::single_threaded() {
+    if graflow_core::backend::single_threaded() {
         // SAFETY: this process has one thread (checked just now), so no other thread can read
         // the environment while it changes, nor start meanwhile.
         unsafe {

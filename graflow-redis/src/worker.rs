@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use graflow_core::remote::build_id;
+use graflow_core::backend::build_id;
 use graflow_core::{TaskHandler, WorkflowEngine};
 use graflow_protocol::frame::rejection;
 use graflow_protocol::{Failure, Invocation, Limits, Outcome, PROTOCOL_VERSION};
@@ -997,7 +997,7 @@ async fn attempt(
                         delivery
                     );
                     tracing::debug!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, delivery, "running");
-                    let run = graflow_core::runner::answer(invocation, &*handler, BACKEND_OPTIONS)
+                    let run = graflow_core::backend::answer(invocation, &*handler, BACKEND_OPTIONS)
                         .instrument(span);
                     let deadline = async {
                         if job.timeout_ms == 0 {

@@ -309,7 +309,7 @@ pub fn spawn_worker_of(
     name: &str,
     env: &[(&str, &str)],
 ) -> WorkerProcess {
-    let (exe, args) = graflow::__private::runner_command().expect("this test binary");
+    let (exe, args) = graflow::backend::runner_command().expect("this test binary");
     let log = std::env::temp_dir().join(format!(
         "graflow-worker-{}-{name}-{}.log",
         std::process::id(),

@@ -44,7 +44,7 @@ impl NodeRef {
 /// ```
 /// // (Inside graflow-core the macros reach it with `crate = "graflow_core"`; a program writes
 /// // `#[graflow::task]` and `graflow::Workflow`.)
-/// use graflow_core::{TaskContext, Workflow, WorkflowEngine};
+/// use graflow_core::{RunOptions, TaskContext, Workflow, WorkflowEngine};
 /// use graflow_macros::task;
 ///
 /// #[task(crate = "graflow_core")]

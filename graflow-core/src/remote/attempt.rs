@@ -14,12 +14,10 @@ use super::build_id;
 
 /// The invocation of `task` for the attempt `ctx` stands for: its inputs resolved and encoded,
 /// a snapshot of the run's channel, and the direct upstream results for a task that takes a
-/// `&TaskContext`.
-pub fn invocation(
-    task: &Task,
-    ctx: &ExecutionContext,
-    nonce: u64,
-) -> Result<Invocation, AttemptError> {
+/// `&TaskContext`. Its `nonce`, fresh for this attempt, tells the attempt's outcome from any
+/// other's: check the answer with it ([`apply_outcome_bytes`](super::apply_outcome_bytes)).
+pub fn invocation(task: &Task, ctx: &ExecutionContext) -> Result<Invocation, AttemptError> {
+    let nonce = super::driver::attempt_nonce();
     let cannot_encode = |what: String| {
         move |e: ValueError| {
             AttemptError::handler_source(

@@ -198,8 +198,8 @@ impl<'a> RemoteAttempt<'a> {
     {
         let task = self.task;
         let handler = task.handler();
-        let nonce = new_nonce();
-        let invocation = invocation(task, self.ctx, nonce)?;
+        let invocation = invocation(task, self.ctx)?;
+        let nonce = invocation.nonce;
         let start = invocation.frame_start().map_err(|e| {
             AttemptError::handler_source(task.id(), handler, "could not encode the invocation", e)
                 .with_kind(HandlerFailure::InvalidConfig)
@@ -575,9 +575,8 @@ pub fn apply_outcome_bytes(
     attempt::apply(outcome, task, ctx, handler)
 }
 
-/// A number that tells one attempt's outcome from any other's (never 0): for transports that
-/// build the invocation themselves ([`invocation`]).
-pub fn attempt_nonce() -> u64 {
+/// A number that tells one attempt's outcome from any other's (never 0), for [`invocation`].
+pub(crate) fn attempt_nonce() -> u64 {
     new_nonce().max(1)
 }
 

@@ -14,12 +14,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A [`LogTarget`](crate::remote::LogTarget) logging to the `tracing` target `$name` (a string
+/// A [`LogTarget`](crate::backend::LogTarget) logging to the `tracing` target `$name` (a string
 /// literal): `graflow_core::log_target!("graflow::docker")`.
 #[macro_export]
 macro_rules! log_target {
     ($name:literal) => {
-        $crate::remote::LogTarget::new($name, {
+        $crate::backend::LogTarget::new($name, {
             fn log(level: $crate::__private::tracing::Level, message: ::std::fmt::Arguments<'_>) {
                 use $crate::__private::tracing::{self, Level};
                 match level {
@@ -40,7 +40,7 @@ macro_rules! log_target {
 /// message at a level there). Make one with [`log_target!`](crate::log_target):
 ///
 /// ```
-/// let target: graflow_core::remote::LogTarget = graflow_core::log_target!("my_backend");
+/// let target: graflow_core::backend::LogTarget = graflow_core::log_target!("my_backend");
 /// target.log(tracing::Level::INFO, format_args!("[task] a line of its output"));
 /// ```
 #[derive(Clone, Copy)]

@@ -21,7 +21,7 @@ mod warm;
 
 pub use attempt::{RemoteError, invocation};
 pub(crate) use attempt::{outcome_of, runner_failure};
-pub use driver::{Chunk, Driven, Ended, RemoteAttempt, apply_outcome_bytes, attempt_nonce};
+pub use driver::{Chunk, Driven, Ended, RemoteAttempt, apply_outcome_bytes};
 pub use logs::{LogLines, LogTarget};
 pub use pool::{Lease, PoolOptions, REUSE_OPTION, RunnerPool};
 pub use warm::{Starter, Transport};

@@ -36,7 +36,7 @@ use crate::graph::{Problem, Task};
 use crate::run::ExecutionContext;
 use crate::value::Value;
 
-use super::driver::{apply_outcome_bytes, attempt_nonce};
+use super::driver::apply_outcome_bytes;
 use super::invocation;
 use super::logs::LogTarget;
 use super::warm::{Guards, Job, Served, Started, Starter, launch, lock};
@@ -652,8 +652,8 @@ impl Lease {
         let Some(runner) = self.runner.as_mut() else {
             return Err(fail("the warm runner was already given back".to_owned()));
         };
-        let nonce = attempt_nonce();
-        let invocation = invocation(task, ctx, nonce)?;
+        let invocation = invocation(task, ctx)?;
+        let nonce = invocation.nonce;
         let start = invocation.frame_start().map_err(|e| {
             fail(format!("could not encode the invocation: {e}"))
                 .with_kind(HandlerFailure::InvalidConfig)

@@ -181,7 +181,7 @@ impl RunReport {
     /// is versioned by its `format` field.
     ///
     /// ```
-    /// # use graflow_core::{Workflow, WorkflowEngine};
+    /// # use graflow_core::{RunOptions, Workflow, WorkflowEngine};
     /// # #[graflow_macros::task(crate = "graflow_core")] fn hello() -> u32 { 1 }
     /// let mut wf = Workflow::builder("json");
     /// wf.add(hello::task());

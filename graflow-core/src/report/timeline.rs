@@ -15,7 +15,7 @@ impl RunReport {
     /// statement (`title`, `section`, `click`...); `:`, `;`, `#` and `%` in names are replaced.
     ///
     /// ```
-    /// # use graflow_core::{Workflow, WorkflowEngine};
+    /// # use graflow_core::{RunOptions, Workflow, WorkflowEngine};
     /// # #[graflow_macros::task(crate = "graflow_core")] fn hello() -> u32 { 1 }
     /// let mut wf = Workflow::builder("timeline");
     /// wf.add(hello::task());

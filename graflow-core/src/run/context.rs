@@ -138,7 +138,7 @@ impl ExecutionContext {
 
     /// Reports one line the attempt's runner printed (a child process's, a container's, a
     /// remote worker's output) to the run's observers, as [`EventKind::Log`](crate::observe::EventKind::Log).
-    /// Handlers built on [`remote`](crate::remote) get this for free; a custom handler that
+    /// Handlers built on [`backend`](crate::backend) get this for free; a custom handler that
     /// captures output calls it per line (logging the line through `tracing` is its own
     /// business).
     pub fn runner_output(&self, line: &str) {

@@ -14,7 +14,7 @@ const REMOVAL_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Waits at process exit for detached removals (graflow's clean-up registry counts them).
 extern "C" fn wait_for_removals() {
-    graflow_core::interrupt::wait_for_cleanups(REMOVAL_DEADLINE);
+    graflow_core::backend::wait_for_cleanups(REMOVAL_DEADLINE);
 }
 
 /// Force-removes `container` on a thread of its own, outside any (possibly cancelled) future.
@@ -24,7 +24,7 @@ fn remove_detached(docker: Daemon, container: String) {
         // SAFETY: registers a plain `extern "C" fn` with no captured state.
         unsafe { libc::atexit(wait_for_removals) };
     });
-    let pending = graflow_core::interrupt::cleanup_started();
+    let pending = graflow_core::backend::cleanup_started();
     let name = container.clone();
     let spawned = std::thread::Builder::new()
         .name("graflow-docker-cleanup".to_owned())

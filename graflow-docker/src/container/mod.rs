@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bollard::query_parameters::WaitContainerOptions;
 use futures_util::StreamExt;
+use graflow_core::backend::{Ended, RemoteAttempt};
 use graflow_core::protocol::Limits;
-use graflow_core::remote::{Ended, RemoteAttempt};
 
 use crate::DOCKER_LOGS;
 use graflow_core::{AttemptError, ExecutionContext, Task, Value};

@@ -8,7 +8,7 @@ use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
-use graflow_core::remote::Chunk;
+use graflow_core::backend::Chunk;
 
 use super::incompatible_message;
 use crate::daemon::Daemon;
