@@ -258,6 +258,15 @@ pub(crate) async fn ensure_group(
     }
 }
 
+/// Whether a command may succeed if tried again (Redis restarting, the connection dropped).
+pub(crate) fn retryable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || matches!(error.code(), Some("LOADING" | "TRYAGAIN" | "BUSY"))
+}
+
 /// Exponential backoff for retry loops: 50 ms doubling to 2 s.
 #[derive(Debug)]
 pub(crate) struct Backoff(Duration);

@@ -17,15 +17,13 @@ use redis::aio::ConnectionManager;
 use tokio::sync::oneshot;
 
 use crate::RedisError;
-use crate::connect::{Backoff, TlsOptions, connect, ensure_group};
+use crate::connect::{Backoff, TlsOptions, connect, ensure_group, retryable};
 use crate::entry::{Job, RawEntry, Reply, ReplyKind, read_reply};
 use crate::keys::{
-    ENGINE_REFRESH, ENGINE_TTL_SECS, Keys, MARK_TTL_SECS, check_name, process_name, redact,
+    DEFAULT_QUEUE, ENGINE_REFRESH, ENGINE_TTL_SECS, Keys, MARK_TTL_SECS, check_name, process_name,
+    redact,
 };
 use crate::scripts::{ENQUEUE, LIVE_WORKERS, LOST};
-
-/// The queue a task goes to when it names none (`#[task(handler = "redis", queue = "...")]`).
-pub const DEFAULT_QUEUE: &str = "default";
 
 /// A worker counts as live when it renewed its presence within this time.
 pub(crate) const WORKER_TTL: Duration = Duration::from_secs(5);
@@ -525,15 +523,6 @@ async fn keep_alive(shared: Arc<Shared>) {
         };
         tokio::time::sleep(next).await;
     }
-}
-
-/// Whether a command may succeed if tried again (Redis restarting, the connection dropped).
-pub(crate) fn retryable(error: &redis::RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_timeout()
-        || error.is_connection_refusal()
-        || matches!(error.code(), Some("LOADING" | "TRYAGAIN" | "BUSY"))
 }
 
 /// Reads this handler's reply stream and hands each reply to the attempt waiting for it.

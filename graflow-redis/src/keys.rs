@@ -3,6 +3,9 @@
 
 use crate::RedisError;
 
+/// The queue a task goes to when it names none (`#[task(handler = "redis", queue = "...")]`).
+pub const DEFAULT_QUEUE: &str = "default";
+
 /// The consumer group every worker of a queue reads in.
 pub(crate) const GROUP: &str = "graflow-workers";
 

@@ -49,7 +49,8 @@ mod worker;
 
 pub use connect::{CA_CERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, TlsOptions};
 pub use error::RedisError;
-pub use handler::{DEFAULT_QUEUE, RedisHandler, RedisOptions};
+pub use handler::{RedisHandler, RedisOptions};
+pub use keys::DEFAULT_QUEUE;
 pub use logs::{ATTEMPT_SPAN, CaptureLayer};
 pub use mode::WORKER_ENV;
 pub use worker::{Worker, WorkerOptions, WorkerStats};
