@@ -134,11 +134,8 @@ fn absolute(first: &[String], module: &ModPath, children: &BTreeSet<ModPath>) ->
 /// `::` expands to each of its paths.
 fn read_path(trees: &[TokenTree], mut i: usize) -> (Vec<Vec<String>>, usize) {
     let mut segments = Vec::new();
-    loop {
-        match trees.get(i).and_then(ident) {
-            Some(name) => segments.push(name),
-            None => break,
-        }
+    while let Some(name) = trees.get(i).and_then(ident) {
+        segments.push(name);
         i += 1;
         if !colons(trees, i) {
             return (vec![segments], i);
