@@ -272,16 +272,16 @@ pub(crate) fn retryable(error: &redis::RedisError) -> bool {
 pub(crate) struct Backoff(Duration);
 
 impl Backoff {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff(Duration::from_millis(50))
     }
 
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(Duration::from_secs(2));
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.0 = Duration::from_millis(50);
     }
 }

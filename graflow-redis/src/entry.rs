@@ -20,30 +20,30 @@ const MAX_TEXT: usize = 1 << 20;
 #[derive(Debug)]
 pub(crate) struct Job {
     /// The attempt key: the engine's client name and the attempt's nonce.
-    pub att: String,
+    pub(crate) att: String,
     /// The stream the outcome goes to.
-    pub reply: String,
+    pub(crate) reply: String,
     /// The task id (for logs and the dead-letter stream).
-    pub task: String,
+    pub(crate) task: String,
     /// The invocation frame (runner protocol).
-    pub inv: Vec<u8>,
+    pub(crate) inv: Vec<u8>,
     /// The attempt's deadline in milliseconds from its start on the worker; 0: none.
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     /// The handler the worker runs the task through.
-    pub inner: String,
+    pub(crate) inner: String,
     /// The largest outcome the engine accepts, in bytes.
-    pub max_out: u64,
+    pub(crate) max_out: u64,
     /// The engine's liveness key (`<prefix>:engine:<engine>`); `None` from an engine that
     /// keeps none (an older one): its jobs always run.
-    pub engine: Option<String>,
+    pub(crate) engine: Option<String>,
     /// The engine's build id: only a worker of that build takes the job. `None` from an older
     /// engine: any worker takes it (and refuses an invocation of another build).
-    pub build: Option<String>,
+    pub(crate) build: Option<String>,
 }
 
 impl Job {
     /// The fields of the entry, for XADD.
-    pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+    pub(crate) fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
         let mut fields = vec![
             ("v", ENTRY_VERSION.as_bytes().to_vec()),
             ("att", self.att.as_bytes().to_vec()),
@@ -68,7 +68,7 @@ impl Job {
     /// `replies` is the prefix of every reply stream (`<prefix>:replies:`): a job may name only
     /// such a stream, and only an attempt of the engine that owns it (`<engine>-<nonce>`), so a
     /// hostile job can neither write elsewhere nor answer for another engine's attempts.
-    pub fn parse(
+    pub(crate) fn parse(
         map: &HashMap<String, RValue>,
         max_invocation: u64,
         replies: &str,
@@ -163,17 +163,17 @@ pub(crate) enum ReplyKind {
 /// One attempt's reply, as an engine reads it off its reply stream.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    pub att: String,
-    pub worker: String,
-    pub delivery: u64,
-    pub kind: ReplyKind,
+    pub(crate) att: String,
+    pub(crate) worker: String,
+    pub(crate) delivery: u64,
+    pub(crate) kind: ReplyKind,
     /// The attempt's log lines (see [`crate::logs`]).
-    pub logs: String,
+    pub(crate) logs: String,
 }
 
 impl Reply {
     /// The fields of the entry, for XADD.
-    pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+    pub(crate) fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
         let mut fields = vec![
             ("v", ENTRY_VERSION.as_bytes().to_vec()),
             ("att", self.att.as_bytes().to_vec()),
@@ -196,7 +196,7 @@ impl Reply {
 
     /// Reads a reply; `Err` says what is wrong with it. The attempt key is returned with the
     /// error when it could be read, so that the waiting attempt fails instead of waiting on.
-    pub fn parse(
+    pub(crate) fn parse(
         map: &HashMap<String, RValue>,
         max_outcome: u64,
     ) -> Result<Reply, (Option<String>, String)> {
@@ -388,8 +388,8 @@ mod tests {
 /// reply, so that one hostile entry makes only itself malformed, never the whole read.
 #[derive(Debug)]
 pub(crate) struct RawEntry {
-    pub id: String,
-    pub fields: Result<HashMap<String, RValue>, BadEntry>,
+    pub(crate) id: String,
+    pub(crate) fields: Result<HashMap<String, RValue>, BadEntry>,
 }
 
 /// Why an entry's fields cannot be read.

@@ -34,6 +34,8 @@
 //! - **Engine liveness.** A job names its engine's liveness key; a worker dead-letters, without
 //!   running them, the jobs of an engine whose key stays absent for 5 s.
 
+#![warn(unreachable_pub, missing_docs)]
+
 mod connect;
 mod entry;
 mod error;
