@@ -59,7 +59,8 @@ const CORE_FLAGS: &[Flag] = &[
 /// worker: `--graflow-worker redis://...`). [`init`](crate::init) asks each registered mode,
 /// after the runner check and before `main` goes on: `enter` returns `None` when the process
 /// was not started in its mode, else it runs the mode to its end and returns the exit code.
-/// `flags` are the mode's `--graflow-*` flags (read by the mode through [`graflow_args`]).
+/// `flags` are the mode's `--graflow-*` flags: [`init`](crate::init) parses them with every
+/// other flag, once, and the mode reads their values through [`graflow_args`].
 #[derive(Debug)]
 pub struct ProgramMode {
     /// The mode's name, for messages.
@@ -88,6 +89,9 @@ pub(crate) struct ProgramFlags {
     pub describe: Option<Describe>,
     pub progress: bool,
     pub help: bool,
+    /// The flags of the registered modes, with their values, in the order given (a flag
+    /// without a value has an empty one): what each mode reads ([`graflow_args`]).
+    pub modes: Vec<(&'static str, String)>,
 }
 
 static FLAGS: OnceLock<ProgramFlags> = OnceLock::new();
@@ -98,6 +102,7 @@ pub(crate) fn flags() -> &'static ProgramFlags {
         describe: None,
         progress: false,
         help: false,
+        modes: Vec::new(),
     };
     FLAGS.get().unwrap_or(&NONE)
 }
@@ -186,7 +191,7 @@ pub(crate) fn parse(args: &[OsString], known: &[Flag]) -> Result<ProgramFlags, S
             ("--graflow-progress", _) => flags.progress = true,
             ("--graflow-help", _) => flags.help = true,
             // A mode's flag: the mode reads it.
-            _ => {}
+            _ => flags.modes.push((flag.name, value.unwrap_or_default())),
         }
     }
     Ok(flags)
@@ -234,12 +239,14 @@ fn help(known: &[Flag]) -> String {
     text
 }
 
-/// The `--graflow-*` arguments (flags and their values) the program was started with, before
-/// a `--`: what a mode a backend registers reads, and nothing else.
+/// The flags of the registered modes the program was started with (before a `--`), each with
+/// its value, in the order given, as [`init`](crate::init) parsed them with every other flag
+/// (`--flag value` or `--flag=value`; a flag given twice is there twice; a flag without a value
+/// has an empty one): what a mode a backend registers reads, and nothing else. Empty until
+/// `init` read the flags, which it does before it asks the modes.
 #[doc(hidden)]
-pub fn graflow_args() -> Vec<String> {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    split(&args, &known()).0
+pub fn graflow_args() -> Vec<(&'static str, String)> {
+    flags().modes.clone()
 }
 
 /// The program's arguments (its name first) without graflow's (`--graflow-*` flags and their
@@ -363,6 +370,59 @@ mod tests {
         assert_eq!(theirs, os(&["mine"]));
         let error = parse(&args, CORE_FLAGS).unwrap_err();
         assert!(error.contains("unknown flag --graflow-lis"), "{error}");
+    }
+
+    #[test]
+    fn a_modes_flags_are_parsed_with_the_others_and_kept_in_order() {
+        let mut known = CORE_FLAGS.to_vec();
+        known.extend([
+            Flag {
+                name: "--graflow-mode",
+                value: Some("URL"),
+                help: "",
+            },
+            Flag {
+                name: "--graflow-mode-queue",
+                value: Some("Q"),
+                help: "",
+            },
+            Flag {
+                name: "--graflow-mode-switch",
+                value: None,
+                help: "",
+            },
+        ]);
+        let args = os(&[
+            "--graflow-mode-queue=a,b",
+            "--graflow-progress",
+            "--graflow-mode",
+            "redis://h/0",
+            "mine",
+            "--graflow-mode-switch",
+            "--graflow-mode-queue",
+            "c",
+            "--",
+            "--graflow-mode-queue",
+            "d",
+        ]);
+        let flags = parse(&args, &known).unwrap();
+        assert!(flags.progress);
+        assert_eq!(
+            flags.modes,
+            [
+                ("--graflow-mode-queue", "a,b".to_owned()),
+                ("--graflow-mode", "redis://h/0".to_owned()),
+                ("--graflow-mode-switch", String::new()),
+                ("--graflow-mode-queue", "c".to_owned()),
+            ]
+        );
+        let error = parse(&os(&["--graflow-mode"]), &known).unwrap_err();
+        assert!(
+            error.contains("--graflow-mode needs a value: --graflow-mode URL"),
+            "{error}"
+        );
+        let error = parse(&os(&["--graflow-mode-switch=1"]), &known).unwrap_err();
+        assert!(error.contains("takes no value"), "{error}");
     }
 
     #[test]

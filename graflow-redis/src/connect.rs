@@ -258,21 +258,30 @@ pub(crate) async fn ensure_group(
     }
 }
 
+/// Whether a command may succeed if tried again (Redis restarting, the connection dropped).
+pub(crate) fn retryable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || matches!(error.code(), Some("LOADING" | "TRYAGAIN" | "BUSY"))
+}
+
 /// Exponential backoff for retry loops: 50 ms doubling to 2 s.
 #[derive(Debug)]
 pub(crate) struct Backoff(Duration);
 
 impl Backoff {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff(Duration::from_millis(50))
     }
 
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(Duration::from_secs(2));
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.0 = Duration::from_millis(50);
     }
 }

@@ -64,8 +64,10 @@ fn parse_entry(entry: &RawEntry) {
     }
 }
 
-/// Worker mode's flags (`mode::parse`, with `parse_duration`) on arguments separated by NUL
-/// bytes; `NAME=value` arguments after a lone `--env` are its environment.
+/// Worker mode's reading of its flags (`mode::parse`, with `parse_duration`) on words separated
+/// by NUL bytes, read as pairs of a flag and its value (as graflow's flag parser hands them
+/// over; a pair whose flag is not one of worker mode's is left out); `NAME=value` words after a
+/// lone `--env` are its environment.
 pub fn worker_flags(bytes: &[u8]) {
     let words: Vec<String> = bytes
         .split(|&b| b == 0)
@@ -75,10 +77,17 @@ pub fn worker_flags(bytes: &[u8]) {
         Some(at) => (&words[..at], &words[at + 1..]),
         None => (&words[..], &[][..]),
     };
+    let given: Vec<(&str, String)> = args
+        .chunks(2)
+        .filter_map(|pair| {
+            let flag = crate::mode::FLAGS.iter().find(|f| f.name == pair[0])?;
+            Some((flag.name, pair.get(1).cloned().unwrap_or_default()))
+        })
+        .collect();
     let env: HashMap<&str, &str> = env.iter().filter_map(|kv| kv.split_once('=')).collect();
     let lookup = |name: &str| env.get(name).map(|v| (*v).to_owned());
-    let _ = crate::mode::parse(args, &lookup);
-    let _ = crate::mode::parse(args, &|_: &str| None);
+    let _ = crate::mode::parse(&given, &lookup);
+    let _ = crate::mode::parse(&given, &|_: &str| None);
     for word in &words {
         let _ = crate::mode::parse_duration(word);
     }

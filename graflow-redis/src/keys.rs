@@ -3,6 +3,9 @@
 
 use crate::RedisError;
 
+/// The queue a task goes to when it names none (`#[task(handler = "redis", queue = "...")]`).
+pub const DEFAULT_QUEUE: &str = "default";
+
 /// The consumer group every worker of a queue reads in.
 pub(crate) const GROUP: &str = "graflow-workers";
 
@@ -28,7 +31,7 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub fn new(prefix: &str) -> Result<Self, RedisError> {
+    pub(crate) fn new(prefix: &str) -> Result<Self, RedisError> {
         check_name("key prefix", prefix)?;
         Ok(Keys {
             prefix: prefix.to_owned(),
@@ -36,50 +39,50 @@ impl Keys {
     }
 
     /// The stream of a queue's invocations.
-    pub fn queue(&self, queue: &str) -> String {
+    pub(crate) fn queue(&self, queue: &str) -> String {
         format!("{}:queue:{queue}", self.prefix)
     }
 
     /// The dead-letter stream of a queue.
-    pub fn dead(&self, queue: &str) -> String {
+    pub(crate) fn dead(&self, queue: &str) -> String {
         format!("{}:dead:{queue}", self.prefix)
     }
 
     /// The sorted set of a queue's live workers (member: worker name, score: last heartbeat,
     /// in Redis's own clock).
-    pub fn workers(&self, queue: &str) -> String {
+    pub(crate) fn workers(&self, queue: &str) -> String {
         format!("{}:workers:{queue}", self.prefix)
     }
 
     /// The hash of a queue's live workers' builds (field: worker name, value: build id).
-    pub fn builds(&self, queue: &str) -> String {
+    pub(crate) fn builds(&self, queue: &str) -> String {
         format!("{}:builds:{queue}", self.prefix)
     }
 
     /// One engine's reply stream.
-    pub fn replies(&self, client: &str) -> String {
+    pub(crate) fn replies(&self, client: &str) -> String {
         format!("{}:replies:{client}", self.prefix)
     }
 
     /// An engine's liveness key: renewed every [`ENGINE_REFRESH`] while the engine lives, and
     /// with each job it queues; gone [`ENGINE_TTL_SECS`] after it ends, however it ends.
-    pub fn engine(&self, client: &str) -> String {
+    pub(crate) fn engine(&self, client: &str) -> String {
         format!("{}:engine:{client}", self.prefix)
     }
 
     /// Set, once, by the first outcome of an attempt.
-    pub fn done(&self, attempt: &str) -> String {
+    pub(crate) fn done(&self, attempt: &str) -> String {
         format!("{}:done:{attempt}", self.prefix)
     }
 
     /// Set, with the entry id, when an attempt's job is queued (a retried XADD adds no second
     /// entry).
-    pub fn queued(&self, attempt: &str) -> String {
+    pub(crate) fn queued(&self, attempt: &str) -> String {
         format!("{}:queued:{attempt}", self.prefix)
     }
 
     /// Set when the engine no longer wants an attempt (timeout, cancelled run).
-    pub fn cancel(&self, attempt: &str) -> String {
+    pub(crate) fn cancel(&self, attempt: &str) -> String {
         format!("{}:cancel:{attempt}", self.prefix)
     }
 }

@@ -1,15 +1,20 @@
 //! The "redis" execution handler of graflow: tasks run on remote workers, which are the same
 //! program started in worker mode, through Redis Streams.
 //!
-//! | file | what |
+//! | module | what |
 //! |---|---|
-//! | `handler.rs` | [`RedisHandler`]: the engine side, one job per attempt, the reply dispatcher, the no-worker and lost-job monitor |
-//! | `worker.rs` | [`Worker`]: reads jobs in a consumer group, runs them, renews leases, takes over dead workers' jobs, dead-letters |
-//! | `mode.rs` | worker mode: `--graflow-worker URL` through `graflow::init()` |
-//! | `entry.rs` | the job and reply entries, read as hostile input |
-//! | `scripts.rs` | the Lua scripts that make outcome + acknowledgement, dead-lettering and lease renewal atomic |
-//! | `logs.rs` | an attempt's log lines, captured on the worker and logged by the engine |
-//! | `keys.rs`, `connect.rs`, `error.rs` | key names, connections (reconnecting with backoff), [`RedisError`] |
+//! | `error.rs` | [`RedisError`] |
+//! | `keys.rs` | key names under one prefix, names a user chooses, [`DEFAULT_QUEUE`] |
+//! | `connect.rs` | connections (TLS, reconnecting with backoff), consumer groups, which errors a retry may cure |
+//! | `scripts.rs` | the Lua scripts that make outcome + acknowledgement, dead-lettering, lease renewal and claims atomic |
+//! | `entry/` | the job and reply entries, read as hostile input |
+//! | `logs.rs` | an attempt's log lines, captured on the worker ([`CaptureLayer`]) and logged by the engine |
+//! | `handler/` | [`RedisHandler`]: the engine side, one job per attempt, the reply dispatcher, the no-worker and lost-job monitor |
+//! | `worker/` | [`Worker`]: reads jobs in a consumer group, runs them, renews leases, takes over dead workers' jobs, hands back other builds' jobs, dead-letters |
+//! | `mode/` | worker mode: `--graflow-worker URL` through `graflow::init()` |
+//!
+//! Each module uses only modules listed above it (`tests/module_graph.rs` checks that the
+//! modules, and the files of each module folder, form no cycle).
 //!
 //! # Semantics
 //! - **At least once, first outcome wins.** A job is acknowledged (XACK) in the same Lua script
@@ -34,6 +39,8 @@
 //! - **Engine liveness.** A job names its engine's liveness key; a worker dead-letters, without
 //!   running them, the jobs of an engine whose key stays absent for 5 s.
 
+#![warn(unreachable_pub, missing_docs)]
+
 mod connect;
 mod entry;
 mod error;
@@ -49,7 +56,8 @@ mod worker;
 
 pub use connect::{CA_CERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, TlsOptions};
 pub use error::RedisError;
-pub use handler::{DEFAULT_QUEUE, RedisHandler, RedisOptions};
+pub use handler::{RedisHandler, RedisOptions};
+pub use keys::DEFAULT_QUEUE;
 pub use logs::{ATTEMPT_SPAN, CaptureLayer};
 pub use mode::WORKER_ENV;
 pub use worker::{Worker, WorkerOptions, WorkerStats};

@@ -45,7 +45,7 @@ impl Sink {
     }
 
     /// The lines as the reply carries them: `LEVEL \t target \t message`, one per line.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let mut text = String::new();
         if lines.1 > 0 {
@@ -76,7 +76,7 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
-    pub fn new(att: &str) -> Self {
+    pub(crate) fn new(att: &str) -> Self {
         let sink = Arc::new(Sink::default());
         sinks()
             .lock()
@@ -100,6 +100,7 @@ impl Drop for Capture {
 
 /// The `tracing` layer that copies events inside an attempt's span to its sink.
 #[derive(Debug, Default, Clone, Copy)]
+#[non_exhaustive]
 pub struct CaptureLayer;
 
 impl CaptureLayer {

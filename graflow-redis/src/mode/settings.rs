@@ -1,5 +1,5 @@
-//! Worker mode: `graflow::init()` turns the program into a worker when it was started with
-//! `--graflow-worker redis://host:port/db` (or `GRAFLOW_WORKER=redis://...`).
+//! Worker mode's settings: its flags (parsed by graflow's own flag parser, with every other
+//! `--graflow-*` flag) and their environment variables, read into a URL and [`WorkerOptions`].
 //!
 //! | flag | environment | default |
 //! |---|---|---|
@@ -15,15 +15,17 @@
 //! connects with TLS, set up by `GRAFLOW_REDIS_CA_CERT`, `GRAFLOW_REDIS_CLIENT_CERT` and
 //! `GRAFLOW_REDIS_CLIENT_KEY` (see [`TlsOptions`](crate::TlsOptions)).
 
-use std::io::Write as _;
 use std::time::Duration;
 
-use crate::{CaptureLayer, RedisError, Worker, WorkerOptions};
+use crate::RedisError;
+use crate::keys::redact;
+use crate::worker::WorkerOptions;
 
 /// The environment variable that starts worker mode.
 pub const WORKER_ENV: &str = "GRAFLOW_WORKER";
 
-const SETTINGS: [(&str, &str); 6] = [
+/// The settings of worker mode: each flag and its environment variable.
+pub(super) const SETTINGS: [(&str, &str); 6] = [
     ("--graflow-worker-queue", "GRAFLOW_WORKER_QUEUES"),
     ("--graflow-worker-concurrency", "GRAFLOW_WORKER_CONCURRENCY"),
     ("--graflow-worker-lease", "GRAFLOW_WORKER_LEASE"),
@@ -87,40 +89,23 @@ const fn flag(
     }
 }
 
-/// Exit codes of worker mode.
-const EXIT_USAGE: i32 = 64;
-const EXIT_UNAVAILABLE: i32 = 69;
-const EXIT_SOFTWARE: i32 = 70;
-
-/// What `--graflow-worker` and its settings say, from `args` and `env`; `None` when not in
+/// What `--graflow-worker` and its settings say, from `given` (the mode flags and their values,
+/// in order, as graflow's flag parser read them: [`graflow_args`]) and `env`; `None` when not in
 /// worker mode.
+///
+/// [`graflow_args`]: graflow_core::backend::graflow_args
 pub(crate) fn parse(
-    args: &[String],
+    given: &[(&str, String)],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Result<(String, WorkerOptions), RedisError>> {
-    let mut flags: Vec<(String, String)> = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        let known = std::iter::once("--graflow-worker")
-            .chain(SETTINGS.iter().map(|(flag, _)| *flag))
-            .find(|flag| arg == flag || arg.starts_with(&format!("{flag}=")));
-        if let Some(flag) = known {
-            let value = if let Some(value) = arg.strip_prefix(&format!("{flag}=")) {
-                Some(value.to_owned())
-            } else {
-                i += 1;
-                args.get(i).cloned()
-            };
-            let Some(value) = value else {
-                return Some(Err(setting(flag, "needs a value")));
-            };
-            flags.push((flag.to_owned(), value));
-        }
-        i += 1;
-    }
-    let mut urls = flags.iter().filter(|(flag, _)| flag == "--graflow-worker");
-    let first = urls.next().map(|(_, url)| url.clone());
+    // Only this mode's flags (another mode's are that mode's).
+    let flags: Vec<(&str, &str)> = given
+        .iter()
+        .filter(|(flag, _)| FLAGS.iter().any(|known| known.name == *flag))
+        .map(|(flag, value)| (*flag, value.as_str()))
+        .collect();
+    let mut urls = flags.iter().filter(|(flag, _)| *flag == "--graflow-worker");
+    let first = urls.next().map(|(_, url)| (*url).to_owned());
     if let Some((_, second)) = urls.next() {
         return Some(Err(setting(
             "--graflow-worker",
@@ -143,20 +128,6 @@ pub(crate) fn parse(
     Some(options(&flags, env).map(|options| (url, options)))
 }
 
-/// `url` without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn setting(what: &str, message: &str) -> RedisError {
     RedisError::Setting {
         setting: what.to_owned(),
@@ -165,15 +136,15 @@ fn setting(what: &str, message: &str) -> RedisError {
 }
 
 fn options(
-    flags: &[(String, String)],
+    flags: &[(&str, &str)],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<WorkerOptions, RedisError> {
     let mut options = WorkerOptions::default();
     for (flag, var) in SETTINGS {
         let given: Vec<String> = flags
             .iter()
-            .filter(|(f, _)| f == flag)
-            .map(|(_, v)| v.clone())
+            .filter(|(f, _)| *f == flag)
+            .map(|(_, v)| (*v).to_owned())
             .collect();
         let values = if given.is_empty() {
             match env(var) {
@@ -238,102 +209,29 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
 }
 
-/// Called by `graflow::init()` (registered as a program mode): runs the worker to its end when
-/// the program was started in worker mode.
-pub(crate) fn enter() -> Option<i32> {
-    // Only the program's `--graflow-*` arguments: its own are never read.
-    let args = graflow_core::backend::graflow_args();
-    let parsed = parse(&args, &|var| std::env::var(var).ok())?;
-    // Programs the tasks start are not workers: the variables go, when that is sound.
-    if graflow_core::backend::single_threaded() {
-        // SAFETY: this process has one thread (checked just now), so no other thread can read
-        // the environment while it changes, nor start meanwhile.
-        unsafe {
-            std::env::remove_var(WORKER_ENV);
-            for (_, var) in SETTINGS {
-                std::env::remove_var(var);
-            }
-        }
-    } else if std::env::var_os(WORKER_ENV).is_some() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "warning: graflow::init() ran after this program started threads, so {WORKER_ENV} stays in its environment and programs its tasks start inherit it (and would start as workers): call init() first in main, before any runtime starts, or use #[graflow::main]"
-        );
-    }
-    install_logging();
-    let (url, options) = match parsed {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            // A usage error, said as the core's flag mistakes are.
-            let _ = writeln!(std::io::stderr(), "error: {e}");
-            return Some(EXIT_USAGE);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("graflow-worker")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(target: "graflow::handlers", "cannot start the worker's runtime: {e}");
-            return Some(EXIT_SOFTWARE);
-        }
-    };
-    let result = runtime.block_on(Worker::new(url).with_options(options).run());
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    Some(match result {
-        Ok(_) => 0,
-        Err(e @ (RedisError::Unreachable { .. } | RedisError::Command { .. })) => {
-            tracing::error!(target: "graflow::handlers", "worker stopped: {e}");
-            EXIT_UNAVAILABLE
-        }
-        Err(e) => {
-            tracing::error!(target: "graflow::handlers", "worker stopped: {e}");
-            EXIT_USAGE
-        }
-    })
-}
-
-/// Logs to stderr (`RUST_LOG`, default `info`) and captures each attempt's lines (info and
-/// above) for its reply. A program that installed a subscriber already keeps its own.
-fn install_logging() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::{EnvFilter, Layer};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(filter),
-        )
-        .with(CaptureLayer::new().with_filter(tracing_subscriber::filter::LevelFilter::INFO));
-    let _ = tracing::subscriber::set_global_default(subscriber);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
+    /// Flags and values as graflow's flag parser hands them over.
+    fn given(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        pairs
+            .iter()
+            .map(|(flag, value)| (*flag, (*value).to_owned()))
+            .collect()
     }
 
     #[test]
     fn worker_mode_from_flags_and_environment() {
         let none = |_: &str| None;
-        assert!(parse(&strings(&["--other", "x"]), &none).is_none());
+        assert!(parse(&given(&[("--graflow-other", "x")]), &none).is_none());
         let (url, options) = parse(
-            &strings(&[
-                "--graflow-worker",
-                "redis://h:1/0",
-                "--graflow-worker-queue=gpu,cpu",
-                "--graflow-worker-queue",
-                "io",
-                "--graflow-worker-lease",
-                "1500ms",
-                "--graflow-worker-concurrency=3",
+            &given(&[
+                ("--graflow-worker", "redis://h:1/0"),
+                ("--graflow-worker-queue", "gpu,cpu"),
+                ("--graflow-worker-queue", "io"),
+                ("--graflow-worker-lease", "1500ms"),
+                ("--graflow-worker-concurrency", "3"),
             ]),
             &none,
         )
@@ -350,18 +248,16 @@ mod tests {
             "GRAFLOW_WORKER_CONCURRENCY" => Some("8".to_owned()),
             _ => None,
         };
-        let (url, options) = parse(&strings(&["--graflow-worker-concurrency", "2"]), &env)
+        let (url, options) = parse(&given(&[("--graflow-worker-concurrency", "2")]), &env)
             .unwrap()
             .unwrap();
         assert_eq!(url, "redis://e:2/1");
         assert_eq!((options.max_deliveries, options.concurrency), (5, 2));
 
         let error = parse(
-            &strings(&[
-                "--graflow-worker",
-                "u",
-                "--graflow-worker-lease",
-                "3 parsecs",
+            &given(&[
+                ("--graflow-worker", "u"),
+                ("--graflow-worker-lease", "3 parsecs"),
             ]),
             &none,
         )
@@ -372,21 +268,15 @@ mod tests {
             error.contains("--graflow-worker-lease") && error.contains("unknown unit"),
             "{error}"
         );
-        assert!(
-            parse(&strings(&["--graflow-worker"]), &none)
-                .unwrap()
-                .is_err()
-        );
     }
 
     #[test]
     fn a_second_worker_url_or_settings_without_worker_mode_are_usage_errors() {
         let none = |_: &str| None;
         let error = parse(
-            &strings(&[
-                "--graflow-worker",
-                "redis://:secret@h:1/0",
-                "--graflow-worker=redis://h:2/0",
+            &given(&[
+                ("--graflow-worker", "redis://:secret@h:1/0"),
+                ("--graflow-worker", "redis://h:2/0"),
             ]),
             &none,
         )
@@ -398,7 +288,7 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("secret"), "{error}");
-        let error = parse(&strings(&["--graflow-worker-concurrency", "4"]), &none)
+        let error = parse(&given(&[("--graflow-worker-concurrency", "4")]), &none)
             .unwrap()
             .unwrap_err()
             .to_string();
@@ -410,17 +300,10 @@ mod tests {
         // With GRAFLOW_WORKER set, the same setting is the worker's.
         let env = |var: &str| (var == WORKER_ENV).then(|| "redis://e:2/1".to_owned());
         assert!(
-            parse(&strings(&["--graflow-worker-concurrency", "4"]), &env)
+            parse(&given(&[("--graflow-worker-concurrency", "4")]), &env)
                 .unwrap()
                 .is_ok()
         );
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact("rediss://user:pw@h:1/0"), "rediss://user:***@h:1/0");
-        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
     }
 }
 
@@ -430,23 +313,18 @@ mod properties {
 
     use super::*;
 
-    fn arg() -> impl Strategy<Value = String> {
-        prop_oneof![
-            prop::sample::select(vec![
-                "--graflow-worker",
-                "--graflow-worker-queue",
-                "--graflow-worker-concurrency",
-                "--graflow-worker-lease",
-                "--graflow-worker-max-deliveries",
-                "--graflow-worker-name",
-                "--graflow-worker-prefix",
-                "--graflow-worker-lease=",
-                "--",
-            ])
-            .prop_map(str::to_owned),
-            "\\PC{0,12}",
-            "[0-9.]{0,8}(ms|s|m|h|)",
-        ]
+    /// A flag (worker mode's, another mode's) with a value, as graflow's flag parser hands it
+    /// over.
+    fn flag() -> impl Strategy<Value = (&'static str, String)> {
+        let names: Vec<&'static str> = FLAGS
+            .iter()
+            .map(|f| f.name)
+            .chain(["--graflow-other"])
+            .collect();
+        (
+            prop::sample::select(names),
+            prop_oneof!["\\PC{0,12}", "[0-9.]{0,8}(ms|s|m|h|)"],
+        )
     }
 
     proptest! {
@@ -454,7 +332,7 @@ mod properties {
 
         #[test]
         fn arbitrary_flags_never_panic(
-            args in prop::collection::vec(arg(), 0..12),
+            given in prop::collection::vec(flag(), 0..12),
             env in prop::collection::hash_map(
                 prop::sample::select(SETTINGS.iter().map(|(_, var)| *var).chain([WORKER_ENV]).collect::<Vec<_>>()),
                 "\\PC{0,12}",
@@ -462,9 +340,9 @@ mod properties {
             ),
         ) {
             let lookup = |var: &str| env.get(var).cloned();
-            let _ = parse(&args, &lookup);
-            for arg in &args {
-                let _ = parse_duration(arg);
+            let _ = parse(&given, &lookup);
+            for (_, value) in &given {
+                let _ = parse_duration(value);
             }
         }
 
