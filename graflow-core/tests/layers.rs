@@ -24,6 +24,8 @@ const LAYERS: &[&[&str]] = &[
     &["remote"],
     &["program"],
     &["runner"],
+    // The backend SDK: the public face of `remote`, `runner`, `program` and `interrupt`.
+    &["backend"],
     &["handlers"],
     &["engine"],
     &["error"],
@@ -132,4 +134,126 @@ fn modules_import_only_the_layers_below_them() {
         "imports against the layering (bottom first: {LAYERS:?}):\n{}",
         violations.join("\n")
     );
+}
+
+/// Inside `run/`, bottom first: each submodule may name (as `super::NAME` or
+/// `crate::run::NAME`) only the submodules before it. Items `run/mod.rs` re-exports are the
+/// parent's and not checked here.
+const RUN_LAYERS: &[&[&str]] = &[
+    &["cpu", "gate"],
+    &["handler", "state"],
+    &["body", "context"],
+    &["control"],
+    &["checkpoint"],
+    &["options", "error"],
+    &["scheduler"],
+];
+
+/// The `run/` submodules a file names through `super::` (from a file directly in `run/`),
+/// `super::super::` (from a file in a folder of `run/`) or `crate::run::`.
+fn run_imports(source: &str, depth: usize) -> Vec<(String, usize)> {
+    let prefixes: Vec<String> = vec![
+        format!("{}", "super::".repeat(depth)),
+        "crate::run::".to_owned(),
+    ];
+    let mut found = Vec::new();
+    for (n, line) in source.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for prefix in &prefixes {
+            let mut rest = code;
+            while let Some(at) = rest.find(prefix.as_str()) {
+                let before = &rest[..at];
+                let after = &rest[at + prefix.len()..];
+                rest = after;
+                // `super::super::x` seen as `super::` + `super`: skip the longer match's part.
+                if before.ends_with("super::") || after.starts_with("super::") {
+                    continue;
+                }
+                let name: String = after
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    found.push((name, n + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn run_submodules_import_only_the_ones_below_them() {
+    let run = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/run");
+    let rank: BTreeMap<&str, usize> = RUN_LAYERS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, layer)| layer.iter().map(move |m| (*m, i)))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&run, &mut files);
+    files.sort();
+    let mut violations = Vec::new();
+    let mut unknown = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&run).expect("under src/run/");
+        let parts: Vec<&str> = relative
+            .components()
+            .filter_map(|c| c.as_os_str().to_str())
+            .collect();
+        let module = parts[0].trim_end_matches(".rs");
+        if module == "mod" {
+            continue;
+        }
+        let Some(&own) = rank.get(module) else {
+            unknown.push(module.to_owned());
+            continue;
+        };
+        // A file in a folder (`checkpoint/write.rs`) reaches its siblings through `super::`
+        // and `run/`'s other submodules through `super::super::`; its folder's `mod.rs` is a
+        // file directly in the folder, one level down as well.
+        let depth = if parts.len() > 1 && parts[parts.len() - 1] != "mod.rs" {
+            2
+        } else {
+            1
+        };
+        let source = std::fs::read_to_string(file).expect("a readable source file");
+        for (import, line) in run_imports(&source, depth) {
+            if import == module {
+                continue;
+            }
+            match rank.get(import.as_str()) {
+                Some(&theirs) if theirs < own => {}
+                Some(_) => violations.push(format!(
+                    "run/{}:{line}: `{module}` uses `{import}`, which is not below it",
+                    relative.display()
+                )),
+                // Names that are not submodules (items, `self`, a folder's own children).
+                None => {}
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    assert!(
+        unknown.is_empty(),
+        "run/ submodules missing from RUN_LAYERS: {unknown:?}"
+    );
+    assert!(
+        violations.is_empty(),
+        "imports against run/'s layering (bottom first: {RUN_LAYERS:?}):\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_run_layer_check_sees_a_cycle() {
+    // `state` naming `scheduler` (the circle run/ once had) is found.
+    let found = run_imports("use super::scheduler::Scheduler;", 1);
+    assert_eq!(found, vec![("scheduler".to_owned(), 1)]);
+    let nested = run_imports(
+        "use super::super::scheduler::Start; use super::format::Head;",
+        2,
+    );
+    assert_eq!(nested, vec![("scheduler".to_owned(), 1)]);
 }

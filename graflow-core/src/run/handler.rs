@@ -1,5 +1,6 @@
 //! The handler contract: what the scheduler asks of a handler, and link-time registration.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::ExecutionContext;
@@ -121,4 +122,17 @@ macro_rules! register_handler {
             }
         };
     };
+}
+
+/// A handler as the scheduler uses it: one per distinct handler name of the run.
+pub(crate) struct Slot {
+    /// The name it is registered under.
+    pub name: Cow<'static, str>,
+    pub handler: Arc<dyn TaskHandler>,
+    /// The built-in direct handler: short synchronous bodies run inline, without a future.
+    pub direct: bool,
+    /// How many of its tasks may be in flight at once in this run.
+    pub limit: usize,
+    /// How many may be in flight at once over all the engine's runs (`None`: no limit).
+    pub gate: Option<Arc<super::gate::Gate>>,
 }

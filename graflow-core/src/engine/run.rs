@@ -1,39 +1,15 @@
-//! The engine: the handler registry, validation, running workflows, and how a run ends
-//! ([`RunError`]).
+//! Running a workflow: the two entry points (`execute`, `run`), a new run or a resumed one, driving the scheduler under the run's span and signals, and the report or error it ends with.
 
-use std::any::TypeId;
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
-
-use tracing::Instrument;
-
-use crate::channel::Channel;
-use crate::definition::{AttemptError, panic_message};
-use crate::graph::{Graph, Problem, Task, Workflow};
-use crate::handlers::{DirectHandler, ProcessHandler};
-use crate::interrupt::RunSignals;
-use crate::observe::{EventKind, Observers, ProgressBar, RunEvent, RunObserver};
-use crate::program::Describe;
-use crate::report::{GroupRecord, Record, RunReport};
-use crate::run::checkpoint::{Checkpoint, Checkpointer};
-use crate::run::control::HandlerLookup;
-use crate::run::gate::Gate;
-use crate::run::scheduler::{self, Ended, Failure, GroupState, Slot, Start};
-use crate::run::{
-    CpuPool, GroupFailure, HandlerRegistration, RunCancelled, RunError, RunFailure, RunOptions,
-    RunShared, TaskHandler, cpu_count,
+use super::{
+    Arc, AssertUnwindSafe, AtomicU64, AttemptError, BuildHasher, Channel, Checkpoint, Checkpointer,
+    Describe, Ended, EventKind, Failure, FutureExt, Graph, GroupFailure, GroupRecord, GroupState,
+    HandlerLookup, Hasher, Instant, Instrument, Observers, Ordering, RandomState, Record,
+    RunCancelled, RunError, RunEvent, RunFailure, RunOptions, RunReport, RunShared, RunSignals,
+    Slot, Start, SystemTime, Task, Value, Workflow, WorkflowEngine, panic_message, scheduler,
 };
-use crate::value::Value;
-use futures_util::FutureExt;
 
 /// Emits [`EventKind::RunAbandoned`] when a run's future is dropped before the run ended.
-struct Abandoned<'a> {
+pub(super) struct Abandoned<'a> {
     shared: &'a RunShared,
     start: Instant,
     armed: bool,
@@ -50,294 +26,7 @@ impl Drop for Abandoned<'_> {
     }
 }
 
-/// A validated run: the compiled graph and one slot per distinct handler name.
-type Prepared = (Arc<Graph>, Vec<Slot>);
-
-/// The default overall limit of tasks in flight in one run.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 1024;
-
-#[derive(Clone)]
-struct Entry {
-    handler: Arc<dyn TaskHandler>,
-    /// The built-in [`DirectHandler`], which has the scheduler's inline fast path.
-    direct: bool,
-}
-
-#[derive(Clone)]
-enum Registered {
-    Handler(Entry),
-    /// Claimed by several `register_handler!` of the program.
-    Ambiguous(Vec<&'static str>),
-    /// Its `register_handler!` constructor panicked.
-    Broken {
-        module: &'static str,
-        message: String,
-    },
-}
-
-/// Runs workflows. Knows the "direct" and "process" handlers, every handler registered at link
-/// time with [`register_handler!`](crate::register_handler) (with the `docker` feature of
-/// `graflow`, "docker"), and those added with [`WorkflowEngine::register_handler`].
-///
-/// How many tasks run at once depends on the kind of work:
-/// - synchronous bodies that run on the blocking pool run at most [`cpu_limit`](WorkflowEngine::cpu_limit)
-///   at once (default: the number of CPUs), in the order they became ready: CPU-bound work
-///   never oversubscribes the machine;
-/// - async bodies and out-of-process tasks only wait, and are limited by their handler's limit
-///   ([`TaskHandler::concurrency_limit`], "docker": 16, or [`WorkflowEngine::set_handler_concurrency`])
-///   and the overall [`max_concurrency`](WorkflowEngine::max_concurrency) (default 1024).
-#[derive(Clone)]
-pub struct WorkflowEngine {
-    handlers: Arc<BTreeMap<String, Registered>>,
-    handler_limits: Arc<BTreeMap<String, usize>>,
-    per_run_limits: Arc<BTreeMap<String, usize>>,
-    /// The handlers' limits over all runs, shared by the runs (and the engine's clones).
-    gates: Gates,
-    max_concurrency: usize,
-    cpu: Arc<CpuPool>,
-    cpu_limit: usize,
-    handle_signals: bool,
-    observers: Observers,
-}
-
-impl std::fmt::Debug for WorkflowEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkflowEngine")
-            .field("handlers", &self.handler_names())
-            .field("handler_limits", &self.handler_limits)
-            .field("max_concurrency", &self.max_concurrency)
-            .field("cpu_limit", &self.cpu_limit)
-            .field("handle_signals", &self.handle_signals)
-            .field("observers", &self.observers)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for WorkflowEngine {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl WorkflowEngine {
-    /// An engine with "direct", "process" and the link-time handlers; a CPU limit of the number
-    /// of CPUs and an overall limit of [`DEFAULT_MAX_CONCURRENCY`] tasks in flight.
-    pub fn new() -> Self {
-        let mut handlers = BTreeMap::new();
-        handlers.insert(
-            "direct".to_owned(),
-            Registered::Handler(Entry {
-                handler: Arc::new(DirectHandler),
-                direct: true,
-            }),
-        );
-        handlers.insert(
-            "process".to_owned(),
-            Registered::Handler(Entry {
-                handler: Arc::new(ProcessHandler::new()),
-                direct: false,
-            }),
-        );
-        let mut by_name: BTreeMap<&'static str, Vec<&'static HandlerRegistration>> =
-            BTreeMap::new();
-        for registration in HandlerRegistration::all() {
-            by_name
-                .entry(registration.name)
-                .or_default()
-                .push(registration);
-        }
-        for (name, registrations) in by_name {
-            let entry = match registrations.as_slice() {
-                [one] => match std::panic::catch_unwind(AssertUnwindSafe(one.constructor)) {
-                    Ok(handler) => Registered::Handler(Entry {
-                        handler,
-                        direct: false,
-                    }),
-                    Err(payload) => Registered::Broken {
-                        module: one.module,
-                        message: panic_message(&*payload),
-                    },
-                },
-                many => {
-                    let mut modules: Vec<&'static str> = many.iter().map(|r| r.module).collect();
-                    modules.sort_unstable();
-                    Registered::Ambiguous(modules)
-                }
-            };
-            handlers.insert(name.to_owned(), entry);
-        }
-        let cpu_limit = cpu_count();
-        let mut observers = Observers::default();
-        if crate::program::flags().progress {
-            observers.push(Arc::new(ProgressBar::stderr()));
-        }
-        WorkflowEngine {
-            handlers: Arc::new(handlers),
-            handler_limits: Arc::new(BTreeMap::new()),
-            per_run_limits: Arc::new(BTreeMap::new()),
-            gates: Gates::default(),
-            max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            cpu: CpuPool::new(cpu_limit),
-            cpu_limit,
-            handle_signals: true,
-            observers,
-        }
-    }
-
-    /// Adds an observer of every run this engine starts afterwards: it sees each
-    /// [`RunEvent`](crate::RunEvent) (run started and finished; task ready, started, retrying,
-    /// succeeded, failed, cancelled; runners' output lines). An engine without observers builds
-    /// no event. [`RunOptions::observer`] adds one for a single run.
-    pub fn add_observer(&mut self, observer: impl RunObserver) -> &mut Self {
-        self.observers.push(Arc::new(observer));
-        self
-    }
-
-    /// Adds `handler` under `name`, replacing any handler of that name (replacing "docker" with
-    /// [`DirectHandler`] runs a Docker workflow locally).
-    pub fn register_handler<H: TaskHandler>(
-        &mut self,
-        name: impl Into<String>,
-        handler: H,
-    ) -> &mut Self {
-        let direct = TypeId::of::<H>() == TypeId::of::<DirectHandler>();
-        self.insert(name.into(), Arc::new(handler), direct)
-    }
-
-    /// [`WorkflowEngine::register_handler`] for a handler already in an `Arc`.
-    pub fn register_handler_arc(
-        &mut self,
-        name: impl Into<String>,
-        handler: Arc<dyn TaskHandler>,
-    ) -> &mut Self {
-        self.insert(name.into(), handler, false)
-    }
-
-    fn insert(&mut self, name: String, handler: Arc<dyn TaskHandler>, direct: bool) -> &mut Self {
-        tracing::debug!(target: "graflow::engine", handler = %name, "handler registered");
-        Arc::make_mut(&mut self.handlers)
-            .insert(name, Registered::Handler(Entry { handler, direct }));
-        self
-    }
-
-    /// Builder form of [`WorkflowEngine::register_handler`].
-    pub fn with_handler(mut self, name: impl Into<String>, handler: impl TaskHandler) -> Self {
-        self.register_handler(name, handler);
-        self
-    }
-
-    /// The registered handler names, sorted.
-    pub fn handler_names(&self) -> Vec<&str> {
-        self.handlers.keys().map(String::as_str).collect()
-    }
-
-    /// The handler registered under `name`.
-    pub fn handler(&self, name: &str) -> Option<Arc<dyn TaskHandler>> {
-        match self.handlers.get(name) {
-            Some(Registered::Handler(entry)) => Some(entry.handler.clone()),
-            _ => None,
-        }
-    }
-
-    /// The overall limit of tasks in flight in one run, whatever their kind (default
-    /// [`DEFAULT_MAX_CONCURRENCY`]).
-    pub fn max_concurrency(&self) -> usize {
-        self.max_concurrency
-    }
-
-    /// Sets the overall limit of tasks in flight in one run (at least 1).
-    pub fn set_max_concurrency(&mut self, limit: usize) -> &mut Self {
-        self.max_concurrency = limit.max(1);
-        self
-    }
-
-    /// How many synchronous bodies may run on the blocking pool at once, across the runs of
-    /// this engine (default: the number of CPUs).
-    pub fn cpu_limit(&self) -> usize {
-        self.cpu_limit
-    }
-
-    /// Sets the CPU limit (at least 1). Runs started afterwards use it.
-    pub fn set_cpu_limit(&mut self, limit: usize) -> &mut Self {
-        self.cpu_limit = limit.max(1);
-        self.cpu = CpuPool::new(self.cpu_limit);
-        self
-    }
-
-    /// Builder form of [`WorkflowEngine::set_cpu_limit`].
-    pub fn with_cpu_limit(mut self, limit: usize) -> Self {
-        self.set_cpu_limit(limit);
-        self
-    }
-
-    /// How many tasks of handler `name` may be in flight at once in one run: what
-    /// [`WorkflowEngine::set_handler_concurrency`] set, else the handler's own
-    /// [`TaskHandler::concurrency_limit`], else `None` (only the overall limit applies).
-    pub fn handler_concurrency(&self, name: &str) -> Option<usize> {
-        self.lookup().limit(name)
-    }
-
-    /// The handler registry as a run sees it (for tasks added while it runs).
-    fn lookup(&self) -> Lookup {
-        Lookup {
-            handlers: self.handlers.clone(),
-            limits: self.handler_limits.clone(),
-            per_run: self.per_run_limits.clone(),
-            gates: self.gates.clone(),
-        }
-    }
-
-    /// Limits how many tasks of handler `name` this engine has in flight at once, over all
-    /// its runs (at least 1), replacing the handler's own limit: e.g.
-    /// `engine.set_handler_concurrency("docker", 4)`. Runs started afterwards use it.
-    pub fn set_handler_concurrency(&mut self, name: impl Into<String>, limit: usize) -> &mut Self {
-        Arc::make_mut(&mut self.handler_limits).insert(name.into(), limit.max(1));
-        self
-    }
-
-    /// Limits how many tasks of handler `name` one run has in flight at once (at least 1), on
-    /// top of the engine's limit over all runs ([`WorkflowEngine::set_handler_concurrency`]):
-    /// for a program that runs many workflows at once and wants each to get its share.
-    pub fn set_handler_concurrency_per_run(
-        &mut self,
-        name: impl Into<String>,
-        limit: usize,
-    ) -> &mut Self {
-        Arc::make_mut(&mut self.per_run_limits).insert(name.into(), limit.max(1));
-        self
-    }
-
-    /// Builder form of [`WorkflowEngine::set_handler_concurrency`].
-    pub fn with_handler_concurrency(mut self, name: impl Into<String>, limit: usize) -> Self {
-        self.set_handler_concurrency(name, limit);
-        self
-    }
-
-    /// Builder form of [`WorkflowEngine::set_max_concurrency`].
-    pub fn with_max_concurrency(mut self, limit: usize) -> Self {
-        self.set_max_concurrency(limit);
-        self
-    }
-
-    /// Checks `workflow` without running it, as a run with an empty initial channel would.
-    pub fn validate(&self, workflow: &Workflow) -> Result<(), RunError> {
-        self.validate_with(workflow, &Channel::new())
-    }
-
-    /// Whether a run catches SIGINT and SIGTERM (default: yes, each that the program neither
-    /// handles nor ignores). A caught signal cancels the run, waits for its clean-up (child
-    /// processes killed, containers removed) and then ends the program as the signal would
-    /// have; see the `interrupt` module. `false` leaves signals entirely to the program.
-    pub fn with_signal_handling(mut self, enabled: bool) -> Self {
-        self.handle_signals = enabled;
-        self
-    }
-
-    /// Checks `workflow` as a run with this initial channel would.
-    pub fn validate_with(&self, workflow: &Workflow, channel: &Channel) -> Result<(), RunError> {
-        self.prepare(workflow, channel).map(drop)
-    }
-
     /// Starts, before a run, the runners `workflow` will need: each handler's
     /// [`warm_up`](TaskHandler::warm_up) gets the workflow's tasks it runs (for the "process"
     /// and "docker" handlers, warm runners for the tasks that reuse them, up to the pool's size
@@ -416,7 +105,7 @@ impl WorkflowEngine {
     }
 
     /// A new run.
-    async fn start(
+    pub(super) async fn start(
         &self,
         workflow: &Workflow,
         channel: Channel,
@@ -451,7 +140,7 @@ impl WorkflowEngine {
     /// Refused, with nothing run, when the file is not a whole checkpoint, or belongs to
     /// another workflow (name, tasks, handlers, edges or groups differ) or another build of the
     /// program ([`RunError::Checkpoint`]).
-    async fn resume(
+    pub(super) async fn resume(
         &self,
         workflow: &Workflow,
         path: &std::path::Path,
@@ -500,7 +189,7 @@ impl WorkflowEngine {
     /// What `--graflow-list`, `--graflow-graph` and `--graflow-validate` do instead of the
     /// program's first run: print and exit.
     #[cold]
-    fn describe(&self, workflow: &Workflow, channel: &Channel, describe: Describe) -> ! {
+    pub(super) fn describe(&self, workflow: &Workflow, channel: &Channel, describe: Describe) -> ! {
         use crate::program::print_and_exit;
         match describe {
             Describe::List => print_and_exit(&crate::program::list(workflow), 0),
@@ -527,7 +216,7 @@ impl WorkflowEngine {
 
     /// A run's shared state, in this process, with this engine's handlers for tasks added while
     /// it runs.
-    fn run_state(
+    pub(super) fn run_state(
         &self,
         run_id: &Arc<str>,
         workflow: &Workflow,
@@ -551,7 +240,7 @@ impl WorkflowEngine {
     }
 
     /// Runs a prepared run from `start` and reports it.
-    async fn drive(
+    pub(super) async fn drive(
         &self,
         shared: Arc<RunShared>,
         slots: Vec<Slot>,
@@ -782,7 +471,7 @@ impl WorkflowEngine {
     }
 
     /// Runs a run's future on a Tokio runtime of its own.
-    fn block_on(
+    pub(super) fn block_on(
         run: impl std::future::Future<Output = Result<RunReport, RunError>>,
     ) -> Result<RunReport, RunError> {
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -798,175 +487,11 @@ impl WorkflowEngine {
         runtime.shutdown_background();
         result
     }
-
-    /// Validation: the graph's structure, every handler name, every handler's view of its
-    /// tasks' configuration, and the parameters the initial channel must provide. Every
-    /// problem is collected.
-    fn prepare(&self, workflow: &Workflow, channel: &Channel) -> Result<Prepared, RunError> {
-        self.prepare_with(workflow, Some(channel))
-    }
-
-    /// [`Self::prepare`]; without a channel, parameters fed from the channel are not checked.
-    fn prepare_with(
-        &self,
-        workflow: &Workflow,
-        channel: Option<&Channel>,
-    ) -> Result<Prepared, RunError> {
-        if crate::runner::uninitialised_runner() {
-            return Err(RunError::RunnerNotInitialised);
-        }
-        let invalid = |problems| RunError::Invalid {
-            workflow: workflow.name().to_owned(),
-            problems,
-        };
-        let graph = workflow.graph().map_err(invalid)?;
-        let tasks = workflow.tasks();
-        let mut problems = Vec::new();
-
-        let lookup = self.lookup();
-        let mut handlers: Vec<Option<Slot>> = Vec::with_capacity(graph.handler_names.len());
-        for (h, name) in graph.handler_names.iter().enumerate() {
-            let node = graph
-                .node_handler
-                .iter()
-                .position(|&x| x as usize == h)
-                .unwrap_or(0);
-            handlers.push(match lookup.lookup(name, tasks[node].id()) {
-                Ok(slot) => Some(slot),
-                Err(problem) => {
-                    problems.push(problem);
-                    None
-                }
-            });
-        }
-
-        for (node, task) in tasks.iter().enumerate() {
-            if let Some(slot) = &handlers[graph.node_handler[node] as usize] {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    slot.handler.validate_task(task)
-                })) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(problem)) => problems.push(problem),
-                    Err(payload) => problems.push(Problem::invalid_config(
-                        task.id(),
-                        task.handler(),
-                        format!("validate_task panicked: {}", panic_message(&*payload)),
-                    )),
-                }
-            }
-        }
-
-        let empty = Channel::new();
-        let (needs, channel) = match channel {
-            Some(channel) => (&graph.channel_needs[..], channel),
-            None => (&[][..], &empty),
-        };
-        for need in needs {
-            let task = &tasks[need.node as usize];
-            let param = &task.def.params[need.param as usize];
-            match channel.value(param.name) {
-                None => problems.push(Problem::MissingInput {
-                    task: task.id().to_owned(),
-                    param: param.name.to_owned(),
-                    type_name: param.ty.name(),
-                    hint: format!(
-                        "no upstream task has the id '{0}' or declares #[task(writes = [\"{0}\"])], and the run's initial channel has no key '{0}'; pass it with RunOptions::new().param(\"{0}\", value)",
-                        param.name
-                    ),
-                }),
-                Some(value) if !value.matches(param.ty) => problems.push(Problem::InputType {
-                    task: task.id().to_owned(),
-                    param: param.name.to_owned(),
-                    expected: param.ty.name(),
-                    found: value.type_name().to_owned(),
-                    source_desc: format!("key '{}' of the run's initial channel", param.name),
-                }),
-                Some(_) => {}
-            }
-        }
-
-        if problems.is_empty() {
-            let handlers: Vec<Slot> = handlers.into_iter().flatten().collect();
-            Ok((graph, handlers))
-        } else {
-            Err(invalid(problems))
-        }
-    }
-}
-
-/// The engine's handlers, as a run looks them up.
-struct Lookup {
-    handlers: Arc<BTreeMap<String, Registered>>,
-    limits: Arc<BTreeMap<String, usize>>,
-    per_run: Arc<BTreeMap<String, usize>>,
-    gates: Gates,
-}
-
-/// Per handler with a limit, the gate every run of the engine (and of its clones) shares.
-type Gates = Arc<std::sync::Mutex<BTreeMap<String, Arc<Gate>>>>;
-
-impl Lookup {
-    /// The engine's gate of handler `name`, made anew when its limit changed (runs already
-    /// going keep the one they have).
-    fn gate(&self, name: &str, limit: usize) -> Arc<Gate> {
-        let mut gates = self
-            .gates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match gates.get(name) {
-            Some(gate) if gate.limit() == limit => gate.clone(),
-            _ => {
-                let gate = Gate::new(limit);
-                gates.insert(name.to_owned(), gate.clone());
-                gate
-            }
-        }
-    }
-
-    fn limit(&self, name: &str) -> Option<usize> {
-        if let Some(&limit) = self.limits.get(name) {
-            return Some(limit);
-        }
-        match self.handlers.get(name) {
-            Some(Registered::Handler(entry)) => entry.handler.concurrency_limit().map(|l| l.max(1)),
-            _ => None,
-        }
-    }
-}
-
-impl HandlerLookup for Lookup {
-    fn lookup(&self, name: &str, task: &str) -> Result<Slot, Problem> {
-        match self.handlers.get(name) {
-            Some(Registered::Handler(entry)) => Ok(Slot {
-                name: Cow::Owned(name.to_owned()),
-                handler: entry.handler.clone(),
-                direct: entry.direct,
-                limit: self.per_run.get(name).copied().unwrap_or(usize::MAX),
-                gate: self.limit(name).map(|limit| self.gate(name, limit)),
-            }),
-            Some(Registered::Ambiguous(modules)) => Err(Problem::AmbiguousHandler {
-                task: task.to_owned(),
-                handler: name.to_owned(),
-                modules: modules.clone(),
-            }),
-            Some(Registered::Broken { module, message }) => Err(Problem::BrokenHandler {
-                task: task.to_owned(),
-                handler: name.to_owned(),
-                module,
-                message: message.clone(),
-            }),
-            None => Err(Problem::UnknownHandler {
-                task: task.to_owned(),
-                handler: name.to_owned(),
-                registered: self.handlers.keys().cloned().collect(),
-            }),
-        }
-    }
 }
 
 /// Every group's line of the report: the verdicts the scheduler reached for tolerant groups,
 /// and for strict ones what their members did.
-fn group_records(
+pub(super) fn group_records(
     workflow: &Workflow,
     records: &[Record],
     states: &[GroupState],
@@ -1020,7 +545,7 @@ fn group_records(
         .collect()
 }
 
-fn new_run_id() -> String {
+pub(super) fn new_run_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
