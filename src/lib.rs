@@ -49,6 +49,9 @@
 //! "docker") start with [`init`] or `#[graflow::main]`; integration test files call
 //! [`enable_test_runner!`].
 
+// Every public item is documented; `pub` means reachable from outside the crate.
+#![warn(unreachable_pub, missing_docs)]
+
 pub use graflow_core::{log_target, register_program_mode};
 
 pub use graflow_core::{

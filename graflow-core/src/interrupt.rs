@@ -37,7 +37,7 @@ pub(crate) fn at_interrupt(stop: fn()) {
 }
 
 /// How long a caught signal waits for clean-up before the program ends.
-pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const CLEANUP_DEADLINE: Duration = Duration::from_secs(20);
 
 const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 

@@ -22,6 +22,9 @@
 //! | `files.rs` | replacing a file atomically (checkpoints, saved reports) |
 //! | `interrupt.rs`, `descendants.rs` | SIGINT/SIGTERM during a run; finding a task's processes |
 
+// Every public item is documented; `pub` means reachable from outside the crate.
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod backend;
 mod channel;
 mod config;
@@ -93,7 +96,7 @@ pub mod __private {
     pub use tracing;
 
     pub use crate::config::{ConfigValue, HandlerConfig};
-    pub use crate::definition::{Body, Param, TaskDef, TaskRegistration, TaskReturn};
+    pub use crate::definition::{Body, Param, TaskDef, TaskParts, TaskRegistration, TaskReturn};
     pub use crate::retry::RetryPolicy;
     pub use crate::run::HandlerRegistration;
     pub use crate::runner::TestRunnerEntry;

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use crate::graph::Workflow;
 
 /// Every flag begins with this.
-pub const PREFIX: &str = "--graflow-";
+pub(crate) const PREFIX: &str = "--graflow-";
 
 /// One `--graflow-*` flag, for parsing and for `--graflow-help`.
 #[derive(Debug, Clone, Copy)]

@@ -419,7 +419,7 @@ fn watch_input(fd: std::os::fd::RawFd, busy: &AtomicBool) {
 }
 
 /// Exit code of a runner whose handler went away.
-pub const ORPHANED_EXIT_CODE: i32 = 75;
+pub(crate) const ORPHANED_EXIT_CODE: i32 = 75;
 
 /// The task an invocation names, if this runner may run it.
 fn check(invocation: &Invocation) -> std::result::Result<&'static TaskDef, String> {

@@ -108,7 +108,7 @@ enum Repr {
     Encoded(Arc<EncodedValue>),
 }
 
-pub use graflow_protocol::EncodedValue;
+pub(crate) use graflow_protocol::EncodedValue;
 
 trait Erased: Any + Send + Sync {
     fn stored_type_id(&self) -> TypeId;
@@ -308,7 +308,7 @@ impl fmt::Debug for Value {
 /// Autoref specialisation used by `#[task]`: `(&Wrap::<T>::NEW).value_ctor()` picks
 /// [`Value::new`] when `T: Clone` and [`Value::from_data`] otherwise.
 #[doc(hidden)]
-pub mod spec {
+pub(crate) mod spec {
     use super::{Data, Value};
     use std::marker::PhantomData;
 

@@ -3,6 +3,9 @@
 //!
 //! Use them through the `graflow` crate: `#[graflow::task]` and `graflow::workflow!`.
 
+// Every public item is documented; `pub` means reachable from outside the crate.
+#![warn(unreachable_pub, missing_docs)]
+
 mod entry;
 mod options;
 mod task;
@@ -165,18 +168,22 @@ pub(crate) fn respan(
 }
 
 impl Errors {
-    pub fn push(&mut self, error: syn::Error) {
+    pub(crate) fn push(&mut self, error: syn::Error) {
         match &mut self.0 {
             Some(all) => all.combine(error),
             None => self.0 = Some(error),
         }
     }
 
-    pub fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
+    pub(crate) fn spanned(
+        &mut self,
+        tokens: impl quote::ToTokens,
+        message: impl std::fmt::Display,
+    ) {
         self.push(syn::Error::new_spanned(tokens, message));
     }
 
-    pub fn finish(self) -> Option<syn::Error> {
+    pub(crate) fn finish(self) -> Option<syn::Error> {
         self.0
     }
 }

@@ -9,7 +9,7 @@ use syn::{Expr, ExprLit, Lit, Meta, Token, UnOp};
 use crate::Errors;
 
 /// The option names the engine itself uses; any other `key = value` is handler configuration.
-pub const ENGINE_OPTIONS: &[&str] = &[
+pub(crate) const ENGINE_OPTIONS: &[&str] = &[
     "id",
     "handler",
     "retries",
@@ -24,13 +24,13 @@ pub const ENGINE_OPTIONS: &[&str] = &[
     "crate",
 ];
 
-pub enum Handler {
+pub(crate) enum Handler {
     Literal(syn::LitStr),
     Expr(Box<Expr>),
 }
 
 #[derive(Default)]
-pub struct Options {
+pub(crate) struct Options {
     pub id: Option<syn::LitStr>,
     pub handler: Option<Handler>,
     pub retries: Option<u32>,
@@ -51,7 +51,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(attr: TokenStream, errors: &mut Errors) -> Options {
+    pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Options {
         let mut options = Options::default();
         if attr.is_empty() {
             return options;
@@ -96,7 +96,7 @@ impl Options {
 
     /// Handler configuration: each key with the tokens of its `ConfigValue`, reached through
     /// the `crate` path like the rest of the generated code.
-    pub fn config(&self) -> Vec<(&str, TokenStream)> {
+    pub(crate) fn config(&self) -> Vec<(&str, TokenStream)> {
         let gf = crate::graflow_path(self.krate.as_ref());
         let cv = quote!(#gf::__private::ConfigValue);
         self.config
@@ -282,7 +282,7 @@ fn config_value(value: &Expr, cv: &TokenStream) -> Option<TokenStream> {
 }
 
 /// Parses `"30s"`, `"1m30s"`, `"250ms"`, `"1.5h"` into nanoseconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration".to_owned());

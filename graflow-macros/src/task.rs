@@ -30,7 +30,7 @@ struct Shape {
     returns_result: bool,
 }
 
-pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
         Err(error) => {
@@ -323,27 +323,28 @@ fn generate(func: &ItemFn, options: &Options, shape: &Shape) -> TokenStream {
                 config
             }
 
-            static __GRAFLOW_DEF: #p::TaskDef = #p::TaskDef::__new(
-                ::core::concat!(::core::module_path!(), "::", #name_str),
-                #id,
-                (::core::file!(), #line),
-                __graflow_handler,
-                __graflow_config,
-                #p::RetryPolicy::retries(#retries)
+            static __GRAFLOW_DEF: #p::TaskDef = #p::TaskDef::__new(#p::TaskParts {
+                name: ::core::concat!(::core::module_path!(), "::", #name_str),
+                id: #id,
+                file: ::core::file!(),
+                line: #line,
+                handler: __graflow_handler,
+                config: __graflow_config,
+                retry: #p::RetryPolicy::retries(#retries)
                     .with_initial_delay(#initial_delay)
                     .with_factor(#factor)
                     .with_max_delay(#max_delay)
                     .with_jitter(#jitter),
-                #timeout,
-                #blocking,
-                &[#(#writes),*],
-                &[#(#params),*],
-                #gf::TypeInfo::of::<#output>(),
-                __graflow_decode,
-                #body_variant,
-                #takes_context,
-                #max_cycles,
-            );
+                timeout: #timeout,
+                blocking: #blocking,
+                writes: &[#(#writes),*],
+                params: &[#(#params),*],
+                output: #gf::TypeInfo::of::<#output>(),
+                decode: __graflow_decode,
+                body: #body_variant,
+                takes_context: #takes_context,
+                max_cycles: #max_cycles,
+            });
 
             impl #gf::TaskFn for #name {
                 fn definition() -> &'static #p::TaskDef {

@@ -18,6 +18,9 @@
 //! [`Limits`] before anything is allocated, decoding is bounded, and an outcome counts only when
 //! it echoes the nonce of the invocation it answers.
 
+// Every public item is documented; `pub` means reachable from outside the crate.
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod build_id;
 pub mod codec;
 pub mod error;

@@ -128,27 +128,67 @@ pub struct TaskDef {
     config_cache: OnceLock<HandlerConfig>,
 }
 
+/// What `#[task]` fills in, by name, to make a [`TaskDef`] with [`TaskDef::__new`]. Not a
+/// public API: its fields change with the macro.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TaskParts {
+    /// `module::path::function`.
+    pub name: &'static str,
+    /// The default node id (`id = "..."`, or the function's name).
+    pub id: &'static str,
+    /// Where the function is.
+    pub file: &'static str,
+    /// Its line.
+    pub line: u32,
+    /// The handler name, evaluated when a node is made.
+    pub handler: fn() -> Cow<'static, str>,
+    /// The handler configuration of the attribute.
+    pub config: fn() -> HandlerConfig,
+    /// `retries`, `retry_delay`, ...
+    pub retry: RetryPolicy,
+    /// `timeout`.
+    pub timeout: Option<Duration>,
+    /// `blocking`.
+    pub blocking: bool,
+    /// `writes`.
+    pub writes: &'static [&'static str],
+    /// The parameters, in order.
+    pub params: &'static [Param],
+    /// The output type.
+    pub output: TypeInfo,
+    /// Decodes an output in wire form.
+    pub decode: fn(&mut dyn std::io::Read, u64) -> Result<Value, String>,
+    /// The body.
+    pub body: Body,
+    /// Whether the function takes a `&TaskContext`.
+    pub takes_context: bool,
+    /// `max_cycles`.
+    pub max_cycles: u32,
+}
+
 impl TaskDef {
-    /// What `#[task]` expands to. Not a public API: its signature changes with the macro.
+    /// What `#[task]` expands to. Not a public API: it changes with the macro.
     #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    pub const fn __new(
-        name: &'static str,
-        id: &'static str,
-        (file, line): (&'static str, u32),
-        handler: fn() -> Cow<'static, str>,
-        config: fn() -> HandlerConfig,
-        retry: RetryPolicy,
-        timeout: Option<Duration>,
-        blocking: bool,
-        writes: &'static [&'static str],
-        params: &'static [Param],
-        output: TypeInfo,
-        decode: fn(&mut dyn std::io::Read, u64) -> Result<Value, String>,
-        body: Body,
-        takes_context: bool,
-        max_cycles: u32,
-    ) -> TaskDef {
+    pub const fn __new(parts: TaskParts) -> TaskDef {
+        let TaskParts {
+            name,
+            id,
+            file,
+            line,
+            handler,
+            config,
+            retry,
+            timeout,
+            blocking,
+            writes,
+            params,
+            output,
+            decode,
+            body,
+            takes_context,
+            max_cycles,
+        } = parts;
         TaskDef {
             name,
             id,

@@ -407,31 +407,31 @@ impl Graph {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.succ_offsets.len() - 1
     }
 
-    pub fn succs(&self, node: u32) -> &[u32] {
+    pub(crate) fn succs(&self, node: u32) -> &[u32] {
         let n = node as usize;
         &self.succ[self.succ_offsets[n] as usize..self.succ_offsets[n + 1] as usize]
     }
 
-    pub fn preds(&self, node: u32) -> &[u32] {
+    pub(crate) fn preds(&self, node: u32) -> &[u32] {
         let n = node as usize;
         &self.pred[self.pred_offsets[n] as usize..self.pred_offsets[n + 1] as usize]
     }
 
-    pub fn sources(&self, node: u32) -> &[Source] {
+    pub(crate) fn sources(&self, node: u32) -> &[Source] {
         let n = node as usize;
         &self.sources[self.source_offsets[n] as usize..self.source_offsets[n + 1] as usize]
     }
 
-    pub fn index_of(&self, id: &str) -> Option<u32> {
+    pub(crate) fn index_of(&self, id: &str) -> Option<u32> {
         self.tasks_index.get(id).copied()
     }
 
     /// The tolerant group (policy not strict) `node` is a member of.
-    pub fn tolerant_group(&self, node: u32) -> Option<u32> {
+    pub(crate) fn tolerant_group(&self, node: u32) -> Option<u32> {
         if self.tolerant.is_empty() {
             return None;
         }

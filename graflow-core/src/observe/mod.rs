@@ -50,14 +50,19 @@ pub enum EventKind {
     /// `resumed`: from a checkpoint, which had `done` of them done already (they send no
     /// events).
     RunStarted {
+        /// How many tasks the run has now.
         tasks: usize,
+        /// Whether it continues from a checkpoint.
         resumed: bool,
+        /// How many the checkpoint had done.
         done: usize,
     },
     /// The run ended: whether it succeeded, how long it took, and how many tasks ended each
     /// way.
     RunFinished {
+        /// Whether the run succeeded.
         succeeded: bool,
+        /// How long it took.
         elapsed: Duration,
         /// How many tasks ended each way.
         counts: crate::report::TaskCounts,
@@ -65,28 +70,52 @@ pub enum EventKind {
     /// The run stopped without a report: its future was dropped (the caller gave up on it, a
     /// timeout around it) or the program was interrupted (`reason` says which). Its running
     /// tasks were cancelled (each has its [`EventKind::TaskCancelled`]).
-    RunAbandoned { elapsed: Duration, reason: String },
+    RunAbandoned {
+        /// How long it ran.
+        elapsed: Duration,
+        /// Why it stopped.
+        reason: String,
+    },
     /// The task was added to the run while it ran, by task `by`
     /// ([`TaskContext::next_task`](crate::TaskContext::next_task)): as the asking attempt's
     /// success is applied, so just before `by`'s [`EventKind::TaskSucceeded`].
-    TaskAdded { by: String },
+    TaskAdded {
+        /// The task that added it.
+        by: String,
+    },
     /// Every predecessor of the task is done: it waits for a free slot of its handler.
     TaskReady,
     /// An attempt started.
     TaskStarted,
     /// The attempt failed and the task will be tried again after `delay`.
-    TaskRetrying { error: String, delay: Duration },
+    TaskRetrying {
+        /// Why the attempt failed, with its causes.
+        error: String,
+        /// How long until the next attempt.
+        delay: Duration,
+    },
     /// The task's attempt succeeded; `duration` covers every attempt and backoff of this run of
     /// the task.
-    TaskSucceeded { duration: Duration },
+    TaskSucceeded {
+        /// Every attempt and backoff of this run of the task.
+        duration: Duration,
+    },
     /// The task's last attempt failed (`tolerated`: its group's policy tolerates it, and the
     /// run goes on).
-    TaskFailed { error: String, tolerated: bool },
+    TaskFailed {
+        /// Why the last attempt failed, with its causes.
+        error: String,
+        /// Whether its group's policy tolerates the failure.
+        tolerated: bool,
+    },
     /// The attempt was running when the run stopped (another task failed, the run was dropped
     /// or interrupted), and was cancelled.
     TaskCancelled,
     /// A line the task's runner (child process, container, remote worker) printed.
-    Log { line: String },
+    Log {
+        /// The line, without its end.
+        line: String,
+    },
 }
 
 /// Sees every event of the runs it observes.
@@ -132,16 +161,16 @@ impl std::fmt::Debug for Observers {
 }
 
 impl Observers {
-    pub fn push(&mut self, observer: Arc<dyn RunObserver>) {
+    pub(crate) fn push(&mut self, observer: Arc<dyn RunObserver>) {
         self.list.push(observer);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
     /// These and `more`.
-    pub fn with(&self, more: &Observers) -> Observers {
+    pub(crate) fn with(&self, more: &Observers) -> Observers {
         let mut list = self.list.clone();
         list.extend(more.list.iter().cloned());
         Observers { list }
@@ -150,7 +179,7 @@ impl Observers {
     /// Hands `event` to every observer; one that panics is skipped (and logged).
     #[cold]
     #[inline(never)]
-    pub fn emit(&self, event: &RunEvent) {
+    pub(crate) fn emit(&self, event: &RunEvent) {
         for observer in &self.list {
             if let Err(payload) =
                 std::panic::catch_unwind(AssertUnwindSafe(|| observer.on_event(event)))

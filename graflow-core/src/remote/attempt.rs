@@ -137,7 +137,7 @@ impl std::error::Error for RemoteError {
 /// Applies an outcome (already checked for protocol, build and nonce, its result decoded) to
 /// the run: merges the channel writes and returns the result, or turns the failure into the
 /// error of this attempt. `handler` names the handler in errors.
-pub fn apply(
+pub(super) fn apply(
     outcome: Outcome<Value>,
     task: &Task,
     ctx: &ExecutionContext,

@@ -26,7 +26,7 @@ pub use logs::{LogLines, LogTarget};
 pub use pool::{Lease, PoolOptions, REUSE_OPTION, RunnerPool};
 pub use warm::{Starter, Transport};
 
-pub use crate::definition::build_id;
+pub(crate) use crate::definition::build_id;
 
 #[cfg(test)]
 mod tests {

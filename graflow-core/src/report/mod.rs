@@ -88,7 +88,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub const SKIPPED: Record = Record {
+    pub(crate) const SKIPPED: Record = Record {
         status: TaskStatus::Skipped,
         attempts: 0,
         start: None,

@@ -61,7 +61,7 @@ pub(crate) struct RunShared {
 impl RunShared {
     /// A run's shared state with nothing added yet.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         run_id: Arc<str>,
         workflow: Workflow,
         graph: Arc<Graph>,
@@ -92,7 +92,7 @@ impl RunShared {
 
     /// Hands an event of task `node` (`attempt`) to the run's observers, if any.
     #[inline]
-    pub fn task_event(&self, node: u32, attempt: u32, kind: impl FnOnce() -> EventKind) {
+    pub(crate) fn task_event(&self, node: u32, attempt: u32, kind: impl FnOnce() -> EventKind) {
         if let Some(observers) = &self.observers {
             self.emit_task_event(observers, node, attempt, kind());
         }
@@ -114,7 +114,7 @@ impl RunShared {
     }
 
     /// Hands an event of the run itself to its observers, if any.
-    pub fn run_event(&self, kind: impl FnOnce() -> EventKind) {
+    pub(crate) fn run_event(&self, kind: impl FnOnce() -> EventKind) {
         if let Some(observers) = &self.observers {
             observers.emit(&RunEvent {
                 at: std::time::SystemTime::now(),
@@ -128,7 +128,7 @@ impl RunShared {
         }
     }
 
-    pub fn task(&self, node: u32) -> &Task {
+    pub(crate) fn task(&self, node: u32) -> &Task {
         match self.workflow.tasks().get(node as usize) {
             Some(task) => task,
             None => &self.dyn_node(node).task,
@@ -145,12 +145,12 @@ impl RunShared {
     }
 
     /// Every node: the workflow's and those added while running.
-    pub fn node_count(&self) -> usize {
+    pub(crate) fn node_count(&self) -> usize {
         self.static_len() + self.dynamic.nodes.count()
     }
 
     /// Where each parameter of `node` comes from.
-    pub fn sources(&self, node: u32) -> &[Source] {
+    pub(crate) fn sources(&self, node: u32) -> &[Source] {
         if (node as usize) < self.static_len() {
             self.graph.sources(node)
         } else {
@@ -159,12 +159,12 @@ impl RunShared {
     }
 
     /// The node with id `id`, the workflow's or one added while running.
-    pub fn index_of(&self, id: &str) -> Option<u32> {
+    pub(crate) fn index_of(&self, id: &str) -> Option<u32> {
         self.graph.index_of(id).or_else(|| self.dynamic.node_of(id))
     }
 
     /// The direct predecessors of `node`, edges added while running included.
-    pub fn preds(&self, node: u32) -> Vec<u32> {
+    pub(crate) fn preds(&self, node: u32) -> Vec<u32> {
         let mut preds = if (node as usize) < self.static_len() {
             self.graph.preds(node).to_vec()
         } else {
@@ -183,15 +183,15 @@ impl RunShared {
         .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn result_value(&self, node: u32) -> Option<Value> {
+    pub(crate) fn result_value(&self, node: u32) -> Option<Value> {
         self.slot(node).clone()
     }
 
-    pub fn store_result(&self, node: u32, value: Value) {
+    pub(crate) fn store_result(&self, node: u32, value: Value) {
         *self.slot(node) = Some(value);
     }
 
-    pub fn clear_result(&self, node: u32) {
+    pub(crate) fn clear_result(&self, node: u32) {
         *self.slot(node) = None;
     }
 

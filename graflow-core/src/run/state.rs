@@ -33,7 +33,7 @@ pub(crate) struct Start {
 
 impl Start {
     /// A fresh run of `shared`'s workflow.
-    pub fn fresh(shared: &RunShared) -> Start {
+    pub(crate) fn fresh(shared: &RunShared) -> Start {
         let graph = &shared.graph;
         let n = graph.len();
         Start {

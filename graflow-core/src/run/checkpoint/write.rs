@@ -36,7 +36,7 @@ impl std::fmt::Debug for Checkpointer {
 impl Checkpointer {
     /// A checkpointer of the run `run_id`, holding the lock on `cadence.path` (refused while
     /// another program holds it).
-    pub fn new(
+    pub(crate) fn new(
         cadence: Cadence,
         workflow: &Workflow,
         run_id: &str,
@@ -47,7 +47,7 @@ impl Checkpointer {
     }
 
     /// This program's exclusive hold on the checkpoint at `path`, or who holds it.
-    pub fn lock_for(path: &Path) -> Result<FileLock, CheckpointError> {
+    pub(crate) fn lock_for(path: &Path) -> Result<FileLock, CheckpointError> {
         FileLock::acquire(path).map_err(|e| match e {
             Ok(holder) => CheckpointError::Locked {
                 path: path.to_owned(),
@@ -62,7 +62,7 @@ impl Checkpointer {
     }
 
     /// [`Checkpointer::new`] with the lock taken already.
-    pub fn with_lock(
+    pub(crate) fn with_lock(
         cadence: Cadence,
         workflow: &Workflow,
         run_id: &str,
@@ -93,7 +93,7 @@ impl Checkpointer {
     }
 
     /// A task finished for good: whether a checkpoint is due (`asked`: the task asked for one).
-    pub fn due(&mut self, asked: bool) -> bool {
+    pub(crate) fn due(&mut self, asked: bool) -> bool {
         self.since += 1;
         asked
             || self.cadence.every.is_some_and(|n| self.since >= n)
@@ -104,7 +104,7 @@ impl Checkpointer {
     }
 
     /// Writes the scheduler's current state. `last`: the run has ended.
-    pub fn save(&mut self, s: &dyn Progress, last: bool) -> Result<(), String> {
+    pub(crate) fn save(&mut self, s: &dyn Progress, last: bool) -> Result<(), String> {
         self.since = 0;
         self.last = Instant::now();
         self.head.sequence = self.head.sequence.saturating_add(1);

@@ -29,7 +29,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Dynamic {
     /// Records a request of the attempt `stamp` of `node` (ignored when a later attempt has
     /// asked already: it comes from an attempt given up).
-    pub fn record(&self, node: u32, stamp: Stamp, f: impl FnOnce(&mut Requests)) {
+    pub(crate) fn record(&self, node: u32, stamp: Stamp, f: impl FnOnce(&mut Requests)) {
         let mut requests = lock(&self.requests);
         let entry = requests.entry(node).or_insert_with(|| Requests {
             stamp,
@@ -50,7 +50,7 @@ impl Dynamic {
 
     /// The requests the attempt `stamp` of `node` made, if any (the scheduler takes them once
     /// it ended; those of other attempts are dropped).
-    pub fn take(&self, node: u32, stamp: Stamp) -> Option<Requests> {
+    pub(crate) fn take(&self, node: u32, stamp: Stamp) -> Option<Requests> {
         if !self.asked.load(Ordering::Acquire) {
             return None;
         }
@@ -60,7 +60,7 @@ impl Dynamic {
     }
 
     /// The channel writes the attempt `stamp` of `node` made so far, in order.
-    pub fn channel_writes<R>(
+    pub(crate) fn channel_writes<R>(
         &self,
         node: u32,
         stamp: Stamp,
@@ -78,7 +78,11 @@ impl Dynamic {
 
     /// Takes the channel writes of the attempt `stamp` of `node` (a runner sends them with its
     /// outcome), leaving its other requests.
-    pub fn take_channel_writes(&self, node: u32, stamp: Stamp) -> Vec<(String, Option<Value>)> {
+    pub(crate) fn take_channel_writes(
+        &self,
+        node: u32,
+        stamp: Stamp,
+    ) -> Vec<(String, Option<Value>)> {
         if !self.asked.load(Ordering::Acquire) {
             return Vec::new();
         }
@@ -89,7 +93,7 @@ impl Dynamic {
     }
 
     /// Whether the attempt `stamp` of `node` asked to cancel the run.
-    pub fn cancels(&self, node: u32, stamp: Stamp) -> bool {
+    pub(crate) fn cancels(&self, node: u32, stamp: Stamp) -> bool {
         self.asked.load(Ordering::Acquire)
             && lock(&self.requests)
                 .get(&node)
@@ -97,7 +101,7 @@ impl Dynamic {
     }
 
     /// Inputs bound for `node`'s next run, by parameter name.
-    pub fn override_of(&self, node: u32, param: &str) -> Option<Value> {
+    pub(crate) fn override_of(&self, node: u32, param: &str) -> Option<Value> {
         if !self.overridden.load(Ordering::Acquire) {
             return None;
         }
@@ -111,7 +115,7 @@ impl Dynamic {
     }
 
     /// Drops the inputs bound for `node`'s next run (its iteration is over).
-    pub fn clear_override(&self, node: u32) {
+    pub(crate) fn clear_override(&self, node: u32) {
         if self.overridden.load(Ordering::Relaxed) {
             self.overrides
                 .write()
@@ -120,7 +124,7 @@ impl Dynamic {
         }
     }
 
-    pub fn set_overrides(&self, node: u32, inputs: Vec<(String, Value)>) {
+    pub(crate) fn set_overrides(&self, node: u32, inputs: Vec<(String, Value)>) {
         self.overrides
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -129,7 +133,7 @@ impl Dynamic {
     }
 
     /// Extra predecessors of `node` (edges added while running).
-    pub fn extra_preds(&self, node: u32) -> Vec<u32> {
+    pub(crate) fn extra_preds(&self, node: u32) -> Vec<u32> {
         if !self.grown.load(Ordering::Acquire) {
             return Vec::new();
         }
@@ -141,7 +145,7 @@ impl Dynamic {
             .unwrap_or_default()
     }
 
-    pub fn add_pred(&self, node: u32, pred: u32) {
+    pub(crate) fn add_pred(&self, node: u32, pred: u32) {
         self.extra_preds
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -151,7 +155,7 @@ impl Dynamic {
         self.grown.store(true, Ordering::Release);
     }
 
-    pub fn node_of(&self, id: &str) -> Option<u32> {
+    pub(crate) fn node_of(&self, id: &str) -> Option<u32> {
         self.index
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -169,7 +173,7 @@ pub(crate) trait HandlerLookup: Send + Sync {
 
 impl RunShared {
     /// The node count of the workflow itself (nodes added while running come after).
-    pub fn static_len(&self) -> usize {
+    pub(crate) fn static_len(&self) -> usize {
         self.results.len()
     }
 
