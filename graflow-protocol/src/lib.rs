@@ -12,6 +12,7 @@
 //! | [`frame`] | framing: writing and reading frames, the [`READY`] marker |
 //! | [`limits`] | [`Limits`]: how large a frame, a head or a log line may be; bounded decoding |
 //! | [`build_id`] | the GNU build id of an executable |
+//! | [`text`] | cutting a peer's text to a byte budget on a character boundary: [`truncate_utf8`] |
 //! | [`error`] | [`ProtocolError`] |
 //!
 //! Everything a runner sends is treated as hostile input: every length is checked against
@@ -27,11 +28,13 @@ pub mod frame;
 pub mod fuzzing;
 pub mod limits;
 pub mod message;
+pub mod text;
 
 pub use error::ProtocolError;
 pub use frame::{Expected, INVOCATION_TAG, OUTCOME_TAG, READY, read_outcome};
 pub use limits::Limits;
 pub use message::{Control, EncodedValue, Failure, Invocation, Outcome, ValueHeader};
+pub use text::truncate_utf8;
 
 /// Bumped on any incompatible change of the messages or the framing.
 pub const PROTOCOL_VERSION: u32 = 3;
