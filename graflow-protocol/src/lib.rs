@@ -31,7 +31,7 @@ pub mod message;
 pub mod text;
 
 pub use error::ProtocolError;
-pub use frame::{Expected, INVOCATION_TAG, OUTCOME_TAG, READY, read_outcome};
+pub use frame::{Expected, INVOCATION_TAG, InvocationFrame, OUTCOME_TAG, READY, read_outcome};
 pub use limits::Limits;
 pub use message::{Control, EncodedValue, Failure, Invocation, Outcome, ValueHeader};
 pub use text::truncate_utf8;

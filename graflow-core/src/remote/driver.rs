@@ -200,7 +200,7 @@ impl<'a> RemoteAttempt<'a> {
         let handler = task.handler();
         let invocation = invocation(task, self.ctx)?;
         let nonce = invocation.nonce;
-        let start = invocation.frame_start().map_err(|e| {
+        let frame = invocation.into_frame().map_err(|e| {
             AttemptError::handler_source(task.id(), handler, "could not encode the invocation", e)
                 .with_kind(HandlerFailure::InvalidConfig)
         })?;
@@ -246,9 +246,8 @@ impl<'a> RemoteAttempt<'a> {
         let mut input_error = None;
         let mut written = false;
         let write = async {
-            input.write_all(&start).await?;
-            for bytes in invocation.payload() {
-                input.write_all(bytes).await?;
+            for chunk in frame.chunks() {
+                input.write_all(chunk).await?;
             }
             input.flush().await
         };

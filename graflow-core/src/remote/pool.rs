@@ -654,18 +654,10 @@ impl Lease {
         };
         let invocation = invocation(task, ctx)?;
         let nonce = invocation.nonce;
-        let start = invocation.frame_start().map_err(|e| {
+        let frame = invocation.into_frame().map_err(|e| {
             fail(format!("could not encode the invocation: {e}"))
                 .with_kind(HandlerFailure::InvalidConfig)
         })?;
-        // The values travel as encoded, in the payload's order (inputs, channel, upstream).
-        let payload = invocation
-            .inputs
-            .into_iter()
-            .chain(invocation.channel)
-            .chain(invocation.upstream)
-            .map(|(_, value)| value.bytes)
-            .collect();
         runner.uses += 1;
         let name = runner.name.clone();
         ctx.set_runner(format!("{name} (warm, task {} of it)", runner.uses));
@@ -678,8 +670,7 @@ impl Lease {
         );
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            start,
-            payload,
+            frame,
             nonce,
             limits,
             task: task.id().to_owned(),

@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use graflow_protocol::frame::{HEADER_LEN, parse_header};
-use graflow_protocol::{Limits, OUTCOME_TAG, ProtocolError};
+use graflow_protocol::{InvocationFrame, Limits, OUTCOME_TAG, ProtocolError};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -110,10 +110,9 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One invocation for a runner: its frame's start and its payload's values, each as encoded.
+/// One invocation for a runner: its whole frame.
 pub(super) struct Job {
-    pub start: Vec<u8>,
-    pub payload: Vec<Vec<u8>>,
+    pub frame: InvocationFrame,
     pub nonce: u64,
     pub limits: Limits,
     pub task: String,
@@ -378,8 +377,7 @@ impl RunnerIo {
     /// Serves one job; whether the runner may serve another.
     async fn serve(&mut self, job: Job) -> bool {
         let Job {
-            start,
-            payload,
+            frame,
             nonce,
             limits,
             task,
@@ -399,9 +397,8 @@ impl RunnerIo {
             }
         }
         let write = async {
-            self.input.write_all(&start).await?;
-            for value in &payload {
-                self.input.write_all(value).await?;
+            for chunk in frame.chunks() {
+                self.input.write_all(chunk).await?;
             }
             Ok::<(), std::io::Error>(())
         };
@@ -415,7 +412,7 @@ impl RunnerIo {
             let _ = reply.send(Served::NotTaken);
             return false;
         }
-        drop((start, payload));
+        drop(frame);
         let flushed = tokio::select! {
             flushed = self.input.flush() => flushed,
             () = reply.closed() => return false,
