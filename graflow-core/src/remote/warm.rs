@@ -1,4 +1,4 @@
-//! One warm runner's I/O, on its pool's runtime: started ([`launch`]), then serving one job
+//! One warm runner's I/O, on graflow's background runtime: started ([`launch`]), then serving one job
 //! at a time until the pool drops it, it ends, or a job leaves it unsound ([`RunnerIo`]).
 //!
 //! Everything the runner sends is hostile: an outcome is delimited by its header's lengths
@@ -39,8 +39,8 @@ pub struct Transport {
     /// Names the runner in logs, errors and run reports: `pid 4242`, `container graflow-…`.
     pub name: String,
     /// Says why the runner died (exit status, out of memory): polled once, after the runner
-    /// was stopped, when its output ended while it served a task or started. Runs on the
-    /// pool's runtime.
+    /// was stopped, when its output ended while it served a task or started. Runs on graflow's
+    /// background runtime ([`background`](crate::backend::background)).
     pub autopsy: Option<BoxFuture<'static, Option<String>>>,
 }
 
@@ -52,14 +52,32 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// Starts one runner of a key, on the pool's runtime.
+/// Starts one runner of a key, on the background runtime.
 pub type Starter = Box<dyn FnOnce() -> BoxFuture<'static, Result<Transport, String>> + Send>;
 
 /// The guard of every started runner of a pool, by runner number: dropping one stops its runner.
+/// Also the runners' I/O tasks, which end with the pool.
 #[derive(Default)]
-pub(super) struct Guards(Mutex<HashMap<u64, Box<dyn Send>>>);
+pub(super) struct Guards(
+    Mutex<HashMap<u64, Box<dyn Send>>>,
+    Mutex<Vec<tokio::task::AbortHandle>>,
+);
 
 impl Guards {
+    /// Keeps the I/O task of a runner, to end it with the pool.
+    fn track(&self, task: tokio::task::AbortHandle) {
+        let mut tasks = lock(&self.1);
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task);
+    }
+
+    /// Ends every runner's I/O task (the pool is dropped).
+    pub(super) fn abort_tasks(&self) {
+        for task in lock(&self.1).drain(..) {
+            task.abort();
+        }
+    }
+
     fn register(&self, id: u64, guard: Box<dyn Send>) {
         lock(&self.0).insert(id, guard);
     }
@@ -294,7 +312,7 @@ pub(super) async fn launch(
         alive: alive.clone(),
         idle_logs: LogLines::new(&name, target, Limits::default().max_log_line),
     };
-    tokio::spawn(io.run(rx));
+    guards.track(tokio::spawn(io.run(rx)).abort_handle());
     Ok(Started { name, jobs, alive })
 }
 
@@ -322,7 +340,7 @@ async fn linger(output: &mut BoxStream<'static, Chunk>, logs: &mut LogLines) {
     }
 }
 
-/// A runner's I/O, on the pool's runtime.
+/// A runner's I/O, on the background runtime.
 struct RunnerIo {
     id: u64,
     name: String,
