@@ -14,6 +14,8 @@ const LAYERS: &[&[&str]] = &[
         "descendants",
         "interrupt",
         "files",
+        // The background runtime of the out-of-process machinery: Tokio only.
+        "runtime",
     ],
     &["channel"],
     &["definition"],
@@ -24,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["remote"],
     &["program"],
     &["runner"],
+    // The backend SDK: re-exports for handlers outside the crate.
+    &["backend"],
     &["handlers"],
     &["engine"],
     &["error"],
