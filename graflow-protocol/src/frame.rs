@@ -12,6 +12,7 @@
 use std::io::{Read, Write};
 
 use crate::codec;
+use crate::decoder::FrameDecoder;
 use crate::error::ProtocolError;
 use crate::limits::Limits;
 use crate::message::{
@@ -389,7 +390,12 @@ fn read_head<H: serde::de::DeserializeOwned>(
 ) -> Result<(H, u64), ProtocolError> {
     let mut bytes = [0u8; HEADER_LEN];
     read_exact(input, &mut bytes, "frame header")?;
-    let (head_len, payload) = parse_header(&bytes, tag, limits)?;
+    let mut decoder = FrameDecoder::new(tag, *limits);
+    decoder.feed(&bytes)?;
+    let (head_len, payload) = decoder.lengths().ok_or(E::Corrupt {
+        what: "frame",
+        message: "internal: a whole header did not give its lengths".to_owned(),
+    })?;
     let head = read_bytes(input, head_len)?;
     let head = codec::decode(&head).map_err(|message| E::Corrupt {
         what: if what == "outcome" {

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`message`] | the messages: [`Invocation`], [`Outcome`], [`Failure`], [`EncodedValue`] |
 //! | [`frame`] | framing: writing and reading frames, the [`READY`] marker |
+//! | [`decoder`] | [`FrameDecoder`]: where a frame ends on a stream, I/O-free, bounded by [`Limits`] |
 //! | [`limits`] | [`Limits`]: how large a frame, a head or a log line may be; bounded decoding |
 //! | [`build_id`] | the GNU build id of an executable |
 //! | [`text`] | cutting a peer's text to a byte budget on a character boundary: [`truncate_utf8`] |
@@ -21,6 +22,7 @@
 
 pub mod build_id;
 pub mod codec;
+pub mod decoder;
 pub mod error;
 pub mod frame;
 #[cfg(fuzzing)]
@@ -30,6 +32,7 @@ pub mod limits;
 pub mod message;
 pub mod text;
 
+pub use decoder::{FrameDecoder, Step};
 pub use error::ProtocolError;
 pub use frame::{Expected, INVOCATION_TAG, InvocationFrame, OUTCOME_TAG, READY, read_outcome};
 pub use limits::Limits;
