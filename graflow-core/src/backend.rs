@@ -75,6 +75,7 @@ pub use crate::remote::{
     RemoteError, RunnerPool, Starter, Transport, apply_outcome_bytes, invocation,
 };
 pub use crate::runner::{answer, runner_command, single_threaded};
+pub use crate::runtime::background;
 
 /// Registers a [`ProgramMode`] at link time: `init()` enters it when the program was started in
 /// it (the "redis" backend's `--graflow-worker URL`), and `--graflow-help` lists its flags.

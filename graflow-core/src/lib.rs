@@ -46,6 +46,7 @@ mod report;
 mod retry;
 mod run;
 mod runner;
+mod runtime;
 mod value;
 
 /// The wire protocol between an engine and its runners (the `graflow-protocol` crate).

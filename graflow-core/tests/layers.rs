@@ -14,6 +14,8 @@ const LAYERS: &[&[&str]] = &[
         "descendants",
         "interrupt",
         "files",
+        // The background runtime of the out-of-process machinery: Tokio only.
+        "runtime",
     ],
     &["channel"],
     &["definition"],

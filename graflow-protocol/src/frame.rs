@@ -12,6 +12,7 @@
 use std::io::{Read, Write};
 
 use crate::codec;
+use crate::decoder::FrameDecoder;
 use crate::error::ProtocolError;
 use crate::limits::Limits;
 use crate::message::{
@@ -50,9 +51,68 @@ fn encode_head(what: &'static str, head: &impl serde::Serialize) -> Result<Vec<u
     codec::encode(head).map_err(|message| E::Corrupt { what, message })
 }
 
+/// A whole invocation frame, ready to send: its header and head, then its values' bytes (moved
+/// out of the [`Invocation`], not copied). Made by [`Invocation::into_frame`], the one place an
+/// invocation's frame is assembled; write its [`chunks`](InvocationFrame::chunks) in order, or
+/// take it as one buffer with [`into_bytes`](InvocationFrame::into_bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationFrame {
+    start: Vec<u8>,
+    values: Vec<Vec<u8>>,
+}
+
+impl InvocationFrame {
+    /// The frame's bytes, in order, in pieces (no copy).
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.start.as_slice()).chain(self.values.iter().map(Vec::as_slice))
+    }
+
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.chunks().map(<[u8]>::len).sum()
+    }
+
+    /// Never: a frame has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The frame in one buffer (for a transport that sends messages, not streams).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut out = self.start;
+        out.reserve(self.values.iter().map(Vec::len).sum());
+        for value in &self.values {
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    /// Writes the frame and flushes.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<(), ProtocolError> {
+        for chunk in self.chunks() {
+            out.write_all(chunk).map_err(E::write)?;
+        }
+        out.flush().map_err(E::write)
+    }
+}
+
 impl Invocation {
+    /// The whole frame of this invocation; its values' bytes are moved into it. Fails only when
+    /// the head cannot be encoded.
+    pub fn into_frame(self) -> Result<InvocationFrame, ProtocolError> {
+        let start = self.frame_start()?;
+        let values = self
+            .inputs
+            .into_iter()
+            .chain(self.channel)
+            .chain(self.upstream)
+            .map(|(_, value)| value.bytes)
+            .collect();
+        Ok(InvocationFrame { start, values })
+    }
+
     /// The frame's header and head; the payload is [`Invocation::payload`], in order.
-    pub fn frame_start(&self) -> Result<Vec<u8>, ProtocolError> {
+    fn frame_start(&self) -> Result<Vec<u8>, ProtocolError> {
         let head = InvocationHead {
             protocol: self.protocol,
             build_id: self.build_id.clone(),
@@ -76,7 +136,7 @@ impl Invocation {
     }
 
     /// The values' bytes, in frame order.
-    pub fn payload(&self) -> impl Iterator<Item = &[u8]> {
+    fn payload(&self) -> impl Iterator<Item = &[u8]> {
         self.inputs
             .iter()
             .chain(&self.channel)
@@ -84,7 +144,8 @@ impl Invocation {
             .map(|(_, v)| v.bytes.as_slice())
     }
 
-    /// Writes the whole frame.
+    /// Writes the whole frame: the bytes of [`Invocation::into_frame`], without giving up the
+    /// invocation.
     pub fn write_to(&self, out: &mut dyn Write) -> Result<(), ProtocolError> {
         out.write_all(&self.frame_start()?).map_err(E::write)?;
         for bytes in self.payload() {
@@ -329,7 +390,12 @@ fn read_head<H: serde::de::DeserializeOwned>(
 ) -> Result<(H, u64), ProtocolError> {
     let mut bytes = [0u8; HEADER_LEN];
     read_exact(input, &mut bytes, "frame header")?;
-    let (head_len, payload) = parse_header(&bytes, tag, limits)?;
+    let mut decoder = FrameDecoder::new(tag, *limits);
+    decoder.feed(&bytes)?;
+    let (head_len, payload) = decoder.lengths().ok_or(E::Corrupt {
+        what: "frame",
+        message: "internal: a whole header did not give its lengths".to_owned(),
+    })?;
     let head = read_bytes(input, head_len)?;
     let head = codec::decode(&head).map_err(|message| E::Corrupt {
         what: if what == "outcome" {
@@ -454,6 +520,19 @@ mod tests {
         invocation().write_to(&mut wire).unwrap();
         let back = Invocation::read_from(&mut &wire[..], &Limits::default()).unwrap();
         assert_eq!(back, invocation());
+    }
+
+    #[test]
+    fn the_frame_is_what_write_to_writes() {
+        let mut wire = Vec::new();
+        invocation().write_to(&mut wire).unwrap();
+        let frame = invocation().into_frame().unwrap();
+        assert_eq!(frame.len(), wire.len());
+        assert_eq!(frame.chunks().collect::<Vec<_>>().concat(), wire);
+        let mut written = Vec::new();
+        frame.write_to(&mut written).unwrap();
+        assert_eq!(written, wire);
+        assert_eq!(frame.into_bytes(), wire);
     }
 
     /// PROTOCOL.md §8, byte for byte.
@@ -751,6 +830,7 @@ mod properties {
         #[test]
         fn invocations_round_trip(invocation in invocation()) {
             let wire = wire_of_invocation(&invocation);
+            prop_assert_eq!(&invocation.clone().into_frame().unwrap().into_bytes(), &wire);
             let back = Invocation::read_from(&mut &wire[..], &Limits::default()).unwrap();
             prop_assert_eq!(back, invocation);
         }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::codec;
+use crate::decoder::{FrameDecoder, Step};
 use crate::frame::{self, Expected, HEADER_LEN, INVOCATION_TAG, OUTCOME_TAG};
 use crate::limits::Limits;
 use crate::message::{Invocation, Outcome};
@@ -37,6 +38,12 @@ pub fn outcome(bytes: &[u8]) {
         }
     }
     for limits in limits() {
+        // The frame's end, fed in two pieces: where `read_outcome` stops, or refused.
+        let mut decoder = FrameDecoder::outcome(limits);
+        let (a, b) = bytes.split_at(bytes.len() / 2);
+        if let Ok(Step::NeedMore) = decoder.feed(a) {
+            let _ = decoder.feed(b);
+        }
         if let Ok(read) = frame::read_encoded_outcome(&mut &bytes[..], &limits, EXPECTED) {
             let mut wire = Vec::new();
             read.write_to(&mut wire)

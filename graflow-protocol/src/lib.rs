@@ -10,8 +10,10 @@
 //! |---|---|
 //! | [`message`] | the messages: [`Invocation`], [`Outcome`], [`Failure`], [`EncodedValue`] |
 //! | [`frame`] | framing: writing and reading frames, the [`READY`] marker |
+//! | [`decoder`] | [`FrameDecoder`]: where a frame ends on a stream, I/O-free, bounded by [`Limits`] |
 //! | [`limits`] | [`Limits`]: how large a frame, a head or a log line may be; bounded decoding |
 //! | [`build_id`] | the GNU build id of an executable |
+//! | [`text`] | cutting a peer's text to a byte budget on a character boundary: [`truncate_utf8`] |
 //! | [`error`] | [`ProtocolError`] |
 //!
 //! Everything a runner sends is treated as hostile input: every length is checked against
@@ -23,6 +25,7 @@
 
 pub mod build_id;
 pub mod codec;
+pub mod decoder;
 pub mod error;
 pub mod frame;
 #[cfg(fuzzing)]
@@ -30,11 +33,14 @@ pub mod frame;
 pub mod fuzzing;
 pub mod limits;
 pub mod message;
+pub mod text;
 
+pub use decoder::{FrameDecoder, Step};
 pub use error::ProtocolError;
-pub use frame::{Expected, INVOCATION_TAG, OUTCOME_TAG, READY, read_outcome};
+pub use frame::{Expected, INVOCATION_TAG, InvocationFrame, OUTCOME_TAG, READY, read_outcome};
 pub use limits::Limits;
 pub use message::{Control, EncodedValue, Failure, Invocation, Outcome, ValueHeader};
+pub use text::truncate_utf8;
 
 /// Bumped on any incompatible change of the messages or the framing.
 pub const PROTOCOL_VERSION: u32 = 3;

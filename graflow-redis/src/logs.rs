@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use graflow_protocol::text::truncate_in_place;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
@@ -178,12 +179,7 @@ where
                 let mut line = Line(String::new());
                 event.record(&mut line);
                 let mut text = line.0.replace(['\n', '\r', '\t'], " ");
-                if text.len() > MAX_LINE {
-                    let mut end = MAX_LINE;
-                    while !text.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    text.truncate(end);
+                if truncate_in_place(&mut text, MAX_LINE) > 0 {
                     text.push_str(" [cut]");
                 }
                 let level = match *event.metadata().level() {
@@ -212,12 +208,9 @@ pub(crate) fn replay(text: &str, ctx: &graflow_core::ExecutionContext, worker: &
             _ => ("I", "", raw),
         };
         let mut message = message.to_owned();
+        // A little over the limit passes whole (what on_event cut, plus its marker).
         if message.len() > MAX_LINE + 16 {
-            let mut end = MAX_LINE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
+            truncate_in_place(&mut message, MAX_LINE);
         }
         let target: String = target.chars().take(128).collect();
         ctx.runner_output(&message);

@@ -477,15 +477,12 @@ impl WorkflowEngine {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(RunError::NestedRuntime);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("graflow-worker")
-            .build()
-            .map_err(RunError::Runtime)?;
-        let result = runtime.block_on(run);
-        // A cancelled synchronous body may still be running on a blocking thread; do not wait.
-        runtime.shutdown_background();
-        result
+        // The run's future is driven on this thread; what it spawns (async bodies, the
+        // blocking pool's sync bodies) runs on the process's one background runtime, which
+        // outlives the run: a cancelled synchronous body still running is not waited for.
+        crate::runtime::handle()
+            .map_err(RunError::Runtime)?
+            .block_on(run)
     }
 }
 

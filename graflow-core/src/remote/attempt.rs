@@ -83,18 +83,7 @@ const MAX_CHAIN: usize = 64;
 const MAX_MESSAGE: usize = 4096;
 
 fn cut(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
-        return message.to_owned();
-    }
-    let mut end = MAX_MESSAGE;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{} [... {} byte(s) cut]",
-        &message[..end],
-        message.len() - end
-    )
+    graflow_protocol::text::truncate_noted(message, MAX_MESSAGE).into_owned()
 }
 
 impl RemoteError {

@@ -34,6 +34,7 @@ use super::logs::{LogLines, LogTarget};
 
 /// A piece of a runner's output.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Chunk {
     /// Bytes of its protocol stream (its original stdout).
     Stdout(Vec<u8>),
@@ -45,6 +46,7 @@ pub enum Chunk {
 
 /// How one attempt ended, for the handler to diagnose.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Ended {
     /// The runner answered: the outcome was applied (`Ok`), or the task's own error, panic or
     /// rejection (`Err`).
@@ -68,6 +70,7 @@ pub enum Ended {
 
 /// What the driver saw.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Driven {
     /// How the attempt ended.
     pub ended: Ended,
@@ -200,7 +203,7 @@ impl<'a> RemoteAttempt<'a> {
         let handler = task.handler();
         let invocation = invocation(task, self.ctx)?;
         let nonce = invocation.nonce;
-        let start = invocation.frame_start().map_err(|e| {
+        let frame = invocation.into_frame().map_err(|e| {
             AttemptError::handler_source(task.id(), handler, "could not encode the invocation", e)
                 .with_kind(HandlerFailure::InvalidConfig)
         })?;
@@ -246,9 +249,8 @@ impl<'a> RemoteAttempt<'a> {
         let mut input_error = None;
         let mut written = false;
         let write = async {
-            input.write_all(&start).await?;
-            for bytes in invocation.payload() {
-                input.write_all(bytes).await?;
+            for chunk in frame.chunks() {
+                input.write_all(chunk).await?;
             }
             input.flush().await
         };

@@ -38,12 +38,12 @@ pub fn warm(bytes: &[u8]) {
     let marker = format!("{TASK_END_MARKER}{:016x}", 42).into_bytes();
     let mut logs = LogLines::new("task", LogTarget::HANDLERS, limits.max_log_line);
     let mut idle = LogLines::new("idle", LogTarget::HANDLERS, limits.max_log_line);
-    let mut frame = OutcomeFrame::default();
+    let mut frame = OutcomeFrame::new(&limits);
     let mut ended = false;
     let mut whole = false;
     for (protocol, chunk) in chunks(bytes) {
         if protocol == 1 {
-            match frame.feed(chunk, &limits) {
+            match frame.feed(chunk) {
                 Ok(true) => {
                     whole = true;
                     break;

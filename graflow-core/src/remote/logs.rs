@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 
+use graflow_protocol::text::truncate_in_place;
+
 use crate::run::ExecutionContext;
 
 /// Where `needle` first occurs in `haystack`.
@@ -214,12 +216,7 @@ impl LogLines {
         if self.tail.len() == Self::TAIL {
             self.tail.pop_front();
         }
-        if text.len() > Self::TAIL_LINE {
-            let mut end = Self::TAIL_LINE;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+        if truncate_in_place(&mut text, Self::TAIL_LINE) > 0 {
             text.push_str(" [...]");
         }
         self.tail.push_back(text);

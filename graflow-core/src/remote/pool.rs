@@ -17,9 +17,9 @@
 //! engine is dropped), when the program is interrupted (SIGINT, SIGTERM during a run), or when
 //! it dies (a runner's input ends; it exits by itself).
 //!
-//! All I/O with the runners runs on a runtime of the pool's own (one thread, started with the
-//! first warm runner), so that runners outlive the runtime of any one run (`engine.run()`
-//! builds one per run).
+//! All I/O with the runners runs on graflow's background runtime (`crate::runtime`, started
+//! with the first warm runner), so that runners outlive the runtime of any one run
+//! (`engine.run()` builds one per run); the pool's tasks there end when the pool is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,7 +174,8 @@ struct Inner {
     state: Mutex<State>,
     /// What stops each started runner.
     guards: Arc<Guards>,
-    runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
+    /// The task that stops idle runners past their timeout, once the first runner starts.
+    reaper: OnceLock<tokio::task::AbortHandle>,
 }
 
 /// Every pool of the program, for [`stop_all`] at an interrupt.
@@ -230,7 +231,7 @@ impl State {
     }
 }
 
-/// The pool's handle on one runner (its I/O runs in a task on the pool's runtime; dropping the
+/// The pool's handle on one runner (its I/O runs in a task on the background runtime; dropping the
 /// handle ends that task, which stops the runner).
 struct Runner {
     id: u64,
@@ -269,8 +270,11 @@ impl Drop for Inner {
                 "{stopped} warm runner(s) stopped with their pool"
             );
         }
-        if let Some(Ok(runtime)) = self.runtime.take() {
-            runtime.shutdown_background();
+        // The runners' I/O tasks (all idle: a lease or a start holds the pool) and the reaper
+        // end with the pool; the background runtime goes on.
+        self.guards.abort_tasks();
+        if let Some(reaper) = self.reaper.get() {
+            reaper.abort();
         }
     }
 }
@@ -293,7 +297,7 @@ impl RunnerPool {
                 startup_timeout,
                 state: Mutex::new(State::default()),
                 guards,
-                runtime: OnceLock::new(),
+                reaper: OnceLock::new(),
             }),
         }
     }
@@ -311,21 +315,16 @@ impl RunnerPool {
             .map_or(0, |slot| slot.live)
     }
 
-    fn runtime(&self) -> Result<&tokio::runtime::Handle, String> {
-        let runtime = self.inner.runtime.get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("graflow-warm-runners")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the warm runners' I/O thread: {e}"))?;
-            runtime.spawn(reap(Arc::downgrade(&self.inner)));
-            Ok(runtime)
+    /// The background runtime, with this pool's reaper started on it.
+    fn runtime(&self) -> Result<tokio::runtime::Handle, String> {
+        let handle = crate::runtime::handle()
+            .map_err(|e| format!("cannot start the warm runners' I/O: {e}"))?;
+        self.inner.reaper.get_or_init(|| {
+            handle
+                .spawn(reap(Arc::downgrade(&self.inner)))
+                .abort_handle()
         });
-        match runtime {
-            Ok(runtime) => Ok(runtime.handle()),
-            Err(message) => Err(message.clone()),
-        }
+        Ok(handle)
     }
 
     /// A runner of `key` for one attempt of `task`: an idle one (the most recently used), else
@@ -457,7 +456,7 @@ impl RunnerPool {
         }
     }
 
-    /// Starts a runner on the pool's runtime and waits until it announced itself; it comes
+    /// Starts a runner on the background runtime and waits until it announced itself; it comes
     /// lent (dropped unused, it is stopped and its place given back).
     async fn start(
         &self,
@@ -654,18 +653,10 @@ impl Lease {
         };
         let invocation = invocation(task, ctx)?;
         let nonce = invocation.nonce;
-        let start = invocation.frame_start().map_err(|e| {
+        let frame = invocation.into_frame().map_err(|e| {
             fail(format!("could not encode the invocation: {e}"))
                 .with_kind(HandlerFailure::InvalidConfig)
         })?;
-        // The values travel as encoded, in the payload's order (inputs, channel, upstream).
-        let payload = invocation
-            .inputs
-            .into_iter()
-            .chain(invocation.channel)
-            .chain(invocation.upstream)
-            .map(|(_, value)| value.bytes)
-            .collect();
         runner.uses += 1;
         let name = runner.name.clone();
         ctx.set_runner(format!("{name} (warm, task {} of it)", runner.uses));
@@ -678,8 +669,7 @@ impl Lease {
         );
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            start,
-            payload,
+            frame,
             nonce,
             limits,
             task: task.id().to_owned(),

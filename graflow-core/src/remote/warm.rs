@@ -1,4 +1,4 @@
-//! One warm runner's I/O, on its pool's runtime: started ([`launch`]), then serving one job
+//! One warm runner's I/O, on graflow's background runtime: started ([`launch`]), then serving one job
 //! at a time until the pool drops it, it ends, or a job leaves it unsound ([`RunnerIo`]).
 //!
 //! Everything the runner sends is hostile: an outcome is delimited by its header's lengths
@@ -15,8 +15,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
-use graflow_protocol::frame::{HEADER_LEN, parse_header};
-use graflow_protocol::{Limits, OUTCOME_TAG, ProtocolError};
+use graflow_protocol::{FrameDecoder, InvocationFrame, Limits, ProtocolError, Step};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -39,8 +38,8 @@ pub struct Transport {
     /// Names the runner in logs, errors and run reports: `pid 4242`, `container graflow-…`.
     pub name: String,
     /// Says why the runner died (exit status, out of memory): polled once, after the runner
-    /// was stopped, when its output ended while it served a task or started. Runs on the
-    /// pool's runtime.
+    /// was stopped, when its output ended while it served a task or started. Runs on graflow's
+    /// background runtime ([`background`](crate::backend::background)).
     pub autopsy: Option<BoxFuture<'static, Option<String>>>,
 }
 
@@ -52,14 +51,32 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// Starts one runner of a key, on the pool's runtime.
+/// Starts one runner of a key, on the background runtime.
 pub type Starter = Box<dyn FnOnce() -> BoxFuture<'static, Result<Transport, String>> + Send>;
 
 /// The guard of every started runner of a pool, by runner number: dropping one stops its runner.
+/// Also the runners' I/O tasks, which end with the pool.
 #[derive(Default)]
-pub(super) struct Guards(Mutex<HashMap<u64, Box<dyn Send>>>);
+pub(super) struct Guards(
+    Mutex<HashMap<u64, Box<dyn Send>>>,
+    Mutex<Vec<tokio::task::AbortHandle>>,
+);
 
 impl Guards {
+    /// Keeps the I/O task of a runner, to end it with the pool.
+    fn track(&self, task: tokio::task::AbortHandle) {
+        let mut tasks = lock(&self.1);
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task);
+    }
+
+    /// Ends every runner's I/O task (the pool is dropped).
+    pub(super) fn abort_tasks(&self) {
+        for task in lock(&self.1).drain(..) {
+            task.abort();
+        }
+    }
+
     fn register(&self, id: u64, guard: Box<dyn Send>) {
         lock(&self.0).insert(id, guard);
     }
@@ -110,10 +127,9 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One invocation for a runner: its frame's start and its payload's values, each as encoded.
+/// One invocation for a runner: its whole frame.
 pub(super) struct Job {
-    pub start: Vec<u8>,
-    pub payload: Vec<Vec<u8>>,
+    pub frame: InvocationFrame,
     pub nonce: u64,
     pub limits: Limits,
     pub task: String,
@@ -138,50 +154,44 @@ pub(super) enum Served {
     NotTaken,
 }
 
-/// Delimits one outcome frame on a runner's protocol stream: the lengths in its header, checked
-/// against the limits before anything past the header is buffered, say where it ends.
-#[derive(Debug, Default)]
+/// One outcome frame as it arrives on a runner's protocol stream: delimited by the protocol's
+/// [`FrameDecoder`] (the header's lengths, checked against the limits before anything past the
+/// header is kept), its bytes kept for [`apply_outcome_bytes`](super::apply_outcome_bytes).
+#[derive(Debug)]
 pub(super) struct OutcomeFrame {
+    decoder: FrameDecoder,
     bytes: Vec<u8>,
-    /// The frame's whole length, once its header was read.
-    need: Option<usize>,
 }
 
 impl OutcomeFrame {
+    pub(super) fn new(limits: &Limits) -> Self {
+        OutcomeFrame {
+            decoder: FrameDecoder::outcome(*limits),
+            bytes: Vec::new(),
+        }
+    }
+
     /// Takes the next bytes of the protocol stream: `Ok(true)` once the frame is whole, an error
     /// for a header beyond the limits or for bytes past the frame's end.
-    pub(super) fn feed(&mut self, bytes: &[u8], limits: &Limits) -> Result<bool, ProtocolError> {
-        self.bytes.extend_from_slice(bytes);
-        if self.need.is_none() && self.bytes.len() >= HEADER_LEN {
-            let mut header = [0u8; HEADER_LEN];
-            header.copy_from_slice(&self.bytes[..HEADER_LEN]);
-            // Within max_frame, which bounds what is buffered; a frame this process could not
-            // address (a limit raised past memory) is refused as too large.
-            let (head, payload) = parse_header(&header, OUTCOME_TAG, limits)?;
-            let need = head
-                .checked_add(payload)
-                .and_then(|len| usize::try_from(len).ok())
-                .and_then(|len| len.checked_add(HEADER_LEN))
-                .ok_or(ProtocolError::TooLarge {
-                    what: "a frame",
-                    len: head.saturating_add(payload),
-                    limit: limits.max_frame,
-                    hint: "",
-                })?;
-            self.need = Some(need);
-        }
-        match self.need {
-            Some(need) if self.bytes.len() > need => {
-                Err(ProtocolError::Trailing((self.bytes.len() - need) as u64))
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<bool, ProtocolError> {
+        match self.decoder.feed(bytes)? {
+            Step::NeedMore => {
+                self.bytes.extend_from_slice(bytes);
+                Ok(false)
             }
-            Some(need) => Ok(self.bytes.len() == need),
-            None => Ok(false),
+            Step::Complete { used } if used < bytes.len() => {
+                Err(ProtocolError::Trailing((bytes.len() - used) as u64))
+            }
+            Step::Complete { .. } => {
+                self.bytes.extend_from_slice(bytes);
+                Ok(true)
+            }
         }
     }
 
     /// How many bytes the frame still misses, once its header was read.
-    pub(super) fn missing(&self) -> Option<usize> {
-        self.need.map(|need| need - self.bytes.len())
+    pub(super) fn missing(&self) -> Option<u64> {
+        self.decoder.missing()
     }
 
     /// The frame's bytes.
@@ -295,7 +305,7 @@ pub(super) async fn launch(
         alive: alive.clone(),
         idle_logs: LogLines::new(&name, target, Limits::default().max_log_line),
     };
-    tokio::spawn(io.run(rx));
+    guards.track(tokio::spawn(io.run(rx)).abort_handle());
     Ok(Started { name, jobs, alive })
 }
 
@@ -323,7 +333,7 @@ async fn linger(output: &mut BoxStream<'static, Chunk>, logs: &mut LogLines) {
     }
 }
 
-/// A runner's I/O, on the pool's runtime.
+/// A runner's I/O, on the background runtime.
 struct RunnerIo {
     id: u64,
     name: String,
@@ -378,8 +388,7 @@ impl RunnerIo {
     /// Serves one job; whether the runner may serve another.
     async fn serve(&mut self, job: Job) -> bool {
         let Job {
-            start,
-            payload,
+            frame,
             nonce,
             limits,
             task,
@@ -399,9 +408,8 @@ impl RunnerIo {
             }
         }
         let write = async {
-            self.input.write_all(&start).await?;
-            for value in &payload {
-                self.input.write_all(value).await?;
+            for chunk in frame.chunks() {
+                self.input.write_all(chunk).await?;
             }
             Ok::<(), std::io::Error>(())
         };
@@ -415,7 +423,7 @@ impl RunnerIo {
             let _ = reply.send(Served::NotTaken);
             return false;
         }
-        drop((start, payload));
+        drop(frame);
         let flushed = tokio::select! {
             flushed = self.input.flush() => flushed,
             () = reply.closed() => return false,
@@ -441,7 +449,7 @@ impl RunnerIo {
         marker: &[u8],
         unflushed: bool,
     ) -> (Served, bool) {
-        let mut answer = OutcomeFrame::default();
+        let mut answer = OutcomeFrame::new(limits);
         let mut ended_lines = false;
         let refused = |mut logs: LogLines, error: ProtocolError| {
             logs.finish();
@@ -452,7 +460,7 @@ impl RunnerIo {
                 Some(Chunk::Stderr(bytes)) => {
                     self.task_lines(&bytes, &mut logs, marker, &mut ended_lines);
                 }
-                Some(Chunk::Stdout(bytes)) => match answer.feed(&bytes, limits) {
+                Some(Chunk::Stdout(bytes)) => match answer.feed(&bytes) {
                     Ok(true) => break,
                     Ok(false) => {}
                     Err(error) => return refused(logs, error),
@@ -540,14 +548,17 @@ mod properties {
 
     use super::*;
 
-    fn frame(result: Vec<u8>) -> Vec<u8> {
+    /// The frame's bytes are kept as they come; one byte past its end, in the same chunk or the
+    /// next, is refused.
+    #[test]
+    fn an_outcome_frame_is_kept_whole_and_nothing_after_it() {
         let outcome = Outcome {
             protocol: PROTOCOL_VERSION,
             build_id: "b".into(),
             nonce: 42,
             result: Ok(graflow_protocol::EncodedValue {
                 type_name: "u8".into(),
-                bytes: result,
+                bytes: vec![7; 100],
             }),
             channel_writes: Vec::new(),
             control: Vec::new(),
@@ -555,80 +566,26 @@ mod properties {
         };
         let mut wire = Vec::new();
         outcome.write_to(&mut wire).unwrap();
-        wire
-    }
-
-    fn limits() -> impl Strategy<Value = Limits> {
-        prop::sample::select(vec![
-            Limits::default(),
-            Limits::default().with_max_frame(256).with_max_head(64),
-            Limits::default()
-                .with_max_frame(u64::MAX)
-                .with_max_head(u64::MAX),
-        ])
-    }
-
-    /// Found by the `warm` fuzz target: under limits raised to u64::MAX, a header whose head
-    /// and payload lengths overflow when added panicked the splitter; now it is refused.
-    #[test]
-    fn a_header_whose_lengths_overflow_is_refused_not_a_panic() {
-        let limits = Limits::default()
-            .with_max_frame(u64::MAX)
-            .with_max_head(u64::MAX);
-        for (head, payload) in [(0x01f7, u64::MAX), (u64::MAX, 1), (u64::MAX - 8, 0)] {
-            let mut header = OUTCOME_TAG.to_vec();
-            header.extend_from_slice(&u64::to_le_bytes(head));
-            header.extend_from_slice(&u64::to_le_bytes(payload));
-            let mut split = OutcomeFrame::default();
-            let err = split.feed(&header, &limits).unwrap_err();
-            assert!(matches!(err, ProtocolError::TooLarge { .. }), "{err}");
+        for size in [1, 7, 24, 25, wire.len()] {
+            let mut frame = OutcomeFrame::new(&Limits::default());
+            let chunks: Vec<&[u8]> = wire.chunks(size).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                assert_eq!(frame.feed(chunk).unwrap(), i + 1 == chunks.len());
+            }
+            assert_eq!(frame.missing(), Some(0));
+            assert!(frame.feed(b"x").is_err());
+            assert_eq!(frame.into_bytes(), wire);
         }
+        let mut longer = wire.clone();
+        longer.push(0);
+        let err = OutcomeFrame::new(&Limits::default())
+            .feed(&longer)
+            .unwrap_err();
+        assert!(matches!(err, ProtocolError::Trailing(1)), "{err}");
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
-
-        /// A frame in chunks of any size is whole exactly at its last byte; a byte more is
-        /// refused.
-        #[test]
-        fn a_frame_is_delimited_across_any_chunking(
-            result in prop::collection::vec(any::<u8>(), 0..200),
-            size in 1usize..64,
-        ) {
-            let wire = frame(result);
-            let mut split = OutcomeFrame::default();
-            let chunks: Vec<&[u8]> = wire.chunks(size).collect();
-            for (i, chunk) in chunks.iter().enumerate() {
-                let whole = split.feed(chunk, &Limits::default()).unwrap();
-                prop_assert_eq!(whole, i + 1 == chunks.len());
-            }
-            prop_assert_eq!(split.missing(), Some(0));
-            prop_assert!(split.feed(b"x", &Limits::default()).is_err());
-        }
-
-        /// Protocol bytes of any kind, under any limits, are delimited or refused, never a
-        /// panic; nothing past the frame limit is kept.
-        #[test]
-        fn arbitrary_protocol_bytes_never_panic(
-            limits in limits(),
-            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..8),
-            head in any::<u64>(),
-            payload in any::<u64>(),
-        ) {
-            let mut header = OUTCOME_TAG.to_vec();
-            header.extend_from_slice(&head.to_le_bytes());
-            header.extend_from_slice(&payload.to_le_bytes());
-            for first in [header, Vec::new()] {
-                let mut split = OutcomeFrame::default();
-                for chunk in std::iter::once(&first).chain(&chunks) {
-                    match split.feed(chunk, &limits) {
-                        Ok(true) | Err(_) => break,
-                        Ok(false) => {}
-                    }
-                }
-                let _ = split.missing();
-            }
-        }
 
         /// A task's log bytes are its own until its end marker, the runner's after, however
         /// they are cut.

@@ -72,7 +72,7 @@ pub enum RunError {
         source: Box<AttemptError>,
     },
 
-    /// The Tokio runtime for `engine.run()` could not start.
+    /// The background Tokio runtime `engine.run()` runs on could not start.
     #[error("could not start a Tokio runtime for engine.run(): {0}")]
     Runtime(#[source] std::io::Error),
 }

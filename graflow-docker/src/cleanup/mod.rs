@@ -1,7 +1,7 @@
 //! Container cleanup: every container is labelled with its run, task and owning process, and
 //! removed however its task ends. Removal that must happen outside the task's future (the
-//! future was dropped: timeout, cancellation, Ctrl-C handled by dropping the run) runs on a
-//! thread of its own with its own deadline, and the process waits for it at exit.
+//! future was dropped: timeout, cancellation, Ctrl-C handled by dropping the run) runs on
+//! graflow's background runtime with its own deadline, and the process waits for it at exit.
 //!
 //! When a handler first connects it sweeps leftovers, and only those that are safe to remove:
 //! a container of the same user (uid and user namespace; root too is held to its own) that

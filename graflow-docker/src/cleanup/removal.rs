@@ -1,6 +1,6 @@
-//! Removing a task's container however the task ends: at once when it ends normally, from a
-//! thread of its own when its future was dropped (timeout, cancellation, Ctrl-C), which the
-//! process waits for at exit.
+//! Removing a task's container however the task ends: at once when it ends normally, on
+//! graflow's background runtime when its future was dropped (timeout, cancellation, Ctrl-C),
+//! which the process waits for at exit.
 
 use std::sync::Once;
 use std::time::Duration;
@@ -17,34 +17,30 @@ extern "C" fn wait_for_removals() {
     graflow_core::backend::wait_for_cleanups(REMOVAL_DEADLINE);
 }
 
-/// Force-removes `container` on a thread of its own, outside any (possibly cancelled) future.
+/// Force-removes `container` on graflow's background runtime, outside any (possibly cancelled)
+/// future and any run's runtime (which may be shut down right after).
 fn remove_detached(docker: Daemon, container: String) {
     static AT_EXIT: Once = Once::new();
     AT_EXIT.call_once(|| {
         // SAFETY: registers a plain `extern "C" fn` with no captured state.
         unsafe { libc::atexit(wait_for_removals) };
     });
+    let runtime = match graflow_core::backend::background() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::warn!(target: "graflow::docker", %container, "no runtime to remove the container: {e}; the next engine start sweeps it");
+            return;
+        }
+    };
     let pending = graflow_core::backend::cleanup_started();
-    let name = container.clone();
-    let spawned = std::thread::Builder::new()
-        .name("graflow-docker-cleanup".to_owned())
-        .spawn(move || {
-            let removal = async {
-                tokio::time::timeout(REMOVAL_DEADLINE, remove(&docker, &container)).await
-            };
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => match runtime.block_on(removal) {
-                    Ok(Ok(())) => tracing::debug!(target: "graflow::docker", %container, "container removed"),
-                    Ok(Err(e)) => tracing::warn!(target: "graflow::docker", %container, "could not remove the container: {e}; `docker rm -f {container}` removes it"),
-                    Err(_) => tracing::warn!(target: "graflow::docker", %container, "removing the container took over {REMOVAL_DEADLINE:?}; `docker rm -f {container}` removes it"),
-                },
-                Err(e) => tracing::warn!(target: "graflow::docker", %container, "no runtime to remove the container: {e}"),
-            }
-            drop(pending);
-        });
-    if spawned.is_err() {
-        tracing::warn!(target: "graflow::docker", container = %name, "could not start a cleanup thread; the next engine start sweeps the container");
-    }
+    runtime.spawn(async move {
+        match tokio::time::timeout(REMOVAL_DEADLINE, remove(&docker, &container)).await {
+            Ok(Ok(())) => tracing::debug!(target: "graflow::docker", %container, "container removed"),
+            Ok(Err(e)) => tracing::warn!(target: "graflow::docker", %container, "could not remove the container: {e}; `docker rm -f {container}` removes it"),
+            Err(_) => tracing::warn!(target: "graflow::docker", %container, "removing the container took over {REMOVAL_DEADLINE:?}; `docker rm -f {container}` removes it"),
+        }
+        drop(pending);
+    });
 }
 
 /// Force-removes a container (killing it if it runs); a container already gone is fine.

@@ -197,13 +197,17 @@ impl TaskHandler for RedisHandler {
         let (queue, inner) = task_options(task, &shared.options.queue).map_err(fail)?;
         let invocation = remote::invocation(task, ctx)?;
         let nonce = invocation.nonce;
-        let mut inv = invocation.frame_start().map_err(|e| {
-            AttemptError::handler_source(task.id(), handler, "could not encode the invocation", e)
-        })?;
-        for bytes in invocation.payload() {
-            inv.extend_from_slice(bytes);
-        }
-        drop(invocation);
+        let inv = invocation
+            .into_frame()
+            .map_err(|e| {
+                AttemptError::handler_source(
+                    task.id(),
+                    handler,
+                    "could not encode the invocation",
+                    e,
+                )
+            })?
+            .into_bytes();
         let att = format!("{}-{nonce:016x}", shared.client);
         let job = Job {
             att: att.clone(),

@@ -159,13 +159,9 @@ impl ExecutionContext {
 /// The longest message a runner's terminate or cancel may carry.
 pub(super) const MAX_MESSAGE: usize = 4096;
 
+/// `message`, cut to [`MAX_MESSAGE`] bytes (on a character boundary) with a note.
 pub(super) fn bounded(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
+    if graflow_protocol::text::truncate_in_place(&mut message, MAX_MESSAGE) > 0 {
         message.push_str(" [cut]");
     }
     message
