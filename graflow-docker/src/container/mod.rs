@@ -14,7 +14,7 @@ use graflow_core::backend::{Ended, RemoteAttempt};
 use graflow_core::protocol::Limits;
 
 use crate::DOCKER_LOGS;
-use graflow_core::{AttemptError, ExecutionContext, Task, Value};
+use graflow_core::{AttemptError, ExecutionContext, HandlerFailure, Task, Value};
 
 use crate::cleanup::Guard;
 use crate::daemon::Daemon;
@@ -109,22 +109,24 @@ pub(crate) async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
     } = launch;
     let handler = task.handler();
     let fail = |message: String| AttemptError::handler(task.id(), handler, message);
-    let env = options.resolved_env().map_err(fail)?;
+    let invalid = |message: String| fail(message).with_kind(HandlerFailure::InvalidConfig);
+    let env = options.resolved_env().map_err(invalid)?;
     let name = container_name(ctx, task);
     let purpose = Purpose {
         run: ctx.run_id(),
         task: task.id(),
         mode: "1",
     };
-    let body = body(options, image, purpose, env).map_err(fail)?;
+    let body = body(options, image, purpose, env).map_err(invalid)?;
     let created_at = std::time::SystemTime::now();
 
     // Guard by name before the request: a future dropped mid-request leaves nothing behind.
     let mut guard = Guard::new(docker.clone(), name.clone());
     let what = format!("task '{}'", task.id());
+    let unavailable = |message: String| fail(message).with_kind(HandlerFailure::Unavailable);
     create(docker, &name, body, image, &what)
         .await
-        .map_err(fail)?;
+        .map_err(unavailable)?;
 
     // Wait for the container's end from before it starts, as `docker run --rm` does: a
     // container that exits (and, with auto_remove, is removed by the daemon) before a later
@@ -150,7 +152,7 @@ pub(crate) async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
 
     let attached = attach_and_start(docker, &name, image, &what)
         .await
-        .map_err(fail)?;
+        .map_err(unavailable)?;
     let output = chunks(attached.output);
     let mut driven = RemoteAttempt::new(task, ctx)
         .limits(launch.limits)
@@ -158,26 +160,13 @@ pub(crate) async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
         .log_target(DOCKER_LOGS)
         .drive(attached.input, output)
         .await?;
-    match &driven.ended {
-        Ended::StartupTimeout(limit) => {
-            return Err(fail(format!(
-                "the program in container {name} did not answer as a task runner within {limit:?}: call graflow::init() at the start of main or use #[graflow::main]{}",
-                driven.logs.tail_text()
-            )));
-        }
-        Ended::Refused(error) => {
-            return Err(fail(format!(
-                "the runner's answer was refused and container {name} stopped: {error}{}",
-                driven.logs.tail_text()
-            )));
-        }
-        Ended::AttemptTimeout(limit) => {
-            return Err(fail(format!(
-                "container {name} ran longer than {limit:?} and was stopped{}",
-                driven.logs.tail_text()
-            )));
-        }
-        _ => {}
+    // Ends that need nothing of the container's exit: the one diagnosis every out-of-process
+    // handler gives (the guard removes the container).
+    if matches!(
+        driven.ended,
+        Ended::StartupTimeout(_) | Ended::Refused(_) | Ended::AttemptTimeout(_)
+    ) {
+        return driven.verdict(task, &format!("container {name}"), None);
     }
 
     // With auto_remove the daemon removes the container as it exits (so nothing is left even
@@ -188,10 +177,10 @@ pub(crate) async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
         Ok(Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })))) => {
             Ok(code)
         }
-        Ok(Ok(Some(Err(e)))) => Err(fail(format!(
+        Ok(Ok(Some(Err(e)))) => Err(unavailable(format!(
             "lost track of container {name} (the daemon's answer to waiting for its end: {e}); check that dockerd is healthy (`docker info`), and run the task again"
         ))),
-        Ok(_) => Err(fail(format!(
+        Ok(_) => Err(unavailable(format!(
             "lost track of container {name} (the daemon closed the wait without an answer); check that dockerd is healthy (`docker info`), and run the task again"
         ))),
         Err(_) => Err(fail(format!(
@@ -235,12 +224,6 @@ pub(crate) async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
             || l.contains("error while loading shared libraries")
             || (!was_ready && l.starts_with(&format!("exec {RUNNER_PATH}")))
     });
-    let died = match &driven.ended {
-        Ended::Died {
-            detail: Some(detail),
-        } => format!(" ({detail})"),
-        _ => String::new(),
-    };
     match () {
         () if oom => Err(fail(oom_message(options.memory))),
         () if likely_oom => Err(fail(likely_oom_message(options.memory))),
@@ -251,18 +234,11 @@ pub(crate) async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
                 .cloned()
                 .unwrap_or_else(|| format!("exit code {code}")),
         )),
-        () if !was_ready => Err(fail(format!(
-            "the program in container {name} exited with code {code} without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{}",
-            logs.tail_text()
-        ))),
-        () => Err(fail(format!(
-            "container {name} exited with code {code} before reporting a result{died}{}{}",
-            if driven.input_error.is_some() {
-                " (its stdin closed early)"
-            } else {
-                ""
-            },
-            logs.tail_text()
-        ))),
+        // Did not answer: the same diagnosis as every out-of-process handler's.
+        () => driven.verdict(
+            task,
+            &format!("the program in container {name}"),
+            Some(&format!("exit code {code}")),
+        ),
     }
 }
