@@ -7,20 +7,20 @@
 //!
 //! | module | layer |
 //! |---|---|
-//! | `value`, `config`, `retry`, `channel` | data: type-erased values, handler configuration, retry policy, the run's key/value store |
-//! | `definition/` | the macro contract: `TaskDef`, `Body`, `TaskInfo`, the `TaskContext` a body sees, `AttemptError` |
+//! | `value`, `config`, `retry`, `interrupt`, `descendants`, `files`, `runtime` | data and leaves: type-erased values, handler configuration, retry policy, SIGINT/SIGTERM during a run, a task's processes, atomic files and locks, the one background runtime |
+//! | `channel` | the run's key/value store |
+//! | `definition/` | the macro contract: `TaskDef`, `Body`, `TaskInfo`, the `TaskContext` a body sees, `AttemptError` and its `ErrorKind` |
 //! | `graph/` | `Task` nodes, the `Workflow` DAG and its builder, the compiled graph, validation `Problem`s |
 //! | `report/` | what a run did: the report, its timeline |
 //! | `observe/` | what happens in a run as it happens: `RunEvent`s, `RunObserver`, the event stream, the progress bar |
-//! | `run/` | one run: shared state, `ExecutionContext`, the body-execution policy, the `TaskHandler` contract, the scheduler, `RunError` |
-//! | `program.rs` | the program's `--graflow-*` flags, `program_args()` |
-//! | `remote/`, `runner.rs` | the runner protocol's host side (one driver for every out-of-process handler) and runner side |
-//! | `backend.rs` | the backend SDK: the public face of `remote`, `runner`, program modes and clean-up, for handler authors |
+//! | `run/` | one run: shared state, `ExecutionContext`, the body-execution policy, the `TaskHandler` contract, control requests, checkpoints, `RunOptions`, `RunError`, the scheduler |
+//! | `remote/` | the runner protocol's host side: one driver for every out-of-process handler, warm pools |
+//! | `program` | the program's `--graflow-*` flags, parsed once |
+//! | `runner` | the runner side: `init()`, serving invocations, `answer()` for workers |
+//! | `backend` | the backend SDK: the public face of `remote`, `runner`, program modes, clean-up and the background runtime |
 //! | `handlers/` | the built-in handlers, one file each |
-//! | `engine.rs` | handler registry, validation, running, `RunError` |
-//! | `error.rs` | the top-level `Error` every layer's error converts into |
-//! | `files.rs` | replacing a file atomically (checkpoints, saved reports) |
-//! | `interrupt.rs`, `descendants.rs` | SIGINT/SIGTERM during a run; finding a task's processes |
+//! | `engine/` | `WorkflowEngine`: configuration, validation, running |
+//! | `error` | the top-level `Error` every layer's error converts into |
 
 // Every public item is documented; `pub` means reachable from outside the crate.
 #![warn(unreachable_pub, missing_docs)]
