@@ -99,7 +99,7 @@ fn missing_parameters_are_reported_together_before_anything_runs() {
         "{msg}"
     );
     assert!(
-        msg.contains("Channel::new().with(\"scale\", value)"),
+        msg.contains("RunOptions::new().param(\"scale\", value)"),
         "{msg}"
     );
     assert!(err.report().is_none());
