@@ -148,7 +148,7 @@ const RUN_LAYERS: &[&[&str]] = &[
     &["control"],
     &["checkpoint"],
     &["options", "error"],
-    &["scheduler"],
+    &["scheduler", "standalone"],
 ];
 
 /// The `run/` submodules a file names through `super::` (from a file directly in `run/`),

@@ -7,7 +7,7 @@
 //! read, a host delimiting a warm runner's outcomes on its output stream for the whole frame.
 
 use crate::error::ProtocolError;
-use crate::frame::{HEADER_LEN, OUTCOME_TAG, parse_header};
+use crate::header::{HEADER_LEN, OUTCOME_TAG, parse_header};
 use crate::limits::Limits;
 
 /// What the bytes fed so far make of a frame.

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::codec;
 use crate::decoder::{FrameDecoder, Step};
-use crate::frame::{self, Expected, HEADER_LEN, INVOCATION_TAG, OUTCOME_TAG};
+use crate::frame::{self, Expected};
+use crate::header::{self, HEADER_LEN, INVOCATION_TAG, OUTCOME_TAG};
 use crate::limits::Limits;
 use crate::message::{Invocation, Outcome};
 
@@ -33,8 +34,8 @@ fn limits() -> [Limits; 2] {
 pub fn outcome(bytes: &[u8]) {
     if let Ok(header) = <&[u8; HEADER_LEN]>::try_from(bytes.get(..HEADER_LEN).unwrap_or(&[])) {
         for limits in limits() {
-            let _ = frame::parse_header(header, OUTCOME_TAG, &limits);
-            let _ = frame::parse_header(header, INVOCATION_TAG, &limits);
+            let _ = header::parse_header(header, OUTCOME_TAG, &limits);
+            let _ = header::parse_header(header, INVOCATION_TAG, &limits);
         }
     }
     for limits in limits() {

@@ -9,11 +9,13 @@
 //! | module | what |
 //! |---|---|
 //! | [`message`] | the messages: [`Invocation`], [`Outcome`], [`Failure`], [`EncodedValue`] |
-//! | [`frame`] | framing: writing and reading frames, the [`READY`] marker |
+//! | [`header`] | a frame's header and tags, the [`READY`] marker, its lengths checked against [`Limits`] |
 //! | [`decoder`] | [`FrameDecoder`]: where a frame ends on a stream, I/O-free, bounded by [`Limits`] |
+//! | [`frame`] | framing: writing and reading invocation and outcome frames |
 //! | [`limits`] | [`Limits`]: how large a frame, a head or a log line may be; bounded decoding |
 //! | [`build_id`] | the GNU build id of an executable |
 //! | [`text`] | cutting a peer's text to a byte budget on a character boundary: [`truncate_utf8`] |
+//! | [`runner`] | how a process is started as a runner: [`RUNNER_ENV`], serve mode, the task-end marker |
 //! | [`error`] | [`ProtocolError`] |
 //!
 //! Everything a runner sends is treated as hostile input: every length is checked against
@@ -31,38 +33,19 @@ pub mod frame;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod header;
 pub mod limits;
 pub mod message;
+pub mod runner;
 pub mod text;
 
 pub use decoder::{FrameDecoder, Step};
 pub use error::ProtocolError;
-pub use frame::{Expected, INVOCATION_TAG, InvocationFrame, OUTCOME_TAG, READY, read_outcome};
+pub use frame::{Expected, InvocationFrame, read_outcome};
+pub use header::{HEADER_LEN, INVOCATION_TAG, OUTCOME_TAG, READY};
 pub use limits::Limits;
-pub use message::{Control, EncodedValue, Failure, Invocation, Outcome, ValueHeader};
+pub use message::{
+    Control, EncodedValue, Failure, Invocation, Outcome, PROTOCOL_VERSION, ValueHeader,
+};
+pub use runner::{RUNNER_ENV, RUNNER_PARENT_ENV, SERVE_MODE, TASK_END_MARKER};
 pub use text::truncate_utf8;
-
-/// Bumped on any incompatible change of the messages or the framing.
-pub const PROTOCOL_VERSION: u32 = 3;
-
-/// The environment variable that makes a process started from a graflow program a runner. The
-/// runner removes it from its own environment before the task runs, so that programs the task
-/// starts are not runners.
-pub const RUNNER_ENV: &str = "GRAFLOW_RUNNER";
-
-/// Names the process that started a runner, so that only that runner acts as one (the
-/// programs its task starts inherit [`RUNNER_ENV`] too): the starting process's pid (a runner
-/// answers only when its parent has that pid), or `container` (a runner answers only as the
-/// container's first process, or the first under its init). Absent: any process with
-/// [`RUNNER_ENV`] is a runner.
-pub const RUNNER_PARENT_ENV: &str = "GRAFLOW_RUNNER_PARENT";
-
-/// The value of [`RUNNER_ENV`] that starts a *warm* runner: it answers invocations one after
-/// another, each outcome right after its invocation, until its input ends (`PROTOCOL.md` §9).
-/// Any other value starts a runner that answers exactly one invocation.
-pub const SERVE_MODE: &str = "serve";
-
-/// What a warm runner writes on its log stream when a task's output ends, before its outcome,
-/// followed by the invocation's nonce in 16 lowercase hex digits and a newline: the host
-/// attributes the lines before it to that task (`PROTOCOL.md` §9).
-pub const TASK_END_MARKER: &str = "GFEND3 ";

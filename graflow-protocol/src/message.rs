@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Bumped on any incompatible change of the messages or the framing.
+pub const PROTOCOL_VERSION: u32 = 3;
+
 /// A value in its wire form: its type's name and its bincode-2 (standard configuration, serde)
 /// encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,34 +1,9 @@
 //! [`TaskContext`]: what a task body sees of its run. The run layer provides it (through
 //! [`BodyAccess`]), so that a definition needs to know nothing of runs.
 
+use super::access::BodyAccess;
 use crate::definition::{AttemptError, TaskChannel};
-use crate::value::{Data, Value, ValueError};
-
-/// What the run gives a body: implemented by the run layer's execution context.
-pub(crate) trait BodyAccess: Send + Sync {
-    fn task_id(&self) -> &str;
-    fn run_id(&self) -> &str;
-    fn attempt(&self) -> u32;
-    fn cycle(&self) -> u32;
-    fn max_cycles(&self) -> u32;
-    /// The value of channel key `key` as this attempt sees it (its own writes first).
-    fn channel_value(&self, key: &str) -> Option<Value>;
-    /// Every channel entry as this attempt sees it, sorted by key.
-    fn channel_entries(&self) -> Vec<(String, Value)>;
-    /// Records a write of this attempt (`None`: a deletion), applied to the run's channel
-    /// when the attempt succeeds.
-    fn channel_write(&self, key: String, value: Option<Value>);
-    /// The stored result of task `id`.
-    fn result(&self, id: &str) -> Result<Value, ValueError>;
-    /// The ids of the direct upstream tasks, in graph order.
-    fn upstream_ids(&self) -> Vec<&str>;
-    /// The results of the direct upstream tasks, in the order of `upstream_ids`.
-    fn upstream(&self) -> Result<Vec<(&str, Value)>, ValueError>;
-    /// The value of input parameter `index` and the parameter's name.
-    fn input(&self, index: usize) -> Result<(Value, &'static str), AttemptError>;
-    /// The run's side of the context (for the run layer's own methods on `TaskContext`).
-    fn as_any(&self) -> &dyn std::any::Any;
-}
+use crate::value::{Data, ValueError};
 
 /// What a task body sees: declare a parameter of type `&TaskContext` to get it.
 #[repr(transparent)]

@@ -5,6 +5,7 @@
 //! Nothing here knows graphs, runs or handlers: the run layer implements the context's
 //! accessors, the graph layer turns a definition into a node.
 
+mod access;
 mod context;
 mod error;
 mod task_channel;
@@ -21,7 +22,7 @@ use crate::config::HandlerConfig;
 use crate::retry::RetryPolicy;
 use crate::value::{TypeInfo, Value};
 
-pub(crate) use context::BodyAccess;
+pub(crate) use access::BodyAccess;
 pub use context::TaskContext;
 pub(crate) use error::panic_message;
 pub use error::{AttemptError, BoxError, Chain, ErrorKind, HandlerFailure, TaskReturn};

@@ -4,7 +4,7 @@
 //! handler (out of process, a runner sends its writes with its outcome, applied only on
 //! success).
 
-use super::context::BodyAccess;
+use super::access::BodyAccess;
 use crate::value::{Data, Value, ValueError};
 
 /// The run's channel as this attempt sees it: the run's values with this attempt's own writes

@@ -17,7 +17,7 @@ use super::build_id;
 /// `&TaskContext`. Its `nonce`, fresh for this attempt, tells the attempt's outcome from any
 /// other's: check the answer with it ([`apply_outcome_bytes`](super::apply_outcome_bytes)).
 pub fn invocation(task: &Task, ctx: &ExecutionContext) -> Result<Invocation, AttemptError> {
-    let nonce = super::driver::attempt_nonce();
+    let nonce = attempt_nonce();
     let cannot_encode = |what: String| {
         move |e: ValueError| {
             AttemptError::handler_source(
@@ -254,6 +254,20 @@ pub(crate) fn runner_failure(
         control: Vec::new(),
         elapsed_ns,
     }
+}
+
+/// A number that tells one attempt's outcome from any other's (never 0), for [`invocation`].
+fn attempt_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    hasher.finish().max(1)
 }
 
 #[cfg(test)]

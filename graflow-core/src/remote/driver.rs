@@ -13,7 +13,6 @@
 //! [`Limits`] first, the outcome must echo this attempt's nonce, and any byte after the outcome
 //! is an error. Memory use is bounded whatever the runner sends.
 
-use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::time::Duration;
 
@@ -333,19 +332,6 @@ impl<'a> RemoteAttempt<'a> {
     }
 }
 
-/// A number that tells this attempt's outcome from any other.
-fn new_nonce() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    hasher.finish()
-}
-
 enum Decoded {
     NotReady,
     Died(Option<String>),
@@ -575,11 +561,6 @@ pub fn apply_outcome_bytes(
         return Err(refused(ProtocolError::Trailing(reader.len() as u64)));
     }
     attempt::apply(outcome, task, ctx, handler)
-}
-
-/// A number that tells one attempt's outcome from any other's (never 0), for [`invocation`].
-pub(crate) fn attempt_nonce() -> u64 {
-    new_nonce().max(1)
 }
 
 #[cfg(test)]

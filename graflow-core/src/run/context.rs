@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{CpuPool, RunShared, cpu_count};
+use super::RunShared;
 use crate::channel::Channel;
 use crate::definition::{AttemptError, BodyAccess, TaskContext};
-use crate::graph::{Source, Task, Workflow};
-use crate::run::RunError;
+use crate::graph::{Source, Task};
 use crate::value::{Data, Value, ValueError};
 
 /// What a handler sees of the run while it executes one attempt of one task.
@@ -70,52 +69,6 @@ impl ExecutionContext {
         TimeoutPause {
             clock: self.clock.clone(),
         }
-    }
-
-    /// A context for running `task` outside any workflow run: to test a handler in isolation
-    /// (`handler.execute_task(ctx.task(), &ctx)`), or to call `task.run(&ctx)` directly. The
-    /// task's parameters must be bound with [`Task::with_input`]; its channel starts empty.
-    pub fn for_task(task: Task) -> Result<ExecutionContext, RunError> {
-        Self::standalone(
-            "standalone".to_owned(),
-            "standalone".to_owned(),
-            task,
-            Channel::new(),
-            None,
-            1,
-            1,
-        )
-    }
-
-    /// A one-task run: what a runner process and [`ExecutionContext::for_task`] execute in.
-    pub(crate) fn standalone(
-        workflow: String,
-        run_id: String,
-        task: Task,
-        channel: Channel,
-        upstream: Option<Vec<(String, Value)>>,
-        attempt: u32,
-        cycle: u32,
-    ) -> Result<ExecutionContext, RunError> {
-        let mut builder = Workflow::builder(workflow);
-        builder.add(task);
-        let workflow = builder.build();
-        let graph = workflow.graph().map_err(|problems| RunError::Invalid {
-            workflow: workflow.name().to_owned(),
-            problems,
-        })?;
-        let run = Arc::new(RunShared::new(
-            Arc::from(run_id),
-            workflow,
-            graph,
-            channel,
-            CpuPool::new(cpu_count()),
-            upstream,
-            None,
-            false,
-            None,
-        ));
-        Ok(ExecutionContext::new(run, 0, attempt, cycle))
     }
 
     /// Records where this attempt runs (a worker, a container id, a pid): the run report shows

@@ -12,6 +12,7 @@ pub(crate) mod gate;
 mod handler;
 mod options;
 pub(crate) mod scheduler;
+mod standalone;
 pub(crate) mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

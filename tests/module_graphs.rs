@@ -1,6 +1,8 @@
-//! The modules of graflow-redis form a one-way graph: no module uses, directly or through
-//! others, a module that uses it. Checked for the crate's top-level modules (`src/*.rs`,
-//! `src/*/mod.rs`) and, the same way, for the files of each module folder (`src/worker/*.rs`).
+//! The modules of every crate of the workspace form a one-way graph: no module uses, directly or
+//! through others, a module that uses it. Checked for each crate's top-level modules
+//! (`src/*.rs`, `src/*/mod.rs`) and, the same way, for the files of each module folder
+//! (`graflow-redis/src/worker/*.rs`, `graflow-core/src/run/scheduler/*.rs`). (graflow-core's
+//! `tests/layers.rs` also holds its modules to a documented order.)
 //!
 //! Each file is read as Rust tokens (comments and doc comments are not code, so links in
 //! documentation make no edge). A path that names a module of the crate makes an edge: one
@@ -24,8 +26,20 @@ struct File {
     tokens: TokenStream,
 }
 
-fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+/// The crates checked, by folder (the facade is the workspace root).
+const CRATES: &[&str] = &[
+    "graflow-protocol",
+    "graflow-core",
+    "graflow-macros",
+    "graflow-docker",
+    "graflow-redis",
+    ".",
+];
+
+fn src(krate: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(krate)
+        .join("src")
 }
 
 /// Every `.rs` file under `dir`, with its module path.
@@ -181,7 +195,9 @@ fn scan(trees: &[TokenTree], module: &ModPath, children: &BTreeSet<ModPath>, out
             continue;
         }
         let after_colons = i >= 2 && colons(trees, i - 2);
-        if !after_colons && ident(tree).is_some() {
+        // `$crate::...` in a `macro_rules!` body is a path of the macro's caller.
+        let in_macro = i >= 1 && is_punct(trees.get(i - 1), '$');
+        if !after_colons && !in_macro && ident(tree).is_some() {
             let is_use = i >= 1 && ident(&trees[i - 1]).as_deref() == Some("use");
             let (paths, end) = read_path(trees, i);
             for path in paths {
@@ -203,8 +219,8 @@ fn scan(trees: &[TokenTree], module: &ModPath, children: &BTreeSet<ModPath>, out
     }
 }
 
-/// The edges among the modules directly under `parent` (plus `parent` itself, named "(parent
-/// file)"): `from -> to` with the files that make them.
+/// The edges among the modules directly under `parent` (`parent`'s own file is left out: see
+/// below): `from -> to` with the files that make them.
 fn graph(
     files: &[File],
     scans: &[Scan],
@@ -249,12 +265,15 @@ fn graph(
             let (Some(from), Some(to)) = (node_of(at), node_of(target)) else {
                 continue;
             };
-            if from == to {
+            // A folder's `mod.rs` is its module's root: it declares and re-exports its files, and
+            // they may use what it defines (`impl` blocks of its types in several files). The
+            // order that matters is among the files, so edges with the parent are left out.
+            if from == to || from == PARENT || to == PARENT {
                 continue;
             }
             let rel = file
                 .path
-                .strip_prefix(src())
+                .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")))
                 .unwrap_or(&file.path)
                 .display()
                 .to_string();
@@ -310,9 +329,9 @@ fn cycle(edges: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) -> Option
     None
 }
 
-fn read_crate() -> (Vec<File>, Vec<Scan>, BTreeSet<ModPath>) {
+fn read_crate(krate: &str) -> (Vec<File>, Vec<Scan>, BTreeSet<ModPath>) {
     let mut all = Vec::new();
-    files(&src(), &Vec::new(), &mut all);
+    files(&src(krate), &Vec::new(), &mut all);
     // Modules are the files (and folders) of the crate; inline modules are found by the scan.
     let mut modules: BTreeSet<ModPath> = all.iter().map(|f| f.module.clone()).collect();
     let mut scans = Vec::new();
@@ -345,34 +364,43 @@ fn describe(
 }
 
 #[test]
-fn the_top_level_modules_form_no_cycle() {
-    let (files, scans, modules) = read_crate();
+fn the_top_level_modules_of_every_crate_form_no_cycle() {
+    for krate in CRATES {
+        let (files, scans, modules) = read_crate(krate);
+        let edges = graph(&files, &scans, &Vec::new(), &modules);
+        if let Some(found) = cycle(&edges) {
+            panic!("{krate}: {}", describe(&edges, &found));
+        }
+    }
+    // The scan finds uses (the graph is not empty for want of reading them).
+    let (files, scans, modules) = read_crate("graflow-redis");
     let edges = graph(&files, &scans, &Vec::new(), &modules);
-    // The graph is not empty: the scan found the crate's uses.
     assert!(
         edges
             .get("worker")
             .is_some_and(|to| to.contains_key("keys")),
         "the scan missed worker -> keys: {edges:#?}"
     );
-    if let Some(found) = cycle(&edges) {
-        panic!("{}", describe(&edges, &found));
-    }
 }
 
 #[test]
 fn the_files_of_each_module_folder_form_no_cycle() {
-    let (files, scans, modules) = read_crate();
-    let folders: BTreeSet<ModPath> = files
-        .iter()
-        .filter(|f| f.path.file_name().is_some_and(|n| n == "mod.rs"))
-        .map(|f| f.module.clone())
-        .collect();
-    assert!(folders.contains(&vec!["worker".to_owned()]), "{folders:?}");
-    for folder in folders {
-        let edges = graph(&files, &scans, &folder, &modules);
-        if let Some(found) = cycle(&edges) {
-            panic!("in {}: {}", folder.join("::"), describe(&edges, &found));
+    for krate in CRATES {
+        let (files, scans, modules) = read_crate(krate);
+        let folders: BTreeSet<ModPath> = files
+            .iter()
+            .filter(|f| f.path.file_name().is_some_and(|n| n == "mod.rs"))
+            .map(|f| f.module.clone())
+            .collect();
+        for folder in folders {
+            let edges = graph(&files, &scans, &folder, &modules);
+            if let Some(found) = cycle(&edges) {
+                panic!(
+                    "{krate}, in {}: {}",
+                    folder.join("::"),
+                    describe(&edges, &found)
+                );
+            }
         }
     }
 }
