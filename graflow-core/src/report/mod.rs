@@ -348,20 +348,11 @@ impl RunReport {
 
 impl fmt::Debug for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let TaskCounts {
-            succeeded: ok,
-            failed,
-            cancelled,
-            skipped,
-        } = self.counts();
         f.debug_struct("RunReport")
             .field("workflow", &self.workflow())
             .field("run_id", &self.run_id)
             .field("elapsed", &self.elapsed)
-            .field("succeeded", &ok)
-            .field("failed", &failed)
-            .field("cancelled", &cancelled)
-            .field("skipped", &skipped)
+            .field("counts", &self.counts())
             .finish()
     }
 }
