@@ -675,14 +675,20 @@ fn named_queues_and_a_queue_without_workers() {
     let mut wf = graflow::Workflow::builder("nobody");
     wf.add(total::task().with_input("sample", sample("x")));
     let started = Instant::now();
-    let error = format!(
-        "{:#}",
-        engine
-            .run(&wf.build(), RunOptions::new())
-            .expect_err("no worker")
-    );
+    let failed = engine
+        .run(&wf.build(), RunOptions::new())
+        .expect_err("no worker");
+    let error = format!("{failed:#}");
     assert!(
         error.contains("no live worker has served queue `default`"),
+        "{error}"
+    );
+    // Infrastructure that is not there now: a kind code can match, retried by a policy.
+    assert_eq!(
+        failed.failure().map(|f| f.cause.kind()),
+        Some(graflow::ErrorKind::Handler(
+            graflow::HandlerFailure::Unavailable
+        )),
         "{error}"
     );
     // Its no-worker wait (800 ms), not forever.

@@ -8,6 +8,7 @@ use redis::aio::ConnectionManager;
 use super::shared::Shared;
 use crate::connect::Backoff;
 use crate::entry::{RawEntry, Reply, read_reply};
+use graflow_core::HandlerFailure;
 
 /// Reads this handler's reply stream and hands each reply to the attempt waiting for it.
 pub(super) async fn dispatch(shared: Arc<Shared>, mut blocking: ConnectionManager) {
@@ -73,7 +74,13 @@ fn deliver(shared: &Shared, entry: RawEntry) {
     };
     let (att, result) = match parsed {
         Ok(reply) => (reply.att.clone(), Ok(reply)),
-        Err((Some(att), why)) => (att, Err(format!("the worker's reply is malformed: {why}"))),
+        Err((Some(att), why)) => (
+            att,
+            Err((
+                HandlerFailure::Transient,
+                format!("the worker's reply is malformed: {why}"),
+            )),
+        ),
         Err((None, why)) => {
             shared
                 .malformed

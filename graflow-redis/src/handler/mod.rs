@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use graflow_core::backend as remote;
-use graflow_core::{AttemptError, ExecutionContext, Problem, Task, TaskHandler, Value};
+use graflow_core::{
+    AttemptError, ExecutionContext, HandlerFailure, Problem, Task, TaskHandler, Value,
+};
 use graflow_protocol::Limits;
 use tokio::sync::oneshot;
 
@@ -194,7 +196,8 @@ impl TaskHandler for RedisHandler {
         let shared = &self.shared;
         let handler = task.handler();
         let fail = |message: String| AttemptError::handler(task.id(), handler, message);
-        let (queue, inner) = task_options(task, &shared.options.queue).map_err(fail)?;
+        let (queue, inner) = task_options(task, &shared.options.queue)
+            .map_err(|m| fail(m).with_kind(HandlerFailure::InvalidConfig))?;
         let invocation = remote::invocation(task, ctx)?;
         let nonce = invocation.nonce;
         let inv = invocation
@@ -206,6 +209,7 @@ impl TaskHandler for RedisHandler {
                     "could not encode the invocation",
                     e,
                 )
+                .with_kind(HandlerFailure::InvalidConfig)
             })?
             .into_bytes();
         let att = format!("{}-{nonce:016x}", shared.client);
@@ -258,6 +262,7 @@ impl TaskHandler for RedisHandler {
                 shared.keys.queue(queue),
                 shared.url
             ))
+            .with_kind(HandlerFailure::Unavailable)
         })?;
         if let Some(waiter) = shared
             .waiting
@@ -274,7 +279,7 @@ impl TaskHandler for RedisHandler {
         let reply = rx
             .await
             .map_err(|_| fail("the redis handler stopped while the task was waiting".to_owned()))?
-            .map_err(fail)?;
+            .map_err(|(kind, message)| fail(message).with_kind(kind))?;
         pending.armed = false;
         ctx.set_runner(format!(
             "worker {}, delivery {}",

@@ -11,6 +11,7 @@ use graflow_core::backend as remote;
 use super::shared::{Shared, fail_waiters};
 use crate::connect::ensure_group;
 use crate::scripts::{LIVE_WORKERS, LOST};
+use graflow_core::HandlerFailure;
 
 /// A worker counts as live when it renewed its presence within this time.
 const WORKER_TTL: Duration = Duration::from_secs(5);
@@ -45,6 +46,7 @@ pub(super) async fn monitor(shared: Arc<Shared>) {
                         fail_waiters(
                             &shared,
                             |_| true,
+                            HandlerFailure::Unavailable,
                             &format!(
                                 "lost contact with Redis at {} for {:?} ({e}); check that it runs, then run the workflow again",
                                 shared.url, shared.options.no_worker_timeout
@@ -128,11 +130,11 @@ pub(super) async fn monitor(shared: Arc<Shared>) {
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&att);
                 if let Some(waiter) = waiter {
-                    let _ = waiter.tx.send(Err(format!(
+                    let _ = waiter.tx.send(Err((HandlerFailure::RunnerLost, format!(
                         "its job {entry} vanished from `{}` at {} without an outcome (was Redis restarted without persistence, or the stream deleted?); the attempt may be retried",
                         shared.keys.queue(&queue),
                         shared.url
-                    )));
+                    ))));
                 }
             }
         }
@@ -160,5 +162,10 @@ fn fail_queue(shared: &Shared, queue: &str, others: &[String]) {
             others.join(", ")
         )
     };
-    fail_waiters(shared, |w| w.queue == queue, &message);
+    fail_waiters(
+        shared,
+        |w| w.queue == queue,
+        HandlerFailure::Unavailable,
+        &message,
+    );
 }

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::options::RedisOptions;
 use crate::entry::Reply;
 use crate::keys::Keys;
+use graflow_core::HandlerFailure;
 
 /// What the handler's tasks and attempts share.
 pub(super) struct Shared {
@@ -35,11 +36,17 @@ pub(super) struct Waiter {
     pub(super) entry: Option<String>,
     pub(super) since: Instant,
     pub(super) checked: Instant,
-    pub(super) tx: oneshot::Sender<Result<Reply, String>>,
+    /// The reply, or why the attempt failed without one and of what kind.
+    pub(super) tx: oneshot::Sender<Result<Reply, (HandlerFailure, String)>>,
 }
 
-/// Fails the waiting attempts `which` selects with `message`.
-pub(super) fn fail_waiters(shared: &Shared, which: impl Fn(&Waiter) -> bool, message: &str) {
+/// Fails the waiting attempts `which` selects with `message`, a failure of `kind`.
+pub(super) fn fail_waiters(
+    shared: &Shared,
+    which: impl Fn(&Waiter) -> bool,
+    kind: HandlerFailure,
+    message: &str,
+) {
     let failed: Vec<Waiter> = {
         let mut waiting = shared
             .waiting
@@ -53,6 +60,6 @@ pub(super) fn fail_waiters(shared: &Shared, which: impl Fn(&Waiter) -> bool, mes
         atts.iter().filter_map(|att| waiting.remove(att)).collect()
     };
     for waiter in failed {
-        let _ = waiter.tx.send(Err(message.to_owned()));
+        let _ = waiter.tx.send(Err((kind, message.to_owned())));
     }
 }
