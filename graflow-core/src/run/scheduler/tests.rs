@@ -10,12 +10,14 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::{Ended, Failure, Slot, Start, free, instead_askers, run};
 use crate::channel::Channel;
+use crate::definition::AttemptError;
+use crate::graph::Task;
 use crate::graph::{GroupPolicy, Workflow};
-use crate::handlers::DirectHandler;
 use crate::report::TaskStatus;
 use crate::retry::RetryPolicy;
 use crate::run::control::DynNode;
-use crate::run::{CpuPool, RunShared};
+use crate::run::{CpuPool, ExecutionContext, RunShared, TaskHandler};
+use crate::value::Value;
 
 /// The order in which the diamond's bodies ran.
 static DIAMOND: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
@@ -71,6 +73,21 @@ fn after() -> u32 {
     2
 }
 
+/// Runs the body in this process (what the "direct" handler does; `handlers` is a layer above
+/// `run`, so it is not named here).
+struct InProcess;
+
+#[async_trait::async_trait]
+impl TaskHandler for InProcess {
+    async fn execute_task(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        task.run(ctx).await
+    }
+}
+
 /// The run state of `workflow` on the direct handler alone, as the engine would make it.
 fn shared_of(workflow: &Workflow) -> Arc<RunShared> {
     let graph = workflow.graph().expect("a valid workflow");
@@ -96,7 +113,7 @@ fn run_direct(workflow: &Workflow) -> (Arc<RunShared>, Ended) {
     );
     let slots = vec![Slot {
         name: "direct".into(),
-        handler: Arc::new(DirectHandler),
+        handler: Arc::new(InProcess),
         direct: true,
         limit: usize::MAX,
         gate: None,
@@ -107,14 +124,7 @@ fn run_direct(workflow: &Workflow) -> (Arc<RunShared>, Ended) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let ended = runtime.block_on(run(
-        shared.clone(),
-        slots,
-        start,
-        4,
-        Instant::now(),
-        None,
-    ));
+    let ended = runtime.block_on(run(shared.clone(), slots, start, 4, Instant::now(), None));
     (shared, ended)
 }
 
@@ -219,7 +229,10 @@ fn a_retried_task_that_succeeds_counts_its_attempts() {
     assert_eq!(flaky.status, TaskStatus::Succeeded);
     assert_eq!(flaky.attempts, 3);
     assert_eq!(flaky.runs, 1, "retries are attempts of one run");
-    assert!(flaky.error.is_none(), "a success clears the attempts' errors");
+    assert!(
+        flaky.error.is_none(),
+        "a success clears the attempts' errors"
+    );
     assert_eq!(ended.records[1].status, TaskStatus::Succeeded);
     assert_eq!(ended.records[1].attempts, 1);
 }
@@ -269,7 +282,10 @@ fn a_tolerant_group_counts_its_members_and_passes() {
     assert_eq!((state.succeeded, state.failed), (2, 1));
     assert_eq!(state.done.len(), 3);
     assert!(matches!(state.verdict, Some(Ok(_))), "{:?}", state.verdict);
-    assert!(ended.records[1].tolerated, "the member's failure was tolerated");
+    assert!(
+        ended.records[1].tolerated,
+        "the member's failure was tolerated"
+    );
     assert_eq!(ended.records[1].status, TaskStatus::Failed);
     assert_eq!(
         ended.records[3].status,
