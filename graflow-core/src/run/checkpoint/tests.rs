@@ -391,7 +391,7 @@ fn a_written_checkpoint_loads_back_and_refuses_another_workflow() {
     let halfway = Halfway {
         shared,
         records,
-        extra_succs: Default::default(),
+        extra_succs: rustc_hash::FxHashMap::default(),
     };
     let path = temp_path("written");
     let cadence = Cadence {
