@@ -29,13 +29,71 @@ struct Job {
 /// Runs closures on blocking threads, at most `limit` at once.
 pub(crate) struct CpuPool {
     limit: usize,
-    state: Mutex<State>,
+    state: Mutex<State<Job>>,
 }
 
-struct State {
-    queue: VecDeque<Job>,
+/// The pool's accounting, without threads or runtimes (what its lock guards): the queue, and
+/// how many runners take from it. Every decision of the pool is one call here under the lock;
+/// `loom_tests` model-checks them with threads of loom's.
+struct State<J> {
+    queue: VecDeque<J>,
     /// Runners: threads taking jobs from the queue, or about to (at most `limit`).
     runners: usize,
+}
+
+/// What a runner does next.
+enum Next<J> {
+    /// Runs this job, then asks again.
+    Run(J),
+    /// Leaves: the queue is empty (its slot is given back).
+    Leave,
+    /// Hands its slot to a runner for the job at the front, which is not its runtime's.
+    HandOff,
+}
+
+impl<J> State<J> {
+    const fn new() -> Self {
+        State {
+            queue: VecDeque::new(),
+            runners: 0,
+        }
+    }
+
+    /// Queues `job`: whether the caller must start a runner (fewer than `limit` run).
+    fn push(&mut self, job: J, limit: usize) -> bool {
+        self.queue.push_back(job);
+        let start = self.runners < limit;
+        if start {
+            self.runners += 1;
+        }
+        start
+    }
+
+    /// The next step of a runner that takes the jobs `mine` accepts.
+    fn next(&mut self, mine: impl Fn(&J) -> bool) -> Next<J> {
+        match self.queue.front() {
+            Some(front) if !mine(front) => Next::HandOff,
+            Some(_) => match self.queue.pop_front() {
+                Some(job) => Next::Run(job),
+                None => Next::Leave,
+            },
+            None => {
+                self.runners -= 1;
+                Next::Leave
+            }
+        }
+    }
+
+    /// A counted runner could not start: its slot is given back, and with no runner left the
+    /// queued jobs are taken out (to be dropped: nothing would run them).
+    fn give_up(&mut self) -> VecDeque<J> {
+        self.runners -= 1;
+        if self.runners == 0 {
+            std::mem::take(&mut self.queue)
+        } else {
+            VecDeque::new()
+        }
+    }
 }
 
 impl CpuPool {
@@ -43,10 +101,7 @@ impl CpuPool {
     pub(crate) fn new(limit: usize) -> Arc<CpuPool> {
         Arc::new(CpuPool {
             limit: limit.max(1),
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
-                runners: 0,
-            }),
+            state: Mutex::new(State::new()),
         })
     }
 
@@ -67,15 +122,7 @@ impl CpuPool {
             }),
             runtime: runtime.clone(),
         };
-        let start_runner = {
-            let mut state = self.lock();
-            state.queue.push_back(job);
-            let start = state.runners < self.limit;
-            if start {
-                state.runners += 1;
-            }
-            start
-        };
+        let start_runner = self.lock().push(job, self.limit);
         if start_runner {
             Runner::new(Arc::clone(self)).start(runtime);
         }
@@ -88,19 +135,15 @@ impl CpuPool {
         loop {
             let work = {
                 let mut state = self.lock();
-                let Some(front) = state.queue.front() else {
-                    state.runners -= 1;
-                    return;
-                };
-                if front.runtime.as_ref().map(Handle::id) != mine {
-                    let theirs = front.runtime.clone();
-                    drop(state);
-                    Runner::new(self).start(theirs);
-                    return;
-                }
-                match state.queue.pop_front() {
-                    Some(job) => job.work,
-                    None => continue,
+                match state.next(|job| job.runtime.as_ref().map(Handle::id) == mine) {
+                    Next::Run(job) => job.work,
+                    Next::Leave => return,
+                    Next::HandOff => {
+                        let theirs = state.queue.front().and_then(|job| job.runtime.clone());
+                        drop(state);
+                        Runner::new(self).start(theirs);
+                        return;
+                    }
                 }
             };
             // The body's own panics are caught where it is called; this keeps the runner
@@ -109,7 +152,7 @@ impl CpuPool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<Job>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -167,17 +210,9 @@ fn drain_on_a_thread(pool: Arc<CpuPool>, mine: Option<Id>) {
         .spawn(move || runner.drain(mine));
     if let Err(error) = spawned {
         tracing::error!(target: "graflow::engine", %error, "no thread to run synchronous task bodies on; their attempts fail");
-        let orphans = {
-            let mut state = pool.lock();
-            state.runners -= 1;
-            // With no runner left, nothing would take the queued bodies: their attempts fail
-            // now (dropped senders) rather than wait forever.
-            if state.runners == 0 {
-                std::mem::take(&mut state.queue)
-            } else {
-                VecDeque::new()
-            }
-        };
+        // With no runner left, nothing would take the queued bodies: their attempts fail now
+        // (dropped senders) rather than wait forever.
+        let orphans = pool.lock().give_up();
         drop(orphans);
     }
 }
@@ -294,5 +329,150 @@ mod tests {
             *order.lock().expect("the order"),
             (0..20).collect::<Vec<_>>()
         );
+    }
+}
+
+/// The pool's accounting under loom (`scripts/loom.sh`, `--cfg graflow_loom`): runners are loom threads that take
+/// jobs as `CpuPool::drain` does, every decision made by `State` under a loom mutex, in every
+/// interleaving loom finds.
+#[cfg(all(test, graflow_loom))]
+mod loom_tests {
+    use super::{Next, State};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread::JoinHandle;
+
+    /// A job: the runtime it belongs to, and its number.
+    type Job = (u8, usize);
+
+    struct Model {
+        limit: usize,
+        state: Mutex<State<Job>>,
+        /// Bodies running now, and the most seen at once.
+        running: AtomicUsize,
+        most: AtomicUsize,
+        /// Per job, how many times it ran.
+        ran: Vec<AtomicUsize>,
+        /// Every runner thread, for the model's end to wait for.
+        threads: Mutex<Vec<JoinHandle<()>>>,
+    }
+
+    impl Model {
+        fn new(limit: usize, jobs: usize) -> Arc<Model> {
+            Arc::new(Model {
+                limit,
+                state: Mutex::new(State::new()),
+                running: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+                ran: (0..jobs).map(|_| AtomicUsize::new(0)).collect(),
+                threads: Mutex::new(Vec::new()),
+            })
+        }
+
+        /// `CpuPool::run`: queue, and start a runner if the pool has room for one.
+        fn submit(this: &Arc<Self>, job: Job) {
+            let start = this.state.lock().unwrap().push(job, this.limit);
+            if start {
+                Model::start_runner(this, job.0);
+            }
+        }
+
+        fn start_runner(this: &Arc<Self>, mine: u8) {
+            let model = Arc::clone(this);
+            let handle = loom::thread::spawn(move || Model::drain(&model, mine));
+            this.threads.lock().unwrap().push(handle);
+        }
+
+        /// `CpuPool::drain`.
+        fn drain(this: &Arc<Self>, mine: u8) {
+            loop {
+                let job = {
+                    let mut state = this.state.lock().unwrap();
+                    match state.next(|job| job.0 == mine) {
+                        Next::Run(job) => job,
+                        Next::Leave => return,
+                        Next::HandOff => {
+                            let theirs = state.queue.front().map(|job| job.0);
+                            drop(state);
+                            Model::start_runner(this, theirs.expect("a front to hand off to"));
+                            return;
+                        }
+                    }
+                };
+                this.body(job.1);
+            }
+        }
+
+        fn body(&self, job: usize) {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            assert!(
+                now <= self.limit,
+                "{now} bodies at once, limit {}",
+                self.limit
+            );
+            loom::thread::yield_now();
+            self.ran[job].fetch_add(1, Ordering::SeqCst);
+            self.running.fetch_sub(1, Ordering::SeqCst);
+        }
+
+        /// Waits for every runner (each records the runner it starts before it ends), then
+        /// checks that every job ran once and the pool is back to nothing.
+        fn finish(&self) {
+            loop {
+                let next = self.threads.lock().unwrap().pop();
+                match next {
+                    Some(handle) => handle.join().expect("a runner panicked"),
+                    None => break,
+                }
+            }
+            for (job, ran) in self.ran.iter().enumerate() {
+                assert_eq!(ran.load(Ordering::SeqCst), 1, "job {job} ran once");
+            }
+            let state = self.state.lock().unwrap();
+            assert!(state.queue.is_empty(), "nothing left queued");
+            assert_eq!(state.runners, 0, "every runner left");
+        }
+    }
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(f);
+    }
+
+    /// Two threads queue three bodies onto a pool of two: never more than two run at once,
+    /// each runs once, and the runners all leave.
+    #[test]
+    fn at_most_limit_at_once_and_every_queued_body_runs() {
+        model(|| {
+            let pool = Model::new(2, 3);
+            let other = {
+                let pool = Arc::clone(&pool);
+                loom::thread::spawn(move || {
+                    Model::submit(&pool, (0, 1));
+                    Model::submit(&pool, (0, 2));
+                })
+            };
+            Model::submit(&pool, (0, 0));
+            other.join().expect("the submitter");
+            pool.finish();
+        });
+    }
+
+    /// A pool of one over two runtimes: a runner meeting another runtime's body hands its slot
+    /// to a runner there; every body still runs once, one at a time.
+    #[test]
+    fn a_handed_off_slot_runs_the_other_runtimes_bodies() {
+        model(|| {
+            let pool = Model::new(1, 3);
+            Model::submit(&pool, (0, 0));
+            Model::submit(&pool, (1, 1));
+            Model::submit(&pool, (0, 2));
+            pool.finish();
+            assert_eq!(pool.most.load(Ordering::SeqCst), 1);
+        });
     }
 }

@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
 use super::format::*;
 use super::*;
 
@@ -215,4 +217,271 @@ fn write_fuzz_seeds() {
         &body(vec![], &[], vec![], vec![]),
     );
     std::fs::write(dir.join("no_nodes_final"), empty).unwrap();
+}
+
+#[graflow_macros::task(crate = "crate")]
+fn first() -> u32 {
+    5
+}
+
+#[graflow_macros::task(crate = "crate")]
+fn second(first: u32) -> u32 {
+    first + 1
+}
+
+/// `first` and `second`, changed by `change`, with the edge `first >> second` if `edge`.
+fn two_steps(name: &str, change: impl FnOnce(Task, Task) -> (Task, Task), edge: bool) -> Workflow {
+    let (a, b) = change(first::task(), second::task());
+    let mut wf = Workflow::builder(name);
+    let a = wf.add(a);
+    let b = wf.add(b);
+    if edge {
+        wf.edge(a, b);
+    }
+    wf.build()
+}
+
+#[test]
+fn the_fingerprint_follows_the_shape_and_only_the_shape() {
+    let same = |a, b| (a, b);
+    let base = fingerprint(&two_steps("wf", same, true));
+    assert_eq!(
+        fingerprint(&two_steps("wf", same, true)),
+        base,
+        "deterministic"
+    );
+    assert_ne!(
+        fingerprint(&two_steps("wf", same, false)),
+        base,
+        "an edge less"
+    );
+    assert_ne!(fingerprint(&two_steps("other", same, true)), base, "a name");
+    assert_ne!(
+        fingerprint(&two_steps(
+            "wf",
+            |a, b| (a, b.with_handler("process")),
+            true
+        )),
+        base,
+        "a handler"
+    );
+    assert_ne!(
+        fingerprint(&two_steps("wf", |a, b| (a.with_id("renamed"), b), true)),
+        base,
+        "a task id"
+    );
+    // Inputs, retries and timeouts are not the shape.
+    assert_eq!(
+        fingerprint(&two_steps(
+            "wf",
+            |a, b| (
+                a.with_input("unused", 3u32)
+                    .with_retry(crate::retry::RetryPolicy::retries(2)),
+                b.with_timeout(Duration::from_secs(9))
+            ),
+            true
+        )),
+        base
+    );
+    // An edge given twice is one edge.
+    let mut twice = Workflow::builder("wf");
+    let a = twice.add(first::task());
+    let b = twice.add(second::task());
+    twice.edge(a, b).edge(a, b);
+    assert_eq!(fingerprint(&twice.build()), base);
+}
+
+#[test]
+fn status_codes_round_trip_and_unknown_codes_are_refused() {
+    for status in [
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Skipped,
+    ] {
+        assert_eq!(status_of(status_code(status)), Some(status));
+    }
+    let mut codes: Vec<u8> = [
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Skipped,
+    ]
+    .into_iter()
+    .map(status_code)
+    .collect();
+    codes.dedup();
+    assert_eq!(codes.len(), 4, "one code per status");
+    for code in 4..=u8::MAX {
+        assert_eq!(status_of(code), None, "code {code}");
+    }
+}
+
+/// A scheduler's state as a checkpoint reads it, without a scheduler: `first` succeeded,
+/// `second` is ready.
+struct Halfway {
+    shared: Arc<RunShared>,
+    records: Vec<Record>,
+    extra_succs: rustc_hash::FxHashMap<u32, Vec<u32>>,
+}
+
+impl Progress for Halfway {
+    fn shared(&self) -> &Arc<RunShared> {
+        &self.shared
+    }
+    fn records(&self) -> &[Record] {
+        &self.records
+    }
+    fn indegree(&self) -> &[u32] {
+        &[0, 0]
+    }
+    fn extra_succs(&self) -> &rustc_hash::FxHashMap<u32, Vec<u32>> {
+        &self.extra_succs
+    }
+    fn groups(&self) -> &[GroupState] {
+        &[]
+    }
+    fn terminated(&self) -> Option<(u32, &str)> {
+        None
+    }
+    fn succs(&self, node: u32) -> Vec<u32> {
+        self.shared.graph.succs(node).to_vec()
+    }
+    fn ready_on_resume(&self) -> Vec<u32> {
+        vec![1]
+    }
+}
+
+fn shared_of(workflow: &Workflow) -> Arc<RunShared> {
+    Arc::new(RunShared::new(
+        Arc::from("run-7"),
+        workflow.clone(),
+        workflow.graph().expect("a valid workflow"),
+        crate::channel::Channel::new(),
+        crate::run::CpuPool::new(1),
+        None,
+        None,
+        true,
+        None,
+    ))
+}
+
+/// A file of its own in the temporary directory, removed first.
+fn temp_path(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "graflow-core-unit-{}-{name}.checkpoint",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[test]
+fn a_written_checkpoint_loads_back_and_refuses_another_workflow() {
+    let wf = two_steps("wf", |a, b| (a, b), true);
+    let shared = shared_of(&wf);
+    shared.store_result(0, Value::new(5u32));
+    shared
+        .channel
+        .set_value("seen".to_owned(), Value::new(1u64));
+    let mut records = vec![Record::SKIPPED; 2];
+    records[0].status = TaskStatus::Succeeded;
+    records[0].attempts = 2;
+    records[0].runs = 1;
+    let halfway = Halfway {
+        shared,
+        records,
+        extra_succs: rustc_hash::FxHashMap::default(),
+    };
+    let path = temp_path("written");
+    let cadence = Cadence {
+        path: path.clone(),
+        every: Some(1),
+        interval: None,
+        durable: false,
+    };
+    let mut writer = Checkpointer::new(cadence, &wf, "run-7", 0).expect("the lock");
+    writer.save(&halfway, false).expect("written");
+    writer.save(&halfway, false).expect("written again");
+    let mut loaded = Checkpoint::load(&path).expect("it loads");
+    assert_eq!(loaded.run_id(), "run-7");
+    assert_eq!(loaded.sequence(), 2, "one per save");
+    assert_eq!(loaded.workflow(), "wf");
+    assert!(!loaded.is_final());
+    assert_eq!(loaded.completed(&wf).expect("its tasks"), vec!["first"]);
+    loaded.check(&wf).expect("its own workflow");
+    let other = two_steps("wf", |a, b| (a, b), false);
+    assert!(matches!(
+        loaded.check(&other),
+        Err(CheckpointError::OtherWorkflow { .. })
+    ));
+    let renamed = two_steps("renamed", |a, b| (a, b), true);
+    assert!(matches!(
+        loaded.check(&renamed),
+        Err(CheckpointError::OtherWorkflow { .. })
+    ));
+    // Restored into a fresh run: the result, the channel and the records as they were.
+    let channel = loaded.channel();
+    assert_eq!(
+        channel.value("seen").and_then(|v| v.get::<u64>().ok()),
+        Some(1)
+    );
+    let fresh = shared_of(&wf);
+    let start = loaded
+        .restore(&fresh, &mut |_, _| Ok(0))
+        .expect("it restores");
+    assert_eq!(start.records[0].status, TaskStatus::Succeeded);
+    assert_eq!(start.records[0].attempts, 2);
+    assert_ne!(start.records[1].status, TaskStatus::Succeeded);
+    assert_eq!(start.ready, vec![1]);
+    assert_eq!(
+        fresh.result_value(0).and_then(|v| v.get::<u32>().ok()),
+        Some(5)
+    );
+    // The last checkpoint says the run ended.
+    writer.save(&halfway, true).expect("the last one");
+    let last = Checkpoint::load(&path).expect("it loads");
+    assert!(last.is_final());
+    assert_eq!(last.sequence(), 3);
+    drop(writer);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_second_writer_of_the_same_file_is_refused_while_the_first_holds_it() {
+    let wf = two_steps("wf", |a, b| (a, b), true);
+    let path = temp_path("locked");
+    let cadence = Cadence {
+        path: path.clone(),
+        every: None,
+        interval: None,
+        durable: false,
+    };
+    let first = Checkpointer::new(cadence.clone(), &wf, "run-1", 0).expect("the lock");
+    assert!(matches!(
+        Checkpointer::new(cadence.clone(), &wf, "run-2", 0),
+        Err(CheckpointError::Locked { .. })
+    ));
+    drop(first);
+    Checkpointer::new(cadence, &wf, "run-3", 0).expect("free again");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_checkpoint_is_due_every_n_tasks_or_when_asked() {
+    let wf = two_steps("wf", |a, b| (a, b), true);
+    let path = temp_path("due");
+    let cadence = Cadence {
+        path: path.clone(),
+        every: Some(3),
+        interval: None,
+        durable: false,
+    };
+    let mut writer = Checkpointer::new(cadence, &wf, "run", 0).expect("the lock");
+    assert!(!writer.due(false));
+    assert!(!writer.due(false));
+    assert!(writer.due(false), "the third task");
+    assert!(writer.due(true), "asked for");
+    drop(writer);
+    let _ = std::fs::remove_file(&path);
 }

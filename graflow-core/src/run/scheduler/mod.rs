@@ -451,3 +451,6 @@ impl Progress for Scheduler {
         ready
     }
 }
+
+#[cfg(test)]
+mod tests;
