@@ -564,6 +564,96 @@ pub fn apply_outcome_bytes(
 }
 
 #[cfg(test)]
+mod verdicts {
+    use std::time::Duration;
+
+    use graflow_protocol::ProtocolError;
+
+    use super::{Driven, Ended};
+    use crate::definition::{ErrorKind, HandlerFailure};
+    use crate::graph::Task;
+    use crate::remote::logs::{LogLines, LogTarget};
+    use crate::value::Value;
+
+    #[graflow_macros::task(crate = "crate", handler = "somewhere")]
+    fn remote_one() -> u8 {
+        1
+    }
+
+    fn verdict(ended: Ended, exit: Option<&str>) -> (Option<ErrorKind>, String) {
+        let task: Task = remote_one::task();
+        let mut logs = LogLines::new("remote_one", LogTarget::HANDLERS, 1024);
+        logs.push(b"last words\n");
+        let driven = Driven {
+            ended,
+            logs,
+            input_error: None,
+        };
+        match driven.verdict(&task, "the runner", exit) {
+            Ok(_) => (None, String::new()),
+            Err(e) => (Some(e.kind()), format!("{e:#}")),
+        }
+    }
+
+    fn handler(kind: HandlerFailure) -> Option<ErrorKind> {
+        Some(ErrorKind::Handler(kind))
+    }
+
+    #[test]
+    fn an_answer_is_the_attempts_result() {
+        let (kind, _) = verdict(Ended::Answered(Ok(Value::new(1u8))), None);
+        assert_eq!(kind, None);
+    }
+
+    #[test]
+    fn each_way_of_not_answering_has_its_kind_and_says_what_to_do() {
+        let (kind, text) = verdict(Ended::NotStarted, Some("exit code 2"));
+        assert_eq!(kind, handler(HandlerFailure::InvalidConfig), "{text}");
+        assert!(text.contains("the runner ended (exit code 2) without answering as a task runner: call graflow::init()"), "{text}");
+        assert!(text.contains("last words"), "{text}");
+
+        let (kind, text) = verdict(
+            Ended::Died {
+                detail: Some("the outcome stopped after 3 bytes".to_owned()),
+            },
+            Some("signal 9 (SIGKILL)"),
+        );
+        assert_eq!(kind, handler(HandlerFailure::RunnerLost), "{text}");
+        assert!(text.contains("the runner died (signal 9 (SIGKILL)) before reporting a result: the outcome stopped after 3 bytes"), "{text}");
+
+        let (kind, text) = verdict(Ended::Refused(ProtocolError::Trailing(5)), None);
+        assert_eq!(kind, handler(HandlerFailure::RunnerLost), "{text}");
+        assert!(
+            text.contains("the runner's answer was refused and the runner stopped"),
+            "{text}"
+        );
+
+        let (kind, text) = verdict(Ended::StartupTimeout(Duration::from_secs(3)), None);
+        assert_eq!(kind, handler(HandlerFailure::Transient), "{text}");
+        assert!(
+            text.contains("did not answer as a task runner within 3s"),
+            "{text}"
+        );
+
+        let (kind, text) = verdict(Ended::AttemptTimeout(Duration::from_secs(4)), None);
+        assert_eq!(kind, handler(HandlerFailure::Transient), "{text}");
+        assert!(
+            text.contains("the runner ran longer than 4s and was stopped"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_exit_is_said_so() {
+        let (_, text) = verdict(Ended::Died { detail: None }, None);
+        assert!(
+            text.contains("died (no exit status) before reporting a result"),
+            "{text}"
+        );
+    }
+}
+
+#[cfg(test)]
 mod properties {
     use proptest::prelude::*;
 

@@ -839,3 +839,63 @@ async fn reap(pool: Weak<Inner>) {
         tokio::time::sleep(tick).await;
     }
 }
+
+#[cfg(test)]
+mod options_tests {
+    use std::time::Duration;
+
+    use super::PoolOptions;
+    use crate::config::ConfigValue;
+
+    #[graflow_macros::task(crate = "crate", handler = "process")]
+    fn pooled() -> u8 {
+        1
+    }
+
+    #[test]
+    fn limits_are_at_least_one_and_defaults_say_what_they_are() {
+        let options = PoolOptions::new()
+            .with_size(0)
+            .with_max_uses(0)
+            .with_max_idle(0)
+            .with_idle_timeout(Duration::from_millis(5));
+        assert_eq!(options.size(), 1);
+        assert_eq!(options.max_uses(), 1);
+        assert_eq!(options.max_idle(), 0);
+        assert_eq!(options.idle_timeout(), Duration::from_millis(5));
+        let default = PoolOptions::new();
+        assert_eq!(
+            (default.size(), default.max_idle(), default.max_uses()),
+            (4, 16, 1_000)
+        );
+        assert_eq!(default.idle_timeout(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_task_reuses_as_it_says_else_as_the_pool_says_and_a_bad_value_is_named() {
+        let plain = pooled::task();
+        assert!(!PoolOptions::new().reuses(&plain).unwrap());
+        assert!(
+            PoolOptions::new()
+                .reuse_by_default(true)
+                .reuses(&plain)
+                .unwrap()
+        );
+        let fresh = pooled::task().with_config("reuse", ConfigValue::Bool(false));
+        assert!(
+            !PoolOptions::new()
+                .reuse_by_default(true)
+                .reuses(&fresh)
+                .unwrap()
+        );
+        let warm = pooled::task().with_config("reuse", ConfigValue::Bool(true));
+        assert!(PoolOptions::new().reuses(&warm).unwrap());
+        let bad = pooled::task().with_config("reuse", ConfigValue::Str("yes".into()));
+        let problem = PoolOptions::new().reuses(&bad).unwrap_err().to_string();
+        assert!(
+            problem.contains("`reuse` must be true or false"),
+            "{problem}"
+        );
+        assert!(problem.contains("pooled"), "{problem}");
+    }
+}

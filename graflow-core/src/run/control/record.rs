@@ -315,3 +315,22 @@ impl ExecutionContext {
         Ok(wire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_MESSAGE, bounded};
+
+    #[test]
+    fn a_long_message_is_cut_on_a_character_boundary_with_a_note() {
+        assert_eq!(bounded("short".to_owned()), "short");
+        let exact = "x".repeat(MAX_MESSAGE);
+        assert_eq!(bounded(exact.clone()), exact);
+        // A 3-byte character straddles the limit: the cut falls before it.
+        let long = format!("{}€€", "x".repeat(MAX_MESSAGE - 1));
+        let cut = bounded(long);
+        assert!(cut.ends_with(" [cut]"), "{}", &cut[cut.len() - 10..]);
+        let kept = cut.trim_end_matches(" [cut]");
+        assert_eq!(kept.len(), MAX_MESSAGE - 1);
+        assert!(kept.chars().all(|c| c == 'x'));
+    }
+}
