@@ -28,7 +28,7 @@ impl Drop for Abandoned<'_> {
 
 impl WorkflowEngine {
     /// Starts, before a run, the runners `workflow` will need: each handler's
-    /// [`warm_up`](TaskHandler::warm_up) gets the workflow's tasks it runs (for the "process"
+    /// [`warm_up`](crate::TaskHandler::warm_up) gets the workflow's tasks it runs (for the "process"
     /// and "docker" handlers, warm runners for the tasks that reuse them, up to the pool's size
     /// per environment). The workflow is validated first, as [`Self::validate`] does except for
     /// parameters fed from the initial channel. Returns how many runners were started.
