@@ -41,7 +41,7 @@ pub struct ValueHeader {
 /// One attempt of one task, as sent to a runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the sender.
+    /// [`PROTOCOL_VERSION`] of the sender.
     pub protocol: u32,
     /// Build id of the sender's program; the runner must be the same build.
     pub build_id: String,
@@ -71,7 +71,7 @@ pub struct Invocation {
 /// receiver decoded it into while reading (see [`crate::frame::read_outcome`]).
 #[derive(Debug)]
 pub struct Outcome<V = EncodedValue> {
-    /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the runner.
+    /// [`PROTOCOL_VERSION`] of the runner.
     pub protocol: u32,
     /// Build id of the runner's program.
     pub build_id: String,
