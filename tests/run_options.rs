@@ -114,8 +114,10 @@ fn counts_are_named_and_results_can_be_taken_by_value() {
         .to_string();
     assert!(again.contains("taken"), "{again}");
     assert!(report.result::<Model>("train").is_err());
-    // A wrong type is refused, and a task that does not exist is named.
+    // A wrong type is refused and the report keeps the result; a task that does not exist is
+    // named.
     assert!(report.take_result::<String>("score").is_err());
+    assert_eq!(report.take_result::<i64>("score").unwrap(), 4);
     let missing = report.take_result::<i64>("nope").unwrap_err().to_string();
     assert!(missing.contains("no task"), "{missing}");
 }
@@ -142,6 +144,20 @@ fn resuming_with_an_initial_channel_is_refused_and_runs_nothing() {
         "{error:?}"
     );
     assert!(error.to_string().contains("run.ckpt"), "{error}");
+    // So is a checkpoint path of its own: the resumed run keeps writing to its file.
+    let error = engine
+        .run(
+            &pipeline(),
+            RunOptions::new()
+                .resume_from(&path)
+                .checkpoint(dir.join("other.ckpt")),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, RunError::InvalidOptions { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("other.ckpt"), "{error}");
 
     // Without the channel, the finished run's report comes back at once.
     let report = engine

@@ -273,13 +273,32 @@ impl Value {
     /// as [`Value::get`]).
     pub fn into_inner<T: Data>(self) -> Result<T, ValueError> {
         self.take_as(|| "this value".to_owned())
+            .map_err(|(error, _)| error)
     }
 
-    /// [`Value::into_inner`]; `what` names the value in errors.
-    pub(crate) fn take_as<T: Data>(self, what: impl FnOnce() -> String) -> Result<T, ValueError> {
+    /// [`Value::into_inner`]; `what` names the value in errors, and a value that cannot be read
+    /// as a `T` comes back with the error, untouched.
+    pub(crate) fn take_as<T: Data>(
+        self,
+        what: impl FnOnce() -> String,
+    ) -> Result<T, (ValueError, Value)> {
+        let movable = match &self.0 {
+            Repr::Live(live) => {
+                let erased: &dyn Erased = &**live;
+                let any: &dyn Any = erased;
+                any.is::<Holder<T>>() && Arc::strong_count(live) == 1
+            }
+            Repr::Encoded(_) => false,
+        };
         let live = match self.0 {
-            Repr::Live(live) if live.stored_type_id() == TypeId::of::<T>() => live,
-            repr => return Value(repr).copy_as(what),
+            Repr::Live(live) if movable => live,
+            repr => {
+                let value = Value(repr);
+                return match value.copy_as(what) {
+                    Ok(copy) => Ok(copy),
+                    Err(error) => Err((error, value)),
+                };
+            }
         };
         let any: Arc<dyn Any + Send + Sync> = live;
         match any.downcast::<Holder<T>>() {
@@ -288,13 +307,17 @@ impl Value {
                     .value
                     .into_inner()
                     .unwrap_or_else(PoisonError::into_inner)),
-                Err(shared) => Value(Repr::Live(shared)).copy_as(what),
+                // Not reached (the only handle, checked above); a copy all the same.
+                Err(shared) => {
+                    let value = Value(Repr::Live(shared));
+                    match value.copy_as(what) {
+                        Ok(copy) => Ok(copy),
+                        Err(error) => Err((error, value)),
+                    }
+                }
             },
-            Err(_) => Err(ValueError::TypeMismatch {
-                what: what(),
-                expected: std::any::type_name::<T>(),
-                found: "a value of another holder".to_owned(),
-            }),
+            // `is::<Holder<T>>()` held above, and a downcast cannot disagree with it.
+            Err(_) => unreachable!("a Holder<T> that does not downcast to one"),
         }
     }
 }

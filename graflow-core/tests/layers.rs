@@ -143,9 +143,10 @@ fn modules_import_only_the_layers_below_them() {
 /// parent's and not checked here.
 const RUN_LAYERS: &[&[&str]] = &[
     &["cpu", "gate"],
-    &["handler", "state"],
     &["body", "context"],
+    &["handler", "state"],
     &["control"],
+    &["body_access"],
     &["checkpoint"],
     &["options", "error"],
     &["scheduler", "standalone"],
@@ -175,8 +176,28 @@ fn run_imports(source: &str, depth: usize) -> Vec<(String, usize)> {
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
-                if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                    found.push((name, n + 1));
+                let names: Vec<String> = if name.is_empty() && after.starts_with('{') {
+                    // `super::{a, b::C}` groups (on one line): every name in the braces.
+                    let group = after[1..].split('}').next().unwrap_or("");
+                    group
+                        .split(',')
+                        .map(|part| {
+                            part.trim()
+                                .split("::")
+                                .next()
+                                .unwrap_or("")
+                                .trim()
+                                .to_owned()
+                        })
+                        .collect()
+                } else {
+                    vec![name]
+                };
+                for name in names {
+                    if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    {
+                        found.push((name, n + 1));
+                    }
                 }
             }
         }

@@ -98,6 +98,16 @@ impl WorkflowEngine {
                         ),
                     });
                 }
+                if let Some(other) = options.checkpoint_path() {
+                    return Err(RunError::InvalidOptions {
+                        workflow: workflow.name().to_owned(),
+                        reason: format!(
+                            "a resumed run keeps writing its checkpoints to '{}' as often as before, but RunOptions::checkpoint('{}') was given too; drop it, or start a new run",
+                            path.display(),
+                            other.display()
+                        ),
+                    });
+                }
                 self.resume(workflow, &path, &options).await
             }
             None => self.start(workflow, channel, &options).await,
@@ -456,7 +466,7 @@ impl WorkflowEngine {
     }
 
     /// [`WorkflowEngine::execute`] from a plain (non-async) `main`: runs `workflow` to
-    /// completion on a Tokio runtime of its own.
+    /// completion on graflow's background runtime.
     ///
     /// ```
     /// # use graflow_core::{RunOptions, Workflow, WorkflowEngine};
@@ -470,7 +480,7 @@ impl WorkflowEngine {
         Self::block_on(self.execute(workflow, options))
     }
 
-    /// Runs a run's future on a Tokio runtime of its own.
+    /// Runs a run's future on graflow's background runtime.
     pub(super) fn block_on(
         run: impl std::future::Future<Output = Result<RunReport, RunError>>,
     ) -> Result<RunReport, RunError> {

@@ -88,10 +88,10 @@ impl Driven {
     /// The attempt's verdict: the result its runner answered, or the one diagnosis every
     /// out-of-process handler gives of a runner that did not answer. `runner` names it as a
     /// message's subject ("the task's process", "container graflow-..."); `exit` says how it
-    /// ended ("exit code 1", "signal 9 (SIGKILL)"), when known. A runner that never announced
-    /// itself was not started by a graflow program ([`HandlerFailure::InvalidConfig`] when it
-    /// ended, retried when it was only slow); one that died or whose answer was refused is
-    /// [`HandlerFailure::RunnerLost`].
+    /// ended ("exit code 1", "signal 9 (SIGKILL)"), when known. A runner that ended without
+    /// announcing itself (a program without `init()`, or one killed while it started), died, or
+    /// whose answer was refused is [`HandlerFailure::RunnerLost`]; one slow to start or past its
+    /// deadline is [`HandlerFailure::Transient`]. Both are retried per the task's policy.
     pub fn verdict(
         self,
         task: &Task,
@@ -111,8 +111,10 @@ impl Driven {
                     "{runner} did not answer as a task runner within {limit:?}: call graflow::init() at the start of main or use #[graflow::main]{tail}"
                 ),
             )),
+            // A program without `init()`, or one that died while starting (a signal, an OOM kill,
+            // a container stopped): which one cannot be told from here, so it may be retried.
             Ended::NotStarted => Err(fail(
-                HandlerFailure::InvalidConfig,
+                HandlerFailure::RunnerLost,
                 format!(
                     "{runner} ended ({exit}) without answering as a task runner: call graflow::init() at the start of main or use #[graflow::main]{tail}"
                 ),
@@ -608,7 +610,7 @@ mod verdicts {
     #[test]
     fn each_way_of_not_answering_has_its_kind_and_says_what_to_do() {
         let (kind, text) = verdict(Ended::NotStarted, Some("exit code 2"));
-        assert_eq!(kind, handler(HandlerFailure::InvalidConfig), "{text}");
+        assert_eq!(kind, handler(HandlerFailure::RunnerLost), "{text}");
         assert!(text.contains("the runner ended (exit code 2) without answering as a task runner: call graflow::init()"), "{text}");
         assert!(text.contains("last words"), "{text}");
 

@@ -264,11 +264,20 @@ impl RunReport {
     /// The result of task `id`, moved out of the report (no copy of a result held only here);
     /// the report no longer holds it afterwards.
     pub fn take_result<T: Data>(&mut self, id: &str) -> Result<T, ValueError> {
-        let value = self
+        let taken = self
             .index_of(id)
-            .and_then(|n| self.results.get_mut(n)?.take())
-            .ok_or_else(|| self.no_result(id))?;
-        value.take_as(|| format!("the result of task '{id}'"))
+            .and_then(|n| Some((n, self.results.get_mut(n)?.take()?)));
+        let Some((n, value)) = taken else {
+            return Err(self.no_result(id));
+        };
+        match value.take_as(|| format!("the result of task '{id}'")) {
+            Ok(result) => Ok(result),
+            // Not a `T` (or not decodable as one): the report keeps it.
+            Err((error, value)) => {
+                self.results[n] = Some(value);
+                Err(error)
+            }
+        }
     }
 
     /// Why task `id` has no result to read.

@@ -3,6 +3,7 @@
 //! handler contract, and the scheduler that walks the graph.
 
 mod body;
+mod body_access;
 pub(crate) mod checkpoint;
 mod context;
 pub(crate) mod control;
