@@ -160,7 +160,9 @@ fn starter(
             // Guard by name before the request: a start dropped mid-request leaves nothing.
             let guard = Guard::new(docker.clone(), name.clone());
             let what = "warm runners";
-            container::create(&docker, &name, body, &image, what).await?;
+            container::create(&docker, &name, body, &image, what)
+                .await
+                .map_err(|(_, message)| message)?;
             let attached = container::attach_and_start(&docker, &name, &image, what).await?;
             tracing::debug!(target: "graflow::docker", container = %name, %image, key = %tag, "warm container started");
             let memory = options.memory;

@@ -126,7 +126,7 @@ pub(crate) async fn run(launch: Launch<'_>) -> Result<Value, AttemptError> {
     let unavailable = |message: String| fail(message).with_kind(HandlerFailure::Unavailable);
     create(docker, &name, body, image, &what)
         .await
-        .map_err(unavailable)?;
+        .map_err(|(kind, message)| fail(message).with_kind(kind))?;
 
     // Wait for the container's end from before it starts, as `docker run --rm` does: a
     // container that exits (and, with auto_remove, is removed by the daemon) before a later

@@ -12,6 +12,7 @@ use graflow_core::backend::Chunk;
 
 use super::incompatible_message;
 use crate::daemon::Daemon;
+use graflow_core::HandlerFailure;
 
 /// Creates container `name`.
 pub(crate) async fn create(
@@ -20,7 +21,7 @@ pub(crate) async fn create(
     body: ContainerCreateBody,
     image: &str,
     what: &str,
-) -> Result<(), String> {
+) -> Result<(), (HandlerFailure, String)> {
     let create = CreateContainerOptions {
         name: Some(name.to_owned()),
         ..Default::default()
@@ -30,8 +31,24 @@ pub(crate) async fn create(
             || format!("creating the container for {what}"),
             docker.create_container(Some(create), body),
         )
-        .await?
-        .map_err(|e| format!("could not create a container from image {image}: {e}"))?;
+        .await
+        .map_err(|e| (HandlerFailure::Unavailable, e))?
+        .map_err(|e| {
+            // The daemon refusing what it was asked (4xx: a mount, a limit, an image it does
+            // not have) would refuse it again; anything else may pass.
+            let kind = match &e {
+                bollard::errors::Error::DockerResponseServerError { status_code, .. }
+                    if (400..500).contains(status_code) =>
+                {
+                    HandlerFailure::InvalidConfig
+                }
+                _ => HandlerFailure::Unavailable,
+            };
+            (
+                kind,
+                format!("could not create a container from image {image}: {e}"),
+            )
+        })?;
     tracing::debug!(target: "graflow::docker", container = %name, %image, "container created for {what}");
     Ok(())
 }
