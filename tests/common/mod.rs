@@ -259,3 +259,92 @@ impl std::error::Error for SaveFailed {
         Some(&self.0)
     }
 }
+
+// The tasks and helpers that several docker test files use. A task defined here is registered in
+// every test binary that includes this module, so the runners each of them starts can run it.
+
+/// Container ids carrying `label=value`, running or not.
+pub(crate) fn containers_with(label: &str, value: &str) -> Vec<String> {
+    docker_ps_labelled(&["-a"], label, value)
+}
+
+/// `docker ps -q ARGS --filter label=LABEL=VALUE`, as a list of ids.
+pub(crate) fn docker_ps_labelled(args: &[&str], label: &str, value: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-q"])
+        .args(args)
+        .args(["--filter", &format!("label={label}={value}")])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (bounded) until no container carries `label=value`.
+pub(crate) fn assert_gone(label: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = containers_with(label, value);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers left with {label}={value}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PythonFacts {
+    pub version: String,
+    pub squares: Vec<u64>,
+    pub hostname: String,
+    pub runner: bool,
+}
+
+#[graflow::task(handler = "docker", image = "python:3.11-slim", writes = ["python_seen"])]
+pub(crate) fn ask_python(limit: u64, ctx: &graflow::TaskContext) -> Result<PythonFacts, String> {
+    let script = format!(
+        "import sys; print(sys.version.split()[0]); print(' '.join(str(i*i) for i in range({limit})))"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .map_err(|e| format!("python3 did not start: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let version = lines.next().unwrap_or_default().to_owned();
+    let squares = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|s| s.parse::<u64>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.channel().set("python_seen", version.clone());
+    Ok(PythonFacts {
+        version,
+        squares,
+        hostname: std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        runner: graflow::is_runner(),
+    })
+}
+
+#[graflow::task(handler = "docker", image = "python:3.11-slim")]
+pub(crate) fn refuses() -> Result<u8, std::io::Error> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        "quota exceeded",
+    ))
+}

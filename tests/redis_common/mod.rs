@@ -3,10 +3,16 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use graflow::redis::{RedisHandler, RedisOptions};
+use graflow::{WorkflowEngine, task};
+use redis::Commands;
+use serde::{Deserialize, Serialize};
 
 /// Set to 1 to make a missing `redis-server` fail the tests instead of skipping them (where
 /// `graflow-redis/scripts/setup.sh` has run, a missing server is a failure).
@@ -467,4 +473,88 @@ pub fn task_conn() -> redis::Connection {
     redis::Client::open(url)
         .and_then(|c| c.get_connection())
         .expect("the task connects to the test's redis-server")
+}
+
+// The tasks and helpers that several redis test files use. A task defined here is registered in
+// every test binary that includes this module, so the workers each of them starts can run it.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub label: String,
+    pub values: Vec<f64>,
+    pub tags: HashMap<String, u32>,
+    pub nested: Option<Box<Sample>>,
+}
+
+#[task(handler = "redis")]
+pub fn total(sample: Sample) -> f64 {
+    sample.values.iter().sum()
+}
+
+/// Records that it ran (`runs:<key>`, and which worker pid), sleeps, returns `n * n`.
+#[task(handler = "redis")]
+pub fn slow_square(key: String, n: u64, sleep_ms: u64) -> u64 {
+    // (One test restarts Redis while these run: the bookkeeping waits for it, atomically.)
+    with_task_conn(|conn| {
+        redis::pipe()
+            .atomic()
+            .incr(format!("runs:{key}"), 1)
+            .ignore()
+            .rpush(format!("pids:{key}"), std::process::id())
+            .ignore()
+            .query::<()>(conn)
+    });
+    std::thread::sleep(Duration::from_millis(sleep_ms));
+    n * n
+}
+
+pub fn engine(server: &RedisServer, options: RedisOptions) -> WorkflowEngine {
+    let mut engine = WorkflowEngine::new();
+    engine.register_handler(
+        "redis",
+        RedisHandler::connect_with(&server.url(), options).expect("connect to the test's Redis"),
+    );
+    engine
+}
+
+pub fn sample(label: &str) -> Sample {
+    Sample {
+        label: label.to_owned(),
+        values: vec![1.5, 2.5, -1.0],
+        tags: HashMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]),
+        nested: None,
+    }
+}
+
+/// The default queue's dead letters, once there are at least `n` (or `PROMPTLY` passed).
+pub fn dead_letters_at_least(conn: &mut redis::Connection, n: u64) -> u64 {
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let dead: u64 = conn.xlen("graflow:dead:default").unwrap();
+        if dead >= n || Instant::now() >= deadline {
+            return dead;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (at most `PROMPTLY`) until no job of the default queue is pending.
+pub fn wait_until_nothing_pending(conn: &mut redis::Connection, what: &str) {
+    let deadline = Instant::now() + PROMPTLY;
+    while pending_count(conn, "default") > 0 {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn pending_count(conn: &mut redis::Connection, queue: &str) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(format!("graflow:queue:{queue}"))
+        .arg("graflow-workers")
+        .query(conn)
+        .unwrap();
+    match summary {
+        redis::Value::Array(items) => redis::from_redis_value(items[0].clone()).unwrap(),
+        other => panic!("XPENDING said {other:?}"),
+    }
 }
