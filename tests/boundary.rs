@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use graflow::prelude::*;
 
-use common::{PROMPTLY, alive, default_signals, docker_ps, skip_without_docker, within};
+use common::{
+    PROMPTLY, alive, containers_with, default_signals, running_with, skip_without_docker, within,
+};
 
 graflow::enable_test_runner!();
 
@@ -52,16 +54,6 @@ fn read_pid(path: &str, limit: Duration) -> u32 {
     })
     .unwrap_or_else(|| panic!("no pid in {path} within {limit:?}"));
     pid.unwrap()
-}
-
-/// Container ids carrying `label=value`, running or not.
-fn containers_with(label: &str, value: &str) -> Vec<String> {
-    docker_ps(&[&format!("label={label}={value}")])
-}
-
-/// Running container ids carrying `label=value`.
-fn running_with(label: &str, value: &str) -> Vec<String> {
-    docker_ps(&["status=running", &format!("label={label}={value}")])
 }
 
 /// Removes whatever a failed test left (so that one failure does not leak containers).

@@ -617,16 +617,20 @@ async fn tiny(i: u32) -> u32 {
     i
 }
 
-/// Many runs contend for an engine-wide limit of 2, each finishing tasks all the time: none is
-/// left waiting for a wake-up that never comes (a lost wake-up would hang a run).
-#[test]
-fn runs_contending_for_an_engine_wide_limit_all_finish() {
-    let engine = WorkflowEngine::new().with_handler_concurrency("direct", 2);
+/// Runs `runs` workflows of `tasks` tiny tasks at once on `engine`, each on a thread of its own,
+/// and checks that every one finishes with all its tasks (`stuck` says what a hang would mean).
+fn concurrent_runs_all_finish(
+    engine: &WorkflowEngine,
+    name: &str,
+    runs: u32,
+    tasks: u32,
+    stuck: &str,
+) {
     let (done, finished) = std::sync::mpsc::channel();
-    for r in 0..6 {
+    for r in 0..runs {
         let (engine, done) = (engine.clone(), done.clone());
-        let mut wf = Workflow::builder(format!("contend-{r}"));
-        for i in 0..200u32 {
+        let mut wf = Workflow::builder(format!("{name}-{r}"));
+        for i in 0..tasks {
             wf.add(tiny::task().with_id(format!("t{i}")).with_input("i", i));
         }
         let wf = wf.build();
@@ -639,12 +643,26 @@ fn runs_contending_for_an_engine_wide_limit_all_finish() {
         });
     }
     drop(done);
-    for _ in 0..6 {
+    for _ in 0..runs {
         let ran = finished
             .recv_timeout(Duration::from_secs(300))
-            .expect("a run waited forever for room under the engine's limit");
-        assert_eq!(ran.unwrap(), 200);
+            .expect(stuck);
+        assert_eq!(ran.unwrap(), tasks as usize);
     }
+}
+
+/// Many runs contend for an engine-wide limit of 2, each finishing tasks all the time: none is
+/// left waiting for a wake-up that never comes (a lost wake-up would hang a run).
+#[test]
+fn runs_contending_for_an_engine_wide_limit_all_finish() {
+    let engine = WorkflowEngine::new().with_handler_concurrency("direct", 2);
+    concurrent_runs_all_finish(
+        &engine,
+        "contend",
+        6,
+        200,
+        "a run waited forever for room under the engine's limit",
+    );
 }
 
 /// An engine-wide limit above a per-run one: runs woken by another run's task must not spin
@@ -653,27 +671,11 @@ fn runs_contending_for_an_engine_wide_limit_all_finish() {
 fn an_engine_limit_above_a_per_run_limit_lets_every_run_finish() {
     let mut engine = WorkflowEngine::new().with_handler_concurrency("direct", 3);
     engine.set_handler_concurrency_per_run("direct", 2);
-    let (done, finished) = std::sync::mpsc::channel();
-    for r in 0..3 {
-        let (engine, done) = (engine.clone(), done.clone());
-        let mut wf = Workflow::builder(format!("nested-limits-{r}"));
-        for i in 0..50u32 {
-            wf.add(tiny::task().with_id(format!("t{i}")).with_input("i", i));
-        }
-        let wf = wf.build();
-        std::thread::spawn(move || {
-            let _ = done.send(
-                engine
-                    .run(&wf, RunOptions::new())
-                    .map(|report| report.tasks().count()),
-            );
-        });
-    }
-    drop(done);
-    for _ in 0..3 {
-        let ran = finished
-            .recv_timeout(Duration::from_secs(300))
-            .expect("a run never finished under nested limits");
-        assert_eq!(ran.unwrap(), 50);
-    }
+    concurrent_runs_all_finish(
+        &engine,
+        "nested-limits",
+        3,
+        50,
+        "a run never finished under nested limits",
+    );
 }

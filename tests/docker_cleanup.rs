@@ -14,8 +14,7 @@ use graflow::TaskStatus;
 use graflow::prelude::*;
 
 use common::{
-    ask_python, assert_gone, containers_with, default_signals, docker_ps_labelled,
-    skip_without_docker,
+    ask_python, assert_gone, containers_with, default_signals, running_with, skip_without_docker,
 };
 
 graflow::enable_test_runner!();
@@ -127,22 +126,8 @@ fn leftovers_of_a_killed_program_are_swept_when_a_handler_starts() {
     child.wait().unwrap();
     // The owner died without cleaning up; a docker handler that starts sweeps the leftovers of
     // dead runs (any engine of this binary may be the one that does).
-    let report = WorkflowEngine::new()
-        .run(
-            &workflow! { ask_python; },
-            RunOptions::new().param("limit", 2u64),
-        )
-        .unwrap();
-    assert_eq!(
-        report.task("ask_python").unwrap().status,
-        TaskStatus::Succeeded
-    );
+    sweeping_docker_run(2);
     assert!(containers_with("graflow.task", &id).is_empty(), "not swept");
-}
-
-/// Container ids carrying `label=value` that are running.
-fn running_with(label: &str, value: &str) -> Vec<String> {
-    docker_ps_labelled(&["--filter", "status=running"], label, value)
 }
 
 /// Set (to the parent's `readlink /proc/self/ns/pid`) when this test binary is the sweeper
@@ -162,16 +147,7 @@ fn child_sweeps_from_another_pid_namespace() {
         parent_namespace,
         "started in another PID namespace"
     );
-    let report = WorkflowEngine::new()
-        .run(
-            &workflow! { ask_python; },
-            RunOptions::new().param("limit", 1u64),
-        )
-        .unwrap();
-    assert_eq!(
-        report.task("ask_python").unwrap().status,
-        TaskStatus::Succeeded
-    );
+    sweeping_docker_run(1);
 }
 
 #[task(handler = "docker", image = "python:3.11-slim")]
@@ -345,16 +321,7 @@ fn a_sweep_removes_only_its_users_containers_whose_owner_is_proven_dead() {
     owner.wait().unwrap();
     // A docker handler's first connection sweeps. (Another program's sweep may remove the dead
     // owner's container first: the same rules, and the same outcome.)
-    let report = WorkflowEngine::new()
-        .run(
-            &workflow! { ask_python; },
-            RunOptions::new().param("limit", 1u64),
-        )
-        .unwrap();
-    assert_eq!(
-        report.task("ask_python").unwrap().status,
-        TaskStatus::Succeeded
-    );
+    sweeping_docker_run(1);
     let survivors: Vec<&str> = owners
         .iter()
         .map(|(name, _)| *name)
@@ -371,5 +338,20 @@ fn a_sweep_removes_only_its_users_containers_whose_owner_is_proven_dead() {
             "pid-zero"
         ],
         "only the proven-dead owner's container is swept"
+    );
+}
+
+/// Runs one docker task to success on a new engine: its handler's first connection sweeps the
+/// leftovers of dead runs.
+fn sweeping_docker_run(limit: u64) {
+    let report = WorkflowEngine::new()
+        .run(
+            &workflow! { ask_python; },
+            RunOptions::new().param("limit", limit),
+        )
+        .unwrap();
+    assert_eq!(
+        report.task("ask_python").unwrap().status,
+        TaskStatus::Succeeded
     );
 }

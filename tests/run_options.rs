@@ -210,3 +210,36 @@ fn a_resumed_run_reports_to_the_observers_of_its_options() {
         "no event reached the observer"
     );
 }
+
+#[test]
+fn run_drives_its_run_on_the_background_runtime_which_outlives_it() {
+    static LATE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    #[task]
+    async fn spawns_and_returns() -> u8 {
+        // Spawned and not awaited: it goes on after the run ends (README, *Runner I/O*).
+        graflow::tokio::spawn(async {
+            graflow::tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            *LATE.lock().unwrap() = Some(thread);
+        });
+        1
+    }
+    WorkflowEngine::new()
+        .run(&workflow! { spawns_and_returns; }, RunOptions::new())
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let thread = loop {
+        if let Some(thread) = LATE.lock().unwrap().clone() {
+            break thread;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spawned task never ran after run() returned"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert_eq!(
+        thread, "graflow-bg",
+        "it ran on graflow's background runtime"
+    );
+}

@@ -265,26 +265,12 @@ impl std::error::Error for SaveFailed {
 
 /// Container ids carrying `label=value`, running or not.
 pub(crate) fn containers_with(label: &str, value: &str) -> Vec<String> {
-    docker_ps_labelled(&["-a"], label, value)
+    docker_ps(&[&format!("label={label}={value}")])
 }
 
-/// `docker ps -q ARGS --filter label=LABEL=VALUE`, as a list of ids.
-pub(crate) fn docker_ps_labelled(args: &[&str], label: &str, value: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-q"])
-        .args(args)
-        .args(["--filter", &format!("label={label}={value}")])
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+/// Running container ids carrying `label=value`.
+pub(crate) fn running_with(label: &str, value: &str) -> Vec<String> {
+    docker_ps(&["status=running", &format!("label={label}={value}")])
 }
 
 /// Waits (bounded) until no container carries `label=value`.
