@@ -15,6 +15,7 @@ fn largest(numbers: Vec<u64>) -> Option<u64> {
     numbers.iter().copied().max()
 }
 
+#[graflow::main]
 fn main() -> graflow::Result<()> {
     let wf = workflow! { name: "quickstart"; numbers >> (total | largest); };
     let report = WorkflowEngine::new().run(&wf, RunOptions::new())?;

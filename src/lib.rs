@@ -73,6 +73,10 @@ pub use graflow_core::protocol;
 /// runner pools, queue transports, the worker side, program modes.
 pub use graflow_core::backend;
 
+/// The interface of a run store (for store authors): what `graflow::store` implements.
+pub use graflow_core::record;
+pub use graflow_core::register_recorder;
+
 pub use graflow_macros::{main, task, workflow};
 
 /// `#[graflow::async_trait]` for implementing [`TaskHandler`] (its generated code needs no
@@ -107,6 +111,12 @@ pub mod worker {
 /// The "docker" handler's crate: options, labels (feature `docker`, on by default).
 #[cfg(feature = "docker")]
 pub use graflow_docker as docker;
+
+/// Run history (feature `store`, on by default): every run recorded in the store
+/// `GRAFLOW_STORE` names (SQLite at `$GRAFLOW_HOME/runs.db` by default, or PostgreSQL), read
+/// back with [`Store`](store::Store) or a program's `--graflow-runs` / `--graflow-run ID`.
+#[cfg(feature = "store")]
+pub use graflow_store as store;
 
 /// What most programs need: `use graflow::prelude::*;`.
 pub mod prelude {

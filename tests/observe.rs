@@ -177,7 +177,7 @@ fn a_retry_is_an_event_with_the_failed_attempt_its_error_and_the_delay() {
         .events()
         .into_iter()
         .find_map(|e| match e.kind {
-            EventKind::TaskRetrying { error, delay } => Some((error, delay)),
+            EventKind::TaskRetrying { error, delay, .. } => Some((error, delay)),
             _ => None,
         })
         .unwrap();
@@ -209,6 +209,7 @@ fn a_tolerated_failure_says_so_and_the_run_succeeds() {
         failed.kind,
         EventKind::TaskFailed {
             error: failed_error(&failed),
+            kind: Some(graflow::ErrorKind::TaskFailed),
             tolerated: true
         }
     );

@@ -41,6 +41,7 @@ pub mod handlers;
 mod interrupt;
 mod observe;
 mod program;
+pub mod record;
 mod remote;
 mod report;
 mod retry;

@@ -49,6 +49,11 @@ const CORE_FLAGS: &[Flag] = &[
         help: "draw a progress bar of every run on stderr, when stderr is a terminal",
     },
     Flag {
+        name: "--graflow-resume",
+        value: Some("RUN_ID"),
+        help: "resume the run of this id from its checkpoint, as the run store recorded it, instead of starting the program's first run afresh (the run must have written checkpoints)",
+    },
+    Flag {
         name: "--graflow-help",
         value: None,
         help: "print these flags and exit",
@@ -89,6 +94,8 @@ pub(crate) struct ProgramFlags {
     pub describe: Option<Describe>,
     pub progress: bool,
     pub help: bool,
+    /// `--graflow-resume ID`: the run the program's first run continues.
+    pub resume: Option<String>,
     /// The flags of the registered modes, with their values, in the order given (a flag
     /// without a value has an empty one): what each mode reads ([`graflow_args`]).
     pub modes: Vec<(&'static str, String)>,
@@ -102,6 +109,7 @@ pub(crate) fn flags() -> &'static ProgramFlags {
         describe: None,
         progress: false,
         help: false,
+        resume: None,
         modes: Vec::new(),
     };
     FLAGS.get().unwrap_or(&NONE)
@@ -189,12 +197,38 @@ pub(crate) fn parse(args: &[OsString], known: &[Flag]) -> Result<ProgramFlags, S
                 ));
             }
             ("--graflow-progress", _) => flags.progress = true,
+            ("--graflow-resume", Some(id)) => {
+                if flags.resume.is_some() {
+                    return Err(
+                        "--graflow-resume: given twice; a program resumes one run".to_owned()
+                    );
+                }
+                if id.is_empty()
+                    || id.len() > 128
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(format!(
+                        "--graflow-resume {id:?}: not a run id (the id --graflow-runs lists)"
+                    ));
+                }
+                flags.resume = Some(id.to_owned());
+            }
             ("--graflow-help", _) => flags.help = true,
             // A mode's flag: the mode reads it.
             _ => flags.modes.push((flag.name, value.unwrap_or_default())),
         }
     }
     Ok(flags)
+}
+
+/// The run `--graflow-resume` names, the first time this is asked (the program's first run);
+/// `None` afterwards.
+pub(crate) fn take_resume_flag() -> Option<String> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let id = flags().resume.clone()?;
+    (!TAKEN.swap(true, std::sync::atomic::Ordering::Relaxed)).then_some(id)
 }
 
 /// Exit code of a usage error (`EX_USAGE`).

@@ -116,6 +116,8 @@ trait Erased: Any + Send + Sync {
     /// Writes a copy into `out`, which must be an `Option<T>` of the stored type.
     fn copy_into(&self, out: &mut dyn Any) -> Result<(), String>;
     fn encode(&self) -> Result<Vec<u8>, String>;
+    /// The value as JSON, cut after `max` bytes.
+    fn preview(&self, max: usize) -> String;
 }
 
 struct Holder<T> {
@@ -144,6 +146,39 @@ impl<T: Data> Erased for Holder<T> {
     fn encode(&self) -> Result<Vec<u8>, String> {
         let guard = self.value.lock().unwrap_or_else(PoisonError::into_inner);
         graflow_protocol::codec::encode_value(&*guard)
+    }
+
+    fn preview(&self, max: usize) -> String {
+        let guard = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Bounded {
+            bytes: Vec::new(),
+            max,
+        };
+        // Stops with an error once `max` bytes are written: what was written is the preview.
+        let _ = serde_json::to_writer(&mut out, &*guard);
+        String::from_utf8_lossy(&out.bytes).into_owned()
+    }
+}
+
+/// A writer that takes at most `max` bytes, then fails.
+struct Bounded {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.max.saturating_sub(self.bytes.len());
+        if room == 0 {
+            return Err(std::io::Error::other("preview full"));
+        }
+        let n = buf.len().min(room);
+        self.bytes.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -188,6 +223,19 @@ impl Value {
     /// A value received in wire form; it is decoded when read as a type of that name.
     pub fn from_encoded(encoded: EncodedValue) -> Self {
         Value(Repr::Encoded(Arc::new(encoded)))
+    }
+
+    /// What a run store keeps of a result: its encoded size in bytes, and the start of its JSON
+    /// form (at most `max` bytes, cut anywhere; `None` for a value that arrived encoded from
+    /// another process and was not read as its type yet).
+    pub fn summary(&self, max: usize) -> (Option<u64>, Option<String>) {
+        match &self.0 {
+            Repr::Live(live) => (
+                live.encode().ok().map(|bytes| bytes.len() as u64),
+                Some(live.preview(max)),
+            ),
+            Repr::Encoded(encoded) => (Some(encoded.bytes.len() as u64), None),
+        }
     }
 
     /// The value in wire form.

@@ -18,8 +18,9 @@ use crate::definition::{AttemptError, panic_message};
 use crate::graph::{Graph, Problem, Task, Workflow};
 use crate::handlers::{DirectHandler, ProcessHandler};
 use crate::interrupt::RunSignals;
-use crate::observe::{EventKind, Observers, ProgressBar, RunEvent, RunObserver};
+use crate::observe::{EventKind, Observers, ProgressBar, RunObserver};
 use crate::program::Describe;
+use crate::record::RunRecorder;
 use crate::report::{GroupRecord, Record, RunReport};
 use crate::run::checkpoint::{Checkpoint, Checkpointer};
 use crate::run::control::HandlerLookup;
@@ -85,6 +86,8 @@ pub struct WorkflowEngine {
     cpu_limit: usize,
     handle_signals: bool,
     observers: Observers,
+    /// Where runs are recorded: the program's default recorder unless set otherwise.
+    recorder: Option<Arc<dyn RunRecorder>>,
 }
 
 impl std::fmt::Debug for WorkflowEngine {
@@ -96,6 +99,7 @@ impl std::fmt::Debug for WorkflowEngine {
             .field("cpu_limit", &self.cpu_limit)
             .field("handle_signals", &self.handle_signals)
             .field("observers", &self.observers)
+            .field("recorder", &self.recorder.as_ref().map(|r| r.describe()))
             .finish_non_exhaustive()
     }
 }
@@ -168,7 +172,22 @@ impl WorkflowEngine {
             cpu_limit,
             handle_signals: true,
             observers,
+            recorder: crate::record::default_recorder(),
         }
+    }
+
+    /// Where this engine records its runs: `Some(recorder)` (a run store, e.g.
+    /// `graflow::store::Store`'s), or `None` for nowhere. By default, the program's default
+    /// recorder: with the `store` feature of `graflow`, the store `GRAFLOW_STORE` names
+    /// (`sqlite:$GRAFLOW_HOME/runs.db` when unset; `off` for none).
+    pub fn set_recorder(&mut self, recorder: Option<Arc<dyn RunRecorder>>) -> &mut Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// Where this engine records its runs ([`WorkflowEngine::set_recorder`]).
+    pub fn recorder(&self) -> Option<&Arc<dyn RunRecorder>> {
+        self.recorder.as_ref()
     }
 
     /// Adds an observer of every run this engine starts afterwards: it sees each

@@ -4,9 +4,13 @@ use super::{
     Arc, AssertUnwindSafe, AtomicU64, AttemptError, BuildHasher, Channel, Checkpoint, Checkpointer,
     Describe, Ended, EventKind, Failure, FutureExt, Graph, GroupFailure, GroupRecord, GroupState,
     HandlerLookup, Hasher, Instant, Instrument, Observers, Ordering, RandomState, Record,
-    RunCancelled, RunError, RunEvent, RunFailure, RunOptions, RunReport, RunShared, RunSignals,
-    Slot, Start, SystemTime, Task, Value, Workflow, WorkflowEngine, panic_message, scheduler,
+    RunCancelled, RunError, RunFailure, RunOptions, RunReport, RunShared, RunSignals, Slot, Start,
+    SystemTime, Task, Value, Workflow, WorkflowEngine, panic_message, scheduler,
 };
+use crate::definition::Chain;
+use crate::record::{RecordError, RecordErrorKind, RunInfo, RunRecord};
+use crate::run::emit_run_event;
+use crate::run::options::Resume;
 
 /// Emits [`EventKind::RunAbandoned`] when a run's future is dropped before the run ended.
 pub(super) struct Abandoned<'a> {
@@ -86,6 +90,16 @@ impl WorkflowEngine {
         options: RunOptions,
     ) -> Result<RunReport, RunError> {
         let (channel, resume, options) = options.into_parts();
+        // `--graflow-resume ID` is for the program's first run that resumes nothing else.
+        let resume = match resume {
+            None => crate::program::take_resume_flag().map(Resume::Run),
+            given => given,
+        };
+        let resume = match resume {
+            Some(Resume::Path(path)) => Some(path),
+            Some(Resume::Run(run_id)) => Some(self.checkpoint_of(workflow, &run_id).await?),
+            None => None,
+        };
         match resume {
             Some(path) => {
                 if !channel.is_empty() {
@@ -127,6 +141,9 @@ impl WorkflowEngine {
         let (graph, slots) = self.prepare(workflow, &channel)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
         let cadence = options.cadence();
+        let record = self
+            .begin_record(&run_id, workflow, options.checkpoint_path(), false)
+            .await?;
         let shared = self.run_state(
             &run_id,
             workflow,
@@ -134,6 +151,7 @@ impl WorkflowEngine {
             channel,
             cadence.is_some(),
             options.observers(),
+            record,
         );
         let start = Start::fresh(&shared);
         let checkpointer = cadence
@@ -172,7 +190,18 @@ impl WorkflowEngine {
         let run_id: Arc<str> = Arc::from(checkpoint.run_id());
         let cadence = checkpoint.cadence();
         let sequence = checkpoint.sequence();
-        let shared = self.run_state(&run_id, workflow, graph, channel, true, options.observers());
+        let record = self
+            .begin_record(&run_id, workflow, Some(path), true)
+            .await?;
+        let shared = self.run_state(
+            &run_id,
+            workflow,
+            graph,
+            channel,
+            true,
+            options.observers(),
+            record,
+        );
         let lookup = self.lookup();
         let mut slots = slots;
         let start = checkpoint.restore(&shared, &mut |handler, task| {
@@ -234,6 +263,7 @@ impl WorkflowEngine {
         channel: Channel,
         checkpoints: bool,
         observers: &Observers,
+        record: Option<Arc<dyn RunRecord>>,
     ) -> Arc<RunShared> {
         let observers = self.observers.with(observers);
         Arc::new(RunShared::new(
@@ -246,7 +276,61 @@ impl WorkflowEngine {
             Some(Arc::new(self.lookup())),
             checkpoints,
             (!observers.is_empty()).then_some(observers),
+            record,
         ))
+    }
+
+    /// Where run `run_id` wrote its checkpoints, as this engine's recorder knows.
+    async fn checkpoint_of(
+        &self,
+        workflow: &Workflow,
+        run_id: &str,
+    ) -> Result<std::path::PathBuf, RunError> {
+        let failed = |source| RunError::Record {
+            workflow: workflow.name().to_owned(),
+            source,
+            report: None,
+        };
+        let Some(recorder) = &self.recorder else {
+            return Err(failed(RecordError::new(
+                "off",
+                RecordErrorKind::NotFound,
+                format!(
+                    "cannot resume run {run_id} by its id: this engine records its runs nowhere (GRAFLOW_STORE=off, or set_recorder(None)); resume it from its checkpoint file with RunOptions::resume_from, or give the engine the store that recorded it"
+                ),
+            )));
+        };
+        recorder.checkpoint_of(run_id).await.map_err(failed)
+    }
+
+    /// Tells the engine's recorder, if any, that a run starts: where its events go.
+    async fn begin_record(
+        &self,
+        run_id: &Arc<str>,
+        workflow: &Workflow,
+        checkpoint: Option<&std::path::Path>,
+        resumed: bool,
+    ) -> Result<Option<Arc<dyn RunRecord>>, RunError> {
+        let Some(recorder) = &self.recorder else {
+            return Ok(None);
+        };
+        let info = RunInfo {
+            run_id: run_id.clone(),
+            workflow: workflow.clone(),
+            fingerprint: crate::run::checkpoint::fingerprint(workflow),
+            build_id: crate::definition::build_id(),
+            checkpoint: checkpoint.map(std::path::Path::to_path_buf),
+            resumed,
+            started_at: SystemTime::now(),
+        };
+        match recorder.begin(info).await {
+            Ok(record) => Ok(Some(record)),
+            Err(source) => Err(RunError::Record {
+                workflow: workflow.name().to_owned(),
+                source,
+                report: None,
+            }),
+        }
     }
 
     /// Runs a prepared run from `start` and reports it.
@@ -338,6 +422,7 @@ impl WorkflowEngine {
         drop(signals);
         let elapsed = run_start.elapsed();
         let observers = shared.observers.clone();
+        let record = shared.record.clone();
 
         let Ended {
             mut records,
@@ -401,7 +486,7 @@ impl WorkflowEngine {
         let report = RunReport {
             workflow: workflow.clone(),
             graph,
-            run_id,
+            run_id: run_id.clone(),
             started_at,
             elapsed,
             records,
@@ -414,22 +499,7 @@ impl WorkflowEngine {
             checkpoint_error,
             resumed,
         };
-        if let Some(observers) = observers {
-            observers.emit(&RunEvent {
-                at: SystemTime::now(),
-                run_id: report.run_id.clone(),
-                workflow: Arc::from(workflow.name()),
-                task: None,
-                handler: None,
-                attempt: 0,
-                kind: EventKind::RunFinished {
-                    succeeded: !report.failed,
-                    elapsed,
-                    counts: report.counts(),
-                },
-            });
-        }
-        match failure {
+        let outcome = match failure {
             None => Ok(report),
             Some(Failure::Task {
                 attempts, error, ..
@@ -461,6 +531,42 @@ impl WorkflowEngine {
                     failed: record.map(|g| g.failed.clone()).unwrap_or_default(),
                     report,
                 })))
+            }
+        };
+        if observers.is_some() || record.is_some() {
+            let (succeeded, counts) = match &outcome {
+                Ok(report) => (true, report.counts()),
+                Err(error) => (
+                    false,
+                    error.report().map(RunReport::counts).unwrap_or_default(),
+                ),
+            };
+            emit_run_event(
+                observers.as_ref(),
+                record.as_deref(),
+                &run_id,
+                &Arc::from(workflow.name()),
+                EventKind::RunFinished {
+                    succeeded,
+                    elapsed,
+                    counts,
+                    error: outcome.as_ref().err().map(|e| Chain(e).to_string()),
+                },
+            );
+        }
+        let Some(record) = record else {
+            return outcome;
+        };
+        match (record.finish().await, outcome) {
+            (Ok(()), outcome) => outcome,
+            (Err(source), Ok(report)) => Err(RunError::Record {
+                workflow: workflow.name().to_owned(),
+                source,
+                report: Some(Box::new(report)),
+            }),
+            (Err(source), Err(error)) => {
+                tracing::error!(target: "graflow::engine", run_id = %run_id, error = %source, "the failed run's record is incomplete");
+                Err(error)
             }
         }
     }

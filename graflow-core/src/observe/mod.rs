@@ -66,6 +66,8 @@ pub enum EventKind {
         elapsed: Duration,
         /// How many tasks ended each way.
         counts: crate::report::TaskCounts,
+        /// What ended it, when it failed (the run's error, with its causes).
+        error: Option<String>,
     },
     /// The run stopped without a report: its future was dropped (the caller gave up on it, a
     /// timeout around it) or the program was interrupted (`reason` says which). Its running
@@ -91,6 +93,8 @@ pub enum EventKind {
     TaskRetrying {
         /// Why the attempt failed, with its causes.
         error: String,
+        /// What kind of failure it was.
+        kind: crate::definition::ErrorKind,
         /// How long until the next attempt.
         delay: Duration,
     },
@@ -105,8 +109,16 @@ pub enum EventKind {
     TaskFailed {
         /// Why the last attempt failed, with its causes.
         error: String,
+        /// What kind of failure it was (`None`: the task cancelled the run).
+        kind: Option<crate::definition::ErrorKind>,
         /// Whether its group's policy tolerates the failure.
         tolerated: bool,
+    },
+    /// The attempt's handler said where it runs (`pid 4242`, a container, a worker): see
+    /// [`ExecutionContext::set_runner`](crate::ExecutionContext::set_runner).
+    TaskRunner {
+        /// Where the attempt runs, as its handler describes it.
+        runner: String,
     },
     /// The attempt was running when the run stopped (another task failed, the run was dropped
     /// or interrupted), and was cancelled.

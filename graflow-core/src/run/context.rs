@@ -76,6 +76,11 @@ impl ExecutionContext {
     /// description wins. Out-of-process handlers call it once they know.
     pub fn set_runner(&self, description: impl Into<String>) {
         let description: Box<str> = description.into().into_boxed_str();
+        self.run.task_event(self.node, self.attempt, || {
+            crate::observe::EventKind::TaskRunner {
+                runner: description.to_string(),
+            }
+        });
         self.run
             .runners
             .lock()

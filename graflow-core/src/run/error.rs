@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::definition::{AttemptError, Chain};
 use crate::graph::Problem;
+use crate::record::RecordError;
 use crate::report::RunReport;
 use crate::run::checkpoint::CheckpointError;
 
@@ -72,6 +73,20 @@ pub enum RunError {
         source: Box<AttemptError>,
     },
 
+    /// The run store could not do what the run needed: a mandatory store could not record the
+    /// run (then `report` is the run's, which ran; or `None`: nothing ran), or resuming by run
+    /// id found no checkpoint of that run (nothing ran).
+    #[error("workflow '{workflow}': {source}")]
+    Record {
+        /// The workflow's name.
+        workflow: String,
+        /// What the store said.
+        #[source]
+        source: RecordError,
+        /// The run's report, when the run ran.
+        report: Option<Box<RunReport>>,
+    },
+
     /// The background Tokio runtime `engine.run()` runs on could not start.
     #[error("could not start a Tokio runtime for engine.run(): {0}")]
     Runtime(#[source] std::io::Error),
@@ -84,6 +99,10 @@ impl RunError {
             RunError::Failed(failure) => Some(&failure.report),
             RunError::GroupFailed(failure) => Some(&failure.report),
             RunError::Cancelled(cancelled) => Some(&cancelled.report),
+            RunError::Record {
+                report: Some(report),
+                ..
+            } => Some(report),
             _ => None,
         }
     }

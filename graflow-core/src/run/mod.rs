@@ -11,7 +11,7 @@ mod cpu;
 mod error;
 pub(crate) mod gate;
 mod handler;
-mod options;
+pub(crate) mod options;
 pub(crate) mod scheduler;
 mod standalone;
 pub(crate) mod state;
@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::channel::Channel;
 use crate::graph::{Graph, Source, Task, Workflow};
 use crate::observe::{EventKind, Observers, RunEvent};
+use crate::record::{RecordedEvent, RunRecord};
 use crate::value::{Data, Value, ValueError};
 
 pub use checkpoint::{Checkpoint, CheckpointError};
@@ -56,6 +57,8 @@ pub(crate) struct RunShared {
     pub checkpoints: bool,
     /// Who sees the run's events; `None`: nobody, and no event is built.
     pub observers: Option<Observers>,
+    /// Where the run's events are recorded (a run store), if anywhere.
+    pub record: Option<Arc<dyn RunRecord>>,
     /// The workflow's name, shared by the run's events.
     pub workflow_name: Arc<str>,
 }
@@ -73,11 +76,13 @@ impl RunShared {
         registry: Option<Arc<dyn control::HandlerLookup>>,
         checkpoints: bool,
         observers: Option<Observers>,
+        record: Option<Arc<dyn RunRecord>>,
     ) -> RunShared {
         let n = graph.len();
         RunShared {
             workflow_name: Arc::from(workflow.name()),
             observers,
+            record,
             run_id,
             workflow,
             graph,
@@ -92,41 +97,71 @@ impl RunShared {
         }
     }
 
-    /// Hands an event of task `node` (`attempt`) to the run's observers, if any.
+    /// Hands an event of task `node` (`attempt`) to the run's observers and its record, if
+    /// any (and builds it only then).
     #[inline]
     pub(crate) fn task_event(&self, node: u32, attempt: u32, kind: impl FnOnce() -> EventKind) {
-        if let Some(observers) = &self.observers {
-            self.emit_task_event(observers, node, attempt, kind());
+        if self.observers.is_some() || self.record.is_some() {
+            self.emit_task_event(node, attempt, kind(), None);
+        }
+    }
+
+    /// [`RunShared::task_event`] for a success, whose record sees the task's result.
+    #[inline]
+    pub(crate) fn task_succeeded(&self, node: u32, attempt: u32, duration: std::time::Duration) {
+        if self.observers.is_some() || self.record.is_some() {
+            let output = match &self.record {
+                Some(_) => self.result_value(node),
+                None => None,
+            };
+            self.emit_task_event(
+                node,
+                attempt,
+                EventKind::TaskSucceeded { duration },
+                output.as_ref(),
+            );
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn emit_task_event(&self, observers: &Observers, node: u32, attempt: u32, kind: EventKind) {
+    fn emit_task_event(&self, node: u32, attempt: u32, kind: EventKind, output: Option<&Value>) {
         let task = self.task(node);
-        observers.emit(&RunEvent {
-            at: std::time::SystemTime::now(),
-            run_id: self.run_id.clone(),
-            workflow: self.workflow_name.clone(),
-            task: Some(task.id().to_owned()),
-            handler: Some(task.handler().to_owned()),
-            attempt,
-            kind,
-        });
-    }
-
-    /// Hands an event of the run itself to its observers, if any.
-    pub(crate) fn run_event(&self, kind: impl FnOnce() -> EventKind) {
+        let at = std::time::SystemTime::now();
+        if let Some(record) = &self.record {
+            record.event(&RecordedEvent {
+                at,
+                node: Some(node),
+                task: Some(task.id()),
+                handler: Some(task.handler()),
+                attempt,
+                kind: &kind,
+                output,
+            });
+        }
         if let Some(observers) = &self.observers {
             observers.emit(&RunEvent {
-                at: std::time::SystemTime::now(),
+                at,
                 run_id: self.run_id.clone(),
                 workflow: self.workflow_name.clone(),
-                task: None,
-                handler: None,
-                attempt: 0,
-                kind: kind(),
+                task: Some(task.id().to_owned()),
+                handler: Some(task.handler().to_owned()),
+                attempt,
+                kind,
             });
+        }
+    }
+
+    /// Hands an event of the run itself to its observers and its record, if any.
+    pub(crate) fn run_event(&self, kind: impl FnOnce() -> EventKind) {
+        if self.observers.is_some() || self.record.is_some() {
+            emit_run_event(
+                self.observers.as_ref(),
+                self.record.as_deref(),
+                &self.run_id,
+                &self.workflow_name,
+                kind(),
+            );
         }
     }
 
@@ -229,4 +264,37 @@ pub(crate) fn cpu_count() -> usize {
     // remote attempt would otherwise do thousands of times a second.
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Hands an event of a run itself to its observers and its record.
+pub(crate) fn emit_run_event(
+    observers: Option<&Observers>,
+    record: Option<&dyn RunRecord>,
+    run_id: &Arc<str>,
+    workflow: &Arc<str>,
+    kind: EventKind,
+) {
+    let at = std::time::SystemTime::now();
+    if let Some(record) = record {
+        record.event(&RecordedEvent {
+            at,
+            node: None,
+            task: None,
+            handler: None,
+            attempt: 0,
+            kind: &kind,
+            output: None,
+        });
+    }
+    if let Some(observers) = observers {
+        observers.emit(&RunEvent {
+            at,
+            run_id: run_id.clone(),
+            workflow: workflow.clone(),
+            task: None,
+            handler: None,
+            attempt: 0,
+            kind,
+        });
+    }
 }

@@ -34,12 +34,21 @@ use crate::value::Data;
 #[derive(Debug, Default)]
 pub struct RunOptions {
     channel: Channel,
-    resume: Option<PathBuf>,
+    resume: Option<Resume>,
     checkpoint: Option<PathBuf>,
     every: Option<u32>,
     interval: Option<Duration>,
     fast: bool,
     observers: Observers,
+}
+
+/// Which earlier run a run continues.
+#[derive(Debug, Clone)]
+pub(crate) enum Resume {
+    /// The run whose checkpoint is at this path.
+    Path(PathBuf),
+    /// The run of this id, whose checkpoint the engine's recorder knows.
+    Run(String),
 }
 
 impl Clone for RunOptions {
@@ -89,12 +98,22 @@ impl RunOptions {
     /// channel or a checkpoint path was given too
     /// ([`RunError::InvalidOptions`](crate::RunError::InvalidOptions)).
     pub fn resume_from(mut self, path: impl Into<PathBuf>) -> Self {
-        self.resume = Some(path.into());
+        self.resume = Some(Resume::Path(path.into()));
         self
     }
 
-    /// The initial channel, the checkpoint to resume, and the rest.
-    pub(crate) fn into_parts(mut self) -> (Channel, Option<PathBuf>, RunOptions) {
+    /// [`RunOptions::resume_from`] the checkpoint of run `run_id`, as the engine's run store
+    /// recorded it ([`WorkflowEngine::set_recorder`](crate::WorkflowEngine::set_recorder)):
+    /// what `--graflow-resume ID` does for a program's first run. Refused, with nothing run,
+    /// when the engine records nowhere, or its store knows no such run or no checkpoint of it
+    /// ([`RunError::Record`](crate::RunError::Record)).
+    pub fn resume_run(mut self, run_id: impl Into<String>) -> Self {
+        self.resume = Some(Resume::Run(run_id.into()));
+        self
+    }
+
+    /// The initial channel, the run to resume, and the rest.
+    pub(crate) fn into_parts(mut self) -> (Channel, Option<Resume>, RunOptions) {
         let channel = std::mem::take(&mut self.channel);
         let resume = self.resume.take();
         (channel, resume, self)

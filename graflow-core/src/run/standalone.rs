@@ -51,6 +51,7 @@ impl ExecutionContext {
             None,
             false,
             None,
+            None,
         ));
         Ok(ExecutionContext::new(run, 0, attempt, cycle))
     }

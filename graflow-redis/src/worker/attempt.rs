@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use graflow_core::backend::build_id;
 use graflow_protocol::frame::rejection;
@@ -176,6 +176,7 @@ pub(super) async fn attempt(
         Err(e) => rejection(0, build_id(), format!("unreadable invocation: {e}")),
         Ok(invocation) => {
             let nonce = invocation.nonce;
+            let recorded = (invocation.run_id.clone(), invocation.attempt, SystemTime::now());
             match state.handlers.handler(&job.inner) {
                 None => rejection(
                     nonce,
@@ -235,6 +236,7 @@ pub(super) async fn attempt(
                     };
                     let logs = capture.sink.text();
                     drop(capture);
+                    record(&state, &job, recorded, &outcome);
                     let bytes = encode(outcome, job.max_out, &state.name, started);
                     let reply = Reply {
                         att: job.att.clone(),
@@ -260,4 +262,26 @@ pub(super) async fn attempt(
     };
     finish(&state, &queue, &id, &done, &job.reply, Some(&reply)).await;
     state.counts.answered.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Records the attempt in the worker's run store, if it has one (`GRAFLOW_STORE`): the
+/// engine records the attempt too; this adds which worker ran it, and when.
+fn record(
+    state: &State,
+    job: &Job,
+    (run_id, attempt, started): (String, u32, SystemTime),
+    outcome: &graflow_protocol::Outcome,
+) {
+    if let Some(recorder) = graflow_core::record::default_recorder() {
+        let error = outcome.result.as_ref().err().map(|f| format!("{f:?}"));
+        recorder.remote_attempt(graflow_core::record::RemoteAttempt::new(
+            run_id,
+            job.task.clone(),
+            attempt,
+            format!("worker {} (pid {})", state.name, std::process::id()),
+            started,
+            SystemTime::now(),
+            error,
+        ));
+    }
 }

@@ -363,6 +363,7 @@ fn shared_of(workflow: &Workflow) -> Arc<RunShared> {
         None,
         true,
         None,
+        None,
     ))
 }
 

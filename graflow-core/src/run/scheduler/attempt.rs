@@ -79,6 +79,7 @@ pub(super) fn attempt_done(
             log_retry(task, attempt, error, delay);
             shared.task_event(node, attempt, || EventKind::TaskRetrying {
                 error: Chain(error).to_string(),
+                kind: error.kind(),
                 delay,
             });
             shared.clear_result(node);

@@ -56,10 +56,11 @@ impl Scheduler {
                 if self.failure.is_some() {
                     return;
                 }
-                self.shared
-                    .task_event(node, done.attempts, || EventKind::TaskSucceeded {
-                        duration: done.end.saturating_duration_since(done.start),
-                    });
+                self.shared.task_succeeded(
+                    node,
+                    done.attempts,
+                    done.end.saturating_duration_since(done.start),
+                );
                 if release != Release::Bypass && !self.instead.is_empty() {
                     // It asked for a task instead of its successors in an earlier run, not
                     // in this one.
@@ -132,6 +133,7 @@ impl Scheduler {
         self.shared
             .task_event(node, attempts, || EventKind::TaskFailed {
                 error: Chain(&error).to_string(),
+                kind: Some(error.kind()),
                 tolerated,
             });
         if let Some(group) = group
@@ -182,6 +184,7 @@ impl Scheduler {
         self.shared
             .task_event(node, attempts, || EventKind::TaskFailed {
                 error: format!("cancelled the run: {message}"),
+                kind: None,
                 tolerated: false,
             });
         if self.failure.is_none() {

@@ -101,6 +101,7 @@ fn shared_of(workflow: &Workflow) -> Arc<RunShared> {
         None,
         false,
         None,
+        None,
     ))
 }
 

@@ -1,0 +1,455 @@
+//! Turning records into rows: the writer's memory of each run it writes (task ids by index,
+//! the try each task is on, its log count), and one [`Batch`] of rows per write, in which an
+//! attempt that started and ended between two writes is one row.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use graflow_core::record::{RemoteAttempt, RunInfo};
+use graflow_core::Workflow;
+
+use super::rec::{Flushed, Rec, RunWhat, TaskWhat, kind_name, micros};
+use crate::host::me;
+use crate::limits::{MAX_ERROR, MAX_LOG_LINE, MAX_LOG_LINES, MAX_NAME, MAX_PREVIEW, clean};
+
+/// A run's row as it starts.
+pub(crate) struct RunRow {
+    pub id: Arc<str>,
+    pub workflow: String,
+    pub fingerprint: String,
+    pub build_id: String,
+    pub started_at: i64,
+    pub checkpoint: Option<String>,
+    pub resumed: bool,
+    pub tasks: i64,
+}
+
+/// A run's row as it ends.
+pub(crate) struct RunEnd {
+    pub id: Arc<str>,
+    pub status: &'static str,
+    pub ended_at: i64,
+    pub error: Option<String>,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub total: i64,
+}
+
+/// A task's row (inserted when new, its status updated otherwise).
+pub(crate) struct TaskRow {
+    pub id: String,
+    pub handler: String,
+    pub added_by: Option<String>,
+    pub status: &'static str,
+    pub attempts: i64,
+}
+
+/// What a batch knows of one try of a task (`None`: unchanged).
+#[derive(Default)]
+pub(crate) struct AttemptRow {
+    pub attempt: i64,
+    pub runner: Option<String>,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub status: Option<&'static str>,
+    pub error_kind: Option<&'static str>,
+    pub error: Option<String>,
+    pub result_size: Option<i64>,
+    pub result_preview: Option<String>,
+}
+
+pub(crate) struct EventRow {
+    pub run: Arc<str>,
+    pub seq: i64,
+    pub at: i64,
+    pub node: Option<i64>,
+    pub attempt: i64,
+    pub kind: &'static str,
+    pub detail: Option<String>,
+}
+
+pub(crate) struct LogRow {
+    pub run: Arc<str>,
+    pub node: i64,
+    pub seq: i64,
+    pub attempt: i64,
+    pub at: i64,
+    pub line: String,
+}
+
+/// The rows of one write.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub begins: Vec<RunRow>,
+    /// Resumed runs whose tries continue those already stored.
+    pub resumed: Vec<Arc<str>>,
+    pub new_tasks: Vec<(Arc<str>, i64, TaskRow)>,
+    pub edges: Vec<(Arc<str>, String, String)>,
+    pub task_status: HashMap<(Arc<str>, u32), TaskRow>,
+    pub attempts: BTreeMap<(Arc<str>, u32, u32), AttemptRow>,
+    pub events: Vec<EventRow>,
+    pub logs: Vec<LogRow>,
+    pub cuts: HashMap<(Arc<str>, u32), (i64, i64)>,
+    pub ends: Vec<RunEnd>,
+    pub remote: Vec<RemoteAttempt>,
+    pub lost: HashMap<Arc<str>, u64>,
+    pub flushes: Vec<Flushed>,
+    /// How many records this batch holds, in all and per run (what is lost if it is dropped).
+    pub records: u64,
+    pub per_run: HashMap<Arc<str>, u64>,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records == 0 && self.flushes.is_empty()
+    }
+}
+
+/// What the writer remembers of a run it writes.
+pub(crate) struct RunMemory {
+    workflow: Workflow,
+    added: Vec<(Box<str>, Box<str>)>,
+    /// Per task: the try it is on (0: none yet), the time it became ready, its log lines.
+    tries: Vec<u32>,
+    queued: Vec<Option<i64>>,
+    logs: Vec<u32>,
+    /// Where a resumed run's tries start (the highest stored, per task).
+    pub(crate) try_base: HashMap<u32, u32>,
+}
+
+impl RunMemory {
+    fn id_of(&self, node: u32) -> (&str, &str) {
+        match self.workflow.tasks().get(node as usize) {
+            Some(task) => (task.id(), task.handler()),
+            None => self
+                .added
+                .get(node as usize - self.workflow.tasks().len())
+                .map_or(("?", "?"), |(id, handler)| (&**id, &**handler)),
+        }
+    }
+
+    /// The try task `node` is on (the first when none started: an event before any start).
+    fn current_try(&mut self, node: u32, base: u32) -> u32 {
+        base + (*Self::slot(&mut self.tries, node)).max(1)
+    }
+
+    fn slot<T: Default + Clone>(list: &mut Vec<T>, node: u32) -> &mut T {
+        let i = node as usize;
+        if list.len() <= i {
+            list.resize(i + 1, T::default());
+        }
+        &mut list[i]
+    }
+}
+
+/// A number that orders a process's events and log lines.
+fn next_seq() -> i64 {
+    static SEQ: AtomicI64 = AtomicI64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Adds `rec` to `batch`, remembering what later records of its run need in `runs`.
+pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<Arc<str>, RunMemory>) {
+    match &rec {
+        Rec::Flush(_) => {}
+        Rec::Task { run, .. } | Rec::Run { run, .. } | Rec::Dropped { run, .. } => {
+            batch.records += 1;
+            *batch.per_run.entry(run.clone()).or_default() += 1;
+        }
+        Rec::Begin(info) => {
+            batch.records += 1;
+            *batch.per_run.entry(info.run_id.clone()).or_default() += 1;
+        }
+        Rec::Remote(_) => batch.records += 1,
+    }
+    match rec {
+        Rec::Flush(done) => batch.flushes.push(done),
+        Rec::Dropped { run, count } => *batch.lost.entry(run).or_default() += count,
+        Rec::Remote(attempt) => batch.remote.push(*attempt),
+        Rec::Begin(info) => begin(*info, batch, runs),
+        Rec::Run { run, at, what } => {
+            let (kind, detail) = match &what {
+                RunWhat::Started => ("run_started", None),
+                RunWhat::Finished { error, .. } => (
+                    "run_finished",
+                    error.as_deref().map(|e| clean(e, MAX_ERROR)),
+                ),
+                RunWhat::Abandoned { reason } => ("run_abandoned", Some(clean(reason, MAX_ERROR))),
+            };
+            batch.events.push(EventRow {
+                run: run.clone(),
+                seq: next_seq(),
+                at,
+                node: None,
+                attempt: 0,
+                kind,
+                detail: detail.clone(),
+            });
+            let end = match what {
+                RunWhat::Started => None,
+                RunWhat::Finished {
+                    succeeded, counts, ..
+                } => Some(RunEnd {
+                    id: run.clone(),
+                    status: if succeeded { "succeeded" } else if counts.cancelled > 0 && counts.failed == 0 { "cancelled" } else { "failed" },
+                    ended_at: at,
+                    error: detail,
+                    succeeded: counts.succeeded as i64,
+                    failed: counts.failed as i64,
+                    total: counts.total() as i64,
+                }),
+                RunWhat::Abandoned { .. } => Some(RunEnd {
+                    id: run.clone(),
+                    status: "cancelled",
+                    ended_at: at,
+                    error: detail,
+                    succeeded: -1,
+                    failed: -1,
+                    total: -1,
+                }),
+            };
+            if let Some(end) = end {
+                batch.ends.push(end);
+                runs.remove(&run);
+            }
+        }
+        Rec::Task {
+            run,
+            node,
+            attempt,
+            at,
+            what,
+        } => {
+            let Some(memory) = runs.get_mut(&run) else {
+                // A run whose start this writer never saw (its records were dropped).
+                return;
+            };
+            task(&run, memory, node, attempt, at, what, batch);
+        }
+    }
+}
+
+fn begin(info: RunInfo, batch: &mut Batch, runs: &mut HashMap<Arc<str>, RunMemory>) {
+    let run = info.run_id.clone();
+    let workflow = info.workflow;
+    batch.begins.push(RunRow {
+        id: run.clone(),
+        workflow: clean(workflow.name(), MAX_NAME),
+        fingerprint: format!("{:016x}", info.fingerprint),
+        build_id: clean(info.build_id, MAX_NAME),
+        started_at: micros(info.started_at),
+        checkpoint: info
+            .checkpoint
+            .as_deref()
+            .map(|p| clean(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).to_string_lossy(), 4096)),
+        resumed: info.resumed,
+        tasks: workflow.tasks().len() as i64,
+    });
+    if info.resumed {
+        batch.resumed.push(run.clone());
+    } else {
+        for (node, task) in workflow.tasks().iter().enumerate() {
+            batch.new_tasks.push((
+                run.clone(),
+                node as i64,
+                TaskRow {
+                    id: clean(task.id(), MAX_NAME),
+                    handler: clean(task.handler(), MAX_NAME),
+                    added_by: None,
+                    status: "pending",
+                    attempts: 0,
+                },
+            ));
+        }
+        for (a, b) in workflow.edges() {
+            batch
+                .edges
+                .push((run.clone(), clean(a, MAX_NAME), clean(b, MAX_NAME)));
+        }
+    }
+    let _ = me();
+    runs.insert(
+        run,
+        RunMemory {
+            workflow,
+            added: Vec::new(),
+            tries: Vec::new(),
+            queued: Vec::new(),
+            logs: Vec::new(),
+            try_base: HashMap::new(),
+        },
+    );
+}
+
+#[allow(clippy::too_many_lines)]
+fn task(
+    run: &Arc<str>,
+    memory: &mut RunMemory,
+    node: u32,
+    attempt: u32,
+    at: i64,
+    what: TaskWhat,
+    batch: &mut Batch,
+) {
+    let mut event = |kind: &'static str, detail: Option<String>| {
+        batch.events.push(EventRow {
+            run: run.clone(),
+            seq: next_seq(),
+            at,
+            node: Some(i64::from(node)),
+            attempt: i64::from(attempt),
+            kind,
+            detail,
+        });
+    };
+    let status = |memory: &RunMemory, status: &'static str, attempts: u32| {
+        let (id, handler) = memory.id_of(node);
+        TaskRow {
+            id: clean(id, MAX_NAME),
+            handler: clean(handler, MAX_NAME),
+            added_by: None,
+            status,
+            attempts: i64::from(attempts),
+        }
+    };
+    let base = memory.try_base.get(&node).copied().unwrap_or(0);
+    match what {
+        TaskWhat::Added { id, handler, by } => {
+            event("task_added", Some(clean(&by, MAX_NAME)));
+            let (id, handler, by) = (clean(&id, MAX_NAME), clean(&handler, MAX_NAME), clean(&by, MAX_NAME));
+            batch.edges.push((run.clone(), by.clone(), id.clone()));
+            batch.new_tasks.push((
+                run.clone(),
+                i64::from(node),
+                TaskRow {
+                    id: id.clone(),
+                    handler: handler.clone(),
+                    added_by: Some(by),
+                    status: "pending",
+                    attempts: 0,
+                },
+            ));
+            memory.added.push((id.into(), handler.into()));
+        }
+        TaskWhat::Ready => {
+            event("task_ready", None);
+            *RunMemory::slot(&mut memory.queued, node) = Some(at);
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, "ready", 0));
+        }
+        TaskWhat::Started => {
+            event("task_started", None);
+            let tries = RunMemory::slot(&mut memory.tries, node);
+            *tries += 1;
+            let try_no = base + *tries;
+            let queued = RunMemory::slot(&mut memory.queued, node).take();
+            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            row.attempt = i64::from(attempt);
+            row.queued_at = queued;
+            row.started_at = Some(at);
+            row.status = Some("running");
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, "running", attempt));
+        }
+        TaskWhat::Runner(runner) => {
+            let runner = clean(&runner, MAX_NAME);
+            event("task_runner", Some(runner.clone()));
+            let try_no = memory.current_try(node, base);
+            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            row.attempt = i64::from(attempt);
+            row.runner = Some(runner);
+        }
+        TaskWhat::Log(line) => {
+            let count = RunMemory::slot(&mut memory.logs, node);
+            *count += 1;
+            if *count > MAX_LOG_LINES {
+                let cut = batch.cuts.entry((run.clone(), node)).or_default();
+                cut.0 += 1;
+                cut.1 += line.len() as i64;
+                return;
+            }
+            batch.logs.push(LogRow {
+                run: run.clone(),
+                node: i64::from(node),
+                seq: next_seq(),
+                attempt: i64::from(attempt),
+                at,
+                line: clean(&line, MAX_LOG_LINE),
+            });
+        }
+        TaskWhat::Succeeded { output } => {
+            event("task_succeeded", None);
+            let try_no = memory.current_try(node, base);
+            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            row.attempt = i64::from(attempt);
+            row.ended_at = Some(at);
+            row.status = Some("succeeded");
+            if let Some(output) = output {
+                let (size, preview) = output.summary(MAX_PREVIEW);
+                row.result_size = size.map(|s| s as i64);
+                row.result_preview = preview.map(|p| clean(&p, MAX_PREVIEW + 64));
+            }
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, "succeeded", attempt));
+        }
+        TaskWhat::Retrying { error, kind } => {
+            let error = clean(&error, MAX_ERROR);
+            event("task_retrying", Some(error.clone()));
+            end_try(memory, batch, run, node, attempt, at, base, "failed", Some(kind_name(kind)), error);
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, "retrying", attempt));
+        }
+        TaskWhat::Failed {
+            error,
+            kind,
+            tolerated,
+        } => {
+            let error = clean(&error, MAX_ERROR);
+            event("task_failed", Some(error.clone()));
+            end_try(memory, batch, run, node, attempt, at, base, "failed", kind.map(kind_name), error);
+            let state = if tolerated { "failed_tolerated" } else { "failed" };
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, state, attempt));
+        }
+        TaskWhat::Cancelled => {
+            event("task_cancelled", None);
+            let try_no = memory.current_try(node, base);
+            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            row.attempt = i64::from(attempt);
+            row.ended_at = Some(at);
+            row.status = Some("cancelled");
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, "cancelled", attempt));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn end_try(
+    memory: &mut RunMemory,
+    batch: &mut Batch,
+    run: &Arc<str>,
+    node: u32,
+    attempt: u32,
+    at: i64,
+    base: u32,
+    status: &'static str,
+    kind: Option<&'static str>,
+    error: String,
+) {
+    let try_no = memory.current_try(node, base);
+    let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+    row.attempt = i64::from(attempt);
+    row.ended_at = Some(at);
+    row.status = Some(status);
+    row.error_kind = kind;
+    row.error = Some(error);
+}
