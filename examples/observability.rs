@@ -61,7 +61,9 @@ fn describe(event: &RunEvent) -> String {
         EventKind::TaskStarted => "started".to_owned(),
         EventKind::TaskRetrying { error, delay, .. } => format!("retrying in {delay:?}: {error}"),
         EventKind::TaskSucceeded { duration } => format!("succeeded in {duration:?}"),
-        EventKind::TaskFailed { error, tolerated, .. } => {
+        EventKind::TaskFailed {
+            error, tolerated, ..
+        } => {
             format!("failed (tolerated: {tolerated}): {error}")
         }
         EventKind::TaskCancelled => "cancelled".to_owned(),

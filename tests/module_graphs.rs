@@ -33,6 +33,7 @@ const CRATES: &[&str] = &[
     "graflow-macros",
     "graflow-docker",
     "graflow-redis",
+    "graflow-store",
     ".",
 ];
 

@@ -322,6 +322,19 @@ fn docker_cli_stream(image: &str, bytes: u64) -> Duration {
     started.elapsed()
 }
 
+/// The bytes of the files in `dir` (a SQLite database and its WAL).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
@@ -330,7 +343,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 #[graflow::main]
 async fn main() -> graflow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: graflow-bench chain|fanout|parallel|call|process|warm-process|checkpoint-every|checkpoint-end N | docker|docker8|warm-docker R IMAGE | docker-group N POOL IMAGE";
+    let usage = "usage: graflow-bench chain|chain-store|chain-nostore|store-read|fanout|parallel|call|process|warm-process|checkpoint-every|checkpoint-end N | docker|docker8|warm-docker R IMAGE | docker-group N POOL IMAGE";
     let (Some(what), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!("{usage}");
@@ -352,6 +365,71 @@ async fn main() -> graflow::Result<()> {
             );
             assert_eq!(report.result::<u64>(&format!("t{}", n - 1))?, 1);
             emit("chain", n, seconds, &format!(",\"run_seconds\":{run:.9}"));
+        }
+        "chain-store" | "chain-nostore" => {
+            // The chain with a SQLite store of its own, against the same with none.
+            let dir =
+                std::env::temp_dir().join(format!("graflow-bench-store-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let db = dir.join("runs.db");
+            let store = graflow::store::Store::new(graflow::store::Location::Sqlite(db.clone()));
+            let mut engine = engine.clone();
+            engine.set_recorder((what == "chain-store").then(|| store.recorder()));
+            engine.execute(&chain(10), RunOptions::new()).await?;
+            if what == "chain-store" {
+                store.flush().await.expect("the store writes");
+            }
+            let before = dir_bytes(&dir);
+            let started = Instant::now();
+            let wf = chain(n);
+            let run_started = Instant::now();
+            let report = engine.execute(&wf, RunOptions::new()).await?;
+            let (seconds, run) = (
+                started.elapsed().as_secs_f64(),
+                run_started.elapsed().as_secs_f64(),
+            );
+            assert_eq!(report.result::<u64>(&format!("t{}", n - 1))?, 1);
+            // Not timed: until every record of the run is written, and what it took on disk.
+            let flushed = Instant::now();
+            if what == "chain-store" {
+                store.flush().await.expect("the store writes");
+            }
+            let flush = flushed.elapsed().as_secs_f64();
+            let bytes = dir_bytes(&dir).saturating_sub(before);
+            let _ = std::fs::remove_dir_all(&dir);
+            emit(
+                what,
+                n,
+                seconds,
+                &format!(
+                    ",\"run_seconds\":{run:.9},\"flush_seconds\":{flush:.6},\"db_bytes_per_attempt\":{:.1}",
+                    bytes as f64 / n as f64
+                ),
+            );
+        }
+        "store-read" => {
+            // N runs stored, then the 50 latest read back (median of 21 reads).
+            let dir =
+                std::env::temp_dir().join(format!("graflow-bench-read-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store =
+                graflow::store::Store::new(graflow::store::Location::Sqlite(dir.join("runs.db")));
+            let mut engine = engine.clone();
+            engine.set_recorder(Some(store.recorder()));
+            let wf = chain(1);
+            for _ in 0..n {
+                engine.execute(&wf, RunOptions::new()).await?;
+            }
+            store.flush().await.expect("the store writes");
+            let mut samples = Vec::new();
+            for _ in 0..21 {
+                let started = Instant::now();
+                let runs = store.runs(50).await.expect("the store reads");
+                samples.push(started.elapsed().as_secs_f64());
+                assert_eq!(runs.len() as u64, n.min(50));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            emit("store-read", n, median(samples), "");
         }
         "checkpoint-every" | "checkpoint-every-fast" | "checkpoint-end" => {
             // A chain with a checkpoint after every task, against one when the run ends.

@@ -81,12 +81,10 @@ impl RecordError {
 pub struct RunInfo {
     /// The run's id (a resumed run keeps its id).
     pub run_id: Arc<str>,
-    /// The workflow (its tasks, handlers, edges and groups; tasks added while it runs come
-    /// with [`EventKind::TaskAdded`]).
+    /// The workflow (its tasks, handlers, edges and groups, its
+    /// [`fingerprint`](Workflow::fingerprint); tasks added while it runs come with
+    /// [`EventKind::TaskAdded`]).
     pub workflow: Workflow,
-    /// A fingerprint of the workflow's shape (name, tasks, handlers, edges, groups): what a
-    /// checkpoint must match to be resumed.
-    pub fingerprint: u64,
     /// The program's build ([`backend::build_id`](crate::backend::build_id)).
     pub build_id: &'static str,
     /// Where the run writes its checkpoints, if it does.

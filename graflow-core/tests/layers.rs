@@ -22,6 +22,8 @@ const LAYERS: &[&[&str]] = &[
     &["graph"],
     &["report"],
     &["observe"],
+    // The interface of a run store (the engine's recorder): events as `observe` has them.
+    &["record"],
     &["run"],
     &["remote"],
     &["program"],

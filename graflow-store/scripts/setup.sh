@@ -14,17 +14,21 @@ server_bin() {
   echo "$best"
 }
 if [ -z "$(server_bin)" ]; then
-  # debian-package.sh looks for a command on PATH, and the server's are not: pg_ctlcluster (of
-  # postgresql-common, which the postgresql package depends on) stands for them.
-  common_before=$(command -v pg_ctlcluster || true)
-  bash "$(dirname "$0")/../../scripts/debian-package.sh" pg_ctlcluster postgresql
-  # The package starts a system cluster (port 5432); the tests do not use it.
-  if [ -z "$common_before" ]; then
-    pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _; do
-      pg_ctlcluster "$version" "$cluster" stop >/dev/null 2>&1 || true
-    done || true
-    service postgresql stop >/dev/null 2>&1 || true
+  if [ "$(id -u)" != 0 ]; then
+    echo "[graflow store setup] error: PostgreSQL's server is not installed and this is not root; install Debian's postgresql package" >&2
+    exit 1
   fi
+  echo "[graflow store setup] installing postgresql from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends postgresql >/dev/null 2>&1 || {
+    apt-get update >/dev/null
+    apt-get install -y --no-install-recommends postgresql >/dev/null
+  }
+  # The package may start a system cluster (port 5432); the tests do not use it.
+  pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _; do
+    pg_ctlcluster "$version" "$cluster" stop >/dev/null 2>&1 || true
+  done || true
+  service postgresql stop >/dev/null 2>&1 || true
 fi
 bin=$(server_bin)
 if [ -z "$bin" ]; then

@@ -91,10 +91,18 @@ pub(crate) async fn open(location: &Location) -> Result<Pool, StoreError> {
             Pool::Postgres(pool)
         }
     };
+    // Programs that open one new SQLite file at once migrate it one at a time (PostgreSQL's
+    // migrations hold an advisory lock of their own).
+    let _lock = match location {
+        Location::Sqlite(path) => lock_beside(path).await,
+        Location::Postgres(_) => None,
+    };
     refuse_newer(&pool, &name).await?;
     with_pool!(&pool, p => MIGRATOR.run(p).await).map_err(|e| match e {
         MigrateError::VersionMissing(version) => newer(&name, version),
-        MigrateError::Execute(e) => StoreError::from_sqlx(&name, "cannot migrate its schema", &e),
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => {
+            StoreError::from_sqlx(&name, "cannot migrate its schema", &e)
+        }
         other => StoreError::new(
             &name,
             StoreErrorKind::Corrupt,
@@ -102,6 +110,29 @@ pub(crate) async fn open(location: &Location) -> Result<Pool, StoreError> {
         ),
     })?;
     Ok(pool)
+}
+
+/// An exclusive `flock` on `PATH.lock` beside the SQLite file, held while the file is
+/// migrated; `None` when the lock file cannot be made (a read-only directory: opening fails
+/// anyway, or the file is migrated already).
+async fn lock_beside(path: &std::path::Path) -> Option<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::PathBuf::from(name))
+        .ok()?;
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: the descriptor is open for the duration of the call; the lock goes with it.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        (rc == 0).then_some(file)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Refuses a store whose newest applied migration this program does not know.
@@ -116,7 +147,11 @@ async fn refuse_newer(pool: &Pool, name: &str) -> Result<(), StoreError> {
         Ok(_) => Ok(()),
         // No migrations table yet: a new store (or not a database, which migrating says).
         Err(sqlx::Error::Database(e)) if is_missing_table(e.message()) => Ok(()),
-        Err(e) => Err(StoreError::from_sqlx(name, "cannot read its schema version", &e)),
+        Err(e) => Err(StoreError::from_sqlx(
+            name,
+            "cannot read its schema version",
+            &e,
+        )),
     }
 }
 

@@ -33,7 +33,10 @@ impl Location {
         if let Some(path) = text.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(invalid(text, "sqlite: needs a path (sqlite:/var/lib/graflow/runs.db)"));
+                return Err(invalid(
+                    text,
+                    "sqlite: needs a path (sqlite:/var/lib/graflow/runs.db)",
+                ));
             }
             return Ok(Some(Location::Sqlite(PathBuf::from(path))));
         }
@@ -69,7 +72,9 @@ impl Location {
                     return Err(StoreError::new(
                         STORE_ENV,
                         StoreErrorKind::InvalidLocation,
-                        format!("neither {HOME_ENV} nor HOME is set: set {STORE_ENV}=sqlite:PATH, or {STORE_ENV}=off"),
+                        format!(
+                            "neither {HOME_ENV} nor HOME is set: set {STORE_ENV}=sqlite:PATH, or {STORE_ENV}=off"
+                        ),
                     ));
                 }
             },
@@ -131,10 +136,14 @@ mod tests {
             Location::parse("sqlite:/tmp/x.db").ok(),
             Some(Some(Location::Sqlite("/tmp/x.db".into())))
         );
-        let pg = Location::parse("postgres://me:s3cret@db:5432/runs").ok().flatten();
+        let pg = Location::parse("postgres://me:s3cret@db:5432/runs")
+            .ok()
+            .flatten();
         let shown = pg.map(|l| l.to_string()).unwrap_or_default();
         assert_eq!(shown, "postgres://me:***@db:5432/runs");
-        let error = Location::parse("mysql://me:s3cret@db/x").err().map(|e| e.to_string());
+        let error = Location::parse("mysql://me:s3cret@db/x")
+            .err()
+            .map(|e| e.to_string());
         assert!(error.is_some_and(|e| !e.contains("s3cret")));
         assert!(Location::parse("sqlite:").is_err());
     }

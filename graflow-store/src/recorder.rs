@@ -11,8 +11,8 @@ use graflow_core::record::{
 };
 
 use crate::store::Store;
-use crate::write::rec::{Rec, of_event};
-use crate::write::writer::{Shared, warn};
+use crate::write::rec::{Rec, RunKey, of_event};
+use crate::write::writer::Shared;
 
 impl RunRecorder for Store {
     fn describe(&self) -> String {
@@ -21,13 +21,18 @@ impl RunRecorder for Store {
 
     fn begin(&self, run: RunInfo) -> RecordFuture<'_, Arc<dyn RunRecord>> {
         Box::pin(async move {
+            let key = RunKey::next();
             let record = Arc::new(Recording {
+                key,
                 run: run.run_id.clone(),
                 shared: self.shared().clone(),
                 dropped: AtomicU64::new(0),
                 required: self.is_required(),
             });
-            self.shared().push(Rec::Begin(Box::new(run)), true);
+            // Room for the events every task has (ready, started, succeeded).
+            self.shared()
+                .reserve(run.workflow.tasks().len().saturating_mul(3));
+            self.shared().push(Rec::Begin(key, Box::new(run)), true);
             if record.required {
                 self.flush().await.map_err(RecordError::from)?;
             }
@@ -46,6 +51,7 @@ impl RunRecorder for Store {
 
 /// One run's records.
 struct Recording {
+    key: RunKey,
     run: Arc<str>,
     shared: Arc<Shared>,
     /// Records dropped because the buffer was full.
@@ -55,7 +61,7 @@ struct Recording {
 
 impl RunRecord for Recording {
     fn event(&self, event: &RecordedEvent<'_>) {
-        if let Some(rec) = of_event(&self.run, event) {
+        if let Some(rec) = of_event(self.key, event) {
             let must = matches!(rec, Rec::Run { .. });
             if !self.shared.push(rec, must) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +74,7 @@ impl RunRecord for Recording {
         if dropped > 0 {
             self.shared.push(
                 Rec::Dropped {
-                    run: self.run.clone(),
+                    run: self.key,
                     count: dropped,
                 },
                 true,
@@ -88,21 +94,17 @@ impl RunRecord for Recording {
                 );
                 return match rx.await {
                     Ok(Ok(())) if dropped == 0 => Ok(()),
-                    Ok(Ok(())) => Err(lost(&shared.name, &run, &format!("{dropped} records were dropped (the store was too slow)"))),
+                    Ok(Ok(())) => Err(lost(
+                        &shared.name,
+                        &run,
+                        &format!("{dropped} records were dropped (the store was too slow)"),
+                    )),
                     Ok(Err(cause)) => Err(lost(&shared.name, &run, &cause)),
                     Err(_) => Err(lost(&shared.name, &run, "its writer stopped")),
                 };
             }
-            if let Some(trouble) = shared.trouble() {
-                warn(&format!(
-                    "run {run} ended while its store does not answer ({trouble}): its record waits in memory{}",
-                    if dropped > 0 { format!("; {dropped} records were dropped") } else { String::new() }
-                ));
-            } else if dropped > 0 {
-                warn(&format!(
-                    "run store {}: {dropped} records of run {run} were dropped (the store was too slow); the count is in its row",
-                    shared.name
-                ));
+            if dropped > 0 {
+                shared.warn_once_dropped(&run, dropped);
             }
             Ok(())
         })

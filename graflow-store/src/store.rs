@@ -55,8 +55,8 @@ impl Store {
     /// The store at `location` (opened when first used). Required when
     /// `GRAFLOW_STORE_REQUIRED` is `1` or `true`.
     pub fn new(location: Location) -> Store {
-        let required = std::env::var(REQUIRED_ENV)
-            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        let required =
+            std::env::var(REQUIRED_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         Store::with(location, required)
     }
 
@@ -140,6 +140,8 @@ impl Store {
     /// Where run `id` writes its checkpoints (what resuming it by id reads).
     pub async fn checkpoint(&self, id: &str) -> Result<PathBuf, StoreError> {
         let name = self.location().to_string();
+        // What this program recorded is read back too (a run that failed a moment ago).
+        let _ = self.flush().await;
         match query::checkpoint(self.pool().await?, id)
             .await
             .map_err(|e| self.error("cannot read the run", &e))?
@@ -148,7 +150,9 @@ impl Store {
             Some(None) => Err(StoreError::new(
                 &name,
                 StoreErrorKind::NotFound,
-                format!("run {id} wrote no checkpoint, so it cannot be resumed: give its runs RunOptions::checkpoint(path)"),
+                format!(
+                    "run {id} wrote no checkpoint, so it cannot be resumed: give its runs RunOptions::checkpoint(path)"
+                ),
             )),
             None => Err(StoreError::new(
                 &name,

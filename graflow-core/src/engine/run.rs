@@ -112,7 +112,9 @@ impl WorkflowEngine {
                         ),
                     });
                 }
-                if let Some(other) = options.checkpoint_path() {
+                if let Some(other) = options.checkpoint_path()
+                    && !same_file(other, &path)
+                {
                     return Err(RunError::InvalidOptions {
                         workflow: workflow.name().to_owned(),
                         reason: format!(
@@ -317,7 +319,6 @@ impl WorkflowEngine {
         let info = RunInfo {
             run_id: run_id.clone(),
             workflow: workflow.clone(),
-            fingerprint: crate::run::checkpoint::fingerprint(workflow),
             build_id: crate::definition::build_id(),
             checkpoint: checkpoint.map(std::path::Path::to_path_buf),
             resumed,
@@ -371,7 +372,7 @@ impl WorkflowEngine {
         let mut abandoned = Abandoned {
             shared: &shared,
             start: run_start,
-            armed: shared.observers.is_some(),
+            armed: shared.is_watched(),
         };
         let ended = async {
             tracing::info!(target: "graflow::engine", tasks = n, max_concurrency = self.max_concurrency, cpu_limit = self.cpu_limit, resumed, "run started");
@@ -656,6 +657,15 @@ pub(super) fn group_records(
             }
         })
         .collect()
+}
+
+/// Whether `a` and `b` name the same file (both made absolute; the same when either cannot be).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => absolute(a) == absolute(b),
+    }
 }
 
 pub(super) fn new_run_id() -> String {

@@ -167,6 +167,41 @@ impl WorkflowBuilder {
 }
 
 impl Workflow {
+    /// A fingerprint of the workflow's shape (FNV-1a over its name; each task's id, function
+    /// and handler; its edges, sorted; its groups and their policies): what a checkpoint must
+    /// match to be resumed, and what a run store records to tell two shapes of one name apart.
+    /// The same across builds and runs of the same shape.
+    pub fn fingerprint(&self) -> u64 {
+        const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut hash = FNV_START;
+        let mut feed = |s: &str| {
+            for &b in s.as_bytes().iter().chain(&[0]) {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        feed(self.name());
+        for task in self.tasks() {
+            feed(task.id());
+            feed(task.name());
+            feed(task.handler());
+        }
+        let mut edges: Vec<(&str, &str)> = self.edges().collect();
+        edges.sort_unstable();
+        edges.dedup();
+        for (a, b) in edges {
+            feed(a);
+            feed(b);
+        }
+        for (name, members, policy) in self.groups() {
+            feed(name);
+            for m in members {
+                feed(m);
+            }
+            feed(&policy.describe());
+        }
+        hash
+    }
+
     /// A builder for a workflow named `name`.
     pub fn builder(name: impl Into<String>) -> WorkflowBuilder {
         WorkflowBuilder {

@@ -88,10 +88,11 @@ impl ExecutionContext {
             .insert(self.node, description);
     }
 
-    /// Whether anyone observes the run's events ([`RunObserver`](crate::RunObserver)): a
-    /// handler that would do extra work to report them (split output into lines) can skip it.
+    /// Whether anyone observes the run's events ([`RunObserver`](crate::RunObserver)) or
+    /// records them (a run store): a handler that would do extra work to report them (split
+    /// output into lines) can skip it when nobody does.
     pub fn is_observed(&self) -> bool {
-        self.run.observers.is_some()
+        self.run.is_watched()
     }
 
     /// Reports one line the attempt's runner printed (a child process's, a container's, a

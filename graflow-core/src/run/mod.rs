@@ -97,11 +97,17 @@ impl RunShared {
         }
     }
 
+    /// Whether anyone sees the run's events: an observer or a recorder.
+    #[inline]
+    pub(crate) fn is_watched(&self) -> bool {
+        self.observers.is_some() || self.record.is_some()
+    }
+
     /// Hands an event of task `node` (`attempt`) to the run's observers and its record, if
     /// any (and builds it only then).
     #[inline]
     pub(crate) fn task_event(&self, node: u32, attempt: u32, kind: impl FnOnce() -> EventKind) {
-        if self.observers.is_some() || self.record.is_some() {
+        if self.is_watched() {
             self.emit_task_event(node, attempt, kind(), None);
         }
     }
@@ -109,7 +115,7 @@ impl RunShared {
     /// [`RunShared::task_event`] for a success, whose record sees the task's result.
     #[inline]
     pub(crate) fn task_succeeded(&self, node: u32, attempt: u32, duration: std::time::Duration) {
-        if self.observers.is_some() || self.record.is_some() {
+        if self.is_watched() {
             let output = match &self.record {
                 Some(_) => self.result_value(node),
                 None => None,
@@ -154,7 +160,7 @@ impl RunShared {
 
     /// Hands an event of the run itself to its observers and its record, if any.
     pub(crate) fn run_event(&self, kind: impl FnOnce() -> EventKind) {
-        if self.observers.is_some() || self.record.is_some() {
+        if self.is_watched() {
             emit_run_event(
                 self.observers.as_ref(),
                 self.record.as_deref(),

@@ -95,7 +95,7 @@ impl RunOptions {
     /// Refused, with nothing run, when the file is not a whole checkpoint, belongs to another
     /// workflow (name, tasks, handlers, edges or groups differ) or to another build of the
     /// program ([`RunError::Checkpoint`](crate::RunError::Checkpoint)), or when an initial
-    /// channel or a checkpoint path was given too
+    /// channel or a checkpoint path other than its own was given too
     /// ([`RunError::InvalidOptions`](crate::RunError::InvalidOptions)).
     pub fn resume_from(mut self, path: impl Into<PathBuf>) -> Self {
         self.resume = Some(Resume::Path(path.into()));

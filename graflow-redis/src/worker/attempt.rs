@@ -176,7 +176,11 @@ pub(super) async fn attempt(
         Err(e) => rejection(0, build_id(), format!("unreadable invocation: {e}")),
         Ok(invocation) => {
             let nonce = invocation.nonce;
-            let recorded = (invocation.run_id.clone(), invocation.attempt, SystemTime::now());
+            let recorded = (
+                invocation.run_id.clone(),
+                invocation.attempt,
+                SystemTime::now(),
+            );
             match state.handlers.handler(&job.inner) {
                 None => rejection(
                     nonce,

@@ -53,7 +53,10 @@ enum Ask {
 /// The mode's entry: `None` when none of its flags was given.
 pub(crate) fn enter() -> Option<i32> {
     let args = graflow_args();
-    let ours: Vec<&(&str, String)> = args.iter().filter(|(name, _)| FLAGS.iter().any(|f| f.name == *name)).collect();
+    let ours: Vec<&(&str, String)> = args
+        .iter()
+        .filter(|(name, _)| FLAGS.iter().any(|f| f.name == *name))
+        .collect();
     if ours.is_empty() {
         return None;
     }
@@ -88,7 +91,9 @@ fn parse(args: &[&(&str, String)]) -> Result<(Ask, bool), String> {
             }
             "--graflow-prune" => {
                 let duration = humantime::parse_duration(value).map_err(|e| {
-                    format!("--graflow-prune {value:?}: not a duration ({e}); for example 30d or 12h")
+                    format!(
+                        "--graflow-prune {value:?}: not a duration ({e}); for example 30d or 12h"
+                    )
                 })?;
                 set(Ask::Prune(duration), &mut ask)?;
             }
@@ -97,17 +102,23 @@ fn parse(args: &[&(&str, String)]) -> Result<(Ask, bool), String> {
                     .parse()
                     .ok()
                     .filter(|n| (1..=100_000).contains(n))
-                    .ok_or_else(|| format!("--graflow-limit {value:?}: a number of runs from 1 to 100000"))?;
+                    .ok_or_else(|| {
+                        format!("--graflow-limit {value:?}: a number of runs from 1 to 100000")
+                    })?;
                 limit = Some(n);
             }
             _ => json = true,
         }
     }
     match (ask, limit, json) {
-        (None, _, _) => Err("--graflow-limit and --graflow-json go with --graflow-runs or --graflow-run".to_owned()),
+        (None, _, _) => Err(
+            "--graflow-limit and --graflow-json go with --graflow-runs or --graflow-run".to_owned(),
+        ),
         (Some(Ask::Runs { .. }), Some(limit), json) => Ok((Ask::Runs { limit }, json)),
         (Some(_), Some(_), _) => Err("--graflow-limit goes with --graflow-runs".to_owned()),
-        (Some(Ask::Prune(_)), None, true) => Err("--graflow-json goes with --graflow-runs or --graflow-run".to_owned()),
+        (Some(Ask::Prune(_)), None, true) => {
+            Err("--graflow-json goes with --graflow-runs or --graflow-run".to_owned())
+        }
         (Some(ask), None, json) => Ok((ask, json)),
     }
 }
@@ -116,7 +127,10 @@ fn run(ask: Ask, json: bool) -> i32 {
     let store = match Store::from_env() {
         Ok(Some(store)) => store,
         Ok(None) => {
-            let _ = writeln!(std::io::stderr(), "error: the run store is off (GRAFLOW_STORE=off): no runs are recorded");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: the run store is off (GRAFLOW_STORE=off): no runs are recorded"
+            );
             return EXIT_UNAVAILABLE;
         }
         Err(error) => {
@@ -124,7 +138,10 @@ fn run(ask: Ask, json: bool) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             let _ = writeln!(std::io::stderr(), "error: cannot start a runtime: {error}");
@@ -133,14 +150,31 @@ fn run(ask: Ask, json: bool) -> i32 {
     };
     let printed = runtime.block_on(async {
         match ask {
-            Ask::Runs { limit } => store.runs(limit).await.map(|runs| {
-                if json { to_json(&runs) } else { render::runs(&runs) }
-            }).map(Some),
+            Ask::Runs { limit } => store
+                .runs(limit)
+                .await
+                .map(|runs| {
+                    if json {
+                        to_json(&runs)
+                    } else {
+                        render::runs(&runs)
+                    }
+                })
+                .map(Some),
             Ask::Run(id) => store.run(&id).await.map(|run| {
-                run.map(|run| if json { to_json(&run) } else { render::run(&run) })
+                run.map(|run| {
+                    if json {
+                        to_json(&run)
+                    } else {
+                        render::run(&run)
+                    }
+                })
             }),
             Ask::Prune(older) => store.prune(older).await.map(|n| {
-                Some(format!("deleted {n} run(s) that ended more than {} ago\n", humantime::format_duration(older)))
+                Some(format!(
+                    "deleted {n} run(s) that ended more than {} ago\n",
+                    humantime::format_duration(older)
+                ))
             }),
         }
     });
@@ -150,7 +184,11 @@ fn run(ask: Ask, json: bool) -> i32 {
             0
         }
         Ok(None) => {
-            let _ = writeln!(std::io::stderr(), "error: run store {}: no such run (--graflow-runs lists them)", store.location());
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: run store {}: no such run (--graflow-runs lists them)",
+                store.location()
+            );
             EXIT_NOT_FOUND
         }
         Err(error) => {
@@ -161,7 +199,8 @@ fn run(ask: Ask, json: bool) -> i32 {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
     text
 }

@@ -27,8 +27,10 @@ fn cell(text: &str, max: usize) -> String {
 }
 
 fn when(at: Option<std::time::SystemTime>) -> String {
-    at.and_then(format_time)
-        .map_or_else(|| "-".to_owned(), |t| t.chars().take(19).collect::<String>().replace('T', " "))
+    at.and_then(format_time).map_or_else(
+        || "-".to_owned(),
+        |t| t.chars().take(19).collect::<String>().replace('T', " "),
+    )
 }
 
 fn duration(ms: Option<u64>) -> String {
@@ -43,7 +45,13 @@ fn duration(ms: Option<u64>) -> String {
 fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -67,9 +75,17 @@ pub(crate) fn runs(runs: &[RunSummary]) -> String {
         return "no runs recorded yet\n".to_owned();
     }
     let mut rows = vec![
-        ["ID", "WORKFLOW", "STATUS", "STARTED (UTC)", "DURATION", "SUCCEEDED", "FAILED"]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            "ID",
+            "WORKFLOW",
+            "STATUS",
+            "STARTED (UTC)",
+            "DURATION",
+            "SUCCEEDED",
+            "FAILED",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     ];
     for run in runs {
         rows.push(vec![
@@ -90,10 +106,29 @@ pub(crate) fn run(run: &RunDetail) -> String {
     let s = &run.summary;
     let mut out = String::new();
     let _ = writeln!(out, "run        {}", cell(&s.id, 80));
-    let _ = writeln!(out, "workflow   {} (fingerprint {})", cell(&s.workflow, 80), cell(&run.fingerprint, 20));
+    let _ = writeln!(
+        out,
+        "workflow   {} (fingerprint {})",
+        cell(&s.workflow, 80),
+        cell(&run.fingerprint, 20)
+    );
     let _ = writeln!(out, "status     {}", s.status);
-    let _ = writeln!(out, "started    {}   ended {}   duration {}", when(s.started_at), when(s.ended_at), duration(s.duration_ms));
-    let _ = writeln!(out, "program    {} (build {}) pid {} on {} as {}", cell(&s.program, 60), cell(&run.build_id, 40), s.pid, cell(&s.host, 60), cell(&run.user, 40));
+    let _ = writeln!(
+        out,
+        "started    {}   ended {}   duration {}",
+        when(s.started_at),
+        when(s.ended_at),
+        duration(s.duration_ms)
+    );
+    let _ = writeln!(
+        out,
+        "program    {} (build {}) pid {} on {} as {}",
+        cell(&s.program, 60),
+        cell(&run.build_id, 40),
+        s.pid,
+        cell(&s.host, 60),
+        cell(&run.user, 40)
+    );
     if let Some(path) = &s.checkpoint {
         let _ = writeln!(out, "checkpoint {}", cell(path, 200));
     }
@@ -105,17 +140,37 @@ pub(crate) fn run(run: &RunDetail) -> String {
     }
     out.push('\n');
     let mut rows = vec![
-        ["TASK", "HANDLER", "STATUS", "ATTEMPT", "WHERE", "STARTED (UTC)", "TOOK", "ERROR"]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            "TASK",
+            "HANDLER",
+            "STATUS",
+            "ATTEMPT",
+            "WHERE",
+            "STARTED (UTC)",
+            "TOOK",
+            "ERROR",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     ];
     for task in &run.tasks {
         if task.tries.is_empty() {
-            rows.push(vec![cell(&task.id, 40), cell(&task.handler, 20), cell(&task.status, 20), "-".into(), "-".into(), "-".into(), "-".into(), String::new()]);
+            rows.push(vec![
+                cell(&task.id, 40),
+                cell(&task.handler, 20),
+                cell(&task.status, 20),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                String::new(),
+            ]);
         }
         for t in &task.tries {
             let took = match (t.started_at, t.ended_at) {
-                (Some(a), Some(b)) => duration(b.duration_since(a).ok().map(|d| d.as_millis() as u64)),
+                (Some(a), Some(b)) => {
+                    duration(b.duration_since(a).ok().map(|d| d.as_millis() as u64))
+                }
                 _ => "-".to_owned(),
             };
             rows.push(vec![
@@ -130,7 +185,16 @@ pub(crate) fn run(run: &RunDetail) -> String {
             ]);
         }
         for w in &task.worker_attempts {
-            rows.push(vec![cell(&task.id, 40), cell(&task.handler, 20), cell(&w.status, 20), w.attempt.to_string(), cell(&w.runner, 40), when(w.started_at), "-".into(), cell(w.error.as_deref().unwrap_or(""), 120)]);
+            rows.push(vec![
+                cell(&task.id, 40),
+                cell(&task.handler, 20),
+                cell(&w.status, 20),
+                w.attempt.to_string(),
+                cell(&w.runner, 40),
+                when(w.started_at),
+                "-".into(),
+                cell(w.error.as_deref().unwrap_or(""), 120),
+            ]);
         }
     }
     out.push_str(&table(&rows));
@@ -143,7 +207,11 @@ pub(crate) fn run(run: &RunDetail) -> String {
             let _ = writeln!(out, "  [{}] {}", line.attempt, cell(&line.line, 4096));
         }
         if task.logs_cut.0 > 0 {
-            let _ = writeln!(out, "  ... {} more lines ({} bytes) not stored", task.logs_cut.0, task.logs_cut.1);
+            let _ = writeln!(
+                out,
+                "  ... {} more lines ({} bytes) not stored",
+                task.logs_cut.0, task.logs_cut.1
+            );
         }
     }
     out

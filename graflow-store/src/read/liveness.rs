@@ -28,5 +28,9 @@ pub(crate) fn judge(
     let silent = time_of(heartbeat_at)
         .and_then(|beat| SystemTime::now().duration_since(beat).ok())
         .is_none_or(|since| since > LOST_AFTER);
-    if silent { RunStatus::Lost } else { RunStatus::Running }
+    if silent {
+        RunStatus::Lost
+    } else {
+        RunStatus::Running
+    }
 }

@@ -15,9 +15,9 @@ pub enum RunStatus {
     Running,
     /// It ended, every task done.
     Succeeded,
-    /// A task or group failed.
+    /// A task or group failed, or a task cancelled the run.
     Failed,
-    /// A task cancelled it, or its program dropped or interrupted it.
+    /// Its program dropped its run's future or was interrupted (a signal) while it ran.
     Cancelled,
     /// It waits for something outside (a person's answer).
     Waiting,

@@ -9,8 +9,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::liveness::judge;
 use super::model::{
-    AttemptDetail, EventLine, LogLine, RunDetail, RunStatus, RunSummary, TaskDetail,
-    WorkerAttempt, time_of,
+    AttemptDetail, EventLine, LogLine, RunDetail, RunStatus, RunSummary, TaskDetail, WorkerAttempt,
+    time_of,
 };
 use crate::db::{Pool, with_pool};
 use crate::write::rec::micros;
@@ -38,8 +38,18 @@ macro_rules! summary_of {
         let pid: i64 = get!(row, "pid").unwrap_or(0);
         let started: Option<i64> = get!(row, "started_at");
         let ended: Option<i64> = get!(row, "ended_at");
-        let status = judge(&status, &host, pid, get!(row, "process_start"), get!(row, "heartbeat_at"));
-        let ended = if status == RunStatus::Running || status == RunStatus::Lost { None } else { ended };
+        let status = judge(
+            &status,
+            &host,
+            pid,
+            get!(row, "process_start"),
+            get!(row, "heartbeat_at"),
+        );
+        let ended = if status == RunStatus::Running || status == RunStatus::Lost {
+            None
+        } else {
+            ended
+        };
         let duration_ms = match (started, ended) {
             (Some(s), Some(e)) => u64::try_from(e.saturating_sub(s) / 1000).ok(),
             (Some(s), None) if status == RunStatus::Running => {
@@ -83,7 +93,6 @@ pub(crate) async fn runs(pool: &Pool, limit: u32) -> Result<Vec<RunSummary>, sql
         Ok(rows.iter().map(|row| summary_of!(row).0).collect())
     })
 }
-
 
 /// Run `id` with everything recorded of it.
 #[allow(clippy::too_many_lines)]
@@ -191,10 +200,14 @@ pub(crate) async fn run(pool: &Pool, id: &str) -> Result<Option<RunDetail>, sqlx
 /// Deletes the runs that ended (or were lost) more than `older_than` ago, with everything
 /// recorded of them; how many.
 pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<u64, sqlx::Error> {
-    let cutoff = micros(SystemTime::now()).saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
+    let cutoff = micros(SystemTime::now())
+        .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
     // A running run that has not written since the cutoff is lost (the cutoff is older than
     // the heartbeat's period for any duration worth pruning).
-    let lost_cutoff = cutoff.min(micros(SystemTime::now()) - i64::try_from(super::liveness::LOST_AFTER.as_micros()).unwrap_or(0));
+    let lost_cutoff = cutoff.min(
+        micros(SystemTime::now())
+            - i64::try_from(super::liveness::LOST_AFTER.as_micros()).unwrap_or(0),
+    );
     with_pool!(pool, p => {
         let mut tx = p.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(
@@ -218,7 +231,10 @@ pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<u64, sqlx
 
 /// Where run `id` writes its checkpoints: `Ok(None)` when it is not in the store,
 /// `Ok(Some(None))` when it writes none.
-pub(crate) async fn checkpoint(pool: &Pool, id: &str) -> Result<Option<Option<String>>, sqlx::Error> {
+pub(crate) async fn checkpoint(
+    pool: &Pool,
+    id: &str,
+) -> Result<Option<Option<String>>, sqlx::Error> {
     with_pool!(pool, p => {
         let row = sqlx::query("SELECT checkpoint FROM runs WHERE id = $1").bind(id).fetch_optional(p).await?;
         Ok(row.map(|row| get!(row, "checkpoint")))

@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use graflow_core::record::{RemoteAttempt, RunInfo};
 use graflow_core::Workflow;
+use graflow_core::record::{RemoteAttempt, RunInfo};
 
-use super::rec::{Flushed, Rec, RunWhat, TaskWhat, kind_name, micros};
-use crate::host::me;
+use super::rec::{Flushed, Rec, RunKey, RunWhat, TaskWhat, kind_name, micros};
 use crate::limits::{MAX_ERROR, MAX_LOG_LINE, MAX_LOG_LINES, MAX_NAME, MAX_PREVIEW, clean};
 
 /// A run's row as it starts.
@@ -83,8 +82,6 @@ pub(crate) struct LogRow {
 #[derive(Default)]
 pub(crate) struct Batch {
     pub begins: Vec<RunRow>,
-    /// Resumed runs whose tries continue those already stored.
-    pub resumed: Vec<Arc<str>>,
     pub new_tasks: Vec<(Arc<str>, i64, TaskRow)>,
     pub edges: Vec<(Arc<str>, String, String)>,
     pub task_status: HashMap<(Arc<str>, u32), TaskRow>,
@@ -109,6 +106,7 @@ impl Batch {
 
 /// What the writer remembers of a run it writes.
 pub(crate) struct RunMemory {
+    pub(crate) id: Arc<str>,
     workflow: Workflow,
     added: Vec<(Box<str>, Box<str>)>,
     /// Per task: the try it is on (0: none yet), the time it became ready, its log lines.
@@ -151,25 +149,33 @@ fn next_seq() -> i64 {
 }
 
 /// Adds `rec` to `batch`, remembering what later records of its run need in `runs`.
-pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<Arc<str>, RunMemory>) {
-    match &rec {
-        Rec::Flush(_) => {}
+pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<RunKey, RunMemory>) {
+    let id = match &rec {
+        Rec::Flush(_) | Rec::Remote(_) => None,
+        Rec::Begin(_, info) => Some(info.run_id.clone()),
         Rec::Task { run, .. } | Rec::Run { run, .. } | Rec::Dropped { run, .. } => {
-            batch.records += 1;
-            *batch.per_run.entry(run.clone()).or_default() += 1;
+            runs.get(run).map(|m| m.id.clone())
         }
-        Rec::Begin(info) => {
-            batch.records += 1;
-            *batch.per_run.entry(info.run_id.clone()).or_default() += 1;
-        }
-        Rec::Remote(_) => batch.records += 1,
+    };
+    if !matches!(rec, Rec::Flush(_)) {
+        batch.records += 1;
+    }
+    if let Some(id) = &id {
+        *batch.per_run.entry(id.clone()).or_default() += 1;
     }
     match rec {
         Rec::Flush(done) => batch.flushes.push(done),
-        Rec::Dropped { run, count } => *batch.lost.entry(run).or_default() += count,
         Rec::Remote(attempt) => batch.remote.push(*attempt),
-        Rec::Begin(info) => begin(*info, batch, runs),
-        Rec::Run { run, at, what } => {
+        Rec::Begin(key, info) => begin(key, *info, batch, runs),
+        // A run whose start this writer never saw (dropped): nothing to attach it to.
+        _ if id.is_none() => {}
+        Rec::Dropped { count, .. } => {
+            if let Some(id) = id {
+                *batch.lost.entry(id).or_default() += count;
+            }
+        }
+        Rec::Run { run: key, at, what } => {
+            let Some(run) = id else { return };
             let (kind, detail) = match &what {
                 RunWhat::Started => ("run_started", None),
                 RunWhat::Finished { error, .. } => (
@@ -193,7 +199,7 @@ pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<Arc<str>, R
                     succeeded, counts, ..
                 } => Some(RunEnd {
                     id: run.clone(),
-                    status: if succeeded { "succeeded" } else if counts.cancelled > 0 && counts.failed == 0 { "cancelled" } else { "failed" },
+                    status: if succeeded { "succeeded" } else { "failed" },
                     ended_at: at,
                     error: detail,
                     succeeded: counts.succeeded as i64,
@@ -212,18 +218,17 @@ pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<Arc<str>, R
             };
             if let Some(end) = end {
                 batch.ends.push(end);
-                runs.remove(&run);
+                runs.remove(&key);
             }
         }
         Rec::Task {
-            run,
+            run: key,
             node,
             attempt,
             at,
             what,
         } => {
-            let Some(memory) = runs.get_mut(&run) else {
-                // A run whose start this writer never saw (its records were dropped).
+            let (Some(run), Some(memory)) = (id, runs.get_mut(&key)) else {
                 return;
             };
             task(&run, memory, node, attempt, at, what, batch);
@@ -231,48 +236,51 @@ pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<Arc<str>, R
     }
 }
 
-fn begin(info: RunInfo, batch: &mut Batch, runs: &mut HashMap<Arc<str>, RunMemory>) {
+fn begin(key: RunKey, info: RunInfo, batch: &mut Batch, runs: &mut HashMap<RunKey, RunMemory>) {
     let run = info.run_id.clone();
     let workflow = info.workflow;
     batch.begins.push(RunRow {
         id: run.clone(),
         workflow: clean(workflow.name(), MAX_NAME),
-        fingerprint: format!("{:016x}", info.fingerprint),
+        fingerprint: format!("{:016x}", workflow.fingerprint()),
         build_id: clean(info.build_id, MAX_NAME),
         started_at: micros(info.started_at),
-        checkpoint: info
-            .checkpoint
-            .as_deref()
-            .map(|p| clean(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).to_string_lossy(), 4096)),
+        checkpoint: info.checkpoint.as_deref().map(|p| {
+            clean(
+                &std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .to_string_lossy(),
+                4096,
+            )
+        }),
         resumed: info.resumed,
         tasks: workflow.tasks().len() as i64,
     });
-    if info.resumed {
-        batch.resumed.push(run.clone());
-    } else {
-        for (node, task) in workflow.tasks().iter().enumerate() {
-            batch.new_tasks.push((
-                run.clone(),
-                node as i64,
-                TaskRow {
-                    id: clean(task.id(), MAX_NAME),
-                    handler: clean(task.handler(), MAX_NAME),
-                    added_by: None,
-                    status: "pending",
-                    attempts: 0,
-                },
-            ));
-        }
+    // A resumed run's tasks are there already, unless another store saw its start.
+    for (node, task) in workflow.tasks().iter().enumerate() {
+        batch.new_tasks.push((
+            run.clone(),
+            node as i64,
+            TaskRow {
+                id: clean(task.id(), MAX_NAME),
+                handler: clean(task.handler(), MAX_NAME),
+                added_by: None,
+                status: "pending",
+                attempts: 0,
+            },
+        ));
+    }
+    if !info.resumed {
         for (a, b) in workflow.edges() {
             batch
                 .edges
                 .push((run.clone(), clean(a, MAX_NAME), clean(b, MAX_NAME)));
         }
     }
-    let _ = me();
     runs.insert(
-        run,
+        key,
         RunMemory {
+            id: run,
             workflow,
             added: Vec::new(),
             tries: Vec::new(),
@@ -316,9 +324,14 @@ fn task(
     };
     let base = memory.try_base.get(&node).copied().unwrap_or(0);
     match what {
-        TaskWhat::Added { id, handler, by } => {
+        TaskWhat::Added(added) => {
+            let (id, handler, by) = *added;
             event("task_added", Some(clean(&by, MAX_NAME)));
-            let (id, handler, by) = (clean(&id, MAX_NAME), clean(&handler, MAX_NAME), clean(&by, MAX_NAME));
+            let (id, handler, by) = (
+                clean(&id, MAX_NAME),
+                clean(&handler, MAX_NAME),
+                clean(&by, MAX_NAME),
+            );
             batch.edges.push((run.clone(), by.clone(), id.clone()));
             batch.new_tasks.push((
                 run.clone(),
@@ -346,7 +359,10 @@ fn task(
             *tries += 1;
             let try_no = base + *tries;
             let queued = RunMemory::slot(&mut memory.queued, node).take();
-            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            let row = batch
+                .attempts
+                .entry((run.clone(), node, try_no))
+                .or_default();
             row.attempt = i64::from(attempt);
             row.queued_at = queued;
             row.started_at = Some(at);
@@ -359,7 +375,10 @@ fn task(
             let runner = clean(&runner, MAX_NAME);
             event("task_runner", Some(runner.clone()));
             let try_no = memory.current_try(node, base);
-            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            let row = batch
+                .attempts
+                .entry((run.clone(), node, try_no))
+                .or_default();
             row.attempt = i64::from(attempt);
             row.runner = Some(runner);
         }
@@ -384,7 +403,10 @@ fn task(
         TaskWhat::Succeeded { output } => {
             event("task_succeeded", None);
             let try_no = memory.current_try(node, base);
-            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            let row = batch
+                .attempts
+                .entry((run.clone(), node, try_no))
+                .or_default();
             row.attempt = i64::from(attempt);
             row.ended_at = Some(at);
             row.status = Some("succeeded");
@@ -400,7 +422,18 @@ fn task(
         TaskWhat::Retrying { error, kind } => {
             let error = clean(&error, MAX_ERROR);
             event("task_retrying", Some(error.clone()));
-            end_try(memory, batch, run, node, attempt, at, base, "failed", Some(kind_name(kind)), error);
+            end_try(
+                memory,
+                batch,
+                run,
+                node,
+                attempt,
+                at,
+                base,
+                "failed",
+                Some(kind_name(kind)),
+                error,
+            );
             batch
                 .task_status
                 .insert((run.clone(), node), status(memory, "retrying", attempt));
@@ -412,8 +445,23 @@ fn task(
         } => {
             let error = clean(&error, MAX_ERROR);
             event("task_failed", Some(error.clone()));
-            end_try(memory, batch, run, node, attempt, at, base, "failed", kind.map(kind_name), error);
-            let state = if tolerated { "failed_tolerated" } else { "failed" };
+            end_try(
+                memory,
+                batch,
+                run,
+                node,
+                attempt,
+                at,
+                base,
+                "failed",
+                kind.map(kind_name),
+                error,
+            );
+            let state = if tolerated {
+                "failed_tolerated"
+            } else {
+                "failed"
+            };
             batch
                 .task_status
                 .insert((run.clone(), node), status(memory, state, attempt));
@@ -421,7 +469,10 @@ fn task(
         TaskWhat::Cancelled => {
             event("task_cancelled", None);
             let try_no = memory.current_try(node, base);
-            let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+            let row = batch
+                .attempts
+                .entry((run.clone(), node, try_no))
+                .or_default();
             row.attempt = i64::from(attempt);
             row.ended_at = Some(at);
             row.status = Some("cancelled");
@@ -446,7 +497,10 @@ fn end_try(
     error: String,
 ) {
     let try_no = memory.current_try(node, base);
-    let row = batch.attempts.entry((run.clone(), node, try_no)).or_default();
+    let row = batch
+        .attempts
+        .entry((run.clone(), node, try_no))
+        .or_default();
     row.attempt = i64::from(attempt);
     row.ended_at = Some(at);
     row.status = Some(status);

@@ -1,7 +1,6 @@
 //! What the event path hands the writer: [`Rec`], made from a [`RecordedEvent`] with as little
 //! work as possible (no allocation for the events every task has: ready, started, succeeded).
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use graflow_core::record::{RecordedEvent, RemoteAttempt, RunInfo};
@@ -10,38 +9,45 @@ use graflow_core::{ErrorKind, EventKind, TaskCounts, Value};
 /// A flush request: called once everything handed over before it is written (or known lost).
 pub(crate) type Flushed = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// Which run a record is of: a number the recorder gave it at its start, so that the event
+/// path copies a number, not a shared pointer whose count two cores would fight over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct RunKey(pub u64);
+
+impl RunKey {
+    pub(crate) fn next() -> RunKey {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        RunKey(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// One thing to write.
 pub(crate) enum Rec {
     /// A run starts.
-    Begin(Box<RunInfo>),
+    Begin(RunKey, Box<RunInfo>),
     /// Something happened to task `node` of run `run`.
     Task {
-        run: Arc<str>,
+        run: RunKey,
         node: u32,
         attempt: u32,
         at: i64,
         what: TaskWhat,
     },
     /// Something happened to run `run` itself.
-    Run {
-        run: Arc<str>,
-        at: i64,
-        what: RunWhat,
-    },
+    Run { run: RunKey, at: i64, what: RunWhat },
     /// An attempt a queue worker ran.
     Remote(Box<RemoteAttempt>),
     /// Records of run `run` dropped because the buffer was full.
-    Dropped { run: Arc<str>, count: u64 },
+    Dropped { run: RunKey, count: u64 },
     /// Call back once everything before this is written.
     Flush(Flushed),
 }
 
+/// What happened to a task. Kept small (the events every task has carry nothing): what is
+/// rare and large is boxed.
 pub(crate) enum TaskWhat {
-    Added {
-        id: Box<str>,
-        handler: Box<str>,
-        by: Box<str>,
-    },
+    /// Boxed: `(id, handler, by)`.
+    Added(Box<(Box<str>, Box<str>, Box<str>)>),
     Ready,
     Started,
     Retrying {
@@ -82,7 +88,7 @@ pub(crate) fn micros(at: SystemTime) -> i64 {
 }
 
 /// The record of `event` of run `run`; `None` for events not recorded.
-pub(crate) fn of_event(run: &Arc<str>, event: &RecordedEvent<'_>) -> Option<Rec> {
+pub(crate) fn of_event(run: RunKey, event: &RecordedEvent<'_>) -> Option<Rec> {
     let at = micros(event.at);
     let Some(node) = event.node else {
         let what = match event.kind {
@@ -102,11 +108,7 @@ pub(crate) fn of_event(run: &Arc<str>, event: &RecordedEvent<'_>) -> Option<Rec>
             },
             _ => return None,
         };
-        return Some(Rec::Run {
-            run: run.clone(),
-            at,
-            what,
-        });
+        return Some(Rec::Run { run, at, what });
     };
     let what = match event.kind {
         EventKind::TaskReady => TaskWhat::Ready,
@@ -130,15 +132,15 @@ pub(crate) fn of_event(run: &Arc<str>, event: &RecordedEvent<'_>) -> Option<Rec>
         EventKind::TaskCancelled => TaskWhat::Cancelled,
         EventKind::TaskRunner { runner } => TaskWhat::Runner(Box::from(runner.as_str())),
         EventKind::Log { line } => TaskWhat::Log(Box::from(line.as_str())),
-        EventKind::TaskAdded { by } => TaskWhat::Added {
-            id: Box::from(event.task.unwrap_or_default()),
-            handler: Box::from(event.handler.unwrap_or_default()),
-            by: Box::from(by.as_str()),
-        },
+        EventKind::TaskAdded { by } => TaskWhat::Added(Box::new((
+            Box::from(event.task.unwrap_or_default()),
+            Box::from(event.handler.unwrap_or_default()),
+            Box::from(by.as_str()),
+        ))),
         _ => return None,
     };
     Some(Rec::Task {
-        run: run.clone(),
+        run,
         node,
         attempt: event.attempt,
         at,

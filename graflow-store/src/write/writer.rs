@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::apply::{apply, heartbeat, stored_tries};
 use super::batch::{Batch, RunMemory, absorb};
-use super::rec::Rec;
+use super::rec::{Rec, RunKey};
 use crate::db::{Pool, open};
 use crate::error::StoreError;
 use crate::limits::MAX_PENDING;
@@ -21,7 +21,7 @@ use crate::location::Location;
 /// How often buffered records are written.
 const TICK: Duration = Duration::from_millis(100);
 /// How many buffered records wake the writer before its tick.
-const WAKE_AT: usize = 8_192;
+const WAKE_AT: usize = 65_536;
 /// How often a running run's row says its process is alive.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts to reach a store that does not answer.
@@ -32,12 +32,17 @@ pub(crate) struct Shared {
     pub(crate) location: Location,
     pub(crate) name: String,
     buffer: Mutex<Vec<Rec>>,
+    /// The buffer the writer emptied last, handed back to be filled again: the event path
+    /// writes into memory already mapped, and allocates nothing.
+    spare: Mutex<Vec<Rec>>,
     wake: Notify,
     started: AtomicBool,
     /// Why the store did not answer last, while it does not.
     trouble: Mutex<Option<StoreError>>,
     /// Records dropped in all (buffer full, or given up on).
     pub(crate) dropped: AtomicU64,
+    /// Whether dropping records for a full buffer was warned about.
+    warned_full: AtomicBool,
 }
 
 impl Shared {
@@ -46,18 +51,26 @@ impl Shared {
             name: location.to_string(),
             location,
             buffer: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
             wake: Notify::new(),
             started: AtomicBool::new(false),
             trouble: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            warned_full: AtomicBool::new(false),
         });
-        live().lock().unwrap_or_else(PoisonError::into_inner).push(Arc::downgrade(&shared));
+        live()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&shared));
         shared
     }
 
     /// Hands `rec` to the writer; `false` when the buffer is full (the record is dropped).
-    /// `must`: accepted even then (a run's end, a flush, a loss count).
+    /// `must`: accepted even then (a run's start and end, a flush, a loss count). Only a flush
+    /// and a full buffer wake the writer before its tick: a short run is not written while it
+    /// runs, so the writer does not compete with it for the CPU.
     pub(crate) fn push(self: &Arc<Self>, rec: Rec, must: bool) -> bool {
+        let flush = matches!(rec, Rec::Flush(_));
         let len = {
             let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
             if buffer.len() >= MAX_PENDING && !must {
@@ -69,10 +82,28 @@ impl Shared {
         if !self.started.load(Ordering::Relaxed) {
             self.start();
         }
-        if len == WAKE_AT || must {
+        if len == WAKE_AT || flush {
             self.wake.notify_one();
         }
         true
+    }
+
+    /// Makes room for `records` more, so that the event path does not grow the buffer.
+    pub(crate) fn reserve(&self, records: usize) {
+        let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = records.min(MAX_PENDING.saturating_sub(buffer.len()));
+        buffer.reserve(room);
+    }
+
+    /// Says once per program that records were dropped because the buffer was full (each
+    /// run's count goes to its row).
+    pub(crate) fn warn_once_dropped(&self, run: &str, count: u64) {
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            warn(&format!(
+                "run store {}: {count} records of run {run} were dropped: more than {MAX_PENDING} waited for it (the count is written to the run's row; later drops are counted, not warned)",
+                self.name
+            ));
+        }
     }
 
     /// Why the store does not answer, if it does not.
@@ -122,7 +153,7 @@ struct Writer {
     pool: Option<Pool>,
     /// Set when the store can never be used by this program (corrupt, newer schema).
     unusable: bool,
-    runs: HashMap<Arc<str>, RunMemory>,
+    runs: HashMap<RunKey, RunMemory>,
     batch: Batch,
     backoff: Duration,
     next_try: Instant,
@@ -154,27 +185,38 @@ async fn write_loop(shared: Weak<Shared>) {
             return;
         };
         let _ = tokio::time::timeout(TICK, shared.wake.notified()).await;
-        let taken = std::mem::take(&mut *shared.buffer.lock().unwrap_or_else(PoisonError::into_inner));
+        let spare =
+            std::mem::take(&mut *shared.spare.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut taken = {
+            let mut buffer = shared.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *buffer, spare)
+        };
+        writer.take(taken.drain(..)).await;
+        // Kept for the next swap, unless it grew past what a busy run fills in a tick.
+        if taken.capacity() <= 4 * WAKE_AT {
+            *shared.spare.lock().unwrap_or_else(PoisonError::into_inner) = taken;
+        }
         drop(shared);
-        writer.take(taken).await;
         writer.write().await;
     }
 }
 
 impl Writer {
-    async fn take(&mut self, records: Vec<Rec>) {
+    async fn take(&mut self, records: impl Iterator<Item = Rec>) {
         for rec in records {
-            if let Rec::Begin(info) = &rec
+            if let Rec::Begin(key, info) = &rec
                 && info.resumed
                 && let Some(pool) = &self.pool
             {
-                let run = info.run_id.clone();
-                let tries = stored_tries(pool, &run).await.unwrap_or_default();
+                let key = *key;
+                let tries = stored_tries(pool, &info.run_id).await.unwrap_or_default();
                 absorb(rec, &mut self.batch, &mut self.runs);
-                if let Some(memory) = self.runs.get_mut(&run) {
+                if let Some(memory) = self.runs.get_mut(&key) {
                     memory.try_base = tries
                         .into_iter()
-                        .filter_map(|(node, t)| Some((u32::try_from(node).ok()?, u32::try_from(t).ok()?)))
+                        .filter_map(|(node, t)| {
+                            Some((u32::try_from(node).ok()?, u32::try_from(t).ok()?))
+                        })
                         .collect();
                 }
                 continue;
@@ -185,7 +227,19 @@ impl Writer {
 
     async fn write(&mut self) {
         if self.unusable {
-            self.give_up(None);
+            // Warned once when it became unusable: what arrives since is counted, silently.
+            let dropped = std::mem::take(&mut self.batch);
+            if let Some(shared) = self.shared.upgrade() {
+                shared.dropped.fetch_add(dropped.records, Ordering::Relaxed);
+            }
+            let cause = self
+                .shared
+                .upgrade()
+                .and_then(|s| s.trouble())
+                .map_or_else(|| "the store is unusable".to_owned(), |e| e.to_string());
+            for flush in dropped.flushes {
+                flush(Err(cause.clone()));
+            }
             return;
         }
         if self.batch.is_empty() {
@@ -241,7 +295,7 @@ impl Writer {
         }
         self.last_beat = Instant::now();
         if let Some(pool) = &self.pool {
-            let ids: Vec<Arc<str>> = self.runs.keys().cloned().collect();
+            let ids: Vec<Arc<str>> = self.runs.values().map(|m| m.id.clone()).collect();
             if let Err(error) = heartbeat(pool, &ids).await {
                 self.failed(StoreError::from_sqlx(&self.name, "cannot write", &error));
             }
@@ -253,7 +307,10 @@ impl Writer {
             let Some(shared) = self.shared.upgrade() else {
                 return;
             };
-            let mut trouble = shared.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut trouble = shared
+                .trouble
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let first = trouble.is_none();
             *trouble = Some(error.clone());
             first

@@ -101,44 +101,9 @@ pub(super) fn status_of(code: u8) -> Option<TaskStatus> {
     })
 }
 
-pub(super) fn fnv(bytes: &[u8], mut hash: u64) -> u64 {
-    for &b in bytes {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-pub(super) const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// A fingerprint of the workflow's shape: name; each task's id, function and handler; the
-/// edges; the groups and their policies.
+/// The workflow's [`Workflow::fingerprint`]: what a checkpoint must match to be resumed.
 pub(crate) fn fingerprint(workflow: &Workflow) -> u64 {
-    let mut hash = FNV_START;
-    let mut feed = |s: &str| {
-        hash = fnv(s.as_bytes(), hash);
-        hash = fnv(&[0], hash);
-    };
-    feed(workflow.name());
-    for task in workflow.tasks() {
-        feed(task.id());
-        feed(task.name());
-        feed(task.handler());
-    }
-    let mut edges: Vec<(&str, &str)> = workflow.edges().collect();
-    edges.sort_unstable();
-    edges.dedup();
-    for (a, b) in edges {
-        feed(a);
-        feed(b);
-    }
-    for (name, members, policy) in workflow.groups() {
-        feed(name);
-        for m in members {
-            feed(m);
-        }
-        feed(&policy.describe());
-    }
-    hash
+    workflow.fingerprint()
 }
 
 pub(super) fn micros(d: Option<Duration>) -> Option<u64> {

@@ -109,7 +109,7 @@ pub(super) async fn backoff(
         shared: &shared,
         node,
         attempt,
-        armed: shared.observers.is_some(),
+        armed: shared.is_watched(),
     };
     tokio::time::sleep(delay).await;
     guard.armed = false;
@@ -181,7 +181,7 @@ pub(super) async fn run_node(
         shared: &shared,
         node,
         attempt,
-        armed: shared.observers.is_some(),
+        armed: shared.is_watched(),
     };
     let mut ctx = ExecutionContext::new(shared.clone(), node, attempt, cycle);
     if task.timeout().is_some() {

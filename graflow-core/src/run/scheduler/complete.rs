@@ -252,7 +252,7 @@ impl Scheduler {
     /// Tells the run's observers that the nodes queued from `from` on are ready.
     #[inline]
     pub(super) fn announce(&self, from: usize) {
-        if self.shared.observers.is_some() {
+        if self.shared.is_watched() {
             self.announce_ready(from);
         }
     }
