@@ -30,7 +30,10 @@ if [ "$DOCKER" = 1 ]; then
   bash graflow-docker/scripts/setup.sh >&2
 fi
 
-ours() { echo "   graflow-rs $*" >&2; ./target/release/graflow-bench "$@" >>"$results"; }
+# Every row but the run history's runs without a run store, as before the store existed.
+ours() { echo "   graflow-rs $*" >&2; GRAFLOW_STORE=off ./target/release/graflow-bench "$@" >>"$results"; }
+# The run history's rows: each process its own SQLite store in a temporary directory.
+ours_stored() { echo "   graflow-rs $*" >&2; GRAFLOW_HOME="$work/home" ./target/release/graflow-bench "$@" >>"$results"; }
 # A failed Graflow run is reported and leaves its row short; it does not end the benchmark.
 theirs() {
   echo "   graflow-py $*" >&2
@@ -59,6 +62,9 @@ for _ in $(seq 3); do ours chain 1000000; ours fanout 1000000; done
 echo "== parallel efficiency: 64 CPU-bound tasks of about 10 ms" >&2
 for _ in $(seq "$REPS"); do ours parallel 64; theirs parallel 64 threads; theirs parallel 64 direct; done
 echo "== checkpoints (10k chain: one when the run ends, one after every task)" >&2
+echo "== run history: the 10k chain with a SQLite store and without, alternating; reading 50 of 10,000 runs" >&2
+for _ in $(seq "$REPS"); do ours_stored chain-store 10000; ours_stored chain-nostore 10000; done
+ours_stored store-read 10000
 for _ in $(seq "$REPS"); do ours checkpoint-end 10000; done
 ours checkpoint-every-fast 10000
 ours checkpoint-every 10000

@@ -282,6 +282,25 @@ def main():
             if rows:
                 out.append(f"| {label} | {len(rows)} | {fmt_us(median(rows, 'per_item_us'))} | {rows[0]['checkpoints']:,} | {rows[0]['file_bytes'] / 1024:,.0f} KiB |")
 
+    with_store = get("graflow-rs", "chain-store", 10_000)
+    without_store = get("graflow-rs", "chain-nostore", 10_000)
+    reads = get("graflow-rs", "store-read", 10_000)
+    if with_store and without_store:
+        on, off = median(with_store, "seconds"), median(without_store, "seconds")
+        out.append("\n## Run history (a chain of 10,000 tasks, the SQLite store on and off, alternated)\n")
+        out.append("The same run recorded in a SQLite store of its own (the default store, `sqlite:$GRAFLOW_HOME/runs.db`), against `GRAFLOW_STORE=off`: the run's time, build included (the writer writes after it, off its path), then, untimed, how long until every record is written, and what the database grew by.\n")
+        out.append("| store | runs | run (median) | per task | written after the run (median) | database growth per attempt |")
+        out.append("|---|---|---|---|---|---|")
+        out.append(f"| off | {len(without_store)} | {fmt_time(off)} | {fmt_us(median(without_store, 'per_item_us'))} | - | - |")
+        grow = median(with_store, "db_bytes_per_attempt")
+        out.append(f"| SQLite | {len(with_store)} | {fmt_time(on)} | {fmt_us(median(with_store, 'per_item_us'))} | {fmt_time(median(with_store, 'flush_seconds'))} | {grow:,.0f} bytes |")
+        checks.append(("10k chain with the SQLite store ≤ 1.10 × without", on <= 1.10 * off, f"{on / off:.2f}×"))
+        checks.append(("store grows ≤ 1 KB per task attempt (no logs)", grow <= 1024, f"{grow:,.0f} bytes"))
+    if reads:
+        read = median(reads, "seconds")
+        out.append(f"\nReading the 50 latest runs out of 10,000 stored (`Store::runs(50)`, median of 21 reads, {len(reads)} process(es)): {fmt_time(read)}.\n")
+        checks.append(("read the 50 latest of 10,000 runs < 50 ms", read < 0.05, fmt_time(read)))
+
     payload_rows = [(h, mb, get("graflow-rs", f"payload-{h}", mb)) for h in ("process", "docker") for mb in (50, 500)]
     payload_rows = [(h, mb, rows) for h, mb, rows in payload_rows if rows]
     if payload_rows:
@@ -382,10 +401,4 @@ def main():
         "has two forms, both are measured and every ratio uses the faster.\n"
         "* Graflow 0.2's 100,000-task rows are run once (they take up to minutes); graflow-rs's "
         "10⁶-task rows three times.\n"
-        "* Docker rows: the same image, sequential runs, our task against `docker run --rm "
-        "IMAGE true`, alternated within one process; medians."
-    )
-
-
-if __name__ == "__main__":
-    main()
+        "* Docker row

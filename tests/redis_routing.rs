@@ -446,3 +446,59 @@ fn dead_workers_leave_the_consumer_group() {
         live.log()
     );
 }
+
+/// A worker given a store (`GRAFLOW_STORE`) records each attempt it runs there, naming itself:
+/// with the engine's store the same database, one run shows the engine's attempt and the
+/// worker's part of it.
+#[cfg(feature = "store")]
+#[test]
+fn workers_record_their_attempts_in_their_store() {
+    use graflow::store::{Location, Store};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("graflow-worker-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("runs.db");
+    let store_env = format!("sqlite:{}", db.display());
+    let worker = spawn_worker(&server.url(), "w-recording", &[("GRAFLOW_STORE", &store_env)]);
+    worker.wait_started();
+    let store = Store::new(Location::Sqlite(db));
+    let mut engine = engine(&server, RedisOptions::new());
+    engine.set_recorder(Some(store.recorder()));
+    let mut wf = graflow::Workflow::builder("recorded-remotely");
+    wf.add(total::task().with_input("sample", sample("r")));
+    let report = engine.run(&wf.build(), RunOptions::new()).unwrap();
+    let recorded = |store: &Store| {
+        graflow::tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                store.flush().await.unwrap();
+                store.run(report.run_id()).await.unwrap()
+            })
+    };
+    // The worker writes on its own schedule (every 100 ms): wait for its row.
+    let deadline = Instant::now() + PROMPTLY;
+    let run = loop {
+        let run = recorded(&store).expect("the engine recorded its run");
+        if !run.tasks[0].worker_attempts.is_empty() || Instant::now() > deadline {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let task = &run.tasks[0];
+    let by_worker = &task.worker_attempts;
+    assert_eq!(by_worker.len(), 1, "{task:?}");
+    assert!(by_worker[0].runner.contains("w-recording"), "{:?}", by_worker[0]);
+    assert_eq!((by_worker[0].attempt, by_worker[0].status.as_str()), (1, "succeeded"));
+    // The engine's own attempt says where it ran, too.
+    assert!(
+        task.tries[0].runner.as_deref().unwrap_or("").contains("w-recording"),
+        "{task:?}"
+    );
+    drop(worker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -135,6 +135,21 @@ async fn lock_beside(path: &std::path::Path) -> Option<std::fs::File> {
     .flatten()
 }
 
+/// A private SQLite database in memory, migrated: for the fuzz target and property tests.
+#[cfg(any(fuzzing, test))]
+pub(crate) async fn open_memory() -> Result<Pool, StoreError> {
+    let name = "sqlite::memory:";
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(SqliteConnectOptions::new().in_memory(true))
+        .await
+        .map_err(|e| StoreError::from_sqlx(name, "cannot open it", &e))?;
+    let pool = Pool::Sqlite(pool);
+    with_pool!(&pool, p => MIGRATOR.run(p).await)
+        .map_err(|e| StoreError::new(name, StoreErrorKind::Corrupt, e.to_string()))?;
+    Ok(pool)
+}
+
 /// Refuses a store whose newest applied migration this program does not know.
 async fn refuse_newer(pool: &Pool, name: &str) -> Result<(), StoreError> {
     let newest: Result<Option<i64>, sqlx::Error> = with_pool!(pool, p => {

@@ -18,6 +18,11 @@
 
 mod db;
 mod error;
+/// The entry points of the fuzz targets (`fuzz/`) and the property tests: hostile rows read
+/// back. Compiled only under `--cfg fuzzing` and in the crate's tests.
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod limits;
 mod location;
