@@ -462,7 +462,11 @@ fn workers_record_their_attempts_in_their_store() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("runs.db");
     let store_env = format!("sqlite:{}", db.display());
-    let worker = spawn_worker(&server.url(), "w-recording", &[("GRAFLOW_STORE", &store_env)]);
+    let worker = spawn_worker(
+        &server.url(),
+        "w-recording",
+        &[("GRAFLOW_STORE", &store_env)],
+    );
     worker.wait_started();
     let store = Store::new(Location::Sqlite(db));
     let mut engine = engine(&server, RedisOptions::new());
@@ -492,11 +496,22 @@ fn workers_record_their_attempts_in_their_store() {
     let task = &run.tasks[0];
     let by_worker = &task.worker_attempts;
     assert_eq!(by_worker.len(), 1, "{task:?}");
-    assert!(by_worker[0].runner.contains("w-recording"), "{:?}", by_worker[0]);
-    assert_eq!((by_worker[0].attempt, by_worker[0].status.as_str()), (1, "succeeded"));
+    assert!(
+        by_worker[0].runner.contains("w-recording"),
+        "{:?}",
+        by_worker[0]
+    );
+    assert_eq!(
+        (by_worker[0].attempt, by_worker[0].status.as_str()),
+        (1, "succeeded")
+    );
     // The engine's own attempt says where it ran, too.
     assert!(
-        task.tries[0].runner.as_deref().unwrap_or("").contains("w-recording"),
+        task.tries[0]
+            .runner
+            .as_deref()
+            .unwrap_or("")
+            .contains("w-recording"),
         "{task:?}"
     );
     drop(worker);

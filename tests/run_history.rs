@@ -531,6 +531,24 @@ fn a_killed_program_s_run_is_shown_lost(ctx: &Ctx) {
     assert!(lost.is_some(), "{:?}", block_on(store.runs(5)));
     let run = block_on(store.runs(5)).unwrap().remove(0);
     assert_eq!((run.workflow.as_str(), run.ended_at), ("sleeper", None));
+    // Interrupted (Ctrl-C), the program ends with the signal, its run recorded as cancelled
+    // first.
+    let mut program = child("sleep", &store_text, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = within(Duration::from_secs(60), || {
+        block_on(store.runs(5))
+            .is_ok_and(|runs| runs.first().is_some_and(|r| r.status == RunStatus::Running))
+    });
+    assert!(running.is_some(), "the second child's run shows as running");
+    // SAFETY: signalling a child this test started.
+    unsafe { libc::kill(program.id() as i32, libc::SIGINT) };
+    program.wait().unwrap();
+    let runs = block_on(store.runs(5)).unwrap();
+    assert_eq!(runs[0].status, RunStatus::Cancelled, "{runs:?}");
+    assert!(runs[0].ended_at.is_some());
 }
 
 fn a_postgres_server_stopped_mid_run_never_fails_it(ctx: &Ctx) {

@@ -126,6 +126,10 @@ pub trait RunRecord: Send + Sync + 'static {
     /// written, or known lost. An error only when the recorder is mandatory: then the run
     /// fails with [`RunError::Record`](crate::RunError::Record).
     fn finish(&self) -> RecordFuture<'static, ()>;
+
+    /// Resolves once everything handed over so far is written (or known lost): before a
+    /// program ends in a way that runs no exit handler (a signal). The caller bounds the wait.
+    fn flush(&self) -> RecordFuture<'static, ()>;
 }
 
 /// A durable record of runs: a run store, as the engine sees it.

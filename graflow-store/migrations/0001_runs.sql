@@ -9,6 +9,7 @@ CREATE TABLE runs (
     host            TEXT NOT NULL,
     pid             BIGINT NOT NULL,
     process_start   BIGINT,
+    pid_ns          TEXT,
     user_name       TEXT NOT NULL,
     started_at      BIGINT NOT NULL,
     ended_at        BIGINT,

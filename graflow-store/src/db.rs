@@ -85,7 +85,13 @@ pub(crate) async fn open(location: &Location) -> Result<Pool, StoreError> {
             let pool = PgPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(CONNECT_TIMEOUT)
-                .connect_with(options.application_name("graflow"))
+                // A statement or lock that hangs fails its batch (tried again later) instead of
+                // stalling the writer.
+                .connect_with(
+                    options
+                        .application_name("graflow")
+                        .options([("statement_timeout", "30s"), ("lock_timeout", "10s")]),
+                )
                 .await
                 .map_err(|e| StoreError::from_sqlx(&name, "cannot connect", &e))?;
             Pool::Postgres(pool)
@@ -124,15 +130,21 @@ async fn lock_beside(path: &std::path::Path) -> Option<std::fs::File> {
         .write(true)
         .open(std::path::PathBuf::from(name))
         .ok()?;
-    tokio::task::spawn_blocking(move || {
+    // Another program migrating takes well under a second; a lock held longer (a stuck
+    // program) is not waited for: migrating then fails or finds the schema done.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
         use std::os::fd::AsRawFd as _;
         // SAFETY: the descriptor is open for the duration of the call; the lock goes with it.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        (rc == 0).then_some(file)
-    })
-    .await
-    .ok()
-    .flatten()
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Some(file);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A private SQLite database in memory, migrated: for the fuzz target and property tests.

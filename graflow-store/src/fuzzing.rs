@@ -66,11 +66,73 @@ impl Cell {
 
 /// Every table and its columns, as the schema has them.
 const TABLES: &[(&str, &[&str])] = &[
-    ("runs", &["id", "workflow", "fingerprint", "program", "build_id", "host", "pid", "process_start", "user_name", "started_at", "ended_at", "heartbeat_at", "status", "error", "checkpoint", "resumed", "tasks_total", "tasks_succeeded", "tasks_failed", "records_lost"]),
-    ("tasks", &["run_id", "node", "id", "handler", "added_by", "status", "attempts"]),
-    ("attempts", &["run_id", "node", "try_no", "attempt", "runner", "queued_at", "started_at", "ended_at", "status", "error_kind", "error", "result_size", "result_preview"]),
-    ("worker_attempts", &["run_id", "task", "attempt", "runner", "started_at", "ended_at", "status", "error"]),
-    ("events", &["run_id", "seq", "at", "node", "attempt", "kind", "detail"]),
+    (
+        "runs",
+        &[
+            "id",
+            "workflow",
+            "fingerprint",
+            "program",
+            "build_id",
+            "host",
+            "pid",
+            "process_start",
+            "pid_ns",
+            "user_name",
+            "started_at",
+            "ended_at",
+            "heartbeat_at",
+            "status",
+            "error",
+            "checkpoint",
+            "resumed",
+            "tasks_total",
+            "tasks_succeeded",
+            "tasks_failed",
+            "records_lost",
+        ],
+    ),
+    (
+        "tasks",
+        &[
+            "run_id", "node", "id", "handler", "added_by", "status", "attempts",
+        ],
+    ),
+    (
+        "attempts",
+        &[
+            "run_id",
+            "node",
+            "try_no",
+            "attempt",
+            "runner",
+            "queued_at",
+            "started_at",
+            "ended_at",
+            "status",
+            "error_kind",
+            "error",
+            "result_size",
+            "result_preview",
+        ],
+    ),
+    (
+        "worker_attempts",
+        &[
+            "run_id",
+            "task",
+            "attempt",
+            "runner",
+            "started_at",
+            "ended_at",
+            "status",
+            "error",
+        ],
+    ),
+    (
+        "events",
+        &["run_id", "seq", "at", "node", "attempt", "kind", "detail"],
+    ),
     ("logs", &["run_id", "node", "seq", "attempt", "at", "line"]),
     ("log_cuts", &["run_id", "node", "lines_cut", "bytes_cut"]),
     ("edges", &["run_id", "source", "target"]),
@@ -79,7 +141,10 @@ const TABLES: &[(&str, &[&str])] = &[
 /// Fills every table with rows made of `cells` (each row's run id `r` unless a cell says
 /// otherwise), then reads the latest runs and run `r` back.
 pub fn read_hostile_rows(cells: &[Cell]) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return;
     };
     runtime.block_on(async {
@@ -149,10 +214,24 @@ mod tests {
         prop_oneof![
             Just(Cell::Null),
             any::<i64>().prop_map(Cell::Int),
-            prop_oneof![Just(i64::MIN), Just(-1i64), Just(0), Just(i64::MAX), Just(253_402_300_800_000_000)].prop_map(Cell::Int),
+            prop_oneof![
+                Just(i64::MIN),
+                Just(-1i64),
+                Just(0),
+                Just(i64::MAX),
+                Just(253_402_300_800_000_000)
+            ]
+            .prop_map(Cell::Int),
             any::<f64>().prop_map(Cell::Real),
             ".{0,40}".prop_map(Cell::Text),
-            prop_oneof![Just("running"), Just("succeeded"), Just("r"), Just("\0"), Just("")].prop_map(|s| Cell::Text(s.to_owned())),
+            prop_oneof![
+                Just("running"),
+                Just("succeeded"),
+                Just("r"),
+                Just("\0"),
+                Just("")
+            ]
+            .prop_map(|s| Cell::Text(s.to_owned())),
             proptest::collection::vec(any::<u8>(), 0..40).prop_map(Cell::Blob),
         ]
     }
@@ -168,6 +247,8 @@ mod tests {
     #[test]
     fn fuzz_bytes_decode_into_cells() {
         let cells = Cell::decode(&[0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 3, 2, b'h', b'i', 4, 9]);
-        assert!(matches!(cells.as_slice(), [Cell::Null, Cell::Int(1), Cell::Text(t), Cell::Blob(_)] if t == "hi"));
+        assert!(
+            matches!(cells.as_slice(), [Cell::Null, Cell::Int(1), Cell::Text(t), Cell::Blob(_)] if t == "hi")
+        );
     }
 }

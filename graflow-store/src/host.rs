@@ -13,6 +13,9 @@ pub(crate) struct Me {
     /// When the process started (clock ticks since boot, `/proc/PID/stat` field 22), so that a
     /// reused pid is not taken for the run's process.
     pub started: Option<u64>,
+    /// Its pid namespace (`pid:[4026531836]`): a pid means something only in the same one (a
+    /// container on the host's network shares its host name, not its pids).
+    pub pid_ns: Option<String>,
 }
 
 pub(crate) fn me() -> &'static Me {
@@ -30,6 +33,7 @@ pub(crate) fn me() -> &'static Me {
                 .unwrap_or_else(|| "unknown".to_owned()),
             pid,
             started: process_start(pid),
+            pid_ns: pid_namespace(),
         }
     })
 }
@@ -48,6 +52,13 @@ fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// This process's pid namespace, as `/proc/self/ns/pid` names it.
+pub(crate) fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Field 22 of `/proc/PID/stat` (after the command, which may contain spaces and parentheses).

@@ -107,8 +107,23 @@ fn invalid(text: &str, what: &str) -> StoreError {
     )
 }
 
-/// `scheme://user:secret@host/...` → `scheme://user:***@host/...`.
+/// `scheme://user:secret@host/...?password=secret` → `scheme://user:***@host/...?password=***`.
 fn without_password(url: &str) -> String {
+    let url = without_userinfo_password(url);
+    let Some((head, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", query.join("&"))
+}
+
+fn without_userinfo_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -146,5 +161,11 @@ mod tests {
             .map(|e| e.to_string());
         assert!(error.is_some_and(|e| !e.contains("s3cret")));
         assert!(Location::parse("sqlite:").is_err());
+        let query = Location::parse("postgres://me@db/runs?sslmode=require&password=s3cret")
+            .ok()
+            .flatten()
+            .map(|l| l.to_string())
+            .unwrap_or_default();
+        assert_eq!(query, "postgres://me@db/runs?sslmode=require&password=***");
     }
 }

@@ -11,7 +11,7 @@ use graflow_core::record::{
 };
 
 use crate::store::Store;
-use crate::write::rec::{Rec, RunKey, of_event};
+use crate::write::rec::{Rec, RunKey, RunWhat, micros, of_event};
 use crate::write::writer::Shared;
 
 impl RunRecorder for Store {
@@ -33,8 +33,25 @@ impl RunRecorder for Store {
             self.shared()
                 .reserve(run.workflow.tasks().len().saturating_mul(3));
             self.shared().push(Rec::Begin(key, Box::new(run)), true);
-            if record.required {
-                self.flush().await.map_err(RecordError::from)?;
+            if record.required
+                && let Err(error) = self.flush().await
+            {
+                // Not run: its row, when the store answers later, says so instead of
+                // "running".
+                self.shared().push(
+                    Rec::Run {
+                        run: key,
+                        at: micros(std::time::SystemTime::now()),
+                        what: RunWhat::Abandoned {
+                            reason: Box::from(
+                                format!("not run: its store could not record its start ({error})")
+                                    .as_str(),
+                            ),
+                        },
+                    },
+                    true,
+                );
+                return Err(RecordError::from(error));
             }
             Ok(record as Arc<dyn RunRecord>)
         })
@@ -62,11 +79,30 @@ struct Recording {
 impl RunRecord for Recording {
     fn event(&self, event: &RecordedEvent<'_>) {
         if let Some(rec) = of_event(self.key, event) {
-            let must = matches!(rec, Rec::Run { .. });
+            // A run's start and end, and added tasks (later records name them), are never dropped.
+            let must = matches!(
+                rec,
+                Rec::Run { .. }
+                    | Rec::Task {
+                        what: crate::write::rec::TaskWhat::Added(_),
+                        ..
+                    }
+            );
             if !self.shared.push(rec, must) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    fn flush(&self) -> RecordFuture<'static, ()> {
+        let shared = self.shared.clone();
+        let run = self.run.clone();
+        Box::pin(async move {
+            match shared.flush().await {
+                Ok(()) => Ok(()),
+                Err(cause) => Err(lost(&shared.name, &run, &cause)),
+            }
+        })
     }
 
     fn finish(&self) -> RecordFuture<'static, ()> {
@@ -74,7 +110,7 @@ impl RunRecord for Recording {
         if dropped > 0 {
             self.shared.push(
                 Rec::Dropped {
-                    run: self.key,
+                    run: self.run.clone(),
                     count: dropped,
                 },
                 true,
@@ -85,22 +121,14 @@ impl RunRecord for Recording {
         let required = self.required;
         Box::pin(async move {
             if required {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                shared.push(
-                    Rec::Flush(Box::new(move |result| {
-                        let _ = tx.send(result);
-                    })),
-                    true,
-                );
-                return match rx.await {
-                    Ok(Ok(())) if dropped == 0 => Ok(()),
-                    Ok(Ok(())) => Err(lost(
+                return match shared.flush().await {
+                    Ok(()) if dropped == 0 => Ok(()),
+                    Ok(()) => Err(lost(
                         &shared.name,
                         &run,
                         &format!("{dropped} records were dropped (the store was too slow)"),
                     )),
-                    Ok(Err(cause)) => Err(lost(&shared.name, &run, &cause)),
-                    Err(_) => Err(lost(&shared.name, &run, "its writer stopped")),
+                    Err(cause) => Err(lost(&shared.name, &run, &cause)),
                 };
             }
             if dropped > 0 {

@@ -13,7 +13,6 @@ use crate::location::{Location, REQUIRED_ENV};
 use crate::read::model::{RunDetail, RunSummary};
 use crate::read::query;
 use crate::write::exit;
-use crate::write::rec::Rec;
 use crate::write::writer::Shared;
 
 /// A run store: where runs are recorded, and read back.
@@ -165,23 +164,13 @@ impl Store {
     /// Waits until everything recorded so far is written; the store's error when it cannot be
     /// (it is not waited for then).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shared().push(
-            Rec::Flush(Box::new(move |result| {
-                let _ = tx.send(result);
-            })),
-            true,
-        );
-        let name = self.location().to_string();
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(cause)) => Err(StoreError::new(&name, StoreErrorKind::Unavailable, cause)),
-            Err(_) => Err(StoreError::new(
-                &name,
+        self.shared().flush().await.map_err(|cause| {
+            StoreError::new(
+                &self.location().to_string(),
                 StoreErrorKind::Unavailable,
-                "its writer stopped",
-            )),
-        }
+                cause,
+            )
+        })
     }
 
     /// The newest schema version this program writes.

@@ -8,7 +8,7 @@ use super::{
     SystemTime, Task, Value, Workflow, WorkflowEngine, panic_message, scheduler,
 };
 use crate::definition::Chain;
-use crate::record::{RecordError, RecordErrorKind, RunInfo, RunRecord};
+use crate::record::{RecordError, RecordErrorKind, RunInfo};
 use crate::run::emit_run_event;
 use crate::run::options::Resume;
 
@@ -143,9 +143,6 @@ impl WorkflowEngine {
         let (graph, slots) = self.prepare(workflow, &channel)?;
         let run_id: Arc<str> = Arc::from(new_run_id());
         let cadence = options.cadence();
-        let record = self
-            .begin_record(&run_id, workflow, options.checkpoint_path(), false)
-            .await?;
         let shared = self.run_state(
             &run_id,
             workflow,
@@ -153,12 +150,14 @@ impl WorkflowEngine {
             channel,
             cadence.is_some(),
             options.observers(),
-            record,
         );
         let start = Start::fresh(&shared);
         let checkpointer = cadence
             .map(|c| Checkpointer::new(c, workflow, &run_id, 0))
             .transpose()?;
+        // Recorded once it surely starts (nothing above failed).
+        self.begin_record(&shared, options.checkpoint_path(), false)
+            .await?;
         self.drive(shared, slots, start, checkpointer, false).await
     }
 
@@ -192,18 +191,7 @@ impl WorkflowEngine {
         let run_id: Arc<str> = Arc::from(checkpoint.run_id());
         let cadence = checkpoint.cadence();
         let sequence = checkpoint.sequence();
-        let record = self
-            .begin_record(&run_id, workflow, Some(path), true)
-            .await?;
-        let shared = self.run_state(
-            &run_id,
-            workflow,
-            graph,
-            channel,
-            true,
-            options.observers(),
-            record,
-        );
+        let shared = self.run_state(&run_id, workflow, graph, channel, true, options.observers());
         let lookup = self.lookup();
         let mut slots = slots;
         let start = checkpoint.restore(&shared, &mut |handler, task| {
@@ -223,6 +211,8 @@ impl WorkflowEngine {
         );
         let checkpointer =
             Checkpointer::with_lock(cadence, workflow, &run_id, sequence, cadence_lock);
+        // Recorded once it surely continues (its checkpoint restored).
+        self.begin_record(&shared, Some(path), true).await?;
         self.drive(shared, slots, start, Some(checkpointer), true)
             .await
     }
@@ -265,7 +255,6 @@ impl WorkflowEngine {
         channel: Channel,
         checkpoints: bool,
         observers: &Observers,
-        record: Option<Arc<dyn RunRecord>>,
     ) -> Arc<RunShared> {
         let observers = self.observers.with(observers);
         Arc::new(RunShared::new(
@@ -278,7 +267,6 @@ impl WorkflowEngine {
             Some(Arc::new(self.lookup())),
             checkpoints,
             (!observers.is_empty()).then_some(observers),
-            record,
         ))
     }
 
@@ -305,29 +293,31 @@ impl WorkflowEngine {
         recorder.checkpoint_of(run_id).await.map_err(failed)
     }
 
-    /// Tells the engine's recorder, if any, that a run starts: where its events go.
+    /// Tells the engine's recorder, if any, that a run starts, and gives the run its record.
     async fn begin_record(
         &self,
-        run_id: &Arc<str>,
-        workflow: &Workflow,
+        shared: &Arc<RunShared>,
         checkpoint: Option<&std::path::Path>,
         resumed: bool,
-    ) -> Result<Option<Arc<dyn RunRecord>>, RunError> {
+    ) -> Result<(), RunError> {
         let Some(recorder) = &self.recorder else {
-            return Ok(None);
+            return Ok(());
         };
         let info = RunInfo {
-            run_id: run_id.clone(),
-            workflow: workflow.clone(),
+            run_id: shared.run_id.clone(),
+            workflow: shared.workflow.clone(),
             build_id: crate::definition::build_id(),
             checkpoint: checkpoint.map(std::path::Path::to_path_buf),
             resumed,
             started_at: SystemTime::now(),
         };
         match recorder.begin(info).await {
-            Ok(record) => Ok(Some(record)),
+            Ok(record) => {
+                let _ = shared.record.set(record);
+                Ok(())
+            }
             Err(source) => Err(RunError::Record {
-                workflow: workflow.name().to_owned(),
+                workflow: shared.workflow.name().to_owned(),
                 source,
                 report: None,
             }),
@@ -400,6 +390,15 @@ impl WorkflowEngine {
                                 elapsed: run_start.elapsed(),
                                 reason: format!("the program was interrupted by signal {signal}"),
                             });
+                            // The program ends with the signal (no exit handlers run): what
+                            // its store has not written yet is written first, for a while.
+                            if let Some(record) = shared.record.get() {
+                                let _ = tokio::time::timeout(
+                                    std::time::Duration::from_secs(5),
+                                    record.flush(),
+                                )
+                                .await;
+                            }
                             match signals.take() {
                                 Some(catcher) => catcher.finish_interrupted(signal).await,
                                 None => std::process::exit(128 + signal),
@@ -423,7 +422,7 @@ impl WorkflowEngine {
         drop(signals);
         let elapsed = run_start.elapsed();
         let observers = shared.observers.clone();
-        let record = shared.record.clone();
+        let record = shared.record.get().cloned();
 
         let Ended {
             mut records,

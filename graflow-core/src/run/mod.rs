@@ -57,8 +57,9 @@ pub(crate) struct RunShared {
     pub checkpoints: bool,
     /// Who sees the run's events; `None`: nobody, and no event is built.
     pub observers: Option<Observers>,
-    /// Where the run's events are recorded (a run store), if anywhere.
-    pub record: Option<Arc<dyn RunRecord>>,
+    /// Where the run's events are recorded (a run store), if anywhere: set once the run is
+    /// sure to start (its checkpoint restored), before its first event.
+    pub record: std::sync::OnceLock<Arc<dyn RunRecord>>,
     /// The workflow's name, shared by the run's events.
     pub workflow_name: Arc<str>,
 }
@@ -76,13 +77,12 @@ impl RunShared {
         registry: Option<Arc<dyn control::HandlerLookup>>,
         checkpoints: bool,
         observers: Option<Observers>,
-        record: Option<Arc<dyn RunRecord>>,
     ) -> RunShared {
         let n = graph.len();
         RunShared {
             workflow_name: Arc::from(workflow.name()),
             observers,
-            record,
+            record: std::sync::OnceLock::new(),
             run_id,
             workflow,
             graph,
@@ -100,7 +100,7 @@ impl RunShared {
     /// Whether anyone sees the run's events: an observer or a recorder.
     #[inline]
     pub(crate) fn is_watched(&self) -> bool {
-        self.observers.is_some() || self.record.is_some()
+        self.observers.is_some() || self.record.get().is_some()
     }
 
     /// Hands an event of task `node` (`attempt`) to the run's observers and its record, if
@@ -116,7 +116,7 @@ impl RunShared {
     #[inline]
     pub(crate) fn task_succeeded(&self, node: u32, attempt: u32, duration: std::time::Duration) {
         if self.is_watched() {
-            let output = match &self.record {
+            let output = match self.record.get() {
                 Some(_) => self.result_value(node),
                 None => None,
             };
@@ -134,7 +134,7 @@ impl RunShared {
     fn emit_task_event(&self, node: u32, attempt: u32, kind: EventKind, output: Option<&Value>) {
         let task = self.task(node);
         let at = std::time::SystemTime::now();
-        if let Some(record) = &self.record {
+        if let Some(record) = self.record.get() {
             record.event(&RecordedEvent {
                 at,
                 node: Some(node),
@@ -163,7 +163,7 @@ impl RunShared {
         if self.is_watched() {
             emit_run_event(
                 self.observers.as_ref(),
-                self.record.as_deref(),
+                self.record.get().map(|r| &**r),
                 &self.run_id,
                 &self.workflow_name,
                 kind(),

@@ -51,7 +51,6 @@ impl ExecutionContext {
             None,
             false,
             None,
-            None,
         ));
         Ok(ExecutionContext::new(run, 0, attempt, cycle))
     }

@@ -13,7 +13,7 @@ pub const LOST_AFTER: Duration = Duration::from_secs(60);
 /// What a run's row says it is, judged: `running` becomes `lost` once its owner is gone.
 pub(crate) fn judge(
     status: &str,
-    host: &str,
+    (host, pid_ns): (&str, Option<&str>),
     pid: i64,
     process_start: Option<i64>,
     heartbeat_at: Option<i64>,
@@ -22,12 +22,18 @@ pub(crate) fn judge(
     if status != RunStatus::Running {
         return status;
     }
-    if host == me().host && !alive(pid, process_start.and_then(|s| u64::try_from(s).ok())) {
+    // Its pid means something here only on this host and in this pid namespace.
+    let here = host == me().host && pid_ns.is_some() && pid_ns == me().pid_ns.as_deref();
+    if here && !alive(pid, process_start.and_then(|s| u64::try_from(s).ok())) {
         return RunStatus::Lost;
     }
-    let silent = time_of(heartbeat_at)
-        .and_then(|beat| SystemTime::now().duration_since(beat).ok())
-        .is_none_or(|since| since > LOST_AFTER);
+    // A heartbeat from the future (the writer's clock ahead of this one) is a live one.
+    let silent = match time_of(heartbeat_at) {
+        None => true,
+        Some(beat) => SystemTime::now()
+            .duration_since(beat)
+            .is_ok_and(|since| since > LOST_AFTER),
+    };
     if silent {
         RunStatus::Lost
     } else {

@@ -15,7 +15,7 @@ use super::model::{
 use crate::db::{Pool, with_pool};
 use crate::write::rec::micros;
 
-const RUN_COLUMNS: &str = "id, workflow, status, started_at, ended_at, heartbeat_at, host, pid, process_start, \
+const RUN_COLUMNS: &str = "id, workflow, status, started_at, ended_at, heartbeat_at, host, pid, process_start, pid_ns, \
      tasks_total, tasks_succeeded, tasks_failed, error, checkpoint, records_lost, program, fingerprint, build_id, user_name, resumed";
 
 /// Reads a column, `None` when it is NULL or of another type.
@@ -38,9 +38,10 @@ macro_rules! summary_of {
         let pid: i64 = get!(row, "pid").unwrap_or(0);
         let started: Option<i64> = get!(row, "started_at");
         let ended: Option<i64> = get!(row, "ended_at");
+        let pid_ns: Option<String> = get!(row, "pid_ns");
         let status = judge(
             &status,
-            &host,
+            (&host, pid_ns.as_deref()),
             pid,
             get!(row, "process_start"),
             get!(row, "heartbeat_at"),
@@ -223,6 +224,16 @@ pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<u64, sqlx
                 sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE run_id = $1"))).bind(id).execute(&mut *tx).await?;
             }
             sqlx::query("DELETE FROM runs WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        // Rows of no run (a worker's attempts of a run recorded elsewhere, records of a run
+        // whose start was lost) go with the runs of their age.
+        for (table, time) in [("worker_attempts", "ended_at"), ("events", "at"), ("logs", "at")] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE {time} < $1 AND run_id NOT IN (SELECT id FROM runs)"
+            )))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(ids.len() as u64)

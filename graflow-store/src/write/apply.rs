@@ -21,10 +21,10 @@ pub(crate) async fn apply(pool: &Pool, batch: &mut Batch) -> Result<(), sqlx::Er
         let mut tx = p.begin().await?;
         for run in &batch.begins {
             sqlx::query(
-                "INSERT INTO runs (id, workflow, fingerprint, program, build_id, host, pid, process_start, user_name, started_at, heartbeat_at, status, checkpoint, resumed, tasks_total) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'running', $12, $13, $14) \
+                "INSERT INTO runs (id, workflow, fingerprint, program, build_id, host, pid, process_start, user_name, started_at, heartbeat_at, status, checkpoint, resumed, tasks_total, pid_ns) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'running', $12, $13, $14, $15) \
                  ON CONFLICT (id) DO UPDATE SET program = excluded.program, build_id = excluded.build_id, host = excluded.host, pid = excluded.pid, \
-                 process_start = excluded.process_start, user_name = excluded.user_name, heartbeat_at = excluded.heartbeat_at, status = 'running', \
+                 process_start = excluded.process_start, pid_ns = excluded.pid_ns, user_name = excluded.user_name, heartbeat_at = excluded.heartbeat_at, status = 'running', \
                  ended_at = NULL, error = NULL, checkpoint = COALESCE(excluded.checkpoint, runs.checkpoint), resumed = runs.resumed + 1",
             )
             .bind(&*run.id)
@@ -41,6 +41,7 @@ pub(crate) async fn apply(pool: &Pool, batch: &mut Batch) -> Result<(), sqlx::Er
             .bind(run.checkpoint.as_deref())
             .bind(i64::from(run.resumed))
             .bind(run.tasks)
+            .bind(me.pid_ns.as_deref())
             .execute(&mut *tx)
             .await?;
         }

@@ -109,8 +109,10 @@ pub(crate) struct RunMemory {
     pub(crate) id: Arc<str>,
     workflow: Workflow,
     added: Vec<(Box<str>, Box<str>)>,
-    /// Per task: the try it is on (0: none yet), the time it became ready, its log lines.
+    /// Per task: the try it is on (0: none yet), whether that try ended, the time it became
+    /// ready, its log lines.
     tries: Vec<u32>,
+    ended: Vec<bool>,
     queued: Vec<Option<i64>>,
     logs: Vec<u32>,
     /// Where a resumed run's tries start (the highest stored, per task).
@@ -124,6 +126,7 @@ impl RunMemory {
             None => self
                 .added
                 .get(node as usize - self.workflow.tasks().len())
+                .filter(|(id, _)| !id.is_empty())
                 .map_or(("?", "?"), |(id, handler)| (&**id, &**handler)),
         }
     }
@@ -152,10 +155,10 @@ fn next_seq() -> i64 {
 pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<RunKey, RunMemory>) {
     let id = match &rec {
         Rec::Flush(_) | Rec::Remote(_) => None,
-        Rec::Begin(_, info) => Some(info.run_id.clone()),
-        Rec::Task { run, .. } | Rec::Run { run, .. } | Rec::Dropped { run, .. } => {
-            runs.get(run).map(|m| m.id.clone())
-        }
+        Rec::Begin(_, info) => Some(Arc::from(clean(&info.run_id, MAX_NAME))),
+        Rec::Task { run, .. } | Rec::Run { run, .. } => runs.get(run).map(|m| m.id.clone()),
+        // Counted when the run ended: its memory may be gone.
+        Rec::Dropped { run, .. } => Some(Arc::from(clean(run, MAX_NAME))),
     };
     if !matches!(rec, Rec::Flush(_)) {
         batch.records += 1;
@@ -237,7 +240,8 @@ pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<RunKey, Run
 }
 
 fn begin(key: RunKey, info: RunInfo, batch: &mut Batch, runs: &mut HashMap<RunKey, RunMemory>) {
-    let run = info.run_id.clone();
+    // A resumed run's id comes from its checkpoint file: outside data like any other.
+    let run: Arc<str> = Arc::from(clean(&info.run_id, MAX_NAME));
     let workflow = info.workflow;
     batch.begins.push(RunRow {
         id: run.clone(),
@@ -284,6 +288,7 @@ fn begin(key: RunKey, info: RunInfo, batch: &mut Batch, runs: &mut HashMap<RunKe
             workflow,
             added: Vec::new(),
             tries: Vec::new(),
+            ended: Vec::new(),
             queued: Vec::new(),
             logs: Vec::new(),
             try_base: HashMap::new(),
@@ -314,6 +319,8 @@ fn task(
     };
     let status = |memory: &RunMemory, status: &'static str, attempts: u32| {
         let (id, handler) = memory.id_of(node);
+        // A task this writer does not know (restored from a checkpoint, added before): its
+        // row, if any, keeps its id.
         TaskRow {
             id: clean(id, MAX_NAME),
             handler: clean(handler, MAX_NAME),
@@ -344,7 +351,12 @@ fn task(
                     attempts: 0,
                 },
             ));
-            memory.added.push((id.into(), handler.into()));
+            // By its index: added tasks are numbered after the workflow's, in order.
+            let at = (node as usize).saturating_sub(memory.workflow.tasks().len());
+            if memory.added.len() <= at {
+                memory.added.resize(at + 1, (Box::from(""), Box::from("")));
+            }
+            memory.added[at] = (id.into(), handler.into());
         }
         TaskWhat::Ready => {
             event("task_ready", None);
@@ -355,6 +367,7 @@ fn task(
         }
         TaskWhat::Started => {
             event("task_started", None);
+            *RunMemory::slot(&mut memory.ended, node) = false;
             let tries = RunMemory::slot(&mut memory.tries, node);
             *tries += 1;
             let try_no = base + *tries;
@@ -410,8 +423,15 @@ fn task(
             row.attempt = i64::from(attempt);
             row.ended_at = Some(at);
             row.status = Some("succeeded");
-            if let Some(output) = output {
-                let (size, preview) = output.summary(MAX_PREVIEW);
+            *RunMemory::slot(&mut memory.ended, node) = true;
+            // The user's Serialize runs here: a panic in it costs the preview, not the writer.
+            let summary = output.and_then(|output| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    output.summary(MAX_PREVIEW)
+                }))
+                .ok()
+            });
+            if let Some((size, preview)) = summary {
                 row.result_size = size.map(|s| s as i64);
                 row.result_preview = preview.map(|p| clean(&p, MAX_PREVIEW + 64));
             }
@@ -468,6 +488,13 @@ fn task(
         }
         TaskWhat::Cancelled => {
             event("task_cancelled", None);
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, "cancelled", attempt));
+            if std::mem::replace(RunMemory::slot(&mut memory.ended, node), true) {
+                // Cancelled while waiting to retry: the try that failed stays failed.
+                return;
+            }
             let try_no = memory.current_try(node, base);
             let row = batch
                 .attempts
@@ -476,9 +503,6 @@ fn task(
             row.attempt = i64::from(attempt);
             row.ended_at = Some(at);
             row.status = Some("cancelled");
-            batch
-                .task_status
-                .insert((run.clone(), node), status(memory, "cancelled", attempt));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the event path hands the writer: [`Rec`], made from a [`RecordedEvent`] with as little
 //! work as possible (no allocation for the events every task has: ready, started, succeeded).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use graflow_core::record::{RecordedEvent, RemoteAttempt, RunInfo};
@@ -38,7 +39,7 @@ pub(crate) enum Rec {
     /// An attempt a queue worker ran.
     Remote(Box<RemoteAttempt>),
     /// Records of run `run` dropped because the buffer was full.
-    Dropped { run: RunKey, count: u64 },
+    Dropped { run: Arc<str>, count: u64 },
     /// Call back once everything before this is written.
     Flush(Flushed),
 }

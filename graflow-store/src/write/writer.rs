@@ -24,6 +24,8 @@ const TICK: Duration = Duration::from_millis(100);
 const WAKE_AT: usize = 65_536;
 /// How often a running run's row says its process is alive.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
+/// The longest a flush waits for the writer.
+pub(crate) const FLUSH_WAIT: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts to reach a store that does not answer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -103,6 +105,23 @@ impl Shared {
                 "run store {}: {count} records of run {run} were dropped: more than {MAX_PENDING} waited for it (the count is written to the run's row; later drops are counted, not warned)",
                 self.name
             ));
+        }
+    }
+
+    /// Resolves once everything handed over before is written, or with why it was not; at
+    /// most [`FLUSH_WAIT`] (a writer that cannot finish in that time answers as lost).
+    pub(crate) async fn flush(self: &Arc<Self>) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.push(
+            Rec::Flush(Box::new(move |result| {
+                let _ = tx.send(result);
+            })),
+            true,
+        );
+        match tokio::time::timeout(FLUSH_WAIT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("its writer stopped".to_owned()),
+            Err(_) => Err(format!("not written within {} s", FLUSH_WAIT.as_secs())),
         }
     }
 
@@ -204,6 +223,19 @@ async fn write_loop(shared: Weak<Shared>) {
 impl Writer {
     async fn take(&mut self, records: impl Iterator<Item = Rec>) {
         for rec in records {
+            if let Rec::Begin(_, info) = &rec
+                && info.resumed
+            {
+                // Its tries continue those stored: what waits is written first (an earlier
+                // run of it in this process), and the store opened if it was not yet.
+                self.write().await;
+                if self.pool.is_none()
+                    && !self.unusable
+                    && let Ok(pool) = open(&self.location).await
+                {
+                    self.pool = Some(pool);
+                }
+            }
             if let Rec::Begin(key, info) = &rec
                 && info.resumed
                 && let Some(pool) = &self.pool
@@ -244,6 +276,14 @@ impl Writer {
         }
         if self.batch.is_empty() {
             self.beat().await;
+            return;
+        }
+        if self.batch.records == 0 {
+            // Only flushes wait, and nothing was recorded since the last write: nothing to open
+            // the store for (a program that made an engine and ran nothing).
+            for flush in std::mem::take(&mut self.batch.flushes) {
+                flush(Ok(()));
+            }
             return;
         }
         if Instant::now() < self.next_try && !self.batch.flushes.is_empty() {

@@ -363,7 +363,6 @@ fn shared_of(workflow: &Workflow) -> Arc<RunShared> {
         None,
         true,
         None,
-        None,
     ))
 }
 

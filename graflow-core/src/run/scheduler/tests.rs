@@ -101,7 +101,6 @@ fn shared_of(workflow: &Workflow) -> Arc<RunShared> {
         None,
         false,
         None,
-        None,
     ))
 }
 
