@@ -98,6 +98,11 @@ const CRATES: &[CrateSpec] = &[
         dir: "graflow-redis",
         proc_macro: false,
     },
+    CrateSpec {
+        package: "graflow-store",
+        dir: "graflow-store",
+        proc_macro: false,
+    },
 ];
 
 #[test]
@@ -123,6 +128,11 @@ fn api_graflow_macros() {
 #[test]
 fn api_graflow_redis() {
     check("graflow-redis");
+}
+
+#[test]
+fn api_graflow_store() {
+    check("graflow-store");
 }
 
 #[test]

@@ -422,8 +422,7 @@ fn child(mode: &str, store: &str, args: &[&str]) -> Command {
 }
 
 fn output(mut command: Command) -> Output {
-    let output = command.output().expect("the child starts");
-    output
+    command.output().expect("the child starts")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -794,6 +793,9 @@ fn a_required_store_fails_the_run_it_cannot_record(ctx: &Ctx) {
     assert!(error.to_string().contains("required-garbage.db"), "{error}");
 }
 
+/// A test: its name, and itself.
+type Test = (&'static str, fn(&Ctx));
+
 /// What a child does.
 fn child_main(mode: &str) {
     let engine = WorkflowEngine::new();
@@ -849,7 +851,7 @@ fn main() {
         pg: pg::start(),
         databases: AtomicU32::new(0),
     };
-    let tests: [(&str, fn(&Ctx)); 13] = [
+    let tests: [Test; 13] = [
         (
             "a_run_is_recorded_with_its_tasks_attempts_results_and_logs",
             a_run_is_recorded_with_its_tasks_attempts_results_and_logs,
