@@ -401,4 +401,12 @@ def main():
         "has two forms, both are measured and every ratio uses the faster.\n"
         "* Graflow 0.2's 100,000-task rows are run once (they take up to minutes); graflow-rs's "
         "10⁶-task rows three times.\n"
-        "* Docker row
+        "* Docker rows: the same image, sequential runs, our task against `docker run --rm "
+        "IMAGE true`, alternated within one process; medians.\n"
+        "* Every row but *Run history* runs with `GRAFLOW_STORE=off`, as the rows before the run "
+        "store did; *Run history* shows what the default store adds."
+    )
+
+
+if __name__ == "__main__":
+    main()
