@@ -210,7 +210,7 @@ fn a_run_is_recorded_with_its_tasks_attempts_results_and_logs(ctx: &Ctx) {
         for kind in [
             "run_started",
             "task_retrying",
-            "task_succeeded",
+            "task_runner",
             "run_finished",
         ] {
             assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
@@ -324,47 +324,46 @@ fn ten_thousand_tasks_are_stored_and_read_back(ctx: &Ctx) {
     }
 }
 
-/// Adds a migration this program does not know, as a newer graflow would have.
-async fn forge_newer_schema(location: &Location) {
+/// Runs `sql` (with `bytes` as `$1`, if any) on the store at `location`, past the store: what a
+/// newer graflow would leave in it.
+async fn raw_sql(location: &Location, sql: &'static str, bytes: Option<Vec<u8>>) {
     use sqlx::Connection as _;
-    let insert = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from the future', TRUE, $1, 0)";
     match location {
         Location::Sqlite(path) => {
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query(insert)
-                .bind(vec![0u8; 48])
-                .execute(&mut c)
-                .await
-                .unwrap();
+            let url = format!("sqlite:{}", path.display());
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let query = sqlx::query(sql);
+            let query = match bytes {
+                Some(b) => query.bind(b),
+                None => query,
+            };
+            query.execute(&mut c).await.unwrap();
         }
         Location::Postgres(url) => {
             let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query(insert)
-                .bind(vec![0u8; 48])
-                .execute(&mut c)
-                .await
-                .unwrap();
+            let query = sqlx::query(sql);
+            let query = match bytes {
+                Some(b) => query.bind(b),
+                None => query,
+            };
+            query.execute(&mut c).await.unwrap();
         }
     }
 }
 
+/// Adds a migration this program does not know, as a newer graflow would have.
+async fn forge_newer_schema(location: &Location) {
+    let insert = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from the future', TRUE, $1, 0)";
+    raw_sql(location, insert, Some(vec![0u8; 48])).await;
+}
+
 async fn forget_newer_schema(location: &Location) {
-    use sqlx::Connection as _;
-    let delete = "DELETE FROM _sqlx_migrations WHERE version = 9999";
-    match location {
-        Location::Sqlite(path) => {
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query(delete).execute(&mut c).await.unwrap();
-        }
-        Location::Postgres(url) => {
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query(delete).execute(&mut c).await.unwrap();
-        }
-    }
+    raw_sql(
+        location,
+        "DELETE FROM _sqlx_migrations WHERE version = 9999",
+        None,
+    )
+    .await;
 }
 
 fn a_store_of_a_newer_schema_is_refused_and_never_written(ctx: &Ctx) {

@@ -114,7 +114,7 @@ pub struct RunDetail {
     pub tasks: Vec<TaskDetail>,
     /// Its edges (`[from, to]`), added tasks' included.
     pub edges: Vec<(String, String)>,
-    /// Its events, in order.
+    /// Its events, in order (besides its attempts' queued, start and end times).
     pub events: Vec<EventLine>,
 }
 
@@ -216,7 +216,9 @@ pub struct EventLine {
     pub task: Option<String>,
     /// The attempt, for task events.
     pub attempt: u64,
-    /// `run_started`, `task_ready`, `task_started`, `task_succeeded`, `task_failed`, ...
+    /// `run_started`, `run_finished`, `run_abandoned`, `task_added`, `task_runner`,
+    /// `task_retrying`, `task_failed`, `task_cancelled` (a task becoming ready, starting and
+    /// succeeding are its attempts' times).
     pub kind: String,
     /// The error, the runner, the adding task, ...
     pub detail: Option<String>,

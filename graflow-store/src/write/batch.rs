@@ -306,6 +306,8 @@ fn task(
     what: TaskWhat,
     batch: &mut Batch,
 ) {
+    // The events every task has (ready, started, succeeded) are its attempt's queued, start and
+    // end times; the others are rows of their own, in order.
     let mut event = |kind: &'static str, detail: Option<String>| {
         batch.events.push(EventRow {
             run: run.clone(),
@@ -359,14 +361,12 @@ fn task(
             memory.added[at] = (id.into(), handler.into());
         }
         TaskWhat::Ready => {
-            event("task_ready", None);
             *RunMemory::slot(&mut memory.queued, node) = Some(at);
             batch
                 .task_status
                 .insert((run.clone(), node), status(memory, "ready", 0));
         }
         TaskWhat::Started => {
-            event("task_started", None);
             *RunMemory::slot(&mut memory.ended, node) = false;
             let tries = RunMemory::slot(&mut memory.tries, node);
             *tries += 1;
@@ -414,16 +414,7 @@ fn task(
             });
         }
         TaskWhat::Succeeded { output } => {
-            event("task_succeeded", None);
-            let try_no = memory.current_try(node, base);
-            let row = batch
-                .attempts
-                .entry((run.clone(), node, try_no))
-                .or_default();
-            row.attempt = i64::from(attempt);
-            row.ended_at = Some(at);
-            row.status = Some("succeeded");
-            *RunMemory::slot(&mut memory.ended, node) = true;
+            let row = end_try(memory, batch, (run, node, attempt), at, base, "succeeded");
             // The user's Serialize runs here: a panic in it costs the preview, not the writer.
             let summary = output.and_then(|output| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -442,15 +433,12 @@ fn task(
         TaskWhat::Retrying { error, kind } => {
             let error = clean(&error, MAX_ERROR);
             event("task_retrying", Some(error.clone()));
-            end_try(
+            fail_try(
                 memory,
                 batch,
-                run,
-                node,
-                attempt,
+                (run, node, attempt),
                 at,
                 base,
-                "failed",
                 Some(kind_name(kind)),
                 error,
             );
@@ -465,15 +453,12 @@ fn task(
         } => {
             let error = clean(&error, MAX_ERROR);
             event("task_failed", Some(error.clone()));
-            end_try(
+            fail_try(
                 memory,
                 batch,
-                run,
-                node,
-                attempt,
+                (run, node, attempt),
                 at,
                 base,
-                "failed",
                 kind.map(kind_name),
                 error,
             );
@@ -495,31 +480,21 @@ fn task(
                 // Cancelled while waiting to retry: the try that failed stays failed.
                 return;
             }
-            let try_no = memory.current_try(node, base);
-            let row = batch
-                .attempts
-                .entry((run.clone(), node, try_no))
-                .or_default();
-            row.attempt = i64::from(attempt);
-            row.ended_at = Some(at);
-            row.status = Some("cancelled");
+            end_try(memory, batch, (run, node, attempt), at, base, "cancelled");
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn end_try(
+/// Ends the try task `node` is on with `status`: its row in this batch.
+fn end_try<'b>(
     memory: &mut RunMemory,
-    batch: &mut Batch,
-    run: &Arc<str>,
-    node: u32,
-    attempt: u32,
+    batch: &'b mut Batch,
+    (run, node, attempt): (&Arc<str>, u32, u32),
     at: i64,
     base: u32,
     status: &'static str,
-    kind: Option<&'static str>,
-    error: String,
-) {
+) -> &'b mut AttemptRow {
+    *RunMemory::slot(&mut memory.ended, node) = true;
     let try_no = memory.current_try(node, base);
     let row = batch
         .attempts
@@ -528,6 +503,20 @@ fn end_try(
     row.attempt = i64::from(attempt);
     row.ended_at = Some(at);
     row.status = Some(status);
+    row
+}
+
+/// Ends the try task `node` is on as failed, with its error.
+fn fail_try(
+    memory: &mut RunMemory,
+    batch: &mut Batch,
+    at_try: (&Arc<str>, u32, u32),
+    at: i64,
+    base: u32,
+    kind: Option<&'static str>,
+    error: String,
+) {
+    let row = end_try(memory, batch, at_try, at, base, "failed");
     row.error_kind = kind;
     row.error = Some(error);
 }
