@@ -533,7 +533,8 @@ fn tasks_added_while_running_are_announced_with_who_added_them() {
         assert_eq!(
             added.kind,
             EventKind::TaskAdded {
-                by: "fan_out".to_owned()
+                by: "fan_out".to_owned(),
+                successors: vec!["last_one_of_fan".to_owned()],
             }
         );
         assert_eq!(added.handler.as_deref(), Some("direct"));

@@ -85,6 +85,17 @@ async fn forever() -> u64 {
     0
 }
 
+#[task]
+fn adder(ctx: &TaskContext) -> graflow::Result<u64> {
+    ctx.next_task(step::task().with_id("added").with_input("i", 7u64))?;
+    Ok(1)
+}
+
+#[task]
+fn after_adder(adder: u64) -> u64 {
+    adder
+}
+
 static FIRST_RUNS: AtomicU32 = AtomicU32::new(0);
 static REPAIRED: AtomicBool = AtomicBool::new(false);
 
@@ -227,6 +238,33 @@ fn a_run_is_recorded_with_its_tasks_attempts_results_and_logs(ctx: &Ctx) {
         assert_eq!(json["tasks"][1]["handler"], "direct");
         let latest = block_on(store.runs(10)).unwrap();
         assert_eq!(latest[0].id, report.run_id());
+    }
+}
+
+fn tasks_added_at_run_time_are_recorded_with_their_edges(ctx: &Ctx) {
+    for store in ctx.stores("added") {
+        let wf = workflow! { name: "adding"; adder >> after_adder; };
+        let report = engine_for(&store).run(&wf, RunOptions::new()).unwrap();
+        let run = detail(&store, report.run_id());
+        let ids: Vec<&str> = run.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["adder", "after_adder", "added"]);
+        let added = &run.tasks[2];
+        assert_eq!(
+            (added.added_by.as_deref(), added.status.as_str()),
+            (Some("adder"), "succeeded")
+        );
+        assert_eq!(added.tries[0].result_preview.as_deref(), Some("7"));
+        for edge in [
+            ("adder", "added"),
+            ("added", "after_adder"),
+            ("adder", "after_adder"),
+        ] {
+            assert!(
+                run.edges.contains(&(edge.0.to_owned(), edge.1.to_owned())),
+                "{edge:?} in {:?}",
+                run.edges
+            );
+        }
     }
 }
 
@@ -850,7 +888,11 @@ fn main() {
         pg: pg::start(),
         databases: AtomicU32::new(0),
     };
-    let tests: [Test; 13] = [
+    let tests: [Test; 14] = [
+        (
+            "tasks_added_at_run_time_are_recorded_with_their_edges",
+            tasks_added_at_run_time_are_recorded_with_their_edges,
+        ),
         (
             "a_run_is_recorded_with_its_tasks_attempts_results_and_logs",
             a_run_is_recorded_with_its_tasks_attempts_results_and_logs,

@@ -84,6 +84,9 @@ pub enum EventKind {
     TaskAdded {
         /// The task that added it.
         by: String,
+        /// The tasks that wait for it (the adder's successors, unless it was added instead of
+        /// them): with `by`, its edges.
+        successors: Vec<String>,
     },
     /// Every predecessor of the task is done: it waits for a free slot of its handler.
     TaskReady,

@@ -334,7 +334,7 @@ fn task(
     let base = memory.try_base.get(&node).copied().unwrap_or(0);
     match what {
         TaskWhat::Added(added) => {
-            let (id, handler, by) = *added;
+            let (id, handler, by, successors) = *added;
             event("task_added", Some(clean(&by, MAX_NAME)));
             let (id, handler, by) = (
                 clean(&id, MAX_NAME),
@@ -342,6 +342,11 @@ fn task(
                 clean(&by, MAX_NAME),
             );
             batch.edges.push((run.clone(), by.clone(), id.clone()));
+            for successor in successors {
+                batch
+                    .edges
+                    .push((run.clone(), id.clone(), clean(&successor, MAX_NAME)));
+            }
             batch.new_tasks.push((
                 run.clone(),
                 i64::from(node),

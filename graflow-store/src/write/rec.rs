@@ -44,11 +44,15 @@ pub(crate) enum Rec {
     Flush(Flushed),
 }
 
+/// A task added at run time: its id, handler, the task that added it, and the tasks that
+/// wait for it.
+pub(crate) type Added = (Box<str>, Box<str>, Box<str>, Vec<String>);
+
 /// What happened to a task. Kept small (the events every task has carry nothing): what is
 /// rare and large is boxed.
 pub(crate) enum TaskWhat {
-    /// Boxed: `(id, handler, by)`.
-    Added(Box<(Box<str>, Box<str>, Box<str>)>),
+    /// Boxed: `(id, handler, by, successors)`.
+    Added(Box<Added>),
     Ready,
     Started,
     Retrying {
@@ -133,10 +137,11 @@ pub(crate) fn of_event(run: RunKey, event: &RecordedEvent<'_>) -> Option<Rec> {
         EventKind::TaskCancelled => TaskWhat::Cancelled,
         EventKind::TaskRunner { runner } => TaskWhat::Runner(Box::from(runner.as_str())),
         EventKind::Log { line } => TaskWhat::Log(Box::from(line.as_str())),
-        EventKind::TaskAdded { by } => TaskWhat::Added(Box::new((
+        EventKind::TaskAdded { by, successors } => TaskWhat::Added(Box::new((
             Box::from(event.task.unwrap_or_default()),
             Box::from(event.handler.unwrap_or_default()),
             Box::from(by.as_str()),
+            successors.clone(),
         ))),
         _ => return None,
     };

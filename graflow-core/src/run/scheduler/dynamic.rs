@@ -159,6 +159,12 @@ impl Scheduler {
         );
         shared.task_event(new, 0, || EventKind::TaskAdded {
             by: shared.task(parent).id().to_owned(),
+            successors: self.extra_succs.get(&new).map_or_else(Vec::new, |succs| {
+                succs
+                    .iter()
+                    .map(|&s| shared.task(s).id().to_owned())
+                    .collect()
+            }),
         });
         new
     }
