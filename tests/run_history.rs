@@ -567,6 +567,26 @@ fn a_killed_program_s_run_is_shown_lost(ctx: &Ctx) {
     assert!(lost.is_some(), "{:?}", block_on(store.runs(5)));
     let run = block_on(store.runs(5)).unwrap().remove(0);
     assert_eq!((run.workflow.as_str(), run.ended_at), ("sleeper", None));
+    // From another host, only the heartbeat tells: silent for longer than LOST_AFTER is lost.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    for (id, beat) in [("silent", now - 120_000_000), ("beating", now - 5_000_000)] {
+        let sql = format!(
+            "INSERT INTO runs (id, workflow, fingerprint, program, build_id, host, pid, user_name, started_at, heartbeat_at, status) \
+             VALUES ('{id}', 'elsewhere', '0', 'p', 'b', 'another-host', 1, 'u', {beat}, {beat}, 'running')"
+        );
+        block_on(raw_sql(
+            store.location(),
+            Box::leak(sql.into_boxed_str()),
+            None,
+        ));
+    }
+    let runs = block_on(store.runs(10)).unwrap();
+    let status = |id: &str| runs.iter().find(|r| r.id == id).map(|r| r.status);
+    assert_eq!(status("silent"), Some(RunStatus::Lost));
+    assert_eq!(status("beating"), Some(RunStatus::Running));
     // Interrupted (Ctrl-C), the program ends with the signal, its run recorded as cancelled
     // first.
     let mut program = child("sleep", &store_text, &[])

@@ -35,10 +35,8 @@ pub(crate) fn flush_all() {
         .filter_map(std::sync::Weak::upgrade)
         .collect();
     for shared in stores {
-        if shared.trouble().is_some() {
-            // Not waited for: it did not answer (what waits was warned about).
-            continue;
-        }
+        // A store in trouble is tried once more (a busy file, a server back by now); the
+        // attempt's own timeouts and this deadline bound the wait.
         let (tx, rx) = mpsc::channel();
         shared.push(
             Rec::Flush(Box::new(move |result| {

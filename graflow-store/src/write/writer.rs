@@ -286,11 +286,9 @@ impl Writer {
             }
             return;
         }
-        if Instant::now() < self.next_try && !self.batch.flushes.is_empty() {
-            // Waiting for the store to answer again: a flush is answered now.
-            self.answer_flushes(false);
-        }
-        if Instant::now() < self.next_try {
+        // Waiting for the store to answer again: only a flush tries it before its time (once:
+        // a failure answers the flush, and the wait goes on).
+        if Instant::now() < self.next_try && self.batch.flushes.is_empty() {
             self.bound();
             return;
         }
@@ -370,7 +368,7 @@ impl Writer {
         }
         self.next_try = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        self.answer_flushes(false);
+        self.answer_flushes();
         self.bound();
     }
 
@@ -389,7 +387,7 @@ impl Writer {
     }
 
     /// Answers waiting flushes with the store's trouble (it is not waited for).
-    fn answer_flushes(&mut self, _written: bool) {
+    fn answer_flushes(&mut self) {
         let cause = self
             .shared
             .upgrade()
