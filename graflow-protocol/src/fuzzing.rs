@@ -120,3 +120,13 @@ pub fn codec(bytes: &[u8]) {
     let _ = codec::decode::<(f64, f32)>(bytes);
     let _ = codec::decode_from::<Vec<f64>>(&mut &bytes[..], len);
 }
+
+/// The feedback frames (§10) read from hostile bytes, as a host reads a runner's question and a
+/// runner its host's reply: a frame or an error, never a panic, nothing read past the limit.
+pub fn feedback_frames(bytes: &[u8]) {
+    let _ = crate::AskFrame::read_from(&mut &bytes[..]);
+    let _ = crate::ReplyFrame::read_from(&mut &bytes[..]);
+    let mut tagged = crate::ASK_TAG.to_vec();
+    tagged.extend_from_slice(bytes);
+    let _ = crate::AskFrame::read_from(&mut tagged.as_slice());
+}

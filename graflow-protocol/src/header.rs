@@ -12,6 +12,10 @@ pub const READY: &[u8; 8] = b"GFREADY3";
 pub const INVOCATION_TAG: &[u8; 8] = b"GFINVOK3";
 /// The tag of an outcome frame.
 pub const OUTCOME_TAG: &[u8; 8] = b"GFOUTCM3";
+/// The tag of a feedback request, runner → host (§10).
+pub const ASK_TAG: &[u8; 8] = b"GFASKRQ3";
+/// The tag of the reply to a feedback request, host → runner (§10).
+pub const REPLY_TAG: &[u8; 8] = b"GFREPLY3";
 
 /// The length of every frame's header: tag, head length, payload length.
 pub const HEADER_LEN: usize = 24;

@@ -41,8 +41,8 @@ pub mod text;
 
 pub use decoder::{FrameDecoder, Step};
 pub use error::ProtocolError;
-pub use frame::{Expected, InvocationFrame, read_outcome};
-pub use header::{HEADER_LEN, INVOCATION_TAG, OUTCOME_TAG, READY};
+pub use frame::{AskFrame, Expected, InvocationFrame, ReplyFrame, read_outcome};
+pub use header::{ASK_TAG, HEADER_LEN, INVOCATION_TAG, OUTCOME_TAG, READY, REPLY_TAG};
 pub use limits::Limits;
 pub use message::{
     Control, EncodedValue, Failure, Invocation, Outcome, PROTOCOL_VERSION, ValueHeader,

@@ -11,6 +11,9 @@
 
 use std::io::{Read, Write};
 
+mod feedback;
+pub use feedback::{AskFrame, MAX_FEEDBACK_HEAD, ReplyFrame};
+
 use crate::codec;
 use crate::decoder::FrameDecoder;
 use crate::error::ProtocolError;
@@ -340,10 +343,10 @@ fn read_head<H: serde::de::DeserializeOwned>(
     })?;
     let head = read_bytes(input, head_len)?;
     let head = codec::decode(&head).map_err(|message| E::Corrupt {
-        what: if what == "outcome" {
-            "outcome head"
-        } else {
-            "invocation head"
+        what: match what {
+            "outcome" => "outcome head",
+            "invocation" => "invocation head",
+            other => other,
         },
         message,
     })?;
