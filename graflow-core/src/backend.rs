@@ -74,7 +74,8 @@ pub use crate::remote::{
     Chunk, Driven, Ended, Lease, LogLines, LogTarget, PoolOptions, REUSE_OPTION, RemoteAttempt,
     RemoteError, RunnerPool, Starter, Transport, apply_outcome_bytes, invocation,
 };
-pub use crate::runner::{answer, runner_command, single_threaded};
+pub use crate::run::Asker;
+pub use crate::runner::{answer, answer_asking, runner_command, single_threaded};
 pub use crate::runtime::background;
 
 /// Registers a [`ProgramMode`] at link time: `init()` enters it when the program was started in

@@ -85,3 +85,41 @@ impl fmt::Debug for Error {
         write!(f, "{}", Chain(self))
     }
 }
+
+/// What `#[graflow::main]` does with `main`'s result: a run that waits for answers
+/// ([`RunError::Waiting`]) ends the program with [`WAITING_EXIT_CODE`](crate::WAITING_EXIT_CODE)
+/// after printing how to answer and resume; anything else is `main`'s own business. Reads the
+/// result types a `main` returns: `Result<(), graflow::Error>`, `Result<(), RunError>`, and
+/// `Result<(), Box<dyn std::error::Error (+ Send + Sync)>>` holding one of them.
+#[doc(hidden)]
+pub fn exit_if_waiting<T: 'static>(result: &T) {
+    use std::any::Any;
+    type Boxed = Box<dyn std::error::Error>;
+    type BoxedSend = Box<dyn std::error::Error + Send + Sync>;
+    fn waiting<'a>(
+        error: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a crate::run::RunWaiting> {
+        match error.downcast_ref::<Error>() {
+            Some(Error::Run(run)) => run.waiting(),
+            Some(_) => None,
+            None => error.downcast_ref::<RunError>().and_then(RunError::waiting),
+        }
+    }
+    let any = result as &dyn Any;
+    let found = if let Some(Err(error)) = any.downcast_ref::<Result<(), Error>>() {
+        waiting(error)
+    } else if let Some(Err(error)) = any.downcast_ref::<Result<(), RunError>>() {
+        error.waiting()
+    } else if let Some(Err(error)) = any.downcast_ref::<Result<(), Boxed>>() {
+        waiting(error.as_ref())
+    } else if let Some(Err(error)) = any.downcast_ref::<Result<(), BoxedSend>>() {
+        waiting(error.as_ref())
+    } else {
+        None
+    };
+    if let Some(waiting) = found {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{waiting}");
+        std::process::exit(crate::WAITING_EXIT_CODE);
+    }
+}

@@ -32,6 +32,7 @@ mod definition;
 mod descendants;
 mod engine;
 mod error;
+pub mod feedback;
 mod files;
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -52,12 +53,13 @@ mod value;
 
 /// The wire protocol between an engine and its runners (the `graflow-protocol` crate).
 pub use graflow_protocol as protocol;
+pub use schemars;
 
 pub use channel::Channel;
 pub use config::{ConfigValue, HandlerConfig};
 pub use definition::{
-    AttemptError, BoxError, BoxFuture, Chain, ErrorKind, HandlerFailure, TaskChannel, TaskContext,
-    TaskInfo, task_named, tasks,
+    Ask, AttemptError, BoxError, BoxFuture, Chain, ErrorKind, HandlerFailure, Response,
+    TaskChannel, TaskContext, TaskInfo, task_named, tasks,
 };
 pub use engine::{DEFAULT_MAX_CONCURRENCY, WorkflowEngine};
 pub use error::{Error, Result};
@@ -73,7 +75,8 @@ pub use report::{GroupRecord, ReportError, RunReport, TaskCounts, TaskRecord, Ta
 pub use retry::RetryPolicy;
 pub use run::{
     Checkpoint, CheckpointError, ControlError, ExecutionContext, GroupFailure, Iteration,
-    RunCancelled, RunError, RunFailure, RunOptions, TaskHandler, TimeoutPause,
+    RunCancelled, RunError, RunFailure, RunOptions, RunWaiting, TaskHandler, TimeoutPause,
+    WAITING_EXIT_CODE, WaitingRequest,
 };
 
 pub use definition::DEFAULT_MAX_CYCLES;
@@ -99,6 +102,7 @@ pub mod __private {
 
     pub use crate::config::{ConfigValue, HandlerConfig};
     pub use crate::definition::{Body, Param, TaskDef, TaskParts, TaskRegistration, TaskReturn};
+    pub use crate::error::exit_if_waiting;
     pub use crate::retry::RetryPolicy;
     pub use crate::run::HandlerRegistration;
     pub use crate::runner::TestRunnerEntry;

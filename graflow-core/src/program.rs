@@ -21,7 +21,8 @@ pub(crate) const PREFIX: &str = "--graflow-";
 pub struct Flag {
     /// `--graflow-...`
     pub name: &'static str,
-    /// What its value is (`URL`), or `None` for a flag without one.
+    /// What its value is (`URL`), or `None` for a flag without one. Several words take as many
+    /// values (`ID VALUE`): the mode sees one entry of the flag per value, in order.
     pub value: Option<&'static str>,
     /// One line of help.
     pub help: &'static str,
@@ -133,10 +134,17 @@ pub(crate) fn split(args: &[OsString], known: &[Flag]) -> (Vec<String>, Vec<OsSt
             continue;
         }
         let text = arg.to_string_lossy().into_owned();
-        let takes_value = known.iter().any(|f| f.name == text && f.value.is_some());
+        let values = known
+            .iter()
+            .find(|f| f.name == text)
+            .and_then(|f| f.value)
+            .map_or(0, |what| what.split_whitespace().count());
         ours.push(text);
-        if takes_value && let Some(value) = iter.next_if(|v| *v != "--") {
-            ours.push(value.to_string_lossy().into_owned());
+        for _ in 0..values {
+            match iter.next_if(|v| *v != "--") {
+                Some(value) => ours.push(value.to_string_lossy().into_owned()),
+                None => break,
+            }
         }
     }
     (ours, theirs)
@@ -184,6 +192,19 @@ pub(crate) fn parse(args: &[OsString], known: &[Flag]) -> Result<ProgramFlags, S
                 None => return Err(format!("{name} needs a value: {name} {what}")),
             },
         };
+        // A flag of several values: the others follow, each its own entry for the mode.
+        if let Some(what) = flag.value
+            && what.split_whitespace().count() > 1
+        {
+            flags.modes.push((flag.name, value.unwrap_or_default()));
+            for _ in 1..what.split_whitespace().count() {
+                match iter.next() {
+                    Some(value) => flags.modes.push((flag.name, value)),
+                    None => return Err(format!("{name} needs {what}: {name} {what}")),
+                }
+            }
+            continue;
+        }
         match (name.as_str(), value.as_deref()) {
             ("--graflow-list", _) => describe(&mut flags, Describe::List, &name)?,
             ("--graflow-validate", _) => describe(&mut flags, Describe::Validate, &name)?,

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use crate::feedback::{FeedbackAsk, FeedbackState};
 use crate::graph::Workflow;
 use crate::observe::EventKind;
 use crate::value::Value;
@@ -130,6 +131,42 @@ pub trait RunRecord: Send + Sync + 'static {
     /// Resolves once everything handed over so far is written (or known lost): before a
     /// program ends in a way that runs no exit handler (a signal). The caller bounds the wait.
     fn flush(&self) -> RecordFuture<'static, ()>;
+
+    /// Keeps a task's request for feedback, or finds it (the same run, task and key: a task
+    /// asking again after a retry or a resume), and says where it stands. Written at once (a
+    /// person may list it the next moment), not batched.
+    ///
+    /// The default refuses: a recorder that keeps no requests cannot hold a run that waits.
+    fn ask<'a>(&'a self, ask: FeedbackAsk<'a>) -> RecordFuture<'a, FeedbackState> {
+        let _ = ask;
+        Box::pin(std::future::ready(Err(RecordError::new(
+            "of this engine",
+            RecordErrorKind::Unusable,
+            "this recorder keeps no requests for feedback; use graflow's run store (GRAFLOW_STORE)",
+        ))))
+    }
+
+    /// Where request `id` (of this run) stands now.
+    fn feedback<'a>(&'a self, id: &'a str) -> RecordFuture<'a, FeedbackState> {
+        let _ = id;
+        Box::pin(std::future::ready(Err(RecordError::new(
+            "of this engine",
+            RecordErrorKind::Unusable,
+            "this recorder keeps no requests for feedback",
+        ))))
+    }
+
+    /// The task gave up waiting for request `id` (it stays open: an answer given later is
+    /// the resumed run's). For notifications; nothing waits for it.
+    fn feedback_timed_out(&self, id: &str) {
+        let _ = id;
+    }
+
+    /// Where a run that must wait for an answer and has no checkpoint file of its own writes
+    /// one, so that it can be resumed by its id; `None`: it cannot be.
+    fn suspend_path(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A durable record of runs: a run store, as the engine sees it.

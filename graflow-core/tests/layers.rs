@@ -14,6 +14,8 @@ const LAYERS: &[&[&str]] = &[
         "descendants",
         "interrupt",
         "files",
+        // Human feedback's data: requests, answers, their errors.
+        "feedback",
         // The background runtime of the out-of-process machinery: Tokio only.
         "runtime",
     ],
@@ -144,7 +146,7 @@ fn modules_import_only_the_layers_below_them() {
 /// `crate::run::NAME`) only the submodules before it. Items `run/mod.rs` re-exports are the
 /// parent's and not checked here.
 const RUN_LAYERS: &[&[&str]] = &[
-    &["cpu", "gate"],
+    &["cpu", "gate", "feedback"],
     &["body", "context"],
     &["handler", "state"],
     &["control"],

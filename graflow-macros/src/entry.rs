@@ -27,19 +27,28 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#func #error);
     }
     let body = &func.block;
+    let output = match &func.sig.output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    // A run that waits for answers ends the program with its own exit code.
     let new_body = if func.sig.asyncness.take().is_some() {
         quote! {{
             #gf::init();
-            #gf::__private::tokio::runtime::Builder::new_multi_thread()
+            let __graflow_result: #output = #gf::__private::tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("graflow::main could not start the Tokio runtime")
-                .block_on(async move #body)
+                .block_on(async move #body);
+            #gf::__private::exit_if_waiting(&__graflow_result);
+            __graflow_result
         }}
     } else {
         quote! {{
             #gf::init();
-            #body
+            let __graflow_result: #output = (move || -> #output #body)();
+            #gf::__private::exit_if_waiting(&__graflow_result);
+            __graflow_result
         }}
     };
     func.block = match syn::parse2(new_body) {

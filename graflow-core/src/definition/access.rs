@@ -28,6 +28,8 @@ pub(crate) trait BodyAccess: Send + Sync {
     fn upstream(&self) -> Result<Vec<(&str, Value)>, ValueError>;
     /// The value of input parameter `index` and the parameter's name.
     fn input(&self, index: usize) -> Result<(Value, &'static str), AttemptError>;
+    /// Asks a person (the run's engine owns the request): the request's id and its answer.
+    fn ask(&self, request: crate::feedback::FeedbackRequest) -> crate::feedback::AnswerFuture;
     /// The run's side of the context (for the run layer's own methods on `TaskContext`).
     fn as_any(&self) -> &dyn std::any::Any;
 }

@@ -30,6 +30,11 @@ impl TaskContext {
         unsafe { &*(access as *const (dyn BodyAccess + 'static) as *const TaskContext) }
     }
 
+    /// The run's accessors.
+    pub(crate) fn access(&self) -> &dyn BodyAccess {
+        &self.access
+    }
+
     /// The run's side of this context.
     pub(crate) fn run_access(&self) -> &dyn std::any::Any {
         self.access.as_any()

@@ -6,6 +6,7 @@
 //! accessors, the graph layer turns a definition into a node.
 
 mod access;
+mod ask;
 mod context;
 mod error;
 mod task_channel;
@@ -23,6 +24,7 @@ use crate::retry::RetryPolicy;
 use crate::value::{TypeInfo, Value};
 
 pub(crate) use access::BodyAccess;
+pub use ask::{Ask, Response};
 pub use context::TaskContext;
 pub(crate) use error::panic_message;
 pub use error::{AttemptError, BoxError, Chain, ErrorKind, HandlerFailure, TaskReturn};

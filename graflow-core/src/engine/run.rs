@@ -9,8 +9,8 @@ use super::{
 };
 use crate::definition::Chain;
 use crate::record::{RecordError, RecordErrorKind, RunInfo};
-use crate::run::emit_run_event;
 use crate::run::options::Resume;
+use crate::run::{RunWaiting, emit_run_event};
 
 /// Emits [`EventKind::RunAbandoned`] when a run's future is dropped before the run ended.
 pub(super) struct Abandoned<'a> {
@@ -430,6 +430,8 @@ impl WorkflowEngine {
             terminated,
             groups,
             checkpoint_error,
+            waiting,
+            checkpoint_path,
         } = ended;
         for (node, runner) in std::mem::take(
             &mut *shared
@@ -500,6 +502,12 @@ impl WorkflowEngine {
             resumed,
         };
         let outcome = match failure {
+            None if !waiting.is_empty() => Err(RunError::Waiting(Box::new(RunWaiting {
+                run_id: run_id.to_string(),
+                requests: waiting,
+                checkpoint: checkpoint_path,
+                report,
+            }))),
             None => Ok(report),
             Some(Failure::Task {
                 attempts, error, ..

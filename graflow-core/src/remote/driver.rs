@@ -16,13 +16,15 @@
 use std::io::Read;
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use graflow_protocol::frame::Expected;
-use graflow_protocol::{Limits, Outcome, ProtocolError, READY};
+use graflow_protocol::{ASK_TAG, AskFrame, Limits, Outcome, ProtocolError, READY, ReplyFrame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::definition::{AttemptError, HandlerFailure};
+use crate::feedback::{FeedbackError, FeedbackRequest};
 use crate::graph::Task;
 use crate::run::ExecutionContext;
 use crate::value::Value;
@@ -218,6 +220,8 @@ impl<'a> RemoteAttempt<'a> {
         // A thread of its own (not the blocking pool, which synchronous task bodies fill): it
         // lives as long as the attempt and only ever waits for the runner's bytes.
         let (decoded_tx, mut decoder) = oneshot::channel::<Decoded>();
+        // The runner's questions for a person, as they arrive before its outcome.
+        let (asks_tx, mut asks_rx) = mpsc::channel::<AskFrame>(4);
         std::thread::Builder::new()
             .name("graflow-answer".to_owned())
             .spawn(move || {
@@ -229,7 +233,10 @@ impl<'a> RemoteAttempt<'a> {
                     decode,
                     output_type,
                     banner,
-                    ready_tx,
+                    ToHost {
+                        ready: ready_tx,
+                        asks: asks_tx,
+                    },
                 );
                 let _ = decoded_tx.send(decoded);
             })
@@ -249,17 +256,28 @@ impl<'a> RemoteAttempt<'a> {
         let mut ready = false;
         let mut input_error = None;
         let mut written = false;
+        // The input carries the invocation, then the replies to the runner's questions.
+        let (replies_tx, mut replies_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let write = async {
             for chunk in frame.chunks() {
                 input.write_all(chunk).await?;
             }
-            input.flush().await
+            input.flush().await?;
+            while let Some(reply) = replies_rx.recv().await {
+                input.write_all(&reply).await?;
+                input.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
         };
         tokio::pin!(write);
+        let mut asking = FuturesUnordered::new();
+        let mut asked = 0usize;
+        // While a person is asked, the attempt's clock stops: when it was stopped.
+        let mut paused_at: Option<tokio::time::Instant> = None;
         let now = tokio::time::Instant::now();
         let startup_deadline = tokio::time::sleep_until(now + self.startup_timeout);
         tokio::pin!(startup_deadline);
-        let attempt_deadline = self.attempt_timeout.map(|t| now + t);
+        let mut attempt_deadline = self.attempt_timeout.map(|t| now + t);
         let attempt_sleep =
             tokio::time::sleep_until(attempt_deadline.unwrap_or(now + Duration::from_secs(1)));
         tokio::pin!(attempt_sleep);
@@ -274,6 +292,28 @@ impl<'a> RemoteAttempt<'a> {
                 result = &mut write, if !written => {
                     written = true;
                     input_error = result.err();
+                }
+                Some(frame) = asks_rx.recv() => {
+                    asked += 1;
+                    if asking.is_empty() {
+                        paused_at = Some(tokio::time::Instant::now());
+                    }
+                    asking.push(self.forward(frame, asked));
+                }
+                Some((key, reply)) = asking.next(), if !asking.is_empty() => {
+                    if let Some(at) = paused_at.take_if(|_| asking.is_empty())
+                        && let Some(deadline) = attempt_deadline.as_mut()
+                    {
+                        *deadline += at.elapsed();
+                        attempt_sleep.as_mut().reset(*deadline);
+                    }
+                    let reply = serde_json::to_string(&reply).unwrap_or_else(|e| {
+                        format!("{{\"Err\":{{\"Unavailable\":{{\"task\":\"\",\"reason\":\"the reply could not be encoded: {e}\"}}}}}}")
+                    });
+                    let mut bytes = Vec::new();
+                    if (ReplyFrame { key, reply }).write_to(&mut bytes).is_ok() {
+                        let _ = replies_tx.send(bytes);
+                    }
                 }
                 chunk = output.next(), if !output_done => match chunk {
                     Some(Chunk::Stdout(bytes)) => {
@@ -295,7 +335,7 @@ impl<'a> RemoteAttempt<'a> {
                     logs.finish();
                     return Ok(Driven { ended: Ended::StartupTimeout(self.startup_timeout), logs, input_error });
                 }
-                () = &mut attempt_sleep, if attempt_deadline.is_some() => {
+                () = &mut attempt_sleep, if attempt_deadline.is_some() && asking.is_empty() => {
                     logs.finish();
                     let limit = self.attempt_timeout.unwrap_or_default();
                     return Ok(Driven { ended: Ended::AttemptTimeout(limit), logs, input_error });
@@ -334,6 +374,54 @@ impl<'a> RemoteAttempt<'a> {
     }
 }
 
+impl RemoteAttempt<'_> {
+    /// Asks the engine the runner's question (the `n`th of the attempt); the reply to send
+    /// back, under the question's key.
+    fn forward(
+        &self,
+        frame: AskFrame,
+        n: usize,
+    ) -> impl Future<
+        Output = (
+            String,
+            Result<(String, crate::feedback::FeedbackAnswer), FeedbackError>,
+        ),
+    > + Send
+    + 'static {
+        let task = self.task.id().to_owned();
+        let AskFrame { key, request } = frame;
+        let answer = if n > MAX_ASKS {
+            Err(FeedbackError::Invalid {
+                task,
+                message: format!("an attempt may ask at most {MAX_ASKS} questions"),
+            })
+        } else {
+            serde_json::from_str::<FeedbackRequest>(&request).map_err(|e| FeedbackError::Invalid {
+                task,
+                message: format!("the runner's request could not be read: {e}"),
+            })
+        };
+        let answer = answer.map(|request| self.ctx.ask_for_task(&key, request));
+        async move {
+            let reply = match answer {
+                Ok(waiting) => waiting.await,
+                Err(error) => Err(error),
+            };
+            (key, reply)
+        }
+    }
+}
+
+/// The most questions one attempt may ask (a runner that asks more is refused them).
+const MAX_ASKS: usize = 256;
+
+/// What the decoding thread tells the attempt as the runner's stream goes: READY was seen,
+/// and each question the runner asks.
+struct ToHost {
+    ready: oneshot::Sender<()>,
+    asks: mpsc::Sender<AskFrame>,
+}
+
 enum Decoded {
     NotReady,
     Died(Option<String>),
@@ -350,8 +438,9 @@ fn decode_answer(
     decode: fn(&mut dyn Read, u64) -> std::result::Result<Value, String>,
     output_type: &str,
     mut banner: LogLines,
-    ready: oneshot::Sender<()>,
+    to_host: ToHost,
 ) -> Decoded {
+    let ToHost { ready, asks } = to_host;
     let mut scan = ReadyScan::default();
     loop {
         let Some(chunk) = reader.next_chunk() else {
@@ -367,6 +456,23 @@ fn decode_answer(
     let _ = ready.send(());
     if reader.at_end() {
         return Decoded::Died(None);
+    }
+    // Questions for a person may come before the outcome.
+    while reader.peek(ASK_TAG.len()) == ASK_TAG {
+        match AskFrame::read_from(reader) {
+            Ok(frame) => {
+                if asks.blocking_send(frame).is_err() {
+                    // The attempt is over.
+                    return Decoded::Died(None);
+                }
+            }
+            Err(ProtocolError::Ended { what, missing }) => {
+                return Decoded::Died(Some(format!(
+                    "its question stopped inside the {what}, {missing} byte(s) short"
+                )));
+            }
+            Err(error) => return Decoded::Refused(error),
+        }
     }
     let expected = Expected {
         nonce,
@@ -468,6 +574,20 @@ impl ChannelReader {
                 None
             }
         }
+    }
+
+    /// The next `n` bytes (fewer at the end of the stream), left unread.
+    fn peek(&mut self, n: usize) -> Vec<u8> {
+        let mut have: Vec<u8> = Vec::new();
+        while have.len() < n {
+            match self.next_chunk() {
+                Some(chunk) => have.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        let head = have[..have.len().min(n)].to_vec();
+        self.unread(have);
+        head
     }
 
     fn unread(&mut self, bytes: Vec<u8>) {

@@ -39,6 +39,13 @@ struct Counts {
     failed: usize,
     cancelled: usize,
     skipped: usize,
+    /// Only in the report of a run that waits for answers.
+    #[serde(skip_serializing_if = "is_zero")]
+    waiting: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -98,13 +105,20 @@ impl RunReport {
             failed,
             cancelled,
             skipped,
+            waiting,
         } = self.counts();
         let started = self.started_at;
         Json {
             format: REPORT_FORMAT,
             workflow: self.workflow(),
             run_id: self.run_id(),
-            status: if self.failed { "failed" } else { "succeeded" },
+            status: if self.failed {
+                "failed"
+            } else if waiting > 0 {
+                "waiting"
+            } else {
+                "succeeded"
+            },
             started_at: rfc3339(started),
             started_at_unix_ms: started
                 .duration_since(UNIX_EPOCH)
@@ -116,6 +130,7 @@ impl RunReport {
                 failed,
                 cancelled,
                 skipped,
+                waiting,
             },
             terminated: self
                 .terminated()

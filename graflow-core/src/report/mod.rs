@@ -26,6 +26,10 @@ pub enum TaskStatus {
     Cancelled,
     /// It never started, because the run failed first.
     Skipped,
+    /// It stopped to wait for a person's answer ([`TaskContext::approval`](crate::TaskContext::approval)
+    /// and the like): the run ended as waiting, and resuming it runs the task again, with the
+    /// answer if someone gave it.
+    Waiting,
 }
 
 /// How many of a run's tasks ended with each [`TaskStatus`] ([`RunReport::counts`]).
@@ -40,12 +44,14 @@ pub struct TaskCounts {
     pub cancelled: usize,
     /// Tasks that never started.
     pub skipped: usize,
+    /// Tasks that stopped to wait for an answer.
+    pub waiting: usize,
 }
 
 impl TaskCounts {
     /// Every task of the run.
     pub fn total(&self) -> usize {
-        self.succeeded + self.failed + self.cancelled + self.skipped
+        self.succeeded + self.failed + self.cancelled + self.skipped + self.waiting
     }
 }
 
@@ -57,6 +63,7 @@ impl TaskStatus {
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
             TaskStatus::Skipped => "skipped",
+            TaskStatus::Waiting => "waiting",
         }
     }
 }
@@ -250,6 +257,7 @@ impl RunReport {
                 TaskStatus::Failed => counts.failed += 1,
                 TaskStatus::Cancelled => counts.cancelled += 1,
                 TaskStatus::Skipped => counts.skipped += 1,
+                TaskStatus::Waiting => counts.waiting += 1,
             }
         }
         counts
@@ -294,6 +302,7 @@ impl RunReport {
                         TaskStatus::Failed => "failed",
                         TaskStatus::Cancelled => "was cancelled",
                         TaskStatus::Skipped => "never started",
+                        TaskStatus::Waiting => "waits for an answer",
                     }
                 ),
             },
@@ -437,14 +446,26 @@ impl fmt::Display for RunReport {
             failed,
             cancelled,
             skipped,
+            waiting,
         } = self.counts();
+        let waits = if waiting > 0 {
+            format!(", {waiting} waiting")
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "workflow '{}' (run {}{}): {} in {:.3} ms; {ok} succeeded, {failed} failed, {cancelled} cancelled, {skipped} skipped",
+            "workflow '{}' (run {}{}): {} in {:.3} ms; {ok} succeeded, {failed} failed, {cancelled} cancelled, {skipped} skipped{waits}",
             self.workflow(),
             self.run_id,
             if self.resumed { ", resumed" } else { "" },
-            if self.failed { "failed" } else { "succeeded" },
+            if self.failed {
+                "failed"
+            } else if waiting > 0 {
+                "waiting"
+            } else {
+                "succeeded"
+            },
             self.elapsed.as_secs_f64() * 1e3,
         )?;
         let rows: Vec<[String; 6]> = self

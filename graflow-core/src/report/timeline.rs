@@ -55,7 +55,7 @@ impl RunReport {
             let tag = match t.status {
                 TaskStatus::Succeeded => "done",
                 TaskStatus::Failed => "crit",
-                TaskStatus::Cancelled | TaskStatus::Skipped => "active",
+                TaskStatus::Cancelled | TaskStatus::Skipped | TaskStatus::Waiting => "active",
             };
             let mut name = t.id.to_owned();
             if let Some(runner) = t.runner {

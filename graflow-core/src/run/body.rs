@@ -97,9 +97,14 @@ impl Task {
             .unwrap_or_else(|payload| Err(self.panicked(&*payload)))
     }
 
-    /// Whether a synchronous body may run on the caller's thread (see [`BodyStats`]).
+    /// Whether a synchronous body may run on the caller's thread (see [`BodyStats`]). Not one
+    /// that takes a `&TaskContext`: it may ask a person and wait, which must not hold up the
+    /// scheduler.
     fn may_run_inline(&self) -> bool {
-        !self.def.blocking && self.timeout().is_none() && self.def.stats.inline_ok()
+        !self.def.blocking
+            && !self.def.takes_context
+            && self.timeout().is_none()
+            && self.def.stats.inline_ok()
     }
 
     /// Called by the scheduler with the duration of a node that completed on its first poll:

@@ -103,6 +103,10 @@ impl BodyAccess for ExecutionContext {
         }
     }
 
+    fn ask(&self, request: crate::feedback::FeedbackRequest) -> crate::feedback::AnswerFuture {
+        self.ask_for_task(&self.next_ask_key(), request)
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

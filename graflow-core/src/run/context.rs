@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use super::RunShared;
+use super::feedback::{Waited, Waiter, wait};
 use crate::channel::Channel;
 use crate::definition::{AttemptError, TaskContext};
+use crate::feedback::{AnswerFuture, FeedbackError, FeedbackRequest};
 use crate::graph::Task;
 use crate::value::{Data, Value, ValueError};
 
@@ -18,6 +20,8 @@ pub struct ExecutionContext {
     pub(super) cycle: u32,
     /// How many waits for capacity pause the task's timeout now (with a timeout only).
     clock: Option<Arc<tokio::sync::watch::Sender<u32>>>,
+    /// How many questions the attempt asked (their keys: see [`FeedbackAsk::key`](crate::feedback::FeedbackAsk::key)).
+    asks: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Pauses the task's timeout while it lives: see [`ExecutionContext::pause_timeout`].
@@ -43,6 +47,7 @@ impl ExecutionContext {
             attempt,
             cycle,
             clock: None,
+            asks: Arc::default(),
         }
     }
 
@@ -69,6 +74,61 @@ impl ExecutionContext {
         TimeoutPause {
             clock: self.clock.clone(),
         }
+    }
+
+    /// The key of this attempt's next question: its run (cycle), then the order it asked in.
+    pub(crate) fn next_ask_key(&self) -> String {
+        let n = self.asks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}.{n}", self.cycle)
+    }
+
+    /// Asks a person, on behalf of this attempt's task, question `key` of the attempt (see
+    /// [`FeedbackAsk::key`](crate::feedback::FeedbackAsk::key)): how a handler forwards what its
+    /// runner or worker asked. The engine keeps the request in its run store and waits for the
+    /// answer, at most the request's timeout, the task's own timeout paused meanwhile; when
+    /// nobody answered, the task stops waiting ([`FeedbackError::TimedOut`]) and its run ends
+    /// as waiting once nothing else can run. In a runner or a worker the question goes to its
+    /// engine.
+    pub fn ask_for_task(&self, key: &str, request: FeedbackRequest) -> AnswerFuture {
+        let task = self.task_id().to_owned();
+        if let Err(message) = request.validate() {
+            return Box::pin(std::future::ready(Err(FeedbackError::Invalid {
+                task,
+                message,
+            })));
+        }
+        if let Some(asker) = self.run.asker.get() {
+            return asker.ask(&task, key, request);
+        }
+        let Some(record) = self.run.record.get().cloned() else {
+            return Box::pin(std::future::ready(Err(FeedbackError::Unavailable {
+                task,
+                reason: "this run is recorded nowhere, and a request must be kept where a person can answer it: run it with graflow's run store (GRAFLOW_STORE unset, a sqlite: path or a postgres:// URL; not off), or from WorkflowEngine::execute/run rather than outside a run".to_owned(),
+            })));
+        };
+        let ctx = self.clone();
+        let key = key.to_owned();
+        Box::pin(async move {
+            let _paused = ctx.pause_timeout();
+            let waiter = Waiter {
+                record,
+                run_id: &ctx.run.run_id,
+                task: &task,
+                key: &key,
+            };
+            match wait(waiter, &request, || ctx.run.desk.began_waiting()).await {
+                Waited::Done(answer) => answer,
+                Waited::TimedOut(waiting, error) => {
+                    tracing::warn!(target: "graflow::engine", task = %task, request = %waiting.request_id, "nobody answered in time; the task stops and its run will wait");
+                    ctx.run.desk.suspend(ctx.node, waiting);
+                    Err(error)
+                }
+                Waited::Cancelled(error) => {
+                    ctx.run.desk.stop(ctx.node);
+                    Err(error)
+                }
+            }
+        })
     }
 
     /// Records where this attempt runs (a worker, a container id, a pid): the run report shows

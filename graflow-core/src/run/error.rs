@@ -35,6 +35,14 @@ pub enum RunError {
     #[error(transparent)]
     Cancelled(Box<RunCancelled>),
 
+    /// Tasks wait for a person's answer (nobody answered within their requests' timeouts):
+    /// the run stopped, checkpointed, holding nothing. Answer the requests, then resume the run
+    /// ([`RunOptions::resume_run`](crate::RunOptions::resume_run), `--graflow-resume RUN_ID`).
+    /// A program whose `#[graflow::main]` returns this error exits with
+    /// [`WAITING_EXIT_CODE`](crate::WAITING_EXIT_CODE).
+    #[error(transparent)]
+    Waiting(Box<RunWaiting>),
+
     /// A checkpoint could not be read or does not belong to this workflow and build; nothing
     /// was run.
     #[error(transparent)]
@@ -99,6 +107,7 @@ impl RunError {
             RunError::Failed(failure) => Some(&failure.report),
             RunError::GroupFailed(failure) => Some(&failure.report),
             RunError::Cancelled(cancelled) => Some(&cancelled.report),
+            RunError::Waiting(waiting) => Some(&waiting.report),
             RunError::Record {
                 report: Some(report),
                 ..
@@ -120,6 +129,14 @@ impl RunError {
         match self {
             RunError::Invalid { problems, .. } => problems,
             _ => &[],
+        }
+    }
+
+    /// The run's requests and how to resume it, when it waits for answers.
+    pub fn waiting(&self) -> Option<&RunWaiting> {
+        match self {
+            RunError::Waiting(waiting) => Some(waiting),
+            _ => None,
         }
     }
 
@@ -241,3 +258,58 @@ impl fmt::Display for Bullets<'_> {
         Ok(())
     }
 }
+
+/// The exit code of a program whose run waits for answers (`#[graflow::main]`): 75, as
+/// `EX_TEMPFAIL`: try again later (once someone answered).
+pub const WAITING_EXIT_CODE: i32 = 75;
+
+/// A run that stopped to wait for answers: see [`RunError::Waiting`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RunWaiting {
+    /// The run, to resume by its id.
+    pub run_id: String,
+    /// The requests its tasks wait for.
+    pub requests: Vec<crate::run::WaitingRequest>,
+    /// Its checkpoint (`None`: it could not be written, and the run cannot be resumed; the
+    /// report says why).
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// What ran, and what waits.
+    pub report: RunReport,
+}
+
+impl fmt::Display for RunWaiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "workflow '{}' waits for {} answer(s) (run {}):",
+            self.report.workflow(),
+            self.requests.len(),
+            self.run_id
+        )?;
+        for request in &self.requests {
+            write!(
+                f,
+                "\n  - task '{}' asks {:?}: answer with `--graflow-answer {} VALUE`",
+                request.task, request.prompt, request.request_id
+            )?;
+        }
+        match &self.checkpoint {
+            Some(path) => write!(
+                f,
+                "\nthen resume the run with `--graflow-resume {}` (checkpoint {})",
+                self.run_id,
+                path.display()
+            ),
+            None => write!(
+                f,
+                "\nits checkpoint could not be written ({}), so it cannot be resumed",
+                self.report
+                    .checkpoint_error()
+                    .unwrap_or("the run's store gives no place for one")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RunWaiting {}

@@ -9,6 +9,7 @@ mod context;
 pub(crate) mod control;
 mod cpu;
 mod error;
+pub(crate) mod feedback;
 pub(crate) mod gate;
 mod handler;
 pub(crate) mod options;
@@ -28,7 +29,9 @@ pub use checkpoint::{Checkpoint, CheckpointError};
 pub use context::{ExecutionContext, TimeoutPause};
 pub use control::{ControlError, Iteration};
 pub(crate) use cpu::CpuPool;
-pub use error::{GroupFailure, RunCancelled, RunError, RunFailure};
+pub use error::WAITING_EXIT_CODE;
+pub use error::{GroupFailure, RunCancelled, RunError, RunFailure, RunWaiting};
+pub use feedback::{Asker, WaitingRequest};
 pub use handler::{HandlerRegistration, TaskHandler};
 pub use options::RunOptions;
 
@@ -62,6 +65,11 @@ pub(crate) struct RunShared {
     pub record: std::sync::OnceLock<Arc<dyn RunRecord>>,
     /// The workflow's name, shared by the run's events.
     pub workflow_name: Arc<str>,
+    /// Where the tasks' questions go when not to the engine's store (a runner's host, a
+    /// worker's queue): set once, before the task runs.
+    pub asker: std::sync::OnceLock<Arc<dyn feedback::Asker>>,
+    /// Which tasks stopped to wait for an answer.
+    pub desk: feedback::Desk,
 }
 
 impl RunShared {
@@ -83,6 +91,8 @@ impl RunShared {
             workflow_name: Arc::from(workflow.name()),
             observers,
             record: std::sync::OnceLock::new(),
+            asker: std::sync::OnceLock::new(),
+            desk: feedback::Desk::default(),
             run_id,
             workflow,
             graph,

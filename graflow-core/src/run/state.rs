@@ -71,5 +71,5 @@ pub(crate) trait Progress {
 /// Whether `r` is a failure that stopped the run (not one its group tolerated): that task runs
 /// again on resume.
 pub(crate) fn stopped_the_run(r: &Record) -> bool {
-    r.status == TaskStatus::Failed && !r.tolerated
+    (r.status == TaskStatus::Failed && !r.tolerated) || r.status == TaskStatus::Waiting
 }

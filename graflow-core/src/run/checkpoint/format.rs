@@ -87,7 +87,8 @@ pub(super) fn status_code(status: TaskStatus) -> u8 {
         TaskStatus::Succeeded => 0,
         TaskStatus::Failed => 1,
         TaskStatus::Cancelled => 2,
-        TaskStatus::Skipped => 3,
+        // A waiting task runs again on resume: pending, as a skipped one.
+        TaskStatus::Skipped | TaskStatus::Waiting => 3,
     }
 }
 

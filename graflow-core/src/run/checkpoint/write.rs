@@ -92,6 +92,11 @@ impl Checkpointer {
         }
     }
 
+    /// The file it writes.
+    pub(crate) fn path(&self) -> &Path {
+        &self.cadence.path
+    }
+
     /// A task finished for good: whether a checkpoint is due (`asked`: the task asked for one).
     pub(crate) fn due(&mut self, asked: bool) -> bool {
         self.since += 1;
@@ -475,7 +480,10 @@ pub(super) fn node_ref(r: &Record) -> NodeRef<'_> {
     NodeRef {
         status: status_code(status),
         attempts: r.attempts,
-        runs: if running {
+        // A run that did not end (running, or stopped to wait for an answer) does not count:
+        // resumed, it is the same run (a waiting task asks its questions again under the same
+        // keys, and finds their answers).
+        runs: if running || r.status == TaskStatus::Waiting {
             r.runs.saturating_sub(1)
         } else {
             r.runs

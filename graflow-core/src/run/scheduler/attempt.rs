@@ -71,7 +71,8 @@ pub(super) fn attempt_done(
         Err(error)
             if attempt < policy.max_attempts()
                 && error.is_retryable()
-                && !shared.dynamic.cancels(node, (cycle, attempt)) =>
+                && !shared.dynamic.cancels(node, (cycle, attempt))
+                && !shared.desk.stops(node) =>
         {
             // What the failed attempt asked for is dropped.
             shared.dynamic.take(node, (cycle, attempt));

@@ -22,6 +22,8 @@ impl Scheduler {
         record.attempts = done.attempts;
         record.start = Some(done.start.saturating_duration_since(self.run_start));
         record.duration = Some(done.end.saturating_duration_since(done.start));
+        // What a task that stopped to wait (or whose request was cancelled) left at the desk.
+        let waits = self.shared.desk.take_waiting(node);
         match done.result {
             Ok(()) => {
                 record.status = TaskStatus::Succeeded;
@@ -76,6 +78,12 @@ impl Scheduler {
                     self.member_finished(node);
                 }
                 self.completed(checkpoint);
+            }
+            Err(error) if waits.is_some() => {
+                // Its requests for feedback are not yet answered: it runs again on resume.
+                let stamp = (self.records[node as usize].runs, done.attempts);
+                self.shared.dynamic.take(node, stamp);
+                self.waiting(node, done.attempts, waits.unwrap_or_default(), &error);
             }
             Err(error) => {
                 // A cancel stands whatever the attempt returned; nothing else it asked for does.
@@ -170,6 +178,38 @@ impl Scheduler {
                 error,
             });
         }
+    }
+
+    /// `node` stopped to wait for `requests`: it holds nothing, its successors wait, and the
+    /// run ends as waiting once nothing else can run.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn waiting(
+        &mut self,
+        node: u32,
+        attempts: u32,
+        requests: Vec<crate::run::WaitingRequest>,
+        error: &AttemptError,
+    ) {
+        self.shared.clear_result(node);
+        let record = &mut self.records[node as usize];
+        record.status = TaskStatus::Waiting;
+        record.attempts = attempts;
+        record.error = Some(Chain(error).to_string().into_boxed_str());
+        record.error_chain = None;
+        self.shared
+            .task_event(node, attempts, || EventKind::TaskFailed {
+                error: Chain(error).to_string(),
+                kind: None,
+                tolerated: false,
+            });
+        tracing::info!(
+            target: "graflow::engine",
+            task = %self.shared.task(node).id(),
+            requests = requests.len(),
+            "task waits for an answer"
+        );
+        self.waiting.extend(requests);
     }
 
     #[cold]

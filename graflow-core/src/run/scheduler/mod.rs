@@ -76,6 +76,10 @@ pub(crate) struct Ended {
     pub groups: Vec<GroupState>,
     /// Why the last checkpoint could not be written, if it could not.
     pub checkpoint_error: Option<String>,
+    /// The requests tasks stopped to wait for.
+    pub waiting: Vec<crate::run::WaitingRequest>,
+    /// Where the last checkpoint went (a run that waits gets one even if it asked for none).
+    pub checkpoint_path: Option<std::path::PathBuf>,
 }
 
 pub(crate) struct Scheduler {
@@ -107,6 +111,8 @@ pub(crate) struct Scheduler {
     instead: rustc_hash::FxHashSet<u32>,
     checkpoint: Option<Checkpointer>,
     checkpoint_error: Option<String>,
+    /// The requests tasks stopped to wait for.
+    waiting: Vec<crate::run::WaitingRequest>,
 }
 
 /// What a node's end does to its successors.
@@ -150,6 +156,7 @@ pub(crate) async fn run(
         groups: start.groups,
         checkpoint,
         checkpoint_error: None,
+        waiting: Vec::new(),
         shared,
     };
     scheduler.announce(0);
@@ -157,19 +164,68 @@ pub(crate) async fn run(
     // Whatever is still in flight, or waiting to retry, is cancelled by dropping it.
     drop(std::mem::take(&mut scheduler.inflight));
     drop(std::mem::take(&mut scheduler.backoffs));
+    // A run that waits for answers must be resumable: it gets a checkpoint where its store
+    // says, if it keeps none of its own.
+    if !scheduler.waiting.is_empty() && scheduler.checkpoint.is_none() {
+        scheduler.checkpoint = scheduler.suspend_checkpointer();
+    }
     // The run's last checkpoint, however it ended (a failure's included): tasks that were
     // running are pending in it.
     scheduler.save_checkpoint(true);
+    let checkpoint_path = scheduler.checkpoint.as_ref().map(|c| c.path().to_owned());
     Ended {
         records: scheduler.records,
         failure: scheduler.failure,
         terminated: scheduler.terminated,
         groups: scheduler.groups,
         checkpoint_error: scheduler.checkpoint_error,
+        waiting: scheduler.waiting,
+        checkpoint_path,
     }
 }
 
 impl Scheduler {
+    /// A checkpointer at the path the run's store gives a run that waits, if it gives one.
+    #[cold]
+    fn suspend_checkpointer(&mut self) -> Option<Checkpointer> {
+        let path = self.shared.record.get()?.suspend_path()?;
+        if let Some(dir) = path.parent()
+            && let Err(error) = std::fs::create_dir_all(dir)
+        {
+            tracing::error!(target: "graflow::engine", error = %error, dir = %dir.display(), "cannot make the directory of the waiting run's checkpoint");
+            self.checkpoint_error = Some(format!(
+                "cannot make the directory {}: {error}",
+                dir.display()
+            ));
+            return None;
+        }
+        let cadence = super::checkpoint::Cadence {
+            path,
+            every: None,
+            interval: None,
+            durable: true,
+        };
+        match Checkpointer::new(cadence, &self.shared.workflow, &self.shared.run_id, 0) {
+            Ok(checkpointer) => Some(checkpointer),
+            Err(error) => {
+                tracing::error!(target: "graflow::engine", error = %error, "cannot checkpoint the waiting run");
+                self.checkpoint_error = Some(error.to_string());
+                None
+            }
+        }
+    }
+
+    /// A task began to wait for a person: the run is checkpointed now (it gets a checkpoint
+    /// where its store says if it keeps none), so that a program killed while it waits can be
+    /// resumed by its id, the waiting task asking again and finding its answer.
+    #[cold]
+    fn checkpoint_waiting(&mut self) {
+        if self.checkpoint.is_none() {
+            self.checkpoint = self.suspend_checkpointer();
+        }
+        self.save_checkpoint(false);
+    }
+
     fn slot_of(&self, node: u32) -> usize {
         match self.shared.graph.node_handler.get(node as usize) {
             Some(&h) => h as usize,
@@ -295,7 +351,17 @@ impl Scheduler {
                 // Only backoffs left: their timers wake this task.
                 Poll::Ready(None) if self.idle() => return Poll::Pending,
                 Poll::Ready(None) => {}
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // A task that began to wait for a person is told through the run's desk,
+                    // which wakes this task (only a run with a store can ask).
+                    if self.shared.record.get().is_some() {
+                        self.shared.desk.register(cx.waker());
+                        if self.shared.desk.take_began_waiting() {
+                            self.checkpoint_waiting();
+                        }
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
+mod ask;
+
+use crate::run::Asker;
+use ask::{PipeAsker, Refuse, Streams};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::channel::Channel;
 use crate::definition::{AttemptError, TaskDef, definitions, panic_message};
 use crate::graph::Task;
@@ -198,28 +204,48 @@ fn serve() -> i32 {
         Ok(streams) => streams,
         Err(code) => return code,
     };
+    let fd = input.as_raw_fd();
     let mut input = std::io::BufReader::new(input);
     let outcome = match Invocation::read_from(&mut input, &invocation_limits()) {
         Ok(invocation) => {
             let nonce = invocation.nonce;
-            exit_when_orphaned(input);
-            match check(&invocation) {
+            if let Err(code) = exit_when_orphaned(fd) {
+                return code;
+            }
+            let streams = Arc::new(Streams {
+                out: Mutex::new(Box::new(out)),
+                input: Mutex::new(input),
+            });
+            let asker = PipeAsker {
+                streams: streams.clone(),
+            };
+            let outcome = match check(&invocation) {
                 Ok(def) => match task_runtime() {
                     Ok(runtime) => {
-                        let outcome = run(&runtime, def, invocation);
+                        let outcome = run(&runtime, def, invocation, Arc::new(asker));
                         runtime.shutdown_background();
                         outcome
                     }
                     Err(error) => runner_failure(nonce, &error, 0),
                 },
                 Err(reason) => rejection(nonce, build_id(), reason),
-            }
+            };
+            (outcome, streams)
         }
-        Err(reason) => rejection(0, build_id(), format!("unreadable invocation: {reason}")),
+        Err(reason) => {
+            let outcome = rejection(0, build_id(), format!("unreadable invocation: {reason}"));
+            let streams = Arc::new(Streams {
+                out: Mutex::new(Box::new(out)),
+                input: Mutex::new(input),
+            });
+            (outcome, streams)
+        }
     };
+    let (outcome, streams) = outcome;
     // The task is over: nothing it started outlives it.
     crate::descendants::kill_descendants(std::process::id() as libc::pid_t);
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let mut out = streams.out.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut *out);
     match outcome.write_to(&mut out) {
         Ok(()) => 0,
         Err(e) => {
@@ -257,27 +283,23 @@ fn protocol_streams() -> std::io::Result<(std::fs::File, std::fs::File)> {
 
 /// The handler that started this runner keeps its input open until it has the outcome; when
 /// the input closes first, that handler is gone (its process died, its future was dropped), and
-/// nobody will read the outcome: stop the task, and every process it started, at once.
-fn exit_when_orphaned(mut input: impl std::io::Read + Send + 'static) {
+/// nobody will read the outcome: stop the task, and every process it started, at once. The
+/// input is watched for its end without being read: the task's questions read their replies
+/// from it.
+fn exit_when_orphaned(fd: std::os::fd::RawFd) -> Result<(), i32> {
+    static BUSY: AtomicBool = AtomicBool::new(true);
     let watcher = std::thread::Builder::new()
         .name("graflow-runner-input".to_owned())
-        .spawn(move || {
-            let mut buf = [0u8; 256];
-            loop {
-                match input.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            orphaned()
-        });
-    if let Err(e) = watcher {
-        let _ = writeln!(
-            std::io::stderr(),
-            "graflow runner: cannot watch the handler: {e}"
-        );
+        .spawn(move || watch_input(fd, &BUSY));
+    match watcher {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "graflow runner: cannot watch the handler: {e}"
+            );
+            Err(70)
+        }
     }
 }
 
@@ -327,18 +349,26 @@ fn serve_many() -> i32 {
             return 70;
         }
     };
-    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let streams = Arc::new(Streams {
+        out: Mutex::new(Box::new(std::io::BufWriter::with_capacity(1 << 16, out))),
+        input: Mutex::new(std::io::BufReader::with_capacity(1 << 16, input)),
+    });
+    let asker: Arc<dyn Asker> = Arc::new(Refuse(
+        "a task on a warm runner (reuse = true) cannot ask a person yet: drop reuse for this task",
+    ));
     let limits = invocation_limits();
     let mut runtime: Option<tokio::runtime::Runtime> = None;
     loop {
-        match input.fill_buf() {
-            Ok([]) => return 0,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return 0,
-        }
-        let next = Invocation::read_from(&mut input, &limits);
+        let next = {
+            let mut input = streams.input.lock().unwrap_or_else(PoisonError::into_inner);
+            match input.fill_buf() {
+                Ok([]) => return 0,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return 0,
+            }
+            Invocation::read_from(&mut *input, &limits)
+        };
         busy.store(true, Ordering::SeqCst);
         watcher.thread().unpark();
         let (outcome, last) = match next {
@@ -347,7 +377,7 @@ fn serve_many() -> i32 {
                 let outcome = match check(&invocation) {
                     Ok(def) => match runtime.take().map_or_else(task_runtime, Ok) {
                         Ok(ready) => {
-                            let outcome = run(&ready, def, invocation);
+                            let outcome = run(&ready, def, invocation, asker.clone());
                             // What a task spawned ends with it: a runtime left with live tasks
                             // is shut down (the next task gets a new one).
                             if ready.metrics().num_alive_tasks() == 0 {
@@ -377,7 +407,11 @@ fn serve_many() -> i32 {
         // outcome.
         let _ = std::io::stdout().flush();
         let _ = writeln!(std::io::stderr(), "{TASK_END_MARKER}{:016x}", outcome.nonce);
-        if let Err(e) = outcome.write_to(&mut out) {
+        let written = {
+            let mut out = streams.out.lock().unwrap_or_else(PoisonError::into_inner);
+            outcome.write_to(&mut *out)
+        };
+        if let Err(e) = written {
             let _ = writeln!(std::io::stderr(), "graflow runner: {e}");
             return 71;
         }
@@ -541,11 +575,13 @@ fn run(
     runtime: &tokio::runtime::Runtime,
     def: &'static TaskDef,
     invocation: Invocation,
+    asker: Arc<dyn Asker>,
 ) -> Outcome {
     let prepared = match prepare(def, invocation, &[]) {
         Ok(prepared) => prepared,
         Err(outcome) => return *outcome,
     };
+    let _ = prepared.ctx.run.asker.set(asker);
     let started = Instant::now();
     let result = runtime.block_on(prepared.ctx.task().run(&prepared.ctx));
     finish(&prepared, result, started.elapsed())
@@ -567,6 +603,19 @@ pub async fn answer(
     handler: &dyn TaskHandler,
     backend_options: &[&str],
 ) -> Outcome {
+    answer_asking(invocation, handler, backend_options, None).await
+}
+
+/// [`answer`], with the way back to the engine for the task's questions for a person
+/// (`TaskContext::approval` and the like): `asker` carries them to the engine that owns the
+/// run (a queue worker sends them on its queue). Without one, a task that asks fails with
+/// [`FeedbackError::Unavailable`](crate::feedback::FeedbackError::Unavailable).
+pub async fn answer_asking(
+    invocation: Invocation,
+    handler: &dyn TaskHandler,
+    backend_options: &[&str],
+    asker: Option<Arc<dyn Asker>>,
+) -> Outcome {
     let nonce = invocation.nonce;
     let def = match check(&invocation) {
         Ok(def) => def,
@@ -576,6 +625,9 @@ pub async fn answer(
         Ok(prepared) => prepared,
         Err(outcome) => return *outcome,
     };
+    if let Some(asker) = asker {
+        let _ = prepared.ctx.run.asker.set(asker);
+    }
     let started = Instant::now();
     let task = prepared.ctx.task();
     let valid = std::panic::catch_unwind(AssertUnwindSafe(|| handler.validate_task(task)));
