@@ -136,6 +136,29 @@ const TABLES: &[(&str, &[&str])] = &[
     ("logs", &["run_id", "node", "seq", "attempt", "at", "line"]),
     ("log_cuts", &["run_id", "node", "lines_cut", "bytes_cut"]),
     ("edges", &["run_id", "source", "target"]),
+    (
+        "feedback",
+        &[
+            "id",
+            "run_id",
+            "workflow",
+            "task",
+            "ask_key",
+            "kind",
+            "prompt",
+            "options",
+            "schema_json",
+            "expected",
+            "metadata",
+            "asked_at",
+            "expires_at",
+            "status",
+            "answer",
+            "answered_by",
+            "answered_at",
+            "reason",
+        ],
+    ),
 ];
 
 /// Fills every table with rows made of `cells` (each row's run id `r` unless a cell says
@@ -165,6 +188,9 @@ pub fn read_hostile_rows(cells: &[Cell]) {
             }
         }
         let _ = query::checkpoint(&pool, "r").await;
+        let _ = crate::feedback::query::list(&pool, false, 100).await;
+        let _ = crate::feedback::query::request(&pool, "r").await;
+        let _ = crate::feedback::query::state(&pool, "r").await;
     });
 }
 
@@ -250,5 +276,31 @@ mod tests {
         assert!(
             matches!(cells.as_slice(), [Cell::Null, Cell::Int(1), Cell::Text(t), Cell::Blob(_)] if t == "hi")
         );
+    }
+}
+
+/// An answer as a person types it, checked against a request of every kind (the kind, options
+/// and schema made of the same bytes): an answer or a reason, never a panic.
+pub fn answers(bytes: &[u8]) {
+    use graflow_core::feedback::FeedbackKind;
+    let text = String::from_utf8_lossy(bytes);
+    let (schema, answer) = text.split_at(text.len() / 2);
+    let options: Vec<String> = answer.split(',').map(str::to_owned).collect();
+    for kind in [
+        FeedbackKind::Approval,
+        FeedbackKind::Text,
+        FeedbackKind::Selection,
+        FeedbackKind::MultiSelection,
+        FeedbackKind::Custom,
+    ] {
+        if let Ok(value) = crate::feedback::validate::parse_text(kind, answer) {
+            let accepts = crate::feedback::validate::Accepts {
+                kind,
+                options: &options,
+                schema: Some(schema),
+                expected: "anything",
+            };
+            let _ = crate::feedback::validate::check(&accepts, &value);
+        }
     }
 }

@@ -18,6 +18,7 @@
 
 mod db;
 mod error;
+mod feedback;
 /// The entry points of the fuzz targets (`fuzz/`) and the property tests: hostile rows read
 /// back. Compiled only under `--cfg fuzzing` and in the crate's tests.
 #[cfg(any(fuzzing, test))]
@@ -27,13 +28,19 @@ mod host;
 pub mod limits;
 mod location;
 mod mode;
+mod notify;
 mod read;
 mod recorder;
 mod store;
 mod write;
 
 pub use error::{StoreError, StoreErrorKind};
+pub use feedback::{AnswerError, FeedbackInfo};
 pub use location::{HOME_ENV, Location, REQUIRED_ENV, STORE_ENV};
+pub use notify::{
+    ATTEMPTS as WEBHOOK_ATTEMPTS, SECRET_ENV as WEBHOOK_SECRET_ENV, WEBHOOK_ENV,
+    signature as webhook_signature,
+};
 pub use read::liveness::LOST_AFTER;
 pub use read::model::{
     AttemptDetail, EventLine, LogLine, RunDetail, RunStatus, RunSummary, TaskDetail, WorkerAttempt,

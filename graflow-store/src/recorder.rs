@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use graflow_core::feedback::{FeedbackAsk, FeedbackState};
 use graflow_core::record::{
     RecordError, RecordErrorKind, RecordFuture, RecordedEvent, RemoteAttempt, RunInfo, RunRecord,
     RunRecorder,
@@ -24,6 +25,8 @@ impl RunRecorder for Store {
             let key = RunKey::next();
             let record = Arc::new(Recording {
                 key,
+                store: self.clone(),
+                workflow: run.workflow.name().to_owned(),
                 run: run.run_id.clone(),
                 shared: self.shared().clone(),
                 dropped: AtomicU64::new(0),
@@ -69,6 +72,9 @@ impl RunRecorder for Store {
 /// One run's records.
 struct Recording {
     key: RunKey,
+    /// For the requests for feedback, written at once.
+    store: Store,
+    workflow: String,
     run: Arc<str>,
     shared: Arc<Shared>,
     /// Records dropped because the buffer was full.
@@ -103,6 +109,37 @@ impl RunRecord for Recording {
                 Err(cause) => Err(lost(&shared.name, &run, &cause)),
             }
         })
+    }
+
+    fn ask<'a>(&'a self, ask: FeedbackAsk<'a>) -> RecordFuture<'a, FeedbackState> {
+        Box::pin(async move {
+            // The run's own records first: a run that waits is one a person can find, even if
+            // its program is killed while it waits.
+            if let Err(cause) = self.shared.flush().await {
+                tracing::warn!(target: "graflow::store", run = %self.run, error = %cause, "the run's records are not all written before it waits");
+            }
+            self.store
+                .ask(&self.run, &self.workflow, &ask)
+                .await
+                .map_err(RecordError::from)
+        })
+    }
+
+    fn feedback<'a>(&'a self, id: &'a str) -> RecordFuture<'a, FeedbackState> {
+        Box::pin(async move {
+            self.store
+                .feedback_state(id)
+                .await
+                .map_err(RecordError::from)
+        })
+    }
+
+    fn feedback_timed_out(&self, id: &str) {
+        self.store.feedback_timed_out(id);
+    }
+
+    fn suspend_path(&self) -> Option<PathBuf> {
+        self.store.suspend_path(&self.run)
     }
 
     fn finish(&self) -> RecordFuture<'static, ()> {

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use graflow_core::feedback::{FeedbackAnswer, FeedbackAsk, FeedbackState, FeedbackStatus};
+
 use crate::db::{Pool, open};
 use crate::error::{StoreError, StoreErrorKind};
+use crate::feedback::{self, AnswerError, FeedbackInfo};
 use crate::location::{Location, REQUIRED_ENV};
 use crate::read::model::{RunDetail, RunSummary};
 use crate::read::query;
@@ -146,6 +149,10 @@ impl Store {
             .map_err(|e| self.error("cannot read the run", &e))?
         {
             Some(Some(path)) => Ok(PathBuf::from(path)),
+            // A run that stopped to wait for an answer, checkpointed where the store says.
+            Some(None) | None if self.suspend_path(id).is_some_and(|p| p.exists()) => self
+                .suspend_path(id)
+                .ok_or_else(|| StoreError::new(&name, StoreErrorKind::NotFound, "no checkpoint")),
             Some(None) => Err(StoreError::new(
                 &name,
                 StoreErrorKind::NotFound,
@@ -159,6 +166,238 @@ impl Store {
                 format!("no run {id} (--graflow-runs lists the runs it has)"),
             )),
         }
+    }
+
+    /// Where run `run_id` writes its checkpoint when it stops to wait for an answer and keeps
+    /// no checkpoint of its own: `checkpoints/RUN_ID.ckpt` beside a SQLite store, under
+    /// `$GRAFLOW_HOME` (`~/.graflow`) for PostgreSQL. `None` for a run id that is not a plain
+    /// name.
+    pub fn suspend_path(&self, run_id: &str) -> Option<PathBuf> {
+        if run_id.is_empty()
+            || run_id.len() > 128
+            || !run_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        let dir = match self.location() {
+            Location::Sqlite(path) => path.parent()?.join("checkpoints"),
+            Location::Postgres(_) => match Location::default_sqlite().ok()? {
+                Location::Sqlite(path) => path.parent()?.join("checkpoints"),
+                Location::Postgres(_) => return None,
+            },
+        };
+        Some(dir.join(format!("{run_id}.ckpt")))
+    }
+
+    /// The requests for feedback, newest first: the open ones (`open_only`) or all; at most
+    /// `limit`.
+    pub async fn feedback_requests(
+        &self,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<FeedbackInfo>, StoreError> {
+        feedback::query::list(self.pool().await?, open_only, limit)
+            .await
+            .map_err(|e| self.error("cannot read its requests for feedback", &e))
+    }
+
+    /// Request `id`; `None` when there is none.
+    pub async fn feedback_request(&self, id: &str) -> Result<Option<FeedbackInfo>, StoreError> {
+        if !feedback::well_formed(id) {
+            return Ok(None);
+        }
+        Ok(feedback::query::request(self.pool().await?, id)
+            .await
+            .map_err(|e| self.error("cannot read the request", &e))?
+            .map(|stored| stored.info))
+    }
+
+    /// Answers request `id` with `value` (JSON: a boolean for an approval, a string for a text
+    /// or a selection, an array of options, any value its schema accepts for a custom request)
+    /// on behalf of `by`. The answer is checked first: a refused one leaves the request open.
+    /// The first valid answer wins; the task waiting for it (in any program sharing the store)
+    /// gets it within a second, or its run gets it when resumed.
+    ///
+    /// # Errors
+    /// [`AnswerError`]: no such request, answered or cancelled already, an invalid answer, or
+    /// the store failed.
+    pub async fn answer(
+        &self,
+        id: &str,
+        value: serde_json::Value,
+        by: &str,
+    ) -> Result<FeedbackAnswer, AnswerError> {
+        let stored = self.open_request(id).await?;
+        let accepts = feedback::validate::Accepts {
+            kind: stored.info.kind,
+            options: &stored.info.options,
+            schema: stored.schema.as_deref(),
+            expected: &stored.info.expected,
+        };
+        feedback::validate::check(&accepts, &value).map_err(|message| AnswerError::Invalid {
+            id: id.to_owned(),
+            message,
+        })?;
+        let by = if by.trim().is_empty() {
+            crate::host::me().user.clone()
+        } else {
+            crate::limits::clean(by.trim(), 256)
+        };
+        let answer = FeedbackAnswer::new(value, by);
+        let won = feedback::query::answer(self.pool().await?, id, &answer)
+            .await
+            .map_err(|e| self.error("cannot store the answer", &e))?;
+        if !won {
+            // Someone else was first: say who.
+            self.open_request(id).await?;
+            return Err(AnswerError::UnknownRequest { id: id.to_owned() });
+        }
+        let mut info = stored.info;
+        info.status = FeedbackStatus::Answered(answer.clone());
+        crate::notify::send("feedback.answered", feedback::document(&info));
+        Ok(answer)
+    }
+
+    /// [`Store::answer`] with what a person typed: `yes`/`no` for an approval, the text, the
+    /// option, options separated by commas (or a JSON array), JSON for a custom request.
+    ///
+    /// # Errors
+    /// As [`Store::answer`].
+    pub async fn answer_text(
+        &self,
+        id: &str,
+        text: &str,
+        by: &str,
+    ) -> Result<FeedbackAnswer, AnswerError> {
+        let stored = self.open_request(id).await?;
+        let value = feedback::validate::parse_text(stored.info.kind, text).map_err(|message| {
+            AnswerError::Invalid {
+                id: id.to_owned(),
+                message: format!("{message} (expected {})", stored.info.expected),
+            }
+        })?;
+        self.answer(id, value, by).await
+    }
+
+    /// Cancels request `id`: the task waiting for it fails, saying `reason`; a resumed run's
+    /// task fails the same way.
+    ///
+    /// # Errors
+    /// As [`Store::answer`], but for an invalid answer.
+    pub async fn cancel_feedback(
+        &self,
+        id: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<(), AnswerError> {
+        let stored = self.open_request(id).await?;
+        let by = if by.trim().is_empty() {
+            crate::host::me().user.clone()
+        } else {
+            crate::limits::clean(by.trim(), 256)
+        };
+        let done = feedback::query::cancel(self.pool().await?, id, reason, &by)
+            .await
+            .map_err(|e| self.error("cannot cancel the request", &e))?;
+        if !done {
+            self.open_request(id).await?;
+            return Err(AnswerError::UnknownRequest { id: id.to_owned() });
+        }
+        let mut info = stored.info;
+        info.status = FeedbackStatus::Cancelled {
+            reason: reason.to_owned(),
+            by,
+        };
+        crate::notify::send("feedback.cancelled", feedback::document(&info));
+        Ok(())
+    }
+
+    /// Request `id`, if it is open; why not otherwise.
+    async fn open_request(&self, id: &str) -> Result<feedback::query::Stored, AnswerError> {
+        if !feedback::well_formed(id) {
+            return Err(AnswerError::UnknownRequest { id: id.to_owned() });
+        }
+        let stored = feedback::query::request(self.pool().await?, id)
+            .await
+            .map_err(|e| self.error("cannot read the request", &e))?
+            .ok_or_else(|| AnswerError::UnknownRequest { id: id.to_owned() })?;
+        match &stored.info.status {
+            FeedbackStatus::Open => Ok(stored),
+            FeedbackStatus::Answered(answer) => Err(AnswerError::AlreadyAnswered {
+                id: id.to_owned(),
+                by: answer.by.clone(),
+            }),
+            FeedbackStatus::Cancelled { reason, by } => Err(AnswerError::Cancelled {
+                id: id.to_owned(),
+                reason: reason.clone(),
+                by: by.clone(),
+            }),
+            _ => Err(AnswerError::UnknownRequest { id: id.to_owned() }),
+        }
+    }
+
+    /// Keeps a task's request (or finds the one it made before).
+    pub(crate) async fn ask(
+        &self,
+        run_id: &str,
+        workflow: &str,
+        ask: &FeedbackAsk<'_>,
+    ) -> Result<FeedbackState, StoreError> {
+        let name = self.location().to_string();
+        let id = feedback::new_id()
+            .map_err(|e| StoreError::new(&name, StoreErrorKind::Unavailable, e))?;
+        let (state, created) = feedback::query::ask(self.pool().await?, run_id, workflow, ask, &id)
+            .await
+            .map_err(|e| self.error("cannot keep the request for feedback", &e))?;
+        if created {
+            // A person must learn that something waits for them, tracing or not.
+            let message = format!(
+                "task '{}' of run {run_id} asks {:?} ({}): answer with --graflow-answer {} VALUE; --graflow-feedback lists what waits",
+                crate::limits::clean(ask.task, 256),
+                crate::limits::clean(&ask.request.prompt, 512),
+                ask.request.expected,
+                state.id
+            );
+            tracing::info!(target: "graflow::store", request = %state.id, "{message}");
+            if !tracing::dispatcher::has_been_set() {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "graflow: {message}");
+            }
+            if let Ok(Some(info)) = self.feedback_request(&state.id).await {
+                crate::notify::send("feedback.created", feedback::document(&info));
+            }
+        }
+        Ok(state)
+    }
+
+    /// Where request `id` stands.
+    pub(crate) async fn feedback_state(&self, id: &str) -> Result<FeedbackState, StoreError> {
+        feedback::query::state(self.pool().await?, id)
+            .await
+            .map_err(|e| self.error("cannot read the request", &e))?
+            .ok_or_else(|| {
+                StoreError::new(
+                    &self.location().to_string(),
+                    StoreErrorKind::NotFound,
+                    format!("request {id} is no longer in the store"),
+                )
+            })
+    }
+
+    /// The task gave up waiting for request `id`.
+    pub(crate) fn feedback_timed_out(&self, id: &str) {
+        let store = self.clone();
+        let id = id.to_owned();
+        let Ok(runtime) = graflow_core::backend::background() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Ok(Some(info)) = store.feedback_request(&id).await {
+                crate::notify::send("feedback.timed_out", feedback::document(&info));
+            }
+        });
     }
 
     /// Waits until everything recorded so far is written; the store's error when it cannot be

@@ -216,3 +216,33 @@ pub(crate) fn run(run: &RunDetail) -> String {
     }
     out
 }
+
+/// `--graflow-feedback`: one line per request, then how to answer.
+pub(crate) fn feedback(requests: &[crate::feedback::FeedbackInfo]) -> String {
+    if requests.is_empty() {
+        return "no requests for feedback wait for an answer\n".to_owned();
+    }
+    let mut rows = vec![
+        [
+            "ID", "RUN", "TASK", "KIND", "PROMPT", "OPTIONS", "ASKED", "EXPIRES", "STATUS",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for r in requests {
+        rows.push(vec![
+            r.id.clone(),
+            cell(&r.run_id, 24),
+            cell(&r.task, 32),
+            r.kind.as_str().to_owned(),
+            cell(&r.prompt, 60),
+            cell(&r.options.join(", "), 40),
+            when(r.asked_at),
+            when(r.expires_at),
+            r.status_name().to_owned(),
+        ]);
+    }
+    let mut out = table(&rows);
+    out.push_str("answer one with: PROGRAM --graflow-answer ID VALUE (yes/no, a text, an option, options separated by commas, or JSON)\n");
+    out
+}

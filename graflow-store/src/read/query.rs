@@ -220,7 +220,7 @@ pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<u64, sqlx
         .fetch_all(&mut *tx)
         .await?;
         for id in &ids {
-            for table in ["tasks", "edges", "attempts", "worker_attempts", "events", "logs", "log_cuts"] {
+            for table in ["tasks", "edges", "attempts", "worker_attempts", "events", "logs", "log_cuts", "feedback"] {
                 sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE run_id = $1"))).bind(id).execute(&mut *tx).await?;
             }
             sqlx::query("DELETE FROM runs WHERE id = $1").bind(id).execute(&mut *tx).await?;

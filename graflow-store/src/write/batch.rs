@@ -202,7 +202,14 @@ pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<RunKey, Run
                     succeeded, counts, ..
                 } => Some(RunEnd {
                     id: run.clone(),
-                    status: if succeeded { "succeeded" } else { "failed" },
+                    // A run that stopped only to wait for answers (no task failed) waits.
+                    status: if succeeded {
+                        "succeeded"
+                    } else if counts.waiting > 0 && counts.failed == 0 {
+                        "waiting"
+                    } else {
+                        "failed"
+                    },
                     ended_at: at,
                     error: detail,
                     succeeded: counts.succeeded as i64,

@@ -57,4 +57,6 @@ pub(crate) fn flush_all() {
             )),
         }
     }
+    // Feedback notifications under way are sent too, in what is left of the wait.
+    crate::notify::wait_idle(deadline);
 }
