@@ -92,3 +92,9 @@ pub fn worker_flags(bytes: &[u8]) {
         let _ = crate::mode::parse_duration(word);
     }
 }
+
+/// What a worker reads off its attempt's answers list (its engine's replies to the task's
+/// questions), read as hostile: a reply or nothing, never a panic.
+pub fn ask_replies(bytes: &[u8]) {
+    let _ = crate::worker::read_ask_reply(bytes, "1.0");
+}

@@ -81,6 +81,12 @@ impl Keys {
         format!("{}:queued:{attempt}", self.prefix)
     }
 
+    /// The replies to an attempt's questions for a person, pushed by its engine, popped by the
+    /// worker that asked.
+    pub(crate) fn answers(&self, attempt: &str) -> String {
+        format!("{}:answers:{attempt}", self.prefix)
+    }
+
     /// Set when the engine no longer wants an attempt (timeout, cancelled run).
     pub(crate) fn cancel(&self, attempt: &str) -> String {
         format!("{}:cancel:{attempt}", self.prefix)

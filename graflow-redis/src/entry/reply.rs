@@ -16,7 +16,18 @@ pub(crate) enum ReplyKind {
         /// Why (deliveries, the cap, the dead-letter stream).
         reason: String,
     },
+    /// The task asks a person (it still runs): the engine answers on the attempt's answers
+    /// list.
+    Ask {
+        /// Which question of the attempt.
+        key: String,
+        /// The request, JSON (read by the core, bounded here).
+        request: String,
+    },
 }
+
+/// The longest question key.
+pub(crate) const MAX_ASK_KEY: usize = 64;
 
 /// One attempt's reply, as an engine reads it off its reply stream.
 #[derive(Debug)]
@@ -47,6 +58,11 @@ impl Reply {
             ReplyKind::Dead { reason } => {
                 fields.push(("kind", b"dead".to_vec()));
                 fields.push(("reason", reason.as_bytes().to_vec()));
+            }
+            ReplyKind::Ask { key, request } => {
+                fields.push(("kind", b"ask".to_vec()));
+                fields.push(("key", key.as_bytes().to_vec()));
+                fields.push(("request", request.as_bytes().to_vec()));
             }
         }
         fields
@@ -81,6 +97,15 @@ impl Reply {
             ),
             "dead" => ReplyKind::Dead {
                 reason: text(map, "reason", MAX_TEXT).map_err(named)?,
+            },
+            "ask" => ReplyKind::Ask {
+                key: text(map, "key", MAX_ASK_KEY).map_err(named)?,
+                request: text(
+                    map,
+                    "request",
+                    usize::try_from(graflow_protocol::frame::MAX_FEEDBACK_HEAD).unwrap_or(usize::MAX),
+                )
+                .map_err(named)?,
             },
             other => return Err(named(format!("unknown reply kind `{other}`"))),
         };
@@ -128,8 +153,10 @@ mod tests {
             logs in "\\PC{0,64}",
             outcome in prop::option::of(prop::collection::vec(any::<u8>(), 0..256)),
             reason in "\\PC{0,32}",
+            ask in any::<bool>(),
         ) {
             let kind = match outcome {
+                _ if ask => ReplyKind::Ask { key: "1.0".to_owned(), request: reason },
                 Some(bytes) => ReplyKind::Outcome(bytes),
                 None => ReplyKind::Dead { reason },
             };

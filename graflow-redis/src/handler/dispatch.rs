@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 
 use super::shared::Shared;
 use crate::connect::Backoff;
-use crate::entry::{RawEntry, Reply, read_reply};
+use crate::entry::{RawEntry, Reply, ReplyKind, read_reply};
 use graflow_core::HandlerFailure;
 
 /// Reads this handler's reply stream and hands each reply to the attempt waiting for it.
@@ -73,6 +73,22 @@ fn deliver(shared: &Shared, entry: RawEntry) {
         Err(why) => Err((None, why.to_string())),
     };
     let (att, result) = match parsed {
+        // A question: the attempt still runs, and keeps waiting for its outcome.
+        Ok(Reply {
+            att,
+            kind: ReplyKind::Ask { key, request },
+            ..
+        }) => {
+            if let Some(waiter) = shared
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&att)
+            {
+                let _ = waiter.asks.send((key, request));
+            }
+            return;
+        }
         Ok(reply) => (reply.att.clone(), Ok(reply)),
         Err((Some(att), why)) => (
             att,

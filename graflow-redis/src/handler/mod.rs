@@ -40,11 +40,13 @@ use tokio::sync::oneshot;
 
 use crate::RedisError;
 use crate::connect::connect;
+use crate::entry::Reply;
 use crate::entry::{Job, ReplyKind};
 use crate::keys::{Keys, check_name, process_name, redact};
 use cancel::Pending;
 use dispatch::dispatch;
 use enqueue::{enqueue, keep_alive};
+use graflow_core::feedback::{FeedbackError, FeedbackRequest};
 use monitor::monitor;
 use runtime::IoRuntime;
 use shared::{Shared, Waiter};
@@ -227,6 +229,7 @@ impl TaskHandler for RedisHandler {
             build: Some(remote::build_id().to_owned()),
         };
         let (tx, rx) = oneshot::channel();
+        let (asks, mut asks_rx) = tokio::sync::mpsc::unbounded_channel();
         let now = Instant::now();
         shared
             .waiting
@@ -240,6 +243,7 @@ impl TaskHandler for RedisHandler {
                     since: now,
                     checked: now,
                     tx,
+                    asks,
                 },
             );
         let mut pending = Pending {
@@ -276,8 +280,8 @@ impl TaskHandler for RedisHandler {
         tracing::debug!(target: "graflow::handlers", task = %task.id(), queue, attempt = %att, "queued on redis");
         // A failure found here (no worker, a lost job, a malformed reply) leaves `pending` armed:
         // the job is taken back when it drops.
-        let reply = rx
-            .await
+        let reply = self.wait_answering(task, ctx, &att, rx, &mut asks_rx).await;
+        let reply = reply
             .map_err(|_| fail("the redis handler stopped while the task was waiting".to_owned()))?
             .map_err(|(kind, message)| fail(message).with_kind(kind))?;
         pending.armed = false;
@@ -288,6 +292,10 @@ impl TaskHandler for RedisHandler {
         crate::logs::replay(&reply.logs, ctx, &reply.worker);
         match reply.kind {
             ReplyKind::Dead { reason } => Err(fail(reason)),
+            // Questions never end an attempt (the dispatcher hands them on).
+            ReplyKind::Ask { .. } => Err(fail(
+                "the worker's question came where its outcome was expected".to_owned(),
+            )),
             ReplyKind::Outcome(bytes) => {
                 let limits = Limits::default().with_max_frame(bytes.len() as u64 + 64);
                 let from = format!("worker {}", reply.worker);
@@ -296,3 +304,72 @@ impl TaskHandler for RedisHandler {
         }
     }
 }
+
+impl RedisHandler {
+    /// Waits for the attempt's reply, answering its worker's questions for a person meanwhile:
+    /// each goes to the engine ([`ExecutionContext::ask_for_task`]), and its reply onto the
+    /// attempt's answers list, which the worker polls.
+    async fn wait_answering(
+        &self,
+        task: &Task,
+        ctx: &ExecutionContext,
+        att: &str,
+        mut rx: oneshot::Receiver<Result<Reply, (HandlerFailure, String)>>,
+        asks_rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    ) -> Result<Result<Reply, (HandlerFailure, String)>, oneshot::error::RecvError> {
+        use futures_util::StreamExt as _;
+        let mut asking = futures_util::stream::FuturesUnordered::new();
+        let mut asked = 0usize;
+        loop {
+            tokio::select! {
+                reply = &mut rx => return reply,
+                Some((key, request)) = asks_rx.recv() => {
+                    asked += 1;
+                    let answer = match serde_json::from_str::<FeedbackRequest>(&request) {
+                        Ok(_) if asked > MAX_ASKS => Err(FeedbackError::Invalid {
+                            task: task.id().to_owned(),
+                            message: format!("an attempt may ask at most {MAX_ASKS} questions"),
+                        }),
+                        Ok(request) => Ok(ctx.ask_for_task(&key, request)),
+                        Err(e) => Err(FeedbackError::Invalid {
+                            task: task.id().to_owned(),
+                            message: format!("the worker's request could not be read: {e}"),
+                        }),
+                    };
+                    asking.push(async move {
+                        let reply = match answer {
+                            Ok(waiting) => waiting.await,
+                            Err(error) => Err(error),
+                        };
+                        (key, reply)
+                    });
+                }
+                Some((key, reply)) = asking.next(), if !asking.is_empty() => {
+                    let pushed = serde_json::json!({ "key": key, "reply": reply }).to_string();
+                    let shared = self.shared.clone();
+                    let list = shared.keys.answers(att);
+                    let sent = self.io.handle().spawn(async move {
+                        let mut conn = shared.conn.clone();
+                        redis::pipe()
+                            .rpush(&list, pushed)
+                            .ignore()
+                            .expire(&list, ANSWERS_TTL_SECS)
+                            .ignore()
+                            .query_async::<()>(&mut conn)
+                            .await
+                    });
+                    match sent.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(target: "graflow::handlers", task = %task.id(), error = %e, "cannot send the reply to a question to its worker"),
+                        Err(e) => tracing::warn!(target: "graflow::handlers", task = %task.id(), error = %e, "the task sending a reply to its worker ended"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The most questions one attempt may ask.
+const MAX_ASKS: usize = 256;
+/// How long an attempt's answers list lives unread.
+const ANSWERS_TTL_SECS: i64 = 3600;

@@ -38,6 +38,8 @@ pub(super) struct Waiter {
     pub(super) checked: Instant,
     /// The reply, or why the attempt failed without one and of what kind.
     pub(super) tx: oneshot::Sender<Result<Reply, (HandlerFailure, String)>>,
+    /// The task's questions for a person (key, request), as its worker sends them.
+    pub(super) asks: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
 
 /// Fails the waiting attempts `which` selects with `message`, a failure of `kind`.

@@ -10,6 +10,8 @@ use graflow_core::backend::build_id;
 use graflow_protocol::frame::rejection;
 use graflow_protocol::{Invocation, Limits};
 use tokio::sync::oneshot;
+
+use super::ask::{AskClock, RedisAsker};
 use tracing::Instrument;
 
 use super::dead_letter::{bury, dead_letter};
@@ -202,13 +204,39 @@ pub(super) async fn attempt(
                         delivery
                     );
                     tracing::debug!(target: "graflow::handlers", worker = %state.name, task = %job.task, entry = %id, delivery, "running");
-                    let run = graflow_core::backend::answer(invocation, &*handler, BACKEND_OPTIONS)
-                        .instrument(span);
+                    // The task's questions go to its engine, through the reply stream.
+                    let clock = Arc::new(AskClock::default());
+                    let asker = RedisAsker {
+                        conn: state.conn.clone(),
+                        stream: job.reply.clone(),
+                        answers: state.keys.answers(&job.att),
+                        att: job.att.clone(),
+                        worker: state.name.clone(),
+                        delivery,
+                        clock: clock.clone(),
+                    };
+                    let run = graflow_core::backend::answer_asking(
+                        invocation,
+                        &*handler,
+                        BACKEND_OPTIONS,
+                        Some(Arc::new(asker)),
+                    )
+                    .instrument(span);
+                    // The task's timeout, not counting the time it spent asking a person.
                     let deadline = async {
                         if job.timeout_ms == 0 {
                             std::future::pending::<()>().await;
                         }
-                        tokio::time::sleep(Duration::from_millis(job.timeout_ms)).await;
+                        let timeout = Duration::from_millis(job.timeout_ms);
+                        loop {
+                            let due = timeout + clock.paused();
+                            match due.checked_sub(started.elapsed()) {
+                                Some(left) if !left.is_zero() => {
+                                    tokio::time::sleep(left.max(Duration::from_millis(100))).await;
+                                }
+                                _ => break,
+                            }
+                        }
                     };
                     tokio::pin!(run);
                     tokio::pin!(deadline);

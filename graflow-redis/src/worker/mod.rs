@@ -20,6 +20,9 @@
 //! Each file uses only files listed above it (`tests/module_graph.rs` checks that they form
 //! no cycle).
 
+mod ask;
+#[cfg(fuzzing)]
+pub(crate) use ask::read as read_ask_reply;
 mod attempt;
 mod claim;
 mod dead_letter;
