@@ -55,15 +55,16 @@
 pub use graflow_core::{log_target, register_program_mode};
 
 pub use graflow_core::{
-    AttemptError, BoxError, BoxFuture, Chain, Channel, Checkpoint, CheckpointError, ConfigValue,
-    ControlError, CustomGroupPolicy, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CYCLES, Data,
-    DirectHandler, Error, ErrorKind, EventKind, EventStream, ExecutionContext, GroupFailure,
+    Ask, AttemptError, BoxError, BoxFuture, Chain, Channel, Checkpoint, CheckpointError,
+    ConfigValue, ControlError, CustomGroupPolicy, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CYCLES,
+    Data, DirectHandler, Error, ErrorKind, EventKind, EventStream, ExecutionContext, GroupFailure,
     GroupOutcome, GroupPolicy, GroupRecord, HandlerConfig, HandlerFailure, Iteration, NodeRef,
-    Problem, ProcessHandler, ProgressBar, ReportError, Result, RetryPolicy, RunCancelled, RunError,
-    RunEvent, RunFailure, RunObserver, RunOptions, RunReport, StreamObserver, Task, TaskChannel,
-    TaskContext, TaskCounts, TaskFn, TaskHandler, TaskInfo, TaskRecord, TaskStatus, TimeoutPause,
-    TypeInfo, Value, ValueError, Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner,
-    event_stream, init, is_runner, program_args, register_handler, task_named, tasks,
+    Problem, ProcessHandler, ProgressBar, ReportError, Response, Result, RetryPolicy, RunCancelled,
+    RunError, RunEvent, RunFailure, RunObserver, RunOptions, RunReport, RunWaiting, StreamObserver,
+    Task, TaskChannel, TaskContext, TaskCounts, TaskFn, TaskHandler, TaskInfo, TaskRecord,
+    TaskStatus, TimeoutPause, TypeInfo, Value, ValueError, WAITING_EXIT_CODE, WaitingRequest,
+    Workflow, WorkflowBuilder, WorkflowEngine, enable_test_runner, event_stream, init, is_runner,
+    program_args, register_handler, task_named, tasks,
 };
 
 /// The runner protocol, for handlers that run tasks out of process.
@@ -72,6 +73,15 @@ pub use graflow_core::protocol;
 /// The backend SDK, for handlers that run tasks out of process: the attempt driver, warm
 /// runner pools, queue transports, the worker side, program modes.
 pub use graflow_core::backend;
+
+/// Human feedback: what a task asks a person ([`TaskContext::approval`] and the like), the
+/// answers, and why there is none.
+pub use graflow_core::feedback;
+
+/// JSON schemas of custom feedback answers (`#[derive(Deserialize, JsonSchema)]` on the type a
+/// task asks for with [`TaskContext::ask`]; `#[schemars(crate = "graflow::schemars")]` when
+/// the program has no `schemars` dependency of its own).
+pub use graflow_core::schemars;
 
 /// The interface of a run store (for store authors): what `graflow::store` implements.
 pub use graflow_core::record;
