@@ -78,11 +78,6 @@ pub use graflow_core::backend;
 /// answers, and why there is none.
 pub use graflow_core::feedback;
 
-/// JSON schemas of custom feedback answers (`#[derive(Deserialize, JsonSchema)]` on the type a
-/// task asks for with [`TaskContext::ask`]; `#[schemars(crate = "graflow::schemars")]` when
-/// the program has no `schemars` dependency of its own).
-pub use graflow_core::schemars;
-
 /// The interface of a run store (for store authors): what `graflow::store` implements.
 pub use graflow_core::record;
 pub use graflow_core::register_recorder;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use graflow::feedback::{FeedbackError, FeedbackStatus};
 use graflow::prelude::*;
-use graflow::schemars::JsonSchema;
 use graflow::store::{AnswerError, FeedbackInfo, Location, Store};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod common;
@@ -36,7 +36,6 @@ const PROMPTLY: Duration = Duration::from_secs(60);
 
 /// A custom answer: checked against its schema when it is given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(crate = "graflow::schemars")]
 struct Rollout {
     replicas: u32,
     region: String,
@@ -111,6 +110,17 @@ fn after_both(ask_left: bool, ask_right: bool) -> bool {
     ask_left && ask_right
 }
 
+/// Asks only when told to: fast (inline) until it asks.
+#[task]
+fn maybe_ask(ctx: &TaskContext, ask: bool) -> Result<bool, FeedbackError> {
+    if !ask {
+        return Ok(false);
+    }
+    ctx.approval(format!("Asked by {}?", ctx.task_id()))
+        .timeout(Duration::from_secs(1))
+        .wait()
+}
+
 #[task(handler = "process", reuse = true)]
 fn ask_warm(ctx: &TaskContext) -> Result<bool, FeedbackError> {
     ctx.approval("From a warm runner?").wait()
@@ -166,12 +176,21 @@ fn open_of(store: &Store, task: &str) -> Vec<FeedbackInfo> {
         .collect()
 }
 
-/// Waits for the open request of `task`.
+/// Waits for the open request of `task` (a store that is busy for a moment, as a new SQLite
+/// file opened by two programs at once can be, is asked again).
 fn wait_for_request(store: &Store, task: &str) -> FeedbackInfo {
     let started = Instant::now();
     loop {
-        if let Some(request) = open_of(store, task).into_iter().next() {
-            return request;
+        match block(store.feedback_requests(true, 100)) {
+            Ok(open) => {
+                if let Some(request) = open.into_iter().find(|r| r.task == task) {
+                    return request;
+                }
+            }
+            Err(error) if error.is_retryable() => {
+                eprintln!("the store is busy for now: {error}");
+            }
+            Err(error) => panic!("the store answers: {error}"),
         }
         assert!(
             started.elapsed() < PROMPTLY * 2,
@@ -514,6 +533,36 @@ fn tasks_asking_at_once_all_wait_and_the_run_waits_for_all(ctx: &Ctx) {
     assert!(report.result::<bool>("after_both").unwrap());
 }
 
+fn a_task_that_ran_inline_asks_from_a_thread_of_its_own(ctx: &Ctx) {
+    let (store, _) = ctx.store("inline");
+    let engine = engine_with(&store);
+    // Fast runs that do not ask: the body is then run inline on the scheduler's thread.
+    for _ in 0..3 {
+        let mut builder = Workflow::builder("inline-warmup");
+        builder.add(maybe_ask::task().with_input("ask", false));
+        engine.run(&builder.build(), RunOptions::new()).unwrap();
+    }
+    // Two asking at once, from inline bodies: both wait (the scheduler's thread never does),
+    // each once, in its first attempt.
+    let mut builder = Workflow::builder("inline");
+    builder.add(maybe_ask::task().with_id("left").with_input("ask", true));
+    builder.add(maybe_ask::task().with_id("right").with_input("ask", true));
+    let error = engine
+        .run(&builder.build(), RunOptions::new())
+        .expect_err("nobody answers");
+    let waiting = error.waiting().expect("the run waits");
+    assert_eq!(waiting.requests.len(), 2, "{:?}", waiting.requests);
+    for task in waiting.report.tasks() {
+        assert_eq!(task.attempts, 1, "{}", task.id);
+    }
+    let asked: Vec<FeedbackInfo> = block(store.feedback_requests(false, 100))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.run_id == waiting.run_id)
+        .collect();
+    assert_eq!(asked.len(), 2, "each asked once: {asked:?}");
+}
+
 fn a_task_on_a_warm_runner_is_told_it_cannot_ask(ctx: &Ctx) {
     let (store, _) = ctx.store("warm");
     let engine = engine_with(&store);
@@ -565,6 +614,11 @@ fn child(mode: &str, store: &Path, args: &[&str], env: &[(&str, &str)]) -> Comma
     command
 }
 
+/// The deploy program run with `args` (its flags), nothing else set.
+fn flags(store: &Path, args: &[&str]) -> Output {
+    output(child("deploy", store, args, &[]))
+}
+
 fn output(mut command: Command) -> Output {
     command.output().expect("the child starts")
 }
@@ -592,18 +646,13 @@ fn a_run_nobody_answers_waits_then_resumes_with_the_answer_in_a_new_process(ctx:
         .expect("the run");
     assert_eq!(run.status.to_string(), "waiting");
     // The program's flags list it, as JSON too.
-    let listed = output(child("deploy", &path, &["--graflow-feedback"], &[]));
+    let listed = flags(&path, &["--graflow-feedback"]);
     assert!(
         text(&listed.stdout).contains(&request.id),
         "{}",
         text(&listed.stdout)
     );
-    let json = output(child(
-        "deploy",
-        &path,
-        &["--graflow-feedback", "--graflow-json"],
-        &[],
-    ));
+    let json = flags(&path, &["--graflow-feedback", "--graflow-json"]);
     let listed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(listed[0]["id"], request.id.as_str());
     assert_eq!(listed[0]["kind"], "approval");
@@ -620,20 +669,14 @@ fn a_run_nobody_answers_waits_then_resumes_with_the_answer_in_a_new_process(ctx:
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].id, request.id);
     // Answered from the command line; a second answer is refused.
-    let bad = output(child(
-        "deploy",
-        &path,
-        &["--graflow-answer", &request.id, "perhaps"],
-        &[],
-    ));
+    let bad = flags(&path, &["--graflow-answer", &request.id, "perhaps"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         text(&bad.stderr).contains("expected yes or no"),
         "{}",
         text(&bad.stderr)
     );
-    let yes = output(child(
-        "deploy",
+    let yes = flags(
         &path,
         &[
             "--graflow-answer",
@@ -642,15 +685,9 @@ fn a_run_nobody_answers_waits_then_resumes_with_the_answer_in_a_new_process(ctx:
             "--graflow-by",
             "alice",
         ],
-        &[],
-    ));
+    );
     assert_eq!(yes.status.code(), Some(0), "{}", text(&yes.stderr));
-    let no = output(child(
-        "deploy",
-        &path,
-        &["--graflow-answer", &request.id, "no"],
-        &[],
-    ));
+    let no = flags(&path, &["--graflow-answer", &request.id, "no"]);
     assert_eq!(no.status.code(), Some(1));
     assert!(
         text(&no.stderr).contains("already answered by alice"),
@@ -872,7 +909,11 @@ fn main() -> graflow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ctx = Ctx { dir: dir.clone() };
-    let tests: [Test; 13] = [
+    let tests: [Test; 14] = [
+        (
+            "a_task_that_ran_inline_asks_from_a_thread_of_its_own",
+            a_task_that_ran_inline_asks_from_a_thread_of_its_own,
+        ),
         (
             "the_wait_for_an_answer_does_not_count_against_the_task_s_timeout",
             the_wait_for_an_answer_does_not_count_against_the_task_s_timeout,
@@ -927,27 +968,7 @@ fn main() -> graflow::Result<()> {
         ),
     ];
     // `cargo test --test feedback -- NAME` runs the tests whose name contains NAME.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    for (name, test) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let started = Instant::now();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&ctx))) {
-            Ok(()) => println!(
-                "test {name} ... ok ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(name);
-            }
-        }
-    }
+    let failed = common::run_tests(&tests, &ctx);
     let _ = std::fs::remove_dir_all(&dir);
     if !failed.is_empty() {
         println!("failed: {failed:?}");

@@ -964,27 +964,7 @@ fn main() {
         ),
     ];
     // `cargo test --test run_history -- NAME` runs the tests whose name contains NAME.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    for (name, test) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&ctx))) {
-            Ok(()) => println!(
-                "test {name} ... ok ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(name);
-            }
-        }
-    }
+    let failed = common::run_tests(&tests, &ctx);
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);
     if !failed.is_empty() {

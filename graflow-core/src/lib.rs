@@ -53,7 +53,6 @@ mod value;
 
 /// The wire protocol between an engine and its runners (the `graflow-protocol` crate).
 pub use graflow_protocol as protocol;
-pub use schemars;
 
 pub use channel::Channel;
 pub use config::{ConfigValue, HandlerConfig};
@@ -102,9 +101,9 @@ pub mod __private {
 
     pub use crate::config::{ConfigValue, HandlerConfig};
     pub use crate::definition::{Body, Param, TaskDef, TaskParts, TaskRegistration, TaskReturn};
-    pub use crate::error::exit_if_waiting;
     pub use crate::retry::RetryPolicy;
     pub use crate::run::HandlerRegistration;
+    pub use crate::run::{MainFailed, MainFailedOther, exit_if_waiting};
     pub use crate::runner::TestRunnerEntry;
     pub use crate::value::decode_from;
     pub use crate::value::spec::{ViaClone, ViaSerde, Wrap};

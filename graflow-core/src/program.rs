@@ -134,11 +134,17 @@ pub(crate) fn split(args: &[OsString], known: &[Flag]) -> (Vec<String>, Vec<OsSt
             continue;
         }
         let text = arg.to_string_lossy().into_owned();
+        // `--flag=value` carries its first value.
+        let (name, inline) = match text.split_once('=') {
+            Some((name, _)) => (name, 1),
+            None => (text.as_str(), 0),
+        };
         let values = known
             .iter()
-            .find(|f| f.name == text)
+            .find(|f| f.name == name)
             .and_then(|f| f.value)
-            .map_or(0, |what| what.split_whitespace().count());
+            .map_or(0, |what| what.split_whitespace().count())
+            .saturating_sub(inline);
         ours.push(text);
         for _ in 0..values {
             match iter.next_if(|v| *v != "--") {
@@ -192,17 +198,27 @@ pub(crate) fn parse(args: &[OsString], known: &[Flag]) -> Result<ProgramFlags, S
                 None => return Err(format!("{name} needs a value: {name} {what}")),
             },
         };
-        // A flag of several values: the others follow, each its own entry for the mode.
+        // A flag of several values: the others follow, each its own entry for the mode. None
+        // may be a flag of ours (a forgotten value would make the next flag one).
         if let Some(what) = flag.value
             && what.split_whitespace().count() > 1
         {
-            flags.modes.push((flag.name, value.unwrap_or_default()));
+            let first = value.unwrap_or_default();
+            let mut values = vec![first];
             for _ in 1..what.split_whitespace().count() {
                 match iter.next() {
-                    Some(value) => flags.modes.push((flag.name, value)),
+                    Some(value) => values.push(value),
                     None => return Err(format!("{name} needs {what}: {name} {what}")),
                 }
             }
+            if let Some(flag) = values.iter().find(|v| v.starts_with(PREFIX)) {
+                return Err(format!(
+                    "{name} needs {what}, but {flag} came where a value goes: {name} {what}"
+                ));
+            }
+            flags
+                .modes
+                .extend(values.into_iter().map(|v| (flag.name, v)));
             continue;
         }
         match (name.as_str(), value.as_deref()) {
@@ -478,6 +494,51 @@ mod tests {
         );
         let error = parse(&os(&["--graflow-mode-switch=1"]), &known).unwrap_err();
         assert!(error.contains("takes no value"), "{error}");
+    }
+
+    #[test]
+    fn a_flag_of_two_values_takes_both_and_never_a_flag_for_one() {
+        let mut known = CORE_FLAGS.to_vec();
+        known.extend([
+            Flag {
+                name: "--graflow-answer",
+                value: Some("ID VALUE"),
+                help: "",
+            },
+            Flag {
+                name: "--graflow-by",
+                value: Some("NAME"),
+                help: "",
+            },
+        ]);
+        for args in [
+            &["--graflow-answer", "abc", "yes", "mine"][..],
+            &["--graflow-answer=abc", "yes", "mine"][..],
+        ] {
+            let (ours, theirs) = split(&os(args), &known);
+            assert_eq!(ours.len(), args.len() - 1, "{args:?}");
+            assert_eq!(theirs, os(&["mine"]));
+            let flags = parse(&os(args), &known).unwrap();
+            assert_eq!(
+                flags.modes,
+                [
+                    ("--graflow-answer", "abc".to_owned()),
+                    ("--graflow-answer", "yes".to_owned()),
+                ]
+            );
+        }
+        // A forgotten value: the next flag is not taken for it.
+        let error = parse(
+            &os(&["--graflow-answer", "abc", "--graflow-by", "bob"]),
+            &known,
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("--graflow-by came where a value goes"),
+            "{error}"
+        );
+        let error = parse(&os(&["--graflow-answer", "abc"]), &known).unwrap_err();
+        assert!(error.contains("needs ID VALUE"), "{error}");
     }
 
     #[test]

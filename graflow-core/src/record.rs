@@ -54,6 +54,9 @@ pub enum RecordErrorKind {
     /// The store's records of a run were lost (buffers full, the store unavailable until the
     /// end): the run's record is incomplete.
     Lost,
+    /// The store refuses what it was given (a request for feedback it cannot keep: a custom
+    /// answer's schema that is no usable JSON schema). Not retried.
+    Refused,
 }
 
 impl RecordError {

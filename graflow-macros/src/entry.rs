@@ -28,27 +28,56 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let body = &func.block;
     let output = match &func.sig.output {
-        syn::ReturnType::Default => quote!(()),
-        syn::ReturnType::Type(_, ty) => quote!(#ty),
+        syn::ReturnType::Default => Some(quote!(())),
+        // Neither can name a variable's type: such a `main` keeps its exit as it is.
+        syn::ReturnType::Type(_, ty)
+            if matches!(**ty, syn::Type::ImplTrait(_) | syn::Type::Never(_)) =>
+        {
+            None
+        }
+        syn::ReturnType::Type(_, ty) => Some(quote!(#ty)),
+    };
+    let check = quote! {
+        #gf::__private::exit_if_waiting({
+            #[allow(unused_imports)]
+            use #gf::__private::{MainFailed as _, MainFailedOther as _};
+            (&__graflow_result).__graflow_failed()
+        });
     };
     // A run that waits for answers ends the program with its own exit code.
-    let new_body = if func.sig.asyncness.take().is_some() {
+    let new_body = if let Some(output) = output {
+        if func.sig.asyncness.take().is_some() {
+            quote! {{
+                #gf::init();
+                let __graflow_result: #output = #gf::__private::tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .expect("graflow::main could not start the Tokio runtime")
+                    .block_on(async move #body);
+                #check
+                __graflow_result
+            }}
+        } else {
+            quote! {{
+                #gf::init();
+                let __graflow_result: #output = (move || -> #output #body)();
+                #check
+                __graflow_result
+            }}
+        }
+    } else if func.sig.asyncness.take().is_some() {
         quote! {{
             #gf::init();
-            let __graflow_result: #output = #gf::__private::tokio::runtime::Builder::new_multi_thread()
+            #gf::__private::tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("graflow::main could not start the Tokio runtime")
-                .block_on(async move #body);
-            #gf::__private::exit_if_waiting(&__graflow_result);
-            __graflow_result
+                .block_on(async move #body)
         }}
     } else {
         quote! {{
             #gf::init();
-            let __graflow_result: #output = (move || -> #output #body)();
-            #gf::__private::exit_if_waiting(&__graflow_result);
-            __graflow_result
+            #body
         }}
     };
     func.block = match syn::parse2(new_body) {

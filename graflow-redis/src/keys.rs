@@ -81,10 +81,10 @@ impl Keys {
         format!("{}:queued:{attempt}", self.prefix)
     }
 
-    /// The replies to an attempt's questions for a person, pushed by its engine, popped by the
-    /// worker that asked.
-    pub(crate) fn answers(&self, attempt: &str) -> String {
-        format!("{}:answers:{attempt}", self.prefix)
+    /// The reply to question `key` of an attempt (a task may ask several at once), pushed by
+    /// its engine, popped by the worker that asked.
+    pub(crate) fn answer(&self, attempt: &str, key: &str) -> String {
+        format!("{}:answer:{attempt}:{key}", self.prefix)
     }
 
     /// Set when the engine no longer wants an attempt (timeout, cancelled run).

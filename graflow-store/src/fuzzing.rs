@@ -231,6 +231,36 @@ async fn insert<'a>(
     let _ = query.execute(p).await;
 }
 
+/// An answer as a person types it, checked against a request of every kind (the kind, options
+/// and schema made of the same bytes): an answer or a reason, never a panic.
+pub fn answers(bytes: &[u8]) {
+    use graflow_core::feedback::FeedbackKind;
+    let text = String::from_utf8_lossy(bytes);
+    let middle = text
+        .char_indices()
+        .nth(text.chars().count() / 2)
+        .map_or(text.len(), |(at, _)| at);
+    let (schema, answer) = text.split_at(middle);
+    let options: Vec<String> = answer.split(',').map(str::to_owned).collect();
+    for kind in [
+        FeedbackKind::Approval,
+        FeedbackKind::Text,
+        FeedbackKind::Selection,
+        FeedbackKind::MultiSelection,
+        FeedbackKind::Custom,
+    ] {
+        if let Ok(value) = crate::feedback::validate::parse_text(kind, answer) {
+            let accepts = crate::feedback::validate::Accepts {
+                kind,
+                options: &options,
+                schema: Some(schema),
+                expected: "anything",
+            };
+            let _ = crate::feedback::validate::check(&accepts, &value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Cell, read_hostile_rows};
@@ -268,6 +298,11 @@ mod tests {
         fn hostile_rows_read_back_without_a_panic(cells in proptest::collection::vec(cell(), 0..80)) {
             read_hostile_rows(&cells);
         }
+
+        #[test]
+        fn hostile_answers_are_checked_without_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            super::answers(&bytes);
+        }
     }
 
     #[test]
@@ -276,31 +311,5 @@ mod tests {
         assert!(
             matches!(cells.as_slice(), [Cell::Null, Cell::Int(1), Cell::Text(t), Cell::Blob(_)] if t == "hi")
         );
-    }
-}
-
-/// An answer as a person types it, checked against a request of every kind (the kind, options
-/// and schema made of the same bytes): an answer or a reason, never a panic.
-pub fn answers(bytes: &[u8]) {
-    use graflow_core::feedback::FeedbackKind;
-    let text = String::from_utf8_lossy(bytes);
-    let (schema, answer) = text.split_at(text.len() / 2);
-    let options: Vec<String> = answer.split(',').map(str::to_owned).collect();
-    for kind in [
-        FeedbackKind::Approval,
-        FeedbackKind::Text,
-        FeedbackKind::Selection,
-        FeedbackKind::MultiSelection,
-        FeedbackKind::Custom,
-    ] {
-        if let Ok(value) = crate::feedback::validate::parse_text(kind, answer) {
-            let accepts = crate::feedback::validate::Accepts {
-                kind,
-                options: &options,
-                schema: Some(schema),
-                expected: "anything",
-            };
-            let _ = crate::feedback::validate::check(&accepts, &value);
-        }
     }
 }

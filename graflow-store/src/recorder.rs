@@ -113,6 +113,13 @@ impl RunRecord for Recording {
 
     fn ask<'a>(&'a self, ask: FeedbackAsk<'a>) -> RecordFuture<'a, FeedbackState> {
         Box::pin(async move {
+            if let Err(message) = crate::feedback::validate::check_request(ask.request) {
+                return Err(RecordError::new(
+                    &self.shared.name,
+                    RecordErrorKind::Refused,
+                    message,
+                ));
+            }
             // The run's own records first: a run that waits is one a person can find, even if
             // its program is killed while it waits.
             if let Err(cause) = self.shared.flush().await {

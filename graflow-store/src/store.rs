@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use graflow_core::feedback::{FeedbackAnswer, FeedbackAsk, FeedbackState, FeedbackStatus};
+use graflow_core::feedback::{
+    FeedbackAnswer, FeedbackAsk, FeedbackRequest, FeedbackState, FeedbackStatus,
+};
 
 use crate::db::{Pool, open};
 use crate::error::{StoreError, StoreErrorKind};
@@ -112,12 +114,44 @@ impl Store {
             .await
     }
 
+    /// Runs `work` on graflow's background runtime, where the store's connections live: the
+    /// runtime of a caller (a command-line mode's, a test's) may end while the pool lives on,
+    /// and a connection is tied to the runtime that opened it.
+    async fn on_background<T, E, F>(
+        &self,
+        work: impl FnOnce(Store) -> F + Send + 'static,
+    ) -> Result<T, E>
+    where
+        F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let unavailable = |why: String| {
+            E::from(StoreError::new(
+                &self.location().to_string(),
+                StoreErrorKind::Unavailable,
+                why,
+            ))
+        };
+        let runtime =
+            graflow_core::backend::background().map_err(|e| unavailable(e.to_string()))?;
+        runtime
+            .spawn(work(self.clone()))
+            .await
+            .map_err(|e| unavailable(format!("its task ended: {e}")))?
+    }
+
     fn error(&self, what: &str, error: &sqlx::Error) -> StoreError {
         StoreError::from_sqlx(&self.location().to_string(), what, error)
     }
 
     /// The latest `limit` runs, newest first.
     pub async fn runs(&self, limit: u32) -> Result<Vec<RunSummary>, StoreError> {
+        self.on_background(move |store| async move { store.runs_here(limit).await })
+            .await
+    }
+
+    async fn runs_here(&self, limit: u32) -> Result<Vec<RunSummary>, StoreError> {
         query::runs(self.pool().await?, limit)
             .await
             .map_err(|e| self.error("cannot read its runs", &e))
@@ -126,6 +160,12 @@ impl Store {
     /// Run `id`, with its tasks, attempts, log lines, edges and events; `None` when the store
     /// has no such run.
     pub async fn run(&self, id: &str) -> Result<Option<RunDetail>, StoreError> {
+        let id = id.to_owned();
+        self.on_background(move |store| async move { store.run_here(&id).await })
+            .await
+    }
+
+    async fn run_here(&self, id: &str) -> Result<Option<RunDetail>, StoreError> {
         query::run(self.pool().await?, id)
             .await
             .map_err(|e| self.error("cannot read the run", &e))
@@ -134,13 +174,31 @@ impl Store {
     /// Deletes every run that ended (or was lost) more than `older_than` ago, with its tasks,
     /// attempts, events and log lines; how many.
     pub async fn prune(&self, older_than: Duration) -> Result<u64, StoreError> {
-        query::prune(self.pool().await?, older_than)
+        self.on_background(move |store| async move { store.prune_here(older_than).await })
             .await
-            .map_err(|e| self.error("cannot delete old runs", &e))
+    }
+
+    async fn prune_here(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let pruned = query::prune(self.pool().await?, older_than)
+            .await
+            .map_err(|e| self.error("cannot delete old runs", &e))?;
+        // The checkpoints this store gave runs that waited for answers go with them.
+        for id in &pruned {
+            if let Some(path) = self.suspend_path(id) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(pruned.len() as u64)
     }
 
     /// Where run `id` writes its checkpoints (what resuming it by id reads).
     pub async fn checkpoint(&self, id: &str) -> Result<PathBuf, StoreError> {
+        let id = id.to_owned();
+        self.on_background(move |store| async move { store.checkpoint_here(&id).await })
+            .await
+    }
+
+    async fn checkpoint_here(&self, id: &str) -> Result<PathBuf, StoreError> {
         let name = self.location().to_string();
         // What this program recorded is read back too (a run that failed a moment ago).
         let _ = self.flush().await;
@@ -198,6 +256,17 @@ impl Store {
         open_only: bool,
         limit: u32,
     ) -> Result<Vec<FeedbackInfo>, StoreError> {
+        self.on_background(move |store| async move {
+            store.feedback_requests_here(open_only, limit).await
+        })
+        .await
+    }
+
+    async fn feedback_requests_here(
+        &self,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<FeedbackInfo>, StoreError> {
         feedback::query::list(self.pool().await?, open_only, limit)
             .await
             .map_err(|e| self.error("cannot read its requests for feedback", &e))
@@ -205,13 +274,21 @@ impl Store {
 
     /// Request `id`; `None` when there is none.
     pub async fn feedback_request(&self, id: &str) -> Result<Option<FeedbackInfo>, StoreError> {
+        let id = id.to_owned();
+        self.on_background(move |store| async move { store.feedback_request_here(&id).await })
+            .await
+    }
+
+    async fn feedback_request_here(&self, id: &str) -> Result<Option<FeedbackInfo>, StoreError> {
         if !feedback::well_formed(id) {
             return Ok(None);
         }
-        Ok(feedback::query::request(self.pool().await?, id)
-            .await
-            .map_err(|e| self.error("cannot read the request", &e))?
-            .map(|stored| stored.info))
+        Ok(
+            feedback::query::request(self.pool().await?, &id.to_ascii_lowercase())
+                .await
+                .map_err(|e| self.error("cannot read the request", &e))?
+                .map(|stored| stored.info),
+        )
     }
 
     /// Answers request `id` with `value` (JSON: a boolean for an approval, a string for a text
@@ -229,6 +306,18 @@ impl Store {
         value: serde_json::Value,
         by: &str,
     ) -> Result<FeedbackAnswer, AnswerError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.on_background(move |store| async move { store.answer_here(&id, value, &by).await })
+            .await
+    }
+
+    async fn answer_here(
+        &self,
+        id: &str,
+        value: serde_json::Value,
+        by: &str,
+    ) -> Result<FeedbackAnswer, AnswerError> {
+        let id = &id.to_ascii_lowercase();
         let stored = self.open_request(id).await?;
         let accepts = feedback::validate::Accepts {
             kind: stored.info.kind,
@@ -240,11 +329,7 @@ impl Store {
             id: id.to_owned(),
             message,
         })?;
-        let by = if by.trim().is_empty() {
-            crate::host::me().user.clone()
-        } else {
-            crate::limits::clean(by.trim(), 256)
-        };
+        let by = answerer(by);
         let answer = FeedbackAnswer::new(value, by);
         let won = feedback::query::answer(self.pool().await?, id, &answer)
             .await
@@ -271,6 +356,20 @@ impl Store {
         text: &str,
         by: &str,
     ) -> Result<FeedbackAnswer, AnswerError> {
+        let (id, text, by) = (id.to_owned(), text.to_owned(), by.to_owned());
+        self.on_background(
+            move |store| async move { store.answer_text_here(&id, &text, &by).await },
+        )
+        .await
+    }
+
+    async fn answer_text_here(
+        &self,
+        id: &str,
+        text: &str,
+        by: &str,
+    ) -> Result<FeedbackAnswer, AnswerError> {
+        let id = &id.to_ascii_lowercase();
         let stored = self.open_request(id).await?;
         let value = feedback::validate::parse_text(stored.info.kind, text).map_err(|message| {
             AnswerError::Invalid {
@@ -278,11 +377,11 @@ impl Store {
                 message: format!("{message} (expected {})", stored.info.expected),
             }
         })?;
-        self.answer(id, value, by).await
+        self.answer_here(id, value, by).await
     }
 
-    /// Cancels request `id`: the task waiting for it fails, saying `reason`; a resumed run's
-    /// task fails the same way.
+    /// Cancels request `id`: the task waiting for it fails at once, saying `reason`, and is not
+    /// retried (its run fails; resumed, the task runs again and asks anew).
     ///
     /// # Errors
     /// As [`Store::answer`], but for an invalid answer.
@@ -292,12 +391,22 @@ impl Store {
         reason: &str,
         by: &str,
     ) -> Result<(), AnswerError> {
+        let (id, reason, by) = (id.to_owned(), reason.to_owned(), by.to_owned());
+        self.on_background(move |store| async move {
+            store.cancel_feedback_here(&id, &reason, &by).await
+        })
+        .await
+    }
+
+    async fn cancel_feedback_here(
+        &self,
+        id: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<(), AnswerError> {
+        let id = &id.to_ascii_lowercase();
         let stored = self.open_request(id).await?;
-        let by = if by.trim().is_empty() {
-            crate::host::me().user.clone()
-        } else {
-            crate::limits::clean(by.trim(), 256)
-        };
+        let by = answerer(by);
         let done = feedback::query::cancel(self.pool().await?, id, reason, &by)
             .await
             .map_err(|e| self.error("cannot cancel the request", &e))?;
@@ -345,19 +454,47 @@ impl Store {
         workflow: &str,
         ask: &FeedbackAsk<'_>,
     ) -> Result<FeedbackState, StoreError> {
+        let owned = (
+            run_id.to_owned(),
+            workflow.to_owned(),
+            ask.task.to_owned(),
+            ask.key.to_owned(),
+            ask.request.clone(),
+        );
+        self.on_background(move |store| async move {
+            let (run_id, workflow, task, key, request) = owned;
+            store
+                .ask_here(&run_id, &workflow, (&task, &key, &request))
+                .await
+        })
+        .await
+    }
+
+    async fn ask_here(
+        &self,
+        run_id: &str,
+        workflow: &str,
+        (task, key, request): (&str, &str, &FeedbackRequest),
+    ) -> Result<FeedbackState, StoreError> {
         let name = self.location().to_string();
         let id = feedback::new_id()
             .map_err(|e| StoreError::new(&name, StoreErrorKind::Unavailable, e))?;
-        let (state, created) = feedback::query::ask(self.pool().await?, run_id, workflow, ask, &id)
-            .await
-            .map_err(|e| self.error("cannot keep the request for feedback", &e))?;
+        let (state, created) = feedback::query::ask(
+            self.pool().await?,
+            run_id,
+            workflow,
+            (task, key, request),
+            &id,
+        )
+        .await
+        .map_err(|e| self.error("cannot keep the request for feedback", &e))?;
         if created {
             // A person must learn that something waits for them, tracing or not.
             let message = format!(
                 "task '{}' of run {run_id} asks {:?} ({}): answer with --graflow-answer {} VALUE; --graflow-feedback lists what waits",
-                crate::limits::clean(ask.task, 256),
-                crate::limits::clean(&ask.request.prompt, 512),
-                ask.request.expected,
+                crate::limits::clean(task, 256),
+                crate::limits::clean(&request.prompt, 512),
+                request.expected,
                 state.id
             );
             tracing::info!(target: "graflow::store", request = %state.id, "{message}");
@@ -365,7 +502,7 @@ impl Store {
                 use std::io::Write as _;
                 let _ = writeln!(std::io::stderr(), "graflow: {message}");
             }
-            if let Ok(Some(info)) = self.feedback_request(&state.id).await {
+            if let Ok(Some(info)) = self.feedback_request_here(&state.id).await {
                 crate::notify::send("feedback.created", feedback::document(&info));
             }
         }
@@ -374,6 +511,12 @@ impl Store {
 
     /// Where request `id` stands.
     pub(crate) async fn feedback_state(&self, id: &str) -> Result<FeedbackState, StoreError> {
+        let id = id.to_owned();
+        self.on_background(move |store| async move { store.feedback_state_here(&id).await })
+            .await
+    }
+
+    async fn feedback_state_here(&self, id: &str) -> Result<FeedbackState, StoreError> {
         feedback::query::state(self.pool().await?, id)
             .await
             .map_err(|e| self.error("cannot read the request", &e))?
@@ -415,5 +558,14 @@ impl Store {
     /// The newest schema version this program writes.
     pub fn schema_version() -> i64 {
         crate::db::schema_version()
+    }
+}
+
+/// Who answers: as given, or the user running this program.
+fn answerer(by: &str) -> String {
+    if by.trim().is_empty() {
+        crate::host::me().user.clone()
+    } else {
+        crate::limits::clean(by.trim(), 256)
     }
 }

@@ -334,3 +334,34 @@ pub(crate) fn refuses() -> Result<u8, std::io::Error> {
         "quota exceeded",
     ))
 }
+
+/// A test of a `harness = false` test program: its name and its body.
+pub(crate) type NamedTest<C> = (&'static str, fn(&C));
+
+/// Runs the tests of a `harness = false` test program whose names contain one of the program's
+/// non-flag arguments (all without any: `cargo test --test NAME -- FILTER`), each with `ctx`,
+/// a panic failing only its test; prints a line per test, and returns the names that failed.
+pub(crate) fn run_tests<C>(tests: &[NamedTest<C>], ctx: &C) -> Vec<&'static str> {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = Vec::new();
+    for &(name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(ctx))) {
+            Ok(()) => println!(
+                "test {name} ... ok ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(name);
+            }
+        }
+    }
+    failed
+}

@@ -71,6 +71,9 @@ pub(crate) struct BodyStats {
     fast: AtomicBool,
     /// Runs over the limit (counted up to 2).
     slow_runs: AtomicU32,
+    /// The body asked a person once: it runs on a thread of its own from then on, never inline
+    /// nor in the CPU queue (where a wait would hold a slot other bodies need).
+    asks: AtomicBool,
 }
 
 impl BodyStats {
@@ -84,12 +87,24 @@ impl BodyStats {
         BodyStats {
             fast: AtomicBool::new(false),
             slow_runs: AtomicU32::new(0),
+            asks: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn inline_ok(&self) -> bool {
         self.fast.load(Ordering::Relaxed)
             && self.slow_runs.load(Ordering::Relaxed) < Self::SLOW_RUNS
+    }
+
+    /// The body asked a person: it never runs inline nor in the CPU queue again.
+    pub(crate) fn set_asks(&self) {
+        self.slow_runs.store(Self::SLOW_RUNS, Ordering::Relaxed);
+        self.asks.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the body ever asked a person.
+    pub(crate) fn asks(&self) -> bool {
+        self.asks.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record(&self, elapsed: Duration) {

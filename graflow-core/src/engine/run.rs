@@ -542,6 +542,11 @@ impl WorkflowEngine {
             }
         };
         if observers.is_some() || record.is_some() {
+            let waiting = outcome
+                .as_ref()
+                .err()
+                .and_then(RunError::waiting)
+                .map_or(0, |w| w.requests.len());
             let (succeeded, counts) = match &outcome {
                 Ok(report) => (true, report.counts()),
                 Err(error) => (
@@ -559,9 +564,11 @@ impl WorkflowEngine {
                     elapsed,
                     counts,
                     error: outcome.as_ref().err().map(|e| Chain(e).to_string()),
+                    waiting,
                 },
             );
         }
+        crate::run::note_run_end(outcome.as_ref().err().and_then(RunError::waiting));
         let Some(record) = record else {
             return outcome;
         };

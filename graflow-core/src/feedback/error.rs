@@ -51,7 +51,7 @@ pub enum FeedbackError {
     /// The stored answer could not be read as the type the task asked for (a custom type
     /// whose `Deserialize` is stricter than its schema).
     #[error(
-        "task '{task}': the answer to request {request_id} is not a {expected}: {message}; cancel the request and ask again, or loosen the type"
+        "task '{task}': the answer to request {request_id} is not a {expected}: {message}; an answer cannot be changed: accept what the type's JSON schema accepts (its Deserialize is stricter), or ask in a new run"
     )]
     WrongAnswer {
         /// The asking task.

@@ -34,6 +34,8 @@ pub const MAX_METADATA_VALUE: usize = 1024;
 pub const MAX_ANSWER: usize = 64 * 1024;
 /// The largest JSON schema of a custom request, in bytes.
 pub const MAX_SCHEMA: usize = 64 * 1024;
+/// The longest description of a valid answer, in bytes.
+pub const MAX_EXPECTED: usize = 16 * 1024;
 /// How long a task waits for an answer unless it says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest a task may wait in one go (a run that must wait longer waits as a checkpoint).
@@ -187,6 +189,12 @@ impl FeedbackRequest {
                 return Err(format!("a {kind} request takes no schema"));
             }
             _ => {}
+        }
+        if self.expected.len() > MAX_EXPECTED {
+            return Err(format!(
+                "the description of a valid answer has {} bytes, more than {MAX_EXPECTED}",
+                self.expected.len()
+            ));
         }
         if self.metadata.len() > MAX_METADATA {
             return Err(format!(

@@ -68,6 +68,9 @@ pub enum EventKind {
         counts: crate::report::TaskCounts,
         /// What ended it, when it failed (the run's error, with its causes).
         error: Option<String>,
+        /// How many answers it waits for, when it ended to wait for them
+        /// ([`RunError::Waiting`](crate::RunError::Waiting)); 0 otherwise.
+        waiting: usize,
     },
     /// The run stopped without a report: its future was dropped (the caller gave up on it, a
     /// timeout around it) or the program was interrupted (`reason` says which). Its running
@@ -116,6 +119,14 @@ pub enum EventKind {
         kind: Option<crate::definition::ErrorKind>,
         /// Whether its group's policy tolerates the failure.
         tolerated: bool,
+    },
+    /// The task stopped to wait for a person's answer (nobody answered within its request's
+    /// timeout): it runs again when the run is resumed ([`TaskStatus::Waiting`](crate::TaskStatus::Waiting)).
+    TaskWaiting {
+        /// The requests it waits for.
+        requests: Vec<String>,
+        /// Why it stopped (its error, with its causes).
+        error: String,
     },
     /// The attempt's handler said where it runs (`pid 4242`, a container, a worker): see
     /// [`ExecutionContext::set_runner`](crate::ExecutionContext::set_runner).

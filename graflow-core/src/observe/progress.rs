@@ -126,7 +126,9 @@ impl RunObserver for ProgressBar {
             EventKind::TaskStarted => {
                 bar.running.insert(task.clone());
             }
-            EventKind::TaskRetrying { .. } | EventKind::TaskCancelled => {
+            EventKind::TaskRetrying { .. }
+            | EventKind::TaskCancelled
+            | EventKind::TaskWaiting { .. } => {
                 bar.running.remove(task);
             }
             EventKind::TaskSucceeded { .. } | EventKind::TaskFailed { .. } => {

@@ -14,6 +14,8 @@
 //! is an error. Memory use is bounded whatever the runner sends.
 
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
@@ -221,7 +223,10 @@ impl<'a> RemoteAttempt<'a> {
         // lives as long as the attempt and only ever waits for the runner's bytes.
         let (decoded_tx, mut decoder) = oneshot::channel::<Decoded>();
         // The runner's questions for a person, as they arrive before its outcome.
-        let (asks_tx, mut asks_rx) = mpsc::channel::<AskFrame>(4);
+        let (asks_tx, mut asks_rx) = mpsc::channel::<AskFrame>(1);
+        // Whether a question waits for its reply: a runner asks one at a time (§10).
+        let outstanding = Arc::new(AtomicBool::new(false));
+        let decoder_outstanding = outstanding.clone();
         std::thread::Builder::new()
             .name("graflow-answer".to_owned())
             .spawn(move || {
@@ -236,6 +241,7 @@ impl<'a> RemoteAttempt<'a> {
                     ToHost {
                         ready: ready_tx,
                         asks: asks_tx,
+                        outstanding: decoder_outstanding,
                     },
                 );
                 let _ = decoded_tx.send(decoded);
@@ -307,6 +313,7 @@ impl<'a> RemoteAttempt<'a> {
                         *deadline += at.elapsed();
                         attempt_sleep.as_mut().reset(*deadline);
                     }
+                    outstanding.store(false, Ordering::SeqCst);
                     let reply = serde_json::to_string(&reply).unwrap_or_else(|e| {
                         format!("{{\"Err\":{{\"Unavailable\":{{\"task\":\"\",\"reason\":\"the reply could not be encoded: {e}\"}}}}}}")
                     });
@@ -420,6 +427,8 @@ const MAX_ASKS: usize = 256;
 struct ToHost {
     ready: oneshot::Sender<()>,
     asks: mpsc::Sender<AskFrame>,
+    /// Set here when a question is handed on, cleared by the attempt once its reply is sent.
+    outstanding: Arc<AtomicBool>,
 }
 
 enum Decoded {
@@ -440,7 +449,12 @@ fn decode_answer(
     mut banner: LogLines,
     to_host: ToHost,
 ) -> Decoded {
-    let ToHost { ready, asks } = to_host;
+    let ToHost {
+        ready,
+        asks,
+        outstanding,
+    } = to_host;
+    let mut asked = 0usize;
     let mut scan = ReadyScan::default();
     loop {
         let Some(chunk) = reader.next_chunk() else {
@@ -461,6 +475,17 @@ fn decode_answer(
     while reader.peek(ASK_TAG.len()) == ASK_TAG {
         match AskFrame::read_from(reader) {
             Ok(frame) => {
+                asked += 1;
+                // A runner asks one question at a time, at most MAX_ASKS: anything else is
+                // out of protocol, and refused (the runner is stopped).
+                if asked > MAX_ASKS || outstanding.swap(true, Ordering::SeqCst) {
+                    return Decoded::Refused(ProtocolError::Corrupt {
+                        what: "ask frame",
+                        message: format!(
+                            "the runner asked again before its question was answered, or more than {MAX_ASKS} questions"
+                        ),
+                    });
+                }
                 if asks.blocking_send(frame).is_err() {
                     // The attempt is over.
                     return Decoded::Died(None);

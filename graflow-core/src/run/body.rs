@@ -41,33 +41,76 @@ impl Task {
                 if self.may_run_inline() {
                     return self.call_inline(body, tctx);
                 }
-                let stats = &self.def.stats;
-                let owned = ctx.clone();
-                // The body's events belong to the span it was called in (the run's, a remote
-                // attempt's on a worker), on the blocking thread too.
-                let span = tracing::Span::current();
-                // Waiting for a place in the CPU queue is not the task's time.
-                let queued = ctx.pause_timeout();
-                let done = ctx.run.cpu.run(move || {
-                    drop(queued);
-                    let _entered = span.enter();
-                    let started = Instant::now();
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        body(TaskContext::new(&owned))
-                    }));
-                    stats.record(started.elapsed());
-                    result
-                });
-                match done.await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(payload)) => Err(self.panicked(&*payload)),
-                    Err(_) => Err(AttemptError::handler(
-                        self.id(),
-                        self.handler(),
-                        "no thread ran the task's body: its runtime is shutting down, or no thread could be started (see the graflow::engine log)",
-                    )),
+                if !self.def.stats.asks() {
+                    let result = self.run_in_cpu_queue(body, ctx).await;
+                    if !ctx.run.desk.take_rerun(ctx.node) {
+                        return result;
+                    }
+                    // It asked a person, holding a slot of the CPU queue: what it did is
+                    // discarded, and it runs again where it may wait.
+                    ctx.run.dynamic.take(ctx.node, ctx.stamp());
                 }
+                self.run_waiting(body, ctx).await
             }
+        }
+    }
+
+    /// A synchronous body that asks a person: on a blocking thread of its own, outside the CPU
+    /// limit (its wait holds no slot other bodies need).
+    async fn run_waiting(
+        &self,
+        body: InlineBody,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        let owned = ctx.clone();
+        let span = tracing::Span::current();
+        let done = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| body(TaskContext::new(&owned))))
+        });
+        self.joined(done.await.ok())
+    }
+
+    /// A synchronous body in the engine's CPU queue (at most the CPU limit at once).
+    async fn run_in_cpu_queue(
+        &self,
+        body: InlineBody,
+        ctx: &ExecutionContext,
+    ) -> Result<Value, AttemptError> {
+        let stats = &self.def.stats;
+        // A slot of the queue must not wait for a person (see `ask_for_task`).
+        let owned = ctx.clone().no_wait();
+        // The body's events belong to the span it was called in (the run's, a remote attempt's
+        // on a worker), on the blocking thread too.
+        let span = tracing::Span::current();
+        // Waiting for a place in the CPU queue is not the task's time.
+        let queued = ctx.pause_timeout();
+        let done = ctx.run.cpu.run(move || {
+            drop(queued);
+            let _entered = span.enter();
+            let started = Instant::now();
+            let result =
+                std::panic::catch_unwind(AssertUnwindSafe(|| body(TaskContext::new(&owned))));
+            stats.record(started.elapsed());
+            result
+        });
+        self.joined(done.await.ok())
+    }
+
+    /// What a body run on a blocking thread ended with: its result, its panic, or `None`: no
+    /// thread ran it.
+    fn joined(
+        &self,
+        done: Option<std::thread::Result<Result<Value, AttemptError>>>,
+    ) -> Result<Value, AttemptError> {
+        match done {
+            Some(Ok(result)) => result,
+            Some(Err(payload)) => Err(self.panicked(&*payload)),
+            None => Err(AttemptError::handler(
+                self.id(),
+                self.handler(),
+                "no thread ran the task's body: its runtime is shutting down, or no thread could be started (see the graflow::engine log)",
+            )),
         }
     }
 
@@ -97,14 +140,9 @@ impl Task {
             .unwrap_or_else(|payload| Err(self.panicked(&*payload)))
     }
 
-    /// Whether a synchronous body may run on the caller's thread (see [`BodyStats`]). Not one
-    /// that takes a `&TaskContext`: it may ask a person and wait, which must not hold up the
-    /// scheduler.
+    /// Whether a synchronous body may run on the caller's thread (see [`BodyStats`]).
     fn may_run_inline(&self) -> bool {
-        !self.def.blocking
-            && !self.def.takes_context
-            && self.timeout().is_none()
-            && self.def.stats.inline_ok()
+        !self.def.blocking && self.timeout().is_none() && self.def.stats.inline_ok()
     }
 
     /// Called by the scheduler with the duration of a node that completed on its first poll:

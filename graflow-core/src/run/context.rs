@@ -22,6 +22,9 @@ pub struct ExecutionContext {
     clock: Option<Arc<tokio::sync::watch::Sender<u32>>>,
     /// How many questions the attempt asked (their keys: see [`FeedbackAsk::key`](crate::feedback::FeedbackAsk::key)).
     asks: Arc<std::sync::atomic::AtomicU32>,
+    /// The body runs inline, on the scheduler's thread, or in the CPU queue, holding one of
+    /// its slots: neither may wait for a person.
+    no_wait: bool,
 }
 
 /// Pauses the task's timeout while it lives: see [`ExecutionContext::pause_timeout`].
@@ -48,7 +51,17 @@ impl ExecutionContext {
             cycle,
             clock: None,
             asks: Arc::default(),
+            no_wait: false,
         }
+    }
+
+    /// This context for a body that must not wait: run inline on the scheduler's thread, or
+    /// in the CPU queue.
+    pub(crate) fn no_wait(mut self) -> Self {
+        self.no_wait = true;
+        // Its questions are not asked (the attempt runs again): they count on their own.
+        self.asks = Arc::default();
+        self
     }
 
     /// This context with a timeout clock that waits for capacity can pause.
@@ -97,6 +110,17 @@ impl ExecutionContext {
                 message,
             })));
         }
+        if self.no_wait {
+            // Neither the scheduler's thread nor a slot of the CPU queue may wait: the attempt
+            // is run again on a thread of its own (what it did is discarded), and so is every
+            // later run of the body.
+            self.run.task(self.node).def.stats.set_asks();
+            self.run.desk.rerun(self.node);
+            return Box::pin(std::future::ready(Err(FeedbackError::Unavailable {
+                task,
+                reason: "asked from a thread that must not wait; the attempt runs again on a thread of its own".to_owned(),
+            })));
+        }
         if let Some(asker) = self.run.asker.get() {
             return asker.ask(&task, key, request);
         }
@@ -112,6 +136,7 @@ impl ExecutionContext {
             let _paused = ctx.pause_timeout();
             let waiter = Waiter {
                 record,
+                desk: &ctx.run.desk,
                 run_id: &ctx.run.run_id,
                 task: &task,
                 key: &key,

@@ -313,3 +313,63 @@ impl fmt::Display for RunWaiting {
 }
 
 impl std::error::Error for RunWaiting {}
+
+/// How the program's last run ended, if it ended to wait for answers (and can be resumed): the
+/// message `#[graflow::main]` prints before it exits with
+/// [`WAITING_EXIT_CODE`].
+static LAST_RUN_WAITS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Notes how a run of this program ended (every run: the last one counts).
+pub(crate) fn note_run_end(waiting: Option<&RunWaiting>) {
+    let message = waiting
+        .filter(|w| w.checkpoint.is_some())
+        .map(ToString::to_string);
+    *LAST_RUN_WAITS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = message;
+}
+
+/// What `#[graflow::main]` does when `main` returns: when it failed (`failed`) and the
+/// program's last run ended to wait for answers ([`RunError::Waiting`], resumable), the program
+/// prints how to answer and resume and exits with [`WAITING_EXIT_CODE`],
+/// whatever error type `main` returns; anything else is `main`'s own business.
+#[doc(hidden)]
+pub fn exit_if_waiting(failed: bool) {
+    if !failed {
+        return;
+    }
+    let message = LAST_RUN_WAITS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(message) = message {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{message}");
+        std::process::exit(WAITING_EXIT_CODE);
+    }
+}
+
+/// Whether `main`'s result is an error: `Result`s say (the generated code calls this through
+/// autoref, so that any other return type takes [`MainFailedOther`]).
+#[doc(hidden)]
+pub trait MainFailed {
+    fn __graflow_failed(&self) -> bool;
+}
+
+impl<T, E> MainFailed for Result<T, E> {
+    fn __graflow_failed(&self) -> bool {
+        self.is_err()
+    }
+}
+
+/// Any other return type of `main` (`()`, `ExitCode`): not an error.
+#[doc(hidden)]
+pub trait MainFailedOther {
+    fn __graflow_failed(&self) -> bool;
+}
+
+impl<T> MainFailedOther for &T {
+    fn __graflow_failed(&self) -> bool {
+        false
+    }
+}

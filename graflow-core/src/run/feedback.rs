@@ -46,6 +46,10 @@ pub(crate) struct Desk {
     waker: futures_util::task::AtomicWaker,
     waiting: Mutex<FxHashMap<u32, Vec<WaitingRequest>>>,
     stopped: Mutex<FxHashSet<u32>>,
+    /// Nodes whose inline attempt asked: run again where they may wait.
+    rerun: Mutex<FxHashSet<u32>>,
+    /// The run is over (ended, or its future dropped): nobody waits for answers any more.
+    closed: AtomicBool,
 }
 
 impl Desk {
@@ -58,6 +62,32 @@ impl Desk {
             .entry(node)
             .or_default()
             .push(request);
+    }
+
+    /// `node`'s body, run inline, asked a person: its attempt is run again off the scheduler's
+    /// thread.
+    pub(crate) fn rerun(&self, node: u32) {
+        self.active.store(true, Ordering::Relaxed);
+        self.rerun
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node);
+    }
+
+    /// Whether `node`'s inline attempt must run again (taken).
+    pub(crate) fn take_rerun(&self, node: u32) -> bool {
+        self.active.load(Ordering::Relaxed)
+            && self
+                .rerun
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&node)
+    }
+
+    /// The run is over: its tasks' waits end at their next look (a synchronous body blocked in
+    /// `.wait()` returns, its result discarded).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// A task began to wait for a person: the scheduler is told to checkpoint the run.
@@ -113,6 +143,7 @@ impl Desk {
 /// What the engine needs to wait for an answer in its store.
 pub(crate) struct Waiter<'a> {
     pub record: Arc<dyn RunRecord>,
+    pub desk: &'a Desk,
     pub run_id: &'a str,
     pub task: &'a str,
     pub key: &'a str,
@@ -137,13 +168,20 @@ pub(crate) async fn wait(
 ) -> Waited {
     let Waiter {
         record,
+        desk,
         run_id,
         task,
         key,
     } = waiter;
-    let store_error = |error: crate::record::RecordError| FeedbackError::Store {
-        task: task.to_owned(),
-        message: error.to_string(),
+    let store_error = |error: crate::record::RecordError| match error.kind {
+        crate::record::RecordErrorKind::Refused => FeedbackError::Invalid {
+            task: task.to_owned(),
+            message: error.message,
+        },
+        _ => FeedbackError::Store {
+            task: task.to_owned(),
+            message: error.to_string(),
+        },
     };
     let ask = FeedbackAsk { task, key, request };
     let mut state = match record.ask(ask).await {
@@ -187,6 +225,14 @@ pub(crate) async fn wait(
             return Waited::TimedOut(waiting, error);
         }
         tokio::time::sleep(POLL.min(deadline - now)).await;
+        if desk.closed.load(Ordering::SeqCst) {
+            return Waited::Done(Err(FeedbackError::Unavailable {
+                task: task.to_owned(),
+                reason:
+                    "its run is over (cancelled, or it failed meanwhile); the request stays open"
+                        .to_owned(),
+            }));
+        }
         match record.feedback(&state.id).await {
             Ok(next) => state = next,
             Err(error) if error.is_retryable() => {

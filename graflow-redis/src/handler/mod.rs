@@ -347,7 +347,7 @@ impl RedisHandler {
                 Some((key, reply)) = asking.next(), if !asking.is_empty() => {
                     let pushed = serde_json::json!({ "key": key, "reply": reply }).to_string();
                     let shared = self.shared.clone();
-                    let list = shared.keys.answers(att);
+                    let list = shared.keys.answer(att, &key);
                     let sent = self.io.handle().spawn(async move {
                         let mut conn = shared.conn.clone();
                         redis::pipe()

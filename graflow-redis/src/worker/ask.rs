@@ -1,6 +1,6 @@
 //! A task on a worker asks a person through its engine: the question goes on the engine's
 //! reply stream (a reply of kind `ask`), the engine owns the request and pushes its reply on the
-//! attempt's answers list, which the worker polls. The time spent asking does not count
+//! question's own list (`answer:ATTEMPT:KEY`), which the worker polls. The time spent asking does not count
 //! against the task's timeout here (the engine pauses its own clock too).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,8 +60,8 @@ pub(super) struct RedisAsker {
     pub(super) conn: ConnectionManager,
     /// The engine's reply stream.
     pub(super) stream: String,
-    /// The attempt's answers list.
-    pub(super) answers: String,
+    /// The keys' naming.
+    pub(super) keys: crate::keys::Keys,
     pub(super) att: String,
     pub(super) worker: String,
     pub(super) delivery: u64,
@@ -72,7 +72,7 @@ impl Asker for RedisAsker {
     fn ask(&self, task: &str, key: &str, request: FeedbackRequest) -> AnswerFuture {
         let mut conn = self.conn.clone();
         let stream = self.stream.clone();
-        let answers = self.answers.clone();
+        let answers = self.keys.answer(&self.att, key);
         let clock = self.clock.clone();
         let task = task.to_owned();
         let reply = Reply {

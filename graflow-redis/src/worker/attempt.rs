@@ -209,7 +209,7 @@ pub(super) async fn attempt(
                     let asker = RedisAsker {
                         conn: state.conn.clone(),
                         stream: job.reply.clone(),
-                        answers: state.keys.answers(&job.att),
+                        keys: state.keys.clone(),
                         att: job.att.clone(),
                         worker: state.name.clone(),
                         delivery,

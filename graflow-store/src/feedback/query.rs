@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use graflow_core::feedback::{
-    FeedbackAnswer, FeedbackAsk, FeedbackKind, FeedbackState, FeedbackStatus,
+    FeedbackAnswer, FeedbackKind, FeedbackRequest, FeedbackState, FeedbackStatus,
 };
 use sqlx::Row;
 
@@ -89,10 +89,9 @@ pub(crate) async fn ask(
     pool: &Pool,
     run_id: &str,
     workflow: &str,
-    ask: &FeedbackAsk<'_>,
+    (task, key, request): (&str, &str, &FeedbackRequest),
     new_id: &str,
 ) -> Result<(FeedbackState, bool), sqlx::Error> {
-    let request = ask.request;
     let now = SystemTime::now();
     let expires = now.checked_add(request.timeout).unwrap_or(now);
     let options = serde_json::to_string(&request.options).unwrap_or_else(|_| "[]".to_owned());
@@ -105,8 +104,8 @@ pub(crate) async fn ask(
             .bind(new_id)
             .bind(clean(run_id, 256))
             .bind(clean(workflow, 1024))
-            .bind(clean(ask.task, 1024))
-            .bind(clean(ask.key, 64))
+            .bind(clean(task, 1024))
+            .bind(clean(key, 64))
             .bind(request.kind.as_str())
             .bind(clean(&request.prompt, graflow_core::feedback::MAX_PROMPT))
             .bind(clean(&options, 1 << 20))
@@ -119,8 +118,8 @@ pub(crate) async fn ask(
             .await?;
         let row = sqlx::query("SELECT id, status, answer, answered_by, answered_at, reason FROM feedback WHERE run_id = $1 AND task = $2 AND ask_key = $3")
             .bind(clean(run_id, 256))
-            .bind(clean(ask.task, 1024))
-            .bind(clean(ask.key, 64))
+            .bind(clean(task, 1024))
+            .bind(clean(key, 64))
             .fetch_one(p)
             .await?;
         let state = state_of!(&row);

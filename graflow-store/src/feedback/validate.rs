@@ -2,7 +2,7 @@
 //! string, one option, distinct options), a custom request's JSON schema, the size. A refused
 //! answer says what was expected; the request stays open.
 
-use graflow_core::feedback::{FeedbackKind, MAX_ANSWER};
+use graflow_core::feedback::{FeedbackKind, FeedbackRequest, MAX_ANSWER};
 use serde_json::Value;
 
 /// What a request accepts, as the store keeps it.
@@ -78,6 +78,20 @@ pub(crate) fn check(accepts: &Accepts<'_>, value: &Value) -> Result<(), String> 
             accepts.kind
         )),
     }
+}
+
+/// Whether the store can keep `request`: a custom request's schema must be a JSON schema the
+/// answers can be checked with (no remote references: none is fetched), or every answer would
+/// be refused and its task wait for good.
+pub(crate) fn check_request(request: &FeedbackRequest) -> Result<(), String> {
+    let Some(schema) = &request.schema else {
+        return Ok(());
+    };
+    let schema: Value = serde_json::from_str(schema)
+        .map_err(|e| format!("the answer's schema is not JSON: {e}"))?;
+    jsonschema::validator_for(&schema)
+        .map(|_| ())
+        .map_err(|e| format!("the answer's schema is not a usable JSON schema: {e}"))
 }
 
 /// What a person typed (`--graflow-answer ID VALUE`) as the JSON the request wants: `yes`/`no`

@@ -199,8 +199,8 @@ pub(crate) async fn run(pool: &Pool, id: &str) -> Result<Option<RunDetail>, sqlx
 }
 
 /// Deletes the runs that ended (or were lost) more than `older_than` ago, with everything
-/// recorded of them; how many.
-pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<u64, sqlx::Error> {
+/// recorded of them (their requests for feedback too); their ids.
+pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<Vec<String>, sqlx::Error> {
     let cutoff = micros(SystemTime::now())
         .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
     // A running run that has not written since the cutoff is lost (the cutoff is older than
@@ -236,7 +236,7 @@ pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<u64, sqlx
             .await?;
         }
         tx.commit().await?;
-        Ok(ids.len() as u64)
+        Ok(ids)
     })
 }
 

@@ -199,13 +199,15 @@ pub(crate) fn absorb(rec: Rec, batch: &mut Batch, runs: &mut HashMap<RunKey, Run
             let end = match what {
                 RunWhat::Started => None,
                 RunWhat::Finished {
-                    succeeded, counts, ..
+                    succeeded,
+                    waiting,
+                    counts,
+                    ..
                 } => Some(RunEnd {
                     id: run.clone(),
-                    // A run that stopped only to wait for answers (no task failed) waits.
                     status: if succeeded {
                         "succeeded"
-                    } else if counts.waiting > 0 && counts.failed == 0 {
+                    } else if waiting {
                         "waiting"
                     } else {
                         "failed"
@@ -482,6 +484,15 @@ fn task(
             batch
                 .task_status
                 .insert((run.clone(), node), status(memory, state, attempt));
+        }
+        TaskWhat::Waiting { error } => {
+            let error = clean(&error, MAX_ERROR);
+            event("task_waiting", Some(error.clone()));
+            let row = end_try(memory, batch, (run, node, attempt), at, base, "waiting");
+            row.error = Some(error);
+            batch
+                .task_status
+                .insert((run.clone(), node), status(memory, "waiting", attempt));
         }
         TaskWhat::Cancelled => {
             event("task_cancelled", None);

@@ -68,6 +68,10 @@ pub(crate) enum TaskWhat {
         tolerated: bool,
     },
     Cancelled,
+    /// Stopped to wait for a person's answer.
+    Waiting {
+        error: Box<str>,
+    },
     Runner(Box<str>),
     Log(Box<str>),
 }
@@ -76,6 +80,8 @@ pub(crate) enum RunWhat {
     Started,
     Finished {
         succeeded: bool,
+        /// It ended to wait for answers.
+        waiting: bool,
         counts: TaskCounts,
         error: Option<Box<str>>,
     },
@@ -102,9 +108,11 @@ pub(crate) fn of_event(run: RunKey, event: &RecordedEvent<'_>) -> Option<Rec> {
                 succeeded,
                 counts,
                 error,
+                waiting,
                 ..
             } => RunWhat::Finished {
                 succeeded: *succeeded,
+                waiting: *waiting > 0,
                 counts: *counts,
                 error: error.as_deref().map(Box::from),
             },
@@ -135,6 +143,9 @@ pub(crate) fn of_event(run: RunKey, event: &RecordedEvent<'_>) -> Option<Rec> {
             tolerated: *tolerated,
         },
         EventKind::TaskCancelled => TaskWhat::Cancelled,
+        EventKind::TaskWaiting { error, .. } => TaskWhat::Waiting {
+            error: Box::from(error.as_str()),
+        },
         EventKind::TaskRunner { runner } => TaskWhat::Runner(Box::from(runner.as_str())),
         EventKind::Log { line } => TaskWhat::Log(Box::from(line.as_str())),
         EventKind::TaskAdded { by, successors } => TaskWhat::Added(Box::new((

@@ -29,7 +29,7 @@ pub(super) fn try_now(
         return None;
     }
     let body = task.inline_body()?;
-    let ctx = ExecutionContext::new(shared.clone(), node, 1, cycle);
+    let ctx = ExecutionContext::new(shared.clone(), node, 1, cycle).no_wait();
     let span = attempt_span(task, 1);
     let entered = span.enter();
     shared.task_event(node, 1, || EventKind::TaskStarted);
@@ -40,6 +40,12 @@ pub(super) fn try_now(
         .map(|output| store(shared, node, output));
     let end = Instant::now();
     drop(entered);
+    if shared.desk.take_rerun(node) {
+        // It asked a person: what it did is discarded, and it runs again where it may wait.
+        shared.dynamic.take(node, (cycle, 1));
+        shared.clear_result(node);
+        return None;
+    }
     task.record_inline_run(end.saturating_duration_since(start));
     tracing::debug!(
         target: "graflow::handlers",

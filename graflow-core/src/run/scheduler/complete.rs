@@ -198,10 +198,9 @@ impl Scheduler {
         record.error = Some(Chain(error).to_string().into_boxed_str());
         record.error_chain = None;
         self.shared
-            .task_event(node, attempts, || EventKind::TaskFailed {
+            .task_event(node, attempts, || EventKind::TaskWaiting {
+                requests: requests.iter().map(|r| r.request_id.clone()).collect(),
                 error: Chain(error).to_string(),
-                kind: None,
-                tolerated: false,
             });
         tracing::info!(
             target: "graflow::engine",

@@ -159,6 +159,8 @@ pub(crate) async fn run(
         waiting: Vec::new(),
         shared,
     };
+    // However the run ends (its future dropped too), tasks waiting for a person stop waiting.
+    let _close = CloseDesk(scheduler.shared.clone());
     scheduler.announce(0);
     std::future::poll_fn(|cx| scheduler.poll(cx)).await;
     // Whatever is still in flight, or waiting to retry, is cancelled by dropping it.
@@ -172,7 +174,12 @@ pub(crate) async fn run(
     // The run's last checkpoint, however it ended (a failure's included): tasks that were
     // running are pending in it.
     scheduler.save_checkpoint(true);
-    let checkpoint_path = scheduler.checkpoint.as_ref().map(|c| c.path().to_owned());
+    // Only a checkpoint written whole now says where to resume.
+    let checkpoint_path = scheduler
+        .checkpoint
+        .as_ref()
+        .filter(|_| scheduler.checkpoint_error.is_none())
+        .map(|c| c.path().to_owned());
     Ended {
         records: scheduler.records,
         failure: scheduler.failure,
@@ -181,6 +188,15 @@ pub(crate) async fn run(
         checkpoint_error: scheduler.checkpoint_error,
         waiting: scheduler.waiting,
         checkpoint_path,
+    }
+}
+
+/// Closes the run's feedback desk when dropped.
+struct CloseDesk(Arc<RunShared>);
+
+impl Drop for CloseDesk {
+    fn drop(&mut self) {
+        self.0.desk.close();
     }
 }
 
