@@ -668,6 +668,17 @@ fn a_run_nobody_answers_waits_then_resumes_with_the_answer_in_a_new_process(ctx:
     let open = open_of(&store, "approve");
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].id, request.id);
+    // A run that waits is kept by a prune of everything that ended.
+    block(store.prune(Duration::ZERO)).unwrap();
+    assert_eq!(open_of(&store, "approve").len(), 1, "pruned");
+    // Not a request id, or an unknown one: refused with the reason, exit 1.
+    let unknown = flags(&path, &["--graflow-answer", "not-an-id", "yes"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown.stderr));
+    assert!(
+        text(&unknown.stderr).contains("no request"),
+        "{}",
+        text(&unknown.stderr)
+    );
     // Answered from the command line; a second answer is refused.
     let bad = flags(&path, &["--graflow-answer", &request.id, "perhaps"]);
     assert_eq!(bad.status.code(), Some(1));

@@ -80,6 +80,29 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static IDLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
 
+/// Whether notifications are sent at all (a webhook is configured and usable).
+pub(crate) fn enabled() -> bool {
+    hook().is_some()
+}
+
+/// A delivery under way, counted while it lives (the exit waits for it): for one prepared in
+/// the background before it is sent.
+pub(crate) struct Held(());
+
+impl Held {
+    pub(crate) fn new() -> Held {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Held(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        IDLE.1.notify_all();
+    }
+}
+
 /// Sends `event` (`feedback.created`, `feedback.answered`, ...) about a request, described by
 /// `document`, in the background; nothing when no webhook is configured.
 pub(crate) fn send(event: &'static str, document: serde_json::Value) {
@@ -89,11 +112,10 @@ pub(crate) fn send(event: &'static str, document: serde_json::Value) {
     let Ok(runtime) = graflow_core::backend::background() else {
         return;
     };
-    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    let held = Held::new();
     runtime.spawn(async move {
         deliver(hook, event, document).await;
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-        IDLE.1.notify_all();
+        drop(held);
     });
 }
 

@@ -531,15 +531,21 @@ impl Store {
 
     /// The task gave up waiting for request `id`.
     pub(crate) fn feedback_timed_out(&self, id: &str) {
+        if !crate::notify::enabled() {
+            return;
+        }
         let store = self.clone();
         let id = id.to_owned();
         let Ok(runtime) = graflow_core::backend::background() else {
             return;
         };
+        // Counted from now: the program's exit waits for it from the start.
+        let held = crate::notify::Held::new();
         runtime.spawn(async move {
-            if let Ok(Some(info)) = store.feedback_request(&id).await {
+            if let Ok(Some(info)) = store.feedback_request_here(&id).await {
                 crate::notify::send("feedback.timed_out", feedback::document(&info));
             }
+            drop(held);
         });
     }
 
@@ -561,11 +567,17 @@ impl Store {
     }
 }
 
-/// Who answers: as given, or the user running this program.
+/// Who answers: as given (control characters, an escape sequence's too, replaced), or the user
+/// running this program.
 fn answerer(by: &str) -> String {
     if by.trim().is_empty() {
         crate::host::me().user.clone()
     } else {
-        crate::limits::clean(by.trim(), 256)
+        let by: String = by
+            .trim()
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+        crate::limits::clean(&by, 256)
     }
 }

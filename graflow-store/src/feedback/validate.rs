@@ -103,7 +103,10 @@ pub(crate) fn parse_text(kind: FeedbackKind, text: &str) -> Result<Value, String
         FeedbackKind::Approval => match text.trim().to_ascii_lowercase().as_str() {
             "yes" | "y" | "true" | "approve" | "approved" => Ok(Value::Bool(true)),
             "no" | "n" | "false" | "reject" | "rejected" => Ok(Value::Bool(false)),
-            other => Err(format!("expected yes or no, got {other:?}")),
+            other => Err(format!(
+                "expected yes or no, got {:?}",
+                crate::limits::clean(other, 64)
+            )),
         },
         FeedbackKind::Text | FeedbackKind::Selection => Ok(Value::String(text.to_owned())),
         FeedbackKind::MultiSelection => {

@@ -58,7 +58,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     Flag {
         name: "--graflow-limit",
         value: Some("N"),
-        help: "with --graflow-runs: how many runs (default 20)",
+        help: "with --graflow-runs: how many runs (default 20); with --graflow-feedback: how many requests (default 50)",
     },
     Flag {
         name: "--graflow-json",
@@ -138,13 +138,13 @@ fn parse(args: &[&(&str, String)]) -> Result<Parsed, String> {
                 };
                 set(
                     Ask::Answer {
-                        id: request_id(value)?,
+                        id: request_id(value),
                         value: answer,
                     },
                     &mut ask,
                 )?;
             }
-            "--graflow-cancel-feedback" => set(Ask::Cancel(request_id(value)?), &mut ask)?,
+            "--graflow-cancel-feedback" => set(Ask::Cancel(request_id(value)), &mut ask)?,
             "--graflow-by" => {
                 if value.trim().is_empty() || value.len() > 256 {
                     return Err(format!("--graflow-by {value:?}: a name of 1 to 256 bytes"));
@@ -172,7 +172,7 @@ fn parse(args: &[&(&str, String)]) -> Result<Parsed, String> {
                     .ok()
                     .filter(|n| (1..=100_000).contains(n))
                     .ok_or_else(|| {
-                        format!("--graflow-limit {value:?}: a number of runs from 1 to 100000")
+                        format!("--graflow-limit {value:?}: a number from 1 to 100000")
                     })?;
                 limit = Some(n);
             }
@@ -215,15 +215,10 @@ fn parse(args: &[&(&str, String)]) -> Result<Parsed, String> {
     Ok(Parsed { ask, json, by })
 }
 
-/// A request id as given: 32 hex digits.
-fn request_id(value: &str) -> Result<String, String> {
-    if crate::feedback::well_formed(value) {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "{value:?} is not a request id (32 hex digits, as --graflow-feedback lists them)"
-        ))
-    }
+/// A request id as given (one that is not 32 hex digits is an unknown request, exit 1; a
+/// long one is cut, it cannot be an id anyway).
+fn request_id(value: &str) -> String {
+    crate::limits::clean(value, 64)
 }
 
 fn run(parsed: Parsed) -> i32 {

@@ -212,8 +212,9 @@ pub(crate) async fn prune(pool: &Pool, older_than: Duration) -> Result<Vec<Strin
     with_pool!(pool, p => {
         let mut tx = p.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE (status NOT IN ('running', 'waiting') AND COALESCE(ended_at, started_at) < $1) \
-             OR (status = 'running' AND heartbeat_at < $2)",
+            "SELECT id FROM runs WHERE ((status NOT IN ('running', 'waiting') AND COALESCE(ended_at, started_at) < $1) \
+             OR (status = 'running' AND heartbeat_at < $2)) \
+             AND id NOT IN (SELECT run_id FROM feedback WHERE status = 'open')",
         )
         .bind(cutoff)
         .bind(lost_cutoff)
