@@ -49,6 +49,10 @@ pub(crate) fn schema_version() -> i64 {
 /// is refused without being written.
 pub(crate) async fn open(location: &Location) -> Result<Pool, StoreError> {
     let name = location.to_string();
+    // Programs that open one SQLite file at once open and migrate it one at a time: switching
+    // a new file to WAL takes a lock that a busy timeout does not wait for, and each migration
+    // is one program's (PostgreSQL's migrations hold an advisory lock of their own).
+    let mut held = None;
     let pool = match location {
         Location::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -60,6 +64,7 @@ pub(crate) async fn open(location: &Location) -> Result<Pool, StoreError> {
                     )
                 })?;
             }
+            held = lock_beside(path).await;
             let options = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
@@ -97,12 +102,6 @@ pub(crate) async fn open(location: &Location) -> Result<Pool, StoreError> {
             Pool::Postgres(pool)
         }
     };
-    // Programs that open one new SQLite file at once migrate it one at a time (PostgreSQL's
-    // migrations hold an advisory lock of their own).
-    let _lock = match location {
-        Location::Sqlite(path) => lock_beside(path).await,
-        Location::Postgres(_) => None,
-    };
     refuse_newer(&pool, &name).await?;
     with_pool!(&pool, p => MIGRATOR.run(p).await).map_err(|e| match e {
         MigrateError::VersionMissing(version) => newer(&name, version),
@@ -115,11 +114,13 @@ pub(crate) async fn open(location: &Location) -> Result<Pool, StoreError> {
             format!("cannot migrate its schema: {other}"),
         ),
     })?;
+    // Opened and migrated: the next program may.
+    drop(held);
     Ok(pool)
 }
 
-/// An exclusive `flock` on `PATH.lock` beside the SQLite file, held while the file is
-/// migrated; `None` when the lock file cannot be made (a read-only directory: opening fails
+/// An exclusive `flock` on `PATH.lock` beside the SQLite file, held while the file is opened
+/// and migrated; `None` when the lock file cannot be made (a read-only directory: opening fails
 /// anyway, or the file is migrated already).
 async fn lock_beside(path: &std::path::Path) -> Option<std::fs::File> {
     let mut name = path.as_os_str().to_owned();
