@@ -706,20 +706,7 @@ fn a_run_nobody_answers_waits_then_resumes_with_the_answer_in_a_new_process(ctx:
         text(&no.stderr)
     );
     // Resumed: `build` does not run again, `approve` gets the answer without asking.
-    let done = output(child(
-        "deploy",
-        &path,
-        &["--graflow-resume", &request.run_id],
-        &env,
-    ));
-    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
-    assert!(
-        text(&done.stdout).contains("deployed"),
-        "{}",
-        text(&done.stdout)
-    );
-    let built = std::fs::read_to_string(&builds).unwrap();
-    assert_eq!(built.lines().count(), 1, "build ran again: {built}");
+    resumed_deploys(&path, &request.run_id, &env, &builds);
     assert_eq!(
         block(store.feedback_requests(false, 100))
             .unwrap()
@@ -732,6 +719,19 @@ fn a_run_nobody_answers_waits_then_resumes_with_the_answer_in_a_new_process(ctx:
     let runs = block(store.runs(10)).unwrap();
     let run = runs.iter().find(|r| r.id == request.run_id).unwrap();
     assert_eq!(run.status.to_string(), "succeeded");
+}
+
+/// Resumes run `run_id` of the deploy program: it deploys, and `build` ran once in all.
+fn resumed_deploys(path: &Path, run_id: &str, env: &[(&str, &str)], builds: &Path) {
+    let done = output(child("deploy", path, &["--graflow-resume", run_id], env));
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    assert!(
+        text(&done.stdout).contains("deployed"),
+        "{}",
+        text(&done.stdout)
+    );
+    let built = std::fs::read_to_string(builds).unwrap();
+    assert_eq!(built.lines().count(), 1, "build ran again: {built}");
 }
 
 fn a_program_killed_while_it_waits_is_resumed_with_the_answer(ctx: &Ctx) {
@@ -755,20 +755,7 @@ fn a_program_killed_while_it_waits_is_resumed_with_the_answer(ctx: &Ctx) {
     waiting.kill().expect("SIGKILL");
     let _ = waiting.wait();
     block(store.answer_text(&request.id, "yes", "bob")).unwrap();
-    let done = output(child(
-        "deploy",
-        &path,
-        &["--graflow-resume", &request.run_id],
-        &env,
-    ));
-    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
-    assert!(
-        text(&done.stdout).contains("deployed"),
-        "{}",
-        text(&done.stdout)
-    );
-    let built = std::fs::read_to_string(&builds).unwrap();
-    assert_eq!(built.lines().count(), 1, "build ran again: {built}");
+    resumed_deploys(&path, &request.run_id, &env, &builds);
 }
 
 /// What a test webhook receiver got: each request's headers and body.
