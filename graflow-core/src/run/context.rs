@@ -20,11 +20,25 @@ pub struct ExecutionContext {
     pub(super) cycle: u32,
     /// How many waits for capacity pause the task's timeout now (with a timeout only).
     clock: Option<Arc<tokio::sync::watch::Sender<u32>>>,
-    /// How many questions the attempt asked (their keys: see [`FeedbackAsk::key`](crate::feedback::FeedbackAsk::key)).
-    asks: Arc<std::sync::atomic::AtomicU32>,
+    /// How many questions the body asked through this context (their keys: see
+    /// [`FeedbackAsk::key`](crate::feedback::FeedbackAsk::key)); a body asks through one
+    /// context, so no allocation is shared for it.
+    asks: AskCount,
     /// The body runs inline, on the scheduler's thread, or in the CPU queue, holding one of
     /// its slots: neither may wait for a person.
     no_wait: bool,
+}
+
+/// How many questions a body asked through a context (a clone starts from the same count).
+#[derive(Default)]
+struct AskCount(std::sync::atomic::AtomicU32);
+
+impl Clone for AskCount {
+    fn clone(&self) -> Self {
+        AskCount(std::sync::atomic::AtomicU32::new(
+            self.0.load(std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
 }
 
 /// Pauses the task's timeout while it lives: see [`ExecutionContext::pause_timeout`].
@@ -50,7 +64,7 @@ impl ExecutionContext {
             attempt,
             cycle,
             clock: None,
-            asks: Arc::default(),
+            asks: AskCount::default(),
             no_wait: false,
         }
     }
@@ -60,7 +74,7 @@ impl ExecutionContext {
     pub(crate) fn no_wait(mut self) -> Self {
         self.no_wait = true;
         // Its questions are not asked (the attempt runs again): they count on their own.
-        self.asks = Arc::default();
+        self.asks = AskCount::default();
         self
     }
 
@@ -91,7 +105,10 @@ impl ExecutionContext {
 
     /// The key of this attempt's next question: its run (cycle), then the order it asked in.
     pub(crate) fn next_ask_key(&self) -> String {
-        let n = self.asks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .asks
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{}.{n}", self.cycle)
     }
 

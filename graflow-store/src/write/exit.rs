@@ -34,7 +34,9 @@ pub(crate) fn flush_all() {
         .iter()
         .filter_map(std::sync::Weak::upgrade)
         .collect();
-    for shared in stores {
+    // A store that recorded nothing has nothing to write (and starting its writer now, with
+    // the process's thread-locals going, would fail).
+    for shared in stores.into_iter().filter(|s| s.started()) {
         // A store in trouble is tried once more (a busy file, a server back by now); the
         // attempt's own timeouts and this deadline bound the wait.
         let (tx, rx) = mpsc::channel();

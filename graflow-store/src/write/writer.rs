@@ -71,6 +71,11 @@ impl Shared {
     /// `must`: accepted even then (a run's start and end, a flush, a loss count). Only a flush
     /// and a full buffer wake the writer before its tick: a short run is not written while it
     /// runs, so the writer does not compete with it for the CPU.
+    /// Whether its writer ever started (a store that recorded nothing has nothing to flush).
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn push(self: &Arc<Self>, rec: Rec, must: bool) -> bool {
         let flush = matches!(rec, Rec::Flush(_));
         let len = {
