@@ -876,7 +876,7 @@ fn the_webhook_is_told_signed_and_a_receiver_down_never_affects_a_run(ctx: &Ctx)
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down = format!("http://{}/hook", closed.local_addr().unwrap());
     drop(closed);
-    let (_, path) = ctx.store("webhook-down");
+    let (store, path) = ctx.store("webhook-down");
     let env = [(WAIT, "1"), ("GRAFLOW_FEEDBACK_WEBHOOK", down.as_str())];
     let started = Instant::now();
     let waited = output(child("deploy", &path, &[], &env));
@@ -885,6 +885,37 @@ fn the_webhook_is_told_signed_and_a_receiver_down_never_affects_a_run(ctx: &Ctx)
         started.elapsed() < PROMPTLY,
         "the program hung on its webhook"
     );
+    // Cancelled from the command line (its webhook down too); a second cancel is refused, and
+    // the cancelled request is listed with --graflow-all only.
+    let request = wait_for_request(&store, "approve");
+    let args = [
+        "--graflow-cancel-feedback",
+        request.id.as_str(),
+        "--graflow-by",
+        "ops",
+    ];
+    let cancelled = output(child("deploy", &path, &args, &env));
+    assert_eq!(
+        cancelled.status.code(),
+        Some(0),
+        "{}",
+        text(&cancelled.stderr)
+    );
+    let again = output(child("deploy", &path, &args, &env));
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("was cancelled by ops"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(open_of(&store, "approve").is_empty());
+    let all = flags(
+        &path,
+        &["--graflow-feedback", "--graflow-all", "--graflow-json"],
+    );
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(all[0]["status"], "cancelled", "{all}");
+    assert_eq!(all[0]["cancelled_by"], "ops", "{all}");
 }
 
 /// A child: the deploy workflow, its run waiting as the environment says.
